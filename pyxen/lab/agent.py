@@ -1,0 +1,169 @@
+"""The lab agent: runs inside dom0 (started by the initramfs' init).
+
+It brings up the *staged* toolstack (xenstored with a request trace,
+xen-init-dom0, xenconsoled logging guest consoles), then serves commands the
+host drops into the exchange directory (a 9p share), one at a time:
+
+  xchg/req/<id>.json   {"argv": [...], "timeout": s, "env": {...}} or {"op": "poweroff"}
+  xchg/out/<id>/       stdout, stderr, and files/ (the command's $PYXEN_OUT)
+  xchg/rsp/<id>.json   {"returncode": n, "timed_out": bool, "elapsed_s": s}
+
+Only the standard library is imported: this runs before anything else is set up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from pyxen.lab import protocol
+
+
+def _log(xchg: Path, msg: str) -> None:
+    line = f"[{time.monotonic():10.3f}] {msg}\n"
+    with (xchg / protocol.AGENT_LOG).open("a") as fh:
+        fh.write(line)
+    # The serial log shows it too (dom0's console is hvc0 -> Xen -> com1).
+    try:
+        with open("/dev/console", "w") as con:
+            con.write("pyxen-agent: " + line)
+    except OSError:
+        pass
+
+
+def _sh(argv: list[str], env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: "
+                           f"{(proc.stdout + proc.stderr).strip()}")
+
+
+def toolstack_env(cfg: dict[str, object]) -> dict[str, str]:
+    """PATH and LD_LIBRARY_PATH that put the staged toolstack first."""
+    programs = dict(cfg["programs"])  # type: ignore[call-overload]
+    bin_dirs: list[str] = []
+    for path in programs.values():
+        d = os.path.dirname(str(path))
+        if d not in bin_dirs:
+            bin_dirs.append(d)
+    env = {
+        "PATH": ":".join(bin_dirs + ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
+        "LD_LIBRARY_PATH": ":".join(cfg["library_dirs"]),  # type: ignore[arg-type]
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        protocol.ENV_XS_TRACE: protocol.XS_TRACE,
+        protocol.ENV_CONSOLE_LOG_DIR: protocol.CONSOLE_LOG_DIR,
+    }
+    return env
+
+
+def bring_up(xchg: Path, cfg: dict[str, object]) -> dict[str, str]:
+    """Mount what the toolstack needs and start its daemons; returns the env."""
+    for d in ("/dev/pts", "/dev/shm", "/var/lib/xen", "/var/lib/xenstored",
+              "/var/log/xen", protocol.CONSOLE_LOG_DIR, "/run/xen", "/run/xenstored",
+              "/run/lock", "/proc/xen"):
+        os.makedirs(d, exist_ok=True)
+    if not os.path.lexists("/var/run"):
+        os.symlink("/run", "/var/run")
+    if not os.path.lexists("/var/lock"):
+        os.symlink("/run/lock", "/var/lock")
+    _sh(["mount", "-t", "devpts", "-o", "gid=5,mode=620,ptmxmode=666", "devpts", "/dev/pts"])
+    _sh(["mount", "-t", "tmpfs", "tmpfs", "/dev/shm"])
+    _sh(["mount", "-t", "xenfs", "xenfs", "/proc/xen"])
+
+    tools_root = Path(str(cfg["tools_root"]))
+    shutil.rmtree("/etc/xen", ignore_errors=True)
+    shutil.copytree(tools_root / "etc" / "xen", "/etc/xen", symlinks=True)
+
+    env = toolstack_env(cfg)
+    programs = dict(cfg["programs"])  # type: ignore[call-overload]
+    _sh([programs["xenstored"], "--pid-file", "/run/xenstored.pid",
+         "-T", protocol.XS_TRACE], env)
+    _sh([programs["xen-init-dom0"]], env)
+    _sh([programs["xenconsoled"], "--log=guest", f"--log-dir={protocol.CONSOLE_LOG_DIR}",
+         "--pid-file=/run/xenconsoled.pid"], env)
+    return env
+
+
+def run_request(xchg: Path, rid: str, req: dict[str, object],
+                base_env: dict[str, str]) -> dict[str, object]:
+    out = xchg / protocol.OUT_DIR / rid
+    files = out / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    env = dict(base_env)
+    env.update({str(k): str(v) for k, v in dict(req.get("env") or {}).items()})  # type: ignore[call-overload]
+    env[protocol.ENV_OUT] = str(files)
+    argv = [str(a) for a in req["argv"]]  # type: ignore[attr-defined]
+    timeout = float(req.get("timeout") or 600)  # type: ignore[arg-type]
+    start = time.monotonic()
+    timed_out = False
+    with (out / "stdout").open("wb") as so, (out / "stderr").open("wb") as se:
+        try:
+            proc = subprocess.Popen(argv, stdout=so, stderr=se, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=str(req.get("cwd") or "/root"),
+                                    start_new_session=True)
+        except OSError as exc:
+            se.write(f"pyxen-agent: cannot run {argv[0]}: {exc}\n".encode())
+            return {"returncode": 127, "timed_out": False, "elapsed_s": 0.0}
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            rc = proc.wait()
+    return {"returncode": rc, "timed_out": timed_out,
+            "elapsed_s": time.monotonic() - start}
+
+
+def serve(xchg: Path, env: dict[str, str]) -> None:
+    req_dir = xchg / protocol.REQ_DIR
+    rsp_dir = xchg / protocol.RSP_DIR
+    while True:
+        pending = sorted(p for p in req_dir.glob("*.json"))
+        if not pending:
+            time.sleep(protocol.POLL_INTERVAL_S)
+            continue
+        for path in pending:
+            rid = path.stem
+            req = json.loads(path.read_text())
+            path.unlink()
+            if req.get("op") == "poweroff":
+                _log(xchg, "poweroff requested")
+                return
+            _log(xchg, f"run {rid}: {req.get('argv')}")
+            rsp = run_request(xchg, rid, req, env)
+            _log(xchg, f"done {rid}: {rsp}")
+            tmp = rsp_dir / f"{rid}.tmp"
+            tmp.write_text(json.dumps(rsp))
+            tmp.rename(rsp_dir / f"{rid}.json")
+
+
+def main(argv: list[str]) -> int:
+    xchg = Path(argv[0]) if argv else Path("/xchg")
+    for d in (protocol.REQ_DIR, protocol.RSP_DIR, protocol.OUT_DIR):
+        (xchg / d).mkdir(exist_ok=True)
+    try:
+        cfg = json.loads((xchg / protocol.CONFIG).read_text())
+        env = bring_up(xchg, cfg)
+    except Exception:  # report any setup failure to the host, then power off
+        (xchg / protocol.FAILED).write_text(traceback.format_exc())
+        _log(xchg, "setup failed:\n" + traceback.format_exc())
+        return 1
+    _log(xchg, "toolstack up")
+    (xchg / protocol.READY).write_text(json.dumps({"pid": os.getpid()}))
+    serve(xchg, env)
+    os.sync()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,172 @@
+"""The boot-storm benchmark, host side: for each variant, build, boot, run the
+dom0 driver (pyxen.lab.dom0bench), and report stock vs the others in one run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pyxen.lab import paths, variants
+from pyxen.lab.errors import LabError
+from pyxen.lab.progress import console
+from pyxen.lab.vm import Dom0, VMOptions
+from pyxen.lab.xenbuild import StagedBuild, build
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    guests: int
+    concurrency: int
+    memory_mib: int = 16
+
+    def validate(self) -> None:
+        if self.guests < 1:
+            raise ValueError(f"--guests must be >= 1, got {self.guests}")
+        if self.concurrency < 1:
+            raise ValueError(f"--concurrency must be >= 1, got {self.concurrency}")
+        if self.concurrency > self.guests:
+            raise ValueError(f"--concurrency ({self.concurrency}) exceeds --guests "
+                             f"({self.guests})")
+        if self.memory_mib < 4:
+            raise ValueError(f"guest memory must be >= 4 MiB, got {self.memory_mib}")
+
+
+def _finite(xs: list[float]) -> list[float]:
+    return [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
+
+
+def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
+                progress: Progress) -> dict[str, Any]:
+    """Boot one variant and run the storm in its dom0; the bench.json run record."""
+    guest = paths.tinyguest_path()
+    if not guest.exists():
+        raise LabError(f"tiny guest not built ({guest}): run 'pip install .'")
+    name = staged.variant.name
+    task = progress.add_task(f"{name}: booting", total=params.guests * 2)
+    with Dom0(staged, options) as dom0:
+        progress.update(task, description=f"{name}: create/destroy")
+        files: list[Path] = []
+
+        def poll(out: Path) -> None:
+            files[:] = [out]
+            try:
+                p = json.loads((out / "progress.json").read_text())
+            except (OSError, ValueError):
+                return
+            base = params.guests if p["phase"] == "destroy" else 0
+            progress.update(task, completed=base + p["done"])
+
+        res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0bench",
+                        "--guests", str(params.guests),
+                        "--concurrency", str(params.concurrency),
+                        "--kernel", str(guest), "--memory", str(params.memory_mib)],
+                       timeout=600 + 60 * params.guests, on_poll=poll)
+        result_file = res.files / "result.json"
+        if not result_file.exists():
+            raise LabError(f"benchmark in dom0 failed ({res.returncode}):\n{res.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(result_file.read_text())
+    progress.update(task, completed=params.guests * 2, description=f"{name}: done")
+    if result["errors"]:
+        log.warning("%s: %d errors, first: %s", name, len(result["errors"]), result["errors"][0])
+    record: dict[str, Any] = {
+        "variant": name,
+        "hypervisor_key": staged.hypervisor_key,
+        "tools_key": staged.tools_key,
+        "source_version": staged.source_version,
+        "patches": [p.name for p in staged.variant.patches],
+        **result,
+    }
+    return record
+
+
+def same_build(a: StagedBuild, b: StagedBuild) -> bool:
+    return a.hypervisor_key == b.hypervisor_key and a.tools_key == b.tools_key
+
+
+def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
+    table = Table(title="boot storm: stock vs variants (ratio = variant / stock)")
+    for col in ("variant", "guests", "conc", "makespan s", "ratio", "mean create s",
+                "last/first create", "destroy s", "xs req/create", "console ok"):
+        table.add_column(col, justify="right")
+    stock = next((r for r in runs if r["variant"] == "stock"), None)
+    for r in runs:
+        creates = _finite(r["create_s"])
+        mean = statistics.fmean(creates) if creates else float("nan")
+        last_first = creates[-1] / creates[0] if len(creates) > 1 and creates[0] else float("nan")
+        ratio = r["makespan_s"] / stock["makespan_s"] if stock else float("nan")
+        xs = r["xs_requests_per_create"]
+        table.add_row(r["variant"], str(r["guests"]), str(r["concurrency"]),
+                      f"{r['makespan_s']:.2f}", f"{ratio:.2f}", f"{mean:.3f}",
+                      f"{last_first:.2f}", f"{r['destroy_makespan_s']:.2f}",
+                      "-" if xs is None else f"{xs:.1f}",
+                      f"{r['console_ok']}/{r['guests']}")
+    for n in notes:
+        table.caption = (table.caption + "\n" if table.caption else "") + n
+    return table
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        pts = sorted(zip(r["running_before_create"], r["create_s"]))
+        xs = [p[0] for p in pts if math.isfinite(p[1])]
+        ys = [p[1] for p in pts if math.isfinite(p[1])]
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1,
+                label=f"{r['variant']} (C={r['concurrency']})")
+    ax.set_xlabel("domains already running when the create started")
+    ax.set_ylabel("xl create latency (s)")
+    ax.set_title("create latency vs running domains (nested Xen, TCG)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
+              out_dir: Path, series: Path | None = None,
+              debug: bool = False) -> dict[str, Any]:
+    """Build each variant, run the storm on each, write bench.json and bench.png."""
+    params.validate()
+    options.validate()
+    builds = {n: build(variants.resolve(n, series, debug)) for n in variant_names}
+    notes: list[str] = []
+    if "stock" in builds:
+        for n, b in builds.items():
+            if n != "stock" and same_build(b, builds["stock"]):
+                notes.append(f"note: '{n}' is identical to stock (patches/series is empty): "
+                             "differences are run-to-run noise")
+    runs = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+            "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as progress:
+        for n in variant_names:
+            runs.append(run_variant(builds[n], params, options, progress))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {
+        "runs": runs,
+        "notes": notes,
+        "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
+               "dom0_vcpus": options.dom0_vcpus, "dom0_mem_mib": options.dom0_mem_mib,
+               "numa_nodes": options.numa_nodes, "accel": "tcg"},
+    }
+    (out_dir / "bench.json").write_text(json.dumps(doc, indent=2))
+    plot(runs, out_dir / "bench.png")
+    Console().print(summary_table(runs, notes))
+    console.print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+    return doc

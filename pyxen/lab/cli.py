@@ -1,0 +1,167 @@
+"""``python -m pyxen.lab``: build, boot, run in dom0, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from pyxen.lab import hostdeps, variants
+from pyxen.lab.errors import LabError
+from pyxen.lab.progress import console
+from pyxen.lab.vm import VMOptions
+
+log = logging.getLogger("pyxen.lab")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _variant_list(text: str) -> list[str]:
+    try:
+        return variants.parse_variant_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_vm_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("nested VM")
+    g.add_argument("--cpus", type=_positive_int, default=2, help="Xen's pCPUs (QEMU -smp)")
+    g.add_argument("--memory", type=_positive_int, default=3072, metavar="MIB",
+                   help="Xen's RAM in MiB")
+    g.add_argument("--dom0-vcpus", type=_positive_int, default=2)
+    g.add_argument("--dom0-mem", type=_positive_int, default=1024, metavar="MIB",
+                   help="dom0_mem in MiB")
+    g.add_argument("--autoballoon", action="store_true",
+                   help="boot without dom0_mem (dom0 owns all memory; xl autoballoons)")
+    g.add_argument("--numa-nodes", type=_positive_int, default=1,
+                   help="virtual NUMA nodes (QEMU -numa)")
+    g.add_argument("--xen-cmdline", default="", help="extra Xen command-line options")
+    g.add_argument("--debug", action="store_true", help="debug hypervisor (debug=y)")
+    g.add_argument("--boot-timeout", type=float, default=300.0, metavar="S")
+
+
+def _vm_options(args: argparse.Namespace) -> VMOptions:
+    opts = VMOptions(cpus=args.cpus, memory_mib=args.memory, dom0_vcpus=args.dom0_vcpus,
+                     dom0_mem_mib=None if args.autoballoon else args.dom0_mem,
+                     numa_nodes=args.numa_nodes, xen_cmdline=tuple(args.xen_cmdline.split()),
+                     boot_timeout_s=args.boot_timeout)
+    opts.validate()
+    return opts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pyxen.lab",
+                                 description="Nested Xen lab: build stock and patched Xen "
+                                             "from Debian's source, boot it in QEMU, run "
+                                             "work in dom0.")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("deps", help="check (or install) the host packages the lab needs")
+    p.add_argument("--install", action="store_true", help="apt-get install what is missing")
+
+    p = sub.add_parser("build", help="build (or reuse) a variant")
+    p.add_argument("--variant", default="stock", choices=variants.KNOWN)
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--series", type=Path, help="patch series (default patches/series)")
+
+    p = sub.add_parser("run", help="boot a variant and run a command in its dom0")
+    p.add_argument("--variant", default="stock", choices=variants.KNOWN)
+    p.add_argument("--series", type=Path)
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S")
+    p.add_argument("--files", type=Path, metavar="DIR",
+                   help="copy the command's $PYXEN_OUT files here")
+    _add_vm_options(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- command and arguments")
+
+    p = sub.add_parser("bench", help="boot-storm benchmark: stock vs variants in one run")
+    p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
+    p.add_argument("--guests", type=_positive_int, default=16)
+    p.add_argument("--concurrency", type=_positive_int, default=4)
+    p.add_argument("--guest-memory", type=_positive_int, default=16, metavar="MIB")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--series", type=Path)
+    _add_vm_options(p)
+    return ap
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr)])
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _dispatch(ap, args)
+    except ValueError as exc:
+        ap.error(str(exc))
+    except LabError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted: VM stopped", style="yellow")
+        return 130
+    return 0  # pragma: no cover - ap.error exits
+
+
+def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.cmd == "deps":
+        if args.install:
+            added = hostdeps.install()
+            print("installed: " + (" ".join(added) if added else "nothing (all present)"))
+        else:
+            hostdeps.check()
+            print("all host packages present")
+        return 0
+
+    if args.cmd == "build":
+        from pyxen.lab.xenbuild import build
+        staged = build(variants.resolve(args.variant, args.series, args.debug))
+        print(f"{args.variant}: hypervisor {staged.xen}\n"
+              f"{args.variant}: toolstack  {staged.tools_root}")
+        return 0
+
+    if args.cmd == "run":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            ap.error("run needs a command after --")
+        opts = _vm_options(args)
+        from pyxen.lab.vm import Dom0
+        from pyxen.lab.xenbuild import build
+        staged = build(variants.resolve(args.variant, args.series, args.debug))
+        with Dom0(staged, opts) as dom0:
+            res = dom0.run(command, timeout=args.timeout)
+            sys.stdout.write(res.stdout)
+            sys.stderr.write(res.stderr)
+            if args.files:
+                import shutil
+                shutil.copytree(res.files, args.files, dirs_exist_ok=True)
+        return res.returncode
+
+    if args.cmd == "bench":
+        opts = _vm_options(args)
+        from pyxen.lab.bench import BenchParams, run_bench
+        params = BenchParams(args.guests, args.concurrency, args.guest_memory)
+        params.validate()
+        hostdeps.check()
+        run_bench(args.variants, params, opts, args.out, args.series, args.debug)
+        return 0
+
+    ap.error(f"unknown command {args.cmd}")  # pragma: no cover
+    return 2

@@ -1,0 +1,189 @@
+"""The boot-storm benchmark's dom0 side: create N tiny guests with at most C
+creates in flight, check each printed its console line, destroy them, and
+write what was measured as JSON.  Run by the host as
+``python -m pyxen.lab.dom0bench ...`` inside the lab's dom0."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pyxen.lab import protocol, xl
+from pyxen.lab.guestcfg import GuestConfig
+from pyxen.lab.xstrace import TraceReader
+
+#: The line the tiny guest prints (guest/main.c BANNER).
+GUEST_BANNER = "pyxen-tinyguest: up"
+
+#: How long a guest gets to print its line, and destroyed domains to vanish.
+CONSOLE_WAIT_S = 120.0
+VANISH_WAIT_S = 120.0
+
+
+def console_log(name: str) -> Path:
+    return Path(os.environ.get(protocol.ENV_CONSOLE_LOG_DIR, protocol.CONSOLE_LOG_DIR)) \
+        / f"guest-{name}.log"
+
+
+def wait_console(names: list[str], timeout: float) -> dict[str, bool]:
+    """Which guests have printed the banner within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    seen = {n: False for n in names}
+    while True:
+        for n in names:
+            if not seen[n]:
+                try:
+                    seen[n] = GUEST_BANNER in console_log(n).read_text(errors="replace")
+                except OSError:
+                    pass
+        if all(seen.values()) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
+def wait_vanished(names: set[str], timeout: float) -> set[str]:
+    """Names still listed after ``timeout`` seconds (empty when all are gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {d.name for d in xl.list_domains()} & names
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+class Progress:
+    """Writes progress for the host to show (a small JSON file, replaced atomically)."""
+
+    def __init__(self, out: Path, total: int) -> None:
+        self.path = out / "progress.json"
+        self.total = total
+        self.done = 0
+        self.phase = "create"
+        self.lock = threading.Lock()
+
+    def advance(self, phase: str) -> None:
+        with self.lock:
+            if phase != self.phase:
+                self.phase, self.done = phase, 0
+            self.done += 1
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"phase": phase, "done": self.done,
+                                       "total": self.total}))
+            tmp.rename(self.path)
+
+
+def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
+        prefix: str, workdir: Path, out: Path) -> dict[str, object]:
+    configs = [GuestConfig(name=f"{prefix}{i}", kernel=kernel, memory_mib=memory_mib)
+               for i in range(guests)]
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_files = []
+    for c in configs:
+        path = workdir / f"{c.name}.cfg"
+        path.write_text(c.render())
+        cfg_files.append(path)
+
+    baseline_free = xl.free_memory_mib()
+    baseline_domains = {d.name for d in xl.list_domains()}
+    trace = TraceReader(Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE)))
+    progress = Progress(out, guests)
+
+    running = 0
+    running_lock = threading.Lock()
+    create_s = [0.0] * guests
+    running_before = [0] * guests
+    errors: list[str] = []
+
+    def create(i: int) -> None:
+        nonlocal running
+        with running_lock:
+            running_before[i] = running
+        t0 = time.monotonic()
+        try:
+            xl.create(cfg_files[i])
+        except xl.XlError as exc:
+            errors.append(str(exc))
+            create_s[i] = float("nan")
+            return
+        finally:
+            progress.advance("create")
+        create_s[i] = time.monotonic() - t0
+        with running_lock:
+            running += 1
+
+    t_start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(create, range(guests)))
+    makespan = time.monotonic() - t_start
+    create_ops = trace.take()
+
+    console = wait_console([c.name for c in configs], CONSOLE_WAIT_S)
+    trace.take()  # requests while waiting for consoles are nobody's create
+
+    destroy_s = [0.0] * guests
+
+    def destroy(i: int) -> None:
+        t0 = time.monotonic()
+        try:
+            xl.destroy(configs[i].name)
+        except xl.XlError as exc:
+            errors.append(str(exc))
+            destroy_s[i] = float("nan")
+            return
+        finally:
+            progress.advance("destroy")
+        destroy_s[i] = time.monotonic() - t0
+
+    t_start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(destroy, range(guests)))
+    destroy_makespan = time.monotonic() - t_start
+    destroy_ops = trace.take()
+
+    leftover = wait_vanished({c.name for c in configs}, VANISH_WAIT_S)
+    end_free = xl.free_memory_mib()
+    created = sum(1 for s in create_s if s == s)
+    return {
+        "guests": guests,
+        "concurrency": concurrency,
+        "memory_mib": memory_mib,
+        "makespan_s": makespan,
+        "create_s": create_s,
+        "running_before_create": running_before,
+        "destroy_s": destroy_s,
+        "destroy_makespan_s": destroy_makespan,
+        "xs_requests_per_create": sum(create_ops.values()) / created if created else None,
+        "xs_requests_per_destroy": sum(destroy_ops.values()) / guests if guests else None,
+        "xs_create_ops": dict(create_ops),
+        "console_ok": sum(console.values()),
+        "errors": errors,
+        "leftover_domains": sorted(leftover),
+        "baseline_domains": sorted(baseline_domains),
+        "free_memory_mib_before": baseline_free,
+        "free_memory_mib_after": end_free,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pyxen.lab.dom0bench")
+    ap.add_argument("--guests", type=int, required=True)
+    ap.add_argument("--concurrency", type=int, required=True)
+    ap.add_argument("--kernel", type=Path, required=True)
+    ap.add_argument("--memory", type=int, default=16)
+    ap.add_argument("--prefix", default="bench-")
+    args = ap.parse_args(argv)
+    out = Path(os.environ.get(protocol.ENV_OUT, "."))
+    result = run(args.guests, args.concurrency, args.kernel, args.memory, args.prefix,
+                 Path("/tmp/pyxen-bench"), out)
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return 0 if not result["errors"] and not result["leftover_domains"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The dom0 initramfs: busybox, the init script and the kernel modules it loads."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pyxen.lab import kmod, paths
+from pyxen.lab.cpio import CpioWriter
+from pyxen.lab.errors import MissingHostPackage
+from pyxen.lab.sources import Kernel
+
+#: The statically linked busybox of Debian's busybox-static.
+BUSYBOX = Path("/bin/busybox")
+
+
+def build_initramfs(kernel: Kernel, dest_dir: Path) -> Path:
+    """Write (or reuse) the initramfs for ``kernel``; returns its path."""
+    if not BUSYBOX.exists():
+        raise MissingHostPackage(["busybox-static"])
+    init = paths.package_data("init.sh").read_bytes()
+    busybox = BUSYBOX.read_bytes()
+    modules = kmod.load_order(kernel.modules, kmod.DOM0_MODULES)
+    digest = hashlib.sha256(init + busybox + kernel.release.encode()
+                            + "".join(m.name for m in modules).encode()).hexdigest()[:12]
+    out = dest_dir / f"initramfs-{kernel.release}-{digest}.cpio.gz"
+    if out.exists():
+        return out
+    cpio = CpioWriter()
+    for d in ("bin", "dev", "proc", "sys", "modules"):
+        cpio.mkdir(d)
+    cpio.add_file("bin/busybox", busybox, 0o755)
+    cpio.add_file("init", init, 0o755)
+    for ko in modules:
+        cpio.add_file(f"modules/{ko.name}", ko.read_bytes())
+    cpio.add_file("modules.order", "".join(f"{ko.name}\n" for ko in modules).encode())
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    cpio.write_gz(tmp)
+    tmp.rename(out)
+    return out

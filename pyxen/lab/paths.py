@@ -1,0 +1,62 @@
+"""Where the lab keeps things.  Every path the lab uses is defined here once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Name of the environment variable that relocates the lab's cache.
+CACHE_ENV = "PYXEN_CACHE"
+
+
+def cache_root() -> Path:
+    """Root of the lab's cache: sources, builds, kernels (PYXEN_CACHE overrides)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "pyxen"
+
+
+def sources_dir() -> Path:
+    """Debian source packages and their pristine extracted trees."""
+    return cache_root() / "sources"
+
+
+def builds_dir() -> Path:
+    """Staged builds, one directory per cache key."""
+    return cache_root() / "builds"
+
+
+def kernel_dir() -> Path:
+    """The extracted dom0 kernel package."""
+    return cache_root() / "kernel"
+
+
+def runs_dir() -> Path:
+    """Per-VM exchange directories (shared with dom0 over 9p)."""
+    return cache_root() / "runs"
+
+
+def repo_root() -> Path:
+    """The source tree holding ``patches/`` (this checkout), if there is one."""
+    return Path(__file__).resolve().parents[2]
+
+
+def default_series() -> Path:
+    """The project's patch series file."""
+    return repo_root() / "patches" / "series"
+
+
+def package_data(name: str) -> Path:
+    """A file shipped in ``pyxen/lab/data``."""
+    return Path(__file__).resolve().parent / "data" / name
+
+
+def tinyguest_path() -> Path:
+    """The tiny PV guest ELF, installed by meson next to the package."""
+    env = os.environ.get("PYXEN_TINYGUEST")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "guest" / "tinyguest"

@@ -1,0 +1,30 @@
+"""The host <-> dom0 agent contract: exchange-directory layout and dom0 paths.
+
+Used by both sides (the agent imports nothing else of the lab's), so every
+name here is defined once.
+"""
+
+#: Exchange directory entries (relative to its root).
+LAB_DIR = "lab"
+CONFIG = "lab/config.json"      # host -> agent: toolstack locations
+BOOT_PYTHON = "lab/python"      # host -> init: interpreter path
+BOOT_BINDS = "lab/binds"        # host -> init: host paths to bind into dom0
+BOOT_PYTHONPATH = "lab/pythonpath"
+READY = "lab/ready"             # agent -> host: toolstack is up
+FAILED = "lab/failed"           # agent -> host: setup failed (traceback)
+AGENT_LOG = "lab/agent.log"
+REQ_DIR = "req"
+RSP_DIR = "rsp"
+OUT_DIR = "out"
+
+#: How often the agent and the host look for new files.
+POLL_INTERVAL_S = 0.05
+
+#: dom0 paths.
+XS_TRACE = "/var/log/xen/xenstored-trace.log"
+CONSOLE_LOG_DIR = "/var/log/xen/console"
+
+#: Environment a dom0 command sees.
+ENV_OUT = "PYXEN_OUT"                    # directory handed back to the host
+ENV_XS_TRACE = "PYXEN_XS_TRACE"          # xenstored's request trace
+ENV_CONSOLE_LOG_DIR = "PYXEN_CONSOLE_LOG_DIR"

@@ -1,0 +1,319 @@
+"""Booting a staged Xen nested in QEMU (TCG) and running commands in its dom0."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+import pyxen
+from pyxen.lab import paths, protocol, sources
+from pyxen.lab.errors import BootError, Dom0Timeout, LabError, MissingHostPackage
+from pyxen.lab.initramfs import build_initramfs
+from pyxen.lab.xenbuild import StagedBuild
+
+log = logging.getLogger(__name__)
+
+QEMU = "qemu-system-x86_64"
+
+#: Xen options that must always be there under TCG (shared/NESTED-XEN.md):
+#: without smap=0 smep=0 dom0 faults at its first instruction.
+XEN_BASE_CMDLINE = ("console=com1", "com1=115200,8n1", "smap=0", "smep=0",
+                    "loglvl=all", "guest_loglvl=all")
+
+#: dom0 Linux command line: console through Xen, our init, reboot on panic
+#: (so a dead dom0 ends QEMU instead of hanging).
+DOM0_CMDLINE = "console=hvc0 earlyprintk=xen rdinit=/init panic=-1"
+
+#: Seconds a VM gets to power off before it is killed.
+SHUTDOWN_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class VMOptions:
+    """How to boot the nested Xen.  ``validate`` names any bad value."""
+
+    cpus: int = 2                  # QEMU vCPUs (Xen's pCPUs)
+    memory_mib: int = 3072         # QEMU memory (Xen's RAM)
+    dom0_vcpus: int = 2
+    dom0_mem_mib: int | None = 1024  # None: no dom0_mem (autoballoon mode)
+    numa_nodes: int = 1
+    xen_cmdline: tuple[str, ...] = field(default=())  # extra Xen options
+    boot_timeout_s: float = 300.0
+
+    def validate(self) -> None:
+        if self.cpus < 1 or self.cpus > 64:
+            raise ValueError(f"cpus must be 1..64, got {self.cpus}")
+        if self.memory_mib < 512:
+            raise ValueError(f"memory_mib must be >= 512, got {self.memory_mib}")
+        if self.dom0_vcpus < 1 or self.dom0_vcpus > self.cpus:
+            raise ValueError(f"dom0_vcpus must be 1..cpus ({self.cpus}), got {self.dom0_vcpus}")
+        if self.dom0_mem_mib is not None and not (
+                256 <= self.dom0_mem_mib <= self.memory_mib - 128):
+            raise ValueError(
+                f"dom0_mem_mib must be 256..{self.memory_mib - 128} "
+                f"(memory_mib - 128), got {self.dom0_mem_mib}")
+        if self.numa_nodes < 1:
+            raise ValueError(f"numa_nodes must be >= 1, got {self.numa_nodes}")
+        if self.numa_nodes > 1:
+            if self.cpus % self.numa_nodes:
+                raise ValueError(f"cpus ({self.cpus}) must divide evenly over "
+                                 f"{self.numa_nodes} NUMA nodes")
+            if self.memory_mib % self.numa_nodes:
+                raise ValueError(f"memory_mib ({self.memory_mib}) must divide evenly over "
+                                 f"{self.numa_nodes} NUMA nodes")
+        for opt in self.xen_cmdline:
+            if not opt or any(c.isspace() for c in opt):
+                raise ValueError(f"Xen command-line option {opt!r} must be one word")
+        if self.boot_timeout_s <= 0:
+            raise ValueError(f"boot_timeout_s must be > 0, got {self.boot_timeout_s}")
+
+    def xen_cmdline_words(self) -> list[str]:
+        words = list(XEN_BASE_CMDLINE)
+        words.append(f"dom0_max_vcpus={self.dom0_vcpus}")
+        if self.dom0_mem_mib is not None:
+            words.append(f"dom0_mem={self.dom0_mem_mib}M,max:{self.dom0_mem_mib}M")
+        words.extend(self.xen_cmdline)
+        return words
+
+
+def qemu_argv(xen: Path, vmlinuz: Path, initramfs: Path, options: VMOptions,
+              xchg: Path, serial_log: Path) -> list[str]:
+    """The QEMU command line (pure: no side effects, so it can be tested)."""
+    options.validate()
+    for p in (xen, vmlinuz, initramfs):
+        if "," in str(p):
+            raise LabError(f"QEMU cannot take a module path with a comma: {p}")
+    argv = [
+        QEMU, "-accel", "tcg,thread=multi", "-cpu", "max",
+        "-smp", str(options.cpus), "-m", str(options.memory_mib),
+        "-nodefaults", "-display", "none", "-vga", "none", "-monitor", "none",
+        "-no-reboot",
+        "-serial", f"file:{serial_log}",
+        "-kernel", str(xen),
+        "-append", " ".join(options.xen_cmdline_words()),
+        # Multiboot modules: dom0 kernel with its command line, then the initramfs.
+        "-initrd", f"{vmlinuz} {DOM0_CMDLINE.replace(',', ',,')},{initramfs}",
+        "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on",
+        "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+        "-fsdev", f"local,id=xchg,path={xchg},security_model=none",
+        "-device", "virtio-9p-pci,fsdev=xchg,mount_tag=xchg",
+    ]
+    if options.numa_nodes > 1:
+        per_cpu = options.cpus // options.numa_nodes
+        per_mem = options.memory_mib // options.numa_nodes
+        for n in range(options.numa_nodes):
+            argv += ["-object", f"memory-backend-ram,id=m{n},size={per_mem}M",
+                     "-numa", f"node,nodeid={n},cpus={n * per_cpu}-{(n + 1) * per_cpu - 1},"
+                              f"memdev=m{n}"]
+    return argv
+
+
+def dom0_binds(extra: list[Path]) -> list[str]:
+    """Host paths dom0 needs at the same place: the Python running the lab, the
+    pyxen package, the lab cache (staged builds).  /usr is always bound."""
+    wanted = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.exec_prefix),
+              Path(pyxen.__file__).resolve().parents[1], paths.cache_root(), *extra]
+    out: list[str] = []
+    for p in sorted({q.resolve() for q in wanted}, key=lambda q: len(q.parts)):
+        s = str(p)
+        if s == "/" or s == "/usr" or s.startswith("/usr/"):
+            continue
+        if any(s == o or s.startswith(o + "/") for o in out):
+            continue
+        out.append(s)
+    return out
+
+
+@dataclass
+class Dom0Result:
+    """What a dom0 command did: exit status, output, and its handed-back files."""
+
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    files: Path
+    elapsed_s: float
+
+    def check(self) -> Dom0Result:
+        if self.returncode != 0:
+            raise LabError(f"dom0 command {self.argv!r} exited {self.returncode}:\n"
+                           f"{self.stderr.strip()[-2000:]}")
+        return self
+
+
+class Dom0:
+    """A nested Xen booted with a staged build; ``run`` executes in its dom0.
+
+    Use as a context manager: the VM is always powered off or killed on exit,
+    also on errors and Ctrl-C, so no QEMU is left behind.
+    """
+
+    def __init__(self, build: StagedBuild, options: VMOptions | None = None,
+                 run_dir: Path | None = None, extra_binds: list[Path] | None = None) -> None:
+        self.build = build
+        self.options = options or VMOptions()
+        self.options.validate()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = run_dir or paths.runs_dir() / f"{stamp}-{build.variant.name}-{os.getpid()}"
+        self.xchg = self.run_dir / "xchg"
+        self.serial_log = self.run_dir / "serial.log"
+        self.extra_binds = extra_binds or []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._next_id = 0
+
+    # -- lifecycle -------------------------------------------------------
+    def __enter__(self) -> Dom0:
+        try:
+            self.start()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.shutdown()
+        else:
+            self.kill()
+
+    def _prepare(self) -> list[str]:
+        if shutil.which(QEMU) is None:
+            raise MissingHostPackage(["qemu-system-x86"])
+        kernel = sources.dom0_kernel()
+        initrd = build_initramfs(kernel, paths.kernel_dir())
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
+        (self.xchg / protocol.LAB_DIR).mkdir(parents=True)
+        (self.xchg / protocol.BOOT_PYTHON).write_text(sys.executable)
+        (self.xchg / protocol.BOOT_BINDS).write_text(
+            "".join(p + "\n" for p in dom0_binds(self.extra_binds)))
+        (self.xchg / protocol.BOOT_PYTHONPATH).write_text(
+            str(Path(pyxen.__file__).resolve().parents[1]))
+        (self.xchg / protocol.CONFIG).write_text(json.dumps({
+            "tools_root": str(self.build.tools_root),
+            "programs": dict(self.build.programs),
+            "library_dirs": list(self.build.library_dirs),
+        }, indent=2))
+        return qemu_argv(self.build.xen, kernel.vmlinuz, initrd, self.options,
+                         self.xchg, self.serial_log)
+
+    def start(self) -> None:
+        """Boot and wait until dom0's toolstack is up (BootError otherwise)."""
+        argv = self._prepare()
+        log.debug("qemu: %s", " ".join(argv))
+        (self.run_dir / "qemu.cmdline").write_text(" ".join(argv) + "\n")
+        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL,
+                                      stderr=(self.run_dir / "qemu.stderr").open("wb"),
+                                      start_new_session=True)
+        deadline = time.monotonic() + self.options.boot_timeout_s
+        ready, failed = self.xchg / protocol.READY, self.xchg / protocol.FAILED
+        while True:
+            if ready.exists():
+                log.info("dom0 up (%s)", self.run_dir)
+                return
+            if failed.exists():
+                raise BootError("dom0 toolstack setup failed:\n" + failed.read_text(),
+                                self.serial_tail())
+            if self._proc.poll() is not None:
+                err = (self.run_dir / "qemu.stderr").read_text(errors="replace").strip()
+                raise BootError(f"QEMU exited with status {self._proc.returncode} before "
+                                f"dom0 was up{': ' + err if err else ''}", self.serial_tail())
+            if time.monotonic() > deadline:
+                raise BootError(f"dom0 not up after {self.options.boot_timeout_s:g} s",
+                                self.serial_tail())
+            time.sleep(protocol.POLL_INTERVAL_S * 4)
+
+    def serial_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.serial_log.read_text(errors="replace")
+        except OSError:
+            return "(no serial log)"
+        return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """Kill QEMU now (idempotent)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    def shutdown(self) -> None:
+        """Ask dom0 to power off; kill QEMU if it has not ended within the grace time."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self._submit({"op": "poweroff"})
+        try:
+            proc.wait(timeout=SHUTDOWN_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log.warning("VM did not power off within %g s: killing it", SHUTDOWN_GRACE_S)
+            self.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- commands ----------------------------------------------------------
+    def _submit(self, req: dict[str, object]) -> str:
+        self._next_id += 1
+        rid = f"{self._next_id:06d}"
+        tmp = self.xchg / protocol.REQ_DIR / f"{rid}.tmp"
+        tmp.parent.mkdir(exist_ok=True)
+        tmp.write_text(json.dumps(req))
+        tmp.rename(tmp.with_suffix(".json"))
+        return rid
+
+    def run(self, argv: list[str], timeout: float = 600.0,
+            env: dict[str, str] | None = None, check: bool = False,
+            on_poll: Callable[[Path], None] | None = None) -> Dom0Result:
+        """Run ``argv`` in dom0 and return its status, output and files.
+
+        Past ``timeout`` seconds the VM is killed and Dom0Timeout raised.
+        ``on_poll`` is called with the command's output directory while it runs
+        (to show progress the command writes there).
+        """
+        if not self.alive:
+            raise LabError("the VM is not running:\n" + self.serial_tail())
+        rid = self._submit({"argv": argv, "timeout": timeout, "env": env or {}})
+        rsp = self.xchg / protocol.RSP_DIR / f"{rid}.json"
+        deadline = time.monotonic() + timeout + 30.0  # the agent enforces `timeout`
+        while not rsp.exists():
+            if not self.alive:
+                raise BootError(f"the VM died while running {argv!r}", self.serial_tail())
+            if time.monotonic() > deadline:
+                self.kill()
+                raise Dom0Timeout(argv, timeout)
+            if on_poll is not None:
+                on_poll(self.xchg / protocol.OUT_DIR / rid / "files")
+            time.sleep(protocol.POLL_INTERVAL_S)
+        result = json.loads(rsp.read_text())
+        out = self.xchg / protocol.OUT_DIR / rid
+        if result["timed_out"]:
+            self.kill()
+            raise Dom0Timeout(argv, timeout)
+        res = Dom0Result(
+            argv=argv,
+            returncode=int(result["returncode"]),
+            stdout=(out / "stdout").read_text(errors="replace"),
+            stderr=(out / "stderr").read_text(errors="replace"),
+            files=out / "files",
+            elapsed_s=float(result["elapsed_s"]),
+        )
+        return res.check() if check else res

@@ -1,0 +1,224 @@
+"""Building Xen (hypervisor and toolstack) from Debian's source, with patches,
+into cached staging directories keyed by every input."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyxen.lab import hostdeps, paths, sources
+from pyxen.lab.buildkey import build_key
+from pyxen.lab.errors import BuildError, LabError
+from pyxen.lab.patchset import apply_series
+from pyxen.lab.progress import step
+
+log = logging.getLogger(__name__)
+
+#: configure flags of the toolstack (shared/NESTED-XEN.md): no docs, stubdoms,
+#: firmware or OCaml; the system QEMU for device models.
+TOOLS_CONFIGURE_FLAGS: tuple[str, ...] = (
+    "--prefix=/usr",
+    "PYTHON=/usr/bin/python3",
+    "--disable-docs",
+    "--disable-stubdom",
+    "--disable-qemu-traditional",
+    "--with-system-qemu=/usr/bin/qemu-system-i386",
+    "--disable-ocamltools",
+    "--disable-seabios",
+    "--disable-ovmf",
+    "--disable-ipxe",
+    "--disable-rombios",
+    "--disable-pvshim",
+)
+
+#: Toolstack programs the lab runs in dom0, found in the staged install.
+TOOLSTACK_PROGRAMS = ("xl", "xenstored", "xenconsoled", "xen-init-dom0",
+                      "xenstore-ls", "xenstore-read", "xenstore-write")
+
+_MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What to build: a name, the patches (in order) and hypervisor options."""
+
+    name: str
+    patches: tuple[Path, ...] = ()
+    debug: bool = False
+    kconfig: tuple[tuple[str, str], ...] = field(default=())
+
+    def hypervisor_kconfig(self) -> dict[str, str]:
+        cfg = dict(self.kconfig)
+        if self.debug:
+            cfg["DEBUG"] = "y"
+        return cfg
+
+
+@dataclass(frozen=True)
+class StagedBuild:
+    """A built variant: the hypervisor image and the staged toolstack."""
+
+    variant: Variant
+    source_version: str
+    hypervisor_key: str
+    tools_key: str
+    xen: Path               # the multiboot (ELF32) hypervisor image
+    tools_root: Path        # DESTDIR of "make install-tools"
+    programs: Mapping[str, str]   # program name -> absolute path inside tools_root
+    library_dirs: tuple[str, ...]  # directories holding the staged libxen*.so
+
+
+def jobs() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """Serialize builds of the cache (two lab runs must not build the same key)."""
+    root = paths.builds_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_logged(step_name: str, argv: list[str], cwd: Path, logfile: Path,
+                env: Mapping[str, str] | None = None) -> None:
+    with logfile.open("a") as fh:
+        fh.write(f"\n$ {' '.join(argv)}\n")
+        fh.flush()
+        proc = subprocess.run(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, **(env or {})), check=False)
+    if proc.returncode != 0:
+        lines = logfile.read_text(errors="replace").splitlines()
+        raise BuildError(step_name, "\n".join(lines[-30:]), str(logfile))
+
+
+def _prepare_tree(pristine: Path, work: Path, variant: Variant) -> Path:
+    src = work / "src"
+    shutil.copytree(pristine, src, symlinks=True)
+    apply_series(src, list(variant.patches))
+    return src
+
+
+def _set_kconfig(dotconfig: Path, settings: Mapping[str, str]) -> None:
+    lines = [ln for ln in dotconfig.read_text().splitlines()
+             if not any(ln.startswith(f"CONFIG_{k}=") or ln == f"# CONFIG_{k} is not set"
+                        for k in settings)]
+    lines += [f"CONFIG_{k}={v}" for k, v in settings.items()]
+    dotconfig.write_text("\n".join(lines) + "\n")
+
+
+def build_hypervisor(variant: Variant, pristine: Path, version: str) -> tuple[str, Path]:
+    """Build (or reuse) the hypervisor of a variant; returns (key, xen image)."""
+    kconfig = variant.hypervisor_kconfig()
+    key = build_key("xen", version, variant.patches, {"kconfig": kconfig})
+    out = paths.builds_dir() / f"xen-{key}"
+    if (out / _MANIFEST).exists():
+        return key, out / "xen"
+    with _locked("xen"):
+        if (out / _MANIFEST).exists():
+            return key, out / "xen"
+        work = paths.builds_dir() / f".tmp-xen-{key}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        logfile = work / "build.log"
+        with step(f"building hypervisor for '{variant.name}' (key {key}, ~2 min)"):
+            src = _prepare_tree(pristine, work, variant)
+            _run_logged("xen defconfig", ["make", "-C", "xen", "defconfig"], src, logfile)
+            if kconfig:
+                _set_kconfig(src / "xen" / ".config", kconfig)
+                _run_logged("xen olddefconfig", ["make", "-C", "xen", "olddefconfig"],
+                            src, logfile)
+            _run_logged("hypervisor build", ["make", "-C", "xen", f"-j{jobs()}"], src, logfile)
+            shutil.copy2(src / "xen" / "xen", work / "xen")
+            shutil.copy2(src / "xen" / ".config", work / "xen.config")
+            shutil.copy2(src / "xen" / "xen-syms", work / "xen-syms")
+            shutil.rmtree(src)
+            (work / _MANIFEST).write_text(json.dumps(
+                {"key": key, "source": version, "kconfig": kconfig,
+                 "patches": [p.name for p in variant.patches]}, indent=2))
+            shutil.rmtree(out, ignore_errors=True)
+            work.rename(out)
+    return key, out / "xen"
+
+
+def _find_programs(root: Path) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if name in TOOLSTACK_PROGRAMS and name not in found:
+                found[name] = str(Path(dirpath) / name)
+    missing = [p for p in TOOLSTACK_PROGRAMS if p not in found]
+    if missing:
+        raise LabError(f"staged toolstack in {root} lacks {', '.join(missing)}")
+    return found
+
+
+def _find_library_dirs(root: Path) -> list[str]:
+    dirs = {str(p.parent) for p in root.rglob("libxenctrl.so*")}
+    dirs |= {str(p.parent) for p in root.rglob("libxenlight.so*")}
+    return sorted(dirs)
+
+
+def build_tools(variant: Variant, pristine: Path, version: str) -> tuple[str, Path]:
+    """Build (or reuse) the toolstack of a variant; returns (key, staging root)."""
+    key = build_key("tools", version, variant.patches,
+                    {"configure": list(TOOLS_CONFIGURE_FLAGS)})
+    out = paths.builds_dir() / f"tools-{key}"
+    if (out / _MANIFEST).exists():
+        return key, out / "stage"
+    with _locked("tools"):
+        if (out / _MANIFEST).exists():
+            return key, out / "stage"
+        work = paths.builds_dir() / f".tmp-tools-{key}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        logfile = work / "build.log"
+        with step(f"building toolstack for '{variant.name}' (key {key}, ~8 min)"):
+            src = _prepare_tree(pristine, work, variant)
+            _run_logged("autogen", ["./autogen.sh"], src, logfile)
+            _run_logged("configure", ["./configure", *TOOLS_CONFIGURE_FLAGS], src, logfile)
+            _run_logged("toolstack build", ["make", "build-tools", f"-j{jobs()}"],
+                        src, logfile)
+            stage = work / "stage"
+            _run_logged("toolstack install",
+                        ["make", "install-tools", f"DESTDIR={stage}", f"-j{jobs()}"],
+                        src, logfile)
+            shutil.rmtree(src)
+            (work / _MANIFEST).write_text(json.dumps(
+                {"key": key, "source": version, "configure": list(TOOLS_CONFIGURE_FLAGS),
+                 "patches": [p.name for p in variant.patches]}, indent=2))
+            shutil.rmtree(out, ignore_errors=True)
+            work.rename(out)
+    return key, out / "stage"
+
+
+def build(variant: Variant) -> StagedBuild:
+    """Build (or fetch from the cache) everything a variant needs to boot."""
+    hostdeps.check(list(hostdeps.PACKAGES["source"] + hostdeps.PACKAGES["build"]))
+    with step("fetching Debian's xen source package"):
+        pristine, version = sources.xen_source_tree()
+    hv_key, xen = build_hypervisor(variant, pristine, version)
+    tools_key, stage = build_tools(variant, pristine, version)
+    return StagedBuild(
+        variant=variant,
+        source_version=version,
+        hypervisor_key=hv_key,
+        tools_key=tools_key,
+        xen=xen,
+        tools_root=stage,
+        programs=_find_programs(stage),
+        library_dirs=tuple(_find_library_dirs(stage)),
+    )

@@ -1,0 +1,70 @@
+"""A thin wrapper over the ``xl`` command for use inside the lab's dom0.
+
+Until pyxen's bindings drive libxl directly, the lab's benchmark and nested
+tests go through unmodified ``xl``: that is also what users run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyxen.lab.errors import LabError
+
+
+class XlError(LabError):
+    """``xl`` failed; carries its arguments, exit status and message."""
+
+    def __init__(self, args: list[str], returncode: int, message: str) -> None:
+        self.args_ = args
+        self.returncode = returncode
+        self.message = message
+        super().__init__(f"xl {' '.join(args)} exited {returncode}: {message}")
+
+
+def xl(*args: str, timeout: float = 300.0) -> str:
+    proc = subprocess.run(["xl", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise XlError(list(args), proc.returncode, (proc.stderr or proc.stdout).strip())
+    return proc.stdout
+
+
+@dataclass(frozen=True)
+class DomainRow:
+    name: str
+    domid: int
+    memory_mib: int
+    vcpus: int
+    state: str
+
+
+def list_domains() -> list[DomainRow]:
+    """``xl list`` as rows."""
+    rows = []
+    for line in xl("list").splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 6:
+            continue
+        # Name may not contain spaces (xl refuses them), so the split is safe.
+        rows.append(DomainRow(parts[0], int(parts[1]), int(parts[2]), int(parts[3]),
+                              parts[4]))
+    return rows
+
+
+def free_memory_mib() -> int:
+    """Xen's free memory (``xl info`` free_memory), in MiB."""
+    for line in xl("info").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "free_memory":
+            return int(value.strip())
+    raise LabError("xl info has no free_memory line")
+
+
+def create(config_file: Path) -> None:
+    xl("create", "-q", str(config_file))
+
+
+def destroy(name: str) -> None:
+    xl("destroy", name)

@@ -1,0 +1,38 @@
+"""Counting requests in xenstored's trace (``xenstored -T FILE``).
+
+Each request xenstored receives is one line ``IN <conn> <date> <time> <OP> (<args>)``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+
+class TraceReader:
+    """Reads a growing trace file from a remembered offset."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def take(self) -> Counter[str]:
+        """Requests by operation since the last call (or construction)."""
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        # Only whole lines; a partial last line is read next time.
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        return count_requests(data[:end].decode(errors="replace"))
+
+
+def count_requests(text: str) -> Counter[str]:
+    """Requests by operation name in trace text."""
+    ops: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("IN "):
+            parts = line.split()
+            if len(parts) >= 5:
+                ops[parts[4]] += 1
+    return ops
