@@ -13,6 +13,9 @@ from pyxen.lab.sources import Kernel
 #: The statically linked busybox of Debian's busybox-static.
 BUSYBOX = Path("/bin/busybox")
 
+#: Bump when the archive's layout (what is added besides the inputs) changes.
+LAYOUT_VERSION = 2
+
 
 def build_initramfs(kernel: Kernel, dest_dir: Path) -> Path:
     """Write (or reuse) the initramfs for ``kernel``; returns its path."""
@@ -21,7 +24,8 @@ def build_initramfs(kernel: Kernel, dest_dir: Path) -> Path:
     init = paths.package_data("init.sh").read_bytes()
     busybox = BUSYBOX.read_bytes()
     modules = kmod.load_order(kernel.modules, kmod.DOM0_MODULES)
-    digest = hashlib.sha256(init + busybox + kernel.release.encode()
+    digest = hashlib.sha256(f"{LAYOUT_VERSION}".encode() + init + busybox
+                            + kernel.release.encode()
                             + "".join(m.name for m in modules).encode()).hexdigest()[:12]
     out = dest_dir / f"initramfs-{kernel.release}-{digest}.cpio.gz"
     if out.exists():
@@ -30,6 +34,7 @@ def build_initramfs(kernel: Kernel, dest_dir: Path) -> Path:
     for d in ("bin", "dev", "proc", "sys", "modules"):
         cpio.mkdir(d)
     cpio.add_file("bin/busybox", busybox, 0o755)
+    cpio.add_symlink("bin/sh", "busybox")  # init.sh's interpreter
     cpio.add_file("init", init, 0o755)
     for ko in modules:
         cpio.add_file(f"modules/{ko.name}", ko.read_bytes())

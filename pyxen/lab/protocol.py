@@ -16,6 +16,10 @@ AGENT_LOG = "lab/agent.log"
 REQ_DIR = "req"
 RSP_DIR = "rsp"
 OUT_DIR = "out"
+SHARE_DIR = "share"             # host -> dom0 files (Dom0.share)
+
+#: Where dom0 mounts the exchange directory (init.sh mounts it there).
+DOM0_XCHG = "/xchg"
 
 #: How often the agent and the host look for new files.
 POLL_INTERVAL_S = 0.05

@@ -271,6 +271,15 @@ class Dom0:
         return self._proc is not None and self._proc.poll() is None
 
     # -- commands ----------------------------------------------------------
+    def share(self, name: str, text: str) -> str:
+        """Put a file in the exchange share; returns its path as dom0 sees it."""
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"share name must be a plain file name, got {name!r}")
+        d = self.xchg / protocol.SHARE_DIR
+        d.mkdir(exist_ok=True)
+        (d / name).write_text(text)
+        return f"{protocol.DOM0_XCHG}/{protocol.SHARE_DIR}/{name}"
+
     def _submit(self, req: dict[str, object]) -> str:
         self._next_id += 1
         rid = f"{self._next_id:06d}"

@@ -154,12 +154,15 @@ def build_hypervisor(variant: Variant, pristine: Path, version: str) -> tuple[st
     return key, out / "xen"
 
 
-def _find_programs(root: Path) -> dict[str, str]:
+def find_programs(root: Path) -> dict[str, str]:
+    """Absolute paths of the toolstack programs in a staged install (executables
+    under usr/, never etc/'s completion scripts of the same name)."""
     found: dict[str, str] = {}
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, _dirs, files in sorted(os.walk(root / "usr")):
         for name in files:
-            if name in TOOLSTACK_PROGRAMS and name not in found:
-                found[name] = str(Path(dirpath) / name)
+            path = Path(dirpath) / name
+            if name in TOOLSTACK_PROGRAMS and name not in found and os.access(path, os.X_OK):
+                found[name] = str(path)
     missing = [p for p in TOOLSTACK_PROGRAMS if p not in found]
     if missing:
         raise LabError(f"staged toolstack in {root} lacks {', '.join(missing)}")
@@ -219,6 +222,6 @@ def build(variant: Variant) -> StagedBuild:
         tools_key=tools_key,
         xen=xen,
         tools_root=stage,
-        programs=_find_programs(stage),
+        programs=find_programs(stage),
         library_dirs=tuple(_find_library_dirs(stage)),
     )

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from pyxen.lab import hostdeps
+from pyxen.lab.errors import MissingHostPackage
+
+SOURCES = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+
+def test_deb_src_entry_covers_the_main_archive_only():
+    entry = hostdeps.deb_src_entry(SOURCES)
+    assert entry.count("Types: deb-src") == 1
+    assert "security" not in entry
+    assert "Suites: bookworm bookworm-updates" in entry
+
+
+def test_missing_package_error_is_one_line_with_the_command(monkeypatch):
+    monkeypatch.setattr(hostdeps, "missing_packages", lambda pkgs=None: ["qemu-system-x86"])
+    with pytest.raises(MissingHostPackage) as info:
+        hostdeps.check()
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "qemu-system-x86" in msg and "apt-get install qemu-system-x86" in msg
+
+
+def test_dpkg_reports_a_nonexistent_package_missing():
+    assert hostdeps.missing_packages(["pyxen-no-such-package"]) == ["pyxen-no-such-package"]
+
+
+def test_package_list_has_no_duplicates():
+    pkgs = hostdeps.all_packages()
+    assert len(pkgs) == len(set(pkgs))

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyxen.lab.vm import VMOptions, dom0_binds, qemu_argv
+
+X, K, I = Path("/c/xen"), Path("/c/vmlinuz"), Path("/c/initrd.gz")
+
+
+def _arg(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_qemu_runs_tcg_with_the_notes_flags(tmp_path):
+    argv = qemu_argv(X, K, I, VMOptions(), tmp_path, tmp_path / "serial.log")
+    assert _arg(argv, "-accel") == ["tcg,thread=multi"]
+    assert "-no-reboot" in argv and "-enable-kvm" not in argv
+    xen_cmdline = _arg(argv, "-append")[0].split()
+    assert {"smap=0", "smep=0", "console=com1"} <= set(xen_cmdline)
+    assert "dom0_mem=1024M,max:1024M" in xen_cmdline
+    initrd = _arg(argv, "-initrd")[0]
+    assert initrd.startswith(f"{K} ") and initrd.endswith(f",{I}")
+
+
+def test_commas_in_the_dom0_cmdline_are_escaped(tmp_path, monkeypatch):
+    import pyxen.lab.vm as vm
+    monkeypatch.setattr(vm, "DOM0_CMDLINE", "console=hvc0 xen_opt=a,b")
+    initrd = _arg(qemu_argv(X, K, I, VMOptions(), tmp_path, tmp_path / "s"), "-initrd")[0]
+    assert initrd == f"{K} console=hvc0 xen_opt=a,,b,{I}"
+
+
+def test_autoballoon_drops_dom0_mem(tmp_path):
+    argv = qemu_argv(X, K, I, VMOptions(dom0_mem_mib=None), tmp_path, tmp_path / "s")
+    assert not any(w.startswith("dom0_mem") for w in _arg(argv, "-append")[0].split())
+
+
+def test_numa_nodes_split_cpus_and_memory(tmp_path):
+    argv = qemu_argv(X, K, I, VMOptions(cpus=4, memory_mib=4096, numa_nodes=2),
+                     tmp_path, tmp_path / "s")
+    assert _arg(argv, "-numa") == ["node,nodeid=0,cpus=0-1,memdev=m0",
+                                   "node,nodeid=1,cpus=2-3,memdev=m1"]
+    assert _arg(argv, "-object") == ["memory-backend-ram,id=m0,size=2048M",
+                                     "memory-backend-ram,id=m1,size=2048M"]
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"cpus": 0}, "cpus"), ({"numa_nodes": 0}, "numa_nodes"),
+    ({"numa_nodes": 3, "cpus": 4}, "divide evenly"),
+    ({"xen_cmdline": ("a b",)}, "one word"), ({"boot_timeout_s": 0}, "boot_timeout"),
+])
+def test_bad_vm_options_name_the_problem(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        VMOptions(**kw).validate()
+
+
+def test_comma_in_a_module_path_is_refused(tmp_path):
+    with pytest.raises(Exception, match="comma"):
+        qemu_argv(Path("/a,b/xen"), K, I, VMOptions(), tmp_path, tmp_path / "s")
+
+
+def test_binds_are_minimal_and_never_usr(tmp_path):
+    binds = dom0_binds([tmp_path, tmp_path / "sub", Path("/usr/lib")])
+    assert str(tmp_path) in binds
+    assert not any(b == "/usr" or b.startswith("/usr/") for b in binds)
+    assert not any(b.startswith(o + "/") for b in binds for o in binds)
+
+
+def test_program_lookup_skips_completion_scripts(tmp_path):
+    from pyxen.lab.xenbuild import TOOLSTACK_PROGRAMS, find_programs
+    (tmp_path / "etc/bash_completion.d").mkdir(parents=True)
+    (tmp_path / "etc/bash_completion.d/xl").write_text("complete xl\n")
+    (tmp_path / "usr/sbin").mkdir(parents=True)
+    for name in TOOLSTACK_PROGRAMS:
+        p = tmp_path / "usr/sbin" / name
+        p.write_text("#!/bin/sh\n")
+        p.chmod(0o755)
+    assert find_programs(tmp_path)["xl"] == str(tmp_path / "usr/sbin/xl")
