@@ -19,7 +19,8 @@ from rich.table import Table
 from pyxen.lab import paths, variants
 from pyxen.lab.errors import LabError
 from pyxen.lab.progress import console
-from pyxen.lab.vm import Dom0, VMOptions
+from pyxen.lab.vm import Dom0
+from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import StagedBuild, build
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
                              "differences are run-to-run noise")
     runs = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
-            "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as progress:
+            "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console()) as progress:
         for n in variant_names:
             runs.append(run_variant(builds[n], params, options, progress))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,5 +169,5 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=2))
     plot(runs, out_dir / "bench.png")
     Console().print(summary_table(runs, notes))
-    console.print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+    console().print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     return doc

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+# Only the standard library at import time: "deps --install" must run on a
+# fresh machine before the package's own dependencies (rich, ...) exist.
 from pyxen.lab import hostdeps, variants
 from pyxen.lab.errors import LabError
-from pyxen.lab.progress import console
-from pyxen.lab.vm import VMOptions
+from pyxen.lab.vm_options import VMOptions
 
 log = logging.getLogger("pyxen.lab")
 
@@ -112,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     except LabError as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        console.print("interrupted: VM stopped", style="yellow")
+        print("interrupted: VM stopped", file=sys.stderr)
         return 130
     return 0  # pragma: no cover - ap.error exits
 

@@ -28,7 +28,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
         "libfdt-dev",
     ),
     # Building the project's own C parts (tiny guest, bindings).
-    "project": ("libxen-dev", "ninja-build"),
+    "project": ("libxen-dev", "ninja-build", "python3-venv"),
 }
 
 #: apt sources entry for Debian's main archive sources (deb-src).

@@ -1,34 +1,41 @@
-"""Progress display for long lab work (rich when on a terminal, logging otherwise)."""
+"""Progress display for long lab work (rich when on a terminal, logging otherwise).
+
+rich is imported on first use, so that modules importing this one (the build
+code, the CLI) still import on a machine where only the standard library is
+there yet ("python -m pyxen.lab deps --install").
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger(__name__)
 
-#: The lab's one console (stderr, so stdout stays for results).
-console = Console(stderr=True)
+
+@functools.cache
+def console() -> Console:
+    """The lab's one progress console (stderr, so stdout stays for results)."""
+    from rich.console import Console
+    return Console(stderr=True)
 
 
 @contextmanager
 def step(description: str) -> Iterator[None]:
     """Show a spinner with elapsed time while a long step runs; log when done."""
     start = time.monotonic()
-    if console.is_terminal:
-        with console.status(f"{description} ...", spinner="dots"):
+    con = console()
+    if con.is_terminal:
+        with con.status(f"{description} ...", spinner="dots"):
             yield
     else:
         log.info("%s ...", description)
         yield
     log.info("%s: done in %.1f s", description, time.monotonic() - start)
-
-
-def interactive() -> bool:
-    """True when progress bars make sense (stderr is a terminal)."""
-    return sys.stderr.isatty()

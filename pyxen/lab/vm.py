@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -19,72 +19,12 @@ import pyxen
 from pyxen.lab import paths, protocol, sources
 from pyxen.lab.errors import BootError, Dom0Timeout, LabError, MissingHostPackage
 from pyxen.lab.initramfs import build_initramfs
+from pyxen.lab.vm_options import DOM0_CMDLINE, VMOptions
 from pyxen.lab.xenbuild import StagedBuild
 
 log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
-
-#: Xen options that must always be there under TCG (shared/NESTED-XEN.md):
-#: without smap=0 smep=0 dom0 faults at its first instruction.
-XEN_BASE_CMDLINE = ("console=com1", "com1=115200,8n1", "smap=0", "smep=0",
-                    "loglvl=all", "guest_loglvl=all")
-
-#: dom0 Linux command line: console through Xen, our init, reboot on panic
-#: (so a dead dom0 ends QEMU instead of hanging).
-DOM0_CMDLINE = "console=hvc0 earlyprintk=xen rdinit=/init panic=-1"
-
-#: Seconds a VM gets to power off before it is killed.
-SHUTDOWN_GRACE_S = 60.0
-
-
-@dataclass(frozen=True)
-class VMOptions:
-    """How to boot the nested Xen.  ``validate`` names any bad value."""
-
-    cpus: int = 2                  # QEMU vCPUs (Xen's pCPUs)
-    memory_mib: int = 3072         # QEMU memory (Xen's RAM)
-    dom0_vcpus: int = 2
-    dom0_mem_mib: int | None = 1024  # None: no dom0_mem (autoballoon mode)
-    numa_nodes: int = 1
-    xen_cmdline: tuple[str, ...] = field(default=())  # extra Xen options
-    boot_timeout_s: float = 300.0
-
-    def validate(self) -> None:
-        if self.cpus < 1 or self.cpus > 64:
-            raise ValueError(f"cpus must be 1..64, got {self.cpus}")
-        if self.memory_mib < 512:
-            raise ValueError(f"memory_mib must be >= 512, got {self.memory_mib}")
-        if self.dom0_vcpus < 1 or self.dom0_vcpus > self.cpus:
-            raise ValueError(f"dom0_vcpus must be 1..cpus ({self.cpus}), got {self.dom0_vcpus}")
-        if self.dom0_mem_mib is not None and not (
-                256 <= self.dom0_mem_mib <= self.memory_mib - 128):
-            raise ValueError(
-                f"dom0_mem_mib must be 256..{self.memory_mib - 128} "
-                f"(memory_mib - 128), got {self.dom0_mem_mib}")
-        if self.numa_nodes < 1:
-            raise ValueError(f"numa_nodes must be >= 1, got {self.numa_nodes}")
-        if self.numa_nodes > 1:
-            if self.cpus % self.numa_nodes:
-                raise ValueError(f"cpus ({self.cpus}) must divide evenly over "
-                                 f"{self.numa_nodes} NUMA nodes")
-            if self.memory_mib % self.numa_nodes:
-                raise ValueError(f"memory_mib ({self.memory_mib}) must divide evenly over "
-                                 f"{self.numa_nodes} NUMA nodes")
-        for opt in self.xen_cmdline:
-            if not opt or any(c.isspace() for c in opt):
-                raise ValueError(f"Xen command-line option {opt!r} must be one word")
-        if self.boot_timeout_s <= 0:
-            raise ValueError(f"boot_timeout_s must be > 0, got {self.boot_timeout_s}")
-
-    def xen_cmdline_words(self) -> list[str]:
-        words = list(XEN_BASE_CMDLINE)
-        words.append(f"dom0_max_vcpus={self.dom0_vcpus}")
-        if self.dom0_mem_mib is not None:
-            words.append(f"dom0_mem={self.dom0_mem_mib}M,max:{self.dom0_mem_mib}M")
-        words.extend(self.xen_cmdline)
-        return words
-
 
 def qemu_argv(xen: Path, vmlinuz: Path, initramfs: Path, options: VMOptions,
               xchg: Path, serial_log: Path) -> list[str]:

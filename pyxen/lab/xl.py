@@ -40,10 +40,10 @@ class DomainRow:
     state: str
 
 
-def list_domains() -> list[DomainRow]:
-    """``xl list`` as rows."""
+def parse_list(text: str) -> list[DomainRow]:
+    """Rows of ``xl list`` output."""
     rows = []
-    for line in xl("list").splitlines()[1:]:
+    for line in text.splitlines()[1:]:
         parts = line.split()
         if len(parts) < 6:
             continue
@@ -53,13 +53,27 @@ def list_domains() -> list[DomainRow]:
     return rows
 
 
+def list_domains() -> list[DomainRow]:
+    """``xl list`` as rows."""
+    return parse_list(xl("list"))
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """``xl info`` output as key -> value."""
+    info = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
+    return info
+
+
 def free_memory_mib() -> int:
     """Xen's free memory (``xl info`` free_memory), in MiB."""
-    for line in xl("info").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "free_memory":
-            return int(value.strip())
-    raise LabError("xl info has no free_memory line")
+    info = parse_info(xl("info"))
+    if "free_memory" not in info:
+        raise LabError("xl info has no free_memory line")
+    return int(info["free_memory"])
 
 
 def create(config_file: Path) -> None:

@@ -1,0 +1,20 @@
+"""Fixtures of the nested tests: a booted stock lab, shared by a module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from pyxen.lab import variants
+from pyxen.lab.vm import Dom0
+from pyxen.lab.vm_options import VMOptions
+from pyxen.lab.xenbuild import build
+
+
+@pytest.fixture(scope="module")
+def dom0() -> Iterator[Dom0]:
+    """Stock Xen booted nested (built on first use; cached after)."""
+    staged = build(variants.resolve("stock"))
+    with Dom0(staged, VMOptions()) as d:
+        yield d

@@ -1,0 +1,132 @@
+"""The lab boots Xen, runs the staged toolstack, and tiny guests live and die."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pathlib import Path
+
+from pyxen.lab import paths, variants, xl
+from pyxen.lab.dom0bench import GUEST_BANNER
+from pyxen.lab.errors import BootError, Dom0Timeout
+from pyxen.lab.guestcfg import GuestConfig
+from pyxen.lab.vm import Dom0
+from pyxen.lab.vm_options import VMOptions
+from pyxen.lab.xenbuild import build
+
+pytestmark = pytest.mark.nested
+
+#: Free memory may differ from the baseline by this much after all guests are
+#: gone: none.  Xen counts pages awaiting scrub as free, and everything a
+#: destroyed domain held (its RAM, page tables, p2m) goes back to the heap.
+FREE_MEMORY_TOLERANCE_MIB = 0
+
+
+def domains(dom0: Dom0) -> list[xl.DomainRow]:
+    return xl.parse_list(dom0.run(["xl", "list"], check=True).stdout)
+
+
+def free_memory(dom0: Dom0) -> int:
+    return int(xl.parse_info(dom0.run(["xl", "info"], check=True).stdout)["free_memory"])
+
+
+def wait_until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_the_staged_toolstack_runs_in_dom0(dom0: Dom0) -> None:
+    ps = dom0.run(["ps", "-eo", "args"], check=True).stdout
+    tools = str(dom0.build.tools_root)
+    for daemon in ("xenstored", "xenconsoled"):
+        assert any(line.startswith(tools) and daemon in line for line in ps.splitlines()), \
+            f"{daemon} is not the staged one:\n{ps}"
+    which = dom0.run(["sh", "-c", "command -v xl"], check=True).stdout.strip()
+    assert which.startswith(tools)
+
+
+def test_only_domain0_after_boot(dom0: Dom0) -> None:
+    assert [d.name for d in domains(dom0)] == ["Domain-0"]
+
+
+def test_three_tiny_guests_print_their_line_and_leave_nothing(dom0: Dom0) -> None:
+    kernel = paths.tinyguest_path()
+    assert kernel.exists(), f"tiny guest not built: {kernel}"
+    baseline = free_memory(dom0)
+    names = [f"nested-{i}" for i in range(3)]
+    for name in names:
+        cfg = dom0.share(f"{name}.cfg", GuestConfig(name, kernel, memory_mib=16).render())
+        dom0.run(["xl", "create", cfg], check=True, timeout=120)
+
+    running = {d.name: d for d in domains(dom0)}
+    for name in names:
+        assert name in running, f"{name} not listed: {sorted(running)}"
+        assert running[name].memory_mib == 16
+        assert "c" not in running[name].state, f"{name} crashed: {running[name].state}"
+
+    def printed(name: str) -> bool:
+        res = dom0.run(["cat", f"/var/log/xen/console/guest-{name}.log"])
+        return res.returncode == 0 and GUEST_BANNER in res.stdout
+
+    for name in names:
+        wait_until(lambda: printed(name), 60, f"{name}'s console line")
+    assert free_memory(dom0) <= baseline - 3 * 16
+
+    for name in names:
+        dom0.run(["xl", "destroy", name], check=True, timeout=120)
+    wait_until(lambda: [d.name for d in domains(dom0)] == ["Domain-0"], 60,
+               "xl list to show Domain-0 only")
+    wait_until(lambda: abs(free_memory(dom0) - baseline) <= FREE_MEMORY_TOLERANCE_MIB, 60,
+               f"free memory back to {baseline} MiB")
+
+
+def qemu_processes_of(vm: Dom0) -> list[int]:
+    """PIDs of processes whose command line names the VM's run directory."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(vm.run_dir) in cmdline and "qemu" in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+def _stock_vm(**options: object) -> Dom0:
+    return Dom0(build(variants.resolve("stock")), VMOptions(**options))  # type: ignore[arg-type]
+
+
+def test_a_command_past_its_timeout_kills_the_vm() -> None:
+    vm = _stock_vm()
+    with pytest.raises(Dom0Timeout, match="sleep"):
+        with vm:
+            assert qemu_processes_of(vm)
+            vm.run(["sleep", "600"], timeout=3)
+    assert qemu_processes_of(vm) == []
+
+
+def test_a_dom0_that_cannot_boot_fails_fast_with_the_serial_log() -> None:
+    # 16 MiB is far too little for the Debian kernel: dom0 panics early.
+    vm = _stock_vm(xen_cmdline=("dom0_mem=16M,max:16M",), boot_timeout_s=240)
+    start = time.monotonic()
+    with pytest.raises(BootError) as info:
+        with vm:
+            pass
+    assert time.monotonic() - start < 240
+    assert "(XEN)" in info.value.serial_tail
+    assert qemu_processes_of(vm) == []
+
+
+def test_boot_timeout_is_enforced() -> None:
+    vm = _stock_vm(boot_timeout_s=2)
+    with pytest.raises(BootError, match="not up after 2 s"):
+        with vm:
+            pass
+    assert qemu_processes_of(vm) == []
