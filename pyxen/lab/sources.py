@@ -43,7 +43,7 @@ def xen_source_version() -> str:
             "apt knows no 'xen' source package: add a deb-src entry for the main "
             "archive and run apt-get update ('python -m pyxen.lab deps --install' does both)"
         )
-    return max(versions, key=_debian_version_key)
+    return str(max(versions, key=_debian_version_key))
 
 
 def _debian_version_key(v: str) -> list[object]:

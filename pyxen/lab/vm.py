@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 QEMU = "qemu-system-x86_64"
 
+#: Seconds a VM gets to power off before it is killed.
+SHUTDOWN_GRACE_S = 60.0
+
 def qemu_argv(xen: Path, vmlinuz: Path, initramfs: Path, options: VMOptions,
               xchg: Path, serial_log: Path) -> list[str]:
     """The QEMU command line (pure: no side effects, so it can be tested)."""

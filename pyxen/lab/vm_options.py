@@ -13,10 +13,6 @@ XEN_BASE_CMDLINE = ("console=com1", "com1=115200,8n1", "smap=0", "smep=0",
 #: (so a dead dom0 ends QEMU instead of hanging).
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen rdinit=/init panic=-1"
 
-#: Seconds a VM gets to power off before it is killed.
-SHUTDOWN_GRACE_S = 60.0
-
-
 @dataclass(frozen=True)
 class VMOptions:
     """How to boot the nested Xen.  ``validate`` names any bad value."""
