@@ -154,7 +154,7 @@ def main(argv: list[str]) -> int:
     try:
         cfg = json.loads((xchg / protocol.CONFIG).read_text())
         env = bring_up(xchg, cfg)
-    except Exception:  # report any setup failure to the host, then power off
+    except Exception:  # noqa: BLE001 - any setup failure goes to the host, then power off
         (xchg / protocol.FAILED).write_text(traceback.format_exc())
         _log(xchg, "setup failed:\n" + traceback.format_exc())
         return 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import statistics
 import sys
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ class BenchParams:
             raise ValueError(f"guest memory must be >= 4 MiB, got {self.memory_mib}")
 
 
-def _finite(xs: list[float]) -> list[float]:
-    return [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
+def _finite(xs: list[float | None]) -> list[float]:
+    """The measured values (a failed create or destroy is recorded as None)."""
+    return [x for x in xs if x is not None and math.isfinite(x)]
 
 
 def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
@@ -125,11 +127,12 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in runs:
-        pts = sorted(zip(r["running_before_create"], r["create_s"]))
-        xs = [p[0] for p in pts if math.isfinite(p[1])]
-        ys = [p[1] for p in pts if math.isfinite(p[1])]
-        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1,
-                label=f"{r['variant']} (C={r['concurrency']})")
+        pts = [(n, t) for n, t in zip(r["running_before_create"], r["create_s"])
+               if t is not None]
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        # Points, not a line: with C > 1 creates overlap, so no order joins them.
+        ax.scatter(xs, ys, s=14, alpha=0.75, label=f"{r['variant']} (C={r['concurrency']})")
     ax.set_xlabel("domains already running when the create started")
     ax.set_ylabel("xl create latency (s)")
     ax.set_title("create latency vs running domains (nested Xen, TCG)")
@@ -166,8 +169,9 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
                "dom0_vcpus": options.dom0_vcpus, "dom0_mem_mib": options.dom0_mem_mib,
                "numa_nodes": options.numa_nodes, "accel": "tcg"},
     }
-    (out_dir / "bench.json").write_text(json.dumps(doc, indent=2))
+    (out_dir / "bench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
     plot(runs, out_dir / "bench.png")
-    Console().print(summary_table(runs, notes))
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(
+        summary_table(runs, notes))
     console().print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     return doc

@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -96,59 +97,49 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
 
     running = 0
     running_lock = threading.Lock()
-    create_s = [0.0] * guests
     running_before = [0] * guests
     errors: list[str] = []
+
+    def timed(phase: str, op: Callable[[int], None]) -> tuple[list[float | None], float]:
+        """Run ``op(i)`` for every guest, at most ``concurrency`` at once; the
+        seconds each took (None where xl failed) and the phase's makespan."""
+        took: list[float | None] = [None] * guests
+
+        def one(i: int) -> None:
+            t0 = time.monotonic()
+            try:
+                op(i)
+                took[i] = time.monotonic() - t0
+            except xl.XlError as exc:
+                errors.append(f"{phase} {configs[i].name}: {exc}")
+            finally:
+                progress.advance(phase)
+
+        t_start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(one, range(guests)))
+        return took, time.monotonic() - t_start
 
     def create(i: int) -> None:
         nonlocal running
         with running_lock:
             running_before[i] = running
-        t0 = time.monotonic()
-        try:
-            xl.create(cfg_files[i])
-        except xl.XlError as exc:
-            errors.append(str(exc))
-            create_s[i] = float("nan")
-            return
-        finally:
-            progress.advance("create")
-        create_s[i] = time.monotonic() - t0
+        xl.create(cfg_files[i])
         with running_lock:
             running += 1
 
-    t_start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(create, range(guests)))
-    makespan = time.monotonic() - t_start
+    create_s, makespan = timed("create", create)
     create_ops = trace.take()
 
     console = wait_console([c.name for c in configs], CONSOLE_WAIT_S)
     trace.take()  # requests while waiting for consoles are nobody's create
 
-    destroy_s = [0.0] * guests
-
-    def destroy(i: int) -> None:
-        t0 = time.monotonic()
-        try:
-            xl.destroy(configs[i].name)
-        except xl.XlError as exc:
-            errors.append(str(exc))
-            destroy_s[i] = float("nan")
-            return
-        finally:
-            progress.advance("destroy")
-        destroy_s[i] = time.monotonic() - t0
-
-    t_start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(destroy, range(guests)))
-    destroy_makespan = time.monotonic() - t_start
+    destroy_s, destroy_makespan = timed("destroy", lambda i: xl.destroy(configs[i].name))
     destroy_ops = trace.take()
 
     leftover = wait_vanished({c.name for c in configs}, VANISH_WAIT_S)
     end_free = xl.free_memory_mib()
-    created = sum(1 for s in create_s if s == s)
+    created = sum(1 for s in create_s if s is not None)
     return {
         "guests": guests,
         "concurrency": concurrency,

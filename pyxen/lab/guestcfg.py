@@ -38,7 +38,8 @@ class GuestConfig:
     def __post_init__(self) -> None:
         validate_name(self.name)
         if not isinstance(self.memory_mib, int) or isinstance(self.memory_mib, bool):
-            raise ValueError(f"memory_mib must be an integer, got {self.memory_mib!r}")
+            raise ValueError(  # noqa: TRY004 - configuration errors are ValueErrors
+                f"memory_mib must be an integer, got {self.memory_mib!r}")
         if self.memory_mib < MIN_MEMORY_MIB:
             raise ValueError(f"memory_mib must be >= {MIN_MEMORY_MIB}, got {self.memory_mib}")
         if not isinstance(self.vcpus, int) or not 1 <= self.vcpus <= MAX_VCPUS:

@@ -37,7 +37,7 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
 def xen_source_version() -> str:
     """The version of Debian's ``xen`` source package apt would fetch."""
     out = _run(["apt-cache", "showsrc", XEN_SOURCE_PACKAGE])
-    versions = re.findall(r"^Version: (\S+)$", out, flags=re.M)
+    versions = re.findall(r"^Version: (\S+)$", out, flags=re.MULTILINE)
     if not versions:
         raise LabError(
             "apt knows no 'xen' source package: add a deb-src entry for the main "

@@ -10,10 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pyxen
 from pyxen.lab import paths, protocol, sources
@@ -56,8 +57,8 @@ def qemu_argv(xen: Path, vmlinuz: Path, initramfs: Path, options: VMOptions,
         per_mem = options.memory_mib // options.numa_nodes
         for n in range(options.numa_nodes):
             argv += ["-object", f"memory-backend-ram,id=m{n},size={per_mem}M",
-                     "-numa", f"node,nodeid={n},cpus={n * per_cpu}-{(n + 1) * per_cpu - 1},"
-                              f"memdev=m{n}"]
+                     "-numa", (f"node,nodeid={n},cpus={n * per_cpu}-{(n + 1) * per_cpu - 1},"
+                               f"memdev=m{n}")]
     return argv
 
 
@@ -75,6 +76,23 @@ def dom0_binds(extra: list[Path]) -> list[str]:
             continue
         out.append(s)
     return out
+
+
+def qemu_processes(run_dir: Path | str) -> list[int]:
+    """PIDs of QEMU processes whose command line names ``run_dir`` (each VM's
+    command line holds its own run directory): how to check none is left."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except OSError:
+            continue
+        if QEMU in cmdline and str(run_dir) in cmdline:
+            pids.append(int(proc.name))
+    return pids
 
 
 @dataclass
@@ -116,7 +134,7 @@ class Dom0:
         self._next_id = 0
 
     # -- lifecycle -------------------------------------------------------
-    def __enter__(self) -> Dom0:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:

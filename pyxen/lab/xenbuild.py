@@ -9,7 +9,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,37 +120,55 @@ def _set_kconfig(dotconfig: Path, settings: Mapping[str, str]) -> None:
     dotconfig.write_text("\n".join(lines) + "\n")
 
 
+def _cached_build(component: str, key: str, variant: Variant, pristine: Path,
+                  version: str, eta: str, manifest: Mapping[str, object],
+                  recipe: Callable[[Path, Path, Path], None]) -> Path:
+    """builds/<component>-<key>, built once by ``recipe(src, work, logfile)``.
+
+    The build runs in a temporary directory on a fresh copy of the pristine
+    tree with the variant's patches applied, and is renamed into place only
+    when it is complete (a failed build leaves its log in the temporary
+    directory and never a half-built cache entry).
+    """
+    out = paths.builds_dir() / f"{component}-{key}"
+    if (out / _MANIFEST).exists():
+        return out
+    with _locked(component):
+        if (out / _MANIFEST).exists():
+            return out
+        work = paths.builds_dir() / f".tmp-{component}-{key}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        with step(f"building {component} for '{variant.name}' (key {key}, {eta})"):
+            src = _prepare_tree(pristine, work, variant)
+            recipe(src, work, work / "build.log")
+            shutil.rmtree(src)
+            (work / _MANIFEST).write_text(json.dumps(
+                {"key": key, "source": version,
+                 "patches": [p.name for p in variant.patches], **manifest}, indent=2))
+            shutil.rmtree(out, ignore_errors=True)
+            work.rename(out)
+    return out
+
+
 def build_hypervisor(variant: Variant, pristine: Path, version: str) -> tuple[str, Path]:
     """Build (or reuse) the hypervisor of a variant; returns (key, xen image)."""
     kconfig = variant.hypervisor_kconfig()
     key = build_key("xen", version, variant.patches, {"kconfig": kconfig})
-    out = paths.builds_dir() / f"xen-{key}"
-    if (out / _MANIFEST).exists():
-        return key, out / "xen"
-    with _locked("xen"):
-        if (out / _MANIFEST).exists():
-            return key, out / "xen"
-        work = paths.builds_dir() / f".tmp-xen-{key}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        logfile = work / "build.log"
-        with step(f"building hypervisor for '{variant.name}' (key {key}, ~2 min)"):
-            src = _prepare_tree(pristine, work, variant)
-            _run_logged("xen defconfig", ["make", "-C", "xen", "defconfig"], src, logfile)
-            if kconfig:
-                _set_kconfig(src / "xen" / ".config", kconfig)
-                _run_logged("xen olddefconfig", ["make", "-C", "xen", "olddefconfig"],
-                            src, logfile)
-            _run_logged("hypervisor build", ["make", "-C", "xen", f"-j{jobs()}"], src, logfile)
-            shutil.copy2(src / "xen" / "xen", work / "xen")
-            shutil.copy2(src / "xen" / ".config", work / "xen.config")
-            shutil.copy2(src / "xen" / "xen-syms", work / "xen-syms")
-            shutil.rmtree(src)
-            (work / _MANIFEST).write_text(json.dumps(
-                {"key": key, "source": version, "kconfig": kconfig,
-                 "patches": [p.name for p in variant.patches]}, indent=2))
-            shutil.rmtree(out, ignore_errors=True)
-            work.rename(out)
+
+    def recipe(src: Path, work: Path, logfile: Path) -> None:
+        _run_logged("xen defconfig", ["make", "-C", "xen", "defconfig"], src, logfile)
+        if kconfig:
+            _set_kconfig(src / "xen" / ".config", kconfig)
+            _run_logged("xen olddefconfig", ["make", "-C", "xen", "olddefconfig"],
+                        src, logfile)
+        _run_logged("hypervisor build", ["make", "-C", "xen", f"-j{jobs()}"], src, logfile)
+        shutil.copy2(src / "xen" / "xen", work / "xen")
+        shutil.copy2(src / "xen" / ".config", work / "xen.config")
+        shutil.copy2(src / "xen" / "xen-syms", work / "xen-syms")
+
+    out = _cached_build("xen", key, variant, pristine, version, "~1-2 min",
+                        {"kconfig": kconfig}, recipe)
     return key, out / "xen"
 
 
@@ -179,32 +197,17 @@ def build_tools(variant: Variant, pristine: Path, version: str) -> tuple[str, Pa
     """Build (or reuse) the toolstack of a variant; returns (key, staging root)."""
     key = build_key("tools", version, variant.patches,
                     {"configure": list(TOOLS_CONFIGURE_FLAGS)})
-    out = paths.builds_dir() / f"tools-{key}"
-    if (out / _MANIFEST).exists():
-        return key, out / "stage"
-    with _locked("tools"):
-        if (out / _MANIFEST).exists():
-            return key, out / "stage"
-        work = paths.builds_dir() / f".tmp-tools-{key}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        logfile = work / "build.log"
-        with step(f"building toolstack for '{variant.name}' (key {key}, ~8 min)"):
-            src = _prepare_tree(pristine, work, variant)
-            _run_logged("autogen", ["./autogen.sh"], src, logfile)
-            _run_logged("configure", ["./configure", *TOOLS_CONFIGURE_FLAGS], src, logfile)
-            _run_logged("toolstack build", ["make", "build-tools", f"-j{jobs()}"],
-                        src, logfile)
-            stage = work / "stage"
-            _run_logged("toolstack install",
-                        ["make", "install-tools", f"DESTDIR={stage}", f"-j{jobs()}"],
-                        src, logfile)
-            shutil.rmtree(src)
-            (work / _MANIFEST).write_text(json.dumps(
-                {"key": key, "source": version, "configure": list(TOOLS_CONFIGURE_FLAGS),
-                 "patches": [p.name for p in variant.patches]}, indent=2))
-            shutil.rmtree(out, ignore_errors=True)
-            work.rename(out)
+
+    def recipe(src: Path, work: Path, logfile: Path) -> None:
+        _run_logged("autogen", ["./autogen.sh"], src, logfile)
+        _run_logged("configure", ["./configure", *TOOLS_CONFIGURE_FLAGS], src, logfile)
+        _run_logged("toolstack build", ["make", "build-tools", f"-j{jobs()}"], src, logfile)
+        _run_logged("toolstack install",
+                    ["make", "install-tools", f"DESTDIR={work / 'stage'}", f"-j{jobs()}"],
+                    src, logfile)
+
+    out = _cached_build("tools", key, variant, pristine, version, "~2-4 min",
+                        {"configure": list(TOOLS_CONFIGURE_FLAGS)}, recipe)
     return key, out / "stage"
 
 

@@ -6,13 +6,11 @@ import time
 
 import pytest
 
-from pathlib import Path
-
 from pyxen.lab import paths, variants, xl
 from pyxen.lab.dom0bench import GUEST_BANNER
 from pyxen.lab.errors import BootError, Dom0Timeout
 from pyxen.lab.guestcfg import GuestConfig
-from pyxen.lab.vm import Dom0
+from pyxen.lab.vm import Dom0, qemu_processes
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import build
 
@@ -74,7 +72,7 @@ def test_three_tiny_guests_print_their_line_and_leave_nothing(dom0: Dom0) -> Non
         return res.returncode == 0 and GUEST_BANNER in res.stdout
 
     for name in names:
-        wait_until(lambda: printed(name), 60, f"{name}'s console line")
+        wait_until(lambda n=name: printed(n), 60, f"{name}'s console line")
     assert free_memory(dom0) <= baseline - 3 * 16
 
     for name in names:
@@ -85,48 +83,31 @@ def test_three_tiny_guests_print_their_line_and_leave_nothing(dom0: Dom0) -> Non
                f"free memory back to {baseline} MiB")
 
 
-def qemu_processes_of(vm: Dom0) -> list[int]:
-    """PIDs of processes whose command line names the VM's run directory."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(vm.run_dir) in cmdline and "qemu" in cmdline:
-                pids.append(int(proc.name))
-    return pids
-
-
 def _stock_vm(**options: object) -> Dom0:
     return Dom0(build(variants.resolve("stock")), VMOptions(**options))  # type: ignore[arg-type]
 
 
 def test_a_command_past_its_timeout_kills_the_vm() -> None:
     vm = _stock_vm()
-    with pytest.raises(Dom0Timeout, match="sleep"):
-        with vm:
-            assert qemu_processes_of(vm)
-            vm.run(["sleep", "600"], timeout=3)
-    assert qemu_processes_of(vm) == []
+    with pytest.raises(Dom0Timeout, match="sleep"), vm:
+        assert qemu_processes(vm.run_dir)
+        vm.run(["sleep", "600"], timeout=3)
+    assert qemu_processes(vm.run_dir) == []
 
 
 def test_a_dom0_that_cannot_boot_fails_fast_with_the_serial_log() -> None:
     # 16 MiB is far too little for the Debian kernel: dom0 panics early.
     vm = _stock_vm(xen_cmdline=("dom0_mem=16M,max:16M",), boot_timeout_s=240)
     start = time.monotonic()
-    with pytest.raises(BootError) as info:
-        with vm:
-            pass
+    with pytest.raises(BootError) as info, vm:
+        pass
     assert time.monotonic() - start < 240
     assert "(XEN)" in info.value.serial_tail
-    assert qemu_processes_of(vm) == []
+    assert qemu_processes(vm.run_dir) == []
 
 
 def test_boot_timeout_is_enforced() -> None:
     vm = _stock_vm(boot_timeout_s=2)
-    with pytest.raises(BootError, match="not up after 2 s"):
-        with vm:
-            pass
-    assert qemu_processes_of(vm) == []
+    with pytest.raises(BootError, match="not up after 2 s"), vm:
+        pass
+    assert qemu_processes(vm.run_dir) == []

@@ -15,7 +15,7 @@ def _diff(tree: Path, rel: str, new: str) -> str:
     tmp = tree.parent / "new.tmp"
     tmp.write_text(new)
     proc = subprocess.run(["diff", "-u", "--label", f"a/{rel}", "--label", f"b/{rel}",
-                           str(old), str(tmp)], capture_output=True, text=True)
+                           str(old), str(tmp)], capture_output=True, text=True, check=False)
     tmp.unlink()
     return proc.stdout
 

@@ -25,7 +25,7 @@ def test_qemu_runs_tcg_with_the_notes_flags(tmp_path):
 
 
 def test_commas_in_the_dom0_cmdline_are_escaped(tmp_path, monkeypatch):
-    import pyxen.lab.vm as vm  # DOM0_CMDLINE is read there
+    from pyxen.lab import vm  # DOM0_CMDLINE is read there
     monkeypatch.setattr(vm, "DOM0_CMDLINE", "console=hvc0 xen_opt=a,b")
     initrd = _arg(qemu_argv(X, K, I, VMOptions(), tmp_path, tmp_path / "s"), "-initrd")[0]
     assert initrd == f"{K} console=hvc0 xen_opt=a,,b,{I}"
