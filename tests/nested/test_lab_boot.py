@@ -48,6 +48,14 @@ def test_the_staged_toolstack_runs_in_dom0(dom0: Dom0) -> None:
     assert which.startswith(tools)
 
 
+def test_status_output_and_files_come_back(dom0: Dom0) -> None:
+    script = 'echo out; echo err >&2; xl info > "$PYXEN_OUT/info.txt"; exit 7'
+    res = dom0.run(["sh", "-c", script])
+    assert (res.returncode, res.stdout, res.stderr) == (7, "out\n", "err\n")
+    info = xl.parse_info((res.files / "info.txt").read_text())
+    assert info["xen_major"] == "4" and info["xen_minor"] == "17"
+
+
 def test_only_domain0_after_boot(dom0: Dom0) -> None:
     assert [d.name for d in domains(dom0)] == ["Domain-0"]
 
