@@ -23,7 +23,7 @@ deps:
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q meson-python meson ninja
+	$(PY) -m pip install -q meson-python meson ninja cffi
 	touch $@
 
 venv: deps $(VENV)/.created

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pyxen.lab import protocol, xl
-from pyxen.lab.guestcfg import GuestConfig
+from pyxen.config import DomainConfig
 from pyxen.lab.xstrace import TraceReader
 
 #: The line the tiny guest prints (guest/main.c BANNER).
@@ -81,13 +81,13 @@ class Progress:
 
 def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         prefix: str, workdir: Path, out: Path) -> dict[str, object]:
-    configs = [GuestConfig(name=f"{prefix}{i}", kernel=kernel, memory_mib=memory_mib)
+    configs = [DomainConfig(name=f"{prefix}{i}", kernel=kernel, memory_mib=memory_mib)
                for i in range(guests)]
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_files = []
     for c in configs:
         path = workdir / f"{c.name}.cfg"
-        path.write_text(c.render())
+        path.write_text(c.to_xl_config())
         cfg_files.append(path)
 
     baseline_free = xl.free_memory_mib()

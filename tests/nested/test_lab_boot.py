@@ -9,7 +9,7 @@ import pytest
 from pyxen.lab import paths, variants, xl
 from pyxen.lab.dom0bench import GUEST_BANNER
 from pyxen.lab.errors import BootError, Dom0Timeout
-from pyxen.lab.guestcfg import GuestConfig
+from pyxen.config import DomainConfig
 from pyxen.lab.vm import Dom0, qemu_processes
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import build
@@ -66,7 +66,7 @@ def test_three_tiny_guests_print_their_line_and_leave_nothing(dom0: Dom0) -> Non
     baseline = free_memory(dom0)
     names = [f"nested-{i}" for i in range(3)]
     for name in names:
-        cfg = dom0.share(f"{name}.cfg", GuestConfig(name, kernel, memory_mib=16).render())
+        cfg = dom0.share(f"{name}.cfg", DomainConfig(name, kernel, memory_mib=16).to_xl_config())
         dom0.run(["xl", "create", cfg], check=True, timeout=120)
 
     running = {d.name: d for d in domains(dom0)}

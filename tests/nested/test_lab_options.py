@@ -13,7 +13,7 @@ import time
 import pytest
 
 from pyxen.lab import paths, variants, xl
-from pyxen.lab.guestcfg import GuestConfig
+from pyxen.config import DomainConfig
 from pyxen.lab.vm import Dom0, qemu_processes
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import build
@@ -40,7 +40,7 @@ def test_debug_hypervisor_boots_and_runs_a_guest() -> None:
     with Dom0(staged) as dom0:
         dmesg = dom0.run(["xl", "dmesg"], check=True).stdout
         assert "debug=y" in dmesg
-        cfg = dom0.share("dbg.cfg", GuestConfig("dbg-0", paths.tinyguest_path()).render())
+        cfg = dom0.share("dbg.cfg", DomainConfig("dbg-0", paths.tinyguest_path()).to_xl_config())
         dom0.run(["xl", "create", cfg], check=True, timeout=120)
         names = [d.name for d in xl.parse_list(dom0.run(["xl", "list"], check=True).stdout)]
         assert "dbg-0" in names

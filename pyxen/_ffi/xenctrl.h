@@ -1,0 +1,68 @@
+/* cffi cdef: the parts of libxenctrl (xenctrl.h) pyxen uses. */
+typedef struct xc_interface_core xc_interface;
+
+typedef struct {
+    uint16_t domain;
+    uint32_t flags;
+    uint64_t tot_pages;
+    uint64_t max_pages;
+    uint64_t outstanding_pages;
+    uint64_t cpu_time;
+    uint32_t nr_online_vcpus;
+    uint32_t max_vcpu_id;
+    uint32_t cpupool;
+    ...;
+} xc_domaininfo_t;
+
+typedef struct {
+    uint32_t threads_per_core;
+    uint32_t cores_per_socket;
+    uint32_t nr_cpus;
+    uint32_t max_cpu_id;
+    uint32_t nr_nodes;
+    uint32_t max_node_id;
+    uint32_t cpu_khz;
+    uint32_t capabilities;
+    uint64_t total_pages;
+    uint64_t free_pages;
+    uint64_t scrub_pages;
+    uint64_t outstanding_pages;
+    ...;
+} xc_physinfo_t;
+
+typedef struct { uint64_t memsize; uint64_t memfree; } xc_meminfo_t;
+typedef struct { uint32_t core; uint32_t socket; uint32_t node; } xc_cputopo_t;
+
+enum xc_error_code { XC_ERROR_NONE = 0, ... };
+typedef struct {
+    enum xc_error_code code;
+    char message[...];
+    ...;
+} xc_error;
+
+#define XEN_DOMINF_dying ...
+#define XEN_DOMINF_shutdown ...
+#define XEN_DOMINF_paused ...
+#define XEN_DOMINF_blocked ...
+#define XEN_DOMINF_running ...
+#define XEN_DOMINF_shutdownmask ...
+#define XEN_DOMINF_shutdownshift ...
+#define XEN_INVALID_NODE_DIST ...
+
+xc_interface *xc_interface_open(xentoollog_logger *logger,
+                                xentoollog_logger *dombuild_logger,
+                                unsigned open_flags);
+int xc_interface_close(xc_interface *xch);
+const xc_error *xc_get_last_error(xc_interface *handle);
+void xc_clear_last_error(xc_interface *xch);
+
+int xc_domain_getinfolist(xc_interface *xch, uint32_t first_domain,
+                          unsigned int max_domains, xc_domaininfo_t *info);
+int xc_physinfo(xc_interface *xch, xc_physinfo_t *info);
+int xc_numainfo(xc_interface *xch, unsigned *max_nodes,
+                xc_meminfo_t *meminfo, uint32_t *distance);
+int xc_cputopoinfo(xc_interface *xch, unsigned *max_cpus, xc_cputopo_t *cputopo);
+int xc_domain_pause(xc_interface *xch, uint32_t domid);
+int xc_domain_unpause(xc_interface *xch, uint32_t domid);
+int xc_domain_destroy(xc_interface *xch, uint32_t domid);
+int xc_domain_claim_pages(xc_interface *xch, uint32_t domid, unsigned long nr_pages);

@@ -1,0 +1,86 @@
+"""Loading pyxen._xen (the cffi module) and turning return codes into exceptions.
+
+``PYXEN_NATIVE`` may name another build of the module (a file path): the lab
+uses it in dom0 to load bindings compiled against the staged Xen's headers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, NoReturn
+
+from pyxen.errors import DomainNotFound, LibxlError, XenCtrlError, XenstoreError
+
+NATIVE_ENV = "PYXEN_NATIVE"
+
+
+def _load() -> Any:
+    override = os.environ.get(NATIVE_ENV)
+    if override:
+        spec = importlib.util.spec_from_file_location("pyxen._xen", override)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{NATIVE_ENV}={override} is not a loadable module")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    from pyxen import _xen
+    return _xen
+
+
+_mod = _load()
+ffi: Any = _mod.ffi
+lib: Any = _mod.lib
+
+
+def last_message() -> str:
+    """The last error-level message a library logged on this thread."""
+    return str(ffi.string(lib.pyxen_last_message()).decode(errors="replace"))
+
+
+def clear_message() -> None:
+    lib.pyxen_clear_message()
+
+
+def string(ptr: Any) -> str:
+    return str(ffi.string(ptr).decode(errors="replace"))
+
+
+def raise_xc(function: str, xch: Any = None) -> NoReturn:
+    err = ffi.errno
+    msg = last_message()
+    if not msg and xch is not None and xch != ffi.NULL:
+        e = lib.xc_get_last_error(xch)
+        if e != ffi.NULL and e.code:
+            msg = string(e.message)
+    if err == 3:  # ESRCH: no such domain
+        raise DomainNotFound(function, err, msg or "no such domain")
+    raise XenCtrlError(function, err or None, msg)
+
+
+def check_xc(rc: int, function: str, xch: Any = None) -> int:
+    """libxenctrl convention: negative is failure, errno tells why."""
+    if rc < 0:
+        raise_xc(function, xch)
+    return rc
+
+
+def check_libxl(rc: int, function: str) -> int:
+    """libxl convention: 0 is success, negative is an ERROR_* code."""
+    if rc != 0:
+        err = ffi.errno or None
+        # As libxl.h spells them: ERROR_FAIL, ERROR_INVAL, ...
+        name = ("ERROR_" + string(lib.libxl_error_to_string(rc)).upper()) if rc < 0 \
+            else str(rc)
+        if rc == lib.ERROR_DOMAIN_NOTFOUND:
+            raise DomainNotFound(function, err, last_message() or "no such domain")
+        raise LibxlError(function, rc, name, err, last_message())
+    return rc
+
+
+def check_xs(ok: bool, function: str, path: str | None = None) -> None:
+    """libxenstore convention: false (or NULL) is failure, errno tells why."""
+    if not ok:
+        err = ffi.errno or None
+        raise XenstoreError(function, err, f"{path}: {os.strerror(err)}" if path and err
+                            else (os.strerror(err) if err else "failed"))

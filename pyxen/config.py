@@ -1,0 +1,225 @@
+"""Domain configuration: validated Python data, and the xl config file format.
+
+A ``DomainConfig`` is checked when it is made, so bad input is a ValueError
+naming the problem before any hypercall.  The same class reads and writes the
+subset of xl's configuration syntax (xl.cfg(5)) that PV guests like ours use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+#: Names libxl and xl accept and that are safe everywhere they end up (xl config
+#: quoting, Xenstore paths, file names).  All-digit names are refused because
+#: xl reads them as domain ids.
+NAME_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$")
+
+MIN_MEMORY_MIB = 4
+MAX_VCPUS = 128
+
+#: What xl does on guest shutdown that libxl alone can carry out.
+SHUTDOWN_ACTIONS = ("destroy", "preserve")
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(
+            f"invalid domain name {name!r}: use 1-64 characters from A-Z a-z 0-9 _ . -, "
+            "not starting with '-'")
+    if name.isdigit():
+        raise ValueError(f"invalid domain name {name!r}: all digits reads as a domain id")
+    return name
+
+
+def _int(field: str, value: Any, low: int, high: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{field} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{field} must be {bound}, got {value}")
+    return value
+
+
+def _path(field: str, value: Any) -> Path:
+    text = str(value)
+    if not Path(text).is_absolute():
+        raise ValueError(f"{field} must be an absolute path, got {text!r}")
+    if any(c in text for c in '"\\\n\r\0'):
+        raise ValueError(f"{field} path {text!r} has a character xl config cannot hold")
+    return Path(text)
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """A PV domain: name, kernel, memory, vCPUs, and what to do when it stops."""
+
+    name: str
+    kernel: Path
+    memory_mib: int = 16
+    vcpus: int = 1
+    maxmem_mib: int | None = None
+    cmdline: str = ""
+    ramdisk: Path | None = None
+    on_poweroff: str = "destroy"
+    on_reboot: str = "destroy"
+    on_crash: str = "preserve"
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        object.__setattr__(self, "kernel", _path("kernel", self.kernel))
+        _int("memory_mib", self.memory_mib, MIN_MEMORY_MIB)
+        _int("vcpus", self.vcpus, 1, MAX_VCPUS)
+        if self.maxmem_mib is not None:
+            _int("maxmem_mib", self.maxmem_mib, self.memory_mib)
+        if self.ramdisk is not None:
+            object.__setattr__(self, "ramdisk", _path("ramdisk", self.ramdisk))
+        if not isinstance(self.cmdline, str) or any(c in self.cmdline for c in '"\n\r\0'):
+            raise ValueError(f"cmdline {self.cmdline!r} has a character xl config cannot hold")
+        for f in ("on_poweroff", "on_reboot", "on_crash"):
+            v = getattr(self, f)
+            if v not in SHUTDOWN_ACTIONS:
+                raise ValueError(f"{f} must be one of {', '.join(SHUTDOWN_ACTIONS)}, got {v!r}")
+
+    @property
+    def max_memory_mib(self) -> int:
+        return self.maxmem_mib if self.maxmem_mib is not None else self.memory_mib
+
+    # -- xl configuration files ----------------------------------------
+    def to_xl_config(self) -> str:
+        """The xl configuration file text."""
+        lines = [
+            f'name = "{self.name}"',
+            'type = "pv"',
+            f'kernel = "{self.kernel}"',
+            f"memory = {self.memory_mib}",
+            f"maxmem = {self.max_memory_mib}",
+            f"vcpus = {self.vcpus}",
+        ]
+        if self.cmdline:
+            lines.append(f'cmdline = "{self.cmdline}"')
+        if self.ramdisk is not None:
+            lines.append(f'ramdisk = "{self.ramdisk}"')
+        lines += [f'{f} = "{getattr(self, f)}"' for f in ("on_poweroff", "on_reboot",
+                                                          "on_crash")]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_xl_config(cls, text: str, base_dir: Path | None = None) -> DomainConfig:
+        """Read an xl configuration (the keys this class models; any other key
+        is an error naming it, rather than being silently ignored)."""
+        values = parse_xl_config(text)
+        known = {"name", "type", "kernel", "memory", "maxmem", "vcpus", "cmdline",
+                 "extra", "ramdisk", "on_poweroff", "on_reboot", "on_crash"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unsupported xl config key(s): {', '.join(unknown)} "
+                             f"(supported: {', '.join(sorted(known))})")
+        if values.get("type", "pv") != "pv":
+            raise ValueError(f"only type = \"pv\" is supported, got {values['type']!r}")
+        for required in ("name", "kernel"):
+            if required not in values:
+                raise ValueError(f"xl config has no {required}")
+
+        def path(v: Any) -> Path:
+            if not isinstance(v, str):
+                raise ValueError(f"expected a string path, got {v!r}")
+            p = Path(v)
+            return p if p.is_absolute() or base_dir is None else base_dir / p
+
+        kw: dict[str, Any] = {"name": values["name"], "kernel": path(values["kernel"])}
+        if "memory" in values:
+            kw["memory_mib"] = values["memory"]
+        if "maxmem" in values:
+            kw["maxmem_mib"] = values["maxmem"]
+        if "vcpus" in values:
+            kw["vcpus"] = values["vcpus"]
+        if "cmdline" in values or "extra" in values:
+            kw["cmdline"] = values.get("cmdline", values.get("extra"))
+        if "ramdisk" in values:
+            kw["ramdisk"] = path(values["ramdisk"])
+        for f in ("on_poweroff", "on_reboot", "on_crash"):
+            if f in values:
+                kw[f] = values[f]
+        return cls(**kw)
+
+    @classmethod
+    def from_xl_file(cls, path: Path) -> DomainConfig:
+        return cls.from_xl_config(Path(path).read_text(), base_dir=Path(path).parent)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+_TOKEN = re.compile(r"""
+    (?P<ws>[ \t]+) | (?P<comment>\#[^\n]*) | (?P<nl>[\n;]) |
+    (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*') |
+    (?P<num>0x[0-9a-fA-F]+|-?[0-9]+) |
+    (?P<ident>[A-Za-z_][A-Za-z0-9_]*) | (?P<punct>[=\[\],])
+""", re.X)
+
+
+def _unquote(s: str) -> str:
+    body = s[1:-1]
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+
+
+def parse_xl_config(text: str) -> dict[str, Any]:
+    """Parse xl config syntax: ``key = value`` settings, values being strings,
+    integers or [lists]; ``#`` comments; ``;`` or newlines between settings.
+    A key set twice keeps the last value, as xl does."""
+    tokens: list[tuple[str, str, int]] = []
+    pos, line = 0, 1
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise ValueError(f"xl config line {line}: unexpected {text[pos]!r}")
+        kind = m.lastgroup or ""
+        if kind not in ("ws", "comment"):
+            tokens.append((kind, m.group(), line))
+        line += m.group().count("\n")
+        pos = m.end()
+    tokens.append(("nl", "", line))
+
+    out: dict[str, Any] = {}
+    i = 0
+
+    def value(i: int) -> tuple[Any, int]:
+        kind, tok, ln = tokens[i]
+        if kind == "str":
+            return _unquote(tok), i + 1
+        if kind == "num":
+            return int(tok, 0), i + 1
+        if tok == "[":
+            items: list[Any] = []
+            i += 1
+            while tokens[i][1] != "]":
+                if tokens[i][0] == "nl" and tokens[i][1] == "\n":
+                    i += 1
+                    continue
+                v, i = value(i)
+                items.append(v)
+                if tokens[i][1] == ",":
+                    i += 1
+                elif tokens[i][1] != "]" and tokens[i][1] != "\n":
+                    raise ValueError(f"xl config line {tokens[i][2]}: expected ',' or ']'")
+            return items, i + 1
+        raise ValueError(f"xl config line {ln}: expected a value, got {tok or 'end'!r}")
+
+    while i < len(tokens):
+        kind, tok, ln = tokens[i]
+        if kind == "nl":
+            i += 1
+            continue
+        if kind != "ident":
+            raise ValueError(f"xl config line {ln}: expected a setting name, got {tok!r}")
+        if tokens[i + 1][1] != "=":
+            raise ValueError(f"xl config line {ln}: expected '=' after {tok}")
+        v, i = value(i + 2)
+        if tokens[i][0] != "nl":
+            raise ValueError(f"xl config line {tokens[i][2]}: unexpected {tokens[i][1]!r}")
+        out[tok] = v
+    return out

@@ -1,0 +1,48 @@
+"""Typed exceptions for errors from Xen's C libraries.
+
+Every failing call becomes one of these, carrying the function that failed,
+the errno (when the library sets one) and the library's own message.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+
+
+class XenError(Exception):
+    """A Xen library call failed."""
+
+    def __init__(self, function: str, errno: int | None, message: str) -> None:
+        self.function = function
+        self.errno = errno
+        self.message = message
+        name = errno_mod.errorcode.get(errno, str(errno)) if errno else None
+        detail = message or (os.strerror(errno) if errno else "failed")
+        super().__init__(f"{function}: {detail}" + (f" [{name}]" if name else ""))
+
+
+class XenCtrlError(XenError):
+    """libxenctrl (hypercalls) failed."""
+
+
+class LibxlError(XenError):
+    """libxenlight failed; ``code`` is its ERROR_* value, ``code_name`` its name."""
+
+    def __init__(self, function: str, code: int, code_name: str, errno: int | None,
+                 message: str) -> None:
+        self.code = code
+        self.code_name = code_name
+        super().__init__(function, errno, message or f"libxl error {code_name} ({code})")
+
+
+class XenstoreError(XenError):
+    """libxenstore failed (errno names the Xenstore error, e.g. ENOENT, EACCES)."""
+
+
+class DomainNotFound(XenError, LookupError):
+    """No domain with that id or name."""
+
+
+class TransactionConflict(XenstoreError):
+    """A Xenstore transaction kept conflicting (EAGAIN) past its retries."""

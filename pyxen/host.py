@@ -1,0 +1,146 @@
+"""The Pythonic layer: a Xen host and its domains.
+
+    with pyxen.Host() as host:
+        dom = host.create(DomainConfig(name="tg-1", kernel=Path("/srv/tinyguest")))
+        print(dom.domid, dom.name, dom.memory_mib)
+        dom.destroy()
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from pyxen.config import DomainConfig
+from pyxen.errors import DomainNotFound
+from pyxen.libxl import Libxl
+from pyxen.xenctrl import DomainInfo, NumaNode, PhysInfo, XenCtrl
+from pyxen.xenstore import XenStore
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A domain on a Host: its id, name and current memory."""
+
+    host: Host
+    domid: int
+    name: str
+    memory_mib: int
+
+    def info(self) -> DomainInfo:
+        info = self.host.xc.domain_info(self.domid)
+        if info is None:
+            raise DomainNotFound("domain_info", None, f"domain {self.domid} is gone")
+        return info
+
+    def pause(self) -> None:
+        self.host.xc.pause(self.domid)
+
+    def unpause(self) -> None:
+        self.host.xc.unpause(self.domid)
+
+    def destroy(self) -> None:
+        self.host.xl.destroy(self.domid)
+
+    def wait_death(self, timeout: float = 60.0) -> bool:
+        """Wait until the hypervisor no longer knows the domain (fully torn
+        down, not just dying).  True if it is gone within ``timeout`` s.
+
+        Polls domain info every 50 ms: libxl's death events cannot be waited
+        for with a timeout from a thread that does not own its event loop."""
+        deadline = time.monotonic() + timeout
+        while self.host.xc.domain_info(self.domid) is not None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+class Host:
+    """The Xen host this process runs in (dom0).  Opens libxenctrl and libxl
+    on entry and libxenstore on first use; safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._xc: XenCtrl | None = None
+        self._xl: Libxl | None = None
+        self._xs: XenStore | None = None
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if self._xc is None:
+            self._xc = XenCtrl()
+        if self._xl is None:
+            self._xl = Libxl()
+
+    def close(self) -> None:
+        for h in (self._xs, self._xl, self._xc):
+            if h is not None:
+                h.close()
+        self._xc = self._xl = self._xs = None
+
+    @property
+    def xc(self) -> XenCtrl:
+        if self._xc is None:
+            raise ValueError("Host is not open (use 'with Host() as host:')")
+        return self._xc
+
+    @property
+    def xl(self) -> Libxl:
+        if self._xl is None:
+            raise ValueError("Host is not open (use 'with Host() as host:')")
+        return self._xl
+
+    @property
+    def xenstore(self) -> XenStore:
+        if self._xs is None:
+            self._xs = XenStore()
+        return self._xs
+
+    # -- domains ----------------------------------------------------------
+    def create(self, config: DomainConfig, paused: bool = False) -> Domain:
+        """Create a PV domain (unpaused unless ``paused``).  Fails cleanly,
+        leaving no half-created domain behind."""
+        domid = self.xl.create(config, paused=paused)
+        return Domain(self, domid, config.name, config.memory_mib)
+
+    def domains(self) -> list[Domain]:
+        """Every domain libxl lists, dom0 included, with names."""
+        out = []
+        for d in self.xl.list():
+            try:
+                name = self.xl.domid_to_name(d.domid)
+            except DomainNotFound:  # went away between list and lookup
+                continue
+            out.append(Domain(self, d.domid, name, d.current_memkb // 1024))
+        return out
+
+    def domain(self, name_or_id: str | int) -> Domain:
+        if isinstance(name_or_id, int):
+            domid = name_or_id
+            name = self.xl.domid_to_name(domid)
+        else:
+            domid = self.xl.name_to_domid(name_or_id)
+            name = name_or_id
+        info = self.xc.domain_info(domid)
+        if info is None:
+            raise DomainNotFound("domain", None, f"no domain {name_or_id!r}")
+        return Domain(self, domid, name, info.memory_mib)
+
+    # -- host info --------------------------------------------------------
+    def physinfo(self) -> PhysInfo:
+        return self.xc.physinfo()
+
+    def numainfo(self) -> list[NumaNode]:
+        return self.xc.numainfo()
+
+    def free_memory_mib(self) -> int:
+        return self.xc.physinfo().free_mib

@@ -1,0 +1,223 @@
+"""libxenstore: read, write, directory, rm, permissions, transactions, watches.
+
+Values are bytes (Xenstore values may hold any byte and may be empty); a str
+given to ``write`` is encoded as UTF-8.  Errors are XenstoreError with the
+errno Xenstore answered (ENOENT, EACCES, EINVAL, ...).
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from pyxen._native import check_xs, ffi, lib, string
+from pyxen.errors import TransactionConflict, XenstoreError
+
+T = TypeVar("T")
+
+#: Xenstore's own limits (docs/misc/xenstore.txt): payload and path length.
+MAX_VALUE = 4096
+MAX_PATH = 3072
+
+_PERM_CHARS = {"n": 0, "r": 1, "w": 2, "b": 3}
+
+
+@dataclass(frozen=True)
+class Perm:
+    """One entry of a node's permission list: ``domid`` and one of n r w b.
+
+    The first entry of a list names the owner and, with its letter, what every
+    domain not listed may do (as xenstore-chmod does)."""
+
+    domid: int
+    access: str
+
+    def __post_init__(self) -> None:
+        if self.access not in _PERM_CHARS:
+            raise ValueError(f"permission must be one of n r w b, got {self.access!r}")
+        if not isinstance(self.domid, int) or not 0 <= self.domid <= 0xFFFF:
+            raise ValueError(f"permission domid must be 0..65535, got {self.domid!r}")
+
+    def __str__(self) -> str:
+        return f"{self.access}{self.domid}"
+
+
+def _check_path(path: str) -> bytes:
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"Xenstore path must be a non-empty string, got {path!r}")
+    if "\0" in path:
+        raise ValueError("Xenstore path must not contain NUL")
+    raw = path.encode()
+    if len(raw) > MAX_PATH:
+        raise ValueError(f"Xenstore path longer than {MAX_PATH} bytes")
+    return raw
+
+
+class _Ops:
+    """The node operations, in a transaction or outside one."""
+
+    _h: Any
+    _t: int
+
+    def read(self, path: str) -> bytes:
+        n = ffi.new("unsigned int *")
+        p = lib.xs_read(self._h, self._t, _check_path(path), n)
+        check_xs(p != ffi.NULL, "xs_read", path)
+        try:
+            return bytes(ffi.buffer(p, n[0]))
+        finally:
+            lib.free(p)
+
+    def write(self, path: str, value: bytes | str) -> None:
+        data = value.encode() if isinstance(value, str) else bytes(value)
+        if len(data) > MAX_VALUE:
+            raise ValueError(f"Xenstore value longer than {MAX_VALUE} bytes ({len(data)})")
+        check_xs(lib.xs_write(self._h, self._t, _check_path(path), data, len(data)),
+                 "xs_write", path)
+
+    def mkdir(self, path: str) -> None:
+        check_xs(lib.xs_mkdir(self._h, self._t, _check_path(path)), "xs_mkdir", path)
+
+    def rm(self, path: str) -> None:
+        check_xs(lib.xs_rm(self._h, self._t, _check_path(path)), "xs_rm", path)
+
+    def directory(self, path: str) -> list[str]:
+        n = ffi.new("unsigned int *")
+        p = lib.xs_directory(self._h, self._t, _check_path(path), n)
+        check_xs(p != ffi.NULL, "xs_directory", path)
+        try:
+            return [string(p[i]) for i in range(n[0])]
+        finally:
+            lib.free(p)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.read(path)
+        except XenstoreError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def get_perms(self, path: str) -> list[Perm]:
+        n = ffi.new("unsigned int *")
+        p = lib.xs_get_permissions(self._h, self._t, _check_path(path), n)
+        check_xs(p != ffi.NULL, "xs_get_permissions", path)
+        try:
+            letters = {v: k for k, v in _PERM_CHARS.items()}
+            return [Perm(int(p[i].id), letters[int(p[i].perms) & 3]) for i in range(n[0])]
+        finally:
+            lib.free(p)
+
+    def set_perms(self, path: str, perms: list[Perm]) -> None:
+        if not perms:
+            raise ValueError("a permission list needs at least the owner entry")
+        arr = ffi.new("struct xs_permissions[]", len(perms))
+        for i, perm in enumerate(perms):
+            arr[i].id = perm.domid
+            arr[i].perms = _PERM_CHARS[perm.access]
+        check_xs(lib.xs_set_permissions(self._h, self._t, _check_path(path), arr, len(perms)),
+                 "xs_set_permissions", path)
+
+
+class Transaction(_Ops):
+    """Operations inside one Xenstore transaction (see XenStore.transaction)."""
+
+    def __init__(self, handle: Any, tid: int) -> None:
+        self._h = handle
+        self._t = tid
+
+
+class XenStore(_Ops):
+    """A connection to xenstored (socket, or /dev/xen/xenbus)."""
+
+    def __init__(self) -> None:
+        h = lib.xs_open(0)
+        check_xs(h != ffi.NULL, "xs_open")
+        self._h = h
+        self._t = lib.XBT_NULL
+
+    def close(self) -> None:
+        if self._h is not None:
+            lib.xs_close(self._h)
+            self._h = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def get_domain_path(self, domid: int) -> str:
+        p = lib.xs_get_domain_path(self._h, domid)
+        check_xs(p != ffi.NULL, "xs_get_domain_path")
+        try:
+            return string(p)
+        finally:
+            lib.free(p)
+
+    # -- transactions ---------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One attempt: commits on normal exit, aborts on an exception.  A
+        conflict raises XenstoreError(EAGAIN); ``run_transaction`` retries."""
+        tid = lib.xs_transaction_start(self._h)
+        check_xs(tid != 0, "xs_transaction_start")
+        try:
+            yield Transaction(self._h, tid)
+        except BaseException:
+            lib.xs_transaction_end(self._h, tid, True)
+            raise
+        check_xs(lib.xs_transaction_end(self._h, tid, False), "xs_transaction_end")
+
+    def run_transaction(self, body: Callable[[Transaction], T], retries: int = 16,
+                        backoff_s: float = 0.001) -> T:
+        """Run ``body`` in a transaction, again from the start while Xenstore
+        reports a conflict (EAGAIN), at most ``retries`` times."""
+        for attempt in range(retries + 1):
+            try:
+                with self.transaction() as tx:
+                    result = body(tx)
+                return result
+            except XenstoreError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+                time.sleep(backoff_s * (2 ** min(attempt, 8)))
+        raise TransactionConflict("xs_transaction_end", errno.EAGAIN,
+                                  f"still conflicting after {retries} retries")
+
+    # -- watches -----------------------------------------------------------
+    def watch(self, path: str, token: str) -> None:
+        """Watch ``path`` (and below); events carry ``token``.  Xenstore fires
+        each watch once on registration, and may fire spuriously."""
+        check_xs(lib.xs_watch(self._h, _check_path(path), token.encode()), "xs_watch", path)
+
+    def unwatch(self, path: str, token: str) -> None:
+        check_xs(lib.xs_unwatch(self._h, _check_path(path), token.encode()), "xs_unwatch",
+                 path)
+
+    def read_watch(self, timeout: float | None = None) -> tuple[str, str] | None:
+        """The next watch event (path, token), or None after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = lib.xs_fileno(self._h)
+        check_xs(fd >= 0, "xs_fileno")
+        while True:
+            ev = lib.xs_check_watch(self._h)
+            if ev != ffi.NULL:
+                try:
+                    return (string(ev[lib.XS_WATCH_PATH]), string(ev[lib.XS_WATCH_TOKEN]))
+                finally:
+                    lib.free(ev)
+            if ffi.errno not in (0, errno.EAGAIN):
+                check_xs(False, "xs_check_watch")
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0:
+                return None
+            select.select([fd], [], [], left)

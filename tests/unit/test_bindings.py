@@ -1,0 +1,108 @@
+"""The cffi bindings without a hypervisor: they build and import, and every
+library's failure becomes a typed exception with errno and the library's words."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from pyxen import errors
+
+_native = pytest.importorskip("pyxen._native", reason="pyxen._xen not built (pip install .)")
+
+ON_XEN = Path("/proc/xen/capabilities").exists() or Path("/dev/xen/privcmd").exists()
+no_xen = pytest.mark.skipif(ON_XEN, reason="this host runs Xen")
+
+
+def test_module_exposes_the_three_libraries():
+    lib = _native.lib
+    for fn in ("xc_interface_open", "xc_domain_getinfolist", "xc_domain_claim_pages",
+               "libxl_domain_create_new", "libxl_list_domain", "xs_read",
+               "xs_transaction_start", "pyxen_logger_new"):
+        assert hasattr(lib, fn), fn
+    assert lib.LIBXL_DOMAIN_TYPE_PV == 2
+    assert lib.XEN_DOMINF_dying == 1
+
+
+@no_xen
+def test_xenctrl_without_xen_raises_with_the_library_message():
+    from pyxen.xenctrl import XenCtrl
+    with pytest.raises(errors.XenCtrlError) as info:
+        XenCtrl()
+    assert info.value.function == "xc_interface_open"
+    # The message is libxenctrl's own, captured by the shim's logger.
+    assert "privileged command interface" in info.value.message
+    assert info.value.errno in (errno.ENOENT, errno.EACCES, errno.ENXIO)
+
+
+@no_xen
+def test_libxl_without_xen_raises_a_libxl_error():
+    from pyxen.libxl import Libxl
+    with pytest.raises(errors.LibxlError) as info:
+        Libxl()
+    assert info.value.function == "libxl_ctx_alloc"
+    assert info.value.code < 0 and info.value.code_name
+
+
+@no_xen
+def test_xenstore_without_xenstored_raises_enoent(monkeypatch, tmp_path):
+    from pyxen.xenstore import XenStore
+    monkeypatch.setenv("XENSTORED_PATH", str(tmp_path / "no-socket"))
+    with pytest.raises(errors.XenstoreError) as info:
+        XenStore()
+    assert info.value.errno in (errno.ENOENT, errno.ECONNREFUSED)
+
+
+@pytest.mark.parametrize("rc,cls,name", [
+    (-3, errors.LibxlError, "ERROR_FAIL"),
+    (-6, errors.LibxlError, "ERROR_INVAL"),
+    (-21, errors.DomainNotFound, None),
+])
+def test_libxl_codes_map_to_typed_errors(rc, cls, name):
+    with pytest.raises(cls) as info:
+        _native.check_libxl(rc, "libxl_something")
+    if name:
+        assert info.value.code_name == name
+        assert name in str(info.value)
+
+
+def test_success_codes_pass_through():
+    assert _native.check_libxl(0, "f") == 0
+    assert _native.check_xc(7, "f") == 7
+    _native.check_xs(True, "f")
+
+
+@pytest.mark.parametrize("err,cls", [(errno.ESRCH, errors.DomainNotFound),
+                                     (errno.EINVAL, errors.XenCtrlError)])
+def test_xenctrl_errno_maps_to_typed_errors(err, cls):
+    _native.ffi.errno = err
+    with pytest.raises(cls) as info:
+        _native.check_xc(-1, "xc_domain_pause")
+    assert info.value.errno == err
+    assert errno.errorcode[err] in str(info.value)
+
+
+def test_xenstore_errno_names_the_path():
+    _native.ffi.errno = errno.EACCES
+    with pytest.raises(errors.XenstoreError, match="/local/domain/7/name: Permission denied"):
+        _native.check_xs(False, "xs_read", "/local/domain/7/name")
+
+
+def test_not_found_is_also_a_lookup_error():
+    assert issubclass(errors.DomainNotFound, LookupError)
+    assert issubclass(errors.TransactionConflict, errors.XenstoreError)
+
+
+def test_bad_arguments_are_refused_before_any_call():
+    from pyxen.xenctrl import _domid
+    from pyxen.xenstore import Perm, _check_path
+    for bad in (-1, 0x7FF0, "1", True):
+        with pytest.raises(ValueError, match="domid"):
+            _domid(bad)
+    for bad in ("", "a\0b", "x" * 4000):
+        with pytest.raises(ValueError, match="path"):
+            _check_path(bad)
+    with pytest.raises(ValueError, match="n r w b"):
+        Perm(0, "x")

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyxen.config import NAME_RE, DomainConfig
+
+K = Path("/opt/pyxen/tinyguest")
+
+
+def test_render_is_a_pv_config_xl_understands():
+    text = DomainConfig("tg-1", K, memory_mib=16, vcpus=2).to_xl_config()
+    lines = dict(line.split(" = ", 1) for line in text.strip().splitlines())
+    assert lines["name"] == '"tg-1"'
+    assert lines["type"] == '"pv"'
+    assert lines["kernel"] == f'"{K}"'
+    assert lines["memory"] == "16" and lines["maxmem"] == "16"
+    assert lines["vcpus"] == "2"
+    assert lines["on_crash"] == '"preserve"'
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a b", "a/b", 'a"b', "x" * 65, "123", "é"])
+def test_bad_names_are_refused(name):
+    with pytest.raises(ValueError, match="domain name"):
+        DomainConfig(name, K)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"memory_mib": -16}, "memory_mib"), ({"memory_mib": 0}, "memory_mib"),
+    ({"memory_mib": 3}, "memory_mib"), ({"memory_mib": 16.5}, "memory_mib"),
+    ({"vcpus": 0}, "vcpus"), ({"vcpus": 129}, "vcpus"),
+    ({"kernel": Path("relative/kernel")}, "absolute"),
+    ({"kernel": Path('/a"b')}, "cannot hold"),
+])
+def test_bad_values_are_refused(kw, msg):
+    args = {"name": "ok", "kernel": K, **kw}
+    with pytest.raises(ValueError, match=msg):
+        DomainConfig(**args)
+
+
+@given(st.from_regex(NAME_RE, fullmatch=True).filter(lambda s: not s.isdigit()))
+def test_valid_names_round_trip(name):
+    text = DomainConfig(name, K).to_xl_config()
+    assert f'name = "{name}"' in text.splitlines()
+
+
+configs = st.builds(
+    DomainConfig,
+    name=st.from_regex(NAME_RE, fullmatch=True).filter(lambda s: not s.isdigit()),
+    kernel=st.sampled_from([K, Path("/boot/vmlinuz-6.1"), Path("/a b/k.elf")]),
+    memory_mib=st.integers(4, 1 << 20),
+    vcpus=st.integers(1, 128),
+    cmdline=st.text(st.characters(blacklist_characters='"\n\r\0\\', codec="ascii"),
+                    max_size=40),
+    on_crash=st.sampled_from(["destroy", "preserve"]),
+)
+
+
+@given(configs)
+def test_xl_config_round_trips(cfg):
+    again = DomainConfig.from_xl_config(cfg.to_xl_config())
+    assert again == DomainConfig(**{**cfg.__dict__, "maxmem_mib": cfg.max_memory_mib})
+
+
+def test_reads_what_xl_users_write():
+    text = """
+    # a tiny guest
+    name = 'tg-7' ; type = "pv"
+    kernel = "tinyguest"       # relative: to the config file's directory
+    memory = 0x20
+    vcpus = 2
+    extra = "console=hvc0"
+    """
+    cfg = DomainConfig.from_xl_config(text, base_dir=Path("/srv/guests"))
+    assert cfg.name == "tg-7" and cfg.kernel == Path("/srv/guests/tinyguest")
+    assert cfg.memory_mib == 32 and cfg.vcpus == 2 and cfg.cmdline == "console=hvc0"
+
+
+@pytest.mark.parametrize("text,msg", [
+    ('name = "a"\nkernel = "/k"\nvif = ["bridge=xenbr0"]\n', "unsupported xl config key.*vif"),
+    ('name = "a"\nkernel = "/k"\ntype = "hvm"\n', 'only type = "pv"'),
+    ('kernel = "/k"\n', "no name"),
+    ('name = "a"\n', "no kernel"),
+    ('name = "a"\nkernel = "/k"\nmemory = "lots"\n', "memory_mib must be an integer"),
+    ('name = "a"\nkernel = "/k"\nmemory = -16\n', "memory_mib must be >= 4"),
+    ('name = "a" kernel = "/k"\n', "line 1: unexpected 'kernel'"),
+    ('name "a"\n', "expected '=' after name"),
+    ('name = \n', "expected a value"),
+    ('name = "a"\nkernel = "/k"\n@\n', "line 3: unexpected '@'"),
+    ('name = "a/b"\nkernel = "/k"\n', "invalid domain name"),
+])
+def test_bad_xl_configs_name_the_problem(text, msg):
+    with pytest.raises(ValueError, match=msg):
+        DomainConfig.from_xl_config(text)
+
+
+def test_lists_parse():
+    from pyxen.config import parse_xl_config
+    assert parse_xl_config('disk = [ "a", "b",\n "c" ]\n') == {"disk": ["a", "b", "c"]}
+
+
+def test_maxmem_below_memory_is_refused():
+    with pytest.raises(ValueError, match="maxmem_mib must be >= 16"):
+        DomainConfig("x", K, memory_mib=16, maxmem_mib=8)
