@@ -159,7 +159,7 @@ _TOKEN = re.compile(r"""
     (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*') |
     (?P<num>0x[0-9a-fA-F]+|-?[0-9]+) |
     (?P<ident>[A-Za-z_][A-Za-z0-9_]*) | (?P<punct>[=\[\],])
-""", re.X)
+""", re.VERBOSE)
 
 
 def _unquote(s: str) -> str:

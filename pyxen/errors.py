@@ -33,7 +33,8 @@ class LibxlError(XenError):
                  message: str) -> None:
         self.code = code
         self.code_name = code_name
-        super().__init__(function, errno, message or f"libxl error {code_name} ({code})")
+        super().__init__(function, errno,
+                         f"{message} ({code_name})" if message else f"{code_name} ({code})")
 
 
 class XenstoreError(XenError):

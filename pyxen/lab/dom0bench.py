@@ -15,8 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pyxen.lab import protocol, xl
 from pyxen.config import DomainConfig
+from pyxen.lab import protocol, xl
 from pyxen.lab.xstrace import TraceReader
 
 #: The line the tiny guest prints (guest/main.c BANNER).

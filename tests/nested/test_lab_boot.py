@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+from pyxen.config import DomainConfig
 from pyxen.lab import paths, variants, xl
 from pyxen.lab.dom0bench import GUEST_BANNER
 from pyxen.lab.errors import BootError, Dom0Timeout
-from pyxen.config import DomainConfig
 from pyxen.lab.vm import Dom0, qemu_processes
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import build

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from pyxen.lab import paths, variants, xl
 from pyxen.config import DomainConfig
+from pyxen.lab import paths, variants, xl
 from pyxen.lab.vm import Dom0, qemu_processes
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import build

@@ -61,6 +61,7 @@ def test_xenstore_without_xenstored_raises_enoent(monkeypatch, tmp_path):
     (-21, errors.DomainNotFound, None),
 ])
 def test_libxl_codes_map_to_typed_errors(rc, cls, name):
+    _native.clear_message()  # as every wrapper does before its call
     with pytest.raises(cls) as info:
         _native.check_libxl(rc, "libxl_something")
     if name:
