@@ -10,9 +10,8 @@ import importlib.util
 import os
 from typing import Any, NoReturn
 
+from pyxen._ffi import NATIVE_ENV
 from pyxen.errors import DomainNotFound, LibxlError, XenCtrlError, XenstoreError
-
-NATIVE_ENV = "PYXEN_NATIVE"
 
 
 def _load() -> Any:
@@ -34,7 +33,8 @@ lib: Any = _mod.lib
 
 
 def last_message() -> str:
-    """The last error-level message a library logged on this thread."""
+    """The error-level messages the libraries logged on this thread since the
+    last ``clear_message()``, oldest (usually the root cause) first."""
     return str(ffi.string(lib.pyxen_last_message()).decode(errors="replace"))
 
 
@@ -68,7 +68,7 @@ def check_xc(rc: int, function: str, xch: Any = None) -> int:
 def check_libxl(rc: int, function: str) -> int:
     """libxl convention: 0 is success, negative is an ERROR_* code."""
     if rc != 0:
-        err = ffi.errno or None
+        err = None  # libxl reports through its codes and log, not errno
         # As libxl.h spells them: ERROR_FAIL, ERROR_INVAL, ...
         name = ("ERROR_" + string(lib.libxl_error_to_string(rc)).upper()) if rc < 0 \
             else str(rc)

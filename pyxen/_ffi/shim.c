@@ -1,10 +1,12 @@
 /*
  * pyxen's C shim, compiled into pyxen._xen with the cffi declarations.
  *
- * A xentoollog logger that keeps the last error-level message of each
- * thread, so that a failing libxl/libxc call can be turned into a Python
- * exception carrying the library's own words (pyxen.errors).  Warnings and
- * below are dropped: libxl is chatty, and the exception wants the error.
+ * A xentoollog logger that collects the error-level messages each thread
+ * logs since its last pyxen_clear_message(), so that a failing libxl/libxc
+ * call becomes a Python exception carrying the library's own words
+ * (pyxen.errors).  libxl logs the root cause first and its consequences
+ * after ("cannot make domain"), so all of them are kept, oldest first, up to
+ * the buffer's size.  Warnings and below are dropped.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -23,16 +25,20 @@ static void pyxen_vmessage(xentoollog_logger *logger, xentoollog_level level,
                            const char *format, va_list al)
 {
     char text[PYXEN_MSG_LEN];
+    size_t used = strlen(pyxen_msg);
     int n;
 
     (void)logger;
-    if ( level < XTL_ERROR )
+    if ( level < XTL_ERROR || used + 2 >= sizeof(pyxen_msg) )
         return;
     vsnprintf(text, sizeof(text), format, al);
-    n = snprintf(pyxen_msg, sizeof(pyxen_msg), "%s%s%s", context ? context : "",
-                 context ? ": " : "", text);
-    if ( errnoval >= 0 && n >= 0 && (size_t)n < sizeof(pyxen_msg) )
-        snprintf(pyxen_msg + n, sizeof(pyxen_msg) - n, ": %s", strerror(errnoval));
+    n = snprintf(pyxen_msg + used, sizeof(pyxen_msg) - used, "%s%s%s%s",
+                 used ? "\n" : "", context ? context : "", context ? ": " : "", text);
+    if ( n < 0 )
+        return;
+    used = strlen(pyxen_msg);
+    if ( errnoval >= 0 && used + 1 < sizeof(pyxen_msg) )
+        snprintf(pyxen_msg + used, sizeof(pyxen_msg) - used, ": %s", strerror(errnoval));
 }
 
 static void pyxen_progress(xentoollog_logger *logger, const char *context,

@@ -23,6 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
+from pyxen._ffi import NATIVE_ENV
 from pyxen.lab import protocol
 
 
@@ -62,6 +63,8 @@ def toolstack_env(cfg: dict[str, object]) -> dict[str, str]:
         "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
         protocol.ENV_XS_TRACE: protocol.XS_TRACE,
         protocol.ENV_CONSOLE_LOG_DIR: protocol.CONSOLE_LOG_DIR,
+        # pyxen's bindings compiled against the staged headers (pyxen._native).
+        NATIVE_ENV: str(cfg["native"]),
     }
     return env
 

@@ -166,6 +166,7 @@ class Dom0:
             "tools_root": str(self.build.tools_root),
             "programs": dict(self.build.programs),
             "library_dirs": list(self.build.library_dirs),
+            "native": str(self.build.native),
         }, indent=2))
         return qemu_argv(self.build.xen, kernel.vmlinuz, initrd, self.options,
                          self.xchg, self.serial_log)

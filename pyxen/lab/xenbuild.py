@@ -17,6 +17,7 @@ from pathlib import Path
 from pyxen.lab import hostdeps, paths, sources
 from pyxen.lab.buildkey import build_key
 from pyxen.lab.errors import BuildError, LabError
+from pyxen.lab.nativebuild import build_native
 from pyxen.lab.patchset import apply_series
 from pyxen.lab.progress import step
 
@@ -74,6 +75,7 @@ class StagedBuild:
     tools_root: Path        # DESTDIR of "make install-tools"
     programs: Mapping[str, str]   # program name -> absolute path inside tools_root
     library_dirs: tuple[str, ...]  # directories holding the staged libxen*.so
+    native: Path            # pyxen._xen compiled against the staged headers
 
 
 def jobs() -> int:
@@ -227,4 +229,5 @@ def build(variant: Variant) -> StagedBuild:
         tools_root=stage,
         programs=find_programs(stage),
         library_dirs=tuple(_find_library_dirs(stage)),
+        native=build_native(stage, tools_key),
     )
