@@ -28,7 +28,8 @@ class DomainInfo:
     max_pages: int
     outstanding_pages: int
     cpu_time_ns: int
-    online_vcpus: int
+    online_vcpus: int       # vCPUs up (a PV guest brings up its secondaries itself)
+    max_vcpus: int          # vCPUs configured (max_vcpu_id + 1)
     cpupool: int
 
     @property
@@ -86,6 +87,7 @@ def _info(d: Any) -> DomainInfo:
         outstanding_pages=int(d.outstanding_pages),
         cpu_time_ns=int(d.cpu_time),
         online_vcpus=int(d.nr_online_vcpus),
+        max_vcpus=int(d.max_vcpu_id) + 1,
         cpupool=int(d.cpupool),
     )
 

@@ -21,8 +21,10 @@ from pyxen.errors import TransactionConflict, XenstoreError
 
 T = TypeVar("T")
 
-#: Xenstore's own limits (docs/misc/xenstore.txt): payload and path length.
-MAX_VALUE = 4096
+#: Xenstore's own limits (docs/misc/xenstore.txt, xs_wire.h XENSTORE_PAYLOAD_MAX):
+#: one message's payload, and a path's length.  A write's payload is the path,
+#: a NUL and the value, so the longest value depends on the path.
+MAX_PAYLOAD = 4096
 MAX_PATH = 3072
 
 _PERM_CHARS = {"n": 0, "r": 1, "w": 2, "b": 3}
@@ -76,10 +78,13 @@ class _Ops:
 
     def write(self, path: str, value: bytes | str) -> None:
         data = value.encode() if isinstance(value, str) else bytes(value)
-        if len(data) > MAX_VALUE:
-            raise ValueError(f"Xenstore value longer than {MAX_VALUE} bytes ({len(data)})")
-        check_xs(lib.xs_write(self._h, self._t, _check_path(path), data, len(data)),
-                 "xs_write", path)
+        raw = _check_path(path)
+        if len(raw) + 1 + len(data) > MAX_PAYLOAD:
+            raise ValueError(
+                f"Xenstore write of {len(data)} bytes to {path!r} is longer than one message "
+                f"allows (path + NUL + value <= {MAX_PAYLOAD}, so at most "
+                f"{MAX_PAYLOAD - len(raw) - 1} bytes here)")
+        check_xs(lib.xs_write(self._h, self._t, raw, data, len(data)), "xs_write", path)
 
     def mkdir(self, path: str) -> None:
         check_xs(lib.xs_mkdir(self._h, self._t, _check_path(path)), "xs_mkdir", path)

@@ -1,9 +1,17 @@
-"""Shared pytest configuration: Hypothesis profiles and the nested-lab options."""
+"""Shared pytest configuration: Hypothesis profiles and where Xen tests run.
+
+Tests marked ``xen`` need a Xen dom0.  With ``--xen lab`` (the default) they
+are not run here: tests/nested/test_in_dom0.py boots the nested lab and runs
+them inside its dom0, once per variant.  With ``--xen host`` they run in this
+process, which must be the dom0 of a real Xen host (root); they only touch
+domains they create (names starting with ``pxt``).
+"""
 
 from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # CI keeps example counts small for its 90-minute budget; "soak" is for long runs.
@@ -12,3 +20,20 @@ settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile("soak", max_examples=5000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--xen", choices=("lab", "host"), default="lab",
+        help="where tests marked 'xen' run: 'lab' (default) boots nested Xen and runs "
+             "them in its dom0; 'host' runs them here, in the dom0 of a real Xen host")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--xen") == "host":
+        return
+    skip = pytest.mark.skip(reason="runs inside the lab's dom0 (tests/nested/test_in_dom0.py); "
+                                   "use --xen host in a real dom0")
+    for item in items:
+        if "xen" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,47 @@
+"""Runs the tests marked ``xen`` (tests/xen) inside the lab's dom0, through
+pyxen, once per build: stock, patched (when it differs from stock) and a
+debug hypervisor."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyxen.lab import variants
+from pyxen.lab.vm import Dom0
+from pyxen.lab.xenbuild import build
+
+pytestmark = pytest.mark.nested
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("variant,debug", [("stock", False), ("patched", False),
+                                           ("stock", True)],
+                         ids=["stock", "patched", "stock-debug"])
+def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
+    staged = build(variants.resolve(variant, debug=debug))
+    if variant == "patched":
+        stock = build(variants.resolve("stock", debug=debug))
+        if (stock.hypervisor_key, stock.tools_key) == (staged.hypervisor_key, staged.tools_key):
+            pytest.skip("patched is identical to stock (patches/series is empty): "
+                        "the stock run covers it")
+    env = {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis"}
+    for var in ("HYPOTHESIS_PROFILE", "PYXEN_STATEFUL_EXAMPLES", "CI"):
+        if var in os.environ:
+            env[var] = os.environ[var]
+    with Dom0(staged, extra_binds=[REPO]) as dom0:
+        res = dom0.run([sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen"),
+                        "--xen", "host", "-p", "no:cacheprovider", "-q", "-rfE",
+                        "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
+                       timeout=2400, env=env)
+    out = res.stdout + res.stderr
+    print(out[-6000:])
+    assert res.returncode == 0, f"tests in dom0 failed ({variant}, debug={debug}):\n{out[-6000:]}"
+    m = re.search(r"(\d+) passed", out)
+    assert m and int(m.group(1)) > 0, "no test ran in dom0"
+    assert " skipped" not in out, "a Xen test was skipped in dom0"

@@ -1,0 +1,80 @@
+"""Fixtures for tests that run in a Xen dom0 (see tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pyxen
+from pyxen.lab import paths
+
+#: Every domain these tests create is named with this prefix (and the pid, so
+#: two runs on one host do not meet); nothing else is ever touched.
+PREFIX = f"pxt{os.getpid() % 100000}-"
+
+
+def in_dom0() -> bool:
+    try:
+        return "control_d" in Path("/proc/xen/capabilities").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def host() -> Iterator[pyxen.Host]:
+    if not in_dom0():
+        pytest.fail("--xen host needs to run in a Xen dom0 (no control_d in "
+                    "/proc/xen/capabilities)")
+    with pyxen.Host() as h:
+        yield h
+        # Leave nothing behind, whatever the tests did.
+        for d in h.domains():
+            if d.name.startswith(PREFIX):
+                d.destroy()
+
+
+@pytest.fixture(scope="session")
+def kernel() -> Path:
+    k = paths.tinyguest_path()
+    if not k.exists():
+        pytest.fail(f"tiny guest not built: {k} (pip install .)")
+    return k
+
+
+def ours(host: pyxen.Host) -> dict[str, int]:
+    """Our domains: name -> domid."""
+    return {d.name: d.domid for d in host.domains() if d.name.startswith(PREFIX)}
+
+
+def xenstore_leftovers(host: pyxen.Host, domids: set[int]) -> list[str]:
+    """Xenstore nodes that still exist for domains that are gone."""
+    xs = host.xenstore
+    return [p for d in sorted(domids) for p in (f"/local/domain/{d}", f"/libxl/{d}")
+            if xs.exists(p)]
+
+
+def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.fixture(scope="session")
+def helpers() -> type[Helpers]:
+    return Helpers
+
+
+class Helpers:
+    """The helpers above, for test modules (which cannot import conftest)."""
+
+    PREFIX = PREFIX
+    ours = staticmethod(ours)
+    xenstore_leftovers = staticmethod(xenstore_leftovers)
+    wait_for = staticmethod(wait_for)

@@ -1,0 +1,196 @@
+"""pyxen against a real hypervisor: domains, errors, Xenstore, threads."""
+
+from __future__ import annotations
+
+import errno
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import pyxen
+from pyxen.config import DomainConfig
+from pyxen.xenstore import Perm
+
+pytestmark = pytest.mark.xen
+
+
+def test_create_list_destroy_leaves_nothing(host, kernel, helpers):
+    free0 = host.free_memory_mib()
+    dom = host.create(DomainConfig(helpers.PREFIX + "basic", kernel, memory_mib=24, vcpus=2))
+    assert dom.domid > 0 and dom.memory_mib == 24
+    assert helpers.ours(host)[dom.name] == dom.domid
+    info = dom.info()
+    # The tiny guest does not bring up its second vCPU (VCPUOP_up): 1 online of 2.
+    assert (info.max_vcpus, info.online_vcpus) == (2, 1)
+    assert not info.paused and not info.dying
+    assert info.memory_mib == 24
+    assert host.xenstore.read(f"/local/domain/{dom.domid}/name") == dom.name.encode()
+    assert host.xl.name_to_domid(dom.name) == dom.domid
+    assert host.xl.domid_to_name(dom.domid) == dom.name
+    assert host.domain(dom.name).domid == dom.domid
+    assert host.free_memory_mib() <= free0 - 24
+
+    dom.destroy()
+    assert dom.wait_death(30)
+    assert dom.name not in helpers.ours(host)
+    assert helpers.xenstore_leftovers(host, {dom.domid}) == []
+    assert helpers.wait_for(lambda: host.free_memory_mib() == free0, 30)
+
+
+def test_pause_unpause_is_what_xen_reports(host, kernel, helpers):
+    dom = host.create(DomainConfig(helpers.PREFIX + "pause", kernel), paused=True)
+    try:
+        assert dom.info().paused
+        dom.unpause()
+        assert not dom.info().paused
+        dom.pause()
+        assert dom.info().paused
+    finally:
+        dom.destroy()
+
+
+def test_duplicate_name_fails_cleanly(host, kernel, helpers):
+    cfg = DomainConfig(helpers.PREFIX + "dup", kernel)
+    dom = host.create(cfg)
+    try:
+        before = {d.domid for d in host.xc.domains()}
+        with pytest.raises(pyxen.LibxlError, match="already exists") as info:
+            host.create(cfg)
+        assert info.value.code_name == "ERROR_FAIL"
+        assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 10), \
+            "a half-created domain was left behind"
+    finally:
+        dom.destroy()
+
+
+def test_missing_kernel_fails_cleanly(host, helpers):
+    before = {d.domid for d in host.xc.domains()}
+    with pytest.raises(pyxen.LibxlError, match="failed to open file '/nonexistent/kernel'"):
+        host.create(DomainConfig(helpers.PREFIX + "nokernel", Path("/nonexistent/kernel")))
+    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 10)
+    assert helpers.PREFIX + "nokernel" not in helpers.ours(host)
+
+
+def test_unknown_domains_raise_not_found(host):
+    with pytest.raises(pyxen.DomainNotFound):
+        host.xl.name_to_domid("pxt-no-such-domain")
+    with pytest.raises(pyxen.DomainNotFound):
+        host.domain(32000)
+    with pytest.raises(pyxen.DomainNotFound):
+        host.xc.pause(32000)
+    assert host.xc.domain_info(32000) is None
+
+
+def test_threads_create_and_destroy_in_parallel(host, kernel, helpers):
+    names = [f"{helpers.PREFIX}par{i}" for i in range(4)]
+    start = threading.Barrier(len(names))
+
+    def create(name: str) -> pyxen.Domain:
+        start.wait()
+        return host.create(DomainConfig(name, kernel))
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        doms = list(pool.map(create, names))
+    assert len({d.domid for d in doms}) == len(names)
+    assert {n: helpers.ours(host)[n] for n in names} == {d.name: d.domid for d in doms}
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lambda d: d.destroy(), doms))
+    assert all(d.wait_death(30) for d in doms)
+    assert helpers.xenstore_leftovers(host, {d.domid for d in doms}) == []
+
+
+# -- Xenstore ----------------------------------------------------------------
+
+@pytest.fixture
+def node(host, helpers):
+    path = f"/local/domain/0/data/{helpers.PREFIX}xs"
+    yield path
+    try:
+        host.xenstore.rm(path)
+    except pyxen.XenstoreError:
+        pass
+
+
+@pytest.mark.parametrize("value", [b"", b"plain", bytes(range(256))])
+def test_values_round_trip_as_bytes(host, node, value):
+    host.xenstore.write(node, value)
+    assert host.xenstore.read(node) == value
+
+
+def test_the_longest_value_one_message_holds(host, node):
+    longest = 4096 - len(node.encode()) - 1
+    host.xenstore.write(node, b"x" * longest)
+    assert host.xenstore.read(node) == b"x" * longest
+    with pytest.raises(ValueError, match=f"at most {longest} bytes"):
+        host.xenstore.write(node, b"x" * (longest + 1))
+
+
+def test_directory_rm_and_enoent(host, node):
+    xs = host.xenstore
+    xs.write(f"{node}/a", "1")
+    xs.write(f"{node}/b", "2")
+    assert sorted(xs.directory(node)) == ["a", "b"]
+    xs.rm(node)
+    with pytest.raises(pyxen.XenstoreError) as info:
+        xs.read(f"{node}/a")
+    assert info.value.errno == errno.ENOENT
+    assert not xs.exists(node)
+
+
+def test_permissions_round_trip(host, node):
+    xs = host.xenstore
+    xs.write(node, "v")
+    perms = [Perm(0, "r"), Perm(5, "w"), Perm(7, "b")]
+    xs.set_perms(node, perms)
+    assert xs.get_perms(node) == perms
+
+
+def test_transaction_commits_or_aborts(host, node):
+    xs = host.xenstore
+    with xs.transaction() as tx:
+        tx.write(f"{node}/t", "in-tx")
+    assert xs.read(f"{node}/t") == b"in-tx"
+    with pytest.raises(RuntimeError), xs.transaction() as tx:
+        tx.write(f"{node}/t", "aborted")
+        raise RuntimeError("abort")
+    assert xs.read(f"{node}/t") == b"in-tx"
+
+
+def test_conflicting_transactions_are_retried(host, node):
+    """Two connections increment one counter; with retry on EAGAIN no update is lost."""
+    xs = host.xenstore
+    xs.write(node, "0")
+    other = pyxen.xenstore.XenStore()
+    calls = 0
+
+    def incr(tx):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        n = int(tx.read(node))
+        if calls == 1:  # a write elsewhere between our read and our commit
+            other.write(node, str(n + 100))
+        tx.write(node, str(n + 1))
+
+    try:
+        xs.run_transaction(incr)
+    finally:
+        other.close()
+    assert calls == 2
+    assert xs.read(node) == b"101"
+
+
+def test_watch_fires_on_registration_and_on_write(host, node):
+    xs = pyxen.xenstore.XenStore()
+    try:
+        xs.write(node, "0")
+        xs.watch(node, "tok")
+        assert xs.read_watch(timeout=10) == (node, "tok")   # fires once when set
+        host.xenstore.write(f"{node}/child", "1")
+        assert xs.read_watch(timeout=10) == (f"{node}/child", "tok")
+        xs.unwatch(node, "tok")
+        host.xenstore.write(node, "2")
+        assert xs.read_watch(timeout=0.5) is None
+    finally:
+        xs.close()
