@@ -32,6 +32,7 @@ class BenchParams:
     guests: int
     concurrency: int
     memory_mib: int = 16
+    driver: str = "pyxen"   # pyxen (libxl in-process, threads) or xl (processes)
 
     def validate(self) -> None:
         if self.guests < 1:
@@ -43,6 +44,8 @@ class BenchParams:
                              f"({self.guests})")
         if self.memory_mib < 4:
             raise ValueError(f"guest memory must be >= 4 MiB, got {self.memory_mib}")
+        if self.driver not in ("pyxen", "xl"):
+            raise ValueError(f"driver must be pyxen or xl, got {self.driver!r}")
 
 
 def _finite(xs: list[float | None]) -> list[float]:
@@ -74,7 +77,8 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
         res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0bench",
                         "--guests", str(params.guests),
                         "--concurrency", str(params.concurrency),
-                        "--kernel", str(guest), "--memory", str(params.memory_mib)],
+                        "--kernel", str(guest), "--memory", str(params.memory_mib),
+                        "--driver", params.driver],
                        timeout=600 + 60 * params.guests, on_poll=poll)
         result_file = res.files / "result.json"
         if not result_file.exists():
@@ -100,7 +104,7 @@ def same_build(a: StagedBuild, b: StagedBuild) -> bool:
 
 def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
     table = Table(title="boot storm: stock vs variants (ratio = variant / stock)")
-    for col in ("variant", "guests", "conc", "makespan s", "ratio", "mean create s",
+    for col in ("variant", "driver", "guests", "conc", "makespan s", "ratio", "mean create s",
                 "last/first create", "destroy s", "xs req/create", "console ok"):
         table.add_column(col, justify="right")
     stock = next((r for r in runs if r["variant"] == "stock"), None)
@@ -110,7 +114,7 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
         last_first = creates[-1] / creates[0] if len(creates) > 1 and creates[0] else float("nan")
         ratio = r["makespan_s"] / stock["makespan_s"] if stock else float("nan")
         xs = r["xs_requests_per_create"]
-        table.add_row(r["variant"], str(r["guests"]), str(r["concurrency"]),
+        table.add_row(r["variant"], r["driver"], str(r["guests"]), str(r["concurrency"]),
                       f"{r['makespan_s']:.2f}", f"{ratio:.2f}", f"{mean:.3f}",
                       f"{last_first:.2f}", f"{r['destroy_makespan_s']:.2f}",
                       "-" if xs is None else f"{xs:.1f}",

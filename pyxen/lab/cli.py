@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guests", type=_positive_int, default=16)
     p.add_argument("--concurrency", type=_positive_int, default=4)
     p.add_argument("--guest-memory", type=_positive_int, default=16, metavar="MIB")
+    p.add_argument("--driver", choices=("pyxen", "xl"), default="pyxen",
+                   help="create/destroy through pyxen (libxl in-process, threads; default) "
+                        "or unmodified xl processes")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--series", type=Path)
     _add_vm_options(p)
@@ -158,7 +161,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.cmd == "bench":
         opts = _vm_options(args)
         from pyxen.lab.bench import BenchParams, run_bench
-        params = BenchParams(args.guests, args.concurrency, args.guest_memory)
+        params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver)
         params.validate()
         hostdeps.check()
         run_bench(args.variants, params, opts, args.out, args.series, args.debug)

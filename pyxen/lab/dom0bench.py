@@ -14,9 +14,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from pyxen.config import DomainConfig
+from pyxen.errors import XenError
 from pyxen.lab import protocol, xl
+from pyxen.lab.errors import LabError
 from pyxen.lab.xstrace import TraceReader
 
 #: The line the tiny guest prints (guest/main.c BANNER).
@@ -48,11 +51,72 @@ def wait_console(names: list[str], timeout: float) -> dict[str, bool]:
         time.sleep(0.2)
 
 
-def wait_vanished(names: set[str], timeout: float) -> set[str]:
+class Driver(Protocol):
+    """How the benchmark creates and destroys domains."""
+
+    name: str
+
+    def create(self, config: DomainConfig, config_file: Path) -> None: ...
+    def destroy(self, name: str) -> None: ...
+    def names(self) -> set[str]: ...
+    def free_memory_mib(self) -> int: ...
+
+
+class XlDriver:
+    """Unmodified ``xl`` processes, as a user at a shell runs them."""
+
+    name = "xl"
+
+    def create(self, config: DomainConfig, config_file: Path) -> None:
+        xl.create(config_file)
+
+    def destroy(self, name: str) -> None:
+        xl.destroy(name)
+
+    def names(self) -> set[str]:
+        return {d.name for d in xl.list_domains()}
+
+    def free_memory_mib(self) -> int:
+        return xl.free_memory_mib()
+
+
+class PyxenDriver:
+    """pyxen (libxl through cffi) from threads of this one process."""
+
+    name = "pyxen"
+
+    def __init__(self) -> None:
+        import pyxen
+        self.host = pyxen.Host()
+        self.host.open()
+        self.domids: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def create(self, config: DomainConfig, config_file: Path) -> None:
+        dom = self.host.create(config)
+        with self.lock:
+            self.domids[config.name] = dom.domid
+
+    def destroy(self, name: str) -> None:
+        with self.lock:
+            domid = self.domids.pop(name)
+        self.host.xl.destroy(domid)
+
+    def names(self) -> set[str]:
+        return {d.name for d in self.host.domains()}
+
+    def free_memory_mib(self) -> int:
+        return self.host.free_memory_mib()
+
+
+DRIVERS: dict[str, Callable[[], Driver]] = {"pyxen": PyxenDriver, "xl": XlDriver}
+
+
+def wait_vanished(driver: Driver, names: set[str], timeout: float) -> set[str]:
     """Names still listed after ``timeout`` seconds (empty when all are gone)."""
     deadline = time.monotonic() + timeout
     while True:
-        left = {d.name for d in xl.list_domains()} & names
+        left = driver.names() & names
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
@@ -80,7 +144,7 @@ class Progress:
 
 
 def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
-        prefix: str, workdir: Path, out: Path) -> dict[str, object]:
+        prefix: str, workdir: Path, out: Path, driver: Driver) -> dict[str, object]:
     configs = [DomainConfig(name=f"{prefix}{i}", kernel=kernel, memory_mib=memory_mib)
                for i in range(guests)]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -90,8 +154,8 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         path.write_text(c.to_xl_config())
         cfg_files.append(path)
 
-    baseline_free = xl.free_memory_mib()
-    baseline_domains = {d.name for d in xl.list_domains()}
+    baseline_free = driver.free_memory_mib()
+    baseline_domains = driver.names()
     trace = TraceReader(Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE)))
     progress = Progress(out, guests)
 
@@ -110,7 +174,7 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
             try:
                 op(i)
                 took[i] = time.monotonic() - t0
-            except xl.XlError as exc:
+            except (XenError, LabError) as exc:  # pyxen's errors, and xl's XlError
                 errors.append(f"{phase} {configs[i].name}: {exc}")
             finally:
                 progress.advance(phase)
@@ -124,7 +188,7 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         nonlocal running
         with running_lock:
             running_before[i] = running
-        xl.create(cfg_files[i])
+        driver.create(configs[i], cfg_files[i])
         with running_lock:
             running += 1
 
@@ -134,13 +198,14 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     console = wait_console([c.name for c in configs], CONSOLE_WAIT_S)
     trace.take()  # requests while waiting for consoles are nobody's create
 
-    destroy_s, destroy_makespan = timed("destroy", lambda i: xl.destroy(configs[i].name))
+    destroy_s, destroy_makespan = timed("destroy", lambda i: driver.destroy(configs[i].name))
     destroy_ops = trace.take()
 
-    leftover = wait_vanished({c.name for c in configs}, VANISH_WAIT_S)
-    end_free = xl.free_memory_mib()
+    leftover = wait_vanished(driver, {c.name for c in configs}, VANISH_WAIT_S)
+    end_free = driver.free_memory_mib()
     created = sum(1 for s in create_s if s is not None)
     return {
+        "driver": driver.name,
         "guests": guests,
         "concurrency": concurrency,
         "memory_mib": memory_mib,
@@ -168,10 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", type=Path, required=True)
     ap.add_argument("--memory", type=int, default=16)
     ap.add_argument("--prefix", default="bench-")
+    ap.add_argument("--driver", choices=sorted(DRIVERS), default="pyxen")
     args = ap.parse_args(argv)
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
     result = run(args.guests, args.concurrency, args.kernel, args.memory, args.prefix,
-                 Path("/tmp/pyxen-bench"), out)
+                 Path("/tmp/pyxen-bench"), out, DRIVERS[args.driver]())
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return 0 if not result["errors"] and not result["leftover_domains"] else 1
 
