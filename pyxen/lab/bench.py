@@ -149,11 +149,11 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
               out_dir: Path, series: Path | None = None,
-              debug: bool = False) -> dict[str, Any]:
+              debug: bool = False, profile: bool = False) -> dict[str, Any]:
     """Build each variant, run the storm on each, write bench.json and bench.png."""
     params.validate()
     options.validate()
-    builds = {n: build(variants.resolve(n, series, debug)) for n in variant_names}
+    builds = {n: build(variants.resolve(n, series, debug, profile)) for n in variant_names}
     notes: list[str] = []
     if "stock" in builds:
         for n, b in builds.items():

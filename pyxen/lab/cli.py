@@ -49,6 +49,8 @@ def _add_vm_options(p: argparse.ArgumentParser) -> None:
                    help="virtual NUMA nodes (QEMU -numa)")
     g.add_argument("--xen-cmdline", default="", help="extra Xen command-line options")
     g.add_argument("--debug", action="store_true", help="debug hypervisor (debug=y)")
+    g.add_argument("--profile", action="store_true",
+                   help="profiling hypervisor: lock profiling + perf counters")
     g.add_argument("--boot-timeout", type=float, default=300.0, metavar="S")
 
 
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build (or reuse) a variant")
     p.add_argument("--variant", default="stock", choices=variants.KNOWN)
     p.add_argument("--debug", action="store_true")
+    p.add_argument("--profile", action="store_true")
     p.add_argument("--series", type=Path, help="patch series (default patches/series)")
 
     p = sub.add_parser("run", help="boot a variant and run a command in its dom0")
@@ -136,7 +139,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.cmd == "build":
         from pyxen.lab.xenbuild import build
-        staged = build(variants.resolve(args.variant, args.series, args.debug))
+        staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile))
         print(f"{args.variant}: hypervisor {staged.xen}\n"
               f"{args.variant}: toolstack  {staged.tools_root}")
         return 0
@@ -148,7 +151,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         opts = _vm_options(args)
         from pyxen.lab.vm import Dom0
         from pyxen.lab.xenbuild import build
-        staged = build(variants.resolve(args.variant, args.series, args.debug))
+        staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile))
         with Dom0(staged, opts) as dom0:
             res = dom0.run(command, timeout=args.timeout)
             sys.stdout.write(res.stdout)
@@ -164,7 +167,8 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver)
         params.validate()
         hostdeps.check()
-        run_bench(args.variants, params, opts, args.out, args.series, args.debug)
+        run_bench(args.variants, params, opts, args.out, args.series, args.debug,
+                  args.profile)
         return 0
 
     ap.error(f"unknown command {args.cmd}")  # pragma: no cover

@@ -20,6 +20,7 @@ from pyxen.config import DomainConfig
 from pyxen.errors import XenError
 from pyxen.lab import protocol, xl
 from pyxen.lab.errors import LabError
+from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler
 from pyxen.lab.xstrace import TraceReader
 
 #: The line the tiny guest prints (guest/main.c BANNER).
@@ -157,6 +158,7 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     baseline_free = driver.free_memory_mib()
     baseline_domains = driver.names()
     trace = TraceReader(Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE)))
+    profiler = Profiler()
     progress = Progress(out, guests)
 
     running = 0
@@ -192,8 +194,10 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         with running_lock:
             running += 1
 
+    profiler.reset()
     create_s, makespan = timed("create", create)
     create_ops = trace.take()
+    profile = profiler.read()
 
     console = wait_console([c.name for c in configs], CONSOLE_WAIT_S)
     trace.take()  # requests while waiting for consoles are nobody's create
@@ -217,6 +221,13 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         "xs_requests_per_create": sum(create_ops.values()) / created if created else None,
         "xs_requests_per_destroy": sum(destroy_ops.values()) / guests if guests else None,
         "xs_create_ops": dict(create_ops),
+        # Profiling builds only (--profile); null otherwise.
+        "domctl_hypercalls_per_create": (profile["hypercalls"].get("domctl", 0) / created
+                                         if profile and created else None),
+        "lock_wait_s_per_create": (sum(profile["locks"].get(k, {}).get("blocked_s", 0.0)
+                                       for k in GLOBAL_LOCKS) / created
+                                   if profile and created else None),
+        "lock_profile": profile,
         "console_ok": sum(console.values()),
         "errors": errors,
         "leftover_domains": sorted(leftover),

@@ -34,9 +34,10 @@ def parse_variant_list(text: str) -> list[str]:
     return names
 
 
-def resolve(name: str, series: Path | None = None, debug: bool = False) -> Variant:
+def resolve(name: str, series: Path | None = None, debug: bool = False,
+            profile: bool = False) -> Variant:
     """The Variant for a name: stock has no patches, patched has the series."""
     if name not in KNOWN:
         raise ValueError(f"unknown variant {name!r} (known: {', '.join(KNOWN)})")
     patches = tuple(read_series(find_series(series))) if name == "patched" else ()
-    return Variant(name=name, patches=patches, debug=debug)
+    return Variant(name=name, patches=patches, debug=debug, profile=profile)

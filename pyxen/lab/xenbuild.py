@@ -46,6 +46,11 @@ TOOLSTACK_PROGRAMS = ("xl", "xenstored", "xenconsoled", "xen-init-dom0",
 
 _MANIFEST = "manifest.json"
 
+#: Kconfig of a profiling hypervisor: lock profiling (read with xenlockprof)
+#: and software perf counters (xenperf; they count every hypercall entry,
+#: continuations included).  EXPERT exposes them without DEBUG.
+PROFILE_KCONFIG = {"EXPERT": "y", "DEBUG_LOCK_PROFILE": "y", "PERF_COUNTERS": "y"}
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -54,12 +59,15 @@ class Variant:
     name: str
     patches: tuple[Path, ...] = ()
     debug: bool = False
+    profile: bool = False   # lock profiling and perf counters (xenlockprof, xenperf)
     kconfig: tuple[tuple[str, str], ...] = field(default=())
 
     def hypervisor_kconfig(self) -> dict[str, str]:
         cfg = dict(self.kconfig)
         if self.debug:
             cfg["DEBUG"] = "y"
+        if self.profile:
+            cfg.update(PROFILE_KCONFIG)
         return cfg
 
 

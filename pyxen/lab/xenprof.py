@@ -1,0 +1,89 @@
+"""Reading Xen's own counters in a profiling build (``--profile``):
+``xenperf`` (software perf counters; the ``hypercalls`` array counts every
+hypercall entry, continuations included) and ``xenlockprof`` (per-lock
+acquisitions, blocks and times).  Both are reset before a measured phase and
+read after it, so the figures belong to that phase alone.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import asdict, dataclass
+from typing import Any
+
+_LOCK_LINE = re.compile(
+    r"^(?P<name>.+?)\s*: lock:\s*(?P<lock>\d+)\(\s*(?P<lock_s>[\d.]+)s\), "
+    r"block:\s*(?P<block>\d+)\(\s*(?P<block_s>[\d.]+)s\)$")
+
+
+@dataclass(frozen=True)
+class LockStat:
+    acquisitions: int
+    held_s: float
+    blocked: int        # acquisitions that had to wait (spun)
+    blocked_s: float    # time spent waiting
+
+
+def parse_lockprof(text: str) -> dict[str, LockStat]:
+    """``xenlockprof`` output -> {"global lock heap_lock": LockStat, ...}."""
+    out: dict[str, LockStat] = {}
+    for line in text.splitlines():
+        m = _LOCK_LINE.match(line.strip())
+        if m:
+            name = m.group("name").strip()
+            prev = out.get(name)
+            stat = LockStat(int(m.group("lock")), float(m.group("lock_s")),
+                            int(m.group("block")), float(m.group("block_s")))
+            if prev is not None:  # several locks of one name: add them up
+                stat = LockStat(prev.acquisitions + stat.acquisitions,
+                                prev.held_s + stat.held_s, prev.blocked + stat.blocked,
+                                prev.blocked_s + stat.blocked_s)
+            out[name] = stat
+    return out
+
+
+def parse_hypercalls(text: str) -> dict[str, int]:
+    """The ``hypercalls`` array of ``xenperf -f -p`` output: name -> count."""
+    counts: dict[str, int] = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("hypercalls ") and "T=" in line:
+            for entry in lines[i + 1:]:
+                if "T=" in entry or not entry.strip():
+                    break
+                parts = entry.split()
+                if len(parts) == 2 and parts[1].isdigit():
+                    counts[parts[0]] = int(parts[1])
+            break
+    return counts
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+class Profiler:
+    """Resets and reads the counters around a phase; inactive (``available``
+    false) when the hypervisor was built without them."""
+
+    def __init__(self) -> None:
+        self.available = _run(["xenperf"]).returncode == 0 and \
+            _run(["xenlockprof"]).returncode == 0
+
+    def reset(self) -> None:
+        if self.available:
+            _run(["xenperf", "-r"])
+            _run(["xenlockprof", "-r"])
+
+    def read(self) -> dict[str, Any] | None:
+        if not self.available:
+            return None
+        perf = _run(["xenperf", "-f", "-p"]).stdout
+        locks = parse_lockprof(_run(["xenlockprof"]).stdout)
+        return {"hypercalls": parse_hypercalls(perf),
+                "locks": {k: asdict(v) for k, v in locks.items()}}
+
+
+#: Global locks whose waits count as "global lock wait" per create.
+GLOBAL_LOCKS = ("global lock domctl_lock", "global lock heap_lock")

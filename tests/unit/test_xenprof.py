@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pyxen.lab.xenprof import LockStat, parse_hypercalls, parse_lockprof
+
+LOCKPROF = """\
+global lock heap_lock                             : lock:       12345(         0.012345678s), block:          17(         0.000123456s)
+global lock domctl_lock                           : lock:         300(         0.100000000s), block:           0(         0.000000000s)
+domain 3 lock domctl_lock                         : lock:          40(         0.001000000s), block:           2(         0.000002000s)
+domain 4 lock domctl_lock                         : lock:          60(         0.002000000s), block:           1(         0.000001000s)
+total profiling time:          1.000000000s
+"""
+
+XENPERF = """\
+exceptions                          T=      1234
+hypercalls                          T=      5000
+memory_op                                   1200
+domctl                                       900
+sched_op                                      15
+calls_from_multicall                T=         0
+"""
+
+
+def test_lock_profile_lines_parse_and_same_names_add_up():
+    locks = parse_lockprof(LOCKPROF)
+    assert locks["global lock heap_lock"] == LockStat(12345, 0.012345678, 17, 0.000123456)
+    assert locks["global lock domctl_lock"].blocked == 0
+    assert locks["domain 3 lock domctl_lock"].acquisitions == 40
+    assert "total profiling time" not in str(locks)
+
+
+def test_hypercall_array_parses_by_name():
+    assert parse_hypercalls(XENPERF) == {"memory_op": 1200, "domctl": 900, "sched_op": 15}
+
+
+def test_no_hypercall_array_is_empty():
+    assert parse_hypercalls("exceptions T= 3\n") == {}
