@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pyxen.lab import paths, variants
@@ -30,18 +30,20 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BenchParams:
     guests: int
-    concurrency: int
+    concurrency: tuple[int, ...]
     memory_mib: int = 16
     driver: str = "pyxen"   # pyxen (libxl in-process, threads) or xl (processes)
 
     def validate(self) -> None:
         if self.guests < 1:
             raise ValueError(f"--guests must be >= 1, got {self.guests}")
-        if self.concurrency < 1:
-            raise ValueError(f"--concurrency must be >= 1, got {self.concurrency}")
-        if self.concurrency > self.guests:
-            raise ValueError(f"--concurrency ({self.concurrency}) exceeds --guests "
-                             f"({self.guests})")
+        if not self.concurrency:
+            raise ValueError("--concurrency needs at least one value")
+        for c in self.concurrency:
+            if c < 1:
+                raise ValueError(f"--concurrency must be >= 1, got {c}")
+            if c > self.guests:
+                raise ValueError(f"--concurrency ({c}) exceeds --guests ({self.guests})")
         if self.memory_mib < 4:
             raise ValueError(f"guest memory must be >= 4 MiB, got {self.memory_mib}")
         if self.driver not in ("pyxen", "xl"):
@@ -54,48 +56,50 @@ def _finite(xs: list[float | None]) -> list[float]:
 
 
 def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
-                progress: Progress) -> dict[str, Any]:
-    """Boot one variant and run the storm in its dom0; the bench.json run record."""
+                progress: Progress) -> list[dict[str, Any]]:
+    """Boot one variant and run one storm per concurrency in its dom0 (each
+    starts from its own baseline); the bench.json run records."""
     guest = paths.tinyguest_path()
     if not guest.exists():
         raise LabError(f"tiny guest not built ({guest}): run 'pip install .'")
     name = staged.variant.name
-    task = progress.add_task(f"{name}: booting", total=params.guests * 2)
+    records = []
     with Dom0(staged, options) as dom0:
-        progress.update(task, description=f"{name}: create/destroy")
-        files: list[Path] = []
+        for conc in params.concurrency:
+            task = progress.add_task(f"{name} C={conc}", total=params.guests * 2)
 
-        def poll(out: Path) -> None:
-            files[:] = [out]
-            try:
-                p = json.loads((out / "progress.json").read_text())
-            except (OSError, ValueError):
-                return
-            base = params.guests if p["phase"] == "destroy" else 0
-            progress.update(task, completed=base + p["done"])
+            def poll(out: Path, task: TaskID = task) -> None:
+                try:
+                    p = json.loads((out / "progress.json").read_text())
+                except (OSError, ValueError):
+                    return
+                base = params.guests if p["phase"] == "destroy" else 0
+                progress.update(task, completed=base + p["done"])
 
-        res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0bench",
-                        "--guests", str(params.guests),
-                        "--concurrency", str(params.concurrency),
-                        "--kernel", str(guest), "--memory", str(params.memory_mib),
-                        "--driver", params.driver],
-                       timeout=600 + 60 * params.guests, on_poll=poll)
-        result_file = res.files / "result.json"
-        if not result_file.exists():
-            raise LabError(f"benchmark in dom0 failed ({res.returncode}):\n{res.stderr[-3000:]}")
-        result: dict[str, Any] = json.loads(result_file.read_text())
-    progress.update(task, completed=params.guests * 2, description=f"{name}: done")
-    if result["errors"]:
-        log.warning("%s: %d errors, first: %s", name, len(result["errors"]), result["errors"][0])
-    record: dict[str, Any] = {
-        "variant": name,
-        "hypervisor_key": staged.hypervisor_key,
-        "tools_key": staged.tools_key,
-        "source_version": staged.source_version,
-        "patches": [p.name for p in staged.variant.patches],
-        **result,
-    }
-    return record
+            res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0bench",
+                            "--guests", str(params.guests), "--concurrency", str(conc),
+                            "--kernel", str(guest), "--memory", str(params.memory_mib),
+                            "--driver", params.driver, "--prefix", f"bench-c{conc}-"],
+                           timeout=600 + 60 * params.guests, on_poll=poll)
+            result_file = res.files / "result.json"
+            if not result_file.exists():
+                raise LabError(f"benchmark in dom0 failed ({res.returncode}):\n"
+                               f"{res.stderr[-3000:]}")
+            result: dict[str, Any] = json.loads(result_file.read_text())
+            progress.update(task, completed=params.guests * 2)
+            if result["errors"]:
+                log.warning("%s C=%d: %d errors, first: %s", name, conc,
+                            len(result["errors"]), result["errors"][0])
+            records.append({
+                "variant": name,
+                "hypervisor_key": staged.hypervisor_key,
+                "tools_key": staged.tools_key,
+                "source_version": staged.source_version,
+                "patches": [p.name for p in staged.variant.patches],
+                "profiled": staged.variant.profile,
+                **result,
+            })
+    return records
 
 
 def same_build(a: StagedBuild, b: StagedBuild) -> bool:
@@ -105,19 +109,25 @@ def same_build(a: StagedBuild, b: StagedBuild) -> bool:
 def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
     table = Table(title="boot storm: stock vs variants (ratio = variant / stock)")
     for col in ("variant", "driver", "guests", "conc", "makespan s", "ratio", "mean create s",
-                "last/first create", "destroy s", "xs req/create", "console ok"):
+                "last/first create", "destroy s", "xs req/create", "domctl/create",
+                "lock wait ms/create", "console ok"):
         table.add_column(col, justify="right")
-    stock = next((r for r in runs if r["variant"] == "stock"), None)
+    stock_by_c = {r["concurrency"]: r for r in runs if r["variant"] == "stock"}
     for r in runs:
+        stock = stock_by_c.get(r["concurrency"])
         creates = _finite(r["create_s"])
         mean = statistics.fmean(creates) if creates else float("nan")
         last_first = creates[-1] / creates[0] if len(creates) > 1 and creates[0] else float("nan")
         ratio = r["makespan_s"] / stock["makespan_s"] if stock else float("nan")
         xs = r["xs_requests_per_create"]
+        domctls = r.get("domctl_hypercalls_per_create")
+        wait = r.get("lock_wait_s_per_create")
         table.add_row(r["variant"], r["driver"], str(r["guests"]), str(r["concurrency"]),
                       f"{r['makespan_s']:.2f}", f"{ratio:.2f}", f"{mean:.3f}",
                       f"{last_first:.2f}", f"{r['destroy_makespan_s']:.2f}",
                       "-" if xs is None else f"{xs:.1f}",
+                      "-" if domctls is None else f"{domctls:.1f}",
+                      "-" if wait is None else f"{wait * 1e3:.3f}",
                       f"{r['console_ok']}/{r['guests']}")
     for n in notes:
         table.caption = (table.caption + "\n" if table.caption else "") + n
@@ -125,25 +135,38 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    """Left: each create's latency against the domains already running.
+    Right: boot-storm makespan against concurrency, per variant."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in runs:
         pts = [(n, t) for n, t in zip(r["running_before_create"], r["create_s"])
                if t is not None]
-        xs = [p[0] for p in pts]
-        ys = [p[1] for p in pts]
         # Points, not a line: with C > 1 creates overlap, so no order joins them.
-        ax.scatter(xs, ys, s=14, alpha=0.75, label=f"{r['variant']} (C={r['concurrency']})")
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.75,
+                   label=f"{r['variant']} (C={r['concurrency']})")
     ax.set_xlabel("domains already running when the create started")
-    ax.set_ylabel("xl create latency (s)")
-    ax.set_title("create latency vs running domains (nested Xen, TCG)")
+    ax.set_ylabel("create latency (s)")
+    ax.set_title("create latency vs running domains")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
+
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        rs = sorted((r for r in runs if r["variant"] == variant),
+                    key=lambda r: r["concurrency"])
+        ax2.plot([r["concurrency"] for r in rs], [r["makespan_s"] for r in rs],
+                 marker="o", label=variant)
+    ax2.set_xlabel("creates in flight (C)")
+    ax2.set_ylabel("makespan of the storm (s)")
+    ax2.set_title(f"boot storm of {runs[0]['guests']} guests" if runs else "boot storm")
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize="small")
+    fig.suptitle("nested Xen under TCG: compare variants within this run only")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -164,7 +187,7 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
             "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console()) as progress:
         for n in variant_names:
-            runs.append(run_variant(builds[n], params, options, progress))
+            runs.extend(run_variant(builds[n], params, options, progress))
     out_dir.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "runs": runs,

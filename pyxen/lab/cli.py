@@ -28,6 +28,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    values = []
+    for part in text.split(","):
+        values.append(_positive_int(part.strip()))
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"value listed twice in {text!r}")
+    return tuple(values)
+
+
 def _variant_list(text: str) -> list[str]:
     try:
         return variants.parse_variant_list(text)
@@ -92,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="boot-storm benchmark: stock vs variants in one run")
     p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
     p.add_argument("--guests", type=_positive_int, default=16)
-    p.add_argument("--concurrency", type=_positive_int, default=4)
+    p.add_argument("--concurrency", type=_int_list, default=(4,),
+                   help="creates in flight; a list (1,2,4,8) runs one storm for each")
     p.add_argument("--guest-memory", type=_positive_int, default=16, metavar="MIB")
     p.add_argument("--driver", choices=("pyxen", "xl"), default="pyxen",
                    help="create/destroy through pyxen (libxl in-process, threads; default) "

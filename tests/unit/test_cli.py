@@ -12,6 +12,8 @@ from pyxen.lab.cli import build_parser, main
     (["bench", "--variants", "stock,fast"], "unknown variant 'fast'"),
     (["bench", "--variants", "stock,stock"], "listed twice"),
     (["bench", "--variants", ""], "no variant"),
+    (["bench", "--concurrency", "1,2,0"], "must be >= 1"),
+    (["bench", "--concurrency", "2,2"], "listed twice"),
     (["run", "--variant", "nope", "--", "true"], "invalid choice"),
 ])
 def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):
@@ -39,4 +41,9 @@ def test_inconsistent_arguments_fail_before_any_work(argv, msg, capsys):
 def test_defaults_run_stock_and_patched():
     args = build_parser().parse_args(["bench"])
     assert args.variants == ["stock", "patched"]
-    assert args.guests >= args.concurrency >= 1
+    assert all(args.guests >= c >= 1 for c in args.concurrency)
+
+
+def test_concurrency_takes_a_list():
+    assert build_parser().parse_args(["bench", "--concurrency", "1,2,4,8"]).concurrency == \
+        (1, 2, 4, 8)
