@@ -102,6 +102,38 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
     return records
 
 
+#: How bench.json states the projection (Karp-Flatt serial fraction, Amdahl).
+PROJECTION_FORMULA = ("T(N) = T(1) * (e + (1 - e) / N), with e = (1/S - 1/p) / (1 - 1/p), "
+                      "S = T(1) / T(p), T(C) the measured makespan at concurrency C and "
+                      "p = min(C, Xen's pCPUs)")
+
+
+def project(runs: list[dict[str, Any]], cpus: int,
+            cores: tuple[int, ...] = (16, 64)) -> dict[str, Any]:
+    """Per variant: the serial fraction measured between C=1 and the largest
+    C > 1, and the makespan it projects on more cores (a projection, not a
+    measurement: these machines have ``cpus`` pCPUs under TCG)."""
+    out: dict[str, Any] = {}
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        by_c = {r["concurrency"]: r["makespan_s"] for r in runs if r["variant"] == variant}
+        multi = [c for c in by_c if c > 1]
+        if 1 not in by_c or not multi or cpus < 2:
+            continue
+        c = max(multi)
+        p = min(c, cpus)
+        t1, tp = by_c[1], by_c[c]
+        speedup = t1 / tp
+        e = (1 / speedup - 1 / p) / (1 - 1 / p)
+        e_clamped = min(1.0, max(0.0, e))
+        out[variant] = {
+            "from_concurrency": c, "p": p, "speedup": speedup,
+            "serial_fraction": e,
+            **{f"makespan_{n}_cores_s": t1 * (e_clamped + (1 - e_clamped) / n) for n in cores},
+            "formula": PROJECTION_FORMULA,
+        }
+    return out
+
+
 def same_build(a: StagedBuild, b: StagedBuild) -> bool:
     return a.hypervisor_key == b.hypervisor_key and a.tools_key == b.tools_key
 
@@ -192,6 +224,7 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
     doc: dict[str, Any] = {
         "runs": runs,
         "notes": notes,
+        "projection": project(runs, options.cpus),
         "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
                "dom0_vcpus": options.dom0_vcpus, "dom0_mem_mib": options.dom0_mem_mib,
                "numa_nodes": options.numa_nodes, "accel": "tcg"},

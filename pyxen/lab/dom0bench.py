@@ -186,17 +186,26 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
             list(pool.map(one, range(guests)))
         return took, time.monotonic() - t_start
 
+    # At C=1 creates do not overlap, so each one's requests can be counted
+    # alone: how they grow with the number of running domains.
+    each: list[dict[str, int] | None] = [None] * guests
+
     def create(i: int) -> None:
         nonlocal running
         with running_lock:
             running_before[i] = running
         driver.create(configs[i], cfg_files[i])
+        if concurrency == 1:
+            each[i] = dict(trace.take())
         with running_lock:
             running += 1
 
     profiler.reset()
     create_s, makespan = timed("create", create)
     create_ops = trace.take()
+    for ops in each:  # taken one by one at C=1: add them back to the phase total
+        if ops:
+            create_ops.update(ops)
     profile = profiler.read()
 
     console = wait_console([c.name for c in configs], CONSOLE_WAIT_S)
@@ -221,6 +230,11 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         "xs_requests_per_create": sum(create_ops.values()) / created if created else None,
         "xs_requests_per_destroy": sum(destroy_ops.values()) / guests if guests else None,
         "xs_create_ops": dict(create_ops),
+        # C=1 only: requests of each create, in creation order (else null).
+        "xs_requests_each": [sum(o.values()) if o is not None else None for o in each]
+        if concurrency == 1 else None,
+        "xs_reads_each": [o.get("READ", 0) if o is not None else None for o in each]
+        if concurrency == 1 else None,
         # Profiling builds only (--profile); null otherwise.
         "domctl_hypercalls_per_create": (profile["hypercalls"].get("domctl", 0) / created
                                          if profile and created else None),

@@ -47,3 +47,14 @@ def test_defaults_run_stock_and_patched():
 def test_concurrency_takes_a_list():
     assert build_parser().parse_args(["bench", "--concurrency", "1,2,4,8"]).concurrency == \
         (1, 2, 4, 8)
+
+
+def test_projection_follows_amdahl():
+    from pyxen.lab.bench import project
+    runs = [{"variant": "v", "concurrency": 1, "makespan_s": 100.0},
+            {"variant": "v", "concurrency": 4, "makespan_s": 60.0}]
+    proj = project(runs, cpus=2)["v"]
+    # S = 100/60 on p = 2 CPUs: e = (0.6 - 0.5) / 0.5 = 0.2
+    assert abs(proj["serial_fraction"] - 0.2) < 1e-9
+    assert abs(proj["makespan_16_cores_s"] - 100 * (0.2 + 0.8 / 16)) < 1e-9
+    assert project(runs[:1], cpus=2) == {}  # nothing to project from
