@@ -1,5 +1,5 @@
 """Reading Xen's own counters in a profiling build (``--profile``):
-``xenperf`` (software perf counters; the ``hypercalls`` array counts every
+``xenperf -f`` (software perf counters; the ``hypercalls`` array counts every
 hypercall entry, continuations included) and ``xenlockprof`` (per-lock
 acquisitions, blocks and times).  Both are reset before a measured phase and
 read after it, so the figures belong to that phase alone.
@@ -43,20 +43,21 @@ def parse_lockprof(text: str) -> dict[str, LockStat]:
     return out
 
 
+#: Hypercall numbers (xen/include/public/xen.h) whose counts are named.
+HYPERCALL_NAMES = {1: "mmu_update", 12: "memory_op", 14: "update_va_mapping",
+                   26: "mmuext_op", 29: "sched_op", 32: "event_channel_op",
+                   35: "sysctl", 36: "domctl", 48: "arch_0", 49: "arch_1"}
+
+
 def parse_hypercalls(text: str) -> dict[str, int]:
-    """The ``hypercalls`` array of ``xenperf -f -p`` output: name -> count."""
-    counts: dict[str, int] = {}
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
+    """The ``hypercalls`` perf counter array of ``xenperf -f``: one row of
+    counts indexed by hypercall number -> {name or "hc<N>": count} (non-zero)."""
+    for line in text.splitlines():
         if line.startswith("hypercalls ") and "T=" in line:
-            for entry in lines[i + 1:]:
-                if "T=" in entry or not entry.strip():
-                    break
-                parts = entry.split()
-                if len(parts) == 2 and parts[1].isdigit():
-                    counts[parts[0]] = int(parts[1])
-            break
-    return counts
+            values = line.split("T=", 1)[1].split()[1:]   # [0] is the total
+            return {HYPERCALL_NAMES.get(i, f"hc{i}"): int(v)
+                    for i, v in enumerate(values) if v.isdigit() and int(v)}
+    return {}
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -79,7 +80,7 @@ class Profiler:
     def read(self) -> dict[str, Any] | None:
         if not self.available:
             return None
-        perf = _run(["xenperf", "-f", "-p"]).stdout
+        perf = _run(["xenperf", "-f"]).stdout
         locks = parse_lockprof(_run(["xenlockprof"]).stdout)
         return {"hypercalls": parse_hypercalls(perf),
                 "locks": {k: asdict(v) for k, v in locks.items()}}
