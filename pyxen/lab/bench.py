@@ -191,6 +191,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
                     key=lambda r: r["concurrency"])
         ax2.plot([r["concurrency"] for r in rs], [r["makespan_s"] for r in rs],
                  marker="o", label=variant)
+    ax2.set_ylim(bottom=0)  # from zero: differences here are mostly noise
     ax2.set_xlabel("creates in flight (C)")
     ax2.set_ylabel("makespan of the storm (s)")
     ax2.set_title(f"boot storm of {runs[0]['guests']} guests" if runs else "boot storm")
