@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, NoReturn
+from types import TracebackType
+from typing import Any, NoReturn, Self
 
 from pyxen._ffi import NATIVE_ENV
 from pyxen.errors import DomainNotFound, LibxlError, XenCtrlError, XenstoreError
@@ -84,3 +85,51 @@ def check_xs(ok: bool, function: str, path: str | None = None) -> None:
         err = ffi.errno or None
         raise XenstoreError(function, err, f"{path}: {os.strerror(err)}" if path and err
                             else (os.strerror(err) if err else "failed"))
+
+
+class NativeHandle:
+    """A C library handle opened with the shim's logger (which the library
+    keeps a pointer to, so it lives exactly as long as the handle).
+    Subclasses open in ``_open`` and close in ``_close``; ``close`` is
+    idempotent, and the handle is a context manager."""
+
+    _what = "handle"
+
+    def __init__(self) -> None:
+        self._h: Any = None
+        self._logger = lib.pyxen_logger_new()
+        if self._logger == ffi.NULL:
+            raise MemoryError("pyxen_logger_new")
+        try:
+            clear_message()
+            self._h = self._open(self._logger)
+        except BaseException:
+            lib.free(self._logger)  # the logger's destroy hook is free() too
+            self._logger = ffi.NULL
+            raise
+
+    def _open(self, logger: Any) -> Any:
+        raise NotImplementedError
+
+    def _close(self, handle: Any) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._h is not None:
+            self._close(self._h)
+            self._h = None
+            lib.free(self._logger)
+            self._logger = ffi.NULL
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def handle(self) -> Any:
+        if self._h is None:
+            raise ValueError(f"{self._what} is closed")
+        return self._h

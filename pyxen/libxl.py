@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from pyxen._native import check_libxl, clear_message, ffi, lib, string
+from pyxen._native import NativeHandle, check_libxl, clear_message, ffi, lib, string
 from pyxen.config import DomainConfig
 from pyxen.errors import DomainNotFound, LibxlError, XenError
 
@@ -40,45 +39,27 @@ class DomInfo:
     vcpu_online: int
 
 
-class Libxl:
+class Libxl(NativeHandle):
     """A libxl context.  Close it, or use it as a context manager."""
 
-    def __init__(self) -> None:
-        self._logger = lib.pyxen_logger_new()
-        if self._logger == ffi.NULL:
-            raise MemoryError("pyxen_logger_new")
+    _what = "libxl context"
+
+    def _open(self, logger: Any) -> Any:
         pctx = ffi.new("libxl_ctx **")
-        clear_message()
-        rc = lib.libxl_ctx_alloc(pctx, lib.LIBXL_VERSION, 0, self._logger)
-        if rc != 0:
-            lib.free(self._logger)
-            self._logger = ffi.NULL
-            check_libxl(rc, "libxl_ctx_alloc")
-        self._ctx = pctx[0]
+        check_libxl(lib.libxl_ctx_alloc(pctx, lib.LIBXL_VERSION, 0, logger),
+                    "libxl_ctx_alloc")
         # Kept alive for the context's lifetime: libxl keeps the pointer.
         self._hooks = ffi.new("libxl_childproc_hooks *")
         self._hooks.chldowner = lib.libxl_sigchld_owner_libxl_always_selective_reap
-        lib.libxl_childproc_setmode(self._ctx, self._hooks, ffi.NULL)
+        lib.libxl_childproc_setmode(pctx[0], self._hooks, ffi.NULL)
+        return pctx[0]
 
-    def close(self) -> None:
-        if self._ctx is not None:
-            lib.libxl_ctx_free(self._ctx)
-            self._ctx = None
-            lib.free(self._logger)
-            self._logger = ffi.NULL
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+    def _close(self, handle: Any) -> None:
+        lib.libxl_ctx_free(handle)
 
     @property
     def ctx(self) -> Any:
-        if self._ctx is None:
-            raise ValueError("libxl context is closed")
-        return self._ctx
+        return self.handle
 
     # -- create / destroy ----------------------------------------------------
     def _fill(self, d: Any, cfg: DomainConfig) -> None:

@@ -4,10 +4,9 @@ memory claims.  Every call releases the GIL (cffi does) so threads run in parall
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from pyxen._native import check_xc, clear_message, ffi, lib, raise_xc
+from pyxen._native import NativeHandle, check_xc, clear_message, ffi, lib, raise_xc
 
 PAGE_SIZE = 4096
 _PAGES_PER_MIB = (1 << 20) // PAGE_SIZE
@@ -98,47 +97,25 @@ def _domid(domid: int) -> int:
     return domid
 
 
-class XenCtrl:
+class XenCtrl(NativeHandle):
     """A libxenctrl handle.  Thread-safe (opened reentrant); close it, or use
     it as a context manager."""
 
+    _what = "XenCtrl handle"
     _BATCH = 256
 
-    def __init__(self) -> None:
-        self._logger = lib.pyxen_logger_new()
-        if self._logger == ffi.NULL:
-            raise MemoryError("pyxen_logger_new")
-        clear_message()
-        xch = lib.xc_interface_open(self._logger, self._logger, 0)
+    def _open(self, logger: Any) -> Any:
+        xch = lib.xc_interface_open(logger, logger, 0)
         if xch == ffi.NULL:
-            lib.free(self._logger)  # the logger's destroy is free() too
-            self._logger = ffi.NULL
             raise_xc("xc_interface_open")
-        self._xch = xch
+        return xch
 
-    def close(self) -> None:
-        if self._xch is not None:
-            lib.xc_interface_close(self._xch)
-            self._xch = None
-            lib.free(self._logger)
-            self._logger = ffi.NULL
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    @property
-    def handle(self) -> Any:
-        if self._xch is None:
-            raise ValueError("XenCtrl handle is closed")
-        return self._xch
+    def _close(self, handle: Any) -> None:
+        lib.xc_interface_close(handle)
 
     def _call(self, function: str, *args: Any) -> int:
         clear_message()
-        return check_xc(getattr(lib, function)(self.handle, *args), function, self._xch)
+        return check_xc(getattr(lib, function)(self.handle, *args), function, self._h)
 
     # -- domains ----------------------------------------------------------
     def domains(self) -> list[DomainInfo]:
