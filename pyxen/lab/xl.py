@@ -17,7 +17,7 @@ class XlError(LabError):
     """``xl`` failed; carries its arguments, exit status and message."""
 
     def __init__(self, args: list[str], returncode: int, message: str) -> None:
-        self.args_ = args
+        self.xl_args = args  # (Exception.args is taken)
         self.returncode = returncode
         self.message = message
         super().__init__(f"xl {' '.join(args)} exited {returncode}: {message}")
