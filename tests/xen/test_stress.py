@@ -1,0 +1,54 @@
+"""Stress: many create/destroy cycles at concurrency 4 leak nothing.
+
+Each of 4 threads creates and destroys a domain again and again under the
+same name, so names are constantly freed and reused (with patches/0002 this
+exercises the name index's stale entries).  Afterwards: no domain of ours,
+no Xenstore node for any domid that existed (including name index entries),
+and free memory exactly back to the baseline (see test_lifecycle_stateful.py
+for the 0 MiB tolerance).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pyxen.config import DomainConfig
+
+pytestmark = pytest.mark.xen
+
+CYCLES = int(os.environ.get("PYXEN_STRESS_CYCLES", "200"))
+WORKERS = 4
+NAME_INDEX = "/libxl/names"
+
+
+def test_create_destroy_cycles_leak_nothing(host, kernel, helpers):  # type: ignore[no-untyped-def]
+    free0 = host.free_memory_mib()
+    domids: list[set[int]] = [set() for _ in range(WORKERS)]
+
+    def worker(w: int) -> int:
+        name = f"{helpers.PREFIX}st{w}"
+        done = 0
+        for _ in range(CYCLES // WORKERS):
+            dom = host.create(DomainConfig(name, kernel, memory_mib=16))
+            domids[w].add(dom.domid)
+            dom.destroy()
+            assert dom.wait_death(30), f"{name} ({dom.domid}) still dying"
+            done += 1
+        return done
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        assert sum(pool.map(worker, range(WORKERS))) == CYCLES // WORKERS * WORKERS
+
+    ever = set().union(*domids)
+    assert len(ever) >= 1
+    assert helpers.ours(host) == {}
+    assert helpers.xenstore_leftovers(host, ever) == []
+    xs = host.xenstore
+    if xs.exists(NAME_INDEX):  # patched libxl: no entry may still name our domains
+        ours = {f"{helpers.PREFIX}st{w}".encode().hex() for w in range(WORKERS)}
+        assert ours.isdisjoint(xs.directory(NAME_INDEX))
+    assert helpers.wait_for(lambda: host.free_memory_mib() == free0, 30), \
+        f"free memory {host.free_memory_mib()} MiB, baseline {free0} MiB"
