@@ -18,14 +18,13 @@ from typing import Any, Self, TypeVar
 
 from pyxen._native import check_xs, ffi, lib, string
 from pyxen.errors import TransactionConflict, XenstoreError
+from pyxen.xs_wire import MAX_PATH, MAX_PAYLOAD
 
 T = TypeVar("T")
 
-#: Xenstore's own limits (docs/misc/xenstore.txt, xs_wire.h XENSTORE_PAYLOAD_MAX):
-#: one message's payload, and a path's length.  A write's payload is the path,
-#: a NUL and the value, so the longest value depends on the path.
-MAX_PAYLOAD = 4096
-MAX_PATH = 3072
+# Xenstore's own limits (pyxen.xs_wire): one message's payload, and a path's
+# length.  A write's payload is the path, a NUL and the value, so the longest
+# value depends on the path.
 
 _PERM_CHARS = {"n": 0, "r": 1, "w": 2, "b": 3}
 

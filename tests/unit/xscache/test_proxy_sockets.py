@@ -1,0 +1,365 @@
+"""The proxy over real Unix sockets, in front of the model xenstored.
+
+Covers what the sans-I/O equivalence test cannot: framing faults from a
+hostile client, clients that vanish mid-transaction, xenstored going away and
+coming back, start-up refusals, socket modes, the stats command, and an
+independent client implementation (pyxs) working through the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import struct
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyxen.xs_wire import HEADER, Decoder, Op, Packet
+from xenstore_cache import cli
+from xenstore_cache.model_server import ModelServer
+from xenstore_cache.server import CachingProxy, Config, SetupError, check_paths, probe_upstream
+
+
+class Client:
+    """A minimal asyncio Xenstore client speaking the wire format directly."""
+
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.r, self.w = r, w
+        self.dec = Decoder()
+        self.events: list[Packet] = []
+        self.replies: list[Packet] = []
+        self.req = 0
+
+    @classmethod
+    async def open(cls, path: Path) -> Client:
+        r, w = await asyncio.open_unix_connection(str(path))
+        return cls(r, w)
+
+    async def recv(self, timeout: float = 5.0) -> Packet:
+        while not self.replies:
+            data = await asyncio.wait_for(self.r.read(65536), timeout)
+            if not data:
+                raise ConnectionError("closed")
+            for pkt in self.dec.feed(data):
+                (self.events if pkt.op == Op.WATCH_EVENT else self.replies).append(pkt)
+        return self.replies.pop(0)
+
+    async def call(self, op: int, payload: bytes, tx: int = 0) -> Packet:
+        self.req += 1
+        self.w.write(Packet(op, self.req, tx, payload).encode())
+        rsp = await self.recv()
+        assert rsp.req_id == self.req and rsp.tx_id == tx
+        return rsp
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        """True once the server has closed this connection."""
+        try:
+            while True:
+                data = await asyncio.wait_for(self.r.read(65536), timeout)
+                if not data:
+                    return True
+        except ConnectionError:
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.w.close()
+
+
+@dataclass
+class Lab:
+    dir: Path
+    model: ModelServer
+    proxy: CachingProxy
+
+    @property
+    def listen(self) -> Path:
+        return self.proxy.cfg.listen
+
+
+@contextlib.asynccontextmanager
+async def lab(tmp: Path) -> AsyncIterator[Lab]:
+    model = ModelServer(tmp / "up")
+    await model.start()
+    proxy = CachingProxy(Config(listen=tmp / "xs", upstream=tmp / "up", control=tmp / "ctl",
+                                reconnect_max_s=0.1))
+    await proxy.start()
+    await asyncio.wait_for(proxy.watch_ready.wait(), 5)
+    try:
+        yield Lab(tmp, model, proxy)
+    finally:
+        await proxy.stop()
+        await model.stop()
+
+
+@pytest.fixture
+def short_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    # AF_UNIX paths are limited to 108 bytes: keep them short.
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="xsc") as d:
+        yield Path(d)
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_reads_writes_transactions_and_watches_pass_through(short_tmp: Path) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            a = await Client.open(L.listen)
+            b = await Client.open(L.listen)
+            assert (await a.call(Op.WRITE, b"/t/x\0\xff\0bin")).payload == b"OK\0"
+            for _ in range(3):
+                assert (await b.call(Op.READ, b"/t/x\0")).payload == b"\xff\0bin"
+            assert (await b.call(Op.DIRECTORY, b"/t\0")).payload == b"x\0"
+            assert (await b.call(Op.READ, b"/t/none\0")).error_name == "ENOENT"
+            assert (await b.call(Op.WRITE, b"/t/empty\0")).payload == b"OK\0"
+            assert (await b.call(Op.READ, b"/t/empty\0")).payload == b""
+            # A watch: registration event, then one per change, relative paths kept.
+            assert (await b.call(Op.WATCH, b"rel\0tok\0")).payload == b"OK\0"
+            await a.call(Op.WRITE, b"/local/domain/0/rel/k\0v")
+            await b.call(Op.READ, b"rel/k\0")
+            assert [e.payload for e in b.events] == [b"rel\0tok\0", b"rel/k\0tok\0"]
+            # A transaction conflicting with a write from another client.
+            tx = int((await a.call(Op.TRANSACTION_START, b"\0")).payload.rstrip(b"\0"))
+            assert (await a.call(Op.READ, b"/t/x\0", tx)).payload == b"\xff\0bin"
+            await a.call(Op.WRITE, b"/t/x\0mine", tx)
+            await b.call(Op.WRITE, b"/t/x\0theirs")
+            assert (await a.call(Op.TRANSACTION_END, b"T\0", tx)).error_name == "EAGAIN"
+            assert (await b.call(Op.READ, b"/t/x\0")).payload == b"theirs"
+            stats = L.proxy.stats()
+            assert stats["hits"] >= 2 and stats["forwarded"] > 0
+            a.close()
+            b.close()
+    run(body())
+
+
+def test_pyxs_works_through_the_proxy(short_tmp: Path) -> None:
+    """pyxs is a client implementation independent of ours."""
+    import pyxs
+    from pyxs.connection import UnixSocketConnection
+
+    ready = threading.Event()
+    done = threading.Event()
+    loop_box: list[asyncio.AbstractEventLoop] = []
+    listen = short_tmp / "xs"
+
+    async def serve() -> None:
+        async with lab(short_tmp):
+            loop_box.append(asyncio.get_running_loop())
+            ready.set()
+            while not done.is_set():
+                await asyncio.sleep(0.02)
+
+    t = threading.Thread(target=run, args=(serve(),))
+    t.start()
+    try:
+        assert ready.wait(10)
+        router = pyxs.client.Router(UnixSocketConnection(str(listen)))
+        with pyxs.Client(router=router) as c:
+            c.write(b"/t/p", b"1")
+            assert c.read(b"/t/p") == b"1"
+            c.write(b"/t/p", b"2")
+            assert c.read(b"/t/p") == b"2"
+            assert c.list(b"/t") == [b"p"]
+            c.set_perms(b"/t/p", [b"n0", b"r5"])
+            assert c.get_perms(b"/t/p") == [b"n0", b"r5"]
+            assert c.get_domain_path(7) == b"/local/domain/7"
+            c.delete(b"/t")
+            assert not c.exists(b"/t/p")
+    finally:
+        done.set()
+        t.join(10)
+
+
+def test_socket_modes_follow_xenstored(short_tmp: Path) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            up = (short_tmp / "up").stat()
+            xs = L.listen.stat()
+            assert stat.S_IMODE(xs.st_mode) == stat.S_IMODE(up.st_mode) == 0o600
+            assert (xs.st_uid, xs.st_gid) == (up.st_uid, up.st_gid)
+            assert stat.S_IMODE((short_tmp / "ctl").stat().st_mode) == 0o600
+    run(body())
+
+
+@pytest.mark.parametrize("blob, expect", [
+    (HEADER.pack(Op.READ, 1, 0, 4097), "disconnected"),          # over the limit
+    (HEADER.pack(Op.WRITE, 1, 0, 0xFFFFFFFF) + b"x", "disconnected"),
+    (HEADER.pack(999, 5, 0, 2) + b"a\0", "ENOSYS"),               # unknown type
+    (HEADER.pack(Op.WATCH_EVENT, 5, 0, 2) + b"a\0", "ENOSYS"),    # not a request
+    (HEADER.pack(Op.ERROR, 5, 0, 0), "ENOSYS"),
+    (HEADER.pack(Op.READ, 5, 0, 100) + b"/t/a\0", "truncated"),   # then hangs up
+    (b"\x02\x00", "truncated"),                                    # half a header
+])
+def test_hostile_client_does_not_hurt_others(short_tmp: Path, blob: bytes, expect: str) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            good = await Client.open(L.listen)
+            await good.call(Op.WRITE, b"/t/a\0before")
+            assert (await good.call(Op.READ, b"/t/a\0")).payload == b"before"
+            bad = await Client.open(L.listen)
+            bad.w.write(blob)
+            if expect == "disconnected":
+                assert await bad.closed()
+            elif expect == "truncated":
+                bad.close()
+            else:
+                rsp = await bad.recv()
+                assert (rsp.error_name, rsp.req_id) == (expect, 5)
+                bad.close()
+            await asyncio.sleep(0.05)
+            await good.call(Op.WRITE, b"/t/a\0after")
+            assert (await good.call(Op.READ, b"/t/a\0")).payload == b"after"
+            other = await Client.open(L.listen)
+            assert (await other.call(Op.READ, b"/t/a\0")).payload == b"after"
+            good.close()
+            other.close()
+            if expect == "disconnected":
+                assert L.proxy.protocol_errors == 1
+    run(body())
+
+
+def test_client_vanishing_in_a_transaction_with_watches(short_tmp: Path) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            base = len(L.model.store.conns)
+            c = await Client.open(L.listen)
+            await c.call(Op.WATCH, b"/t\0w\0")
+            tx = int((await c.call(Op.TRANSACTION_START, b"\0")).payload.rstrip(b"\0"))
+            await c.call(Op.WRITE, b"/t/half\0x", tx)
+            # Half a request, then gone.
+            c.w.write(HEADER.pack(Op.WRITE, 9, tx, 50) + b"/t/ha")
+            c.close()
+            for _ in range(100):
+                if len(L.model.store.conns) == base:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(L.model.store.conns) == base      # upstream side closed too
+            d = await Client.open(L.listen)
+            assert (await d.call(Op.READ, b"/t/half\0")).error_name == "ENOENT"
+            assert not any(w for conn in L.model.store.conns.values() for w in conn.watches
+                           if w.token == b"w")
+            d.close()
+    run(body())
+
+
+def test_xenstored_going_away_and_coming_back(short_tmp: Path) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            c = await Client.open(L.listen)
+            await c.call(Op.WRITE, b"/t/k\0old")
+            assert (await c.call(Op.READ, b"/t/k\0")).payload == b"old"
+            assert (await c.call(Op.READ, b"/t/k\0")).payload == b"old"   # cached
+            await L.model.stop()
+            assert await c.closed()          # an error, never a cached answer
+            for _ in range(100):
+                if not L.proxy.core.cache.enabled:
+                    break
+                await asyncio.sleep(0.02)
+            assert not L.proxy.core.cache.enabled
+            late = await Client.open(L.listen)
+            assert await late.closed()
+            # xenstored comes back with other contents: the old cache is gone.
+            fresh = ModelServer(short_tmp / "up")
+            await fresh.start()
+            fresh.store.connect(999)
+            fresh.store.handle(999, Packet(Op.WRITE, 1, 0, b"/t/k\0new"))
+            await asyncio.wait_for(L.proxy.watch_ready.wait(), 5)
+            again = await Client.open(L.listen)
+            assert (await again.call(Op.READ, b"/t/k\0")).payload == b"new"
+            assert L.proxy.upstream_losses == 1
+            again.close()
+            await fresh.stop()
+    run(body())
+
+
+def test_refuses_bad_setups(short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    same = Config(listen=short_tmp / "s", upstream=short_tmp / "s", control=short_tmp / "c")
+    with pytest.raises(SetupError, match="same path"):
+        check_paths(same)
+    os.symlink(short_tmp / "s", short_tmp / "link")
+    with pytest.raises(SetupError, match="same path"):
+        check_paths(Config(listen=short_tmp / "link", upstream=short_tmp / "s",
+                           control=short_tmp / "c"))
+    with pytest.raises(SetupError, match="does not exist"):
+        probe_upstream(short_tmp / "nothing")
+    (short_tmp / "plain").write_text("x")
+    with pytest.raises(SetupError, match="does not answer"):
+        probe_upstream(short_tmp / "plain")
+    rc = cli.main(["run", "--listen", str(short_tmp / "xs"), "--upstream",
+                   str(short_tmp / "nothing"), "--control", str(short_tmp / "c")])
+    assert rc == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not (short_tmp / "xs").exists()
+
+
+def test_stats_command(short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            c = await Client.open(L.listen)
+            await c.call(Op.WRITE, b"/t/s\0v")
+            for _ in range(4):
+                await c.call(Op.READ, b"/t/s\0")
+            c.close()
+            rc = await asyncio.to_thread(cli.main, ["stats", "--control", str(short_tmp / "ctl"),
+                                                    "--json"])
+            assert rc == 0
+    run(body())
+    import json
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["per_op"]["READ"] == {"requests": 4, "hits": 3, "misses": 1, "forwarded": 1}
+    assert stats["per_op"]["WRITE"]["forwarded"] == 1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda op, rid, tx, body: struct.pack("=IIII", op, rid, tx, len(body)) + body,
+              st.sampled_from([*range(24), 999]), st.integers(0, 2**32 - 1),
+              st.integers(0, 3), st.binary(max_size=30)),
+), max_size=8))
+def test_fuzzed_client_leaves_cache_and_others_consistent(short_tmp: Path,
+                                                          chunks: list[bytes]) -> None:
+    """Whatever one client sends, the others keep working and every cached
+    entry equals what xenstored (the model) answers directly."""
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            good = await Client.open(L.listen)
+            await good.call(Op.WRITE, b"/t/a\0v")
+            bad = await Client.open(L.listen)
+            for chunk in chunks:
+                if bad.w.is_closing():
+                    break
+                bad.w.write(chunk)
+                await asyncio.sleep(0)
+            with contextlib.suppress(Exception):
+                await bad.w.drain()
+            await asyncio.sleep(0.05)
+            bad.close()
+            for path in (b"/t/a", b"/t", b"/", b"/local/domain/0"):
+                await good.call(Op.READ, path + b"\0")
+                await good.call(Op.DIRECTORY, path + b"\0")
+            await asyncio.sleep(0.05)
+            probe = 10_000
+            L.model.store.connect(probe)
+            for op in (Op.READ, Op.DIRECTORY, Op.GET_PERMS):
+                for path in ("/", "/t", "/t/a", "/local/domain/0", "/local"):
+                    cached = L.proxy.core.cache.get(op, path)
+                    if cached is not None:
+                        want = L.model.store.handle(probe, Packet(op, 0, 0, path.encode() + b"\0"))
+                        assert cached == want[0][1], (op, path)
+            L.model.store.disconnect(probe)
+            assert (await good.call(Op.READ, b"/t/a\0")).op in (Op.READ, Op.ERROR)
+            good.close()
+    run(body())

@@ -1,0 +1,5 @@
+import sys
+
+from xenstore_cache.cli import main
+
+sys.exit(main())

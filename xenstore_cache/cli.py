@@ -1,0 +1,118 @@
+"""``xenstore-cache``: run the proxy, or ask a running one for its counters.
+
+    xenstore-cache run [--listen P] [--upstream P] [--control P] [--max-entries N]
+    xenstore-cache stats [--control P] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from xenstore_cache.server import (DEFAULT_CONTROL, DEFAULT_UPSTREAM, CachingProxy, Config,
+                                   SetupError, check_paths, probe_upstream, query_control)
+
+log = logging.getLogger("xenstore_cache")
+
+
+def _default_listen() -> str:
+    # Where libxenstore clients will look: the same rule as xs_daemon_socket().
+    if os.environ.get("XENSTORED_PATH"):
+        return os.environ["XENSTORED_PATH"]
+    rundir = os.environ.get("XENSTORED_RUNDIR", "/var/run/xenstored")
+    return f"{rundir}/socket"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xenstore-cache", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run the proxy in the foreground")
+    run.add_argument("--listen", default=_default_listen(),
+                     help="socket clients connect to (default: libxenstore's: %(default)s)")
+    run.add_argument("--upstream", default=DEFAULT_UPSTREAM,
+                     help="xenstored's relocated socket (default: %(default)s)")
+    run.add_argument("--control", default=DEFAULT_CONTROL,
+                     help="control socket for 'stats' (default: %(default)s)")
+    run.add_argument("--max-entries", type=int, default=None,
+                     help="cached entries before the cache is flushed")
+    run.add_argument("--ready-file", type=Path, default=None,
+                     help="write this file once the watch on xenstored is registered")
+    run.add_argument("-v", "--verbose", action="store_true")
+    st = sub.add_parser("stats", help="counters of a running proxy")
+    st.add_argument("--control", default=DEFAULT_CONTROL)
+    st.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+async def _run(cfg: Config, ready_file: Path | None) -> None:
+    proxy = CachingProxy(cfg)
+    await proxy.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if ready_file is not None:
+            waiter = asyncio.create_task(proxy.watch_ready.wait())
+            done, _ = await asyncio.wait({waiter, asyncio.create_task(stop.wait())},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                ready_file.write_text(str(os.getpid()))
+        await stop.wait()
+    finally:
+        await proxy.stop()
+
+
+def _print_stats(stats: dict[str, object]) -> None:
+    keys = ("requests", "hits", "misses", "forwarded", "local_errors", "events",
+            "invalidations", "fills", "fills_refused", "flushes", "perms_flushes",
+            "entries", "overflows", "clients", "clients_total", "protocol_errors",
+            "upstream_losses", "cache_enabled")
+    for k in keys:
+        print(f"{k:16} {stats.get(k)}")
+    per_op = stats.get("per_op")
+    if isinstance(per_op, dict) and per_op:
+        print(f"\n{'op':22} {'requests':>9} {'hits':>9} {'misses':>9} {'forwarded':>9}")
+        for op, c in per_op.items():
+            print(f"{op:22} {c['requests']:9} {c['hits']:9} {c['misses']:9} {c['forwarded']:9}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="xenstore-cache: %(levelname)s %(message)s")
+    try:
+        if args.cmd == "stats":
+            stats = asyncio.run(query_control(Path(args.control)))
+            if args.json:
+                print(json.dumps(stats, indent=2, sort_keys=True))
+            else:
+                _print_stats(stats)
+            return 0
+        kwargs = {}
+        if args.max_entries is not None:
+            if args.max_entries < 1:
+                raise SetupError(f"--max-entries must be at least 1, got {args.max_entries}")
+            kwargs["max_entries"] = args.max_entries
+        cfg = Config(listen=Path(args.listen), upstream=Path(args.upstream),
+                     control=Path(args.control), **kwargs)
+        check_paths(cfg)
+        probe_upstream(cfg.upstream)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_run(cfg, args.ready_file))
+        return 0
+    except SetupError as exc:
+        print(f"xenstore-cache: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The proxy's decisions, without I/O.
+
+For each request a client sends, ``ProxyCore.request`` says whether to answer
+it from the cache (``Answer``) or to send it to xenstored on that client's own
+upstream connection (``Forward``); ``ProxyCore.reply`` takes xenstored's reply
+before it is passed on, and ``ProxyCore.event`` every watch event seen on any
+upstream connection.  The asyncio layer (``xenstore_cache.server``) only moves
+bytes; everything tested about consistency is here.
+
+Consistency rules, in the order they matter:
+
+* Only READ, DIRECTORY, GET_PERMS (outside transactions, on valid paths) and
+  GET_DOMAIN_PATH are answered from the cache.  Everything inside a
+  transaction goes to xenstored, so its conflict detection sees every access.
+* A WRITE, MKDIR, RM or SET_PERMS outside a transaction invalidates its path
+  when sent and again when its reply arrives, before the reply is passed on:
+  once a client has the acknowledgement, no cached entry older than the
+  change exists, and a fill sent before it is refused (``cache.Ticket``).
+* Paths changed inside a transaction are remembered and invalidated the same
+  way around a committing TRANSACTION_END.
+* Every watch event (the proxy's own watch on ``/``, or a client's) invalidates
+  its path before any client sees it, so a client woken by an event never
+  reads the value from before it.
+* Domains introduced or released may change owners in GET_PERMS replies with
+  no event (xenstored's domain_adjust_node_perms): those entries are dropped.
+* A CONTROL request may do anything (even a live update): the cache is flushed.
+* While the proxy has no working watch on xenstored the cache is off.
+
+All clients of the socket are dom0 (root, mode 0600) and see every node, so
+the cache is shared between them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pyxen.xs_wire import (DOM0_PATH, MUTATING_OPS, REQUEST_OPS, Op, Packet, canonical_path,
+                           one_arg, split_args)
+from xenstore_cache.cache import Cache, Ticket
+
+#: Replies the cache may hold for a path: the answer, or that the node is absent.
+CACHED_OPS = frozenset({Op.READ, Op.DIRECTORY, Op.GET_PERMS})
+#: Domain operations after which owners in GET_PERMS replies may change.
+DOMAIN_OPS = frozenset({Op.INTRODUCE, Op.RELEASE, Op.RESUME, Op.SET_TARGET})
+#: Special watch paths the proxy holds besides "/".
+SPECIAL_WATCHES = ("@introduceDomain", "@releaseDomain")
+
+
+class After(Enum):
+    """What a forwarded request does to the cache once its reply is in."""
+
+    NOTHING = 0
+    FLUSH_PERMS = 1
+    FLUSH = 2
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Reply to the client now, from the proxy."""
+
+    packet: Packet
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Send ``packet`` upstream; handle its reply with ``ProxyCore.reply``."""
+
+    packet: Packet
+    ticket: Ticket | None = None
+    changes: tuple[str, ...] = ()
+    after: After = After.NOTHING
+
+
+@dataclass
+class Session:
+    """What the proxy tracks of one client connection."""
+
+    id: int
+    #: tx_id -> absolute paths changed inside that transaction so far.
+    transactions: dict[int, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Stats:
+    """Counters reported by ``xenstore-cache stats``."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    hits: Counter[str] = field(default_factory=Counter)
+    misses: Counter[str] = field(default_factory=Counter)
+    forwarded: Counter[str] = field(default_factory=Counter)
+    local_errors: Counter[str] = field(default_factory=Counter)
+    events: int = 0
+    invalidations: int = 0
+    fills: int = 0
+    fills_refused: int = 0
+    flushes: int = 0
+    perms_flushes: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        total = sum(self.requests.values())
+        return {
+            "requests": total,
+            "hits": sum(self.hits.values()),
+            "misses": sum(self.misses.values()),
+            "forwarded": sum(self.forwarded.values()),
+            "local_errors": sum(self.local_errors.values()),
+            "per_op": {op: {"requests": self.requests[op], "hits": self.hits[op],
+                            "misses": self.misses[op], "forwarded": self.forwarded[op]}
+                       for op in sorted(self.requests)},
+            "events": self.events,
+            "invalidations": self.invalidations,
+            "fills": self.fills,
+            "fills_refused": self.fills_refused,
+            "flushes": self.flushes,
+            "perms_flushes": self.perms_flushes,
+        }
+
+
+def absolute_path(raw: bytes, base: str = DOM0_PATH) -> str | None:
+    """The absolute path a request argument or event names, valid or not
+    (invalidation must not be stricter than xenstored); None for ``@`` names."""
+    text = raw.decode("ascii", "replace")
+    if text.startswith("@"):
+        return None
+    if not text.startswith("/"):
+        text = f"{base}/{text}"
+    # "/a/b/" and "/a//b" are refused by xenstored; invalidating the path
+    # without the stray slashes covers whatever it might have touched.
+    parts = [p for p in text.split("/") if p]
+    return "/" + "/".join(parts)
+
+
+class ProxyCore:
+    def __init__(self, cache: Cache | None = None) -> None:
+        self.cache = cache if cache is not None else Cache()
+        self.stats = Stats()
+        self._next_session = 1
+
+    # -- upstream state ----------------------------------------------------
+
+    def upstream_up(self) -> None:
+        """The proxy's watches are registered: changes from now on are seen."""
+        self.cache.flush()
+        self.cache.enabled = True
+        self.stats.flushes += 1
+
+    def upstream_down(self) -> None:
+        """No watch on xenstored: nothing cached can be trusted or kept valid."""
+        self.cache.enabled = False
+        self.cache.flush()
+        self.stats.flushes += 1
+
+    def new_session(self) -> Session:
+        s = Session(self._next_session)
+        self._next_session += 1
+        return s
+
+    # -- requests and replies ----------------------------------------------
+
+    def request(self, s: Session, pkt: Packet) -> Answer | Forward:
+        name = pkt.op_name
+        self.stats.requests[name] += 1
+        if pkt.op not in REQUEST_OPS:
+            self.stats.local_errors[name] += 1
+            return Answer(pkt.error("ENOSYS"))
+        fwd = self._plan(s, pkt)
+        if isinstance(fwd, Answer):
+            self.stats.hits[name] += 1
+            return fwd
+        if fwd.ticket is not None:
+            self.stats.misses[name] += 1
+        self.stats.forwarded[name] += 1
+        return fwd
+
+    def _plan(self, s: Session, pkt: Packet) -> Answer | Forward:
+        op = pkt.op
+        if pkt.tx_id == 0 and op in CACHED_OPS:
+            arg = one_arg(pkt.payload)
+            key = canonical_path(arg) if arg is not None else None
+            if key is not None:
+                hit = self.cache.get(op, key)
+                if hit is not None:
+                    return Answer(pkt.reply(hit.op, hit.payload))
+                if self.cache.enabled:
+                    return Forward(pkt, ticket=self.cache.ticket(op, key))
+            return Forward(pkt)
+        if pkt.tx_id == 0 and op == Op.GET_DOMAIN_PATH:
+            arg = one_arg(pkt.payload)
+            if arg is not None:
+                key = arg.decode("latin-1")
+                hit = self.cache.get(op, key)
+                if hit is not None:
+                    return Answer(pkt.reply(hit.op, hit.payload))
+                if self.cache.enabled:
+                    return Forward(pkt, ticket=self.cache.ticket(op, key))
+            return Forward(pkt)
+        if op in MUTATING_OPS:
+            args = split_args(pkt.payload)
+            path = absolute_path(args[0]) if args else None
+            if path is None:
+                return Forward(pkt)
+            if pkt.tx_id == 0:
+                self._invalidate(path)
+                return Forward(pkt, changes=(path,))
+            s.transactions.setdefault(pkt.tx_id, []).append(path)
+            return Forward(pkt)
+        if op == Op.TRANSACTION_END:
+            # xenstored ends the transaction whatever the outcome.
+            paths = s.transactions.pop(pkt.tx_id, [])
+            if split_args(pkt.payload) == [b"T"] and paths:
+                for p in paths:
+                    self._invalidate(p)
+                return Forward(pkt, changes=tuple(paths))
+            return Forward(pkt)
+        if op == Op.RESET_WATCHES:
+            # xenstored drops the connection's transactions with its watches.
+            s.transactions.clear()
+            return Forward(pkt)
+        if op == Op.CONTROL:
+            return Forward(pkt, after=After.FLUSH)
+        if op in DOMAIN_OPS:
+            return Forward(pkt, after=After.FLUSH_PERMS)
+        return Forward(pkt)
+
+    def reply(self, s: Session, fwd: Forward, reply: Packet) -> None:
+        """xenstored answered ``fwd``; update the cache before the client sees it."""
+        req = fwd.packet
+        for p in fwd.changes:
+            self._invalidate(p)
+        if fwd.after is After.FLUSH:
+            self.cache.flush()
+            self.stats.flushes += 1
+        elif fwd.after is After.FLUSH_PERMS:
+            self.cache.flush_perms()
+            self.stats.perms_flushes += 1
+        if fwd.ticket is not None and self._cacheable_reply(req, reply):
+            if self.cache.fill(fwd.ticket, reply):
+                self.stats.fills += 1
+            else:
+                self.stats.fills_refused += 1
+        if req.op == Op.TRANSACTION_START and reply.op == Op.TRANSACTION_START:
+            tx = one_arg(reply.payload)
+            if tx is not None and tx.isdigit():
+                s.transactions[int(tx)] = []
+
+    @staticmethod
+    def _cacheable_reply(req: Packet, reply: Packet) -> bool:
+        if reply.req_id != req.req_id or reply.tx_id != req.tx_id:
+            return False
+        if reply.op == req.op:
+            return True
+        # "This node does not exist" is an answer too, for path lookups.
+        return req.op in CACHED_OPS and reply.error_name == "ENOENT"
+
+    def session_closed(self, s: Session) -> None:
+        """The client went away: xenstored aborts its transactions (nothing to do
+        for the cache, whose entries never come from inside a transaction)."""
+        s.transactions.clear()
+
+    # -- events --------------------------------------------------------------
+
+    def event(self, pkt: Packet) -> None:
+        """A WATCH_EVENT from xenstored, on any upstream connection."""
+        self.stats.events += 1
+        args = split_args(pkt.payload)
+        if not args:
+            return
+        if args[0].startswith(b"@"):
+            self.cache.flush_perms()
+            self.stats.perms_flushes += 1
+            return
+        path = absolute_path(args[0])
+        if path is not None:
+            self._invalidate(path)
+
+    def _invalidate(self, path: str) -> None:
+        self.stats.invalidations += 1
+        self.cache.invalidate(path)

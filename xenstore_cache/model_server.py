@@ -1,0 +1,84 @@
+"""The model xenstored on a Unix socket, for tests and experiments.
+
+``python -m xenstore_cache.model_server PATH`` serves ``ModelStore`` at PATH.
+Like xenstored it drops a connection whose header announces more than 4096
+bytes, and forgets a connection's watches and transactions when it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import sys
+from pathlib import Path
+
+from pyxen.xs_wire import Decoder, ProtocolError
+from xenstore_cache.model import ModelStore
+
+
+class ModelServer:
+    def __init__(self, path: Path, store: ModelStore | None = None) -> None:
+        self.path = path
+        self.store = store if store is not None else ModelStore()
+        self.requests = 0
+        self._ids = itertools.count(1)
+        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old = os.umask(0o077)
+        try:
+            self._server = await asyncio.start_unix_server(self._conn, path=str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)  # as xenstored's init_sockets() does
+
+    async def stop(self) -> None:
+        """Go away like a crashed xenstored: close the socket and every connection."""
+        if self._server is not None:
+            self._server.close()
+        for w in list(self._writers.values()):
+            w.close()
+        self._writers.clear()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cid = next(self._ids)
+        self.store.connect(cid)
+        self._writers[cid] = writer
+        dec = Decoder()
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for pkt in dec.feed(data):
+                    self.requests += 1
+                    for to, out in self.store.handle(cid, pkt):
+                        w = self._writers.get(to)
+                        if w is not None and not w.is_closing():
+                            w.write(out.encode())
+                await writer.drain()
+        except (ProtocolError, ConnectionError):
+            pass
+        finally:
+            self.store.disconnect(cid)
+            self._writers.pop(cid, None)
+            writer.close()
+
+
+async def _serve(path: Path) -> None:
+    srv = ModelServer(path)
+    await srv.start()
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m xenstore_cache.model_server SOCKET_PATH")
+    asyncio.run(_serve(Path(sys.argv[1])))

@@ -1,0 +1,399 @@
+"""The proxy's I/O: asyncio Unix sockets around ``ProxyCore``.
+
+* Each client connection gets its own upstream connection to xenstored, so
+  transactions and watches stay per connection exactly as xenstored keeps
+  them, and req_id / tx_id pass through untouched.  A client's requests are
+  handled one at a time, in order (xenstored does the same per connection):
+  a cache hit is never answered before the reply to an earlier request.
+* The upstream reader passes replies and watch events to the client in the
+  order xenstored sent them, after ``ProxyCore`` has seen them.
+* The watcher holds the proxy's own connection with watches on ``/`` and the
+  special domain paths.  While it is not registered the cache is off; when it
+  breaks (xenstored went away) every client is disconnected, since their
+  upstream connections, watches and transactions are gone too, and it
+  reconnects with a back-off until xenstored is back.
+
+The server side is framed by ``pyxen.xs_wire`` rather than pyxs: pyxs's
+Packet refuses what a transparent proxy must pass on (empty values, bytes
+above 0x7f, the 4.17 types 21 and 22), and its router thread dies silently on
+a reply it did not expect and on EOF, which would leave the invalidation watch
+dead while the cache still answered.  pyxs is used where it fits: the check at
+start-up that the upstream socket is a working xenstored (``probe_upstream``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyxen.xs_wire import Decoder, Op, Packet, ProtocolError
+from xenstore_cache.cache import DEFAULT_MAX_ENTRIES, Cache
+from xenstore_cache.core import SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session
+
+log = logging.getLogger(__name__)
+
+#: Where libxenstore clients connect by default (and the proxy listens).
+DEFAULT_LISTEN = "/var/run/xenstored/socket"
+#: Where xenstored is moved to (start it with XENSTORED_PATH set to this).
+DEFAULT_UPSTREAM = "/var/run/xenstored/upstream-socket"
+#: The proxy's control socket (``xenstore-cache stats``).
+DEFAULT_CONTROL = "/var/run/xenstored/cache-control"
+#: Token of the proxy's own watches.
+WATCH_TOKEN = b"xenstore-cache"
+_READ_SIZE = 65536
+
+
+class SetupError(Exception):
+    """The proxy cannot start as configured; the message says why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: Path
+    upstream: Path
+    control: Path
+    max_entries: int = DEFAULT_MAX_ENTRIES
+    reconnect_max_s: float = 2.0
+
+
+def check_paths(cfg: Config) -> None:
+    """Refuse a configuration that would make the proxy talk to itself."""
+    listen = cfg.listen.resolve()
+    upstream = cfg.upstream.resolve()
+    if listen == upstream:
+        raise SetupError(f"listen socket and upstream socket are the same path ({listen}): "
+                         f"move xenstored with XENSTORED_PATH={DEFAULT_UPSTREAM}")
+    if cfg.control.resolve() in (listen, upstream):
+        raise SetupError(f"control socket {cfg.control} collides with a Xenstore socket")
+
+
+def probe_upstream(path: Path, timeout: float = 5.0) -> None:
+    """Check with pyxs that ``path`` is a xenstored that answers."""
+    import pyxs  # noqa: PLC0415 - only needed at start-up
+    from pyxs.connection import UnixSocketConnection  # noqa: PLC0415
+
+    if not path.exists():
+        raise SetupError(f"upstream xenstored socket {path} does not exist "
+                         f"(is xenstored running with XENSTORED_PATH={path}?)")
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        router = pyxs.client.Router(UnixSocketConnection(str(path)))
+        with pyxs.Client(router=router) as client:
+            answer = client.get_domain_path(0)
+    except (pyxs.PyXSError, OSError) as exc:
+        raise SetupError(f"upstream xenstored at {path} does not answer: {exc}") from exc
+    finally:
+        socket.setdefaulttimeout(old)
+    if answer != b"/local/domain/0":
+        raise SetupError(f"upstream at {path} answered GET_DOMAIN_PATH 0 with {answer!r}: "
+                         "not a xenstored")
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """Remove a stale socket file; refuse to replace a live one or a non-socket."""
+    if not path.exists() and not path.is_symlink():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    st = path.lstat()
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SetupError(f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            path.unlink()
+            return
+    raise SetupError(f"something is already listening on {path}")
+
+
+def _write(w: asyncio.StreamWriter, pkt: Packet) -> None:
+    if not w.is_closing():
+        w.write(pkt.encode())
+
+
+class ClientConn:
+    """One client and its upstream connection."""
+
+    def __init__(self, proxy: CachingProxy, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.proxy = proxy
+        self.reader = reader
+        self.writer = writer
+        self.session: Session = proxy.core.new_session()
+        self._pending: asyncio.Future[None] | None = None
+        self._fwd: Forward | None = None
+        self._up_w: asyncio.StreamWriter | None = None
+
+    async def run(self) -> None:
+        try:
+            up_r, self._up_w = await asyncio.open_unix_connection(str(self.proxy.cfg.upstream))
+        except OSError as exc:
+            log.warning("client %d: upstream %s unreachable (%s): disconnecting it",
+                        self.session.id, self.proxy.cfg.upstream, exc)
+            self.writer.close()
+            return
+        up_task = asyncio.create_task(self._upstream(up_r))
+        try:
+            await self._requests()
+        finally:
+            up_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await up_task
+            self._up_w.close()
+            self.writer.close()
+            self.proxy.core.session_closed(self.session)
+
+    async def _requests(self) -> None:
+        dec = Decoder()
+        while True:
+            data = await self.reader.read(_READ_SIZE)
+            if not data:
+                try:
+                    dec.close()
+                except ProtocolError as exc:
+                    log.info("client %d: %s", self.session.id, exc)
+                return
+            try:
+                packets = dec.feed(data)
+            except ProtocolError as exc:
+                self.proxy.protocol_errors += 1
+                log.warning("client %d dropped: %s", self.session.id, exc)
+                return
+            for pkt in packets:
+                if not await self._one(pkt):
+                    return
+            await self.writer.drain()
+
+    async def _one(self, pkt: Packet) -> bool:
+        decision = self.proxy.core.request(self.session, pkt)
+        if isinstance(decision, Answer):
+            _write(self.writer, decision.packet)
+            return True
+        assert self._up_w is not None
+        if self._up_w.is_closing():
+            return False
+        loop = asyncio.get_running_loop()
+        self._pending = loop.create_future()
+        self._fwd = decision
+        self._up_w.write(decision.packet.encode())
+        try:
+            await self._pending
+        except ConnectionError:
+            return False
+        return True
+
+    async def _upstream(self, up_r: asyncio.StreamReader) -> None:
+        dec = Decoder()
+        try:
+            while True:
+                data = await up_r.read(_READ_SIZE)
+                if not data:
+                    raise ConnectionError("xenstored closed the connection")
+                for pkt in dec.feed(data):
+                    self._from_upstream(pkt)
+        except (ConnectionError, ProtocolError, OSError) as exc:
+            log.info("client %d: upstream lost: %s", self.session.id, exc)
+            if self._pending is not None and not self._pending.done():
+                self._pending.set_exception(ConnectionError(str(exc)))
+            # The client's watches and transactions are gone with it: end it.
+            self.reader.feed_eof()
+            self.writer.close()
+
+    def _from_upstream(self, pkt: Packet) -> None:
+        core = self.proxy.core
+        if pkt.op == Op.WATCH_EVENT:
+            core.event(pkt)
+            _write(self.writer, pkt)
+            return
+        fwd, pending = self._fwd, self._pending
+        if fwd is None or pending is None or pending.done():
+            raise ProtocolError(f"xenstored sent an unexpected {pkt.op_name} reply")
+        core.reply(self.session, fwd, pkt)
+        _write(self.writer, pkt)
+        self._fwd = None
+        pending.set_result(None)
+
+
+class CachingProxy:
+    """The running proxy: listening socket, control socket, watcher."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.core = ProxyCore(Cache(cfg.max_entries))
+        self.clients: set[ClientConn] = set()
+        self.clients_total = 0
+        self.protocol_errors = 0
+        self.upstream_losses = 0
+        self.watch_ready = asyncio.Event()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        check_paths(self.cfg)
+        for path in (self.cfg.listen, self.cfg.control):
+            _prepare_socket_path(path)
+        up = self.cfg.upstream.stat()
+        old_umask = os.umask(0o077)
+        try:
+            self._servers.append(await asyncio.start_unix_server(
+                self._client, path=str(self.cfg.listen)))
+            self._servers.append(await asyncio.start_unix_server(
+                self._control, path=str(self.cfg.control)))
+        finally:
+            os.umask(old_umask)
+        # Same owner and mode as xenstored's own socket (root, 0600); the
+        # control socket is root-only whatever xenstored's is.
+        for path, mode in ((self.cfg.listen, stat.S_IMODE(up.st_mode)),
+                           (self.cfg.control, 0o600)):
+            if os.geteuid() == 0:
+                os.chown(path, up.st_uid, up.st_gid)
+            os.chmod(path, mode)
+        self._watcher = asyncio.create_task(self._watch_loop())
+        log.info("listening on %s, forwarding to %s", self.cfg.listen, self.cfg.upstream)
+
+    async def stop(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for c in list(self.clients):
+            c.writer.close()
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for path in (self.cfg.listen, self.cfg.control):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def stats(self) -> dict[str, object]:
+        out = self.core.stats.as_dict()
+        out.update({
+            "cache_enabled": self.core.cache.enabled,
+            "entries": len(self.core.cache),
+            "overflows": self.core.cache.overflows,
+            "clients": len(self.clients),
+            "clients_total": self.clients_total,
+            "protocol_errors": self.protocol_errors,
+            "upstream_losses": self.upstream_losses,
+        })
+        return out
+
+    # -- clients ---------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = ClientConn(self, reader, writer)
+        self.clients.add(conn)
+        self.clients_total += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await conn.run()
+        except Exception:  # noqa: BLE001 - one client's failure must not stop the proxy
+            log.exception("client %d failed", conn.session.id)
+        finally:
+            self.clients.discard(conn)
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            try:
+                req = json.loads(line or b"{}")
+                cmd = req.get("cmd") if isinstance(req, dict) else None
+            except json.JSONDecodeError:
+                cmd = None
+            if cmd == "stats":
+                rsp: dict[str, object] = {"ok": True, "stats": self.stats()}
+            else:
+                rsp = {"ok": False, "error": f"unknown command {cmd!r} (known: stats)"}
+            writer.write(json.dumps(rsp).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    # -- the invalidation watch --------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                r, w = await asyncio.open_unix_connection(str(self.cfg.upstream))
+            except OSError as exc:
+                log.debug("upstream not reachable: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cfg.reconnect_max_s)
+                continue
+            delay = 0.05
+            try:
+                await self._watch(r, w)
+            except (ConnectionError, ProtocolError, OSError) as exc:
+                log.warning("lost the watch on xenstored (%s): cache off, clients "
+                            "disconnected, reconnecting", exc)
+            finally:
+                w.close()
+            self.upstream_losses += 1
+            self.watch_ready.clear()
+            self.core.upstream_down()
+            for c in list(self.clients):
+                c.writer.close()
+
+    async def _watch(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        dec = Decoder()
+        paths = [b"/", *(p.encode() for p in SPECIAL_WATCHES)]
+        for i, p in enumerate(paths, start=1):
+            w.write(Packet(Op.WATCH, i, 0, p + b"\0" + WATCH_TOKEN + b"\0").encode())
+        await w.drain()
+        acked = 0
+        while True:
+            data = await r.read(_READ_SIZE)
+            if not data:
+                raise ConnectionError("xenstored closed the connection")
+            for pkt in dec.feed(data):
+                if pkt.op == Op.WATCH_EVENT:
+                    self.core.event(pkt)
+                elif pkt.op == Op.WATCH:
+                    acked += 1
+                    if acked == len(paths):
+                        self.core.upstream_up()
+                        self.watch_ready.set()
+                        log.info("watching xenstored: cache on")
+                else:
+                    raise ConnectionError(f"watch refused by xenstored: {pkt.op_name} "
+                                          f"{pkt.payload!r}")
+
+
+async def query_control(path: Path, cmd: str = "stats", timeout: float = 5.0) -> dict[str, object]:
+    """Ask a running proxy over its control socket."""
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise SetupError(f"no xenstore-cache control socket at {path}: {exc}") from exc
+    try:
+        w.write(json.dumps({"cmd": cmd}).encode() + b"\n")
+        await w.drain()
+        line = await asyncio.wait_for(r.readline(), timeout)
+    finally:
+        w.close()
+    rsp = json.loads(line)
+    if not rsp.get("ok"):
+        raise SetupError(str(rsp.get("error")))
+    stats = rsp["stats"]
+    assert isinstance(stats, dict)
+    return stats
