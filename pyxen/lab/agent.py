@@ -13,6 +13,7 @@ Only the standard library is imported: this runs before anything else is set up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from pyxen._ffi import NATIVE_ENV
 from pyxen.lab import protocol
+from xenstore_cache.server import DEFAULT_CONTROL, DEFAULT_LISTEN, DEFAULT_UPSTREAM
 
 
 def _log(xchg: Path, msg: str) -> None:
@@ -89,12 +91,41 @@ def bring_up(xchg: Path, cfg: dict[str, object]) -> dict[str, str]:
 
     env = toolstack_env(cfg)
     programs = dict(cfg["programs"])  # type: ignore[call-overload]
+    xenstored_env = dict(env)
+    if cfg.get("xs_cache"):
+        # xenstored moves to the upstream socket; the proxy takes its place.
+        xenstored_env["XENSTORED_PATH"] = DEFAULT_UPSTREAM
     _sh([programs["xenstored"], "--pid-file", "/run/xenstored.pid",
-         "-T", protocol.XS_TRACE], env)
+         "-T", protocol.XS_TRACE], xenstored_env)
+    if cfg.get("xs_cache"):
+        start_xs_cache(xchg, env)
+        # Every client names the proxy: one that is down is an error, never a
+        # silent fallback to /dev/xen/xenbus (libxenstore's xs_open would).
+        env["XENSTORED_PATH"] = DEFAULT_LISTEN
+        env[protocol.ENV_XS_CACHE_CONTROL] = DEFAULT_CONTROL
     _sh([programs["xen-init-dom0"]], env)
     _sh([programs["xenconsoled"], "--log=guest", f"--log-dir={protocol.CONSOLE_LOG_DIR}",
          "--pid-file=/run/xenconsoled.pid"], env)
     return env
+
+
+def start_xs_cache(xchg: Path, env: dict[str, str]) -> None:
+    """Start xenstore_cache in front of the relocated xenstored; wait for its watch."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(protocol.XS_CACHE_READY)
+    log = open(protocol.XS_CACHE_LOG, "ab")  # noqa: SIM115 - the daemon keeps it
+    subprocess.Popen([sys.executable, "-m", "xenstore_cache", "run",
+                      "--listen", DEFAULT_LISTEN, "--upstream", DEFAULT_UPSTREAM,
+                      "--control", DEFAULT_CONTROL, "--ready-file", protocol.XS_CACHE_READY],
+                     env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                     start_new_session=True)
+    deadline = time.monotonic() + protocol.XS_CACHE_START_S
+    while not os.path.exists(protocol.XS_CACHE_READY):
+        if time.monotonic() > deadline:
+            raise RuntimeError("xenstore-cache did not start: "
+                               + Path(protocol.XS_CACHE_LOG).read_text()[-2000:])
+        time.sleep(0.05)
+    _log(xchg, "xenstore-cache up in front of xenstored")
 
 
 def run_request(xchg: Path, rid: str, req: dict[str, object],

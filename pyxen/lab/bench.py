@@ -3,6 +3,7 @@ dom0 driver (pyxen.lab.dom0bench), and report stock vs the others in one run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -56,13 +57,13 @@ def _finite(xs: list[float | None]) -> list[float]:
 
 
 def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
-                progress: Progress) -> list[dict[str, Any]]:
+                progress: Progress, name: str | None = None) -> list[dict[str, Any]]:
     """Boot one variant and run one storm per concurrency in its dom0 (each
     starts from its own baseline); the bench.json run records."""
     guest = paths.tinyguest_path()
     if not guest.exists():
         raise LabError(f"tiny guest not built ({guest}): run 'pip install .'")
-    name = staged.variant.name
+    name = name or staged.variant.name
     records = []
     with Dom0(staged, options) as dom0:
         for conc in params.concurrency:
@@ -97,6 +98,7 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
                 "source_version": staged.source_version,
                 "patches": [p.name for p in staged.variant.patches],
                 "profiled": staged.variant.profile,
+                "xs_cache": options.xs_cache,
                 **result,
             })
     return records
@@ -141,7 +143,8 @@ def same_build(a: StagedBuild, b: StagedBuild) -> bool:
 def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
     table = Table(title="boot storm: stock vs variants (ratio = variant / stock)")
     for col in ("variant", "driver", "guests", "conc", "makespan s", "ratio", "mean create s",
-                "last/first create", "destroy s", "xs req/create", "domctl/create",
+                "last/first create", "destroy s", "client xs req/create",
+                "xs req/create (xenstored)", "domctl/create",
                 "lock wait ms/create", "console ok"):
         table.add_column(col, justify="right")
     stock_by_c = {r["concurrency"]: r for r in runs if r["variant"] == "stock"}
@@ -152,11 +155,13 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
         last_first = creates[-1] / creates[0] if len(creates) > 1 and creates[0] else float("nan")
         ratio = r["makespan_s"] / stock["makespan_s"] if stock else float("nan")
         xs = r["xs_requests_per_create"]
+        client = r.get("xs_client_requests_per_create")
         domctls = r.get("domctl_hypercalls_per_create")
         wait = r.get("lock_wait_s_per_create")
         table.add_row(r["variant"], r["driver"], str(r["guests"]), str(r["concurrency"]),
                       f"{r['makespan_s']:.2f}", f"{ratio:.2f}", f"{mean:.3f}",
                       f"{last_first:.2f}", f"{r['destroy_makespan_s']:.2f}",
+                      "-" if client is None else f"{client:.1f}",
                       "-" if xs is None else f"{xs:.1f}",
                       "-" if domctls is None else f"{domctls:.1f}",
                       "-" if wait is None else f"{wait * 1e3:.3f}",
@@ -210,17 +215,20 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
     params.validate()
     options.validate()
     builds = {n: build(variants.resolve(n, series, debug, profile)) for n in variant_names}
+    cached = {n: variants.split_name(n)[1] for n in variant_names}
     notes: list[str] = []
     if "stock" in builds:
         for n, b in builds.items():
-            if n != "stock" and same_build(b, builds["stock"]):
+            if variants.split_name(n)[0] != "stock" and same_build(b, builds["stock"]):
                 notes.append(f"note: '{n}' is identical to stock (patches/series is empty): "
                              "differences are run-to-run noise")
     runs = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
             "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console()) as progress:
         for n in variant_names:
-            runs.extend(run_variant(builds[n], params, options, progress))
+            runs.extend(run_variant(builds[n], params,
+                                    dataclasses.replace(options, xs_cache=cached[n]),
+                                    progress, name=n))
     out_dir.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "runs": runs,

@@ -6,6 +6,7 @@ write what was measured as JSON.  Run by the host as
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pyxen.config import DomainConfig
 from pyxen.errors import XenError
@@ -22,6 +23,7 @@ from pyxen.lab import protocol, xl
 from pyxen.lab.errors import LabError
 from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler
 from pyxen.lab.xstrace import TraceReader
+from xenstore_cache.server import query_control
 
 #: The line the tiny guest prints (guest/main.c BANNER).
 GUEST_BANNER = "pyxen-tinyguest: up"
@@ -144,6 +146,28 @@ class Progress:
             tmp.rename(self.path)
 
 
+class ProxyCounter:
+    """Requests clients sent through dom0's xenstore_cache (its control socket)."""
+
+    def __init__(self, control: Path) -> None:
+        self.control = control
+        self.last = 0
+
+    @classmethod
+    def from_env(cls) -> ProxyCounter | None:
+        path = os.environ.get(protocol.ENV_XS_CACHE_CONTROL)
+        return cls(Path(path)) if path else None
+
+    def stats(self) -> dict[str, Any]:
+        return asyncio.run(query_control(self.control))
+
+    def take(self) -> int:
+        """Requests since the last call."""
+        now = int(self.stats()["requests"])
+        delta, self.last = now - self.last, now
+        return delta
+
+
 def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         prefix: str, workdir: Path, out: Path, driver: Driver) -> dict[str, object]:
     configs = [DomainConfig(name=f"{prefix}{i}", kernel=kernel, memory_mib=memory_mib)
@@ -158,6 +182,7 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     baseline_free = driver.free_memory_mib()
     baseline_domains = driver.names()
     trace = TraceReader(Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE)))
+    proxy = ProxyCounter.from_env()
     profiler = Profiler()
     progress = Progress(out, guests)
 
@@ -189,6 +214,7 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     # At C=1 creates do not overlap, so each one's requests can be counted
     # alone: how they grow with the number of running domains.
     each: list[dict[str, int] | None] = [None] * guests
+    each_client: list[int | None] = [None] * guests
 
     def create(i: int) -> None:
         nonlocal running
@@ -196,17 +222,26 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
             running_before[i] = running
         driver.create(configs[i], cfg_files[i])
         if concurrency == 1:
-            each[i] = dict(trace.take())
+            ops = dict(trace.take())
+            each[i] = ops
+            each_client[i] = proxy.take() if proxy else sum(ops.values())
         with running_lock:
             running += 1
 
     profiler.reset()
+    if proxy:
+        proxy.take()
     create_s, makespan = timed("create", create)
     create_ops = trace.take()
     for ops in each:  # taken one by one at C=1: add them back to the phase total
         if ops:
             create_ops.update(ops)
     profile = profiler.read()
+    # What clients asked (through the proxy when there is one) against what
+    # reached xenstored (its trace): equal without the proxy.
+    client_requests = (sum(c for c in each_client if c is not None) + proxy.take()
+                       if proxy else sum(create_ops.values()))
+    proxy_stats = proxy.stats() if proxy else None
 
     console = wait_console([c.name for c in configs], CONSOLE_WAIT_S)
     trace.take()  # requests while waiting for consoles are nobody's create
@@ -230,6 +265,9 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         "xs_requests_per_create": sum(create_ops.values()) / created if created else None,
         "xs_requests_per_destroy": sum(destroy_ops.values()) / guests if guests else None,
         "xs_create_ops": dict(create_ops),
+        "xs_client_requests_per_create": client_requests / created if created else None,
+        "xs_client_requests_each": each_client if concurrency == 1 else None,
+        "xs_cache_stats": proxy_stats,
         # C=1 only: requests of each create, in creation order (else null).
         "xs_requests_each": [sum(o.values()) if o is not None else None for o in each]
         if concurrency == 1 else None,

@@ -32,3 +32,7 @@ CONSOLE_LOG_DIR = "/var/log/xen/console"
 ENV_OUT = "PYXEN_OUT"                    # directory handed back to the host
 ENV_XS_TRACE = "PYXEN_XS_TRACE"          # xenstored's request trace
 ENV_CONSOLE_LOG_DIR = "PYXEN_CONSOLE_LOG_DIR"
+ENV_XS_CACHE_CONTROL = "PYXEN_XS_CACHE_CONTROL"  # set when dom0 runs xenstore_cache
+XS_CACHE_LOG = "/var/log/xen/xenstore-cache.log"
+XS_CACHE_READY = "/run/xenstore-cache.ready"
+XS_CACHE_START_S = 30.0

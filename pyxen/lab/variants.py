@@ -7,8 +7,20 @@ from pathlib import Path
 from pyxen.lab.patchset import read_series
 from pyxen.lab.xenbuild import Variant
 
-#: Variant names the lab knows, in the order they are run and reported.
+#: Builds the lab knows, in the order they are run and reported.
 KNOWN = ("stock", "patched")
+#: Suffix of a variant run with the Xenstore caching proxy in dom0 ("stock+cache").
+CACHE_SUFFIX = "+cache"
+
+
+def split_name(name: str) -> tuple[str, bool]:
+    """'patched+cache' -> ('patched', True); the build and whether dom0 runs the proxy."""
+    base, cached = (name[:-len(CACHE_SUFFIX)], True) if name.endswith(CACHE_SUFFIX) \
+        else (name, False)
+    if base not in KNOWN:
+        raise ValueError(f"unknown variant {name!r} (known: {', '.join(KNOWN)}, "
+                         f"each optionally with {CACHE_SUFFIX})")
+    return base, cached
 
 
 def find_series(explicit: Path | None = None) -> Path:
@@ -27,8 +39,7 @@ def parse_variant_list(text: str) -> list[str]:
     if not names:
         raise ValueError("no variant given (known: " + ", ".join(KNOWN) + ")")
     for n in names:
-        if n not in KNOWN:
-            raise ValueError(f"unknown variant {n!r} (known: {', '.join(KNOWN)})")
+        split_name(n)
     if len(set(names)) != len(names):
         raise ValueError(f"variant listed twice in {text!r}")
     return names
@@ -36,8 +47,8 @@ def parse_variant_list(text: str) -> list[str]:
 
 def resolve(name: str, series: Path | None = None, debug: bool = False,
             profile: bool = False) -> Variant:
-    """The Variant for a name: stock has no patches, patched has the series."""
-    if name not in KNOWN:
-        raise ValueError(f"unknown variant {name!r} (known: {', '.join(KNOWN)})")
+    """The build for a name: stock has no patches, patched has the series
+    (a ``+cache`` suffix changes dom0's userland, not the build)."""
+    name, _ = split_name(name)
     patches = tuple(read_series(find_series(series))) if name == "patched" else ()
     return Variant(name=name, patches=patches, debug=debug, profile=profile)

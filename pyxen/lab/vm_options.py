@@ -24,6 +24,7 @@ class VMOptions:
     numa_nodes: int = 1
     xen_cmdline: tuple[str, ...] = field(default=())  # extra Xen options
     boot_timeout_s: float = 300.0
+    xs_cache: bool = False           # dom0 runs xenstore_cache in front of xenstored
 
     def validate(self) -> None:
         if self.cpus < 1 or self.cpus > 64:

@@ -12,6 +12,9 @@ from pyxen.lab.cli import build_parser, main
     (["bench", "--variants", "stock,fast"], "unknown variant 'fast'"),
     (["bench", "--variants", "stock,stock"], "listed twice"),
     (["bench", "--variants", ""], "no variant"),
+    (["bench", "--variants", "stock+cach"], "unknown variant 'stock+cach'"),
+    (["bench", "--variants", "+cache"], "unknown variant '+cache'"),
+    (["bench", "--variants", "stock+cache,stock+cache"], "listed twice"),
     (["bench", "--concurrency", "1,2,0"], "must be >= 1"),
     (["bench", "--concurrency", "2,2"], "listed twice"),
     (["run", "--variant", "nope", "--", "true"], "invalid choice"),
@@ -42,6 +45,15 @@ def test_defaults_run_stock_and_patched():
     args = build_parser().parse_args(["bench"])
     assert args.variants == ["stock", "patched"]
     assert all(args.guests >= c >= 1 for c in args.concurrency)
+
+
+def test_cache_variants_share_the_build_and_add_the_proxy():
+    from pyxen.lab import variants
+    args = build_parser().parse_args(["bench", "--variants", "stock,stock+cache,patched+cache"])
+    assert args.variants == ["stock", "stock+cache", "patched+cache"]
+    assert variants.split_name("patched+cache") == ("patched", True)
+    assert variants.split_name("stock") == ("stock", False)
+    assert variants.resolve("stock+cache") == variants.resolve("stock")
 
 
 def test_concurrency_takes_a_list():

@@ -22,57 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyxen.xs_wire import HEADER, Decoder, Op, Packet
+from pyxen.xs_wire import HEADER, Op, Packet
 from xenstore_cache import cli
+from xenstore_cache.client import WireClient
 from xenstore_cache.model_server import ModelServer
 from xenstore_cache.server import CachingProxy, Config, SetupError, check_paths, probe_upstream
-
-
-class Client:
-    """A minimal asyncio Xenstore client speaking the wire format directly."""
-
-    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        self.r, self.w = r, w
-        self.dec = Decoder()
-        self.events: list[Packet] = []
-        self.replies: list[Packet] = []
-        self.req = 0
-
-    @classmethod
-    async def open(cls, path: Path) -> Client:
-        r, w = await asyncio.open_unix_connection(str(path))
-        return cls(r, w)
-
-    async def recv(self, timeout: float = 5.0) -> Packet:
-        while not self.replies:
-            data = await asyncio.wait_for(self.r.read(65536), timeout)
-            if not data:
-                raise ConnectionError("closed")
-            for pkt in self.dec.feed(data):
-                (self.events if pkt.op == Op.WATCH_EVENT else self.replies).append(pkt)
-        return self.replies.pop(0)
-
-    async def call(self, op: int, payload: bytes, tx: int = 0) -> Packet:
-        self.req += 1
-        self.w.write(Packet(op, self.req, tx, payload).encode())
-        rsp = await self.recv()
-        assert rsp.req_id == self.req and rsp.tx_id == tx
-        return rsp
-
-    async def closed(self, timeout: float = 5.0) -> bool:
-        """True once the server has closed this connection."""
-        try:
-            while True:
-                data = await asyncio.wait_for(self.r.read(65536), timeout)
-                if not data:
-                    return True
-        except ConnectionError:
-            return True
-        except TimeoutError:
-            return False
-
-    def close(self) -> None:
-        self.w.close()
 
 
 @dataclass
@@ -116,8 +70,8 @@ def run(coro: object) -> None:
 def test_reads_writes_transactions_and_watches_pass_through(short_tmp: Path) -> None:
     async def body() -> None:
         async with lab(short_tmp) as L:
-            a = await Client.open(L.listen)
-            b = await Client.open(L.listen)
+            a = await WireClient.open(L.listen)
+            b = await WireClient.open(L.listen)
             assert (await a.call(Op.WRITE, b"/t/x\0\xff\0bin")).payload == b"OK\0"
             for _ in range(3):
                 assert (await b.call(Op.READ, b"/t/x\0")).payload == b"\xff\0bin"
@@ -205,10 +159,10 @@ def test_socket_modes_follow_xenstored(short_tmp: Path) -> None:
 def test_hostile_client_does_not_hurt_others(short_tmp: Path, blob: bytes, expect: str) -> None:
     async def body() -> None:
         async with lab(short_tmp) as L:
-            good = await Client.open(L.listen)
+            good = await WireClient.open(L.listen)
             await good.call(Op.WRITE, b"/t/a\0before")
             assert (await good.call(Op.READ, b"/t/a\0")).payload == b"before"
-            bad = await Client.open(L.listen)
+            bad = await WireClient.open(L.listen)
             bad.w.write(blob)
             if expect == "disconnected":
                 assert await bad.closed()
@@ -221,7 +175,7 @@ def test_hostile_client_does_not_hurt_others(short_tmp: Path, blob: bytes, expec
             await asyncio.sleep(0.05)
             await good.call(Op.WRITE, b"/t/a\0after")
             assert (await good.call(Op.READ, b"/t/a\0")).payload == b"after"
-            other = await Client.open(L.listen)
+            other = await WireClient.open(L.listen)
             assert (await other.call(Op.READ, b"/t/a\0")).payload == b"after"
             good.close()
             other.close()
@@ -234,7 +188,7 @@ def test_client_vanishing_in_a_transaction_with_watches(short_tmp: Path) -> None
     async def body() -> None:
         async with lab(short_tmp) as L:
             base = len(L.model.store.conns)
-            c = await Client.open(L.listen)
+            c = await WireClient.open(L.listen)
             await c.call(Op.WATCH, b"/t\0w\0")
             tx = int((await c.call(Op.TRANSACTION_START, b"\0")).payload.rstrip(b"\0"))
             await c.call(Op.WRITE, b"/t/half\0x", tx)
@@ -246,7 +200,7 @@ def test_client_vanishing_in_a_transaction_with_watches(short_tmp: Path) -> None
                     break
                 await asyncio.sleep(0.02)
             assert len(L.model.store.conns) == base      # upstream side closed too
-            d = await Client.open(L.listen)
+            d = await WireClient.open(L.listen)
             assert (await d.call(Op.READ, b"/t/half\0")).error_name == "ENOENT"
             assert not any(w for conn in L.model.store.conns.values() for w in conn.watches
                            if w.token == b"w")
@@ -257,7 +211,7 @@ def test_client_vanishing_in_a_transaction_with_watches(short_tmp: Path) -> None
 def test_xenstored_going_away_and_coming_back(short_tmp: Path) -> None:
     async def body() -> None:
         async with lab(short_tmp) as L:
-            c = await Client.open(L.listen)
+            c = await WireClient.open(L.listen)
             await c.call(Op.WRITE, b"/t/k\0old")
             assert (await c.call(Op.READ, b"/t/k\0")).payload == b"old"
             assert (await c.call(Op.READ, b"/t/k\0")).payload == b"old"   # cached
@@ -268,7 +222,7 @@ def test_xenstored_going_away_and_coming_back(short_tmp: Path) -> None:
                     break
                 await asyncio.sleep(0.02)
             assert not L.proxy.core.cache.enabled
-            late = await Client.open(L.listen)
+            late = await WireClient.open(L.listen)
             assert await late.closed()
             # xenstored comes back with other contents: the old cache is gone.
             fresh = ModelServer(short_tmp / "up")
@@ -276,7 +230,7 @@ def test_xenstored_going_away_and_coming_back(short_tmp: Path) -> None:
             fresh.store.connect(999)
             fresh.store.handle(999, Packet(Op.WRITE, 1, 0, b"/t/k\0new"))
             await asyncio.wait_for(L.proxy.watch_ready.wait(), 5)
-            again = await Client.open(L.listen)
+            again = await WireClient.open(L.listen)
             assert (await again.call(Op.READ, b"/t/k\0")).payload == b"new"
             assert L.proxy.upstream_losses == 1
             again.close()
@@ -307,7 +261,7 @@ def test_refuses_bad_setups(short_tmp: Path, capsys: pytest.CaptureFixture[str])
 def test_stats_command(short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async def body() -> None:
         async with lab(short_tmp) as L:
-            c = await Client.open(L.listen)
+            c = await WireClient.open(L.listen)
             await c.call(Op.WRITE, b"/t/s\0v")
             for _ in range(4):
                 await c.call(Op.READ, b"/t/s\0")
@@ -335,9 +289,9 @@ def test_fuzzed_client_leaves_cache_and_others_consistent(short_tmp: Path,
     entry equals what xenstored (the model) answers directly."""
     async def body() -> None:
         async with lab(short_tmp) as L:
-            good = await Client.open(L.listen)
+            good = await WireClient.open(L.listen)
             await good.call(Op.WRITE, b"/t/a\0v")
-            bad = await Client.open(L.listen)
+            bad = await WireClient.open(L.listen)
             for chunk in chunks:
                 if bad.w.is_closing():
                     break
@@ -363,3 +317,16 @@ def test_fuzzed_client_leaves_cache_and_others_consistent(short_tmp: Path,
             assert (await good.call(Op.READ, b"/t/a\0")).op in (Op.READ, Op.ERROR)
             good.close()
     run(body())
+
+
+def test_staleness_measurement_sees_every_write(short_tmp: Path) -> None:
+    """The measurement itself: each write made behind the proxy's back is
+    eventually read through it, and the windows are reported."""
+    from xenstore_cache.staleness import measure
+
+    async def body() -> dict[str, object]:
+        async with lab(short_tmp) as L:
+            return await measure(L.listen, short_tmp / "up", samples=20)
+    res = asyncio.run(body())
+    assert res["samples"] == 20
+    assert 0 <= res["window_s_median"] <= res["window_s_max"] < 5  # type: ignore[operator]
