@@ -176,26 +176,8 @@ class ProxyCore:
 
     def _plan(self, s: Session, pkt: Packet) -> Answer | Forward:
         op = pkt.op
-        if pkt.tx_id == 0 and op in CACHED_OPS:
-            arg = one_arg(pkt.payload)
-            key = canonical_path(arg) if arg is not None else None
-            if key is not None:
-                hit = self.cache.get(op, key)
-                if hit is not None:
-                    return Answer(pkt.reply(hit.op, hit.payload))
-                if self.cache.enabled:
-                    return Forward(pkt, ticket=self.cache.ticket(op, key))
-            return Forward(pkt)
-        if pkt.tx_id == 0 and op == Op.GET_DOMAIN_PATH:
-            arg = one_arg(pkt.payload)
-            if arg is not None:
-                key = arg.decode("latin-1")
-                hit = self.cache.get(op, key)
-                if hit is not None:
-                    return Answer(pkt.reply(hit.op, hit.payload))
-                if self.cache.enabled:
-                    return Forward(pkt, ticket=self.cache.ticket(op, key))
-            return Forward(pkt)
+        if pkt.tx_id == 0 and (op in CACHED_OPS or op == Op.GET_DOMAIN_PATH):
+            return self._lookup(pkt, self._cache_key(pkt))
         if op in MUTATING_OPS:
             args = split_args(pkt.payload)
             path = absolute_path(args[0]) if args else None
@@ -222,6 +204,28 @@ class ProxyCore:
             return Forward(pkt, after=After.FLUSH)
         if op in DOMAIN_OPS:
             return Forward(pkt, after=After.FLUSH_PERMS)
+        return Forward(pkt)
+
+    @staticmethod
+    def _cache_key(pkt: Packet) -> str | None:
+        """The key of a cacheable lookup: the canonical path (GET_DOMAIN_PATH:
+        its argument, as the reply depends on nothing else); None when the
+        request is malformed and xenstored must answer it."""
+        arg = one_arg(pkt.payload)
+        if arg is None:
+            return None
+        if pkt.op == Op.GET_DOMAIN_PATH:
+            return arg.decode("latin-1")
+        return canonical_path(arg)
+
+    def _lookup(self, pkt: Packet, key: str | None) -> Answer | Forward:
+        if key is None:
+            return Forward(pkt)
+        hit = self.cache.get(pkt.op, key)
+        if hit is not None:
+            return Answer(pkt.reply(hit.op, hit.payload))
+        if self.cache.enabled:
+            return Forward(pkt, ticket=self.cache.ticket(pkt.op, key))
         return Forward(pkt)
 
     def reply(self, s: Session, fwd: Forward, reply: Packet) -> None:
