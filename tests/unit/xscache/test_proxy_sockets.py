@@ -330,3 +330,36 @@ def test_staleness_measurement_sees_every_write(short_tmp: Path) -> None:
     res = asyncio.run(body())
     assert res["samples"] == 20
     assert 0 <= res["window_s_median"] <= res["window_s_max"] < 5  # type: ignore[operator]
+
+
+def test_a_client_woken_by_an_event_reads_the_new_value(short_tmp: Path) -> None:
+    """The event a client receives for a change made elsewhere invalidates the
+    path before the client sees it, even when the proxy's own watch is late
+    (here: stopped, with the cache left on)."""
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            assert L.proxy._watcher is not None
+            L.proxy._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await L.proxy._watcher
+            assert L.proxy.core.cache.enabled
+            c = await WireClient.open(L.listen)
+            await c.call(Op.WRITE, b"/t/w\0old")
+            await c.call(Op.WATCH, b"/t/w\0tok\0")
+            assert (await c.call(Op.READ, b"/t/w\0")).payload == b"old"
+            assert (await c.call(Op.READ, b"/t/w\0")).payload == b"old"   # from the cache
+            guest = await WireClient.open(short_tmp / "up")                # behind the proxy
+            await guest.call(Op.WRITE, b"/t/w\0new")
+            for _ in range(100):
+                if any(e.payload == b"/t/w\0tok\0" for e in c.events[1:]):
+                    break
+                await c.call(Op.GET_DOMAIN_PATH, b"0\0")
+            assert any(e.payload == b"/t/w\0tok\0" for e in c.events[1:])
+            assert (await c.call(Op.READ, b"/t/w\0")).payload == b"new"
+            # The cache is shared: a client without the watch reads it fresh too.
+            other = await WireClient.open(L.listen)
+            assert (await other.call(Op.READ, b"/t/w\0")).payload == b"new"
+            c.close()
+            other.close()
+            guest.close()
+    run(body())
