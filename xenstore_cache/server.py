@@ -323,8 +323,8 @@ class CachingProxy:
                 rsp = {"ok": False, "error": f"unknown command {cmd!r} (known: stats)"}
             writer.write(json.dumps(rsp).encode() + b"\n")
             await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
+        except (TimeoutError, ConnectionError, ValueError):
+            pass  # a slow, vanished or oversized (> 64 KiB line) caller gets nothing
         finally:
             writer.close()
 

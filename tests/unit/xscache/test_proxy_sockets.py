@@ -363,3 +363,22 @@ def test_a_client_woken_by_an_event_reads_the_new_value(short_tmp: Path) -> None
             other.close()
             guest.close()
     run(body())
+
+
+def test_control_socket_rejects_junk(short_tmp: Path) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            for junk in (b"not json\n", b'{"cmd": "reboot"}\n', b"x" * 70000 + b"\n"):
+                r, w = await asyncio.open_unix_connection(str(short_tmp / "ctl"))
+                w.write(junk)
+                line = await asyncio.wait_for(r.readline(), 5)
+                w.close()
+                if line:
+                    assert b'"ok": false' in line
+            # Still serving, and still answering stats.
+            r, w = await asyncio.open_unix_connection(str(short_tmp / "ctl"))
+            w.write(b'{"cmd": "stats"}\n')
+            assert b'"ok": true' in await asyncio.wait_for(r.readline(), 5)
+            w.close()
+            assert L.proxy.core.cache.enabled
+    run(body())
