@@ -64,7 +64,7 @@ class ModelServer:
                         if w is not None and not w.is_closing():
                             w.write(out.encode())
                 await writer.drain()
-        except (ProtocolError, ConnectionError):
+        except (ProtocolError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self.store.disconnect(cid)

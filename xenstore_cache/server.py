@@ -302,6 +302,8 @@ class CachingProxy:
         self._tasks.add(task)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (3.11's stream callback logs a cancelled task)
         except Exception:  # noqa: BLE001 - one client's failure must not stop the proxy
             log.exception("client %d failed", conn.session.id)
         finally:
