@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -64,8 +66,19 @@ class Host:
 
     def __init__(self) -> None:
         self._xc: XenCtrl | None = None
-        self._xl: Libxl | None = None
         self._xs: XenStore | None = None
+        # One libxl context per thread.  libxl forks in some operations (the
+        # destroyer child of libxl_domain_destroy); the child frees its
+        # context's Xenstore handle (xs_daemon_destroy_postfork) with no
+        # regard for other threads using that handle at that instant, which
+        # corrupts the child's heap (seen here as "malloc(): unsorted double
+        # linked list corrupted" and ERROR_FAIL from the destroy).  With a
+        # context per thread, what the child frees was only ever its own
+        # thread's -- the same model as xl, one context per process.
+        self._open = False
+        self._xl_lock = threading.Lock()
+        self._xl_local = threading.local()
+        self._xl_all: list[Libxl] = []
 
     def __enter__(self) -> Self:
         self.open()
@@ -78,14 +91,19 @@ class Host:
     def open(self) -> None:
         if self._xc is None:
             self._xc = XenCtrl()
-        if self._xl is None:
-            self._xl = Libxl()
+        self._open = True
+        self.xl  # noqa: B018 - opens this thread's libxl context now: errors surface here
 
     def close(self) -> None:
-        for h in (self._xs, self._xl, self._xc):
+        with self._xl_lock:
+            handles: list[XenStore | Libxl | XenCtrl | None] = [self._xs, *self._xl_all, self._xc]
+            self._xl_all = []
+            self._xl_local = threading.local()
+            self._open = False
+        for h in handles:
             if h is not None:
                 h.close()
-        self._xc = self._xl = self._xs = None
+        self._xc = self._xs = None
 
     @property
     def xc(self) -> XenCtrl:
@@ -95,9 +113,16 @@ class Host:
 
     @property
     def xl(self) -> Libxl:
-        if self._xl is None:
+        """The calling thread's libxl context (opened on first use)."""
+        if not self._open:
             raise ValueError("Host is not open (use 'with Host() as host:')")
-        return self._xl
+        xl: Libxl | None = getattr(self._xl_local, "xl", None)
+        if xl is None:
+            xl = Libxl()
+            with self._xl_lock:
+                self._xl_all.append(xl)
+            self._xl_local.xl = xl
+        return xl
 
     @property
     def xenstore(self) -> XenStore:
