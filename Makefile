@@ -28,9 +28,11 @@ $(VENV)/.created:
 
 venv: deps $(VENV)/.created
 
-# Always rebuild the project into the venv, so what runs is this tree.
+# Always rebuild the project into the venv, so what runs is this tree.  The
+# venv's bin/ goes first on PATH: meson-python runs "meson" from PATH, and
+# without build isolation that is the venv's.
 install: venv
-	$(PY) -m pip install -q --no-build-isolation '.[test]'
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pip install -q --no-build-isolation '.[test]'
 
 bench: install
 	$(VENV)/bin/python -P -m pyxen.lab bench $(BENCH_ARGS)
