@@ -1,9 +1,10 @@
 """libxenlight: create PV domains from a DomainConfig, destroy, list, names.
 
-libxl contexts are thread-safe and every call releases the GIL, so Python
-threads create and destroy in parallel.  The context reaps only its own
-children (libxl_sigchld_owner_libxl_always_selective_reap), which is what a
-program that also runs subprocesses (Python) needs.
+Every call releases the GIL, so Python threads create and destroy in
+parallel (pyxen.host.Host gives each thread its own context).  libxl's child
+processes are reaped by the C shim -- a thread per child waiting for that pid
+-- not by libxl's SIGCHLD handler (shim.c says why), so Python's own
+subprocesses are never touched.
 """
 
 from __future__ import annotations
@@ -48,13 +49,12 @@ class Libxl(NativeHandle):
         pctx = ffi.new("libxl_ctx **")
         check_libxl(lib.libxl_ctx_alloc(pctx, lib.LIBXL_VERSION, 0, logger),
                     "libxl_ctx_alloc")
-        # Kept alive for the context's lifetime: libxl keeps the pointer.
-        self._hooks = ffi.new("libxl_childproc_hooks *")
-        self._hooks.chldowner = lib.libxl_sigchld_owner_libxl_always_selective_reap
-        lib.libxl_childproc_setmode(pctx[0], self._hooks, ffi.NULL)
+        # libxl's children are reaped by the shim, not by a SIGCHLD handler.
+        lib.pyxen_childproc_setmode(pctx[0])
         return pctx[0]
 
     def _close(self, handle: Any) -> None:
+        lib.pyxen_childproc_quiesce()
         lib.libxl_ctx_free(handle)
 
     @property
@@ -74,6 +74,13 @@ class Libxl(NativeHandle):
             lib.libxl_bitmap_set(ffi.addressof(b.avail_vcpus), i)
         b.max_memkb = cfg.max_memory_mib * 1024
         b.target_memkb = cfg.memory_mib * 1024
+        if cfg.nodes is not None:
+            check_libxl(lib.libxl_node_bitmap_alloc(self.ctx, ffi.addressof(b.nodemap),
+                                                    max(cfg.nodes) + 1),
+                        "libxl_node_bitmap_alloc")
+            for n in cfg.nodes:
+                lib.libxl_bitmap_set(ffi.addressof(b.nodemap), n)
+            lib.libxl_defbool_set(ffi.addressof(b.numa_placement), False)
         b.kernel = lib.strdup(str(cfg.kernel).encode())
         if cfg.cmdline:
             b.cmdline = lib.strdup(cfg.cmdline.encode())

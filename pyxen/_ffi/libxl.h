@@ -7,7 +7,6 @@ typedef enum { LIBXL_ACTION_ON_SHUTDOWN_DESTROY = 1,
                LIBXL_ACTION_ON_SHUTDOWN_PRESERVE = 4, ... } libxl_action_on_shutdown;
 typedef enum { ... } libxl_shutdown_reason;
 typedef enum { ... } libxl_error;
-typedef enum { libxl_sigchld_owner_libxl_always_selective_reap = 3, ... } libxl_sigchld_owner;
 
 #define LIBXL_VERSION ...
 #define ERROR_FAIL ...
@@ -16,6 +15,7 @@ typedef enum { libxl_sigchld_owner_libxl_always_selective_reap = 3, ... } libxl_
 #define ERROR_DOMAIN_NOTFOUND ...
 
 typedef struct { uint32_t size; uint8_t *map; } libxl_bitmap;
+typedef struct { ...; } libxl_defbool;
 typedef struct { ...; } libxl_asyncop_how;
 typedef struct { ...; } libxl_asyncprogress_how;
 
@@ -33,6 +33,8 @@ typedef struct {
     char *kernel;
     char *cmdline;
     char *ramdisk;
+    libxl_bitmap nodemap;
+    libxl_defbool numa_placement;
     ...;
 } libxl_domain_build_info;
 
@@ -63,18 +65,15 @@ typedef struct {
     ...;
 } libxl_dominfo;
 
-typedef struct {
-    libxl_sigchld_owner chldowner;
-    ...;
-} libxl_childproc_hooks;
 
 const char *libxl_error_to_string(libxl_error p);
 
 int libxl_ctx_alloc(libxl_ctx **pctx, int version, unsigned flags,
                     xentoollog_logger *lg);
 int libxl_ctx_free(libxl_ctx *ctx);
-void libxl_childproc_setmode(libxl_ctx *ctx, const libxl_childproc_hooks *hooks,
-                             void *user);
+/* The shim's child handling: no SIGCHLD handler, a reaper per child (shim.c). */
+void pyxen_childproc_setmode(libxl_ctx *ctx);
+void pyxen_childproc_quiesce(void);
 
 void libxl_domain_config_init(libxl_domain_config *p);
 void libxl_domain_config_dispose(libxl_domain_config *p);
@@ -82,6 +81,8 @@ void libxl_domain_build_info_init_type(libxl_domain_build_info *p,
                                        libxl_domain_type type);
 int libxl_cpu_bitmap_alloc(libxl_ctx *ctx, libxl_bitmap *cpumap, int max_cpus);
 void libxl_bitmap_set(libxl_bitmap *bitmap, int bit);
+int libxl_node_bitmap_alloc(libxl_ctx *ctx, libxl_bitmap *nodemap, int max_nodes);
+void libxl_defbool_set(libxl_defbool *db, bool b);
 
 int libxl_domain_create_new(libxl_ctx *ctx, libxl_domain_config *d_config,
                             uint32_t *domid, const libxl_asyncop_how *ao_how,

@@ -9,10 +9,15 @@
  * the buffer's size.  Warnings and below are dropped.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <sys/wait.h>
 
 #include <xentoollog.h>
 
@@ -74,4 +79,209 @@ static const char *pyxen_last_message(void)
 static void pyxen_clear_message(void)
 {
     pyxen_msg[0] = '\0';
+}
+
+/*
+ * XEN_SYSCTL_scrub_op (patches/0003, 0004).  pyxen is also built against
+ * stock Xen headers, which have no such sysctl: there the calls fail with
+ * ENOSYS, as a stock hypervisor would.  The node counters are copied into a
+ * struct of pyxen's own so the cdef does not depend on which headers are in
+ * use; its fields are those of struct xen_sysctl_scrub_node.
+ */
+typedef struct {
+    uint64_t dirty_pages;
+    uint64_t freed_dirty;
+    uint64_t scrubbed_local;
+    uint64_t scrubbed_remote;
+    uint64_t scrubbed_alloc;
+    uint64_t scrubbed_worker;
+    uint64_t taken_dirty;
+    uint64_t worker_runs;
+} pyxen_scrub_node;
+
+#ifdef XEN_SYSCTL_scrub_op
+#define PYXEN_SCRUB_SUPPORTED 1
+#define PYXEN_SCRUB_POLICY_IDLE XEN_SYSCTL_SCRUB_POLICY_idle
+#define PYXEN_SCRUB_POLICY_EAGER XEN_SYSCTL_SCRUB_POLICY_eager
+#define PYXEN_SCRUB_BUDGET_MIN_US XEN_SYSCTL_SCRUB_BUDGET_MIN_US
+#define PYXEN_SCRUB_PERIOD_MAX_US XEN_SYSCTL_SCRUB_PERIOD_MAX_US
+#else
+#define PYXEN_SCRUB_SUPPORTED 0
+#define PYXEN_SCRUB_POLICY_IDLE (-1)
+#define PYXEN_SCRUB_POLICY_EAGER (-1)
+#define PYXEN_SCRUB_BUDGET_MIN_US 0
+#define PYXEN_SCRUB_PERIOD_MAX_US 0
+#endif
+
+static int pyxen_scrub_get(xc_interface *xch, uint32_t *policy,
+                           uint32_t *budget_us, uint32_t *period_us,
+                           unsigned int *num_nodes, pyxen_scrub_node *out)
+{
+#ifdef XEN_SYSCTL_scrub_op
+    xc_scrub_node_t *nodes = NULL;
+    unsigned int i;
+    int rc;
+
+    if ( out && *num_nodes )
+    {
+        nodes = calloc(*num_nodes, sizeof(*nodes));
+        if ( !nodes )
+            return -1;
+    }
+    rc = xc_scrub_get(xch, policy, budget_us, period_us, num_nodes, nodes);
+    for ( i = 0; rc == 0 && nodes && i < *num_nodes; i++ )
+    {
+        out[i].dirty_pages = nodes[i].dirty_pages;
+        out[i].freed_dirty = nodes[i].freed_dirty;
+        out[i].scrubbed_local = nodes[i].scrubbed_local;
+        out[i].scrubbed_remote = nodes[i].scrubbed_remote;
+        out[i].scrubbed_alloc = nodes[i].scrubbed_alloc;
+        out[i].scrubbed_worker = nodes[i].scrubbed_worker;
+        out[i].taken_dirty = nodes[i].taken_dirty;
+        out[i].worker_runs = nodes[i].worker_runs;
+    }
+    if ( nodes )
+    {
+        int saved = errno;
+
+        free(nodes);
+        errno = saved;
+    }
+    return rc;
+#else
+    (void)xch; (void)policy; (void)budget_us; (void)period_us;
+    (void)num_nodes; (void)out;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static int pyxen_scrub_set(xc_interface *xch, uint32_t policy,
+                           uint32_t budget_us, uint32_t period_us)
+{
+#ifdef XEN_SYSCTL_scrub_op
+    return xc_scrub_set(xch, policy, budget_us, period_us);
+#else
+    (void)xch; (void)policy; (void)budget_us; (void)period_us;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/*
+ * libxl's child processes (the destroyer child of libxl_domain_destroy, ...)
+ * without libxl's SIGCHLD handler.  In its default modes libxl installs a
+ * process-wide SIGCHLD handler that takes a mutex and swaps the handler with
+ * sigaction() while it registers contexts; with a libxl context per thread
+ * (pyxen.host.Host) those swaps race with forks and exits in other threads,
+ * and a 200-cycle create/destroy stress at concurrency 4 crashed or hung the
+ * process.  So pyxen owns SIGCHLD ("mainloop" mode) without handling the
+ * signal at all: libxl forks through pyxen_fork(), which starts a detached
+ * thread per child that waits for exactly that pid and hands its status to
+ * libxl_childproc_reaped().  No other child of the process (Python's
+ * subprocess ones) is touched.  libxl forks with its context lock held and
+ * lists the child before dropping it; libxl_childproc_reaped() takes that
+ * lock first, so a child that exits at once is still recognised.
+ */
+struct pyxen_child {
+    libxl_ctx *ctx;
+    pid_t pid;
+};
+
+/* Reaper threads not yet out of libxl (pyxen_childproc_quiesce()). */
+static int pyxen_reapers;
+
+static void *pyxen_reaper(void *arg)
+{
+    struct pyxen_child c = *(struct pyxen_child *)arg;
+    int status = 0;
+
+    free(arg);
+    while ( waitpid(c.pid, &status, 0) < 0 )
+    {
+        if ( errno != EINTR )
+        {
+            /* Not ours to wait for after all: nothing to report. */
+            __atomic_sub_fetch(&pyxen_reapers, 1, __ATOMIC_SEQ_CST);
+            return NULL;
+        }
+    }
+    libxl_childproc_reaped(c.ctx, c.pid, status);
+    __atomic_sub_fetch(&pyxen_reapers, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static pid_t pyxen_fork(void *user)
+{
+    struct pyxen_child *c = malloc(sizeof(*c));
+    pthread_attr_t attr;
+    pthread_t thread;
+    sigset_t all, old;
+    pid_t pid;
+    int rc;
+
+    if ( !c )
+        return -1; /* errno ENOMEM: libxl reports the fork as failed */
+
+    pid = fork();
+    if ( pid <= 0 )
+    {
+        int saved = errno;
+
+        free(c);
+        errno = saved;
+        return pid;
+    }
+
+    c->ctx = user;
+    c->pid = pid;
+    /* The reaper takes no signal meant for Python's main thread. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    __atomic_add_fetch(&pyxen_reapers, 1, __ATOMIC_SEQ_CST);
+    rc = pthread_attr_init(&attr);
+    if ( !rc )
+    {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 64 * 1024);
+        rc = pthread_create(&thread, &attr, pyxen_reaper, c);
+        pthread_attr_destroy(&attr);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if ( rc )
+    {
+        /* Without a reaper libxl would wait for this child forever. */
+        __atomic_sub_fetch(&pyxen_reapers, 1, __ATOMIC_SEQ_CST);
+        free(c);
+        kill(pid, SIGKILL);
+        while ( waitpid(pid, NULL, 0) < 0 && errno == EINTR )
+            continue;
+        errno = rc;
+        return -1;
+    }
+    return pid;
+}
+
+static const libxl_childproc_hooks pyxen_childproc_hooks = {
+    .chldowner = libxl_sigchld_owner_mainloop,
+    .fork_replacement = pyxen_fork,
+};
+
+/* Route @ctx's child processes through pyxen_fork() (call before any). */
+static void pyxen_childproc_setmode(libxl_ctx *ctx)
+{
+    libxl_childproc_setmode(ctx, &pyxen_childproc_hooks, ctx);
+}
+
+/*
+ * Wait until no reaper is inside libxl: a synchronous libxl call returns as
+ * soon as its child's callback ran, possibly before the reaper that ran it
+ * has left libxl_childproc_reaped(); a context must not be freed under it.
+ */
+static void pyxen_childproc_quiesce(void)
+{
+    const struct timespec ms = { 0, 1000000 };
+
+    while ( __atomic_load_n(&pyxen_reapers, __ATOMIC_SEQ_CST) )
+        nanosleep(&ms, NULL);
 }

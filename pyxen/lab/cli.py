@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, metavar="S")
     p.add_argument("--files", type=Path, metavar="DIR",
                    help="copy the command's $PYXEN_OUT files here")
+    p.add_argument("--bind", type=Path, action="append", default=[], metavar="DIR",
+                   help="also make this host directory visible in dom0 at the same "
+                        "path (repeatable)")
     _add_vm_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- command and arguments")
 
@@ -162,7 +165,10 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from pyxen.lab.vm import Dom0
         from pyxen.lab.xenbuild import build
         staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile))
-        with Dom0(staged, opts) as dom0:
+        for b in args.bind:
+            if not b.is_dir():
+                ap.error(f"--bind {b}: not a directory")
+        with Dom0(staged, opts, extra_binds=[b.resolve() for b in args.bind]) as dom0:
             res = dom0.run(command, timeout=args.timeout)
             sys.stdout.write(res.stdout)
             sys.stderr.write(res.stderr)
