@@ -8,7 +8,9 @@
  *      non-debug Xen, so the ring is the only console there is);
  *   2. wait forever without burning CPU: SCHEDOP_poll on its console and
  *      xenstore event channels, clearing their pending bits in shared_info
- *      after each wake-up.
+ *      after each wake-up -- or, with the command line "spin", burn its vCPU
+ *      forever (load for benchmarks that need every pCPU busy; its CPU time,
+ *      as Xen accounts it, is its throughput).
  *
  * Freestanding: no libc, Xen's public headers give the ABI.  Hypercalls use
  * "syscall" with the number in %rax, which is what the 64-bit hypercall page
@@ -142,6 +144,18 @@ static unsigned long format_line(char *buf, unsigned long nr_pages)
     return n;
 }
 
+/* The command line is exactly "spin". */
+static int is_spin(const uint8_t *cmdline)
+{
+    static const char spin[] = "spin";
+    unsigned int i;
+
+    for ( i = 0; i < sizeof(spin); i++ )
+        if ( cmdline[i] != (uint8_t)spin[i] )
+            return 0;
+    return 1;
+}
+
 void __attribute__((noreturn)) guest_main(const start_info_t *si)
 {
     struct xencons_interface *ring = mfn_to_virt(si->console.domU.mfn);
@@ -156,6 +170,10 @@ void __attribute__((noreturn)) guest_main(const start_info_t *si)
 
     console_write(ring, ports[0], shared, line,
                   format_line(line, si->nr_pages));
+
+    if ( is_spin(si->cmd_line) )
+        for ( ;; )
+            asm volatile ( "pause" ::: "memory" );
 
     for ( ;; )
         wait_for_events(shared, ports, 2);

@@ -30,6 +30,7 @@ from pyxen.errors import (
 
 if TYPE_CHECKING:
     from pyxen.host import Domain, Host
+    from pyxen.xenctrl import ScrubPolicy, ScrubState
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,8 @@ __all__ = [
     "DomainNotFound",
     "Host",
     "LibxlError",
+    "ScrubPolicy",
+    "ScrubState",
     "TransactionConflict",
     "XenCtrlError",
     "XenError",
@@ -50,4 +53,7 @@ def __getattr__(name: str) -> Any:
     if name in ("Host", "Domain"):
         from pyxen import host
         return getattr(host, name)
+    if name in ("ScrubPolicy", "ScrubState"):
+        from pyxen import xenctrl
+        return getattr(xenctrl, name)
     raise AttributeError(name)

@@ -19,6 +19,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$")
 
 MIN_MEMORY_MIB = 4
 MAX_VCPUS = 128
+#: Highest NUMA node number accepted (Xen's MAX_NUMNODES is 64 on x86).
+MAX_NUMA_NODE = 63
 
 #: What xl does on guest shutdown that libxl alone can carry out.
 SHUTDOWN_ACTIONS = ("destroy", "preserve")
@@ -66,6 +68,9 @@ class DomainConfig:
     on_poweroff: str = "destroy"
     on_reboot: str = "destroy"
     on_crash: str = "preserve"
+    #: NUMA nodes the memory comes from (libxl's nodemap, automatic placement
+    #: off); None lets libxl place the domain.  Not expressible in xl config.
+    nodes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -82,6 +87,12 @@ class DomainConfig:
             v = getattr(self, f)
             if v not in SHUTDOWN_ACTIONS:
                 raise ValueError(f"{f} must be one of {', '.join(SHUTDOWN_ACTIONS)}, got {v!r}")
+        if self.nodes is not None:
+            if isinstance(self.nodes, (str, bytes)) or not self.nodes:
+                raise ValueError(f"nodes must be a non-empty sequence of node numbers, "
+                                 f"got {self.nodes!r}")
+            object.__setattr__(self, "nodes", tuple(
+                _int("nodes[]", n, 0, MAX_NUMA_NODE) for n in self.nodes))
 
     @property
     def max_memory_mib(self) -> int:
@@ -90,6 +101,9 @@ class DomainConfig:
     # -- xl configuration files ----------------------------------------
     def to_xl_config(self) -> str:
         """The xl configuration file text."""
+        if self.nodes is not None:
+            raise ValueError("nodes has no xl configuration equivalent "
+                             "(xl places memory by vCPU affinity)")
         lines = [
             f'name = "{self.name}"',
             'type = "pv"',

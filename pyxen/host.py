@@ -18,7 +18,7 @@ from typing import Self
 from pyxen.config import DomainConfig
 from pyxen.errors import DomainNotFound
 from pyxen.libxl import Libxl
-from pyxen.xenctrl import DomainInfo, NumaNode, PhysInfo, XenCtrl
+from pyxen.xenctrl import DomainInfo, NumaNode, PhysInfo, ScrubPolicy, ScrubState, XenCtrl
 from pyxen.xenstore import XenStore
 
 
@@ -166,6 +166,14 @@ class Host:
 
     def numainfo(self) -> list[NumaNode]:
         return self.xc.numainfo()
+
+    def scrub_state(self) -> ScrubState:
+        """Scrub policy and per-node counters (patched Xen: XEN_SYSCTL_scrub_op)."""
+        return self.xc.scrub_state()
+
+    def set_scrub_policy(self, policy: ScrubPolicy | str, budget_us: int | None = None,
+                         period_us: int | None = None) -> None:
+        self.xc.set_scrub_policy(policy, budget_us, period_us)
 
     def free_memory_mib(self) -> int:
         return self.xc.physinfo().free_mib

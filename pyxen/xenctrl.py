@@ -1,12 +1,16 @@
 """libxenctrl: domain info, host physical and NUMA info, pause/unpause/destroy,
-memory claims.  Every call releases the GIL (cffi does) so threads run in parallel."""
+memory claims, the scrub policy and counters (XEN_SYSCTL_scrub_op, patched Xen
+only).  Every call releases the GIL (cffi does) so threads run in parallel."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import errno
+from dataclasses import dataclass, fields
+from enum import Enum
 from typing import Any
 
 from pyxen._native import NativeHandle, check_xc, clear_message, ffi, lib, raise_xc
+from pyxen.errors import XenCtrlError
 
 PAGE_SIZE = 4096
 _PAGES_PER_MIB = (1 << 20) // PAGE_SIZE
@@ -67,6 +71,84 @@ class CpuTopology:
     core: int
     socket: int
     node: int
+
+
+class ScrubPolicy(Enum):
+    """Who scrubs freed memory: idle CPUs only (Xen 4.17's behaviour), or
+    also a worker per NUMA node within a time budget."""
+
+    IDLE = "idle"
+    EAGER = "eager"
+
+    @property
+    def code(self) -> int:
+        return int(lib.PYXEN_SCRUB_POLICY_IDLE if self is ScrubPolicy.IDLE
+                   else lib.PYXEN_SCRUB_POLICY_EAGER)
+
+    @classmethod
+    def parse(cls, value: ScrubPolicy | str) -> ScrubPolicy:
+        if isinstance(value, ScrubPolicy):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(p.value for p in cls)
+            raise ValueError(f"unknown scrub policy {value!r} (one of: {names})") from None
+
+
+@dataclass(frozen=True)
+class ScrubNodeStats:
+    """Page counts of one NUMA node's memory since boot (see
+    struct xen_sysctl_scrub_node).  At any time
+    ``freed_dirty == dirty_pages + scrubbed_local + scrubbed_remote +
+    scrubbed_alloc + taken_dirty``."""
+
+    node: int
+    dirty_pages: int        # free, waiting for a scrub
+    freed_dirty: int        # freed needing a scrub
+    scrubbed_local: int     # in the background by this node's CPUs
+    scrubbed_remote: int    # in the background by other nodes' CPUs
+    scrubbed_alloc: int     # synchronously by the allocation that took them
+    scrubbed_worker: int    # of local + remote, by the node's scrub worker
+    taken_dirty: int        # allocated unscrubbed (MEMF_no_scrub)
+    worker_runs: int
+
+
+@dataclass(frozen=True)
+class ScrubState:
+    policy: ScrubPolicy
+    budget_us: int          # longest a worker scrubs per run
+    period_us: int          # a worker's runs start at most this often
+    nodes: tuple[ScrubNodeStats, ...]
+
+    @property
+    def dirty_pages(self) -> int:
+        return sum(n.dirty_pages for n in self.nodes)
+
+
+#: The hypervisor's limits on the worker budget and period (public/sysctl.h).
+SCRUB_BUDGET_MIN_US = int(lib.PYXEN_SCRUB_BUDGET_MIN_US)
+SCRUB_PERIOD_MAX_US = int(lib.PYXEN_SCRUB_PERIOD_MAX_US)
+
+_SCRUB_COUNTERS = tuple(f.name for f in fields(ScrubNodeStats) if f.name != "node")
+
+
+def scrub_supported() -> bool:
+    """Whether these bindings were built against a Xen with XEN_SYSCTL_scrub_op."""
+    return bool(lib.PYXEN_SCRUB_SUPPORTED)
+
+
+def check_scrub_timing(budget_us: int, period_us: int) -> None:
+    """The hypervisor's rule for a worker budget and period, with a clear error."""
+    for name, v in (("budget_us", budget_us), ("period_us", period_us)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    if budget_us < SCRUB_BUDGET_MIN_US:
+        raise ValueError(f"budget_us {budget_us} is below the minimum {SCRUB_BUDGET_MIN_US}")
+    if budget_us > period_us:
+        raise ValueError(f"budget_us {budget_us} exceeds period_us {period_us}")
+    if period_us > SCRUB_PERIOD_MAX_US:
+        raise ValueError(f"period_us {period_us} exceeds the maximum {SCRUB_PERIOD_MAX_US}")
 
 
 def _info(d: Any) -> DomainInfo:
@@ -183,3 +265,56 @@ class XenCtrl(NativeHandle):
         self._call("xc_cputopoinfo", n, topo)
         return [CpuTopology(i, int(topo[i].core), int(topo[i].socket), int(topo[i].node))
                 for i in range(int(n[0]))]
+
+    # -- scrubbing (XEN_SYSCTL_scrub_op) ---------------------------------------
+    @staticmethod
+    def _no_scrub(function: str) -> XenCtrlError:
+        return XenCtrlError(function, errno.ENOSYS,
+                            "XEN_SYSCTL_scrub_op is not supported by this Xen "
+                            "(stock Xen 4.17 has no scrub workers: patches/0003)")
+
+    def _scrub_call(self, function: str, *args: Any) -> None:
+        clear_message()
+        if getattr(lib, function)(self.handle, *args) < 0:
+            if ffi.errno == errno.ENOSYS:
+                raise self._no_scrub(function)
+            raise_xc(function, self._h)
+
+    def scrub_state(self) -> ScrubState:
+        """The scrub policy and every node's counters."""
+        policy = ffi.new("uint32_t *")
+        budget = ffi.new("uint32_t *")
+        period = ffi.new("uint32_t *")
+        n = ffi.new("unsigned int *", 0)
+        self._scrub_call("pyxen_scrub_get", policy, budget, period, n, ffi.NULL)
+        while True:
+            count = int(n[0])
+            buf = ffi.new("pyxen_scrub_node[]", max(count, 1))
+            try:
+                self._scrub_call("pyxen_scrub_get", policy, budget, period, n, buf)
+                break
+            except XenCtrlError as e:
+                if e.errno != errno.ENOBUFS:  # a node came online in between: retry
+                    raise
+        codes = {p.code: p for p in ScrubPolicy}
+        if int(policy[0]) not in codes:
+            raise XenCtrlError("pyxen_scrub_get", None,
+                               f"hypervisor reports unknown scrub policy {int(policy[0])}")
+        return ScrubState(
+            codes[int(policy[0])], int(budget[0]), int(period[0]),
+            tuple(ScrubNodeStats(i, *(int(getattr(buf[i], c)) for c in _SCRUB_COUNTERS))
+                  for i in range(int(n[0]))))
+
+    def set_scrub_policy(self, policy: ScrubPolicy | str, budget_us: int | None = None,
+                         period_us: int | None = None) -> None:
+        """Set the policy; the budget and period are kept unless both are given.
+        Bad values raise ValueError before reaching Xen (which also refuses
+        them, EINVAL)."""
+        if not scrub_supported():
+            raise self._no_scrub("pyxen_scrub_set")
+        p = ScrubPolicy.parse(policy)
+        if (budget_us is None) != (period_us is None):
+            raise ValueError("give both budget_us and period_us, or neither")
+        if budget_us is not None and period_us is not None:
+            check_scrub_timing(budget_us, period_us)
+        self._scrub_call("pyxen_scrub_set", p.code, budget_us or 0, period_us or 0)

@@ -66,3 +66,25 @@ int xc_domain_pause(xc_interface *xch, uint32_t domid);
 int xc_domain_unpause(xc_interface *xch, uint32_t domid);
 int xc_domain_destroy(xc_interface *xch, uint32_t domid);
 int xc_domain_claim_pages(xc_interface *xch, uint32_t domid, unsigned long nr_pages);
+
+/* XEN_SYSCTL_scrub_op through pyxen's shim (shim.c says why). */
+typedef struct {
+    uint64_t dirty_pages;
+    uint64_t freed_dirty;
+    uint64_t scrubbed_local;
+    uint64_t scrubbed_remote;
+    uint64_t scrubbed_alloc;
+    uint64_t scrubbed_worker;
+    uint64_t taken_dirty;
+    uint64_t worker_runs;
+} pyxen_scrub_node;
+#define PYXEN_SCRUB_SUPPORTED ...
+#define PYXEN_SCRUB_POLICY_IDLE ...
+#define PYXEN_SCRUB_POLICY_EAGER ...
+#define PYXEN_SCRUB_BUDGET_MIN_US ...
+#define PYXEN_SCRUB_PERIOD_MAX_US ...
+int pyxen_scrub_get(xc_interface *xch, uint32_t *policy, uint32_t *budget_us,
+                    uint32_t *period_us, unsigned int *num_nodes,
+                    pyxen_scrub_node *out);
+int pyxen_scrub_set(xc_interface *xch, uint32_t policy, uint32_t budget_us,
+                    uint32_t period_us);

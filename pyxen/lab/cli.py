@@ -113,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--series", type=Path)
     _add_vm_options(p)
+
+    p = sub.add_parser("scrubbench", help="birth after death under load (NUMA-local "
+                                          "scrubbing): stock vs variants, 4 pCPUs on 2 nodes")
+    p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
+    p.add_argument("--gaps", default="0,0.5,2,5", help="seconds between death and birth")
+    p.add_argument("--guest-memory", type=_positive_int, default=512, metavar="MIB")
+    p.add_argument("--sizes", type=_int_list, default=(64, 256, 512, 1024),
+                   help="guest sizes (MiB) for destroy time and time to clean")
+    p.add_argument("--clean-timeout", type=float, default=60.0, metavar="S")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
     return ap
 
 
@@ -185,6 +195,22 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         hostdeps.check()
         run_bench(args.variants, params, opts, args.out, args.series, args.debug,
                   args.profile)
+        return 0
+
+    if args.cmd == "scrubbench":
+        try:
+            gaps = [float(g) for g in args.gaps.split(",")]
+        except ValueError:
+            ap.error(f"--gaps must be a comma-separated list of seconds, got {args.gaps!r}")
+        if any(not 0 <= g <= 600 for g in gaps):
+            ap.error(f"--gaps values must be 0..600 seconds, got {args.gaps!r}")
+        if args.clean_timeout <= 0:
+            ap.error("--clean-timeout must be > 0")
+        from pyxen.lab.scrubbench import run_scrub_bench
+        hostdeps.check()
+        run_scrub_bench(args.variants, args.out, ",".join(str(g) for g in gaps),
+                        args.guest_memory, ",".join(str(s) for s in args.sizes),
+                        args.clean_timeout)
         return 0
 
     ap.error(f"unknown command {args.cmd}")  # pragma: no cover

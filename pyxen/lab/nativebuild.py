@@ -50,3 +50,36 @@ def build_native(tools_root: Path, tools_key: str) -> Path:
                          "\n".join((proc.stdout + proc.stderr).splitlines()[-20:]), str(log))
     os.replace(str(so) + ".tmp", so)
     return so
+
+
+def scrubd_source() -> Path:
+    """scrubd.c as installed with the package (meson copies scrubd/scrubd.c)."""
+    return paths.package_data("scrubd.c")
+
+
+def build_scrubd(tools_root: Path, tools_key: str) -> Path | None:
+    """scrubd compiled against the staged toolstack, or None when that
+    toolstack has no XEN_SYSCTL_scrub_op (stock Xen: patches/0004 adds
+    xc_scrub_get)."""
+    header = tools_root / "usr" / "include" / "xenctrl.h"
+    if "xc_scrub_get" not in header.read_text(errors="replace"):
+        return None
+    src = scrubd_source()
+    key = hashlib.sha256(src.read_bytes() + tools_key.encode()).hexdigest()[:16]
+    out_dir = paths.builds_dir() / f"scrubd-{key}"
+    exe = out_dir / "scrubd"
+    if exe.exists():
+        return exe
+    out_dir.mkdir(parents=True, exist_ok=True)
+    libdir = tools_root / "usr" / "lib"
+    argv = [os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-Werror",
+            f"-I{tools_root / 'usr' / 'include'}", str(src), f"-L{libdir}",
+            f"-Wl,-rpath-link,{libdir}", "-lxenctrl", "-o", str(exe) + ".tmp"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    log = out_dir / "build.log"
+    log.write_text(" ".join(argv) + "\n" + proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise BuildError("compiling scrubd against the staged toolstack",
+                         "\n".join((proc.stdout + proc.stderr).splitlines()[-20:]), str(log))
+    os.replace(str(exe) + ".tmp", exe)
+    return exe

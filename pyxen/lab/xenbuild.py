@@ -17,7 +17,7 @@ from pathlib import Path
 from pyxen.lab import hostdeps, paths, sources
 from pyxen.lab.buildkey import build_key
 from pyxen.lab.errors import BuildError, LabError
-from pyxen.lab.nativebuild import build_native
+from pyxen.lab.nativebuild import build_native, build_scrubd
 from pyxen.lab.patchset import apply_series
 from pyxen.lab.progress import step
 
@@ -228,6 +228,10 @@ def build(variant: Variant) -> StagedBuild:
         pristine, version = sources.xen_source_tree()
     hv_key, xen = build_hypervisor(variant, pristine, version)
     tools_key, stage = build_tools(variant, pristine, version)
+    programs = dict(find_programs(stage))
+    scrubd = build_scrubd(stage, tools_key)
+    if scrubd is not None:  # on dom0's PATH with the staged programs
+        programs["scrubd"] = str(scrubd)
     return StagedBuild(
         variant=variant,
         source_version=version,
@@ -235,7 +239,7 @@ def build(variant: Variant) -> StagedBuild:
         tools_key=tools_key,
         xen=xen,
         tools_root=stage,
-        programs=find_programs(stage),
+        programs=programs,
         library_dirs=tuple(_find_library_dirs(stage)),
         native=build_native(stage, tools_key),
     )

@@ -105,3 +105,17 @@ def test_lists_parse():
 def test_maxmem_below_memory_is_refused():
     with pytest.raises(ValueError, match="maxmem_mib must be >= 16"):
         DomainConfig("x", K, memory_mib=16, maxmem_mib=8)
+
+
+def test_nodes_are_validated_and_normalised() -> None:
+    cfg = DomainConfig("n", Path("/k"), nodes=[1, 0])
+    assert cfg.nodes == (1, 0)
+    for bad, msg in (([], "non-empty"), ("1", "non-empty"), ([64], "nodes\\[\\] must be 0..63"),
+                     ([-1], "nodes\\[\\] must be 0..63"), ([True], "nodes\\[\\]")):
+        with pytest.raises(ValueError, match=msg):
+            DomainConfig("n", Path("/k"), nodes=bad)
+
+
+def test_nodes_cannot_go_to_an_xl_config() -> None:
+    with pytest.raises(ValueError, match="nodes has no xl configuration equivalent"):
+        DomainConfig("n", Path("/k"), nodes=(1,)).to_xl_config()

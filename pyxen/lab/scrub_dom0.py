@@ -1,0 +1,212 @@
+"""dom0 side of the "birth after death under load" benchmark (issue 6).
+
+Every pCPU runs a spinning tiny guest.  For each gap G: a guest of
+``--guest-mib`` on NUMA node 1 is destroyed, G seconds pass, and a guest of
+the same size is created on node 1.  Recorded: destroy time, create time, the
+spinners' CPU throughput during the gap, node 1's dirty pages when the create
+starts, and -- where the hypervisor has XEN_SYSCTL_scrub_op -- who scrubbed
+the dead guest's pages (the node's worker, its CPUs, other nodes' CPUs, or
+the allocation).  Then, per guest size, destroy time and the time until the
+dead guest's memory is clean.
+
+Dirty pages come from XEN_SYSCTL_scrub_op on a patched Xen; a stock Xen has
+no such sysctl, and there its heap dump (debug key 'H': "Node N has P
+unscrubbed pages") is read from the console ring, so both variants are
+measured the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pyxen.config import DomainConfig
+from pyxen.host import Domain, Host
+from pyxen.lab import protocol
+from pyxen.xenctrl import ScrubNodeStats, scrub_supported
+
+NODE = 1
+_UNSCRUBBED = re.compile(r"Node (\d+) has (\d+) unscrubbed pages")
+_COUNTERS = ("scrubbed_local", "scrubbed_remote", "scrubbed_alloc", "scrubbed_worker",
+             "freed_dirty", "taken_dirty")
+
+
+class DirtyPages:
+    """Node 1's dirty free pages, and scrub counters where Xen has them."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.counters = scrub_supported()
+        if self.counters:
+            try:
+                host.scrub_state()
+            except OSError:
+                self.counters = False
+
+    def node(self) -> ScrubNodeStats | None:
+        return self.host.scrub_state().nodes[NODE] if self.counters else None
+
+    def dirty(self) -> int:
+        st = self.node()
+        if st is not None:
+            return st.dirty_pages
+        subprocess.run(["xl", "dmesg", "-c"], capture_output=True, check=True)
+        subprocess.run(["xl", "debug-keys", "H"], capture_output=True, check=True)
+        text = subprocess.run(["xl", "dmesg", "-c"], capture_output=True, text=True,
+                              check=True).stdout
+        found = {int(n): int(p) for n, p in _UNSCRUBBED.findall(text)}
+        return found.get(NODE, 0)
+
+    def wait_clean(self, timeout: float) -> float | None:
+        t0 = time.monotonic()
+        while self.dirty():
+            if time.monotonic() - t0 > timeout:
+                return None
+            time.sleep(0.1)
+        return time.monotonic() - t0
+
+
+def deltas(after: ScrubNodeStats | None, before: ScrubNodeStats | None) -> dict[str, int] | None:
+    if after is None or before is None:
+        return None
+    return {c: int(getattr(after, c)) - int(getattr(before, c)) for c in _COUNTERS}
+
+
+class Bench:
+    def __init__(self, host: Host, kernel: Path, prefix: str, clean_timeout: float) -> None:
+        self.host = host
+        self.kernel = kernel
+        self.prefix = prefix
+        self.clean_timeout = clean_timeout
+        self.dirty = DirtyPages(host)
+        self.spinners: list[Domain] = []
+        self._n = 0
+
+    def guest(self, mib: int) -> Domain:
+        self._n += 1
+        return self.host.create(DomainConfig(f"{self.prefix}g{self._n}", self.kernel,
+                                             memory_mib=mib, nodes=(NODE,)))
+
+    def start_spinners(self, count: int) -> None:
+        for i in range(count):
+            self.spinners.append(self.host.create(
+                DomainConfig(f"{self.prefix}spin{i}", self.kernel, memory_mib=16,
+                             cmdline="spin")))
+
+    def spin_cpu_s(self) -> float:
+        return sum(d.info().cpu_time_ns for d in self.spinners) / 1e9
+
+    def settle(self) -> None:
+        """Start from clean memory: pause the load so idle CPUs scrub."""
+        for d in self.spinners:
+            d.pause()
+        try:
+            if self.dirty.wait_clean(300) is None:
+                raise RuntimeError("node 1 did not become clean with the load paused")
+        finally:
+            for d in self.spinners:
+                d.unpause()
+
+    @staticmethod
+    def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+        t0 = time.monotonic()
+        r = fn()
+        return time.monotonic() - t0, r
+
+    def kill(self, dom: Domain) -> float:
+        def go() -> None:
+            dom.destroy()
+            if not dom.wait_death(120):
+                raise RuntimeError(f"domain {dom.domid} still dying after 120 s")
+        return self.timed(go)[0]
+
+    def gap_run(self, gap: float, mib: int) -> dict[str, Any]:
+        self.settle()
+        victim = self.guest(mib)
+        before = self.dirty.node()
+        destroy_s = self.kill(victim)
+        cpu0, t0 = self.spin_cpu_s(), time.monotonic()
+        time.sleep(gap)
+        cpu1, t1 = self.spin_cpu_s(), time.monotonic()
+        dirty_at_create = self.dirty.dirty()
+        mid = self.dirty.node()
+        create_s, born = self.timed(lambda: self.guest(mib))
+        after = self.dirty.node()
+        self.kill(born)
+        return {
+            "gap_s": gap,
+            "guest_mib": mib,
+            "destroy_s": destroy_s,
+            "create_s": create_s,
+            "spin_cpus_busy_during_gap": ((cpu1 - cpu0) / (t1 - t0)) if gap > 0 else None,
+            "dirty_pages_at_create": dirty_at_create,
+            "scrub_during_gap": deltas(mid, before),
+            "scrub_during_create": deltas(after, mid),
+        }
+
+    def size_run(self, mib: int) -> dict[str, Any]:
+        self.settle()
+        victim = self.guest(mib)
+        before = self.dirty.node()
+        destroy_s = self.kill(victim)
+        clean_s = self.dirty.wait_clean(self.clean_timeout)
+        return {
+            "guest_mib": mib,
+            "destroy_s": destroy_s,
+            "time_to_clean_s": clean_s,  # None: still dirty after clean_timeout_s
+            "dirty_pages_left": 0 if clean_s is not None else self.dirty.dirty(),
+            "scrub": deltas(self.dirty.node(), before),
+        }
+
+    def cleanup(self) -> None:
+        for d in self.host.domains():
+            if d.name.startswith(self.prefix):
+                d.destroy()
+                d.wait_death(120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pyxen.lab.scrub_dom0")
+    ap.add_argument("--kernel", type=Path, required=True)
+    ap.add_argument("--gaps", default="0,0.5,2,5")
+    ap.add_argument("--guest-mib", type=int, default=512)
+    ap.add_argument("--sizes", default="64,256,512,1024")
+    ap.add_argument("--clean-timeout", type=float, default=60.0)
+    ap.add_argument("--prefix", default="bad-")
+    args = ap.parse_args(argv)
+    gaps = [float(g) for g in args.gaps.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    out = Path(os.environ.get(protocol.ENV_OUT, "."))
+    with Host() as host:
+        bench = Bench(host, args.kernel, args.prefix, args.clean_timeout)
+        try:
+            pcpus = host.physinfo().nr_cpus
+            bench.start_spinners(pcpus)
+            policy = host.scrub_state() if bench.dirty.counters else None
+            result: dict[str, Any] = {
+                "pcpus": pcpus,
+                "spinners": pcpus,
+                "scrub_counters": bench.dirty.counters,
+                "scrub_policy": None if policy is None else {
+                    "policy": policy.policy.value, "budget_us": policy.budget_us,
+                    "period_us": policy.period_us},
+                "clean_timeout_s": args.clean_timeout,
+                "gaps": [bench.gap_run(g, args.guest_mib) for g in gaps],
+                "sizes": [bench.size_run(s) for s in sizes],
+            }
+        finally:
+            bench.cleanup()
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""NUMA-local scrubbing of a dead guest's memory (patches/0003, 0004).
+
+Runs in the dom0 of a patched hypervisor with two NUMA nodes (CPUs 0-1 on
+node 0, 2-3 on node 1); tests/nested/test_scrub_in_dom0.py boots it with a
+debug hypervisor and ``scrub_debug``, under which Xen poisons freed pages and
+checks every page it hands out is zero: a dirty page given to a guest stops
+Xen, and the test with it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pyxen.config import DomainConfig
+from pyxen.errors import XenCtrlError
+from pyxen.xenctrl import (
+    SCRUB_BUDGET_MIN_US,
+    SCRUB_PERIOD_MAX_US,
+    ScrubNodeStats,
+    ScrubPolicy,
+    ScrubState,
+)
+
+pytestmark = [pytest.mark.xen, pytest.mark.scrub]
+
+GUEST_MIB = 256
+PAGES = GUEST_MIB * 256
+#: Bound on the time for node 1's worker to clean a dead 256 MiB guest: at
+#: the default 1 ms every 10 ms that is ~6.5 s of scrubbing at TCG's
+#: ~10 us a page; idle CPUs help.  Generous for a loaded CI machine.
+CLEAN_BOUND_S = 60.0
+
+
+def balanced(n: ScrubNodeStats) -> bool:
+    return n.freed_dirty == (n.dirty_pages + n.scrubbed_local + n.scrubbed_remote
+                             + n.scrubbed_alloc + n.taken_dirty)
+
+
+def delta(after: ScrubNodeStats, before: ScrubNodeStats, field: str) -> int:
+    return int(getattr(after, field)) - int(getattr(before, field))
+
+
+@pytest.fixture
+def scrub(host):  # type: ignore[no-untyped-def]
+    """The scrub state, restored (eager, defaults) after the test."""
+    state: ScrubState = host.scrub_state()
+    if len(state.nodes) < 2:
+        pytest.fail(f"needs 2 NUMA nodes, Xen reports {len(state.nodes)}")
+    yield state
+    host.set_scrub_policy(state.policy, state.budget_us, state.period_us)
+
+
+def wait_clean(host, node: int, timeout: float) -> float | None:  # type: ignore[no-untyped-def]
+    """Seconds until ``node`` has no dirty page, or None after ``timeout``."""
+    t0 = time.monotonic()
+    while host.scrub_state().nodes[node].dirty_pages:
+        if time.monotonic() - t0 > timeout:
+            return None
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def test_counters_account_for_every_dirty_page(host, scrub):  # type: ignore[no-untyped-def]
+    for n in host.scrub_state().nodes:
+        assert balanced(n), n
+        assert n.scrubbed_worker <= n.scrubbed_local + n.scrubbed_remote, n
+
+
+def test_bad_policy_values_are_refused_and_change_nothing(host, scrub):  # type: ignore[no-untyped-def]
+    host.set_scrub_policy("eager", 500, 5000)
+    with pytest.raises(ValueError, match="unknown scrub policy 'sometimes'"):
+        host.set_scrub_policy("sometimes")
+    with pytest.raises(ValueError, match="exceeds period_us"):
+        host.set_scrub_policy("eager", 2000, 1000)
+    with pytest.raises(ValueError, match="below the minimum"):
+        host.set_scrub_policy("eager", SCRUB_BUDGET_MIN_US - 1, 1000)
+    with pytest.raises(ValueError, match="exceeds the maximum"):
+        host.set_scrub_policy("eager", 1000, SCRUB_PERIOD_MAX_US + 1)
+    with pytest.raises(ValueError, match="both budget_us and period_us"):
+        host.set_scrub_policy("eager", 1000)
+    # What Python does not catch, the hypervisor refuses (EINVAL).
+    for policy, budget, period in ((7, 0, 0), (1, SCRUB_BUDGET_MIN_US - 1, 1000),
+                                   (1, 3000, 2000), (1, 1000, SCRUB_PERIOD_MAX_US + 1)):
+        with pytest.raises(XenCtrlError) as exc:
+            host.xc._scrub_call("pyxen_scrub_set", policy, budget, period)
+        assert exc.value.errno == errno.EINVAL
+    st = host.scrub_state()
+    assert (st.policy, st.budget_us, st.period_us) == (ScrubPolicy.EAGER, 500, 5000)
+    host.set_scrub_policy(ScrubPolicy.IDLE)  # budget and period kept
+    st = host.scrub_state()
+    assert (st.policy, st.budget_us, st.period_us) == (ScrubPolicy.IDLE, 500, 5000)
+
+
+def test_dead_guest_on_node1_is_scrubbed_by_node1(host, kernel, helpers, scrub):  # type: ignore[no-untyped-def]
+    host.set_scrub_policy("eager", 1000, 10000)
+    assert wait_clean(host, 1, CLEAN_BOUND_S) is not None, "node 1 dirty before the test"
+    dom = host.create(DomainConfig(f"{helpers.PREFIX}scrub1", kernel,
+                                   memory_mib=GUEST_MIB, nodes=(1,)))
+    before = host.scrub_state().nodes[1]
+    dom.destroy()
+    assert dom.wait_death(60)
+    took = wait_clean(host, 1, CLEAN_BOUND_S)
+    after = host.scrub_state().nodes[1]
+    print(f"node 1: freed {delta(after, before, 'freed_dirty')} dirty pages, clean after "
+          f"{took} s; local {delta(after, before, 'scrubbed_local')}, remote "
+          f"{delta(after, before, 'scrubbed_remote')}, worker "
+          f"{delta(after, before, 'scrubbed_worker')}, alloc "
+          f"{delta(after, before, 'scrubbed_alloc')}, worker runs "
+          f"{delta(after, before, 'worker_runs')}")
+    assert took is not None, f"node 1 still has {after.dirty_pages} dirty pages " \
+                             f"after {CLEAN_BOUND_S} s"
+    freed = delta(after, before, "freed_dirty")
+    assert freed >= PAGES * 9 // 10, f"the guest's memory was not freed on node 1 ({freed})"
+    local = delta(after, before, "scrubbed_local")
+    remote = delta(after, before, "scrubbed_remote")
+    # Node 1's CPUs did the work: its worker runs there, and its idle CPUs look
+    # at node 1 first; node 0's idle CPUs only help.
+    assert delta(after, before, "scrubbed_worker") > 0
+    assert local > remote, f"local {local} <= remote {remote}"
+    assert balanced(after)
+
+
+def test_idle_policy_leaves_scrub_to_allocation_or_idle_cpus(host, kernel, helpers, scrub):  # type: ignore[no-untyped-def]
+    """With workers off a rebirth may take dirty pages: they are scrubbed at
+    allocation, never handed out dirty (scrub_debug checks every page)."""
+    host.set_scrub_policy("idle")
+    runs0 = host.scrub_state().nodes[1].worker_runs
+    for i in range(2):
+        dom = host.create(DomainConfig(f"{helpers.PREFIX}rebirth", kernel,
+                                       memory_mib=GUEST_MIB, nodes=(1,)))
+        assert dom.info().tot_pages >= PAGES * 9 // 10
+        dom.destroy()
+        assert dom.wait_death(60)
+    after = host.scrub_state().nodes[1]
+    assert after.worker_runs == runs0, "a worker ran with the idle policy"
+    assert balanced(after)
+    assert wait_clean(host, 1, CLEAN_BOUND_S) is not None
+
+
+def scrubd() -> str:
+    path = shutil.which("scrubd")
+    assert path, "scrubd is not on PATH (the lab builds it for a patched toolstack)"
+    return path
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--low-mib", "10", "--high-mib", "5"], "--low-mib (10) must be below --high-mib (5)"),
+    (["--low-mib", "5"], "give both --low-mib and --high-mib"),
+    (["--budget-us", "5", "--period-us", "100"], "--budget-us must be a whole number in 10.."),
+    (["--budget-us", "500", "--period-us", "100"], "--budget-us (500) exceeds --period-us (100)"),
+    (["--interval", "0"], "--interval must be 0.05..3600 seconds"),
+    (["--low-mib", "x", "--high-mib", "5"], "--low-mib must be a whole number"),
+    (["stray"], "unexpected argument 'stray'"),
+])
+def test_scrubd_refuses_bad_options(scrub, args, message):  # type: ignore[no-untyped-def]
+    r = subprocess.run([scrubd(), "run", "--once", *args], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2, r
+    assert message in r.stderr
+
+
+def run_once(*args: str) -> dict:  # type: ignore[type-arg]
+    r = subprocess.run([scrubd(), "run", "--once", *args], capture_output=True, text=True,
+                       timeout=30, check=True)
+    line = json.loads(r.stdout)
+    assert isinstance(line, dict)
+    return line
+
+
+def test_scrubd_reports_what_pyxen_reads(host, scrub):  # type: ignore[no-untyped-def]
+    line = run_once()
+    st = host.scrub_state()
+    assert line["policy"] == st.policy.value
+    assert [n["node"] for n in line["nodes"]] == [n.node for n in st.nodes]
+    for n, m in zip(line["nodes"], st.nodes):
+        assert n["freed_dirty"] <= m.freed_dirty  # counters only grow
+        assert n["freed_dirty"] == (n["dirty_pages"] + n["scrubbed_local"]
+                                    + n["scrubbed_remote"] + n["scrubbed_alloc"]
+                                    + n["taken_dirty"])
+
+
+def test_scrubd_switches_policy_by_watermarks(host, scrub):  # type: ignore[no-untyped-def]
+    host.set_scrub_policy("idle", 1000, 10000)
+    # Clean free memory is far below a 1 TiB low watermark: eager, with the budget.
+    line = run_once("--low-mib", str(1 << 20), "--high-mib", str(2 << 20),
+                    "--budget-us", "200", "--period-us", "2000")
+    assert line["switched_to"] == "eager"
+    st = host.scrub_state()
+    assert (st.policy, st.budget_us, st.period_us) == (ScrubPolicy.EAGER, 200, 2000)
+    # Again: nothing to switch.
+    assert run_once("--low-mib", str(1 << 20), "--high-mib", str(2 << 20),
+                    "--budget-us", "200", "--period-us", "2000")["switched_to"] is None
+    # Far above a 1 MiB high watermark: idle.
+    line = run_once("--low-mib", "0", "--high-mib", "1")
+    assert line["switched_to"] == "idle"
+    assert host.scrub_state().policy is ScrubPolicy.IDLE
+
+
+def test_scrubd_daemon_answers_status_on_a_root_only_socket(host, scrub, tmp_path):  # type: ignore[no-untyped-def]
+    sock = tmp_path / "scrubd.sock"
+    proc = subprocess.Popen([scrubd(), "run", "--interval", "0.2", "--socket", str(sock)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "scrubd made no socket"
+            time.sleep(0.05)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        assert sock.stat().st_uid == 0
+        def status() -> dict:  # type: ignore[type-arg]
+            r = subprocess.run([scrubd(), "status", "--socket", str(sock)],
+                               capture_output=True, text=True, timeout=30, check=True)
+            line = json.loads(r.stdout)
+            assert isinstance(line, dict)
+            return line
+
+        first = status()
+        assert first["policy"] == host.scrub_state().policy.value
+        assert len(first["nodes"]) == len(host.scrub_state().nodes)
+        # The daemon keeps sampling: a later status is a later line.
+        while status()["time"] == first["time"]:
+            assert time.monotonic() < deadline + 20, "scrubd status never changed"
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert len(lines) >= 2, "scrubd logged fewer than 2 intervals"
+    assert not Path(sock).exists(), "scrubd left its socket behind"
+    r = subprocess.run([scrubd(), "status", "--socket", str(sock)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and "cannot reach scrubd" in r.stderr
