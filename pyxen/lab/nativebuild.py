@@ -37,19 +37,26 @@ def build_native(tools_root: Path, tools_key: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     src = out_dir / "_xen.c"
     ffibuild.emit(src)
+    _compile(tools_root, ["-shared", "-fPIC", "-O2", f"-I{sysconfig.get_paths()['include']}"],
+             src, list(ffibuild.LIBRARIES), so, "pyxen._xen")
+    return so
+
+
+def _compile(tools_root: Path, flags: list[str], src: Path, libs: list[str], out: Path,
+             what: str) -> None:
+    """cc against the staged toolstack's headers and libraries; the command and
+    its output go to build.log next to ``out``, which appears only on success."""
     libdir = tools_root / "usr" / "lib"
-    argv = [os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O2",
-            f"-I{sysconfig.get_paths()['include']}", f"-I{tools_root / 'usr' / 'include'}",
+    argv = [os.environ.get("CC", "cc"), *flags, f"-I{tools_root / 'usr' / 'include'}",
             str(src), f"-L{libdir}", f"-Wl,-rpath-link,{libdir}",
-            *[f"-l{lib}" for lib in ffibuild.LIBRARIES], "-o", str(so) + ".tmp"]
+            *[f"-l{lib}" for lib in libs], "-o", str(out) + ".tmp"]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    log = out_dir / "build.log"
+    log = out.parent / "build.log"
     log.write_text(" ".join(argv) + "\n" + proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        raise BuildError("compiling pyxen._xen against the staged toolstack",
+        raise BuildError(f"compiling {what} against the staged toolstack",
                          "\n".join((proc.stdout + proc.stderr).splitlines()[-20:]), str(log))
-    os.replace(str(so) + ".tmp", so)
-    return so
+    os.replace(str(out) + ".tmp", out)
 
 
 def scrubd_source() -> Path:
@@ -71,15 +78,6 @@ def build_scrubd(tools_root: Path, tools_key: str) -> Path | None:
     if exe.exists():
         return exe
     out_dir.mkdir(parents=True, exist_ok=True)
-    libdir = tools_root / "usr" / "lib"
-    argv = [os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-Werror",
-            f"-I{tools_root / 'usr' / 'include'}", str(src), f"-L{libdir}",
-            f"-Wl,-rpath-link,{libdir}", "-lxenctrl", "-o", str(exe) + ".tmp"]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    log = out_dir / "build.log"
-    log.write_text(" ".join(argv) + "\n" + proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise BuildError("compiling scrubd against the staged toolstack",
-                         "\n".join((proc.stdout + proc.stderr).splitlines()[-20:]), str(log))
-    os.replace(str(exe) + ".tmp", exe)
+    _compile(tools_root, ["-O2", "-Wall", "-Wextra", "-Werror"], src, ["xenctrl"], exe,
+             "scrubd")
     return exe
