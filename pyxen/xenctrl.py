@@ -266,6 +266,23 @@ class XenCtrl(NativeHandle):
         return [CpuTopology(i, int(topo[i].core), int(topo[i].socket), int(topo[i].node))
                 for i in range(int(n[0]))]
 
+    # -- console --------------------------------------------------------------
+    _CONSOLE_BYTES = 1 << 20
+
+    def send_debug_keys(self, keys: str) -> None:
+        """Press Xen debug keys (e.g. 'H': heap dump); the output goes to the
+        console ring (``read_console``)."""
+        if not keys or not keys.isascii() or not keys.isprintable():
+            raise ValueError(f"debug keys must be printable ASCII, got {keys!r}")
+        self._call("xc_send_debug_keys", keys.encode())
+
+    def read_console(self, clear: bool = False) -> str:
+        """Xen's console ring (what ``xl dmesg`` shows); ``clear`` empties it."""
+        buf = ffi.new("char[]", self._CONSOLE_BYTES)
+        n = ffi.new("unsigned int *", self._CONSOLE_BYTES)
+        self._call("xc_readconsolering", buf, n, int(clear), 0, ffi.NULL)
+        return bytes(ffi.buffer(buf, int(n[0]))).decode(errors="replace")
+
     # -- scrubbing (XEN_SYSCTL_scrub_op) ---------------------------------------
     @staticmethod
     def _no_scrub(function: str) -> XenCtrlError:

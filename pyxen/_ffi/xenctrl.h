@@ -88,3 +88,7 @@ int pyxen_scrub_get(xc_interface *xch, uint32_t *policy, uint32_t *budget_us,
                     pyxen_scrub_node *out);
 int pyxen_scrub_set(xc_interface *xch, uint32_t policy, uint32_t budget_us,
                     uint32_t period_us);
+
+int xc_send_debug_keys(xc_interface *xch, const char *keys);
+int xc_readconsolering(xc_interface *xch, char *buffer, unsigned int *pnr_chars,
+                       int clear, int incremental, uint32_t *pindex);

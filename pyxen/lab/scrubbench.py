@@ -29,7 +29,7 @@ def run_variant(name: str, options: VMOptions, gaps: str, guest_mib: int,
     staged = build(variants.resolve(name))
     guest = paths.tinyguest_path()
     with step(f"birth after death on {name}"), Dom0(staged, options) as dom0:
-        res = dom0.run([sys.executable, "-m", "pyxen.lab.scrub_dom0", "--kernel", str(guest),
+        res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.scrub_dom0", "--kernel", str(guest),
                         "--gaps", gaps, "--guest-mib", str(guest_mib), "--sizes", sizes,
                         "--clean-timeout", str(clean_timeout)], timeout=3600)
     result_file = res.files / "result.json"
