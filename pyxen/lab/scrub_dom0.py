@@ -44,6 +44,12 @@ _COUNTERS = ("scrubbed_local", "scrubbed_remote", "scrubbed_alloc", "scrubbed_wo
              "freed_dirty", "taken_dirty")
 
 
+def unscrubbed_by_node(heap_dump: str) -> dict[int, int]:
+    """Dirty pages per node from Xen's 'H' heap dump; a node it does not
+    mention has none (Xen prints only nodes with unscrubbed pages)."""
+    return {int(n): int(p) for n, p in _UNSCRUBBED.findall(heap_dump)}
+
+
 class DirtyPages:
     """Node 1's dirty free pages, and scrub counters where Xen has them."""
 
@@ -67,8 +73,7 @@ class DirtyPages:
         xc.read_console(clear=True)
         xc.send_debug_keys("H")
         text = xc.read_console(clear=True)
-        found = {int(n): int(p) for n, p in _UNSCRUBBED.findall(text)}
-        return found.get(NODE, 0)
+        return unscrubbed_by_node(text).get(NODE, 0)
 
     def wait_clean(self, timeout: float) -> float | None:
         t0 = time.monotonic()
