@@ -32,8 +32,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--xen") == "host":
         return
-    skip = pytest.mark.skip(reason="runs inside the lab's dom0 (tests/nested/test_in_dom0.py); "
-                                   "use --xen host in a real dom0")
+    def skip(runner: str) -> pytest.MarkDecorator:
+        return pytest.mark.skip(reason=f"runs inside the lab's dom0 (tests/nested/{runner}); "
+                                       "use --xen host in a real dom0")
+
     for item in items:
-        if "xen" in item.keywords:
-            item.add_marker(skip)
+        if "scrub" in item.keywords:
+            item.add_marker(skip("test_scrub_in_dom0.py"))
+        elif "xen" in item.keywords:
+            item.add_marker(skip("test_in_dom0.py"))
