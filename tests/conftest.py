@@ -39,5 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "scrub" in item.keywords:
             item.add_marker(skip("test_scrub_in_dom0.py"))
+        elif "autoballoon" in item.keywords:
+            item.add_marker(skip("test_autoballoon_in_dom0.py"))
         elif "xen" in item.keywords:
             item.add_marker(skip("test_in_dom0.py"))

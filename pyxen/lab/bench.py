@@ -145,7 +145,7 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
     for col in ("variant", "driver", "guests", "conc", "makespan s", "ratio", "mean create s",
                 "last/first create", "destroy s", "client xs req/create",
                 "xs req/create (xenstored)", "domctl/create",
-                "lock wait ms/create", "console ok"):
+                "lock wait ms/create", "xl lock wait s/create", "console ok"):
         table.add_column(col, justify="right")
     stock_by_c = {r["concurrency"]: r for r in runs if r["variant"] == "stock"}
     for r in runs:
@@ -158,6 +158,7 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
         client = r.get("xs_client_requests_per_create")
         domctls = r.get("domctl_hypercalls_per_create")
         wait = r.get("lock_wait_s_per_create")
+        xl_wait = r.get("xl_lock_wait_s_per_create")
         table.add_row(r["variant"], r["driver"], str(r["guests"]), str(r["concurrency"]),
                       f"{r['makespan_s']:.2f}", f"{ratio:.2f}", f"{mean:.3f}",
                       f"{last_first:.2f}", f"{r['destroy_makespan_s']:.2f}",
@@ -165,6 +166,7 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
                       "-" if xs is None else f"{xs:.1f}",
                       "-" if domctls is None else f"{domctls:.1f}",
                       "-" if wait is None else f"{wait * 1e3:.3f}",
+                      "-" if xl_wait is None else f"{xl_wait:.2f}",
                       f"{r['console_ok']}/{r['guests']}")
     for n in notes:
         table.caption = (table.caption + "\n" if table.caption else "") + n

@@ -22,6 +22,7 @@ from pyxen.errors import XenError
 from pyxen.lab import protocol, xl
 from pyxen.lab.errors import LabError
 from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler
+from pyxen.lab.xllock import LockSampler, LockUse
 from pyxen.lab.xstrace import TraceReader
 from xenstore_cache.server import query_control
 
@@ -231,7 +232,14 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     profiler.reset()
     if proxy:
         proxy.take()
-    create_s, makespan = timed("create", create)
+    # xl's global create lock (autoballooning xl): sampled for both variants.
+    xl_lock: LockUse | None = None
+    if driver.name == "xl":
+        with LockSampler() as sampler:
+            create_s, makespan = timed("create", create)
+        xl_lock = sampler.use
+    else:
+        create_s, makespan = timed("create", create)
     create_ops = trace.take()
     for ops in each:  # taken one by one at C=1: add them back to the phase total
         if ops:
@@ -280,6 +288,12 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
                                        for k in GLOBAL_LOCKS) / created
                                    if profile and created else None),
         "lock_profile": profile,
+        # xl driver only (null otherwise): waits on xl's global create lock
+        # file, from /proc/locks; 0 when xl does not take it.
+        "xl_lock_wait_s_per_create": (xl_lock.wait_s / created
+                                      if xl_lock is not None and created else None),
+        "xl_lock_held_s": xl_lock.held_s if xl_lock is not None else None,
+        "xl_lock_max_waiters": xl_lock.max_waiters if xl_lock is not None else None,
         "console_ok": sum(console.values()),
         "errors": errors,
         "leftover_domains": sorted(leftover),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pyxen._ffi import build as ffibuild
 from pyxen.lab import paths
-from pyxen.lab.errors import BuildError
+from pyxen.lab.errors import BuildError, LabError
 
 
 def native_key(tools_key: str) -> str:
@@ -60,8 +60,16 @@ def _compile(tools_root: Path, flags: list[str], src: Path, libs: list[str], out
 
 
 def scrubd_source() -> Path:
-    """scrubd.c as installed with the package (meson copies scrubd/scrubd.c)."""
-    return paths.package_data("scrubd.c")
+    """scrubd.c as installed with the package (meson copies scrubd/scrubd.c),
+    or the checkout's scrubd/scrubd.c when running from the source tree."""
+    installed = paths.package_data("scrubd.c")
+    if installed.exists():
+        return installed
+    checkout = paths.repo_root() / "scrubd" / "scrubd.c"
+    if checkout.exists():
+        return checkout
+    raise LabError(f"scrubd.c not found: neither {installed} (installed package) "
+                   f"nor {checkout} (source checkout)")
 
 
 def build_scrubd(tools_root: Path, tools_key: str) -> Path | None:

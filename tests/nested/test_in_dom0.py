@@ -1,7 +1,8 @@
 """Runs the tests marked ``xen`` (tests/xen) inside the lab's dom0, through
 pyxen, once per build: stock, patched (when it differs from stock) and the
 patched build with a debug hypervisor (assertions on: what the patches must
-survive).  The scrub tests need two NUMA nodes: test_scrub_in_dom0.py."""
+survive).  The scrub tests need two NUMA nodes (test_scrub_in_dom0.py) and the
+autoballoon tests a dom0 without dom0_mem (test_autoballoon_in_dom0.py)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
             env[var] = os.environ[var]
     with Dom0(staged, extra_binds=[REPO]) as dom0:
         res = dom0.run([sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen"),
-                        "--xen", "host", "-m", "not scrub", "-p", "no:cacheprovider",
+                        "--xen", "host", "-m", "not scrub and not autoballoon", "-p", "no:cacheprovider",
                         "-q", "-rfE",
                         "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
                        timeout=2400, env=env)

@@ -1,0 +1,43 @@
+"""Runs tests/xen/test_autoballoon.py in the dom0 of a lab booted without
+dom0_mem, so that xl autoballoons: on stock (xl's global create lock) and on
+the patched debug hypervisor (claims, no lock; assertions on)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyxen.lab import variants
+from pyxen.lab.vm import Dom0
+from pyxen.lab.vm_options import VMOptions
+from pyxen.lab.xenbuild import build
+
+pytestmark = pytest.mark.nested
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("variant,debug,expect_lock",
+                         [("stock", False, "1"), ("patched", True, "0")],
+                         ids=["stock", "patched-debug"])
+def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str) -> None:
+    staged = build(variants.resolve(variant, debug=debug))
+    opts = VMOptions(memory_mib=2048, dom0_mem_mib=None)
+    with Dom0(staged, opts, extra_binds=[REPO]) as dom0:
+        res = dom0.run([sys.executable, "-P", "-m", "pytest",
+                        str(REPO / "tests" / "xen" / "test_autoballoon.py"),
+                        "--xen", "host", "-p", "no:cacheprovider", "-q", "-s", "-rfE",
+                        "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
+                       timeout=1800, env={"PYXEN_EXPECT_XL_LOCK": expect_lock})
+        serial = dom0.serial_log.read_text(errors="replace")
+    out = res.stdout + res.stderr
+    print(out[-6000:])
+    assert res.returncode == 0, \
+        f"autoballoon tests in dom0 failed ({variant}):\n{out[-6000:]}\n" \
+        f"Xen's console:\n{serial[-3000:]}"
+    m = re.search(r"(\d+) passed", out)
+    assert m and int(m.group(1)) >= 2, "the autoballoon tests did not all run"
+    assert " skipped" not in out, "an autoballoon test was skipped in dom0"

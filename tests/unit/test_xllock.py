@@ -1,0 +1,76 @@
+"""The xl lock sampler, on real fcntl locks of this machine's kernel."""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import time
+from pathlib import Path
+
+from pyxen.lab.xllock import LockSampler, file_id, parse_proc_locks
+
+SAMPLE = """\
+1: POSIX  ADVISORY  WRITE 812 00:19:4711 0 EOF
+1: -> POSIX  ADVISORY  WRITE 813 00:19:4711 0 EOF
+1: -> POSIX  ADVISORY  WRITE 814 00:19:4711 0 EOF
+2: FLOCK  ADVISORY  WRITE 77 fd:01:4711 0 EOF
+3: POSIX  ADVISORY  WRITE 90 00:19:47110 0 EOF
+"""
+
+
+def test_parse_counts_holder_and_waiters_of_that_file_only():
+    assert parse_proc_locks(SAMPLE, "00:19:4711") == (1, 2)
+    assert parse_proc_locks(SAMPLE, "00:19:47110") == (1, 0)
+    assert parse_proc_locks(SAMPLE, "00:19:1") == (0, 0)
+    assert parse_proc_locks("", "00:19:4711") == (0, 0)
+
+
+def test_file_id_of_missing_file_is_none(tmp_path):
+    assert file_id(tmp_path / "nope") is None
+
+
+def _hold(path: str, seconds: float, ready) -> None:  # type: ignore[no-untyped-def]
+    with open(path, "w") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)
+        ready.set()
+        time.sleep(seconds)
+
+
+def _wait(path: str) -> None:
+    with open(path, "w") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)  # blocks while _hold has it
+
+
+def test_sampler_sees_a_held_lock_and_a_blocked_waiter(tmp_path):
+    lock = tmp_path / "xl"
+    lock.touch()
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(lock), 1.5, ready))
+    with LockSampler(lock, interval=0.01) as sampler:
+        holder.start()
+        assert ready.wait(10)
+        waiter = ctx.Process(target=_wait, args=(str(lock),))
+        waiter.start()
+        holder.join(10)
+        waiter.join(10)
+    assert sampler.use.max_waiters == 1
+    # The waiter queued for most of the holder's 1.5 s.
+    assert 0.5 < sampler.use.wait_s < 3.0
+    assert sampler.use.held_s > 1.0
+
+
+def test_sampler_of_an_unused_lock_counts_nothing(tmp_path):
+    lock = tmp_path / "xl"
+    lock.touch()
+    with LockSampler(lock, interval=0.01) as sampler:
+        time.sleep(0.2)
+    assert sampler.use.samples > 0
+    assert (sampler.use.held_s, sampler.use.wait_s, sampler.use.max_waiters) == (0.0, 0.0, 0)
+
+
+def test_sampler_of_a_lock_file_never_created_counts_samples_only(tmp_path):
+    with LockSampler(tmp_path / "never", interval=0.01) as sampler:
+        time.sleep(0.2)
+    assert sampler.use.samples > 0
+    assert (sampler.use.held_s, sampler.use.wait_s) == (0.0, 0.0)
