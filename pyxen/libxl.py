@@ -10,6 +10,7 @@ subprocesses are never touched.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,9 @@ class Libxl(NativeHandle):
     def _fill(self, d: Any, cfg: DomainConfig) -> None:
         d.c_info.type = lib.LIBXL_DOMAIN_TYPE_PV
         d.c_info.name = lib.strdup(cfg.name.encode())
+        # A UUID of its own, as xl gives every domain: libxl keeps the
+        # domain's /vm/<uuid> by it, and does not make one up itself.
+        ffi.memmove(d.c_info.uuid.uuid, uuid.uuid4().bytes, 16)
         b = d.b_info
         lib.libxl_domain_build_info_init_type(ffi.addressof(b), lib.LIBXL_DOMAIN_TYPE_PV)
         b.max_vcpus = cfg.vcpus

@@ -19,9 +19,12 @@ typedef struct { ...; } libxl_defbool;
 typedef struct { ...; } libxl_asyncop_how;
 typedef struct { ...; } libxl_asyncprogress_how;
 
+typedef struct { unsigned char uuid[16]; } libxl_uuid;
+
 typedef struct {
     libxl_domain_type type;
     char *name;
+    libxl_uuid uuid;
     ...;
 } libxl_domain_create_info;
 

@@ -44,7 +44,7 @@ echo "xsc-guest did not go away" >&2; exit 1
 """
 
 #: Keys whose value is the guest's domid.
-DOMID_VALUE = re.compile(r"(/frontend-id|/backend-id|^/libxl/names/[0-9a-f]+)$")
+DOMID_VALUE = re.compile(r"(/frontend-id|/backend-id|^/libxl/names/[0-9a-f]+/domid)$")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: Keys whose values are allocated per create (event channels, grants, frames,
 #: times): their values are compared as "present", not equal.
