@@ -39,6 +39,8 @@ def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
     with Dom0(staged, extra_binds=[REPO]) as dom0:
         res = dom0.run([sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen"),
                         "--xen", "host", "-m", "not scrub and not autoballoon", "-p", "no:cacheprovider",
+                        # A test stuck for 10 min dumps every thread's stack.
+                        "-o", "faulthandler_timeout=600",
                         "-q", "-rfE",
                         "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
                        timeout=2400, env=env)
