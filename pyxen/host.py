@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -17,7 +15,7 @@ from typing import Self
 
 from pyxen.config import DomainConfig
 from pyxen.errors import DomainNotFound
-from pyxen.libxl import Libxl
+from pyxen.libxl import LibxlPool
 from pyxen.xenctrl import DomainInfo, NumaNode, PhysInfo, ScrubPolicy, ScrubState, XenCtrl
 from pyxen.xenstore import XenStore
 
@@ -62,23 +60,13 @@ class Domain:
 
 class Host:
     """The Xen host this process runs in (dom0).  Opens libxenctrl and libxl
-    on entry and libxenstore on first use; safe to share between threads."""
+    on entry and libxenstore on first use; safe to share between threads
+    (libxl calls run on contexts lent by a LibxlPool)."""
 
     def __init__(self) -> None:
         self._xc: XenCtrl | None = None
         self._xs: XenStore | None = None
-        # One libxl context per thread.  libxl forks in some operations (the
-        # destroyer child of libxl_domain_destroy); the child frees its
-        # context's Xenstore handle (xs_daemon_destroy_postfork) with no
-        # regard for other threads using that handle at that instant, which
-        # corrupts the child's heap (seen here as "malloc(): unsorted double
-        # linked list corrupted" and ERROR_FAIL from the destroy).  With a
-        # context per thread, what the child frees was only ever its own
-        # thread's -- the same model as xl, one context per process.
-        self._open = False
-        self._xl_lock = threading.Lock()
-        self._xl_local = threading.local()
-        self._xl_all: list[Libxl] = []
+        self._xl: LibxlPool | None = None
 
     def __enter__(self) -> Self:
         self.open()
@@ -91,19 +79,17 @@ class Host:
     def open(self) -> None:
         if self._xc is None:
             self._xc = XenCtrl()
-        self._open = True
-        self.xl  # noqa: B018 - opens this thread's libxl context now: errors surface here
+        if self._xl is None:
+            self._xl = LibxlPool()
+            with self._xl.lend():  # opens a first context now: errors surface here
+                pass
 
     def close(self) -> None:
-        with self._xl_lock:
-            handles: list[XenStore | Libxl | XenCtrl | None] = [self._xs, *self._xl_all, self._xc]
-            self._xl_all = []
-            self._xl_local = threading.local()
-            self._open = False
+        handles: list[XenStore | LibxlPool | XenCtrl | None] = [self._xs, self._xl, self._xc]
+        self._xc = self._xs = self._xl = None
         for h in handles:
             if h is not None:
                 h.close()
-        self._xc = self._xs = None
 
     @property
     def xc(self) -> XenCtrl:
@@ -112,17 +98,11 @@ class Host:
         return self._xc
 
     @property
-    def xl(self) -> Libxl:
-        """The calling thread's libxl context (opened on first use)."""
-        if not self._open:
+    def xl(self) -> LibxlPool:
+        """libxl, safe to call from any number of threads at once."""
+        if self._xl is None:
             raise ValueError("Host is not open (use 'with Host() as host:')")
-        xl: Libxl | None = getattr(self._xl_local, "xl", None)
-        if xl is None:
-            xl = Libxl()
-            with self._xl_lock:
-                self._xl_all.append(xl)
-            self._xl_local.xl = xl
-        return xl
+        return self._xl
 
     @property
     def xenstore(self) -> XenStore:

@@ -1,7 +1,7 @@
 """libxenlight: create PV domains from a DomainConfig, destroy, list, names.
 
 Every call releases the GIL, so Python threads create and destroy in
-parallel (pyxen.host.Host gives each thread its own context).  libxl's child
+parallel: a LibxlPool lends each call a context no other call is using.  libxl's child
 processes are reaped by the C shim -- a thread per child waiting for that pid
 -- not by libxl's SIGCHLD handler (shim.c says why), so Python's own
 subprocesses are never touched.
@@ -10,7 +10,10 @@ subprocesses are never touched.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,19 @@ log = logging.getLogger(__name__)
 
 _ACTIONS = {"destroy": "LIBXL_ACTION_ON_SHUTDOWN_DESTROY",
             "preserve": "LIBXL_ACTION_ON_SHUTDOWN_PRESERVE"}
+_NO_DOMID = 0xFFFFFFFF
+#: libxl_domain_destroy() calls made when the previous one's destroyer child
+#: was found deadlocked (shim.c, pyxen_watch_child) and killed.
+_DESTROY_ATTEMPTS = 3
+
+
+def deadlocked_children() -> int:
+    """How many of libxl's forked children this process found deadlocked and
+    killed: children that sleep on a library lock they inherited locked from
+    another thread (stock Xen 4.17's libxencall and libxentoolcore do not
+    guard their locks across fork(); patches/0008 does).  pyxen repeats a
+    destroy whose child was killed so; on a patched toolstack this stays 0."""
+    return int(lib.pyxen_deadlocked_children())
 
 
 @dataclass(frozen=True)
@@ -108,10 +124,18 @@ class Libxl(NativeHandle):
         lib.libxl_domain_config_init(d)
         try:
             self._fill(d, cfg)
-            domid = ffi.new("uint32_t *", 0xFFFFFFFF)
+            domid = ffi.new("uint32_t *", _NO_DOMID)
+            deadlocks = deadlocked_children()
             clear_message()
-            check_libxl(lib.libxl_domain_create_new(self.ctx, d, domid, ffi.NULL, ffi.NULL),
-                        "libxl_domain_create_new")
+            try:
+                check_libxl(lib.libxl_domain_create_new(self.ctx, d, domid, ffi.NULL, ffi.NULL),
+                            "libxl_domain_create_new")
+            except XenError:
+                # libxl destroys what it built, in a forked child; if that
+                # child was killed deadlocked, the domain is still there.
+                if domid[0] != _NO_DOMID and deadlocked_children() != deadlocks:
+                    self._destroy_quietly(int(domid[0]))
+                raise
         finally:
             lib.libxl_domain_config_dispose(d)
         new = int(domid[0])
@@ -138,9 +162,23 @@ class Libxl(NativeHandle):
         """Destroy a domain and clean up its devices and Xenstore nodes."""
         if not isinstance(domid, int) or isinstance(domid, bool) or domid <= 0:
             raise ValueError(f"domid must be a positive integer (not dom0), got {domid!r}")
-        clear_message()
-        check_libxl(lib.libxl_domain_destroy(self.ctx, domid, ffi.NULL),
-                    "libxl_domain_destroy")
+        for attempt in range(1, _DESTROY_ATTEMPTS + 1):
+            deadlocks = deadlocked_children()
+            clear_message()
+            try:
+                check_libxl(lib.libxl_domain_destroy(self.ctx, domid, ffi.NULL),
+                            "libxl_domain_destroy")
+                return
+            except DomainNotFound:
+                if attempt == 1:
+                    raise
+                return  # an earlier attempt's child destroyed it after all
+            except LibxlError:
+                if attempt == _DESTROY_ATTEMPTS or deadlocked_children() == deadlocks:
+                    raise
+                log.warning("destroy of domain %d: libxl's destroyer child deadlocked "
+                            "(a library lock inherited locked at fork) and was killed; "
+                            "destroying again (attempt %d)", domid, attempt + 1)
 
     # -- listing and names -----------------------------------------------------
     def list(self) -> list[DomInfo]:
@@ -176,3 +214,99 @@ class Libxl(NativeHandle):
             return string(p)
         finally:
             lib.free(p)
+
+
+class LibxlPool:
+    """libxl for many threads: each call borrows a context that no other call
+    is using and gives it back when it returns.
+
+    Why not one shared context: libxl forks in some operations (the destroyer
+    child of libxl_domain_destroy), and the child frees its context's
+    Xenstore handle (xs_daemon_destroy_postfork) with no regard for other
+    threads using that handle at that instant, which corrupts the child's
+    heap (seen here as "malloc(): unsorted double linked list corrupted" and
+    ERROR_FAIL from the destroy).  With a context used by one call at a time,
+    what the child frees was only ever that call's -- xl's model, one context
+    per process.
+
+    Why not a context per thread: a program that runs its calls on
+    short-lived threads (a ThreadPoolExecutor per batch) would open a context
+    per thread ever started, each with its Xenstore connection and event
+    channel and privcmd descriptors, until the process ran out of them.  The
+    pool holds as many contexts as calls ever ran at once, and keeps at most
+    ``max_idle`` of them open between calls.
+    """
+
+    def __init__(self, max_idle: int = 8) -> None:
+        if max_idle < 1:
+            raise ValueError(f"max_idle must be at least 1, got {max_idle}")
+        self._max_idle = max_idle
+        self._lock = threading.Lock()
+        self._idle: list[Libxl] = []
+        self._lent = 0
+        self._closed = False
+
+    @contextmanager
+    def lend(self) -> Iterator[Libxl]:
+        """A context for the caller alone until the block ends."""
+        with self._lock:
+            if self._closed:
+                raise ValueError("libxl pool is closed")
+            xl = self._idle.pop() if self._idle else None
+            self._lent += 1
+        try:
+            if xl is None:
+                xl = Libxl()
+        except BaseException:
+            with self._lock:
+                self._lent -= 1
+            raise
+        try:
+            yield xl
+        finally:
+            with self._lock:
+                self._lent -= 1
+                keep = not self._closed and len(self._idle) < self._max_idle
+                if keep:
+                    self._idle.append(xl)
+            if not keep:
+                xl.close()
+
+    @property
+    def open_contexts(self) -> int:
+        """Contexts open now: idle ones plus those lent out."""
+        with self._lock:
+            return len(self._idle) + self._lent
+
+    def close(self) -> None:
+        """Close the idle contexts; lent ones are closed when given back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for xl in idle:
+            xl.close()
+
+    # The Libxl calls, each on a borrowed context.
+    def create(self, cfg: DomainConfig, paused: bool = False) -> int:
+        with self.lend() as xl:
+            return xl.create(cfg, paused=paused)
+
+    def destroy(self, domid: int) -> None:
+        with self.lend() as xl:
+            xl.destroy(domid)
+
+    def unpause(self, domid: int) -> None:
+        with self.lend() as xl:
+            xl.unpause(domid)
+
+    def list(self) -> list[DomInfo]:
+        with self.lend() as xl:
+            return xl.list()
+
+    def name_to_domid(self, name: str) -> int:
+        with self.lend() as xl:
+            return xl.name_to_domid(name)
+
+    def domid_to_name(self, domid: int) -> str:
+        with self.lend() as xl:
+            return xl.domid_to_name(domid)

@@ -9,6 +9,8 @@
  * the buffer's size.  Warnings and below are dropped.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -16,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <xentoollog.h>
@@ -172,10 +176,10 @@ static int pyxen_scrub_set(xc_interface *xch, uint32_t policy,
  * libxl's child processes (the destroyer child of libxl_domain_destroy, ...)
  * without libxl's SIGCHLD handler.  In its default modes libxl installs a
  * process-wide SIGCHLD handler that takes a mutex and swaps the handler with
- * sigaction() while it registers contexts; with a libxl context per thread
- * (pyxen.host.Host) those swaps race with forks and exits in other threads,
- * and a 200-cycle create/destroy stress at concurrency 4 crashed or hung the
- * process.  So pyxen owns SIGCHLD ("mainloop" mode) without handling the
+ * sigaction() while it registers contexts; with several libxl contexts in
+ * one process (pyxen.libxl.LibxlPool) those swaps race with forks and exits
+ * in other threads, and a 200-cycle create/destroy stress at concurrency 4
+ * crashed or hung the process.  So pyxen owns SIGCHLD ("mainloop" mode) without handling the
  * signal at all: libxl forks through pyxen_fork(), which starts a detached
  * thread per child that waits for exactly that pid and hands its status to
  * libxl_childproc_reaped().  No other child of the process (Python's
@@ -191,19 +195,102 @@ struct pyxen_child {
 /* Reaper threads not yet out of libxl (pyxen_childproc_quiesce()). */
 static int pyxen_reapers;
 
+/* Children the reapers found deadlocked and killed (see below). */
+static unsigned long pyxen_deadlocks;
+
+/*
+ * A child of a multithreaded process has one thread.  If that thread sleeps
+ * in futex(), it waits for a lock that no thread of the child will ever
+ * release: the lock was copied locked from another thread of ours at
+ * fork().  Stock Xen 4.17's libxencall (cache_mutex, taken for every
+ * hypercall buffer) and libxentoolcore (handles_lock) do nothing about that
+ * (patches/0008 holds them across fork()), so libxl's destroyer child, whose
+ * xc_domain_destroy() needs a hypercall buffer, can block for ever while
+ * another thread runs a hypercall -- and libxl_domain_destroy() with it.
+ */
+static int pyxen_child_in_futex(pid_t pid)
+{
+    char path[48], buf[64];
+    long nr;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if ( fd < 0 )
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if ( n <= 0 )
+        return 0;
+    buf[n] = '\0';
+    /* "running", or the number of the syscall the task is blocked in. */
+    return sscanf(buf, "%ld", &nr) == 1 && nr == SYS_futex;
+}
+
+/*
+ * Waits until @pid exits or is seen blocked in futex() twice, half a
+ * second apart; kills it in the second case.  Without pidfd_open() (Linux
+ * before 5.3) it only returns when the child exits.
+ */
+static void pyxen_watch_child(int pid)
+{
+#ifdef SYS_pidfd_open
+    int pidfd = syscall(SYS_pidfd_open, pid, 0);
+    int seen = 0;
+
+    if ( pidfd < 0 )
+        return;
+    for ( ;; )
+    {
+        struct pollfd p = { .fd = pidfd, .events = POLLIN };
+        int r = poll(&p, 1, 500);
+
+        if ( r > 0 || (r < 0 && errno != EINTR) )
+            break;
+        if ( r < 0 )
+            continue;
+        seen = pyxen_child_in_futex(pid) ? seen + 1 : 0;
+        if ( seen == 2 )
+        {
+            kill(pid, SIGKILL);
+            __atomic_add_fetch(&pyxen_deadlocks, 1, __ATOMIC_SEQ_CST);
+            break;
+        }
+    }
+    close(pidfd);
+#else
+    (void)pid;
+#endif
+}
+
+/* How many deadlocked children the reapers have killed so far. */
+static unsigned long pyxen_deadlocked_children(void)
+{
+    return __atomic_load_n(&pyxen_deadlocks, __ATOMIC_SEQ_CST);
+}
+
 static void *pyxen_reaper(void *arg)
 {
     struct pyxen_child c = *(struct pyxen_child *)arg;
     int status = 0;
 
     free(arg);
+    pyxen_watch_child(c.pid);
     while ( waitpid(c.pid, &status, 0) < 0 )
     {
         if ( errno != EINTR )
         {
-            /* Not ours to wait for after all: nothing to report. */
-            __atomic_sub_fetch(&pyxen_reapers, 1, __ATOMIC_SEQ_CST);
-            return NULL;
+            /*
+             * ECHILD: something else in the process reaped it (a
+             * waitpid(-1), or SIGCHLD set to SIG_IGN), and its status is
+             * lost.  libxl must still hear that the child is gone, or the
+             * operation waiting for it would wait forever: report it as
+             * failed (exit status 127), which libxl logs and returns as an
+             * error.
+             */
+            status = 127 << 8;
+            break;
         }
     }
     libxl_childproc_reaped(c.ctx, c.pid, status);

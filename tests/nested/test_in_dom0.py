@@ -39,11 +39,11 @@ def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
     with Dom0(staged, extra_binds=[REPO]) as dom0:
         res = dom0.run([sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen"),
                         "--xen", "host", "-m", "not scrub and not autoballoon", "-p", "no:cacheprovider",
-                        # A test stuck for 10 min dumps every thread's stack.
-                        "-o", "faulthandler_timeout=600",
-                        "-q", "-rfE",
+                        # A test stuck for 5 min dumps every thread's stack.
+                        "-o", "faulthandler_timeout=300",
+                        "-q", "-rfE", "--durations=12",
                         "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
-                       timeout=2400, env=env)
+                       timeout=1200, env=env)
     out = res.stdout + res.stderr
     print(out[-6000:])
     assert res.returncode == 0, f"tests in dom0 failed ({variant}, debug={debug}):\n{out[-6000:]}"

@@ -1,0 +1,106 @@
+"""LibxlPool without a hypervisor: contexts are stand-ins that record who
+uses them.  What matters: no two calls ever share a context, the number of
+contexts follows the calls in flight (not the threads ever started), and
+nothing stays open after close."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("pyxen._native", reason="pyxen._xen not built (pip install .)")
+
+from pyxen import libxl  # noqa: E402
+from pyxen.errors import LibxlError  # noqa: E402
+
+
+class FakeCtx:
+    opened: list[FakeCtx] = []
+    fail_next = False
+
+    def __init__(self) -> None:
+        if FakeCtx.fail_next:
+            FakeCtx.fail_next = False
+            raise LibxlError("libxl_ctx_alloc", -3, "ERROR_FAIL", None, "no xenstored")
+        self.closed = False
+        self.users = 0
+        self.max_users = 0
+        self._lock = threading.Lock()
+        FakeCtx.opened.append(self)
+
+    def close(self) -> None:
+        assert not self.closed, "context closed twice"
+        self.closed = True
+
+    def destroy(self, domid: int) -> None:
+        assert not self.closed, "a closed context was used"
+        with self._lock:
+            self.users += 1
+            self.max_users = max(self.max_users, self.users)
+        time.sleep(0.002)
+        with self._lock:
+            self.users -= 1
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    FakeCtx.opened = []
+    monkeypatch.setattr(libxl, "Libxl", FakeCtx)
+    p = libxl.LibxlPool(max_idle=3)
+    yield p
+    p.close()
+
+
+def test_a_context_is_never_used_by_two_calls_at_once(pool):
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(pool.destroy, range(1, 400)))
+    assert FakeCtx.opened and all(c.max_users == 1 for c in FakeCtx.opened)
+    assert len(FakeCtx.opened) <= 8
+
+
+def test_short_lived_threads_do_not_accumulate_contexts(pool):
+    for batch in range(30):  # a new executor (new threads) per batch
+        with ThreadPoolExecutor(2) as ex:
+            list(ex.map(pool.destroy, range(1, 5)))
+    assert len(FakeCtx.opened) <= 2
+    assert pool.open_contexts <= 2
+
+
+def test_idle_contexts_beyond_max_idle_are_closed(pool):
+    gate = threading.Barrier(6)
+
+    def call(_: int) -> None:
+        with pool.lend():
+            gate.wait(5)
+
+    with ThreadPoolExecutor(6) as ex:
+        list(ex.map(call, range(6)))
+    assert len(FakeCtx.opened) == 6
+    assert sum(not c.closed for c in FakeCtx.opened) == 3 == pool.open_contexts
+
+
+def test_close_closes_idle_and_later_returned_contexts(pool):
+    with pool.lend() as lent:
+        pool.destroy(5)  # opens a second context, returned idle
+        pool.close()
+        assert [c.closed for c in FakeCtx.opened] == [False, True]
+    assert lent.closed
+    with pytest.raises(ValueError, match="closed"):
+        pool.destroy(5)
+
+
+def test_a_context_that_fails_to_open_is_reported_and_not_counted(pool):
+    FakeCtx.fail_next = True
+    with pytest.raises(LibxlError, match="no xenstored"):
+        pool.destroy(1)
+    assert pool.open_contexts == 0
+    pool.destroy(1)
+    assert pool.open_contexts == 1
+
+
+def test_max_idle_must_be_positive():
+    with pytest.raises(ValueError, match="max_idle"):
+        libxl.LibxlPool(max_idle=0)
