@@ -110,6 +110,26 @@ PROJECTION_FORMULA = ("T(N) = T(1) * (e + (1 - e) / N), with e = (1/S - 1/p) / (
                       "p = min(C, Xen's pCPUs)")
 
 
+def cpu_growth(runs: list[dict[str, Any]], k: int = 5) -> dict[str, dict[str, Any]]:
+    """Where the growth of a create with N goes: for each C=1 run with
+    ``cpu_s_each``, the median CPU seconds per create of each process (and
+    of dom0, and the wall time) over creates 2..k+1 and over the last k,
+    and their ratio."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        each = [e for e in (r.get("cpu_s_each") or [])[1:] if e is not None]
+        if len(each) < 2 * k:
+            continue
+        first, last = each[:k], each[-k:]
+        row: dict[str, Any] = {}
+        for key in first[0]:
+            a = statistics.median(e.get(key, 0.0) for e in first)
+            b = statistics.median(e.get(key, 0.0) for e in last)
+            row[key] = {"first_s": a, "last_s": b, "ratio": b / a if a else None}
+        out[f"{r['variant']} guests={r['guests']}"] = row
+    return out
+
+
 def project(runs: list[dict[str, Any]], cpus: int,
             cores: tuple[int, ...] = (16, 64)) -> dict[str, Any]:
     """Per variant: the serial fraction measured between C=1 and the largest
@@ -236,6 +256,7 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
         "runs": runs,
         "notes": notes,
         "projection": project(runs, options.cpus),
+        "cpu_growth": cpu_growth(runs),
         "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
                "dom0_vcpus": options.dom0_vcpus, "dom0_mem_mib": options.dom0_mem_mib,
                "numa_nodes": options.numa_nodes, "accel": "tcg"},

@@ -21,6 +21,7 @@ from pyxen.config import DomainConfig
 from pyxen.errors import XenError
 from pyxen.lab import protocol, xl
 from pyxen.lab.errors import LabError
+from pyxen.lab.proccpu import CpuSampler
 from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler
 from pyxen.lab.xllock import LockSampler, LockUse
 from pyxen.lab.xstrace import TraceReader
@@ -216,12 +217,20 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     # alone: how they grow with the number of running domains.
     each: list[dict[str, int] | None] = [None] * guests
     each_client: list[int | None] = [None] * guests
+    # ... and where each one's CPU time went (pyxen.lab.proccpu).
+    cpu = CpuSampler() if concurrency == 1 else None
+    each_cpu: list[dict[str, float] | None] = [None] * guests
 
     def create(i: int) -> None:
         nonlocal running
         with running_lock:
             running_before[i] = running
+        cpu0 = cpu.sample() if cpu else None
+        t0 = time.monotonic()
         driver.create(configs[i], cfg_files[i])
+        if cpu and cpu0:
+            each_cpu[i] = {**CpuSampler.delta(cpu0, cpu.sample()),
+                           "wall": round(time.monotonic() - t0, 4)}
         if concurrency == 1:
             ops = dict(trace.take())
             each[i] = ops
@@ -281,6 +290,9 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         if concurrency == 1 else None,
         "xs_reads_each": [o.get("READ", 0) if o is not None else None for o in each]
         if concurrency == 1 else None,
+        # C=1 only: CPU seconds of each create by xenstored, xenconsoled, this
+        # process (with xl children) and all of dom0, and its wall time.
+        "cpu_s_each": each_cpu if concurrency == 1 else None,
         # Profiling builds only (--profile); null otherwise.
         "domctl_hypercalls_per_create": (profile["hypercalls"].get("domctl", 0) / created
                                          if profile and created else None),

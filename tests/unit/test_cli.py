@@ -70,3 +70,20 @@ def test_projection_follows_amdahl():
     assert abs(proj["serial_fraction"] - 0.2) < 1e-9
     assert abs(proj["makespan_16_cores_s"] - 100 * (0.2 + 0.8 / 16)) < 1e-9
     assert project(runs[:1], cpus=2) == {}  # nothing to project from
+
+
+def test_cpu_growth_compares_the_first_and_last_creates_per_process():
+    from pyxen.lab.bench import cpu_growth
+    each = [{"xenstored": 0.01 * (i + 1), "bench": 0.2, "wall": 1.0 + i} for i in range(12)]
+    runs = [{"variant": "v", "guests": 12, "cpu_s_each": each},
+            {"variant": "w", "guests": 3, "cpu_s_each": each[:3]},  # too few
+            {"variant": "x", "guests": 12, "cpu_s_each": None}]
+    g = cpu_growth(runs, k=5)
+    assert list(g) == ["v guests=12"]
+    row = g["v guests=12"]
+    # creates 2..6 (index 1..5) against the last five (index 7..11); medians
+    assert row["xenstored"]["first_s"] == pytest.approx(0.04)
+    assert row["xenstored"]["last_s"] == pytest.approx(0.10)
+    assert row["xenstored"]["ratio"] == pytest.approx(2.5)
+    assert row["bench"]["ratio"] == pytest.approx(1.0)
+    assert row["wall"]["last_s"] == pytest.approx(10.0)
