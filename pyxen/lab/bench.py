@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pyxen.lab import paths, variants
+from pyxen.lab import paths, protocol, variants
 from pyxen.lab.errors import LabError
 from pyxen.lab.progress import console
 from pyxen.lab.vm import Dom0
@@ -67,27 +67,28 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
     records = []
     with Dom0(staged, options) as dom0:
         for conc in params.concurrency:
-            task = progress.add_task(f"{name} C={conc}", total=params.guests * 2)
+            total = params.guests * len(protocol.BENCH_PHASES)
+            task = progress.add_task(f"{name} C={conc}", total=total)
 
             def poll(out: Path, task: TaskID = task) -> None:
                 try:
                     p = json.loads((out / "progress.json").read_text())
-                except (OSError, ValueError):
+                    base = params.guests * protocol.BENCH_PHASES.index(p["phase"])
+                except (OSError, ValueError, KeyError):
                     return
-                base = params.guests if p["phase"] == "destroy" else 0
                 progress.update(task, completed=base + p["done"])
 
             res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0bench",
                             "--guests", str(params.guests), "--concurrency", str(conc),
                             "--kernel", str(guest), "--memory", str(params.memory_mib),
                             "--driver", params.driver, "--prefix", f"bench-c{conc}-"],
-                           timeout=600 + 60 * params.guests, on_poll=poll)
+                           timeout=600 + 120 * params.guests, on_poll=poll)
             result_file = res.files / "result.json"
             if not result_file.exists():
                 raise LabError(f"benchmark in dom0 failed ({res.returncode}):\n"
                                f"{res.stderr[-3000:]}")
             result: dict[str, Any] = json.loads(result_file.read_text())
-            progress.update(task, completed=params.guests * 2)
+            progress.update(task, completed=total)
             if result["errors"]:
                 log.warning("%s C=%d: %d errors, first: %s", name, conc,
                             len(result["errors"]), result["errors"][0])
@@ -195,12 +196,29 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
     """Left: each create's latency against the domains already running.
-    Right: boot-storm makespan against concurrency, per variant."""
+    Middle: boot-storm makespan against concurrency, per variant.  Right,
+    when a C=1 run measured it: xenstored's CPU time per create against the
+    domains already running."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    with_cpu = [r for r in runs if r.get("cpu_s_each")]
+    if with_cpu:
+        fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.5))
+        for r in with_cpu:
+            pts = [(n, e["xenstored"]) for n, e in zip(r["running_before_create"],
+                                                      r["cpu_s_each"])
+                   if e is not None and "xenstored" in e]
+            ax3.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.75,
+                        label=f"{r['variant']} (C={r['concurrency']})")
+        ax3.set_xlabel("domains already running when the create started")
+        ax3.set_ylabel("xenstored CPU per create (s)")
+        ax3.set_title("xenstored's CPU time per create")
+        ax3.grid(True, alpha=0.3)
+        ax3.legend(fontsize="small")
+    else:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in runs:
         pts = [(n, t) for n, t in zip(r["running_before_create"], r["create_s"])
                if t is not None]

@@ -28,6 +28,11 @@ POLL_INTERVAL_S = 0.05
 XS_TRACE = "/var/log/xen/xenstored-trace.log"
 CONSOLE_LOG_DIR = "/var/log/xen/console"
 
+#: The benchmark's phases in dom0, in order (progress.json "phase"): a timed
+#: storm with xenstored's trace off, then the same storm traced, to count
+#: Xenstore requests (pyxen.lab.dom0bench says why there are two).
+BENCH_PHASES = ("create", "destroy", "count-create", "count-destroy")
+
 #: Environment a dom0 command sees.
 ENV_OUT = "PYXEN_OUT"                    # directory handed back to the host
 ENV_XS_TRACE = "PYXEN_XS_TRACE"          # xenstored's request trace

@@ -5,8 +5,26 @@ Each request xenstored receives is one line ``IN <conn> <date> <time> <OP> (<arg
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from pathlib import Path
+
+from pyxen.lab.errors import LabError
+
+
+def set_xs_trace(on: bool) -> None:
+    """Switch xenstored's request trace on or off (``xenstore-control log``).
+
+    The lab's xenstored always starts with its trace on.  In Xen 4.17 the
+    trace is not free: xenstored writes each request's payload a byte per
+    write(2), and a line per running domain on every pass of its main loop;
+    what times Xen rather than counts requests turns it off."""
+    argv = ["xenstore-control", "log", "on" if on else "off"]
+    try:
+        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", None) or exc
+        raise LabError(f"{' '.join(argv)} failed: {detail}") from exc
 
 
 class TraceReader:
