@@ -10,6 +10,7 @@ import math
 import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,29 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
     return table
 
 
+def _scatter_against_running(ax: Any, runs: list[dict[str, Any]],
+                             value: Callable[[dict[str, Any], int], float | None],
+                             ylabel: str, title: str) -> None:
+    """One point per create: ``value(run, i)`` against the domains already
+    running when create i started (points, not a line: with C > 1 creates
+    overlap, so no order joins them)."""
+    for r in runs:
+        pts = [(n, v) for i, n in enumerate(r["running_before_create"])
+               if (v := value(r, i)) is not None]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.75,
+                   label=f"{r['variant']} (C={r['concurrency']})")
+    ax.set_xlabel("domains already running when the create started")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def _xenstored_cpu(r: dict[str, Any], i: int) -> float | None:
+    each = r["cpu_s_each"][i]
+    return None if each is None else each.get("xenstored")
+
+
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
     """Left: each create's latency against the domains already running.
     Middle: boot-storm makespan against concurrency, per variant.  Right,
@@ -206,30 +230,13 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     with_cpu = [r for r in runs if r.get("cpu_s_each")]
     if with_cpu:
         fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.5))
-        for r in with_cpu:
-            pts = [(n, e["xenstored"]) for n, e in zip(r["running_before_create"],
-                                                      r["cpu_s_each"])
-                   if e is not None and "xenstored" in e]
-            ax3.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.75,
-                        label=f"{r['variant']} (C={r['concurrency']})")
-        ax3.set_xlabel("domains already running when the create started")
-        ax3.set_ylabel("xenstored CPU per create (s)")
-        ax3.set_title("xenstored's CPU time per create")
-        ax3.grid(True, alpha=0.3)
-        ax3.legend(fontsize="small")
+        _scatter_against_running(ax3, with_cpu, _xenstored_cpu,
+                                 "xenstored CPU per create (s)",
+                                 "xenstored's CPU time per create")
     else:
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for r in runs:
-        pts = [(n, t) for n, t in zip(r["running_before_create"], r["create_s"])
-               if t is not None]
-        # Points, not a line: with C > 1 creates overlap, so no order joins them.
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.75,
-                   label=f"{r['variant']} (C={r['concurrency']})")
-    ax.set_xlabel("domains already running when the create started")
-    ax.set_ylabel("create latency (s)")
-    ax.set_title("create latency vs running domains")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+    _scatter_against_running(ax, runs, lambda r, i: r["create_s"][i],
+                             "create latency (s)", "create latency vs running domains")
 
     for variant in dict.fromkeys(r["variant"] for r in runs):
         rs = sorted((r for r in runs if r["variant"] == variant),
