@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -93,6 +94,34 @@ def test_three_tiny_guests_print_their_line_and_leave_nothing(dom0: Dom0) -> Non
 
 def _stock_vm(**options: object) -> Dom0:
     return Dom0(build(variants.resolve("stock")), VMOptions(**options))  # type: ignore[arg-type]
+
+
+#: Run in dom0: READs xenstored traced with its trace switched off, then on.
+_TRACE_SWITCH = """
+import subprocess
+from pathlib import Path
+from pyxen.lab import protocol
+from pyxen.lab.xstrace import TraceReader, set_xs_trace
+trace = TraceReader(Path(protocol.XS_TRACE))
+def read_twice():
+    for _ in range(2):
+        subprocess.run(["xenstore-read", "/local/domain/0/name"], check=True,
+                       capture_output=True)
+set_xs_trace(False)
+read_twice()
+off = trace.take().get("READ", 0)
+set_xs_trace(True)
+read_twice()
+on = trace.take().get("READ", 0)
+print(off, on)
+"""
+
+
+def test_the_benchmark_switches_xenstored_s_trace_off_and_on(dom0: Dom0) -> None:
+    # The benchmark times storms with the trace off and counts requests with
+    # it on (pyxen.lab.dom0bench): both halves must hold.
+    res = dom0.run([sys.executable, "-c", _TRACE_SWITCH], check=True, timeout=120)
+    assert res.stdout.split() == ["0", "2"], res.stdout + res.stderr
 
 
 def test_a_command_past_its_timeout_kills_the_vm() -> None:
