@@ -137,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s",
                         handlers=[logging.StreamHandler(sys.stderr)])
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C stops the VM even when this process was started with SIGINT
+    # ignored (a shell without job control does that to background jobs,
+    # and Python then leaves it ignored): a lab that cannot be interrupted
+    # would leave QEMU running.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _dispatch(ap, args)
     except ValueError as exc:

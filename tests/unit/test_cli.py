@@ -87,3 +87,30 @@ def test_cpu_growth_compares_the_first_and_last_creates_per_process():
     assert row["xenstored"]["ratio"] == pytest.approx(2.5)
     assert row["bench"]["ratio"] == pytest.approx(1.0)
     assert row["wall"]["last_s"] == pytest.approx(10.0)
+
+
+def test_ctrl_c_stops_the_lab_even_when_started_with_sigint_ignored(monkeypatch, capsys):
+    # A shell without job control starts background jobs with SIGINT
+    # ignored; the lab must still stop (and take its VM down) on Ctrl-C.
+    import os
+    import signal
+    import time
+
+    from pyxen.lab import cli
+
+    def dispatch(ap, args):  # stands in for a long lab command
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)
+        return 0
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    monkeypatch.setattr(cli, "_dispatch", dispatch)
+    try:
+        t0 = time.monotonic()
+        assert main(["deps"]) == 130
+        assert time.monotonic() - t0 < 5
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    assert "interrupted" in capsys.readouterr().err
