@@ -7,8 +7,8 @@ The storm runs twice.  The lab's xenstored keeps a request trace (``-T``),
 from which Xenstore requests are counted; but 4.17's trace costs xenstored
 a write(2) per byte of every request, and a line per running domain on every
 pass of its main loop, so with it on a create's latency grows with the number
-of domains for the trace's sake alone (64 guests: makespan 70 s traced
-against 20 s untraced, results/README.md).  The first storm is therefore
+of domains for the trace's sake alone (64 guests at C=1: makespan 73-89 s
+traced against 17-27 s untraced, results/README.md section 3).  The first storm is therefore
 timed with the trace switched off (``xenstore-control log off``), and the
 second, traced, only counts requests; ``traced`` keeps that storm's times.
 """
@@ -34,7 +34,7 @@ from pyxen.lab.errors import LabError
 from pyxen.lab.proccpu import CpuSampler
 from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler
 from pyxen.lab.xllock import LockSampler, LockUse
-from pyxen.lab.xstrace import TraceReader, set_xs_trace
+from pyxen.lab.xstrace import TraceReader, xs_trace_off
 from xenstore_cache.server import query_control
 
 #: The line the tiny guest prints (guest/main.c BANNER).
@@ -210,12 +210,9 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         prefix: str, workdir: Path, out: Path, driver: Driver) -> dict[str, Any]:
     """The timed storm (xenstored's trace off), then the counting storm
     (trace on), merged (module docstring)."""
-    set_xs_trace(False)
-    try:
+    with xs_trace_off():
         timed = storm(guests, concurrency, kernel, memory_mib, prefix, workdir, out,
                       driver, protocol.BENCH_PHASES[:2])
-    finally:
-        set_xs_trace(True)
     counted = storm(guests, concurrency, kernel, memory_mib, f"{prefix}n", workdir, out,
                     driver, protocol.BENCH_PHASES[2:])
     return merge_passes(timed, counted)

@@ -34,7 +34,7 @@ from typing import Any
 from pyxen.config import DomainConfig
 from pyxen.host import Domain, Host
 from pyxen.lab import protocol
-from pyxen.lab.xstrace import set_xs_trace
+from pyxen.lab.xstrace import xs_trace_off
 from pyxen.xenctrl import ScrubNodeStats, scrub_supported
 
 NODE = 1
@@ -232,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
     # Nothing here counts Xenstore requests: time Xen without the trace's cost.
-    set_xs_trace(False)
-    with Host() as host:
+    with xs_trace_off(), Host() as host:
         bench = Bench(host, args.kernel, args.prefix, args.clean_timeout)
         try:
             pcpus = host.physinfo().nr_cpus
@@ -256,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
             result["destroy_errors"] = bench.destroy_errors
         finally:
             bench.cleanup()
-            set_xs_trace(True)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return 0
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyxen.lab.errors import LabError
@@ -25,6 +27,16 @@ def set_xs_trace(on: bool) -> None:
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", None) or exc
         raise LabError(f"{' '.join(argv)} failed: {detail}") from exc
+
+
+@contextmanager
+def xs_trace_off() -> Iterator[None]:
+    """xenstored's trace off for the block, and on again however it ends."""
+    set_xs_trace(False)
+    try:
+        yield
+    finally:
+        set_xs_trace(True)
 
 
 class TraceReader:

@@ -52,3 +52,14 @@ def test_switching_the_trace_without_xenstore_control_names_the_command(
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(LabError, match="xenstore-control log off"):
         xstrace.set_xs_trace(False)
+
+
+def test_the_trace_comes_back_on_when_the_untraced_work_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(xstrace.subprocess, "run",
+                        lambda argv, **kw: calls.append(argv))
+    with pytest.raises(RuntimeError, match="storm failed"):
+        with xstrace.xs_trace_off():
+            raise RuntimeError("storm failed")
+    assert [c[-1] for c in calls] == ["off", "on"]
