@@ -167,7 +167,7 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
     for col in ("variant", "driver", "guests", "conc", "makespan s", "ratio", "mean create s",
                 "last/first create", "destroy s", "client xs req/create",
                 "xs req/create (xenstored)", "domctl/create",
-                "lock wait ms/create", "xl lock wait s/create", "console ok"):
+                "domctl retries/create", "lock wait ms/create", "xl lock wait s/create", "console ok"):
         table.add_column(col, justify="right")
     stock_by_c = {r["concurrency"]: r for r in runs if r["variant"] == "stock"}
     for r in runs:
@@ -179,6 +179,7 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
         xs = r["xs_requests_per_create"]
         client = r.get("xs_client_requests_per_create")
         domctls = r.get("domctl_hypercalls_per_create")
+        retries = r.get("domctl_retries_per_create")
         wait = r.get("lock_wait_s_per_create")
         xl_wait = r.get("xl_lock_wait_s_per_create")
         table.add_row(r["variant"], r["driver"], str(r["guests"]), str(r["concurrency"]),
@@ -187,6 +188,7 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
                       "-" if client is None else f"{client:.1f}",
                       "-" if xs is None else f"{xs:.1f}",
                       "-" if domctls is None else f"{domctls:.1f}",
+                      "-" if retries is None else f"{retries:.2f}",
                       "-" if wait is None else f"{wait * 1e3:.3f}",
                       "-" if xl_wait is None else f"{xl_wait:.2f}",
                       f"{r['console_ok']}/{r['guests']}")

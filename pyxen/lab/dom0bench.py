@@ -32,7 +32,7 @@ from pyxen.errors import XenError
 from pyxen.lab import protocol, xl
 from pyxen.lab.errors import LabError
 from pyxen.lab.proccpu import CpuSampler
-from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler
+from pyxen.lab.xenprof import GLOBAL_LOCKS, RETRY_COUNTER_PREFIX, Profiler
 from pyxen.lab.xllock import LockSampler, LockUse
 from pyxen.lab.xstrace import TraceReader, xs_trace_off
 from xenstore_cache.server import query_control
@@ -181,6 +181,22 @@ class ProxyCounter:
 
 
 #: Fields of a result that come from the traced storm (request counts).
+def _retries(profile: dict[str, Any] | None, ops: int) -> float | None:
+    """Domctl entries per operation that found a domctl lock busy (the
+    ``domctl: retried`` counters of patches/0010); None without them."""
+    if not profile or not profile.get("counters") or not ops:
+        return None
+    return sum(v for k, v in profile["counters"].items()
+               if k.startswith(RETRY_COUNTER_PREFIX)) / ops
+
+
+def _lock_wait(profile: dict[str, Any] | None, ops: int) -> float | None:
+    """Seconds spent waiting on the global locks (GLOBAL_LOCKS) per operation."""
+    if not profile or not ops:
+        return None
+    return sum(profile["locks"].get(k, {}).get("blocked_s", 0.0) for k in GLOBAL_LOCKS) / ops
+
+
 COUNTED_FIELDS = ("xs_requests_per_create", "xs_requests_per_destroy", "xs_create_ops",
                   "xs_client_requests_per_create", "xs_client_requests_each",
                   "xs_cache_stats", "xs_requests_each", "xs_reads_each")
@@ -315,9 +331,11 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     console = wait_console([c.name for c in configs], CONSOLE_WAIT_S)
     trace.take()  # requests while waiting for consoles are nobody's create
 
+    profiler.reset()
     destroy_s, destroy_makespan = timed(destroy_phase,
                                         lambda i: driver.destroy(configs[i].name))
     destroy_ops = trace.take()
+    destroy_profile = profiler.read()
 
     leftover = wait_vanished(driver, {c.name for c in configs}, VANISH_WAIT_S)
     end_free = driver.free_memory_mib()
@@ -349,10 +367,17 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         # Profiling builds only (--profile); null otherwise.
         "domctl_hypercalls_per_create": (profile["hypercalls"].get("domctl", 0) / created
                                          if profile and created else None),
-        "lock_wait_s_per_create": (sum(profile["locks"].get(k, {}).get("blocked_s", 0.0)
-                                       for k in GLOBAL_LOCKS) / created
-                                   if profile and created else None),
+        # Builds with patches/0010's counters only (else null): domctls
+        # entered again because a domctl lock was busy.
+        "domctl_retries_per_create": _retries(profile, created),
+        "lock_wait_s_per_create": _lock_wait(profile, created),
         "lock_profile": profile,
+        # The same for the destroy phase.
+        "domctl_hypercalls_per_destroy": (destroy_profile["hypercalls"].get("domctl", 0)
+                                          / guests if destroy_profile and guests else None),
+        "domctl_retries_per_destroy": _retries(destroy_profile, guests),
+        "lock_wait_s_per_destroy": _lock_wait(destroy_profile, guests),
+        "destroy_lock_profile": destroy_profile,
         # xl driver only (null otherwise): waits on xl's global create lock
         # file, from /proc/locks; 0 when xl does not take it.
         "xl_lock_wait_s_per_create": (xl_lock.wait_s / created

@@ -60,6 +60,27 @@ def parse_hypercalls(text: str) -> dict[str, int]:
     return {}
 
 
+_COUNTER_LINE = re.compile(r"^(?P<name>\S.*?)\s+T=\s*(?P<total>\d+)")
+
+#: Perf counters kept in a profile, by the start of their xenperf name: the
+#: domctl lock outcomes counted by patches/0010 (absent from other builds).
+COUNTER_PREFIXES = ("domctl:",)
+
+#: Of those, the ones that count a domctl entered again because a lock was busy.
+RETRY_COUNTER_PREFIX = "domctl: retried"
+
+
+def parse_counters(text: str, prefixes: tuple[str, ...] = COUNTER_PREFIXES) -> dict[str, int]:
+    """Totals (the ``T=`` column, summed over CPUs) of the ``xenperf -f``
+    counters whose name starts with one of ``prefixes``."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        m = _COUNTER_LINE.match(line)
+        if m and m.group("name").startswith(prefixes):
+            out[m.group("name")] = int(m.group("total"))
+    return out
+
+
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
@@ -83,6 +104,7 @@ class Profiler:
         perf = _run(["xenperf", "-f"]).stdout
         locks = parse_lockprof(_run(["xenlockprof"]).stdout)
         return {"hypercalls": parse_hypercalls(perf),
+                "counters": parse_counters(perf),
                 "locks": {k: asdict(v) for k, v in locks.items()}}
 
 

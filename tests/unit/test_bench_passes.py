@@ -63,3 +63,16 @@ def test_the_trace_comes_back_on_when_the_untraced_work_fails(
         with xstrace.xs_trace_off():
             raise RuntimeError("storm failed")
     assert [c[-1] for c in calls] == ["off", "on"]
+
+
+def test_domctl_retries_count_only_the_retry_counters_and_need_them():
+    profile = {"hypercalls": {"domctl": 420},
+               "counters": {"domctl: ran shared": 380, "domctl: ran exclusive": 20,
+                            "domctl: retried, domctl_lock busy": 12,
+                            "domctl: retried, domain_kill_lock busy": 8},
+               "locks": {"global lock heap_lock": {"blocked_s": 0.004}}}
+    assert dom0bench._retries(profile, 16) == 20 / 16
+    assert dom0bench._lock_wait(profile, 16) == 0.004 / 16
+    # Stock has no such counters: unknown, not zero.
+    assert dom0bench._retries({**profile, "counters": {}}, 16) is None
+    assert dom0bench._retries(None, 16) is None

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pyxen.lab.xenprof import LockStat, parse_hypercalls, parse_lockprof
+from pyxen.lab.xenprof import LockStat, parse_counters, parse_hypercalls, parse_lockprof
 
 LOCKPROF = """\
 global lock heap_lock                             : lock:       12345(         0.012345678s), block:          17(         0.000123456s)
@@ -31,3 +31,15 @@ def test_hypercall_array_is_indexed_by_hypercall_number():
 
 def test_no_hypercall_array_is_empty():
     assert parse_hypercalls("exceptions T= 3\n") == {}
+
+
+def test_domctl_counters_are_kept_by_name_with_their_totals():
+    text = ("domctl: ran shared                  T=       392         200        192\n"
+            "domctl: retried, domctl_lock busy   T=         7           0          7\n"
+            "domctl: retried, exclusive busy     T=         0\n"
+            "sched: timer                        T=       999         500        499\n")
+    assert parse_counters(text) == {"domctl: ran shared": 392,
+                                    "domctl: retried, domctl_lock busy": 7,
+                                    "domctl: retried, exclusive busy": 0}
+    # A build without them (stock) gives nothing, not zeros.
+    assert parse_counters(XENPERF) == {}
