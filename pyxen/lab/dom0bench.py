@@ -186,15 +186,17 @@ def _retries(profile: dict[str, Any] | None, ops: int) -> float | None:
     ``domctl: retried`` counters of patches/0010); None without them."""
     if not profile or not profile.get("counters") or not ops:
         return None
-    return sum(v for k, v in profile["counters"].items()
-               if k.startswith(RETRY_COUNTER_PREFIX)) / ops
+    retries: int = sum(v for k, v in profile["counters"].items()
+                       if k.startswith(RETRY_COUNTER_PREFIX))
+    return retries / ops
 
 
 def _lock_wait(profile: dict[str, Any] | None, ops: int) -> float | None:
     """Seconds spent waiting on the global locks (GLOBAL_LOCKS) per operation."""
     if not profile or not ops:
         return None
-    return sum(profile["locks"].get(k, {}).get("blocked_s", 0.0) for k in GLOBAL_LOCKS) / ops
+    wait: float = sum(profile["locks"].get(k, {}).get("blocked_s", 0.0) for k in GLOBAL_LOCKS)
+    return wait / ops
 
 
 COUNTED_FIELDS = ("xs_requests_per_create", "xs_requests_per_destroy", "xs_create_ops",
