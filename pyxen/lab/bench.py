@@ -25,6 +25,7 @@ from pyxen.lab.progress import console
 from pyxen.lab.vm import Dom0
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import StagedBuild, build
+from pyxen.lab.xenprof import domctl_retries
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
         xs = r["xs_requests_per_create"]
         client = r.get("xs_client_requests_per_create")
         domctls = r.get("domctl_hypercalls_per_create")
-        retries = r.get("domctl_retries_per_create")
+        retries = _retries_per_op(r, "create")
         wait = r.get("lock_wait_s_per_create")
         xl_wait = r.get("xl_lock_wait_s_per_create")
         table.add_row(r["variant"], r["driver"], str(r["guests"]), str(r["concurrency"]),
@@ -220,23 +221,58 @@ def _xenstored_cpu(r: dict[str, Any], i: int) -> float | None:
     return None if each is None else each.get("xenstored")
 
 
+def _retries_per_op(r: dict[str, Any], phase: str) -> float | None:
+    """Domctl retries per create or per destroy of one run, from its profile."""
+    if phase == "create":
+        retries = domctl_retries(r.get("lock_profile"))
+        ops = len(_finite(r["create_s"]))
+    else:
+        retries = domctl_retries(r.get("destroy_lock_profile"))
+        ops = r["guests"]
+    return None if retries is None or not ops else retries / ops
+
+
+def _plot_retries(ax: Any, runs: list[dict[str, Any]]) -> None:
+    """Domctl retries per create (solid) and per destroy (dashed) against
+    concurrency, per variant, on a symlog scale (0 to 10^5 in one panel)."""
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        rs = sorted((r for r in runs if r["variant"] == variant),
+                    key=lambda r: r["concurrency"])
+        for phase, style in (("create", "-"), ("destroy", "--")):
+            pts = [(r["concurrency"], v) for r in rs
+                   if (v := _retries_per_op(r, phase)) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o",
+                        label=f"{variant}, per {phase}")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_xlabel("operations in flight (C)")
+    ax.set_ylabel("domctls retried (continuations)")
+    ax.set_title("domctl lock retries")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+
+
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
-    """Left: each create's latency against the domains already running.
-    Middle: boot-storm makespan against concurrency, per variant.  Right,
-    when a C=1 run measured it: xenstored's CPU time per create against the
-    domains already running."""
+    """Panels, left to right: each create's latency against the domains
+    already running; boot-storm makespan against concurrency, per variant;
+    when a C=1 run measured it, xenstored's CPU time per create against the
+    domains already running; for profiling builds (--profile), domctl
+    retries per create and per destroy against concurrency."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with_cpu = [r for r in runs if r.get("cpu_s_each")]
+    profiled = any(_retries_per_op(r, "create") is not None for r in runs)
+    n = 2 + bool(with_cpu) + profiled
+    fig, axes = plt.subplots(1, n, figsize=(5.7 * n, 4.5))
+    ax, ax2 = axes[0], axes[1]
     if with_cpu:
-        fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.5))
-        _scatter_against_running(ax3, with_cpu, _xenstored_cpu,
+        _scatter_against_running(axes[2], with_cpu, _xenstored_cpu,
                                  "xenstored CPU per create (s)",
                                  "xenstored's CPU time per create")
-    else:
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if profiled:
+        _plot_retries(axes[-1], runs)
     _scatter_against_running(ax, runs, lambda r, i: r["create_s"][i],
                              "create latency (s)", "create latency vs running domains")
 
@@ -294,3 +330,21 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
         summary_table(runs, notes))
     console().print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     return doc
+
+
+def replot(bench_json: Path, out: Path | None = None) -> Path:
+    """Redraw a saved run's plot (``bench.png`` next to it unless ``out``)
+    and print its table: for runs saved before a panel existed."""
+    try:
+        doc = json.loads(bench_json.read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot read benchmark results {bench_json}: {exc}") from exc
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    if not isinstance(runs, list) or not runs:
+        raise LabError(f"{bench_json} holds no benchmark runs (no 'runs' list): "
+                       "is it a bench.json from 'python -m pyxen.lab bench'?")
+    target = out or bench_json.with_name("bench.png")
+    plot(runs, target)
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(
+        summary_table(runs, list(doc.get("notes", []))))
+    return target

@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", type=Path)
     _add_vm_options(p)
 
+    p = sub.add_parser("plot", help="redraw a saved bench.json's plot and print its table")
+    p.add_argument("bench_json", type=Path)
+    p.add_argument("--out", type=Path, help="the PNG to write (default: bench.png beside it)")
+
     p = sub.add_parser("scrubbench", help="birth after death under load (NUMA-local "
                                           "scrubbing): stock vs variants, 4 pCPUs on 2 nodes")
     p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
@@ -200,6 +204,11 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         hostdeps.check()
         run_bench(args.variants, params, opts, args.out, args.series, args.debug,
                   args.profile)
+        return 0
+
+    if args.cmd == "plot":
+        from pyxen.lab.bench import replot
+        print(f"wrote {replot(args.bench_json, args.out)}")
         return 0
 
     if args.cmd == "scrubbench":

@@ -32,7 +32,7 @@ from pyxen.errors import XenError
 from pyxen.lab import protocol, xl
 from pyxen.lab.errors import LabError
 from pyxen.lab.proccpu import CpuSampler
-from pyxen.lab.xenprof import GLOBAL_LOCKS, RETRY_COUNTER_PREFIX, Profiler
+from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler, domctl_retries
 from pyxen.lab.xllock import LockSampler, LockUse
 from pyxen.lab.xstrace import TraceReader, xs_trace_off
 from xenstore_cache.server import query_control
@@ -182,13 +182,9 @@ class ProxyCounter:
 
 #: Fields of a result that come from the traced storm (request counts).
 def _retries(profile: dict[str, Any] | None, ops: int) -> float | None:
-    """Domctl entries per operation that found a domctl lock busy (the
-    ``domctl: retried`` counters of patches/0010); None without them."""
-    if not profile or not profile.get("counters") or not ops:
-        return None
-    retries: int = sum(v for k, v in profile["counters"].items()
-                       if k.startswith(RETRY_COUNTER_PREFIX))
-    return retries / ops
+    """Domctl retries (``xenprof.domctl_retries``) per operation."""
+    retries = domctl_retries(profile)
+    return None if retries is None or not ops else retries / ops
 
 
 def _lock_wait(profile: dict[str, Any] | None, ops: int) -> float | None:

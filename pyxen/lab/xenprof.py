@@ -110,3 +110,31 @@ class Profiler:
 
 #: Global locks whose waits count as "global lock wait" per create.
 GLOBAL_LOCKS = ("global lock domctl_lock", "global lock heap_lock")
+
+
+#: The stock domctl lock's name in ``xenlockprof`` (a spinlock there; an
+#: rwlock, which lock profiling does not cover, with patches/0001).
+DOMCTL_LOCK = "global lock domctl_lock"
+
+
+def domctl_retries(profile: dict[str, Any] | None) -> int | None:
+    """Domctl hypercall entries that found a domctl lock busy and were
+    continued, in a profile from ``Profiler.read()``.
+
+    With patches/0010's counters: their ``domctl: retried`` sum.  Without
+    them (stock), where ``domctl_lock`` is a profiled spinlock taken only by
+    trylock: domctl entries minus its acquisitions, since lock profiling
+    counts a successful trylock and nothing for a failed one.  That
+    assumes, as in the lab's PV-only guests, that nothing but domctls takes
+    it (HVM log-dirty paths also do).  None when neither is available."""
+    if not profile:
+        return None
+    counters = profile.get("counters") or {}
+    if counters:
+        retried: int = sum(v for k, v in counters.items() if k.startswith(RETRY_COUNTER_PREFIX))
+        return retried
+    lock = profile.get("locks", {}).get(DOMCTL_LOCK)
+    if lock is None:
+        return None
+    entries: int = profile.get("hypercalls", {}).get("domctl", 0)
+    return max(0, entries - int(lock["acquisitions"]))

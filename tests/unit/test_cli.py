@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from pyxen.lab import cli
 from pyxen.lab.cli import build_parser, main
 
 
@@ -114,3 +117,28 @@ def test_ctrl_c_stops_the_lab_even_when_started_with_sigint_ignored(monkeypatch,
         for s, handler in saved.items():
             signal.signal(s, handler)
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_plot_redraws_a_saved_run_with_the_retry_panel(tmp_path, capsys):
+    def run(variant: str, c: int, entries: int, acquired: int) -> dict:
+        profile = {"hypercalls": {"domctl": entries}, "counters": {},
+                   "locks": {"global lock domctl_lock": {"acquisitions": acquired}}}
+        return {"variant": variant, "driver": "pyxen", "guests": 2, "concurrency": c,
+                "makespan_s": 1.0, "create_s": [0.5, 0.5], "running_before_create": [0, 1],
+                "destroy_makespan_s": 0.4, "xs_requests_per_create": 170.0,
+                "console_ok": 2, "lock_profile": profile, "destroy_lock_profile": profile}
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps({"runs": [run("stock", 1, 49, 49), run("stock", 4, 80, 49)],
+                                 "notes": []}))
+    assert cli.main(["plot", str(saved)]) == 0
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "15.50" in capsys.readouterr().out   # (80 - 49) / 2 retries per create at C=4
+
+
+def test_plot_names_a_file_that_is_not_a_benchmark(tmp_path, capsys):
+    bad = tmp_path / "other.json"
+    bad.write_text('{"hello": 1}')
+    assert cli.main(["plot", str(bad)]) == 2
+    assert "holds no benchmark runs" in capsys.readouterr().err
+    assert cli.main(["plot", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read benchmark results" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from pyxen.lab.xenprof import LockStat, parse_counters, parse_hypercalls, parse_lockprof
+from pyxen.lab.xenprof import (LockStat, domctl_retries, parse_counters, parse_hypercalls,
+                                parse_lockprof)
 
 LOCKPROF = """\
 global lock heap_lock                             : lock:       12345(         0.012345678s), block:          17(         0.000123456s)
@@ -43,3 +44,18 @@ def test_domctl_counters_are_kept_by_name_with_their_totals():
                                     "domctl: retried, exclusive busy": 0}
     # A build without them (stock) gives nothing, not zeros.
     assert parse_counters(XENPERF) == {}
+
+
+def test_stock_retries_are_domctl_entries_the_spinlock_did_not_count():
+    # Stock: domctl_lock is a profiled spinlock, taken by trylock only; a
+    # failed trylock is a continued (retried) hypercall and is not counted.
+    stock = {"hypercalls": {"domctl": 641}, "counters": {},
+             "locks": {"global lock domctl_lock": {"acquisitions": 434}}}
+    assert domctl_retries(stock) == 207
+    patched = {"hypercalls": {"domctl": 641},
+               "counters": {"domctl: ran shared": 600, "domctl: retried, domctl_lock busy": 41},
+               "locks": {}}
+    assert domctl_retries(patched) == 41
+    # Neither source (a build without profiling): unknown.
+    assert domctl_retries({"hypercalls": {"domctl": 9}, "counters": {}, "locks": {}}) is None
+    assert domctl_retries(None) is None
