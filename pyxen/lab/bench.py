@@ -235,6 +235,7 @@ def _retries_per_op(r: dict[str, Any], phase: str) -> float | None:
 def _plot_retries(ax: Any, runs: list[dict[str, Any]]) -> None:
     """Domctl retries per create (solid) and per destroy (dashed) against
     concurrency, per variant, on a symlog scale (0 to 10^5 in one panel)."""
+    top = 0.0
     for variant in dict.fromkeys(r["variant"] for r in runs):
         rs = sorted((r for r in runs if r["variant"] == variant),
                     key=lambda r: r["concurrency"])
@@ -244,7 +245,9 @@ def _plot_retries(ax: Any, runs: list[dict[str, Any]]) -> None:
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o",
                         label=f"{variant}, per {phase}")
+                top = max(top, *(p[1] for p in pts))
     ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(0, max(10.0, top * 2))  # readable ticks when all are below 1
     ax.set_xlabel("operations in flight (C)")
     ax.set_ylabel("domctls retried (continuations)")
     ax.set_title("domctl lock retries")
