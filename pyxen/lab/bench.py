@@ -25,7 +25,7 @@ from pyxen.lab.progress import console
 from pyxen.lab.vm import Dom0
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import StagedBuild, build
-from pyxen.lab.xenprof import domctl_retries
+from pyxen.lab.xenprof import domctl_retries_per_op
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +222,12 @@ def _xenstored_cpu(r: dict[str, Any], i: int) -> float | None:
 
 
 def _retries_per_op(r: dict[str, Any], phase: str) -> float | None:
-    """Domctl retries per create or per destroy of one run, from its profile."""
+    """Domctl retries per create or per destroy of one run, from its profile
+    (runs saved before bench.json had the ``domctl_retries_per_*`` fields
+    have the profiles)."""
     if phase == "create":
-        retries = domctl_retries(r.get("lock_profile"))
-        ops = len(_finite(r["create_s"]))
-    else:
-        retries = domctl_retries(r.get("destroy_lock_profile"))
-        ops = r["guests"]
-    return None if retries is None or not ops else retries / ops
+        return domctl_retries_per_op(r.get("lock_profile"), len(_finite(r["create_s"])))
+    return domctl_retries_per_op(r.get("destroy_lock_profile"), r["guests"])
 
 
 def _plot_retries(ax: Any, runs: list[dict[str, Any]]) -> None:

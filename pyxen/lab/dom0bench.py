@@ -32,7 +32,7 @@ from pyxen.errors import XenError
 from pyxen.lab import protocol, xl
 from pyxen.lab.errors import LabError
 from pyxen.lab.proccpu import CpuSampler
-from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler, domctl_retries
+from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler, domctl_retries_per_op
 from pyxen.lab.xllock import LockSampler, LockUse
 from pyxen.lab.xstrace import TraceReader, xs_trace_off
 from xenstore_cache.server import query_control
@@ -180,13 +180,6 @@ class ProxyCounter:
         return delta
 
 
-#: Fields of a result that come from the traced storm (request counts).
-def _retries(profile: dict[str, Any] | None, ops: int) -> float | None:
-    """Domctl retries (``xenprof.domctl_retries``) per operation."""
-    retries = domctl_retries(profile)
-    return None if retries is None or not ops else retries / ops
-
-
 def _lock_wait(profile: dict[str, Any] | None, ops: int) -> float | None:
     """Seconds spent waiting on the global locks (GLOBAL_LOCKS) per operation."""
     if not profile or not ops:
@@ -195,6 +188,7 @@ def _lock_wait(profile: dict[str, Any] | None, ops: int) -> float | None:
     return wait / ops
 
 
+#: Fields of a result that come from the traced storm (request counts).
 COUNTED_FIELDS = ("xs_requests_per_create", "xs_requests_per_destroy", "xs_create_ops",
                   "xs_client_requests_per_create", "xs_client_requests_each",
                   "xs_cache_stats", "xs_requests_each", "xs_reads_each")
@@ -365,15 +359,15 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         # Profiling builds only (--profile); null otherwise.
         "domctl_hypercalls_per_create": (profile["hypercalls"].get("domctl", 0) / created
                                          if profile and created else None),
-        # Builds with patches/0010's counters only (else null): domctls
-        # entered again because a domctl lock was busy.
-        "domctl_retries_per_create": _retries(profile, created),
+        # Domctls entered again because a domctl lock was busy: from
+        # patches/0010's counters, or stock's domctl_lock profile (else null).
+        "domctl_retries_per_create": domctl_retries_per_op(profile, created),
         "lock_wait_s_per_create": _lock_wait(profile, created),
         "lock_profile": profile,
         # The same for the destroy phase.
         "domctl_hypercalls_per_destroy": (destroy_profile["hypercalls"].get("domctl", 0)
                                           / guests if destroy_profile and guests else None),
-        "domctl_retries_per_destroy": _retries(destroy_profile, guests),
+        "domctl_retries_per_destroy": domctl_retries_per_op(destroy_profile, guests),
         "lock_wait_s_per_destroy": _lock_wait(destroy_profile, guests),
         "destroy_lock_profile": destroy_profile,
         # xl driver only (null otherwise): waits on xl's global create lock

@@ -108,13 +108,12 @@ class Profiler:
                 "locks": {k: asdict(v) for k, v in locks.items()}}
 
 
-#: Global locks whose waits count as "global lock wait" per create.
-GLOBAL_LOCKS = ("global lock domctl_lock", "global lock heap_lock")
-
-
 #: The stock domctl lock's name in ``xenlockprof`` (a spinlock there; an
 #: rwlock, which lock profiling does not cover, with patches/0001).
 DOMCTL_LOCK = "global lock domctl_lock"
+
+#: Global locks whose waits count as "global lock wait" per create.
+GLOBAL_LOCKS = (DOMCTL_LOCK, "global lock heap_lock")
 
 
 def domctl_retries(profile: dict[str, Any] | None) -> int | None:
@@ -138,3 +137,10 @@ def domctl_retries(profile: dict[str, Any] | None) -> int | None:
         return None
     entries: int = profile.get("hypercalls", {}).get("domctl", 0)
     return max(0, entries - int(lock["acquisitions"]))
+
+
+def domctl_retries_per_op(profile: dict[str, Any] | None, ops: int) -> float | None:
+    """``domctl_retries(profile)`` per operation (create or destroy); None
+    when unknown or when there was no operation."""
+    retries = domctl_retries(profile)
+    return None if retries is None or not ops else retries / ops

@@ -8,6 +8,7 @@ import pytest
 
 from pyxen.lab import dom0bench, xstrace
 from pyxen.lab.errors import LabError
+from pyxen.lab.xenprof import domctl_retries_per_op
 
 
 def result(makespan: float, requests: float | None, **over: Any) -> dict[str, Any]:
@@ -71,8 +72,8 @@ def test_domctl_retries_count_only_the_retry_counters_and_need_them():
                             "domctl: retried, domctl_lock busy": 12,
                             "domctl: retried, domain_kill_lock busy": 8},
                "locks": {"global lock heap_lock": {"blocked_s": 0.004}}}
-    assert dom0bench._retries(profile, 16) == 20 / 16
+    assert domctl_retries_per_op(profile, 16) == 20 / 16
     assert dom0bench._lock_wait(profile, 16) == 0.004 / 16
-    # Stock has no such counters: unknown, not zero.
-    assert dom0bench._retries({**profile, "counters": {}}, 16) is None
-    assert dom0bench._retries(None, 16) is None
+    # Neither the counters nor a profiled domctl_lock: unknown, not zero.
+    assert domctl_retries_per_op({**profile, "counters": {}}, 16) is None
+    assert domctl_retries_per_op(None, 16) is None
