@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=_int_list, default=(64, 256, 512, 1024),
                    help="guest sizes (MiB) for destroy time and time to clean")
     p.add_argument("--clean-timeout", type=float, default=60.0, metavar="S")
+    p.add_argument("--reps", type=_positive_int, default=1,
+                   help="repetitions of every gap (medians and spread are reported)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     return ap
 
@@ -224,7 +226,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         hostdeps.check()
         run_scrub_bench(args.variants, args.out, ",".join(str(g) for g in gaps),
                         args.guest_memory, ",".join(str(s) for s in args.sizes),
-                        args.clean_timeout)
+                        args.clean_timeout, args.reps)
         return 0
 
     ap.error(f"unknown command {args.cmd}")  # pragma: no cover

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,26 +25,97 @@ log = logging.getLogger(__name__)
 SCRUB_VM = VMOptions(cpus=4, memory_mib=4096, numa_nodes=2)
 
 
+#: Per-run numbers of a gap run that the per-gap summary gives as a median,
+#: with every repetition's value beside it (``<field>_all``).
+GAP_FIELDS = ("create_s", "destroy_s", "create_dom0_cpu_s", "destroy_dom0_cpu_s",
+              "spin_cpus_busy_during_gap", "spin_cpus_busy_during_create",
+              "dirty_pages_at_create", "dirty_pages_after_create")
+
+
+def summarize_gaps(gap_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per gap (in the order first run), its fields the median over
+    the repetitions; a field a run lacks or has as None is left out of it
+    (None when no run has it)."""
+    by_gap: dict[float, list[dict[str, Any]]] = {}
+    for r in gap_runs:
+        by_gap.setdefault(r["gap_s"], []).append(r)
+    out: list[dict[str, Any]] = []
+    for gap, rs in by_gap.items():
+        entry: dict[str, Any] = {"gap_s": gap, "guest_mib": rs[0]["guest_mib"], "n": len(rs)}
+        for f in GAP_FIELDS:
+            vals = [r[f] for r in rs if r.get(f) is not None]
+            entry[f] = statistics.median(vals) if vals else None
+            entry[f + "_all"] = vals
+        out.append(entry)
+    return out
+
+
+def pages_scrubbed_by_create(run: dict[str, Any]) -> int | None:
+    """Dirty pages a create scrubbed: the scrub sysctl's count at allocation
+    where Xen has it; else (stock) the dirty pages that disappeared while it
+    ran -- on a busy host its own allocations scrubbed them, bar what the
+    little idle time left cleaned."""
+    counters = run.get("scrub_during_create")
+    if counters is not None:
+        return int(counters["scrubbed_alloc"])
+    after = run.get("dirty_pages_after_create")
+    if after is None:
+        return None
+    return max(0, int(run["dirty_pages_at_create"]) - int(after))
+
+
+def birth_scrub_cost(gap_runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Least squares of a create's dom0 CPU time against the dirty pages the
+    create scrubbed, over one variant's gap runs: the slope is what a dirty
+    page costs a birth, the intercept what a birth costs with clean memory.
+    ``best_create_ratio`` is intercept / (intercept + slope * pages) for the
+    median pages met: the most any scrubbing scheme can save on such a
+    birth.  None with fewer than 3 runs or no spread in pages."""
+    pts = [(float(p), r["create_dom0_cpu_s"]) for r in gap_runs
+           if (p := pages_scrubbed_by_create(r)) is not None
+           and r.get("create_dom0_cpu_s") is not None]
+    if len(pts) < 3 or len({p for p, _ in pts}) < 2:
+        return None
+    fit = statistics.linear_regression([p for p, _ in pts], [c for _, c in pts])
+    pages = statistics.median(p for p, _ in pts)
+    full = fit.intercept + fit.slope * pages
+    return {"runs": len(pts), "us_per_page": fit.slope * 1e6,
+            "clean_create_cpu_s": fit.intercept, "median_pages": pages,
+            "best_create_ratio": fit.intercept / full if full > 0 else None}
+
+
+def _x(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
 def run_variant(name: str, options: VMOptions, gaps: str, guest_mib: int,
-                sizes: str, clean_timeout: float) -> dict[str, Any]:
+                sizes: str, clean_timeout: float, reps: int = 1) -> dict[str, Any]:
     staged = build(variants.resolve(name))
     guest = paths.tinyguest_path()
     with step(f"birth after death on {name}"), Dom0(staged, options) as dom0:
         res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.scrub_dom0", "--kernel", str(guest),
                         "--gaps", gaps, "--guest-mib", str(guest_mib), "--sizes", sizes,
-                        "--clean-timeout", str(clean_timeout)], timeout=3600)
+                        "--clean-timeout", str(clean_timeout), "--reps", str(reps)],
+                       timeout=3600 * reps)
     result_file = res.files / "result.json"
     if res.returncode != 0 or not result_file.exists():
         raise LabError(f"birth-after-death benchmark failed on {name} ({res.returncode}):\n"
                        f"{res.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(result_file.read_text())
+    result["gaps"] = summarize_gaps(result["gap_runs"])
+    result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])
     return {"variant": name, "hypervisor_key": staged.hypervisor_key,
             "patches": [p.name for p in staged.variant.patches], **result}
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
 def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant other than stock and per gap: create and destroy time, and
-    the spinners' throughput during the gap, as ratios to stock."""
+    """Per variant other than stock and per gap: create and destroy time (and
+    dom0 CPU time, where measured), and the spinners' throughput during the
+    gap, as ratios to stock's (medians over the repetitions)."""
     stock = next((r for r in runs if r["variant"] == "stock"), None)
     out: list[dict[str, Any]] = []
     if stock is None:
@@ -52,13 +124,15 @@ def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r is stock:
             continue
         for g, s in zip(r["gaps"], stock["gaps"]):
-            spin = (g["spin_cpus_busy_during_gap"] / s["spin_cpus_busy_during_gap"]
-                    if g["spin_cpus_busy_during_gap"] and s["spin_cpus_busy_during_gap"]
-                    else None)
             out.append({"variant": r["variant"], "gap_s": g["gap_s"],
-                        "create_vs_stock": g["create_s"] / s["create_s"],
-                        "destroy_vs_stock": g["destroy_s"] / s["destroy_s"],
-                        "spin_throughput_vs_stock": spin})
+                        "create_vs_stock": _ratio(g["create_s"], s["create_s"]),
+                        "destroy_vs_stock": _ratio(g["destroy_s"], s["destroy_s"]),
+                        "create_cpu_vs_stock": _ratio(g.get("create_dom0_cpu_s"),
+                                                      s.get("create_dom0_cpu_s")),
+                        "destroy_cpu_vs_stock": _ratio(g.get("destroy_dom0_cpu_s"),
+                                                       s.get("destroy_dom0_cpu_s")),
+                        "spin_throughput_vs_stock": _ratio(g["spin_cpus_busy_during_gap"],
+                                                           s["spin_cpus_busy_during_gap"])})
     return out
 
 
@@ -67,19 +141,29 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4))
     for r in runs:
         gaps = [g["gap_s"] for g in r["gaps"]]
-        a.plot(gaps, [g["create_s"] for g in r["gaps"]], marker="o", label=r["variant"])
+        med = [g["create_s"] for g in r["gaps"]]
+        spread = [g.get("create_s_all") or [g["create_s"]] for g in r["gaps"]]
+        a.errorbar(gaps, med, yerr=[[m - min(v) for m, v in zip(med, spread)],
+                                    [max(v) - m for m, v in zip(med, spread)]],
+                   marker="o", capsize=3, label=r["variant"])
         sizes = [s["guest_mib"] for s in r["sizes"]]
         clean = [s["time_to_clean_s"] if s["time_to_clean_s"] is not None
                  else r["clean_timeout_s"] for s in r["sizes"]]
         b.plot(sizes, clean, marker="o", label=f"{r['variant']} (cap = still dirty)")
+        pts = [(p, g["create_dom0_cpu_s"]) for g in r.get("gap_runs", [])
+               if (p := pages_scrubbed_by_create(g)) is not None]
+        if pts:
+            c.scatter([p for p, _ in pts], [t for _, t in pts], label=r["variant"])
     a.set(xlabel="gap between death and birth (s)", ylabel="create time (s)",
-          title="birth after death, every pCPU busy")
+          title="birth after death, every pCPU busy (median, min-max)")
     b.set(xlabel="dead guest memory (MiB)", ylabel="time until its memory is clean (s)",
           xscale="log", title="time to clean")
-    for ax in (a, b):
+    c.set(xlabel="dirty pages the create scrubbed", ylabel="dom0 CPU time of the create (s)",
+          title="what a birth pays for dirty memory")
+    for ax in (a, b, c):
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -89,12 +173,14 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def run_scrub_bench(variant_names: list[str], out_dir: Path, gaps: str = "0,0.5,2,5",
                     guest_mib: int = 512, sizes: str = "64,256,512,1024",
-                    clean_timeout: float = 60.0,
+                    clean_timeout: float = 60.0, reps: int = 1,
                     options: VMOptions = SCRUB_VM) -> dict[str, Any]:
     options.validate()
     if options.numa_nodes < 2:
         raise ValueError("the birth-after-death benchmark needs --numa-nodes 2 or more")
-    runs = [run_variant(n, options, gaps, guest_mib, sizes, clean_timeout)
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    runs = [run_variant(n, options, gaps, guest_mib, sizes, clean_timeout, reps)
             for n in variant_names]
     out_dir.mkdir(parents=True, exist_ok=True)
     bench_json = out_dir / "bench.json"
@@ -111,10 +197,17 @@ def run_scrub_bench(variant_names: list[str], out_dir: Path, gaps: str = "0,0.5,
     plot(runs, out_dir / "birth_after_death.png")
     for r in doc["birth_after_death"]["ratios"]:
         console().print(
-            f"{r['variant']} G={r['gap_s']}s: create {r['create_vs_stock']:.2f}x stock, "
-            f"destroy {r['destroy_vs_stock']:.2f}x, spinners "
-            + (f"{r['spin_throughput_vs_stock']:.2f}x" if r["spin_throughput_vs_stock"]
-               else "n/a"))
+            f"{r['variant']} G={r['gap_s']}s: create {_x(r['create_vs_stock'])} stock "
+            f"(dom0 CPU {_x(r['create_cpu_vs_stock'])}), destroy {_x(r['destroy_vs_stock'])} "
+            f"(dom0 CPU {_x(r['destroy_cpu_vs_stock'])}), spinners "
+            f"{_x(r['spin_throughput_vs_stock'])}")
+    for run in runs:
+        cost = run.get("birth_scrub_cost")
+        if cost:
+            console().print(
+                f"{run['variant']}: a dirty page costs a birth {cost['us_per_page']:.2f} us of "
+                f"dom0 CPU, a clean birth {cost['clean_create_cpu_s']:.2f} s: scrubbing "
+                f"could at best make such a birth {_x(cost['best_create_ratio'])}")
     for run in runs:
         for s in run["sizes"]:
             console().print(f"{run['variant']} {s['guest_mib']} MiB: destroy "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pyxen.lab.scrub_dom0 import unscrubbed_by_node
-from pyxen.lab.scrubbench import ratios
+from pyxen.lab.scrubbench import (birth_scrub_cost, pages_scrubbed_by_create, ratios,
+                                  summarize_gaps)
 
 DUMP = """(XEN) 'H' pressed -> dumping heap info (now = 82456171745)
 (XEN) heap[node=0][zone=0] -> 0 pages
@@ -38,3 +39,65 @@ def test_ratios_are_against_stock_per_gap() -> None:
 
 def test_no_ratios_without_stock() -> None:
     assert ratios([run("patched", 2.0, 2.0, 1.0)]) == []
+
+
+def gap_run(gap: float, create: float, cpu: float, at: int, after: int,
+            spin: float | None = 3.5, counters: dict | None = None) -> dict:  # type: ignore[type-arg]
+    return {"gap_s": gap, "guest_mib": 512, "create_s": create, "destroy_s": 2.0,
+            "create_dom0_cpu_s": cpu, "destroy_dom0_cpu_s": 1.0,
+            "spin_cpus_busy_during_gap": spin if gap else None,
+            "spin_cpus_busy_during_create": 3.0,
+            "dirty_pages_at_create": at, "dirty_pages_after_create": after,
+            "scrub_during_create": counters}
+
+
+def test_repetitions_become_a_median_per_gap_in_first_run_order() -> None:
+    runs = [gap_run(2.0, 3.0, 1.0, 100, 0), gap_run(0.0, 9.0, 1.0, 100, 0),
+            gap_run(2.0, 1.0, 1.0, 100, 0), gap_run(0.0, 5.0, 1.0, 100, 0),
+            gap_run(2.0, 2.0, 1.0, 100, 0)]
+    out = summarize_gaps(runs)
+    assert [(g["gap_s"], g["n"]) for g in out] == [(2.0, 3), (0.0, 2)]
+    assert out[0]["create_s"] == 2.0 and out[0]["create_s_all"] == [3.0, 1.0, 2.0]
+    assert out[1]["create_s"] == 7.0
+    # no throughput without a gap: None, not a median of nothing
+    assert out[1]["spin_cpus_busy_during_gap"] is None
+    assert out[1]["spin_cpus_busy_during_gap_all"] == []
+
+
+def test_pages_a_create_scrubbed_prefer_the_counters() -> None:
+    assert pages_scrubbed_by_create(gap_run(0, 1, 1, 1000, 400)) == 600
+    # the worker cleaned pages while the create ran: not the create's work
+    assert pages_scrubbed_by_create(
+        gap_run(0, 1, 1, 1000, 0, counters={"scrubbed_alloc": 7})) == 7
+    # more dirty pages after than before (a free during the create): none scrubbed
+    assert pages_scrubbed_by_create(gap_run(0, 1, 1, 10, 50)) == 0
+    old = gap_run(0, 1, 1, 10, 0)
+    del old["dirty_pages_after_create"]
+    assert pages_scrubbed_by_create(old) is None
+
+
+def test_birth_scrub_cost_is_the_fit_of_create_cpu_against_pages() -> None:
+    # 2 s for a clean birth, 10 us a dirty page
+    runs = [gap_run(0, 1, 2.0 + 10e-6 * p, p, 0) for p in (0, 50_000, 100_000, 200_000)]
+    cost = birth_scrub_cost(runs)
+    assert cost is not None
+    assert cost["us_per_page"] == pytest.approx(10.0)
+    assert cost["clean_create_cpu_s"] == pytest.approx(2.0)
+    assert cost["median_pages"] == 75_000
+    assert cost["best_create_ratio"] == pytest.approx(2.0 / 2.75)
+
+
+def test_birth_scrub_cost_needs_spread() -> None:
+    assert birth_scrub_cost([gap_run(0, 1, 2.0, 0, 0)] * 5) is None
+    assert birth_scrub_cost([gap_run(0, 1, 2.0, 0, 0), gap_run(0, 1, 3.0, 9, 0)]) is None
+
+
+def test_ratios_use_medians_and_cpu_where_measured() -> None:
+    stock = {"variant": "stock", "gaps": summarize_gaps(
+        [gap_run(2.0, 4.0, 2.0, 100, 0), gap_run(2.0, 6.0, 2.0, 100, 0)])}
+    patched = {"variant": "patched", "gaps": summarize_gaps(
+        [gap_run(2.0, 2.5, 1.0, 0, 0), gap_run(2.0, 2.5, 1.0, 0, 0)])}
+    (r,) = ratios([stock, patched])
+    assert r["create_vs_stock"] == pytest.approx(0.5)
+    assert r["create_cpu_vs_stock"] == pytest.approx(0.5)
+    assert r["destroy_cpu_vs_stock"] == pytest.approx(1.0)
