@@ -1,5 +1,8 @@
 """The proxy's I/O: asyncio Unix sockets around ``ProxyCore``.
 
+* Client and upstream connections are asyncio Protocols (callbacks), not
+  streams: a request moves from client to xenstored and its reply back with
+  no task switch or future, which under emulation was most of the hop's cost.
 * Each client connection gets its own upstream connection to xenstored, so
   transactions and watches stay per connection exactly as xenstored keeps
   them, and req_id / tx_id pass through untouched.  A client's requests are
@@ -30,6 +33,7 @@ import logging
 import os
 import socket
 import stat
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,112 +118,168 @@ def _prepare_socket_path(path: Path) -> None:
     raise SetupError(f"something is already listening on {path}")
 
 
-def _write(w: asyncio.StreamWriter, pkt: Packet) -> None:
-    if not w.is_closing():
-        w.write(pkt.encode())
+#: Requests a client may have queued behind the one in flight before the
+#: proxy stops reading from it (xenstored, too, handles one at a time).
+MAX_QUEUED = 64
 
 
-class ClientConn:
-    """One client and its upstream connection."""
+class _Upstream(asyncio.Protocol):
+    """A client's own connection to xenstored: replies and its watch events."""
 
-    def __init__(self, proxy: CachingProxy, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self.proxy = proxy
-        self.reader = reader
-        self.writer = writer
-        self.session: Session = proxy.core.new_session()
-        self._pending: asyncio.Future[None] | None = None
-        self._fwd: Forward | None = None
-        self._up_w: asyncio.StreamWriter | None = None
+    def __init__(self, conn: ClientConn) -> None:
+        self.conn = conn
+        self.dec = Decoder()
 
-    async def run(self) -> None:
+    def data_received(self, data: bytes) -> None:
         try:
-            up_r, self._up_w = await asyncio.open_unix_connection(str(self.proxy.cfg.upstream))
+            for pkt in self.dec.feed(data):
+                self.conn.from_upstream(pkt)
+        except ProtocolError as exc:
+            self.conn.close(f"upstream: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The client's watches and transactions are gone with it: end it.
+        self.conn.close(f"upstream lost: {exc or 'xenstored closed the connection'}")
+
+
+class ClientConn(asyncio.Protocol):
+    """One client and its upstream connection, as callbacks: a request costs
+    no task switch, which under emulation is most of the proxy's hop."""
+
+    def __init__(self, proxy: CachingProxy) -> None:
+        self.proxy = proxy
+        self.session: Session = proxy.core.new_session()
+        self.dec = Decoder()
+        self.queue: deque[Packet] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.up: asyncio.Transport | None = None
+        self._fwd: Forward | None = None
+        self._eof = False
+        self._paused = False
+        self.closed = False
+
+    # -- client side ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.proxy.clients.add(self)
+        self.proxy.clients_total += 1
+        transport.pause_reading()       # until the upstream connection is there
+        task = asyncio.ensure_future(self._connect())
+        self.proxy.tasks.add(task)
+        task.add_done_callback(self.proxy.tasks.discard)
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            up, _ = await loop.create_unix_connection(lambda: _Upstream(self),
+                                                      str(self.proxy.cfg.upstream))
         except OSError as exc:
             log.warning("client %d: upstream %s unreachable (%s): disconnecting it",
                         self.session.id, self.proxy.cfg.upstream, exc)
-            self.writer.close()
+            self.close()
             return
-        up_task = asyncio.create_task(self._upstream(up_r))
-        try:
-            await self._requests()
-        finally:
-            up_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await up_task
-            self._up_w.close()
-            self.writer.close()
-            self.proxy.core.session_closed(self.session)
+        assert isinstance(up, asyncio.Transport)
+        if self.closed:
+            up.close()
+            return
+        self.up = up
+        assert self.transport is not None
+        self.transport.resume_reading()
+        self._pump()
 
-    async def _requests(self) -> None:
-        dec = Decoder()
-        while True:
-            data = await self.reader.read(_READ_SIZE)
-            if not data:
-                try:
-                    dec.close()
-                except ProtocolError as exc:
-                    log.info("client %d: %s", self.session.id, exc)
-                return
-            try:
-                packets = dec.feed(data)
-            except ProtocolError as exc:
-                self.proxy.protocol_errors += 1
-                log.warning("client %d dropped: %s", self.session.id, exc)
-                return
-            for pkt in packets:
-                if not await self._one(pkt):
-                    return
-            await self.writer.drain()
-
-    async def _one(self, pkt: Packet) -> bool:
-        decision = self.proxy.core.request(self.session, pkt)
-        if isinstance(decision, Answer):
-            _write(self.writer, decision.packet)
-            return True
-        assert self._up_w is not None
-        if self._up_w.is_closing():
-            return False
-        loop = asyncio.get_running_loop()
-        self._pending = loop.create_future()
-        self._fwd = decision
-        self._up_w.write(decision.packet.encode())
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         try:
-            await self._pending
-        except ConnectionError:
-            return False
+            self.queue.extend(self.dec.feed(data))
+        except ProtocolError as exc:
+            self.proxy.protocol_errors += 1
+            log.warning("client %d dropped: %s", self.session.id, exc)
+            self.close()
+            return
+        self._pump()
+
+    def eof_received(self) -> bool:
+        try:
+            self.dec.close()
+        except ProtocolError as exc:
+            log.info("client %d: %s", self.session.id, exc)
+        self._eof = True
+        self._pump()            # answer what it sent before hanging up, then close
         return True
 
-    async def _upstream(self, up_r: asyncio.StreamReader) -> None:
-        dec = Decoder()
-        try:
-            while True:
-                data = await up_r.read(_READ_SIZE)
-                if not data:
-                    raise ConnectionError("xenstored closed the connection")
-                for pkt in dec.feed(data):
-                    self._from_upstream(pkt)
-        except (ConnectionError, ProtocolError, OSError) as exc:
-            log.info("client %d: upstream lost: %s", self.session.id, exc)
-            if self._pending is not None and not self._pending.done():
-                self._pending.set_exception(ConnectionError(str(exc)))
-            # The client's watches and transactions are gone with it: end it.
-            self.reader.feed_eof()
-            self.writer.close()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
 
-    def _from_upstream(self, pkt: Packet) -> None:
+    def pause_writing(self) -> None:
+        if self.up is not None:
+            self.up.pause_reading()     # a client that does not read: stop its events
+
+    def resume_writing(self) -> None:
+        if self.up is not None and not self.up.is_closing():
+            self.up.resume_reading()
+
+    def _send(self, pkt: Packet) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(pkt.encode())
+
+    def _pump(self) -> None:
+        """Handle queued requests in order, one forwarded at a time: a cache
+        hit is never answered before the reply to an earlier request."""
+        if self.up is None or self.closed:
+            return
+        while self._fwd is None and self.queue:
+            decision = self.proxy.core.request(self.session, self.queue.popleft())
+            if isinstance(decision, Answer):
+                self._send(decision.packet)
+                continue
+            if self.up.is_closing():
+                self.close()
+                return
+            self._fwd = decision
+            self.up.write(decision.packet.encode())
+        assert self.transport is not None
+        if self._eof and self._fwd is None and not self.queue:
+            self.close()
+        elif len(self.queue) >= MAX_QUEUED and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        elif len(self.queue) < MAX_QUEUED and self._paused and not self._eof:
+            self._paused = False
+            self.transport.resume_reading()
+
+    # -- upstream side -------------------------------------------------------
+
+    def from_upstream(self, pkt: Packet) -> None:
         core = self.proxy.core
         if pkt.op == Op.WATCH_EVENT:
             core.event(pkt)
-            _write(self.writer, pkt)
+            self._send(pkt)
             return
-        fwd, pending = self._fwd, self._pending
-        if fwd is None or pending is None or pending.done():
+        fwd = self._fwd
+        if fwd is None:
             raise ProtocolError(f"xenstored sent an unexpected {pkt.op_name} reply")
         core.reply(self.session, fwd, pkt)
-        _write(self.writer, pkt)
+        self._send(pkt)
         self._fwd = None
-        pending.set_result(None)
+        self._pump()
+
+    def close(self, why: str | None = None) -> None:
+        """End the client and its upstream connection (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        if why:
+            log.info("client %d: %s", self.session.id, why)
+        self.queue.clear()
+        if self.up is not None:
+            self.up.close()
+        if self.transport is not None:
+            self.transport.close()
+        self.proxy.clients.discard(self)
+        self.proxy.core.session_closed(self.session)
 
 
 class CachingProxy:
@@ -234,7 +294,7 @@ class CachingProxy:
         self.upstream_losses = 0
         self.watch_ready = asyncio.Event()
         self._servers: list[asyncio.AbstractServer] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Future[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -244,8 +304,9 @@ class CachingProxy:
         up = self.cfg.upstream.stat()
         old_umask = os.umask(0o077)
         try:
-            self._servers.append(await asyncio.start_unix_server(
-                self._client, path=str(self.cfg.listen)))
+            loop = asyncio.get_running_loop()
+            self._servers.append(await loop.create_unix_server(
+                lambda: ClientConn(self), path=str(self.cfg.listen)))
             self._servers.append(await asyncio.start_unix_server(
                 self._control, path=str(self.cfg.control)))
         finally:
@@ -268,10 +329,10 @@ class CachingProxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         for c in list(self.clients):
-            c.writer.close()
-        for t in list(self._tasks):
+            c.close()
+        for t in list(self.tasks):
             t.cancel()
-        for t in list(self._tasks):
+        for t in list(self.tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         for path in (self.cfg.listen, self.cfg.control):
@@ -291,25 +352,7 @@ class CachingProxy:
         })
         return out
 
-    # -- clients ---------------------------------------------------------------
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = ClientConn(self, reader, writer)
-        self.clients.add(conn)
-        self.clients_total += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await conn.run()
-        except asyncio.CancelledError:
-            pass  # stop(): end quietly (3.11's stream callback logs a cancelled task)
-        except Exception:  # noqa: BLE001 - one client's failure must not stop the proxy
-            log.exception("client %d failed", conn.session.id)
-        finally:
-            self.clients.discard(conn)
-            self._tasks.discard(task)
-            writer.close()
+    # -- control ---------------------------------------------------------------
 
     async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -354,7 +397,7 @@ class CachingProxy:
             self.watch_ready.clear()
             self.core.upstream_down()
             for c in list(self.clients):
-                c.writer.close()
+                c.close("the proxy lost its watch on xenstored")
 
     async def _watch(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         dec = Decoder()

@@ -11,7 +11,7 @@ from types import FrameType
 
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the package's own dependencies (rich, ...) exist.
-from pyxen.lab import hostdeps, variants
+from pyxen.lab import hostdeps, protocol, variants
 from pyxen.lab.errors import LabError
 from pyxen.lab.vm_options import VMOptions
 
@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean-timeout", type=float, default=60.0, metavar="S")
     p.add_argument("--reps", type=_positive_int, default=1,
                    help="repetitions of every gap (medians and spread are reported)")
+    p.add_argument("--series", type=Path, help="patch series (default patches/series)")
+    p.add_argument("--fill", choices=protocol.SCRUB_FILLS, default="host",
+                   help="ballast on the guests' node only, or on every node (a full host)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     return ap
 
@@ -226,7 +229,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         hostdeps.check()
         run_scrub_bench(args.variants, args.out, ",".join(str(g) for g in gaps),
                         args.guest_memory, ",".join(str(s) for s in args.sizes),
-                        args.clean_timeout, args.reps)
+                        args.clean_timeout, args.reps, args.series, args.fill)
         return 0
 
     ap.error(f"unknown command {args.cmd}")  # pragma: no cover

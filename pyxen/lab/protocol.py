@@ -41,3 +41,6 @@ ENV_XS_CACHE_CONTROL = "PYXEN_XS_CACHE_CONTROL"  # set when dom0 runs xenstore_c
 XS_CACHE_LOG = "/var/log/xen/xenstore-cache.log"
 XS_CACHE_READY = "/run/xenstore-cache.ready"
 XS_CACHE_START_S = 30.0
+
+#: scrub_dom0 --fill: ballast on the guests' node only, or on every node.
+SCRUB_FILLS = ("node", "host")

@@ -1,15 +1,20 @@
 """dom0 side of the "birth after death under load" benchmark (issue 6).
 
-Every pCPU runs a spinning tiny guest (``--spinners-per-cpu``), and a ballast
-guest fills node 1 but for the guest's size, so a birth there needs the dead
-guest's pages (as on a densely packed host) rather than clean ones elsewhere.  For each gap G: a guest of
-``--guest-mib`` on NUMA node 1 is destroyed, G seconds pass, and a guest of
-the same size is created on node 1.  Recorded: destroy time, create time, the
-spinners' CPU throughput during the gap, node 1's dirty pages when the create
-starts, and -- where the hypervisor has XEN_SYSCTL_scrub_op -- who scrubbed
-the dead guest's pages (the node's worker, its CPUs, other nodes' CPUs, or
-the allocation).  Then, per guest size, destroy time and the time until the
-dead guest's memory is clean.
+Every pCPU runs a spinning tiny guest (``--spinners-per-cpu``), and ballast
+guests fill the host (``--fill host``: node 1 but for the guest's size, every
+other node but a margin), so a birth has no memory but the dead guest's pages,
+as on a densely packed host.  ``--fill node`` fills node 1 only; then Xen
+(stock and patched alike) takes clean pages from another node before dirty
+local ones, and the birth pays in remote memory rather than scrubbing.  For
+each gap G (``--reps`` times, interleaved): a guest of ``--guest-mib`` on NUMA
+node 1 is destroyed, G seconds pass, and a guest of the same size is created
+on node 1.  Recorded: destroy and create time and dom0's CPU time for each,
+the spinners' CPU throughput during the gap, node 1's dirty pages before and
+after the create, which node the new guest's pages are on (debug key 'u'),
+and -- where the hypervisor has XEN_SYSCTL_scrub_op -- who scrubbed the dead
+guest's pages (the node's worker, its CPUs, other nodes' CPUs, or the
+allocation).  Then, per guest size, destroy time and the time until the dead
+guest's memory is clean.
 
 Dirty pages come from XEN_SYSCTL_scrub_op on a patched Xen; a stock Xen has
 no such sysctl, and there its heap dump (debug key 'H': "Node N has P
@@ -41,6 +46,10 @@ NODE = 1
 #: Free memory left on node 1 beside the guest's size (page tables, p2m).
 BALLAST_MARGIN_MIB = 24
 _UNSCRUBBED = re.compile(r"Node (\d+) has (\d+) unscrubbed pages")
+_DOMAIN_NODES = re.compile(r"Domain (\d+) \(total: \d+\):\n((?:.*Node \d+: \d+\n)+)")
+_NODE_PAGES = re.compile(r"Node (\d+): (\d+)")
+#: What the ballast fills: only the guests' node, or every node (a full host).
+FILLS = protocol.SCRUB_FILLS
 _COUNTERS = ("scrubbed_local", "scrubbed_remote", "scrubbed_alloc", "scrubbed_worker",
              "freed_dirty", "taken_dirty")
 
@@ -49,6 +58,13 @@ def unscrubbed_by_node(heap_dump: str) -> dict[int, int]:
     """Dirty pages per node from Xen's 'H' heap dump; a node it does not
     mention has none (Xen prints only nodes with unscrubbed pages)."""
     return {int(n): int(p) for n, p in _UNSCRUBBED.findall(heap_dump)}
+
+
+def pages_by_node(numa_dump: str) -> dict[int, dict[int, int]]:
+    """Each domain's pages per node from Xen's 'u' NUMA dump ("Domain 5
+    (total: 131072):" then "    Node 0: 12" lines)."""
+    return {int(dom): {int(n): int(c) for n, c in _NODE_PAGES.findall(body)}
+            for dom, body in _DOMAIN_NODES.findall(numa_dump)}
 
 
 class DirtyPages:
@@ -75,6 +91,18 @@ class DirtyPages:
         xc.send_debug_keys("H")
         text = xc.read_console(clear=True)
         return unscrubbed_by_node(text).get(NODE, 0)
+
+    def placement(self, domid: int) -> dict[int, int]:
+        """Where a domain's memory is: pages per node (debug key 'u', which
+        stock Xen has too; its handler prints synchronously)."""
+        xc = self.host.xc
+        xc.read_console(clear=True)
+        xc.send_debug_keys("u")
+        found = pages_by_node(xc.read_console(clear=True)).get(domid)
+        if found is None:
+            raise RuntimeError(f"domain {domid} missing from Xen's NUMA dump "
+                               "(console ring too small?)")
+        return found
 
     def wait_clean(self, timeout: float) -> float | None:
         t0 = time.monotonic()
@@ -186,6 +214,7 @@ class Bench:
         create_s, create_cpu, create_spin, born = self.timed_cpu(lambda: self.guest(mib))
         after = self.dirty.node()
         dirty_after_create = self.dirty.dirty()
+        placed = self.dirty.placement(born.domid)
         self.kill(born)
         return {
             "gap_s": gap,
@@ -199,6 +228,9 @@ class Bench:
             "spin_cpus_busy_during_gap": ((cpu1 - cpu0) / (t1 - t0)) if gap > 0 else None,
             "dirty_pages_at_create": dirty_at_create,
             "dirty_pages_after_create": dirty_after_create,
+            # where the new guest's memory is (asked for node NODE)
+            "born_pages_by_node": {str(n): c for n, c in sorted(placed.items())},
+            "born_on_node_fraction": placed.get(NODE, 0) / max(1, sum(placed.values())),
             "scrub_during_gap": deltas(mid, before),
             "scrub_during_create": deltas(after, mid),
         }
@@ -217,19 +249,28 @@ class Bench:
             "scrub": deltas(self.dirty.node(), before),
         }
 
-    def fill_node(self, leave_mib: int) -> int:
-        """A ballast guest on node 1 so that only ``leave_mib`` (+ a margin)
-        stays free there: the next birth then needs the dead guest's pages
-        rather than clean ones elsewhere on the node (a full host).  Returns
-        the ballast's size in MiB (0: none was needed)."""
+    def fill(self, leave_mib: int, fill: str) -> dict[str, int]:
+        """Ballast guests so that only ``leave_mib`` (+ a margin) stays free on
+        node 1 and, with ``fill == "host"``, only the margin on every other
+        node: the next birth then has no clean memory but the dead guest's
+        pages -- a full host.  (With only node 1 filled, Xen prefers clean
+        pages on another node to dirty local ones: the birth does not scrub
+        but gets remote memory.)  Returns the ballast MiB per node."""
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
         self.settle()
-        free_mib = self.host.numainfo()[NODE].memfree >> 20
-        ballast = free_mib - leave_mib - BALLAST_MARGIN_MIB
-        if ballast < 16:
-            return 0
-        self.host.create(DomainConfig(f"{self.prefix}ballast", self.kernel,
-                                      memory_mib=ballast, nodes=(NODE,)))
-        return ballast
+        placed: dict[str, int] = {}
+        for n in self.host.numainfo():
+            if n.node != NODE and fill == "node":
+                continue
+            leave = BALLAST_MARGIN_MIB + (leave_mib if n.node == NODE else 0)
+            ballast = (n.memfree >> 20) - leave
+            if ballast < 16:
+                continue
+            self.host.create(DomainConfig(f"{self.prefix}ballast{n.node}", self.kernel,
+                                          memory_mib=ballast, nodes=(n.node,)))
+            placed[str(n.node)] = ballast
+        return placed
 
     def cleanup(self) -> None:
         for d in self.host.domains():
@@ -248,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix", default="bad-")
     ap.add_argument("--spinners-per-cpu", type=int, default=1,
                     help="spinning guests per pCPU")
+    ap.add_argument("--fill", choices=FILLS, default="host",
+                    help="ballast on the guests' node only, or on every node")
     ap.add_argument("--reps", type=int, default=1,
                     help="repetitions of every gap, interleaved (G1 G2 .. G1 G2 ..)")
     args = ap.parse_args(argv)
@@ -274,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
                 "xenstored_trace": False,
                 "sizes": [bench.size_run(s) for s in sizes],
             }
-            result["ballast_mib"] = bench.fill_node(args.guest_mib)
+            result["fill"] = args.fill
+            result["ballast_mib_by_node"] = bench.fill(args.guest_mib, args.fill)
+            result["ballast_mib"] = sum(result["ballast_mib_by_node"].values())
             result["gap_runs"] = [bench.gap_run(g, args.guest_mib, rep)
                                   for rep in range(args.reps) for g in gaps]
             result["destroy_retries"] = bench.destroy_retries

@@ -15,6 +15,7 @@ from typing import Any
 from pyxen.lab import paths, variants
 from pyxen.lab.errors import LabError
 from pyxen.lab.progress import console, step
+from pyxen.lab.scrub_dom0 import FILLS
 from pyxen.lab.vm import Dom0
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import build
@@ -29,7 +30,7 @@ SCRUB_VM = VMOptions(cpus=4, memory_mib=4096, numa_nodes=2)
 #: with every repetition's value beside it (``<field>_all``).
 GAP_FIELDS = ("create_s", "destroy_s", "create_dom0_cpu_s", "destroy_dom0_cpu_s",
               "spin_cpus_busy_during_gap", "spin_cpus_busy_during_create",
-              "dirty_pages_at_create", "dirty_pages_after_create")
+              "dirty_pages_at_create", "dirty_pages_after_create", "born_on_node_fraction")
 
 
 def summarize_gaps(gap_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,13 +90,15 @@ def _x(ratio: float | None) -> str:
 
 
 def run_variant(name: str, options: VMOptions, gaps: str, guest_mib: int,
-                sizes: str, clean_timeout: float, reps: int = 1) -> dict[str, Any]:
-    staged = build(variants.resolve(name))
+                sizes: str, clean_timeout: float, reps: int = 1,
+                series: Path | None = None, fill: str = "host") -> dict[str, Any]:
+    staged = build(variants.resolve(name, series))
     guest = paths.tinyguest_path()
     with step(f"birth after death on {name}"), Dom0(staged, options) as dom0:
         res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.scrub_dom0", "--kernel", str(guest),
                         "--gaps", gaps, "--guest-mib", str(guest_mib), "--sizes", sizes,
-                        "--clean-timeout", str(clean_timeout), "--reps", str(reps)],
+                        "--clean-timeout", str(clean_timeout), "--reps", str(reps),
+                        "--fill", fill],
                        timeout=3600 * reps)
     result_file = res.files / "result.json"
     if res.returncode != 0 or not result_file.exists():
@@ -174,13 +177,19 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 def run_scrub_bench(variant_names: list[str], out_dir: Path, gaps: str = "0,0.5,2,5",
                     guest_mib: int = 512, sizes: str = "64,256,512,1024",
                     clean_timeout: float = 60.0, reps: int = 1,
+                    series: Path | None = None, fill: str = "host",
                     options: VMOptions = SCRUB_VM) -> dict[str, Any]:
     options.validate()
     if options.numa_nodes < 2:
         raise ValueError("the birth-after-death benchmark needs --numa-nodes 2 or more")
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
-    runs = [run_variant(n, options, gaps, guest_mib, sizes, clean_timeout, reps)
+    # Resolve every variant first: a bad series fails now, not after a run.
+    for n in variant_names:
+        variants.resolve(n, series)
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    runs = [run_variant(n, options, gaps, guest_mib, sizes, clean_timeout, reps, series, fill)
             for n in variant_names]
     out_dir.mkdir(parents=True, exist_ok=True)
     bench_json = out_dir / "bench.json"
@@ -202,6 +211,12 @@ def run_scrub_bench(variant_names: list[str], out_dir: Path, gaps: str = "0,0.5,
             f"(dom0 CPU {_x(r['destroy_cpu_vs_stock'])}), spinners "
             f"{_x(r['spin_throughput_vs_stock'])}")
     for run in runs:
+        for g in run["gaps"]:
+            frac = g.get("born_on_node_fraction")
+            console().print(
+                f"{run['variant']} G={g['gap_s']}s: create {g['create_s']:.2f} s "
+                f"(n={g['n']}), dirty pages met {g['dirty_pages_at_create']:.0f}"
+                + ("" if frac is None else f", new guest {100 * frac:.0f}% on its node"))
         cost = run.get("birth_scrub_cost")
         if cost:
             console().print(

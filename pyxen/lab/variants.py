@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pyxen.lab import paths
+from pyxen.lab.errors import LabError
 from pyxen.lab.patchset import read_series
 from pyxen.lab.xenbuild import Variant
 
@@ -27,10 +29,13 @@ def find_series(explicit: Path | None = None) -> Path:
     """The patch series: ``explicit``, else ./patches/series, else the checkout's."""
     if explicit is not None:
         return explicit
-    here = Path.cwd() / "patches" / "series"
-    if here.exists():
-        return here
-    return Path(__file__).resolve().parents[2] / "patches" / "series"
+    candidates = (Path.cwd() / "patches" / "series", paths.default_series())
+    for here in candidates:
+        if here.exists():
+            return here
+    raise LabError(f"no patch series: neither {candidates[0]} nor {candidates[1]} exists "
+                   "(pyxen is installed outside its checkout); run from the checkout or "
+                   "pass --series PATH")
 
 
 def parse_variant_list(text: str) -> list[str]:
