@@ -10,7 +10,7 @@ each gap G (``--reps`` times, interleaved): a guest of ``--guest-mib`` on NUMA
 node 1 is destroyed, G seconds pass, and a guest of the same size is created
 on node 1.  Recorded: destroy and create time and dom0's CPU time for each,
 the spinners' CPU throughput during the gap, node 1's dirty pages before and
-after the create, which node the new guest's pages are on (debug key 'u'),
+after the create, which node the new guest's pages came from,
 and -- where the hypervisor has XEN_SYSCTL_scrub_op -- who scrubbed the dead
 guest's pages (the node's worker, its CPUs, other nodes' CPUs, or the
 allocation).  Then, per guest size, destroy time and the time until the dead
@@ -46,8 +46,6 @@ NODE = 1
 #: Free memory left on node 1 beside the guest's size (page tables, p2m).
 BALLAST_MARGIN_MIB = 24
 _UNSCRUBBED = re.compile(r"Node (\d+) has (\d+) unscrubbed pages")
-_DOMAIN_NODES = re.compile(r"Domain (\d+) \(total: \d+\):\n((?:.*Node \d+: \d+\n)+)")
-_NODE_PAGES = re.compile(r"Node (\d+): (\d+)")
 #: What the ballast fills: only the guests' node, or every node (a full host).
 FILLS = protocol.SCRUB_FILLS
 _COUNTERS = ("scrubbed_local", "scrubbed_remote", "scrubbed_alloc", "scrubbed_worker",
@@ -58,13 +56,6 @@ def unscrubbed_by_node(heap_dump: str) -> dict[int, int]:
     """Dirty pages per node from Xen's 'H' heap dump; a node it does not
     mention has none (Xen prints only nodes with unscrubbed pages)."""
     return {int(n): int(p) for n, p in _UNSCRUBBED.findall(heap_dump)}
-
-
-def pages_by_node(numa_dump: str) -> dict[int, dict[int, int]]:
-    """Each domain's pages per node from Xen's 'u' NUMA dump ("Domain 5
-    (total: 131072):" then "    Node 0: 12" lines)."""
-    return {int(dom): {int(n): int(c) for n, c in _NODE_PAGES.findall(body)}
-            for dom, body in _DOMAIN_NODES.findall(numa_dump)}
 
 
 class DirtyPages:
@@ -91,18 +82,6 @@ class DirtyPages:
         xc.send_debug_keys("H")
         text = xc.read_console(clear=True)
         return unscrubbed_by_node(text).get(NODE, 0)
-
-    def placement(self, domid: int) -> dict[int, int]:
-        """Where a domain's memory is: pages per node (debug key 'u', which
-        stock Xen has too; its handler prints synchronously)."""
-        xc = self.host.xc
-        xc.read_console(clear=True)
-        xc.send_debug_keys("u")
-        found = pages_by_node(xc.read_console(clear=True)).get(domid)
-        if found is None:
-            raise RuntimeError(f"domain {domid} missing from Xen's NUMA dump "
-                               "(console ring too small?)")
-        return found
 
     def wait_clean(self, timeout: float) -> float | None:
         t0 = time.monotonic()
@@ -186,6 +165,9 @@ class Bench:
                 raise RuntimeError(f"domain {dom.domid} still dying after 120 s")
         return self.timed(go)[0]
 
+    def free_pages_by_node(self) -> dict[int, int]:
+        return {n.node: n.memfree >> 12 for n in self.host.numainfo()}
+
     def dom0_cpu_s(self) -> float:
         """dom0's CPU time, every vCPU, hypervisor time in its hypercalls
         included: a create's synchronous scrubbing is charged here."""
@@ -211,11 +193,16 @@ class Bench:
         cpu1, t1 = self.spin_cpu_s(), time.monotonic()
         dirty_at_create = self.dirty.dirty()
         mid = self.dirty.node()
+        free_before = self.free_pages_by_node()
         create_s, create_cpu, create_spin, born = self.timed_cpu(lambda: self.guest(mib))
+        free_after = self.free_pages_by_node()
         after = self.dirty.node()
         dirty_after_create = self.dirty.dirty()
-        placed = self.dirty.placement(born.domid)
         self.kill(born)
+        # Where the new guest's memory came from: what each node lost while it
+        # was created (the host is otherwise still; page tables and p2m are
+        # a few hundred pages of it).
+        placed = {n: max(0, free_before[n] - free_after.get(n, 0)) for n in free_before}
         return {
             "gap_s": gap,
             "rep": rep,
@@ -228,7 +215,7 @@ class Bench:
             "spin_cpus_busy_during_gap": ((cpu1 - cpu0) / (t1 - t0)) if gap > 0 else None,
             "dirty_pages_at_create": dirty_at_create,
             "dirty_pages_after_create": dirty_after_create,
-            # where the new guest's memory is (asked for node NODE)
+            # where the new guest's memory came from (it asked for node NODE)
             "born_pages_by_node": {str(n): c for n, c in sorted(placed.items())},
             "born_on_node_fraction": placed.get(NODE, 0) / max(1, sum(placed.values())),
             "scrub_during_gap": deltas(mid, before),

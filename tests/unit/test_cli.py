@@ -21,6 +21,8 @@ from pyxen.lab.cli import build_parser, main
     (["bench", "--concurrency", "1,2,0"], "must be >= 1"),
     (["bench", "--concurrency", "2,2"], "listed twice"),
     (["run", "--variant", "nope", "--", "true"], "invalid choice"),
+    (["scrubbench", "--reps", "0"], "must be >= 1"),
+    (["scrubbench", "--fill", "rack"], "invalid choice"),
 ])
 def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):
     with pytest.raises(SystemExit) as info:
@@ -142,3 +144,13 @@ def test_plot_names_a_file_that_is_not_a_benchmark(tmp_path, capsys):
     assert "holds no benchmark runs" in capsys.readouterr().err
     assert cli.main(["plot", str(tmp_path / "missing.json")]) == 2
     assert "cannot read benchmark results" in capsys.readouterr().err
+
+
+def test_patched_without_a_series_names_where_it_looked(tmp_path, monkeypatch):
+    from pyxen.lab import paths, variants
+    from pyxen.lab.errors import LabError
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(paths, "default_series", lambda: tmp_path / "gone" / "series")
+    with pytest.raises(LabError, match=r"no patch series: .*patches/series.*--series"):
+        variants.resolve("patched")
+    assert variants.resolve("stock").patches == ()      # stock needs none

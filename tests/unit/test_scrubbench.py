@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyxen.lab.scrub_dom0 import pages_by_node, unscrubbed_by_node
+from pyxen.lab.scrub_dom0 import unscrubbed_by_node
 from pyxen.lab.scrubbench import (birth_scrub_cost, pages_scrubbed_by_create, ratios,
                                   summarize_gaps)
 
@@ -102,20 +102,3 @@ def test_ratios_use_medians_and_cpu_where_measured() -> None:
     assert r["create_cpu_vs_stock"] == pytest.approx(0.5)
     assert r["destroy_cpu_vs_stock"] == pytest.approx(1.0)
 
-
-NUMA_DUMP = """(XEN) 'u' pressed -> dumping numa info (now = 93393216420)
-(XEN) Memory location of each domain:
-(XEN) Domain 0 (total: 262144):
-(XEN)     Node 0: 262144
-(XEN)     Node 1: 0
-(XEN) Domain 12 (total: 131328):
-(XEN)     Node 0: 2048
-(XEN)     Node 1: 129280
-(XEN)      1 vnodes, 1 vcpus, guest physical layout:
-(XEN)          0: pnode   1, vcpus 0
-"""
-
-
-def test_numa_dump_gives_each_domains_pages_per_node() -> None:
-    assert pages_by_node(NUMA_DUMP) == {0: {0: 262144, 1: 0}, 12: {0: 2048, 1: 129280}}
-    assert pages_by_node("(XEN) 'u' pressed\n") == {}
