@@ -46,7 +46,9 @@ NODE = 1
 #: Free memory left on node 1 beside the guest's size (page tables, p2m).
 BALLAST_MARGIN_MIB = 24
 _UNSCRUBBED = re.compile(r"Node (\d+) has (\d+) unscrubbed pages")
-#: What the ballast fills: only the guests' node, or every node (a full host).
+_ZONE = re.compile(r"heap\[node=(\d+)\]\[zone=(\d+)\] -> (\d+) pages")
+_DMA_WIDTH = re.compile(r"DMA width (\d+) bits")
+PAGE_SHIFT = 12
 FILLS = protocol.SCRUB_FILLS
 _COUNTERS = ("scrubbed_local", "scrubbed_remote", "scrubbed_alloc", "scrubbed_worker",
              "freed_dirty", "taken_dirty")
@@ -56,6 +58,25 @@ def unscrubbed_by_node(heap_dump: str) -> dict[int, int]:
     """Dirty pages per node from Xen's 'H' heap dump; a node it does not
     mention has none (Xen prints only nodes with unscrubbed pages)."""
     return {int(n): int(p) for n, p in _UNSCRUBBED.findall(heap_dump)}
+
+
+def dma_free_by_node(heap_dump: str, dma_bits: int) -> dict[int, int]:
+    """Free pages per node in Xen's DMA zones (zone z holds the pages below
+    2^(z + PAGE_SHIFT); those up to ``dma_bits`` are the DMA pool), from the
+    'H' heap dump.  Xen gives domains these only when no other memory is
+    left, clean or dirty, on any node."""
+    out: dict[int, int] = {}
+    for node, zone, pages in _ZONE.findall(heap_dump):
+        if int(zone) + PAGE_SHIFT <= dma_bits:
+            out[int(node)] = out.get(int(node), 0) + int(pages)
+    return out
+
+
+def dma_width(boot_log: str) -> int | None:
+    """Xen's DMA width from its boot log ("... DMA width 29 bits"); None
+    when it has none (no DMA pool)."""
+    m = _DMA_WIDTH.search(boot_log)
+    return int(m.group(1)) if m else None
 
 
 class DirtyPages:
@@ -73,15 +94,18 @@ class DirtyPages:
     def node(self) -> ScrubNodeStats | None:
         return self.host.scrub_state().nodes[NODE] if self.counters else None
 
+    def heap_dump(self) -> str:
+        """Xen's heap dump (debug key 'H', printed synchronously)."""
+        xc = self.host.xc
+        xc.read_console(clear=True)
+        xc.send_debug_keys("H")
+        return xc.read_console(clear=True)
+
     def dirty(self) -> int:
         st = self.node()
         if st is not None:
             return st.dirty_pages
-        xc = self.host.xc
-        xc.read_console(clear=True)
-        xc.send_debug_keys("H")
-        text = xc.read_console(clear=True)
-        return unscrubbed_by_node(text).get(NODE, 0)
+        return unscrubbed_by_node(self.heap_dump()).get(NODE, 0)
 
     def wait_clean(self, timeout: float) -> float | None:
         t0 = time.monotonic()
@@ -166,7 +190,7 @@ class Bench:
         return self.timed(go)[0]
 
     def free_pages_by_node(self) -> dict[int, int]:
-        return {n.node: n.memfree >> 12 for n in self.host.numainfo()}
+        return {n.node: n.memfree >> PAGE_SHIFT for n in self.host.numainfo()}
 
     def dom0_cpu_s(self) -> float:
         """dom0's CPU time, every vCPU, hypervisor time in its hypercalls
@@ -236,27 +260,33 @@ class Bench:
             "scrub": deltas(self.dirty.node(), before),
         }
 
-    def fill(self, leave_mib: int, fill: str) -> dict[str, int]:
+    def fill(self, leave_mib: int, fill: str, dma_bits: int | None) -> dict[str, int]:
         """Ballast guests so that only ``leave_mib`` (+ a margin) stays free on
         node 1 and, with ``fill == "host"``, only the margin on every other
         node: the next birth then has no clean memory but the dead guest's
         pages -- a full host.  (With only node 1 filled, Xen prefers clean
         pages on another node to dirty local ones: the birth does not scrub
-        but gets remote memory.)  Returns the ballast MiB per node."""
+        but gets remote memory.)  Xen's DMA pool (below 2^dma_bits) is left
+        out: domains get it only once everything else is gone, so a ballast
+        sized to include it would spill onto the next node.  Node 1 is filled
+        last, from what the others left.  Returns the ballast MiB per node."""
         if fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
         self.settle()
+        nodes = [n.node for n in self.host.numainfo()]
+        order = [n for n in nodes if n != NODE] + [NODE] if fill == "host" else [NODE]
         placed: dict[str, int] = {}
-        for n in self.host.numainfo():
-            if n.node != NODE and fill == "node":
-                continue
-            leave = BALLAST_MARGIN_MIB + (leave_mib if n.node == NODE else 0)
-            ballast = (n.memfree >> 20) - leave
+        for node in order:
+            free = self.free_pages_by_node()[node]
+            if dma_bits is not None:
+                free -= dma_free_by_node(self.dirty.heap_dump(), dma_bits).get(node, 0)
+            leave = BALLAST_MARGIN_MIB + (leave_mib if node == NODE else 0)
+            ballast = (free >> (20 - PAGE_SHIFT)) - leave
             if ballast < 16:
                 continue
-            self.host.create(DomainConfig(f"{self.prefix}ballast{n.node}", self.kernel,
-                                          memory_mib=ballast, nodes=(n.node,)))
-            placed[str(n.node)] = ballast
+            self.host.create(DomainConfig(f"{self.prefix}ballast{node}", self.kernel,
+                                          memory_mib=ballast, nodes=(node,)))
+            placed[str(node)] = ballast
         return placed
 
     def cleanup(self) -> None:
@@ -278,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="spinning guests per pCPU")
     ap.add_argument("--fill", choices=FILLS, default="host",
                     help="ballast on the guests' node only, or on every node")
+    ap.add_argument("--dma-bits", type=int,
+                    help="Xen's DMA width (its boot log), to leave the DMA pool out of the fill")
     ap.add_argument("--reps", type=int, default=1,
                     help="repetitions of every gap, interleaved (G1 G2 .. G1 G2 ..)")
     args = ap.parse_args(argv)
@@ -305,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                 "sizes": [bench.size_run(s) for s in sizes],
             }
             result["fill"] = args.fill
-            result["ballast_mib_by_node"] = bench.fill(args.guest_mib, args.fill)
+            result["dma_bits"] = args.dma_bits
+            result["ballast_mib_by_node"] = bench.fill(args.guest_mib, args.fill, args.dma_bits)
             result["ballast_mib"] = sum(result["ballast_mib_by_node"].values())
             result["gap_runs"] = [bench.gap_run(g, args.guest_mib, rep)
                                   for rep in range(args.reps) for g in gaps]

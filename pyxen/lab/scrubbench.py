@@ -15,7 +15,7 @@ from typing import Any
 from pyxen.lab import paths, variants
 from pyxen.lab.errors import LabError
 from pyxen.lab.progress import console, step
-from pyxen.lab.scrub_dom0 import FILLS
+from pyxen.lab.scrub_dom0 import FILLS, dma_width
 from pyxen.lab.vm import Dom0
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import build
@@ -95,10 +95,12 @@ def run_variant(name: str, options: VMOptions, gaps: str, guest_mib: int,
     staged = build(variants.resolve(name, series))
     guest = paths.tinyguest_path()
     with step(f"birth after death on {name}"), Dom0(staged, options) as dom0:
+        dma_bits = dma_width(dom0.serial_log.read_text(errors="replace"))
         res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.scrub_dom0", "--kernel", str(guest),
                         "--gaps", gaps, "--guest-mib", str(guest_mib), "--sizes", sizes,
                         "--clean-timeout", str(clean_timeout), "--reps", str(reps),
-                        "--fill", fill],
+                        "--fill", fill]
+                       + ([] if dma_bits is None else ["--dma-bits", str(dma_bits)]),
                        timeout=3600 * reps)
     result_file = res.files / "result.json"
     if res.returncode != 0 or not result_file.exists():

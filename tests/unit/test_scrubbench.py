@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyxen.lab.scrub_dom0 import unscrubbed_by_node
+from pyxen.lab.scrub_dom0 import dma_free_by_node, dma_width, unscrubbed_by_node
 from pyxen.lab.scrubbench import (birth_scrub_cost, pages_scrubbed_by_create, ratios,
                                   summarize_gaps)
 
@@ -102,3 +102,23 @@ def test_ratios_use_medians_and_cpu_where_measured() -> None:
     assert r["create_cpu_vs_stock"] == pytest.approx(0.5)
     assert r["destroy_cpu_vs_stock"] == pytest.approx(1.0)
 
+
+
+HEAP = """(XEN) 'H' pressed -> dumping heap info (now = 94421822339)
+(XEN) heap[node=0][zone=15] -> 16128 pages
+(XEN) heap[node=0][zone=17] -> 65536 pages
+(XEN) heap[node=0][zone=18] -> 131072 pages
+(XEN) heap[node=1][zone=20] -> 28088 pages
+"""
+
+
+def test_dma_pool_is_the_free_pages_of_zones_below_the_dma_width() -> None:
+    # 29 bits: pages below 512 MiB, i.e. zones up to 17
+    assert dma_free_by_node(HEAP, 29) == {0: 16128 + 65536}
+    assert dma_free_by_node(HEAP, 30) == {0: 16128 + 65536 + 131072}
+    assert dma_free_by_node(HEAP, 20) == {}
+
+
+def test_dma_width_comes_from_xens_boot_log() -> None:
+    assert dma_width("(XEN) Domain heap initialised DMA width 29 bits\n") == 29
+    assert dma_width("(XEN) Domain heap initialised\n") is None
