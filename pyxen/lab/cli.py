@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=_positive_int, default=1,
                    help="repetitions of every gap (medians and spread are reported)")
     p.add_argument("--series", type=Path, help="patch series (default patches/series)")
+    p.add_argument("--cpus", type=_positive_int, default=4,
+                   help="Xen's pCPUs, split over the 2 NUMA nodes (one spinner each)")
     p.add_argument("--fill", choices=protocol.SCRUB_FILLS, default="host",
                    help="ballast on the guests' node only, or on every node (a full host)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
@@ -225,11 +228,16 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             ap.error(f"--gaps values must be 0..600 seconds, got {args.gaps!r}")
         if args.clean_timeout <= 0:
             ap.error("--clean-timeout must be > 0")
-        from pyxen.lab.scrubbench import run_scrub_bench
+        from pyxen.lab.scrubbench import SCRUB_VM, run_scrub_bench
+        options = dataclasses.replace(SCRUB_VM, cpus=args.cpus)
+        try:
+            options.validate()
+        except ValueError as exc:
+            ap.error(str(exc))
         hostdeps.check()
         run_scrub_bench(args.variants, args.out, ",".join(str(g) for g in gaps),
                         args.guest_memory, ",".join(str(s) for s in args.sizes),
-                        args.clean_timeout, args.reps, args.series, args.fill)
+                        args.clean_timeout, args.reps, args.series, args.fill, options)
         return 0
 
     ap.error(f"unknown command {args.cmd}")  # pragma: no cover

@@ -33,6 +33,10 @@ GAP_FIELDS = ("create_s", "destroy_s", "create_dom0_cpu_s", "destroy_dom0_cpu_s"
               "dirty_pages_at_create", "dirty_pages_after_create", "born_on_node_fraction")
 
 
+#: Dirty pages (16 MiB) the births of a variant must differ by to fit a cost.
+MIN_PAGE_SPREAD = 4096
+
+
 def summarize_gaps(gap_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per gap (in the order first run), its fields the median over
     the repetitions; a field a run lacks or has as None is left out of it
@@ -71,11 +75,14 @@ def birth_scrub_cost(gap_runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     page costs a birth, the intercept what a birth costs with clean memory.
     ``best_create_ratio`` is intercept / (intercept + slope * pages) for the
     median pages met: the most any scrubbing scheme can save on such a
-    birth.  None with fewer than 3 runs or no spread in pages."""
+    birth.  None with fewer than 3 runs or under MIN_PAGE_SPREAD between the
+    fewest and most pages (a patched Xen's births scrub next to none: no
+    slope to fit)."""
     pts = [(float(p), r["create_dom0_cpu_s"]) for r in gap_runs
            if (p := pages_scrubbed_by_create(r)) is not None
            and r.get("create_dom0_cpu_s") is not None]
-    if len(pts) < 3 or len({p for p, _ in pts}) < 2:
+    pages_seen = [p for p, _ in pts]
+    if len(pts) < 3 or max(pages_seen) - min(pages_seen) < MIN_PAGE_SPREAD:
         return None
     fit = statistics.linear_regression([p for p, _ in pts], [c for _, c in pts])
     pages = statistics.median(p for p, _ in pts)

@@ -38,6 +38,7 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):
     (["bench", "--dom0-mem", "8000", "--memory", "3072"], "dom0_mem_mib"),
     (["bench", "--xen-cmdline", "", "--memory", "100"], "memory_mib"),
     (["run", "--variant", "stock"], "needs a command"),
+    (["scrubbench", "--cpus", "3"], "divide evenly over 2 NUMA nodes"),
 ])
 def test_inconsistent_arguments_fail_before_any_work(argv, msg, capsys):
     with pytest.raises(SystemExit) as info:

@@ -90,6 +90,8 @@ def test_birth_scrub_cost_is_the_fit_of_create_cpu_against_pages() -> None:
 def test_birth_scrub_cost_needs_spread() -> None:
     assert birth_scrub_cost([gap_run(0, 1, 2.0, 0, 0)] * 5) is None
     assert birth_scrub_cost([gap_run(0, 1, 2.0, 0, 0), gap_run(0, 1, 3.0, 9, 0)]) is None
+    # births that scrubbed 0-2 pages (patched) give no slope, not a wild one
+    assert birth_scrub_cost([gap_run(0, 1, 2.0 + i, i, 0) for i in (0, 1, 2, 0)]) is None
 
 
 def test_ratios_use_medians_and_cpu_where_measured() -> None:
