@@ -6,7 +6,7 @@ import pytest
 
 from pyxen.lab.scrub_dom0 import dma_free_by_node, dma_width, unscrubbed_by_node
 from pyxen.lab.scrubbench import (birth_scrub_cost, pages_scrubbed_by_create, ratios,
-                                  summarize_gaps)
+                                  scrub_bound, summarize_gaps)
 
 DUMP = """(XEN) 'H' pressed -> dumping heap info (now = 82456171745)
 (XEN) heap[node=0][zone=0] -> 0 pages
@@ -83,8 +83,24 @@ def test_birth_scrub_cost_is_the_fit_of_create_cpu_against_pages() -> None:
     assert cost is not None
     assert cost["us_per_page"] == pytest.approx(10.0)
     assert cost["clean_create_cpu_s"] == pytest.approx(2.0)
-    assert cost["median_pages"] == 75_000
-    assert cost["best_create_ratio"] == pytest.approx(2.0 / 2.75)
+
+
+def test_scrub_bound_pools_the_variants_and_prices_stocks_pages() -> None:
+    # stock's births all scrub ~100k pages (no spread of their own), patched's
+    # none or some: together they give the slope
+    stock = {"variant": "stock", "gap_runs": [
+        gap_run(0, 1, 1.0 + 2e-6 * p, p, 0) for p in (100_000, 100_000, 100_000)]}
+    patched = {"variant": "patched", "gap_runs": [
+        gap_run(0, 1, 1.0 + 2e-6 * p, 9, 9, counters={"scrubbed_alloc": p})
+        for p in (0, 0, 50_000)]}
+    assert birth_scrub_cost(stock["gap_runs"]) is None
+    bound = scrub_bound([stock, patched])
+    assert bound is not None
+    assert bound["us_per_page"] == pytest.approx(2.0)
+    assert bound["stock_pages_scrubbed"] == 100_000
+    assert bound["stock_scrub_cpu_s"] == pytest.approx(0.2)
+    assert bound["best_create_ratio"] == pytest.approx(1.0 / 1.2)
+    assert scrub_bound([patched]) is None           # nothing to compare with
 
 
 def test_birth_scrub_cost_needs_spread() -> None:
