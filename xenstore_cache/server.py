@@ -156,6 +156,7 @@ class ClientConn(asyncio.Protocol):
         self._fwd: Forward | None = None
         self._eof = False
         self._paused = False
+        self._write_paused = False
         self.closed = False
 
     # -- client side ---------------------------------------------------------
@@ -214,12 +215,31 @@ class ClientConn(asyncio.Protocol):
         self.close()
 
     def pause_writing(self) -> None:
+        # A client that does not read its replies: stop reading its requests
+        # and its connection's events until it catches up.
+        self._write_paused = True
         if self.up is not None:
-            self.up.pause_reading()     # a client that does not read: stop its events
+            self.up.pause_reading()
+        self._flow()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
         if self.up is not None and not self.up.is_closing():
             self.up.resume_reading()
+        self._flow()
+
+    def _flow(self) -> None:
+        """Read from the client only while it has room in the queue and
+        reads what it is sent."""
+        if self.transport is None or self.closed or self.up is None:
+            return
+        stop = self._write_paused or len(self.queue) >= MAX_QUEUED or self._eof
+        if stop and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        elif not stop and self._paused:
+            self._paused = False
+            self.transport.resume_reading()
 
     def _send(self, pkt: Packet) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -240,15 +260,10 @@ class ClientConn(asyncio.Protocol):
                 return
             self._fwd = decision
             self.up.write(decision.packet.encode())
-        assert self.transport is not None
         if self._eof and self._fwd is None and not self.queue:
             self.close()
-        elif len(self.queue) >= MAX_QUEUED and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-        elif len(self.queue) < MAX_QUEUED and self._paused and not self._eof:
-            self._paused = False
-            self.transport.resume_reading()
+        else:
+            self._flow()
 
     # -- upstream side -------------------------------------------------------
 
