@@ -130,8 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=_positive_int, default=1,
                    help="repetitions of every gap (medians and spread are reported)")
     p.add_argument("--series", type=Path, help="patch series (default patches/series)")
-    p.add_argument("--cpus", type=_positive_int, default=4,
-                   help="Xen's pCPUs, split over the 2 NUMA nodes (one spinner each)")
+    p.add_argument("--cpus", type=_positive_int,
+                   help="Xen's pCPUs, split over the 2 NUMA nodes, one spinner each "
+                        "(default: the benchmark's VM, scrubbench.SCRUB_VM)")
+    p.add_argument("--memory", type=_positive_int, metavar="MIB",
+                   help="Xen's RAM in MiB, split over the 2 NUMA nodes (default: SCRUB_VM's)")
     p.add_argument("--fill", choices=protocol.SCRUB_FILLS, default="host",
                    help="ballast on the guests' node only, or on every node (a full host)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
@@ -229,7 +232,8 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.clean_timeout <= 0:
             ap.error("--clean-timeout must be > 0")
         from pyxen.lab.scrubbench import SCRUB_VM, run_scrub_bench
-        options = dataclasses.replace(SCRUB_VM, cpus=args.cpus)
+        options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
+                                      memory_mib=args.memory or SCRUB_VM.memory_mib)
         try:
             options.validate()
         except ValueError as exc:

@@ -39,6 +39,7 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):
     (["bench", "--xen-cmdline", "", "--memory", "100"], "memory_mib"),
     (["run", "--variant", "stock"], "needs a command"),
     (["scrubbench", "--cpus", "3"], "divide evenly over 2 NUMA nodes"),
+    (["scrubbench", "--memory", "4097"], "divide evenly over 2 NUMA nodes"),
 ])
 def test_inconsistent_arguments_fail_before_any_work(argv, msg, capsys):
     with pytest.raises(SystemExit) as info:
