@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the benchmark's VM, scrubbench.SCRUB_VM)")
     p.add_argument("--memory", type=_positive_int, metavar="MIB",
                    help="Xen's RAM in MiB, split over the 2 NUMA nodes (default: SCRUB_VM's)")
-    p.add_argument("--fill", choices=protocol.SCRUB_FILLS, default="host",
+    p.add_argument("--fill", choices=protocol.SCRUB_FILLS, default=protocol.SCRUB_FILL_DEFAULT,
                    help="ballast on the guests' node only, or on every node (a full host)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     return ap

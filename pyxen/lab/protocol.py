@@ -44,3 +44,4 @@ XS_CACHE_START_S = 30.0
 
 #: scrub_dom0 --fill: ballast on the guests' node only, or on every node.
 SCRUB_FILLS = ("node", "host")
+SCRUB_FILL_DEFAULT = "host"

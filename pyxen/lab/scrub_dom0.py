@@ -101,11 +101,16 @@ class DirtyPages:
         xc.send_debug_keys("H")
         return xc.read_console(clear=True)
 
-    def dirty(self) -> int:
+    def sample(self) -> tuple[ScrubNodeStats | None, int]:
+        """Node 1's scrub counters (None without the sysctl) and its dirty
+        pages, from one read of Xen's state."""
         st = self.node()
         if st is not None:
-            return st.dirty_pages
-        return unscrubbed_by_node(self.heap_dump()).get(NODE, 0)
+            return st, st.dirty_pages
+        return None, unscrubbed_by_node(self.heap_dump()).get(NODE, 0)
+
+    def dirty(self) -> int:
+        return self.sample()[1]
 
     def wait_clean(self, timeout: float) -> float | None:
         t0 = time.monotonic()
@@ -215,13 +220,11 @@ class Bench:
         cpu0, t0 = self.spin_cpu_s(), time.monotonic()
         time.sleep(gap)
         cpu1, t1 = self.spin_cpu_s(), time.monotonic()
-        dirty_at_create = self.dirty.dirty()
-        mid = self.dirty.node()
+        mid, dirty_at_create = self.dirty.sample()
         free_before = self.free_pages_by_node()
         create_s, create_cpu, create_spin, born = self.timed_cpu(lambda: self.guest(mib))
         free_after = self.free_pages_by_node()
-        after = self.dirty.node()
-        dirty_after_create = self.dirty.dirty()
+        after, dirty_after_create = self.dirty.sample()
         self.kill(born)
         # Where the new guest's memory came from: what each node lost while it
         # was created (the host is otherwise still; page tables and p2m are
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix", default="bad-")
     ap.add_argument("--spinners-per-cpu", type=int, default=1,
                     help="spinning guests per pCPU")
-    ap.add_argument("--fill", choices=FILLS, default="host",
+    ap.add_argument("--fill", choices=FILLS, default=protocol.SCRUB_FILL_DEFAULT,
                     help="ballast on the guests' node only, or on every node")
     ap.add_argument("--dma-bits", type=int,
                     help="Xen's DMA width (its boot log), to leave the DMA pool out of the fill")

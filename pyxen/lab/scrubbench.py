@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pyxen.lab import paths, variants
+from pyxen.lab import paths, protocol, variants
 from pyxen.lab.errors import LabError
 from pyxen.lab.progress import console, step
 from pyxen.lab.scrub_dom0 import FILLS, dma_width
 from pyxen.lab.vm import Dom0
 from pyxen.lab.vm_options import VMOptions
-from pyxen.lab.xenbuild import build
+from pyxen.lab.xenbuild import Variant, build
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,11 @@ def _x(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
 
 
-def run_variant(name: str, options: VMOptions, gaps: str, guest_mib: int,
+def run_variant(variant: Variant, options: VMOptions, gaps: str, guest_mib: int,
                 sizes: str, clean_timeout: float, reps: int = 1,
-                series: Path | None = None, fill: str = "host") -> dict[str, Any]:
-    staged = build(variants.resolve(name, series))
+                fill: str = protocol.SCRUB_FILL_DEFAULT) -> dict[str, Any]:
+    name = variant.name
+    staged = build(variant)
     guest = paths.tinyguest_path()
     with step(f"birth after death on {name}"), Dom0(staged, options) as dom0:
         dma_bits = dma_width(dom0.serial_log.read_text(errors="replace"))
@@ -202,20 +203,19 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 def run_scrub_bench(variant_names: list[str], out_dir: Path, gaps: str = "0,0.5,2,5",
                     guest_mib: int = 512, sizes: str = "64,256,512,1024",
                     clean_timeout: float = 60.0, reps: int = 1,
-                    series: Path | None = None, fill: str = "host",
+                    series: Path | None = None, fill: str = protocol.SCRUB_FILL_DEFAULT,
                     options: VMOptions = SCRUB_VM) -> dict[str, Any]:
     options.validate()
     if options.numa_nodes < 2:
         raise ValueError("the birth-after-death benchmark needs --numa-nodes 2 or more")
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
-    # Resolve every variant first: a bad series fails now, not after a run.
-    for n in variant_names:
-        variants.resolve(n, series)
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-    runs = [run_variant(n, options, gaps, guest_mib, sizes, clean_timeout, reps, series, fill)
-            for n in variant_names]
+    # Resolve every variant first: a bad series fails now, not after a run.
+    resolved = [variants.resolve(n, series) for n in variant_names]
+    runs = [run_variant(v, options, gaps, guest_mib, sizes, clean_timeout, reps, fill)
+            for v in resolved]
     out_dir.mkdir(parents=True, exist_ok=True)
     bench_json = out_dir / "bench.json"
     doc: dict[str, Any] = json.loads(bench_json.read_text()) if bench_json.exists() else {}
