@@ -35,6 +35,10 @@ GAP_FIELDS = ("create_s", "destroy_s", "create_dom0_cpu_s", "destroy_dom0_cpu_s"
 
 #: Dirty pages (16 MiB) the births of a variant must differ by to fit a cost.
 MIN_PAGE_SPREAD = 4096
+#: ... and by at least this share of the most pages any of them scrubbed: a
+#: cluster far from 0 (stock's births, all ~514 thousand but one) would put
+#: the intercept, the clean birth, far outside what was measured.
+MIN_PAGE_SPREAD_SHARE = 0.5
 
 
 def summarize_gaps(gap_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -73,14 +77,18 @@ def birth_scrub_cost(gap_runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Least squares of a create's dom0 CPU time against the dirty pages the
     create scrubbed: the slope is what a dirty page costs a birth, the
     intercept what a birth costs with clean memory.  None with fewer than 3
-    runs or under MIN_PAGE_SPREAD between the fewest and most pages (no
-    slope to fit: stock's births on a busy host all scrub about the same,
-    a patched Xen's next to none)."""
+    runs, or when the fewest and most pages differ by under MIN_PAGE_SPREAD
+    or under MIN_PAGE_SPREAD_SHARE of the most (no slope to fit: stock's
+    births on a busy host all scrub about the same, a patched Xen's next to
+    none)."""
     pts = [(float(p), r["create_dom0_cpu_s"]) for r in gap_runs
            if (p := pages_scrubbed_by_create(r)) is not None
            and r.get("create_dom0_cpu_s") is not None]
+    if len(pts) < 3:
+        return None
     pages_seen = [p for p, _ in pts]
-    if len(pts) < 3 or max(pages_seen) - min(pages_seen) < MIN_PAGE_SPREAD:
+    spread = max(pages_seen) - min(pages_seen)
+    if spread < max(MIN_PAGE_SPREAD, MIN_PAGE_SPREAD_SHARE * max(pages_seen)):
         return None
     fit = statistics.linear_regression(pages_seen, [c for _, c in pts])
     return {"runs": len(pts), "us_per_page": fit.slope * 1e6,

@@ -108,6 +108,12 @@ def test_birth_scrub_cost_needs_spread() -> None:
     assert birth_scrub_cost([gap_run(0, 1, 2.0, 0, 0), gap_run(0, 1, 3.0, 9, 0)]) is None
     # births that scrubbed 0-2 pages (patched) give no slope, not a wild one
     assert birth_scrub_cost([gap_run(0, 1, 2.0 + i, i, 0) for i in (0, 1, 2, 0)]) is None
+    # births that all scrubbed ~514k pages but one with 10k fewer: the slope
+    # would be noise and the clean birth an extrapolation over 500k pages
+    # (a run gave -22.8 us a page and a 12.7 s clean birth)
+    clustered = [gap_run(0, 1, c, p, 0) for p, c in
+                 ((514_051, 1.2), (514_060, 1.1), (504_000, 1.3), (514_040, 1.25))]
+    assert birth_scrub_cost(clustered) is None
 
 
 def test_ratios_use_medians_and_cpu_where_measured() -> None:
