@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean-timeout", type=float, default=60.0, metavar="S")
     p.add_argument("--reps", type=_positive_int, default=1,
                    help="repetitions of every gap (medians and spread are reported)")
+    p.add_argument("--size-reps", type=_positive_int, default=1,
+                   help="repetitions of every size (medians and spread are reported)")
     p.add_argument("--series", type=Path, help="patch series (default patches/series)")
     p.add_argument("--cpus", type=_positive_int,
                    help="Xen's pCPUs, split over the 2 NUMA nodes, one spinner each "
@@ -241,7 +243,8 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         hostdeps.check()
         run_scrub_bench(args.variants, args.out, ",".join(str(g) for g in gaps),
                         args.guest_memory, ",".join(str(s) for s in args.sizes),
-                        args.clean_timeout, args.reps, args.series, args.fill, options)
+                        args.clean_timeout, args.reps, args.series, args.fill, options,
+                        args.size_reps)
         return 0
 
     ap.error(f"unknown command {args.cmd}")  # pragma: no cover

@@ -249,7 +249,7 @@ class Bench:
             "scrub_during_create": deltas(after, mid),
         }
 
-    def size_run(self, mib: int) -> dict[str, Any]:
+    def size_run(self, mib: int, rep: int = 0) -> dict[str, Any]:
         self.settle()
         victim = self.guest(mib)
         before = self.dirty.node()
@@ -257,6 +257,7 @@ class Bench:
         clean_s = self.dirty.wait_clean(self.clean_timeout)
         return {
             "guest_mib": mib,
+            "rep": rep,
             "destroy_s": destroy_s,
             "time_to_clean_s": clean_s,  # None: still dirty after clean_timeout_s
             "dirty_pages_left": 0 if clean_s is not None else self.dirty.dirty(),
@@ -315,11 +316,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="Xen's DMA width (its boot log), to leave the DMA pool out of the fill")
     ap.add_argument("--reps", type=int, default=1,
                     help="repetitions of every gap, interleaved (G1 G2 .. G1 G2 ..)")
+    ap.add_argument("--size-reps", type=int, default=1,
+                    help="repetitions of every size, interleaved (S1 S2 .. S1 S2 ..)")
     args = ap.parse_args(argv)
     gaps = [float(g) for g in args.gaps.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.reps < 1:
         ap.error(f"--reps must be >= 1, got {args.reps}")
+    if args.size_reps < 1:
+        ap.error(f"--size-reps must be >= 1, got {args.size_reps}")
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
     # Nothing here counts Xenstore requests: time Xen without the trace's cost.
     with xs_trace_off(), Host() as host:
@@ -337,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                     "period_us": policy.period_us},
                 "clean_timeout_s": args.clean_timeout,
                 "xenstored_trace": False,
-                "sizes": [bench.size_run(s) for s in sizes],
+                "size_runs": [bench.size_run(s, rep)
+                              for rep in range(args.size_reps) for s in sizes],
             }
             result["fill"] = args.fill
             result["dma_bits"] = args.dma_bits

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -33,6 +34,10 @@ GAP_FIELDS = ("create_s", "destroy_s", "create_dom0_cpu_s", "destroy_dom0_cpu_s"
               "dirty_pages_at_create", "dirty_pages_after_create", "born_on_node_fraction")
 
 
+#: Fields of a size run (one destroy, then the wait for clean memory) given
+#: as medians; the time to clean is summarised on its own (summarize_sizes).
+SIZE_FIELDS = ("destroy_s", "dirty_pages_left")
+
 #: Dirty pages (16 MiB) the births of a variant must differ by to fit a cost.
 MIN_PAGE_SPREAD = 4096
 #: ... and by at least this share of the most pages any of them scrubbed: a
@@ -41,21 +46,50 @@ MIN_PAGE_SPREAD = 4096
 MIN_PAGE_SPREAD_SHARE = 0.5
 
 
+def _by(runs: list[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any]]]:
+    """The runs grouped by ``run[key]``, in the order each value first ran."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(r[key], []).append(r)
+    return groups
+
+
+def _median_fields(rs: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, Any]:
+    """Each field's median over ``rs`` and every value (``<field>_all``); a
+    field a run lacks or has as None is left out (None when no run has it)."""
+    entry: dict[str, Any] = {}
+    for f in fields:
+        vals = [r[f] for r in rs if r.get(f) is not None]
+        entry[f] = statistics.median(vals) if vals else None
+        entry[f + "_all"] = vals
+    return entry
+
+
 def summarize_gaps(gap_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per gap (in the order first run), its fields the median over
-    the repetitions; a field a run lacks or has as None is left out of it
-    (None when no run has it)."""
-    by_gap: dict[float, list[dict[str, Any]]] = {}
-    for r in gap_runs:
-        by_gap.setdefault(r["gap_s"], []).append(r)
+    the repetitions."""
+    return [{"gap_s": gap, "guest_mib": rs[0]["guest_mib"], "n": len(rs),
+             **_median_fields(rs, GAP_FIELDS)}
+            for gap, rs in _by(gap_runs, "gap_s").items()]
+
+
+def summarize_sizes(size_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per guest size (in the order first run): destroy time and
+    pages left dirty as medians over the repetitions; the time to clean as
+    the upper median, a run still dirty at the timeout counting as slower
+    than any that cleaned (None, still dirty, when half or more of the runs
+    were); the scrub counters summed over the runs (None if one lacks them)."""
     out: list[dict[str, Any]] = []
-    for gap, rs in by_gap.items():
-        entry: dict[str, Any] = {"gap_s": gap, "guest_mib": rs[0]["guest_mib"], "n": len(rs)}
-        for f in GAP_FIELDS:
-            vals = [r[f] for r in rs if r.get(f) is not None]
-            entry[f] = statistics.median(vals) if vals else None
-            entry[f + "_all"] = vals
-        out.append(entry)
+    for mib, rs in _by(size_runs, "guest_mib").items():
+        clean = [r["time_to_clean_s"] for r in rs]
+        upper = statistics.median_high([math.inf if c is None else c for c in clean])
+        counters: list[dict[str, int]] = [r["scrub"] for r in rs if r.get("scrub") is not None]
+        out.append({"guest_mib": mib, "n": len(rs),
+                    **_median_fields(rs, SIZE_FIELDS),
+                    "time_to_clean_s": None if math.isinf(upper) else upper,
+                    "time_to_clean_s_all": clean,
+                    "scrub": None if len(counters) < len(rs) else {
+                        k: sum(c[k] for c in counters) for k in counters[0]}})
     return out
 
 
@@ -122,7 +156,7 @@ def _x(ratio: float | None) -> str:
 
 def run_variant(variant: Variant, options: VMOptions, gaps: str, guest_mib: int,
                 sizes: str, clean_timeout: float, reps: int = 1,
-                fill: str = protocol.SCRUB_FILL_DEFAULT) -> dict[str, Any]:
+                fill: str = protocol.SCRUB_FILL_DEFAULT, size_reps: int = 1) -> dict[str, Any]:
     name = variant.name
     staged = build(variant)
     guest = paths.tinyguest_path()
@@ -131,14 +165,15 @@ def run_variant(variant: Variant, options: VMOptions, gaps: str, guest_mib: int,
         res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.scrub_dom0", "--kernel", str(guest),
                         "--gaps", gaps, "--guest-mib", str(guest_mib), "--sizes", sizes,
                         "--clean-timeout", str(clean_timeout), "--reps", str(reps),
-                        "--fill", fill]
+                        "--size-reps", str(size_reps), "--fill", fill]
                        + ([] if dma_bits is None else ["--dma-bits", str(dma_bits)]),
-                       timeout=3600 * reps)
+                       timeout=3600 * (reps + size_reps))
     result_file = res.files / "result.json"
     if res.returncode != 0 or not result_file.exists():
         raise LabError(f"birth-after-death benchmark failed on {name} ({res.returncode}):\n"
                        f"{res.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(result_file.read_text())
+    result["sizes"] = summarize_sizes(result["size_runs"])
     result["gaps"] = summarize_gaps(result["gap_runs"])
     result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])
     return {"variant": name, "hypervisor_key": staged.hypervisor_key,
@@ -212,17 +247,20 @@ def run_scrub_bench(variant_names: list[str], out_dir: Path, gaps: str = "0,0.5,
                     guest_mib: int = 512, sizes: str = "64,256,512,1024",
                     clean_timeout: float = 60.0, reps: int = 1,
                     series: Path | None = None, fill: str = protocol.SCRUB_FILL_DEFAULT,
-                    options: VMOptions = SCRUB_VM) -> dict[str, Any]:
+                    options: VMOptions = SCRUB_VM, size_reps: int = 1) -> dict[str, Any]:
     options.validate()
     if options.numa_nodes < 2:
         raise ValueError("the birth-after-death benchmark needs --numa-nodes 2 or more")
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
+    if size_reps < 1:
+        raise ValueError(f"size_reps must be >= 1, got {size_reps}")
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
     # Resolve every variant first: a bad series fails now, not after a run.
     resolved = [variants.resolve(n, series) for n in variant_names]
-    runs = [run_variant(v, options, gaps, guest_mib, sizes, clean_timeout, reps, fill)
+    runs = [run_variant(v, options, gaps, guest_mib, sizes, clean_timeout, reps, fill,
+                        size_reps)
             for v in resolved]
     out_dir.mkdir(parents=True, exist_ok=True)
     bench_json = out_dir / "bench.json"
@@ -267,7 +305,7 @@ def run_scrub_bench(variant_names: list[str], out_dir: Path, gaps: str = "0,0.5,
     for run in runs:
         for s in run["sizes"]:
             console().print(f"{run['variant']} {s['guest_mib']} MiB: destroy "
-                            f"{s['destroy_s']:.2f} s, clean after "
+                            f"{s['destroy_s']:.2f} s (n={s.get('n', 1)}), clean after "
                             + (f"{s['time_to_clean_s']:.1f} s" if s["time_to_clean_s"]
                                is not None else f"> {run['clean_timeout_s']} s (still dirty)"))
     console().print(f"wrote {bench_json} (birth_after_death) and "

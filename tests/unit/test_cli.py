@@ -22,6 +22,7 @@ from pyxen.lab.cli import build_parser, main
     (["bench", "--concurrency", "2,2"], "listed twice"),
     (["run", "--variant", "nope", "--", "true"], "invalid choice"),
     (["scrubbench", "--reps", "0"], "must be >= 1"),
+    (["scrubbench", "--size-reps", "0"], "must be >= 1"),
     (["scrubbench", "--fill", "rack"], "invalid choice"),
 ])
 def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):

@@ -6,7 +6,7 @@ import pytest
 
 from pyxen.lab.scrub_dom0 import dma_free_by_node, dma_width, unscrubbed_by_node
 from pyxen.lab.scrubbench import (birth_scrub_cost, pages_scrubbed_by_create, ratios,
-                                  scrub_bound, summarize_gaps)
+                                  scrub_bound, summarize_gaps, summarize_sizes)
 
 DUMP = """(XEN) 'H' pressed -> dumping heap info (now = 82456171745)
 (XEN) heap[node=0][zone=0] -> 0 pages
@@ -146,3 +146,35 @@ def test_dma_pool_is_the_free_pages_of_zones_below_the_dma_width() -> None:
 def test_dma_width_comes_from_xens_boot_log() -> None:
     assert dma_width("(XEN) Domain heap initialised DMA width 29 bits\n") == 29
     assert dma_width("(XEN) Domain heap initialised\n") is None
+
+
+def size_run(mib: int, destroy: float, clean: float | None,
+             scrub: dict | None = None) -> dict:  # type: ignore[type-arg]
+    return {"guest_mib": mib, "destroy_s": destroy, "time_to_clean_s": clean,
+            "dirty_pages_left": 0 if clean is not None else 1000, "scrub": scrub}
+
+
+def test_size_repetitions_become_medians_per_size_in_first_run_order() -> None:
+    runs = [size_run(1024, 1.0, 2.0, {"scrubbed_local": 10, "scrubbed_remote": 0}),
+            size_run(256, 0.5, 0.3, {"scrubbed_local": 5, "scrubbed_remote": 1}),
+            size_run(1024, 3.0, 2.4, {"scrubbed_local": 12, "scrubbed_remote": 1}),
+            size_run(256, 0.7, 0.5, {"scrubbed_local": 4, "scrubbed_remote": 0}),
+            size_run(1024, 2.0, 2.2, {"scrubbed_local": 9, "scrubbed_remote": 0})]
+    big, small = summarize_sizes(runs)
+    assert (big["guest_mib"], big["n"], small["guest_mib"], small["n"]) == (1024, 3, 256, 2)
+    assert big["destroy_s"] == 2.0 and big["destroy_s_all"] == [1.0, 3.0, 2.0]
+    assert big["time_to_clean_s"] == 2.2
+    assert small["time_to_clean_s"] == 0.5           # upper median of two
+    assert big["scrub"] == {"scrubbed_local": 31, "scrubbed_remote": 1}
+
+
+def test_a_size_still_dirty_in_half_its_runs_is_reported_still_dirty() -> None:
+    (once,) = summarize_sizes([size_run(512, 1.0, None), size_run(512, 1.0, 3.0),
+                               size_run(512, 1.0, 4.0)])
+    assert once["time_to_clean_s"] == 4.0            # the dirty run counts as slowest
+    assert once["time_to_clean_s_all"] == [None, 3.0, 4.0]
+    (half,) = summarize_sizes([size_run(512, 1.0, None), size_run(512, 1.0, 3.0)])
+    assert half["time_to_clean_s"] is None
+    assert half["dirty_pages_left"] == 500
+    # stock has no counters: no sum
+    assert half["scrub"] is None
