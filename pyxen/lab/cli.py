@@ -19,7 +19,7 @@ from pyxen.lab.vm_options import VMOptions
 log = logging.getLogger("pyxen.lab")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -32,7 +32,7 @@ def _positive_int(text: str) -> int:
 def _int_list(text: str) -> tuple[int, ...]:
     values = []
     for part in text.split(","):
-        values.append(_positive_int(part.strip()))
+        values.append(positive_int(part.strip()))
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"value listed twice in {text!r}")
     return tuple(values)
@@ -47,15 +47,15 @@ def _variant_list(text: str) -> list[str]:
 
 def _add_vm_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("nested VM")
-    g.add_argument("--cpus", type=_positive_int, default=2, help="Xen's pCPUs (QEMU -smp)")
-    g.add_argument("--memory", type=_positive_int, default=3072, metavar="MIB",
+    g.add_argument("--cpus", type=positive_int, default=2, help="Xen's pCPUs (QEMU -smp)")
+    g.add_argument("--memory", type=positive_int, default=3072, metavar="MIB",
                    help="Xen's RAM in MiB")
-    g.add_argument("--dom0-vcpus", type=_positive_int, default=2)
-    g.add_argument("--dom0-mem", type=_positive_int, default=1024, metavar="MIB",
+    g.add_argument("--dom0-vcpus", type=positive_int, default=2)
+    g.add_argument("--dom0-mem", type=positive_int, default=1024, metavar="MIB",
                    help="dom0_mem in MiB")
     g.add_argument("--autoballoon", action="store_true",
                    help="boot without dom0_mem (dom0 owns all memory; xl autoballoons)")
-    g.add_argument("--numa-nodes", type=_positive_int, default=1,
+    g.add_argument("--numa-nodes", type=positive_int, default=1,
                    help="virtual NUMA nodes (QEMU -numa)")
     g.add_argument("--xen-cmdline", default="", help="extra Xen command-line options")
     g.add_argument("--debug", action="store_true", help="debug hypervisor (debug=y)")
@@ -104,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="boot-storm benchmark: stock vs variants in one run")
     p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
-    p.add_argument("--guests", type=_positive_int, default=16)
+    p.add_argument("--guests", type=positive_int, default=16)
     p.add_argument("--concurrency", type=_int_list, default=(4,),
                    help="creates in flight; a list (1,2,4,8) runs one storm for each")
-    p.add_argument("--guest-memory", type=_positive_int, default=16, metavar="MIB")
+    p.add_argument("--guest-memory", type=positive_int, default=16, metavar="MIB")
     p.add_argument("--driver", choices=("pyxen", "xl"), default="pyxen",
                    help="create/destroy through pyxen (libxl in-process, threads; default) "
                         "or unmodified xl processes")
@@ -123,19 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
                                           "scrubbing): stock vs variants, 4 pCPUs on 2 nodes")
     p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
     p.add_argument("--gaps", default="0,0.5,2,5", help="seconds between death and birth")
-    p.add_argument("--guest-memory", type=_positive_int, default=512, metavar="MIB")
+    p.add_argument("--guest-memory", type=positive_int, default=512, metavar="MIB")
     p.add_argument("--sizes", type=_int_list, default=(64, 256, 512, 1024),
                    help="guest sizes (MiB) for destroy time and time to clean")
     p.add_argument("--clean-timeout", type=float, default=60.0, metavar="S")
-    p.add_argument("--reps", type=_positive_int, default=1,
+    p.add_argument("--reps", type=positive_int, default=1,
                    help="repetitions of every gap (medians and spread are reported)")
-    p.add_argument("--size-reps", type=_positive_int, default=1,
+    p.add_argument("--size-reps", type=positive_int, default=1,
                    help="repetitions of every size (medians and spread are reported)")
     p.add_argument("--series", type=Path, help="patch series (default patches/series)")
-    p.add_argument("--cpus", type=_positive_int,
+    p.add_argument("--cpus", type=positive_int,
                    help="Xen's pCPUs, split over the 2 NUMA nodes, one spinner each "
                         "(default: the benchmark's VM, scrubbench.SCRUB_VM)")
-    p.add_argument("--memory", type=_positive_int, metavar="MIB",
+    p.add_argument("--memory", type=positive_int, metavar="MIB",
                    help="Xen's RAM in MiB, split over the 2 NUMA nodes (default: SCRUB_VM's)")
     p.add_argument("--fill", choices=protocol.SCRUB_FILLS, default=protocol.SCRUB_FILL_DEFAULT,
                    help="ballast on the guests' node only, or on every node (a full host)")

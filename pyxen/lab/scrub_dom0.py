@@ -39,6 +39,7 @@ from typing import Any
 from pyxen.config import DomainConfig
 from pyxen.host import Domain, Host
 from pyxen.lab import protocol
+from pyxen.lab.cli import positive_int
 from pyxen.lab.xstrace import xs_trace_off
 from pyxen.xenctrl import ScrubNodeStats, scrub_supported
 
@@ -314,17 +315,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="ballast on the guests' node only, or on every node")
     ap.add_argument("--dma-bits", type=int,
                     help="Xen's DMA width (its boot log), to leave the DMA pool out of the fill")
-    ap.add_argument("--reps", type=int, default=1,
+    ap.add_argument("--reps", type=positive_int, default=1,
                     help="repetitions of every gap, interleaved (G1 G2 .. G1 G2 ..)")
-    ap.add_argument("--size-reps", type=int, default=1,
+    ap.add_argument("--size-reps", type=positive_int, default=1,
                     help="repetitions of every size, interleaved (S1 S2 .. S1 S2 ..)")
     args = ap.parse_args(argv)
     gaps = [float(g) for g in args.gaps.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
-    if args.reps < 1:
-        ap.error(f"--reps must be >= 1, got {args.reps}")
-    if args.size_reps < 1:
-        ap.error(f"--size-reps must be >= 1, got {args.size_reps}")
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
     # Nothing here counts Xenstore requests: time Xen without the trace's cost.
     with xs_trace_off(), Host() as host:
