@@ -22,6 +22,8 @@ from rich.table import Table
 from pyxen.lab import paths, protocol, variants
 from pyxen.lab.errors import LabError
 from pyxen.lab.progress import console
+from pyxen.lab.provenance import describe_build
+from pyxen.lab.sources import XenSource
 from pyxen.lab.vm import Dom0
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import StagedBuild, build
@@ -96,10 +98,7 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
                             len(result["errors"]), result["errors"][0])
             records.append({
                 "variant": name,
-                "hypervisor_key": staged.hypervisor_key,
-                "tools_key": staged.tools_key,
-                "source_version": staged.source_version,
-                "patches": [p.name for p in staged.variant.patches],
+                **describe_build(staged),
                 "profiled": staged.variant.profile,
                 "xs_cache": options.xs_cache,
                 **result,
@@ -296,17 +295,20 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
               out_dir: Path, series: Path | None = None,
-              debug: bool = False, profile: bool = False) -> dict[str, Any]:
-    """Build each variant, run the storm on each, write bench.json and bench.png."""
+              debug: bool = False, profile: bool = False,
+              source: XenSource | None = None) -> dict[str, Any]:
+    """Build each variant (on ``source``, default the one the user named),
+    run the storm on each, write bench.json and bench.png."""
     params.validate()
     options.validate()
-    builds = {n: build(variants.resolve(n, series, debug, profile)) for n in variant_names}
+    builds = {n: build(variants.resolve(n, series, debug, profile, source))
+              for n in variant_names}
     cached = {n: variants.split_name(n)[1] for n in variant_names}
     notes: list[str] = []
     if "stock" in builds:
         for n, b in builds.items():
             if variants.split_name(n)[0] != "stock" and same_build(b, builds["stock"]):
-                notes.append(f"note: '{n}' is identical to stock (patches/series is empty): "
+                notes.append(f"note: '{n}' is identical to stock (its series is empty): "
                              "differences are run-to-run noise")
     runs = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(

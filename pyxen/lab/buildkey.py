@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 #: Bump when the build recipe (commands, install layout) changes.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def patch_digests(patches: Sequence[Path]) -> list[tuple[str, str]]:
@@ -16,10 +16,10 @@ def patch_digests(patches: Sequence[Path]) -> list[tuple[str, str]]:
     return [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in patches]
 
 
-def build_key(component: str, source_version: str, patches: Sequence[Path],
+def build_key(component: str, source_sha256: str, patches: Sequence[Path],
               options: Mapping[str, object]) -> str:
-    """A short stable key over (component, source version, the contents of every
-    patch in order, build options, recipe version).
+    """A short stable key over (component, the source's checksum, the contents
+    of every patch in order, build options, recipe version).
 
     ``options`` holds what else selects the output: configure flags for the
     toolstack, Kconfig settings (debug, lock profiling) for the hypervisor.
@@ -27,7 +27,7 @@ def build_key(component: str, source_version: str, patches: Sequence[Path],
     material = {
         "component": component,
         "recipe": RECIPE_VERSION,
-        "source": source_version,
+        "source": source_sha256,
         "patches": patch_digests(patches),
         "options": options,
     }

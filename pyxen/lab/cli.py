@@ -12,7 +12,7 @@ from types import FrameType
 
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the package's own dependencies (rich, ...) exist.
-from pyxen.lab import hostdeps, protocol, variants
+from pyxen.lab import hostdeps, protocol, sources, variants
 from pyxen.lab.errors import LabError
 from pyxen.lab.vm_options import VMOptions
 
@@ -43,6 +43,31 @@ def _variant_list(text: str) -> list[str]:
         return variants.parse_variant_list(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _sha256(text: str) -> str:
+    try:
+        return sources.check_sha256(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Xen source")
+    g.add_argument("--xen-source", type=Path, metavar="PATH",
+                   help=f"Xen release tarball (xen-X.Y.Z.tar.gz or .tar.xz) or source tree "
+                        f"(default ${sources.SOURCE_ENV}, else "
+                        f"xen-{sources.DEFAULT_VERSION}.tar.* in the lab's cache)")
+    g.add_argument("--xen-sha256", type=_sha256, metavar="SUM",
+                   help=f"expected SHA-256 of the tarball (default ${sources.SHA256_ENV}; "
+                        "known release files are checked without it)")
+    g.add_argument("--series", type=Path, metavar="DIR",
+                   help="patch series directory holding xen/series and tools/series "
+                        "(default patches/<X.Y> for the source's Xen X.Y)")
+
+
+def _source(args: argparse.Namespace) -> sources.XenSource:
+    return sources.xen_source(args.xen_source, args.xen_sha256)
 
 
 def _add_vm_options(p: argparse.ArgumentParser) -> None:
@@ -76,8 +101,8 @@ def _vm_options(args: argparse.Namespace) -> VMOptions:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pyxen.lab",
                                  description="Nested Xen lab: build stock and patched Xen "
-                                             "from Debian's source, boot it in QEMU, run "
-                                             "work in dom0.")
+                                             "from an upstream source release, boot it in "
+                                             "QEMU, run work in dom0.")
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -88,11 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="stock", choices=variants.KNOWN)
     p.add_argument("--debug", action="store_true")
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--series", type=Path, help="patch series (default patches/series)")
+    _add_source_options(p)
 
     p = sub.add_parser("run", help="boot a variant and run a command in its dom0")
     p.add_argument("--variant", default="stock", choices=variants.KNOWN)
-    p.add_argument("--series", type=Path)
+    _add_source_options(p)
     p.add_argument("--timeout", type=float, default=600.0, metavar="S")
     p.add_argument("--files", type=Path, metavar="DIR",
                    help="copy the command's $PYXEN_OUT files here")
@@ -112,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="create/destroy through pyxen (libxl in-process, threads; default) "
                         "or unmodified xl processes")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
-    p.add_argument("--series", type=Path)
+    _add_source_options(p)
     _add_vm_options(p)
 
     p = sub.add_parser("plot", help="redraw a saved bench.json's plot and print its table")
@@ -131,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repetitions of every gap (medians and spread are reported)")
     p.add_argument("--size-reps", type=positive_int, default=1,
                    help="repetitions of every size (medians and spread are reported)")
-    p.add_argument("--series", type=Path, help="patch series (default patches/series)")
+    _add_source_options(p)
     p.add_argument("--cpus", type=positive_int,
                    help="Xen's pCPUs, split over the 2 NUMA nodes, one spinner each "
                         "(default: the benchmark's VM, scrubbench.SCRUB_VM)")
@@ -184,9 +209,12 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.cmd == "build":
         from pyxen.lab.xenbuild import build
-        staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile))
-        print(f"{args.variant}: hypervisor {staged.xen}\n"
-              f"{args.variant}: toolstack  {staged.tools_root}")
+        staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,
+                                        _source(args)))
+        print(f"{args.variant} (Xen {staged.variant.source.version}): "
+              f"hypervisor {staged.xen}\n"
+              f"{args.variant} (Xen {staged.variant.source.version}): "
+              f"toolstack  {staged.tools_root}")
         return 0
 
     if args.cmd == "run":
@@ -196,7 +224,8 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         opts = _vm_options(args)
         from pyxen.lab.vm import Dom0
         from pyxen.lab.xenbuild import build
-        staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile))
+        staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,
+                                        _source(args)))
         for b in args.bind:
             if not b.is_dir():
                 ap.error(f"--bind {b}: not a directory")
@@ -216,7 +245,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         params.validate()
         hostdeps.check()
         run_bench(args.variants, params, opts, args.out, args.series, args.debug,
-                  args.profile)
+                  args.profile, _source(args))
         return 0
 
     if args.cmd == "plot":
@@ -225,6 +254,10 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
 
     if args.cmd == "scrubbench":
+        with_proxy = [n for n in args.variants if variants.split_name(n)[1]]
+        if with_proxy:
+            ap.error(f"scrubbench runs no Xenstore proxy: drop {', '.join(with_proxy)} "
+                     "from --variants")
         try:
             gaps = [float(g) for g in args.gaps.split(",")]
         except ValueError:
@@ -241,9 +274,11 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         except ValueError as exc:
             ap.error(str(exc))
         hostdeps.check()
-        run_scrub_bench(args.variants, args.out, ",".join(str(g) for g in gaps),
+        source = _source(args)
+        resolved = [variants.resolve(n, args.series, source=source) for n in args.variants]
+        run_scrub_bench(resolved, args.out, ",".join(str(g) for g in gaps),
                         args.guest_memory, ",".join(str(s) for s in args.sizes),
-                        args.clean_timeout, args.reps, args.series, args.fill, options,
+                        args.clean_timeout, args.reps, args.fill, options,
                         args.size_reps)
         return 0
 

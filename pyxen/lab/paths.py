@@ -20,7 +20,8 @@ def cache_root() -> Path:
 
 
 def sources_dir() -> Path:
-    """Debian source packages and their pristine extracted trees."""
+    """Xen source tarballs (the default release is looked for here) and the
+    pristine trees extracted from them."""
     return cache_root() / "sources"
 
 
@@ -44,9 +45,9 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def default_series() -> Path:
-    """The project's patch series file."""
-    return repo_root() / "patches" / "series"
+def patches_dir() -> Path:
+    """The project's patch series, one directory per Xen branch."""
+    return repo_root() / "patches"
 
 
 def package_data(name: str) -> Path:

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pyxen.lab import paths, protocol, variants
+from pyxen.lab import paths, protocol
 from pyxen.lab.errors import LabError
 from pyxen.lab.progress import console, step
+from pyxen.lab.provenance import describe_build
 from pyxen.lab.scrub_dom0 import FILLS, dma_width
 from pyxen.lab.vm import Dom0
 from pyxen.lab.vm_options import VMOptions
@@ -176,8 +177,7 @@ def run_variant(variant: Variant, options: VMOptions, gaps: str, guest_mib: int,
     result["sizes"] = summarize_sizes(result["size_runs"])
     result["gaps"] = summarize_gaps(result["gap_runs"])
     result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])
-    return {"variant": name, "hypervisor_key": staged.hypervisor_key,
-            "patches": [p.name for p in staged.variant.patches], **result}
+    return {"variant": name, **describe_build(staged), **result}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -243,10 +243,10 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_scrub_bench(variant_names: list[str], out_dir: Path, gaps: str = "0,0.5,2,5",
+def run_scrub_bench(resolved: list[Variant], out_dir: Path, gaps: str = "0,0.5,2,5",
                     guest_mib: int = 512, sizes: str = "64,256,512,1024",
                     clean_timeout: float = 60.0, reps: int = 1,
-                    series: Path | None = None, fill: str = protocol.SCRUB_FILL_DEFAULT,
+                    fill: str = protocol.SCRUB_FILL_DEFAULT,
                     options: VMOptions = SCRUB_VM, size_reps: int = 1) -> dict[str, Any]:
     options.validate()
     if options.numa_nodes < 2:
@@ -257,8 +257,7 @@ def run_scrub_bench(variant_names: list[str], out_dir: Path, gaps: str = "0,0.5,
         raise ValueError(f"size_reps must be >= 1, got {size_reps}")
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-    # Resolve every variant first: a bad series fails now, not after a run.
-    resolved = [variants.resolve(n, series) for n in variant_names]
+    # The caller resolves every variant first: a bad series fails before any run.
     runs = [run_variant(v, options, gaps, guest_mib, sizes, clean_timeout, reps, fill,
                         size_reps)
             for v in resolved]

@@ -1,12 +1,26 @@
-"""Debian sources the lab builds and boots: the ``xen`` source package and the
-``linux-image-amd64`` kernel used as PV dom0."""
+"""What the lab builds and boots: an upstream Xen source release (a release
+tarball or a Xen tree) and Debian's ``linux-image-amd64`` kernel as PV dom0.
+
+The Xen source is chosen by ``--xen-source`` or ``$PYXEN_XEN_SOURCE``
+(:data:`SOURCE_ENV`); a tarball's SHA-256 is verified against
+``--xen-sha256`` / ``$PYXEN_XEN_SHA256`` when given, else against
+:data:`KNOWN_TARBALLS` when its file name is listed there.  Without either,
+the lab looks for the default release's tarball in its cache's ``sources/``
+folder and otherwise says where to get it.  Each source is extracted (or
+copied) once into the cache, under its version and digest, so builds of
+different releases and exports live side by side.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import shutil
 import subprocess
+import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,15 +29,53 @@ from pyxen.lab.errors import LabError
 
 log = logging.getLogger(__name__)
 
-#: Debian's Xen source package and the dom0 kernel metapackage.
-XEN_SOURCE_PACKAGE = "xen"
+#: Environment variables naming the Xen source and its expected checksum
+#: (what --xen-source and --xen-sha256 default to).
+SOURCE_ENV = "PYXEN_XEN_SOURCE"
+SHA256_ENV = "PYXEN_XEN_SHA256"
+
+#: The release the lab builds when no source is named, and where it is published.
+DEFAULT_VERSION = "4.22.0"
+RELEASES_URL = "https://downloads.xenproject.org/release/xen/"
+
+#: SHA-256 of release tarballs the lab knows by file name.  These are plain
+#: ``git archive`` exports (xz) of the upstream release tags RELEASE-4.22.0
+#: (d45d5687f144) and RELEASE-4.20.4 (9611e26eff42); a tarball by another
+#: name, or another export of the same tag, needs its sum given explicitly.
+KNOWN_TARBALLS: Mapping[str, str] = {
+    "xen-4.22.0.tar.xz": "0709a15ce9332a4c35505bad8161c8f56372a910a798a383804a92fc1d72ecf6",
+    "xen-4.20.4.tar.xz": "77c8c7d1f250f41d85d76838bf8f0bf7bf8b08f911085d8b58046e39240d2b72",
+}
+
+#: File name suffixes of the tarballs accepted (what the Xen Project
+#: publishes, and xz exports).
+TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".tar.bz2")
+
 KERNEL_METAPACKAGE = "linux-image-amd64"
 
-#: Files Debian's 0001 patch deletes and its build restores from autotools-dev.
-AUTOTOOLS_AUX = ("config.guess", "config.sub")
-AUTOTOOLS_AUX_DIR = Path("/usr/share/misc")
-
 _STAMP = ".pyxen-extracted"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class XenSource:
+    """A pristine Xen tree in the cache and where it came from."""
+
+    tree: Path          # extracted (or copied) into the cache; never built in
+    version: str        # "4.22.0", from xen/Makefile
+    sha256: str         # of the tarball, or of a tree's files (tree_digest)
+    origin: str         # the tarball or tree it was made from
+    verified: bool      # sha256 checked against a given or known sum
+
+    @property
+    def branch(self) -> str:
+        """'4.22.0' -> '4.22': the base a patch series is kept for."""
+        return ".".join(self.version.split(".")[:2])
+
+    def describe(self) -> dict[str, object]:
+        """What a results file records of the source."""
+        return {"xen_version": self.version, "source_sha256": self.sha256,
+                "source": Path(self.origin).name, "source_verified": self.verified}
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> str:
@@ -34,54 +86,158 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def xen_source_version() -> str:
-    """The version of Debian's ``xen`` source package apt would fetch."""
-    out = _run(["apt-cache", "showsrc", XEN_SOURCE_PACKAGE])
-    versions = re.findall(r"^Version: (\S+)$", out, flags=re.MULTILINE)
-    if not versions:
-        raise LabError(
-            "apt knows no 'xen' source package: add a deb-src entry for the main "
-            "archive and run apt-get update ('python -m pyxen.lab deps --install' does both)"
-        )
-    return str(max(versions, key=_debian_version_key))
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def _debian_version_key(v: str) -> list[object]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", v)]
+def tree_digest(tree: Path) -> str:
+    """SHA-256 over a tree's regular files and symlinks (relative path, mode's
+    executable bit, contents or link target), in path order, ``.git`` left out."""
+    h = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(tree):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(files):
+            p = Path(dirpath) / name
+            rel = p.relative_to(tree).as_posix()
+            if p.is_symlink():
+                h.update(f"L {rel}\0{os.readlink(p)}\0".encode())
+            elif p.is_file():
+                h.update(f"F {rel} {os.access(p, os.X_OK):d}\0".encode())
+                h.update(file_sha256(p).encode())
+    return h.hexdigest()
 
 
-def upstream_version(debian_version: str) -> str:
-    """'4.17.5+72-g01140da4e8-1' -> '4.17.5+72-g01140da4e8' (drop the Debian revision)."""
-    return debian_version.rsplit("-", 1)[0] if "-" in debian_version else debian_version
+_MAKEFILE_VAR = re.compile(r"^export\s+XEN_(VERSION|SUBVERSION|EXTRAVERSION)\s*\??=\s*(\S*)",
+                           re.MULTILINE)
 
 
-def xen_source_tree() -> tuple[Path, str]:
-    """A pristine extracted Xen tree (Debian patches applied) and its version.
+def tree_version(tree: Path) -> str:
+    """The Xen version a tree builds ('4.22.0'), read from xen/Makefile."""
+    makefile = tree / "xen" / "Makefile"
+    try:
+        text = makefile.read_text()
+    except OSError:
+        raise LabError(f"{tree} is not a Xen source tree (no xen/Makefile)") from None
+    found = dict(_MAKEFILE_VAR.findall(text))
+    if "VERSION" not in found or "SUBVERSION" not in found:
+        raise LabError(f"{makefile}: no XEN_VERSION/XEN_SUBVERSION: not a Xen tree?")
+    extra = re.sub(r"\$\([^)]*\)", "", found.get("EXTRAVERSION", ""))
+    return f"{found['VERSION']}.{found['SUBVERSION']}{extra}"
 
-    Fetched and extracted once into the cache; later calls return it as is.
+
+def check_sha256(text: str) -> str:
+    """A checksum as given by the user, normalized; a malformed one is an error."""
+    value = text.strip().lower()
+    if not _SHA256.fullmatch(value):
+        raise ValueError(f"not a SHA-256 checksum (64 hex digits): {text!r}")
+    return value
+
+
+def _missing_source_message() -> str:
+    return (f"no Xen source: the lab builds Xen {DEFAULT_VERSION} by default. Get "
+            f"xen-{DEFAULT_VERSION}.tar.gz from {RELEASES_URL}{DEFAULT_VERSION}/ (or a tree "
+            f"of tag RELEASE-{DEFAULT_VERSION} of xen.git) and name it with --xen-source "
+            f"PATH or {SOURCE_ENV}=PATH, or put the tarball in {paths.sources_dir()}/")
+
+
+def default_source() -> Path:
+    """Where the default release's tarball is, if the user named none."""
+    for suffix in TARBALL_SUFFIXES:
+        candidate = paths.sources_dir() / f"xen-{DEFAULT_VERSION}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise LabError(_missing_source_message())
+
+
+def requested(source: Path | None = None, sha256: str | None = None) -> tuple[Path, str | None]:
+    """The source and expected checksum the user asked for: the arguments,
+    else the environment, else the default release in the cache."""
+    if source is None and os.environ.get(SOURCE_ENV):
+        source = Path(os.environ[SOURCE_ENV])
+    if sha256 is None and os.environ.get(SHA256_ENV):
+        sha256 = os.environ[SHA256_ENV]
+    if source is None:
+        source = default_source()
+    if not source.exists():
+        raise LabError(f"Xen source {source} does not exist ({_missing_source_message()})")
+    return source.resolve(), (check_sha256(sha256) if sha256 else None)
+
+
+def _expected(source: Path, given: str | None) -> str | None:
+    return given if given is not None else KNOWN_TARBALLS.get(source.name)
+
+
+def _extract(tarball: Path, dest: Path) -> None:
+    """Unpack a tarball whose members all lie under one top directory into
+    ``dest`` (that directory's contents), refusing unsafe members."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with tarfile.open(tarball) as tf:
+            tops = {m.name.split("/", 1)[0] for m in tf.getmembers() if m.name not in ("", ".")}
+            if len(tops) != 1:
+                raise LabError(f"{tarball}: expected one top directory, found "
+                               f"{', '.join(sorted(tops)[:5]) or 'none'}")
+            tf.extractall(tmp, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LabError(f"cannot unpack {tarball}: {exc}") from exc
+    except LabError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(dest, ignore_errors=True)
+    (tmp / tops.pop()).rename(dest)
+    shutil.rmtree(tmp)
+
+
+def xen_source(source: Path | None = None, sha256: str | None = None) -> XenSource:
+    """The pristine tree of the requested Xen source, extracted once into the cache.
+
+    A tarball's checksum is verified when one was given or its name is in
+    :data:`KNOWN_TARBALLS`; a mismatch is an error naming both sums.  A tree
+    is copied (without ``.git``) and identified by :func:`tree_digest`.
     """
-    version = xen_source_version()
+    path, given = requested(source, sha256)
+    if path.is_dir():
+        digest = tree_digest(path)
+        if given is not None and given != digest:
+            raise LabError(f"Xen tree {path}: its file digest is {digest}, "
+                           f"not the {given} that was given")
+        verified = given is not None
+    elif path.name.endswith(TARBALL_SUFFIXES):
+        digest = file_sha256(path)
+        expected = _expected(path, given)
+        if expected is not None and expected != digest:
+            raise LabError(f"checksum mismatch for {path}: expected {expected}, "
+                           f"file has {digest}" +
+                           ("" if given else " (another export of this release? "
+                            "give its sum with --xen-sha256)"))
+        verified = expected is not None
+        if not verified:
+            log.warning("Xen source %s: no checksum given; sha256 %s recorded", path, digest)
+    else:
+        raise LabError(f"Xen source {path}: neither a directory nor a tarball "
+                       f"({', '.join(TARBALL_SUFFIXES)})")
     root = paths.sources_dir()
-    tree = root / f"xen-{upstream_version(version)}"
-    if (tree / _STAMP).exists():
-        return tree, version
     root.mkdir(parents=True, exist_ok=True)
-    if tree.exists():
-        shutil.rmtree(tree)
-    log.info("fetching Debian source package xen %s", version)
-    _run(["apt-get", "source", "--download-only", "-q", f"{XEN_SOURCE_PACKAGE}={version}"],
-         cwd=root)
-    dsc = next(root.glob(f"xen_{upstream_version(version).split(':')[-1]}*.dsc"), None)
-    if dsc is None:
-        raise LabError(f"apt-get source left no .dsc for xen {version} in {root}")
-    _run(["dpkg-source", "--no-check", "-x", dsc.name, tree.name], cwd=root)
-    for name in AUTOTOOLS_AUX:
-        src = AUTOTOOLS_AUX_DIR / name
-        if not src.exists():
-            raise LabError(f"{src} missing: install autotools-dev")
-        shutil.copy2(src, tree / name)
-    (tree / _STAMP).write_text(version + "\n")
-    return tree, version
+    # The version is read after unpacking; the directory is named by digest.
+    tree = root / f"xen-{digest[:16]}"
+    stamp = tree / _STAMP
+    if not stamp.exists():
+        log.info("unpacking %s into %s", path, tree)
+        if path.is_dir():
+            shutil.rmtree(tree, ignore_errors=True)
+            shutil.copytree(path, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        else:
+            _extract(path, tree)
+        stamp.write_text(f"{digest} {path}\n")
+    return XenSource(tree=tree, version=tree_version(tree), sha256=digest,
+                     origin=str(path), verified=verified)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,21 @@
-"""Named variants of Xen the lab builds: ``stock`` and ``patched``."""
+"""Named variants of Xen the lab builds: ``stock`` and ``patched``.
+
+The patch series are kept per Xen branch, hypervisor and toolstack apart
+(they go to different maintainers)::
+
+    patches/4.22/xen/series     hypervisor series (apply order)
+    patches/4.22/tools/series   toolstack series, applied after the hypervisor's
+
+``patched`` applies both to the source's tree: the hypervisor build takes
+the hypervisor series only, the toolstack build both (the tools compile
+against the hypervisor's public headers).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pyxen.lab import paths
+from pyxen.lab import paths, sources
 from pyxen.lab.errors import LabError
 from pyxen.lab.patchset import read_series
 from pyxen.lab.xenbuild import Variant
@@ -13,6 +24,8 @@ from pyxen.lab.xenbuild import Variant
 KNOWN = ("stock", "patched")
 #: Suffix of a variant run with the Xenstore caching proxy in dom0 ("stock+cache").
 CACHE_SUFFIX = "+cache"
+#: The two series of a branch, in apply order: (sub-directory, builds it changes).
+SERIES_PARTS = ("xen", "tools")
 
 
 def split_name(name: str) -> tuple[str, bool]:
@@ -25,17 +38,39 @@ def split_name(name: str) -> tuple[str, bool]:
     return base, cached
 
 
-def find_series(explicit: Path | None = None) -> Path:
-    """The patch series: ``explicit``, else ./patches/series, else the checkout's."""
+def _patch_roots() -> tuple[Path, ...]:
+    """Where series are looked for: ./patches, then this checkout's."""
+    return tuple(dict.fromkeys((Path.cwd() / "patches", paths.patches_dir())))
+
+
+def find_series(branch: str, explicit: Path | None = None) -> Path:
+    """The series directory for a Xen branch ('4.22'): ``explicit``, else
+    ``patches/<branch>`` here or in the checkout."""
     if explicit is not None:
+        if not explicit.is_dir():
+            raise LabError(f"--series {explicit}: not a directory (it holds xen/series "
+                           "and/or tools/series)")
         return explicit
-    candidates = (Path.cwd() / "patches" / "series", paths.default_series())
-    for here in candidates:
-        if here.exists():
-            return here
-    raise LabError(f"no patch series: neither {candidates[0]} nor {candidates[1]} exists "
-                   "(pyxen is installed outside its checkout); run from the checkout or "
-                   "pass --series PATH")
+    roots = _patch_roots()
+    for root in roots:
+        if (root / branch).is_dir():
+            return root / branch
+    kept = sorted({d.name for r in roots if r.is_dir() for d in r.iterdir() if d.is_dir()})
+    raise LabError(f"no patch series for Xen {branch}: looked in "
+                   f"{', '.join(str(r / branch) for r in roots)} (series kept for: "
+                   f"{', '.join(kept) or 'none'}); run from the checkout, pass "
+                   "--series DIR, or build another Xen with --xen-source")
+
+
+def read_series_dir(directory: Path) -> dict[str, tuple[Path, ...]]:
+    """{'xen': patches, 'tools': patches} of a series directory; a part
+    without a series file is empty, a directory with neither is an error."""
+    found = {part: tuple(read_series(directory / part / "series"))
+             for part in SERIES_PARTS if (directory / part / "series").exists()}
+    if not found:
+        raise LabError(f"{directory} holds no series "
+                       f"({' or '.join(f'{p}/series' for p in SERIES_PARTS)})")
+    return {part: found.get(part, ()) for part in SERIES_PARTS}
 
 
 def parse_variant_list(text: str) -> list[str]:
@@ -51,9 +86,15 @@ def parse_variant_list(text: str) -> list[str]:
 
 
 def resolve(name: str, series: Path | None = None, debug: bool = False,
-            profile: bool = False) -> Variant:
-    """The build for a name: stock has no patches, patched has the series
-    (a ``+cache`` suffix changes dom0's userland, not the build)."""
+            profile: bool = False, source: sources.XenSource | None = None) -> Variant:
+    """The build for a name on a Xen source (default: the one the user named,
+    see :func:`sources.xen_source`): stock has no patches, patched has the
+    series of the source's branch (a ``+cache`` suffix changes dom0's
+    userland, not the build)."""
     name, _ = split_name(name)
-    patches = tuple(read_series(find_series(series))) if name == "patched" else ()
-    return Variant(name=name, patches=patches, debug=debug, profile=profile)
+    src = source if source is not None else sources.xen_source()
+    if name != "patched":
+        return Variant(name=name, source=src, debug=debug, profile=profile)
+    parts = read_series_dir(find_series(src.branch, series))
+    return Variant(name=name, source=src, xen_patches=parts["xen"],
+                   tools_patches=parts["tools"], debug=debug, profile=profile)

@@ -1,5 +1,5 @@
-"""Building Xen (hypervisor and toolstack) from Debian's source, with patches,
-into cached staging directories keyed by every input."""
+"""Building Xen (hypervisor and toolstack) from an upstream source, with
+patches, into cached staging directories keyed by every input."""
 
 from __future__ import annotations
 
@@ -14,17 +14,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyxen.lab import hostdeps, paths, sources
+from pyxen.lab import hostdeps, paths
 from pyxen.lab.buildkey import build_key
 from pyxen.lab.errors import BuildError, LabError
 from pyxen.lab.nativebuild import build_native, build_scrubd
 from pyxen.lab.patchset import apply_series
 from pyxen.lab.progress import step
+from pyxen.lab.sources import XenSource
 
 log = logging.getLogger(__name__)
 
-#: configure flags of the toolstack (shared/NESTED-XEN.md): no docs, stubdoms,
-#: firmware or OCaml; the system QEMU for device models.
+#: configure flags of the toolstack: no docs, stubdoms, firmware or OCaml
+#: (none of which the lab's PV guests use, and each would need its own
+#: sources or compilers); the system QEMU for device models.
 TOOLS_CONFIGURE_FLAGS: tuple[str, ...] = (
     "--prefix=/usr",
     "PYTHON=/usr/bin/python3",
@@ -54,13 +56,21 @@ PROFILE_KCONFIG = {"EXPERT": "y", "DEBUG_LOCK_PROFILE": "y", "PERF_COUNTERS": "y
 
 @dataclass(frozen=True)
 class Variant:
-    """What to build: a name, the patches (in order) and hypervisor options."""
+    """What to build: a name, the Xen source, the hypervisor and toolstack
+    series (each in apply order) and hypervisor options."""
 
     name: str
-    patches: tuple[Path, ...] = ()
+    source: XenSource
+    xen_patches: tuple[Path, ...] = ()
+    tools_patches: tuple[Path, ...] = ()
     debug: bool = False
     profile: bool = False   # lock profiling and perf counters (xenlockprof, xenperf)
     kconfig: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def patches(self) -> tuple[Path, ...]:
+        """Every patch, in apply order (the hypervisor's first)."""
+        return self.xen_patches + self.tools_patches
 
     def hypervisor_kconfig(self) -> dict[str, str]:
         cfg = dict(self.kconfig)
@@ -76,7 +86,6 @@ class StagedBuild:
     """A built variant: the hypervisor image and the staged toolstack."""
 
     variant: Variant
-    source_version: str
     hypervisor_key: str
     tools_key: str
     xen: Path               # the multiboot (ELF32) hypervisor image
@@ -115,10 +124,10 @@ def _run_logged(step_name: str, argv: list[str], cwd: Path, logfile: Path,
         raise BuildError(step_name, "\n".join(lines[-30:]), str(logfile))
 
 
-def _prepare_tree(pristine: Path, work: Path, variant: Variant) -> Path:
+def _prepare_tree(pristine: Path, work: Path, patches: tuple[Path, ...]) -> Path:
     src = work / "src"
     shutil.copytree(pristine, src, symlinks=True)
-    apply_series(src, list(variant.patches))
+    apply_series(src, list(patches))
     return src
 
 
@@ -130,13 +139,13 @@ def _set_kconfig(dotconfig: Path, settings: Mapping[str, str]) -> None:
     dotconfig.write_text("\n".join(lines) + "\n")
 
 
-def _cached_build(component: str, key: str, variant: Variant, pristine: Path,
-                  version: str, eta: str, manifest: Mapping[str, object],
+def _cached_build(component: str, key: str, variant: Variant, patches: tuple[Path, ...],
+                  eta: str, manifest: Mapping[str, object],
                   recipe: Callable[[Path, Path, Path], None]) -> Path:
     """builds/<component>-<key>, built once by ``recipe(src, work, logfile)``.
 
     The build runs in a temporary directory on a fresh copy of the pristine
-    tree with the variant's patches applied, and is renamed into place only
+    tree with ``patches`` applied, and is renamed into place only
     when it is complete (a failed build leaves its log in the temporary
     directory and never a half-built cache entry).
     """
@@ -149,22 +158,26 @@ def _cached_build(component: str, key: str, variant: Variant, pristine: Path,
         work = paths.builds_dir() / f".tmp-{component}-{key}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        with step(f"building {component} for '{variant.name}' (key {key}, {eta})"):
-            src = _prepare_tree(pristine, work, variant)
+        source = variant.source
+        with step(f"building {component} of Xen {source.version} for '{variant.name}' "
+                  f"(key {key}, {eta})"):
+            src = _prepare_tree(source.tree, work, patches)
             recipe(src, work, work / "build.log")
             shutil.rmtree(src)
             (work / _MANIFEST).write_text(json.dumps(
-                {"key": key, "source": version,
-                 "patches": [p.name for p in variant.patches], **manifest}, indent=2))
+                {"key": key, **source.describe(),
+                 "patches": [p.name for p in patches], **manifest}, indent=2))
             shutil.rmtree(out, ignore_errors=True)
             work.rename(out)
     return out
 
 
-def build_hypervisor(variant: Variant, pristine: Path, version: str) -> tuple[str, Path]:
-    """Build (or reuse) the hypervisor of a variant; returns (key, xen image)."""
+def build_hypervisor(variant: Variant) -> tuple[str, Path]:
+    """Build (or reuse) the hypervisor of a variant; returns (key, xen image).
+    Only the hypervisor series is applied: a toolstack patch does not change
+    the hypervisor, so stock and patched share it while that series is empty."""
     kconfig = variant.hypervisor_kconfig()
-    key = build_key("xen", version, variant.patches, {"kconfig": kconfig})
+    key = build_key("xen", variant.source.sha256, variant.xen_patches, {"kconfig": kconfig})
 
     def recipe(src: Path, work: Path, logfile: Path) -> None:
         _run_logged("xen defconfig", ["make", "-C", "xen", "defconfig"], src, logfile)
@@ -177,7 +190,7 @@ def build_hypervisor(variant: Variant, pristine: Path, version: str) -> tuple[st
         shutil.copy2(src / "xen" / ".config", work / "xen.config")
         shutil.copy2(src / "xen" / "xen-syms", work / "xen-syms")
 
-    out = _cached_build("xen", key, variant, pristine, version, "~1-2 min",
+    out = _cached_build("xen", key, variant, variant.xen_patches, "~2 min",
                         {"kconfig": kconfig}, recipe)
     return key, out / "xen"
 
@@ -203,9 +216,11 @@ def _find_library_dirs(root: Path) -> list[str]:
     return sorted(dirs)
 
 
-def build_tools(variant: Variant, pristine: Path, version: str) -> tuple[str, Path]:
-    """Build (or reuse) the toolstack of a variant; returns (key, staging root)."""
-    key = build_key("tools", version, variant.patches,
+def build_tools(variant: Variant) -> tuple[str, Path]:
+    """Build (or reuse) the toolstack of a variant; returns (key, staging root).
+    Both series are applied: the tools compile against the hypervisor's
+    public headers."""
+    key = build_key("tools", variant.source.sha256, variant.patches,
                     {"configure": list(TOOLS_CONFIGURE_FLAGS)})
 
     def recipe(src: Path, work: Path, logfile: Path) -> None:
@@ -216,25 +231,22 @@ def build_tools(variant: Variant, pristine: Path, version: str) -> tuple[str, Pa
                     ["make", "install-tools", f"DESTDIR={work / 'stage'}", f"-j{jobs()}"],
                     src, logfile)
 
-    out = _cached_build("tools", key, variant, pristine, version, "~2-4 min",
+    out = _cached_build("tools", key, variant, variant.patches, "~3-4 min",
                         {"configure": list(TOOLS_CONFIGURE_FLAGS)}, recipe)
     return key, out / "stage"
 
 
 def build(variant: Variant) -> StagedBuild:
     """Build (or fetch from the cache) everything a variant needs to boot."""
-    hostdeps.check(list(hostdeps.PACKAGES["source"] + hostdeps.PACKAGES["build"]))
-    with step("fetching Debian's xen source package"):
-        pristine, version = sources.xen_source_tree()
-    hv_key, xen = build_hypervisor(variant, pristine, version)
-    tools_key, stage = build_tools(variant, pristine, version)
+    hostdeps.check(list(hostdeps.PACKAGES["build"]))
+    hv_key, xen = build_hypervisor(variant)
+    tools_key, stage = build_tools(variant)
     programs = dict(find_programs(stage))
     scrubd = build_scrubd(stage, tools_key)
     if scrubd is not None:  # on dom0's PATH with the staged programs
         programs["scrubd"] = str(scrubd)
     return StagedBuild(
         variant=variant,
-        source_version=version,
         hypervisor_key=hv_key,
         tools_key=tools_key,
         xen=xen,

@@ -5,29 +5,6 @@ import pytest
 from pyxen.lab import hostdeps
 from pyxen.lab.errors import MissingHostPackage
 
-SOURCES = """\
-Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-"""
-
-
-def test_deb_src_entry_covers_the_main_archive_only():
-    entry = hostdeps.deb_src_entry(SOURCES)
-    assert entry.count("Types: deb-src") == 1
-    assert "security" not in entry
-    assert "Suites: bookworm bookworm-updates" in entry
-
-
 def test_missing_package_error_is_one_line_with_the_command(monkeypatch):
     monkeypatch.setattr(hostdeps, "missing_packages", lambda pkgs=None: ["qemu-system-x86"])
     with pytest.raises(MissingHostPackage) as info:

@@ -1,0 +1,44 @@
+"""What a results file records of where its figures came from: the Xen
+source (version, checksum), the patch series and the project's own commit."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pyxen.lab import paths
+from pyxen.lab.xenbuild import StagedBuild
+
+
+def project_commit(where: Path | None = None) -> str:
+    """The git commit of the project checkout at ``where`` (default: the
+    current directory, else the package's checkout), with ``+dirty`` when
+    tracked files differ from it; ``unknown`` outside a checkout."""
+    for place in ([where] if where is not None else [Path.cwd(), paths.repo_root()]):
+        try:
+            head = subprocess.run(["git", "-C", str(place), "rev-parse", "HEAD"],
+                                  capture_output=True, text=True, check=False)
+            if head.returncode != 0:
+                continue
+            dirty = subprocess.run(["git", "-C", str(place), "status", "--porcelain",
+                                    "--untracked-files=no"],
+                                   capture_output=True, text=True, check=False)
+        except OSError:  # no git on this machine
+            break
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    return "unknown"
+
+
+def describe_build(staged: StagedBuild) -> dict[str, Any]:
+    """The provenance fields of one variant's results."""
+    v = staged.variant
+    return {
+        **v.source.describe(),
+        "series": {"xen": [p.name for p in v.xen_patches],
+                   "tools": [p.name for p in v.tools_patches]},
+        "patches": [p.name for p in v.patches],
+        "hypervisor_key": staged.hypervisor_key,
+        "tools_key": staged.tools_key,
+        "project_commit": project_commit(),
+    }
