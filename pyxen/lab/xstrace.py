@@ -1,10 +1,13 @@
 """Counting requests in xenstored's trace (``xenstored -T FILE``).
 
-Each request xenstored receives is one line ``IN <conn> <date> <time> <OP> (<args>)``.
+Each request xenstored receives is one line: ``IN <conn> <date> <time> <OP> (<args>)``
+up to Xen 4.17; from 4.18 on, with a category prefix and the connection's
+domain, ``io: IN <conn> (d<domid>) <date> <time> <OP> (<args>)``.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -57,12 +60,14 @@ class TraceReader:
         return count_requests(data[:end].decode(errors="replace"))
 
 
+_REQUEST = re.compile(r"(?:io: )?IN \S+ (?:\(d\d+\) )?\d{8} \d\d:\d\d:\d\d (\S+) \(")
+
+
 def count_requests(text: str) -> Counter[str]:
-    """Requests by operation name in trace text."""
+    """Requests by operation name in trace text (either format)."""
     ops: Counter[str] = Counter()
     for line in text.splitlines():
-        if line.startswith("IN "):
-            parts = line.split()
-            if len(parts) >= 5:
-                ops[parts[4]] += 1
+        m = _REQUEST.match(line)
+        if m:
+            ops[m.group(1)] += 1
     return ops
