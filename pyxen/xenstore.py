@@ -18,13 +18,16 @@ from typing import Any, Self, TypeVar
 
 from pyxen._native import check_xs, ffi, lib, string
 from pyxen.errors import TransactionConflict, XenstoreError
-from pyxen.xs_wire import MAX_PATH, MAX_PAYLOAD
 
 T = TypeVar("T")
 
-# Xenstore's own limits (pyxen.xs_wire): one message's payload, and a path's
-# length.  A write's payload is the path, a NUL and the value, so the longest
-# value depends on the path.
+# Xenstore's own limits (xen/include/public/io/xs_wire.h).  A write's payload
+# is the path, a NUL and the value, so the longest value depends on the path.
+
+#: ``XENSTORE_PAYLOAD_MAX``: the longest payload of one message.
+MAX_PAYLOAD = 4096
+#: ``XENSTORE_ABS_PATH_MAX``: the longest absolute path.
+MAX_PATH = 3072
 
 _PERM_CHARS = {"n": 0, "r": 1, "w": 2, "b": 3}
 

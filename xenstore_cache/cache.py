@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from pyxen.xs_wire import Op, Packet, is_below
+from xenstore_cache.wire import Op, Packet, is_below
 
 #: Default bound on cached entries; past it the cache is flushed (counted).
 DEFAULT_MAX_ENTRIES = 65536

@@ -16,8 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
-from xenstore_cache.server import (DEFAULT_CONTROL, DEFAULT_UPSTREAM, CachingProxy, Config,
-                                   SetupError, check_paths, probe_upstream, query_control)
+from xenstore_cache.control import DEFAULT_CONTROL, DEFAULT_UPSTREAM, SetupError, query_control
+from xenstore_cache.server import CachingProxy, Config, check_paths, probe_upstream
 
 log = logging.getLogger("xenstore_cache")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from pyxen.xs_wire import Decoder, Op, Packet
+from xenstore_cache.wire import Decoder, Op, Packet
 
 
 class WireClient:

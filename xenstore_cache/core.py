@@ -36,9 +36,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pyxen.xs_wire import (DOM0_PATH, MUTATING_OPS, REQUEST_OPS, Op, Packet, canonical_path,
-                           one_arg, split_args)
 from xenstore_cache.cache import Cache, Ticket
+from xenstore_cache.wire import (DOM0_PATH, MUTATING_OPS, REQUEST_OPS, Op, Packet, canonical_path,
+                                 one_arg, split_args)
 
 #: Replies the cache may hold for a path: the answer, or that the node is absent.
 CACHED_OPS = frozenset({Op.READ, Op.DIRECTORY, Op.GET_PERMS})

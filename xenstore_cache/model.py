@@ -25,8 +25,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from pyxen.xs_wire import (DOM0_PATH, MAX_PAYLOAD, NO_TX_OPS, REQUEST_OPS, Op, Packet,
-                           canonical_path, is_below, one_arg, split_args)
+from xenstore_cache.wire import (DOM0_PATH, MAX_PAYLOAD, NO_TX_OPS, REQUEST_OPS, Op, Packet,
+                                 canonical_path, is_below, one_arg, split_args)
 
 _PERM_LETTERS = frozenset(b"nrwb")
 OK = b"OK\0"

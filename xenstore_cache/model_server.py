@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from pyxen.xs_wire import Decoder, ProtocolError
 from xenstore_cache.model import ModelStore
+from xenstore_cache.wire import Decoder, ProtocolError
 
 
 class ModelServer:

@@ -16,7 +16,7 @@
   upstream connections, watches and transactions are gone too, and it
   reconnects with a back-off until xenstored is back.
 
-The server side is framed by ``pyxen.xs_wire`` rather than pyxs: pyxs's
+The server side is framed by ``xenstore_cache.wire`` rather than pyxs: pyxs's
 Packet refuses what a transparent proxy must pass on (empty values, bytes
 above 0x7f, the 4.17 types 21 and 22), and its router thread dies silently on
 a reply it did not expect and on EOF, which would leave the invalidation watch
@@ -37,25 +37,16 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyxen.xs_wire import Decoder, Op, Packet, ProtocolError
 from xenstore_cache.cache import DEFAULT_MAX_ENTRIES, Cache
+from xenstore_cache.control import DEFAULT_UPSTREAM, SetupError
 from xenstore_cache.core import SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session
+from xenstore_cache.wire import Decoder, Op, Packet, ProtocolError
 
 log = logging.getLogger(__name__)
 
-#: Where libxenstore clients connect by default (and the proxy listens).
-DEFAULT_LISTEN = "/var/run/xenstored/socket"
-#: Where xenstored is moved to (start it with XENSTORED_PATH set to this).
-DEFAULT_UPSTREAM = "/var/run/xenstored/upstream-socket"
-#: The proxy's control socket (``xenstore-cache stats``).
-DEFAULT_CONTROL = "/var/run/xenstored/cache-control"
 #: Token of the proxy's own watches.
 WATCH_TOKEN = b"xenstore-cache"
 _READ_SIZE = 65536
-
-
-class SetupError(Exception):
-    """The proxy cannot start as configured; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -438,22 +429,3 @@ class CachingProxy:
                     raise ConnectionError(f"watch refused by xenstored: {pkt.op_name} "
                                           f"{pkt.payload!r}")
 
-
-async def query_control(path: Path, cmd: str = "stats", timeout: float = 5.0) -> dict[str, object]:
-    """Ask a running proxy over its control socket."""
-    try:
-        r, w = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
-    except (OSError, TimeoutError) as exc:
-        raise SetupError(f"no xenstore-cache control socket at {path}: {exc}") from exc
-    try:
-        w.write(json.dumps({"cmd": cmd}).encode() + b"\n")
-        await w.drain()
-        line = await asyncio.wait_for(r.readline(), timeout)
-    finally:
-        w.close()
-    rsp = json.loads(line)
-    if not rsp.get("ok"):
-        raise SetupError(str(rsp.get("error")))
-    stats = rsp["stats"]
-    assert isinstance(stats, dict)
-    return stats

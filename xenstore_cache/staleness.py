@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from pyxen.xs_wire import Op
 from xenstore_cache.client import WireClient
-from xenstore_cache.server import DEFAULT_LISTEN, DEFAULT_UPSTREAM
+from xenstore_cache.control import DEFAULT_LISTEN, DEFAULT_UPSTREAM
+from xenstore_cache.wire import Op
 
 NODE = b"/tool/xenstore-cache/staleness"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pyxen._ffi import NATIVE_ENV
 from pyxen.lab import protocol
-from xenstore_cache.server import DEFAULT_CONTROL, DEFAULT_LISTEN, DEFAULT_UPSTREAM
+from xenstore_cache.control import DEFAULT_CONTROL, DEFAULT_LISTEN, DEFAULT_UPSTREAM
 
 
 def _log(xchg: Path, msg: str) -> None:

@@ -35,7 +35,7 @@ from pyxen.lab.proccpu import CpuSampler
 from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler, domctl_retries_per_op
 from pyxen.lab.xllock import LockSampler, LockUse
 from pyxen.lab.xstrace import TraceReader, xs_trace_off
-from xenstore_cache.server import query_control
+from xenstore_cache.control import query_control
 
 #: The line the tiny guest prints (guest/main.c BANNER).
 GUEST_BANNER = "pyxen-tinyguest: up"

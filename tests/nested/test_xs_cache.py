@@ -20,7 +20,7 @@ from pyxen.lab import paths, variants
 from pyxen.lab.vm import Dom0
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import build
-from xenstore_cache.server import DEFAULT_LISTEN, DEFAULT_UPSTREAM
+from xenstore_cache.control import DEFAULT_LISTEN, DEFAULT_UPSTREAM
 
 pytestmark = pytest.mark.nested
 

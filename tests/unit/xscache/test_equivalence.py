@@ -18,10 +18,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from pyxen.xs_wire import Op, Packet, is_below
 from xenstore_cache.core import (SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session,
                                  absolute_path)
 from xenstore_cache.model import ModelStore
+from xenstore_cache.wire import Op, Packet, is_below
 
 CLIENTS = (1, 2, 3)
 SLOW = 4        # a client whose lookups stay in flight while others act

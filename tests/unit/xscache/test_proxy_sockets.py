@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyxen.xs_wire import HEADER, Op, Packet
 from xenstore_cache import cli
 from xenstore_cache.client import WireClient
+from xenstore_cache.control import SetupError
 from xenstore_cache.model_server import ModelServer
-from xenstore_cache.server import CachingProxy, Config, SetupError, check_paths, probe_upstream
+from xenstore_cache.server import CachingProxy, Config, check_paths, probe_upstream
+from xenstore_cache.wire import HEADER, Op, Packet
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The Xenstore wire protocol of Xen 4.17, without I/O ("sans-I/O").
 
-One source of truth for the message types, limits and framing that pyxen,
-the caching proxy (``xenstore_cache``) and its model xenstored share.  The
-facts follow ``xen/include/public/io/xs_wire.h`` and
-``tools/xenstore/xenstored_core.c`` of 4.17:
+One source of truth for the message types, limits and framing that the
+caching proxy and its model xenstored share.  The facts follow
+``xen/include/public/io/xs_wire.h`` and ``tools/xenstore/xenstored_core.c``
+of 4.17:
 
 * a message is a 16-byte header ``type, req_id, tx_id, len`` (uint32 each,
   host byte order) and ``len`` bytes of payload, ``len`` at most 4096;
