@@ -5,7 +5,7 @@
 #   make test    unit tests and nested-lab tests
 #
 # Both install what they need: Debian packages (apt-get, as root or via sudo),
-# a virtualenv in .venv with the project built into it (pip install .).
+# a virtualenv in .venv with the project built into it (pip install '.[test,lab]').
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,7 +32,7 @@ venv: deps $(VENV)/.created
 # venv's bin/ goes first on PATH: meson-python runs "meson" from PATH, and
 # without build isolation that is the venv's.
 install: venv
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pip install -q --no-build-isolation '.[test]'
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pip install -q --no-build-isolation '.[test,lab]'
 
 bench: install
 	$(VENV)/bin/python -P -m pyxen.lab bench $(BENCH_ARGS)

@@ -71,8 +71,11 @@ def check_paths(cfg: Config) -> None:
 
 def probe_upstream(path: Path, timeout: float = 5.0) -> None:
     """Check with pyxs that ``path`` is a xenstored that answers."""
-    import pyxs  # noqa: PLC0415 - only needed at start-up
-    from pyxs.connection import UnixSocketConnection  # noqa: PLC0415
+    try:  # only needed at start-up: pyxs is the `proxy` extra
+        import pyxs  # noqa: PLC0415
+        from pyxs.connection import UnixSocketConnection  # noqa: PLC0415
+    except ImportError as exc:
+        raise SetupError("the upstream check needs pyxs: pip install 'pyxen[proxy]'") from exc
 
     if not path.exists():
         raise SetupError(f"upstream xenstored socket {path} does not exist "
