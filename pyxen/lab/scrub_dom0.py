@@ -1,4 +1,5 @@
-"""dom0 side of the "birth after death under load" benchmark (issue 6).
+"""dom0 side of the "birth after death under load" benchmark (patches 0003
+and 0004; results/README.md, "Birth after death").
 
 Every pCPU runs a spinning tiny guest (``--spinners-per-cpu``), and ballast
 guests fill the host (``--fill host``: node 1 but for the guest's size, every

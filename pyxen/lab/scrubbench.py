@@ -1,5 +1,5 @@
-"""Host side of "birth after death under load" (issue 6): boot each variant
-with two NUMA nodes and every pCPU busy, run pyxen.lab.scrub_dom0 in its dom0,
+"""Host side of "birth after death under load": boot each variant with two
+NUMA nodes and every pCPU busy, run pyxen.lab.scrub_dom0 in its dom0,
 and add a ``birth_after_death`` section to ``bench.json`` (kept next to what
 the boot-storm benchmark wrote there) with a plot, stock vs the others."""
 

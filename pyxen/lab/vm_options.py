@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Xen options that must always be there under TCG (shared/NESTED-XEN.md):
-#: without smap=0 smep=0 dom0 faults at its first instruction.
+#: Xen options that must always be there under TCG: without smap=0 smep=0,
+#: dom0 dies at its first instruction with a page fault (#PF) on its own stack.
 XEN_BASE_CMDLINE = ("console=com1", "com1=115200,8n1", "smap=0", "smep=0",
                     "loglvl=all", "guest_loglvl=all")
 

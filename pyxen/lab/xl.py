@@ -1,7 +1,10 @@
 """A thin wrapper over the ``xl`` command for use inside the lab's dom0.
 
-Until pyxen's bindings drive libxl directly, the lab's benchmark and nested
-tests go through unmodified ``xl``: that is also what users run.
+pyxen's bindings drive libxl directly (the benchmark's default driver).  This
+wrapper is for what goes through unmodified ``xl``, as users run it: the
+benchmark's ``--driver xl`` and the autoballoon tests (whose subject is xl's
+own ballooning and lock file); its parsers of ``xl list`` and ``xl info``
+also serve the nested tests.
 """
 
 from __future__ import annotations

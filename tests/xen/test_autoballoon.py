@@ -1,5 +1,5 @@
 """Autoballooning creates that together need more memory than dom0 can give
-(issue 5; patches/0005 and 0006).
+(patches/0005 and 0006).
 
 Runs in the dom0 of a lab booted without ``dom0_mem``
 (tests/nested/test_autoballoon_in_dom0.py): dom0 owns all memory, and every

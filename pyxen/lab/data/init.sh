@@ -1,8 +1,8 @@
 #!/bin/sh
-# PID 1 of the lab's dom0 initramfs (busybox).  Builds a root the way
-# shared/NESTED-XEN.md found to work over 9p -- a tmpfs root with the host's
-# /usr (and the paths the lab lists) bind-mounted from the read-only 9p share,
-# a copy of /etc, fresh proc/sys/dev -- then runs the lab agent in it.  When
+# PID 1 of the lab's dom0 initramfs (busybox).  Builds a root from the host's
+# files over 9p -- a tmpfs root with the host's /usr (and the paths the lab
+# lists) bind-mounted from the read-only 9p share, a copy of /etc, fresh
+# proc/sys/dev -- then runs the lab agent in it.  When
 # the agent exits, for whatever reason, dom0 powers off, which ends Xen and QEMU.
 /bin/busybox --install -s /bin
 export PATH=/bin
