@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 # Only the standard library at import time: "deps --install" must run on a
-# fresh machine before the package's own dependencies (rich, ...) exist.
+# fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
 from pyxen.lab import hostdeps, protocol, sources, variants
 from pyxen.lab.errors import LabError
 from pyxen.lab.vm_options import VMOptions

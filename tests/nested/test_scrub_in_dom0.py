@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_scrub_suite_in_dom0_numa() -> None:
     staged = build(variants.resolve("patched", debug=True))
+    if "scrubd" not in staged.programs:   # built only where xc_scrub_get exists
+        pytest.skip(f"the Xen {staged.variant.source.branch} series has no "
+                    "XEN_SYSCTL_scrub_op (per-node scrub workers) yet")
     opts = VMOptions(cpus=4, memory_mib=4096, numa_nodes=2, xen_cmdline=("scrub_debug",))
     with Dom0(staged, opts, extra_binds=[REPO]) as dom0:
         res = dom0.run([sys.executable, "-P", "-m", "pytest",
