@@ -66,7 +66,7 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
     starts from its own baseline); the bench.json run records."""
     guest = paths.tinyguest_path()
     if not guest.exists():
-        raise LabError(f"tiny guest not built ({guest}): run "pip install '.[lab]'"")
+        raise LabError(f"tiny guest not built ({guest}): run \"pip install '.[lab]'\"")
     name = name or staged.variant.name
     records = []
     with Dom0(staged, options) as dom0:
