@@ -34,8 +34,9 @@ lib: Any = _mod.lib
 
 
 def last_message() -> str:
-    """The error-level messages the libraries logged on this thread since the
-    last ``clear_message()``, oldest (usually the root cause) first."""
+    """The error-level messages the libraries logged on this thread, through
+    per-thread loggers (``XenCtrl``'s), since the last ``clear_message()``,
+    oldest (usually the root cause) first."""
     return str(ffi.string(lib.pyxen_last_message()).decode(errors="replace"))
 
 
@@ -66,16 +67,21 @@ def check_xc(rc: int, function: str, xch: Any = None) -> int:
     return rc
 
 
-def check_libxl(rc: int, function: str) -> int:
-    """libxl convention: 0 is success, negative is an ERROR_* code."""
+def check_libxl(rc: int, function: str, handle: NativeHandle | None = None) -> int:
+    """libxl convention: 0 is success, negative is an ERROR_* code.
+
+    The exception carries what ``handle``'s logger collected since its
+    ``clear_message()`` (without a handle: this thread's per-thread buffer).
+    """
     if rc != 0:
+        message = handle.message() if handle is not None else last_message()
         err = None  # libxl reports through its codes and log, not errno
         # As libxl.h spells them: ERROR_FAIL, ERROR_INVAL, ...
         name = ("ERROR_" + string(lib.libxl_error_to_string(rc)).upper()) if rc < 0 \
             else str(rc)
         if rc == lib.ERROR_DOMAIN_NOTFOUND:
-            raise DomainNotFound(function, err, last_message() or "no such domain")
-        raise LibxlError(function, rc, name, err, last_message())
+            raise DomainNotFound(function, err, message or "no such domain")
+        raise LibxlError(function, rc, name, err, message)
     return rc
 
 
@@ -91,22 +97,45 @@ class NativeHandle:
     """A C library handle opened with the shim's logger (which the library
     keeps a pointer to, so it lives exactly as long as the handle).
     Subclasses open in ``_open`` and close in ``_close``; ``close`` is
-    idempotent, and the handle is a context manager."""
+    idempotent, and the handle is a context manager.
+
+    ``_per_handle_log``: the logger keeps one buffer for the handle, fed by
+    any thread (a libxl context: libxl also logs from the threads that reap
+    its children), rather than one per thread (a handle that threads share,
+    whose calls each read their own thread's messages).  A handle with a
+    per-handle log must serve one call at a time."""
 
     _what = "handle"
+    _per_handle_log = False
 
     def __init__(self) -> None:
         self._h: Any = None
-        self._logger = lib.pyxen_logger_new()
+        self._logger = lib.pyxen_logger_new(
+            lib.PYXEN_LOG_PER_HANDLE if self._per_handle_log else lib.PYXEN_LOG_PER_THREAD)
         if self._logger == ffi.NULL:
             raise MemoryError("pyxen_logger_new")
         try:
-            clear_message()
+            self.clear_message()
             self._h = self._open(self._logger)
         except BaseException:
-            lib.free(self._logger)  # the logger's destroy hook is free() too
+            lib.pyxen_logger_free(self._logger)
             self._logger = ffi.NULL
             raise
+
+    def clear_message(self) -> None:
+        """Forget what the logger collected (per-thread: on this thread);
+        call before each library call."""
+        if self._logger != ffi.NULL:
+            lib.pyxen_logger_clear(self._logger)
+
+    def message(self) -> str:
+        """The error-level messages logged since ``clear_message()``, oldest
+        (usually the root cause) first; per-thread: this thread's."""
+        if self._logger == ffi.NULL:
+            return ""
+        buf = ffi.new("char[]", lib.PYXEN_MSG_LEN)
+        n = lib.pyxen_logger_message(self._logger, buf, lib.PYXEN_MSG_LEN)
+        return bytes(ffi.buffer(buf, n)).decode(errors="replace")
 
     def _open(self, logger: Any) -> Any:
         raise NotImplementedError
@@ -118,7 +147,7 @@ class NativeHandle:
         if self._h is not None:
             self._close(self._h)
             self._h = None
-            lib.free(self._logger)
+            lib.pyxen_logger_free(self._logger)
             self._logger = ffi.NULL
 
     def __enter__(self) -> Self:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pyxen._native import NativeHandle, check_libxl, clear_message, ffi, lib, string
+from pyxen._native import NativeHandle, check_libxl, ffi, lib, string
 from pyxen.config import DomainConfig
 from pyxen.errors import DomainNotFound, LibxlError, XenError
 
@@ -33,8 +33,8 @@ _DESTROY_ATTEMPTS = 3
 
 def deadlocked_children() -> int:
     """How many of libxl's forked children this process found deadlocked and
-    killed: children that sleep on a library lock they inherited locked from
-    another thread (stock Xen 4.17's libxencall and libxentoolcore do not
+    killed: children that, before any exec, sleep on a library lock they
+    inherited locked from another thread (stock Xen 4.17's libxencall and libxentoolcore do not
     guard their locks across fork(); patches/0008 does).  pyxen repeats a
     destroy whose child was killed so; on a patched toolstack this stays 0."""
     return int(lib.pyxen_deadlocked_children())
@@ -61,13 +61,18 @@ class Libxl(NativeHandle):
     """A libxl context.  Close it, or use it as a context manager."""
 
     _what = "libxl context"
+    # libxl logs a call's errors from the calling thread and from the shim's
+    # reaper threads (its children's callbacks): one buffer per context, for
+    # the call it serves, so both reach that call's exception.
+    _per_handle_log = True
 
     def _open(self, logger: Any) -> Any:
         pctx = ffi.new("libxl_ctx **")
         check_libxl(lib.libxl_ctx_alloc(pctx, lib.LIBXL_VERSION, 0, logger),
-                    "libxl_ctx_alloc")
-        # libxl's children are reaped by the shim, not by a SIGCHLD handler.
-        lib.pyxen_childproc_setmode(pctx[0])
+                    "libxl_ctx_alloc", self)
+        # libxl's children are reaped by the shim, not by a SIGCHLD handler;
+        # what the reapers log goes to this context's logger.
+        lib.pyxen_childproc_setmode(pctx[0], logger)
         return pctx[0]
 
     def _close(self, handle: Any) -> None:
@@ -80,6 +85,7 @@ class Libxl(NativeHandle):
 
     # -- create / destroy ----------------------------------------------------
     def _fill(self, d: Any, cfg: DomainConfig) -> None:
+        self.clear_message()
         d.c_info.type = lib.LIBXL_DOMAIN_TYPE_PV
         d.c_info.name = lib.strdup(cfg.name.encode())
         # A UUID of its own, as xl gives every domain: libxl keeps the
@@ -89,7 +95,7 @@ class Libxl(NativeHandle):
         lib.libxl_domain_build_info_init_type(ffi.addressof(b), lib.LIBXL_DOMAIN_TYPE_PV)
         b.max_vcpus = cfg.vcpus
         check_libxl(lib.libxl_cpu_bitmap_alloc(self.ctx, ffi.addressof(b.avail_vcpus),
-                                               cfg.vcpus), "libxl_cpu_bitmap_alloc")
+                                               cfg.vcpus), "libxl_cpu_bitmap_alloc", self)
         for i in range(cfg.vcpus):
             lib.libxl_bitmap_set(ffi.addressof(b.avail_vcpus), i)
         b.max_memkb = cfg.max_memory_mib * 1024
@@ -97,7 +103,7 @@ class Libxl(NativeHandle):
         if cfg.nodes is not None:
             check_libxl(lib.libxl_node_bitmap_alloc(self.ctx, ffi.addressof(b.nodemap),
                                                     max(cfg.nodes) + 1),
-                        "libxl_node_bitmap_alloc")
+                        "libxl_node_bitmap_alloc", self)
             for n in cfg.nodes:
                 lib.libxl_bitmap_set(ffi.addressof(b.nodemap), n)
             lib.libxl_defbool_set(ffi.addressof(b.numa_placement), False)
@@ -126,10 +132,10 @@ class Libxl(NativeHandle):
             self._fill(d, cfg)
             domid = ffi.new("uint32_t *", _NO_DOMID)
             deadlocks = deadlocked_children()
-            clear_message()
+            self.clear_message()
             try:
                 check_libxl(lib.libxl_domain_create_new(self.ctx, d, domid, ffi.NULL, ffi.NULL),
-                            "libxl_domain_create_new")
+                            "libxl_domain_create_new", self)
             except XenError:
                 # libxl destroys what it built, in a forked child; if that
                 # child was killed deadlocked, the domain is still there.
@@ -154,9 +160,9 @@ class Libxl(NativeHandle):
             log.error("could not destroy half-created domain %d: %s", domid, exc)
 
     def unpause(self, domid: int) -> None:
-        clear_message()
+        self.clear_message()
         check_libxl(lib.libxl_domain_unpause(self.ctx, domid, ffi.NULL),
-                    "libxl_domain_unpause")
+                    "libxl_domain_unpause", self)
 
     def destroy(self, domid: int) -> None:
         """Destroy a domain and clean up its devices and Xenstore nodes."""
@@ -164,10 +170,10 @@ class Libxl(NativeHandle):
             raise ValueError(f"domid must be a positive integer (not dom0), got {domid!r}")
         for attempt in range(1, _DESTROY_ATTEMPTS + 1):
             deadlocks = deadlocked_children()
-            clear_message()
+            self.clear_message()
             try:
                 check_libxl(lib.libxl_domain_destroy(self.ctx, domid, ffi.NULL),
-                            "libxl_domain_destroy")
+                            "libxl_domain_destroy", self)
                 return
             except DomainNotFound:
                 if attempt == 1:
@@ -183,11 +189,11 @@ class Libxl(NativeHandle):
     # -- listing and names -----------------------------------------------------
     def list(self) -> list[DomInfo]:
         n = ffi.new("int *")
-        clear_message()
+        self.clear_message()
         infos = lib.libxl_list_domain(self.ctx, n)
         if infos == ffi.NULL:
             raise LibxlError("libxl_list_domain", lib.ERROR_FAIL, "ERROR_FAIL", ffi.errno or None,
-                             "listing domains failed")
+                             self.message() or "listing domains failed")
         try:
             return [DomInfo(int(i.domid), bool(i.running), bool(i.blocked), bool(i.paused),
                             bool(i.shutdown), bool(i.dying), int(i.current_memkb),
@@ -199,14 +205,14 @@ class Libxl(NativeHandle):
 
     def name_to_domid(self, name: str) -> int:
         domid = ffi.new("uint32_t *")
-        clear_message()
+        self.clear_message()
         rc = lib.libxl_name_to_domid(self.ctx, name.encode(), domid)
         if rc != 0:
             raise DomainNotFound("libxl_name_to_domid", None, f"no domain named {name!r}")
         return int(domid[0])
 
     def domid_to_name(self, domid: int) -> str:
-        clear_message()
+        self.clear_message()
         p = lib.libxl_domid_to_name(self.ctx, domid)
         if p == ffi.NULL:
             raise DomainNotFound("libxl_domid_to_name", None, f"no domain {domid}")

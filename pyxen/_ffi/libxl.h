@@ -75,10 +75,12 @@ int libxl_ctx_alloc(libxl_ctx **pctx, int version, unsigned flags,
                     xentoollog_logger *lg);
 int libxl_ctx_free(libxl_ctx *ctx);
 /* The shim's child handling: no SIGCHLD handler, a reaper per child (shim.c). */
-void pyxen_childproc_setmode(libxl_ctx *ctx);
+void pyxen_childproc_setmode(libxl_ctx *ctx, xentoollog_logger *logger);
 void pyxen_childproc_quiesce(void);
 unsigned long pyxen_deadlocked_children(void);
 void pyxen_watch_child(int pid);
+int pyxen_child_unexeced(int pid);
+size_t pyxen_reaper_stack_size(void);
 
 void libxl_domain_config_init(libxl_domain_config *p);
 void libxl_domain_config_dispose(libxl_domain_config *p);

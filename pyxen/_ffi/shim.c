@@ -1,12 +1,31 @@
 /*
  * pyxen's C shim, compiled into pyxen._xen with the cffi declarations.
  *
- * A xentoollog logger that collects the error-level messages each thread
- * logs since its last pyxen_clear_message(), so that a failing libxl/libxc
- * call becomes a Python exception carrying the library's own words
- * (pyxen.errors).  libxl logs the root cause first and its consequences
- * after ("cannot make domain"), so all of them are kept, oldest first, up to
- * the buffer's size.  Warnings and below are dropped.
+ * xentoollog loggers that collect the error-level messages logged since they
+ * were last cleared, so that a failing libxl/libxc call becomes a Python
+ * exception carrying the library's own words (pyxen.errors).  libxl logs the
+ * root cause first and its consequences after ("cannot make domain"), so all
+ * of them are kept, oldest first, up to the buffer's size.  Warnings and
+ * below are dropped.
+ *
+ * Two kinds of logger:
+ *
+ *  - per handle (PYXEN_LOG_PER_HANDLE), for libxl contexts: one buffer in
+ *    the logger, under its mutex.  libxl logs for a call from the calling
+ *    thread and from the reaper threads of the call's children (below), and
+ *    both must reach the exception raised for that call.  A context serves
+ *    one call at a time (pyxen.libxl.LibxlPool), so the buffer is the call's.
+ *    (Not quite: a reaper may still be inside libxl_childproc_reaped() for a
+ *    moment after the call its child belonged to has returned, and what it
+ *    logs then lands in the next call's buffer.)
+ *
+ *  - per thread (PYXEN_LOG_PER_THREAD), for XenCtrl handles, which threads
+ *    share: each thread's messages go to a thread-local buffer
+ *    (pyxen_last_message()), so concurrent calls do not mix.  libxenctrl
+ *    logs only from the calling thread.
+ *
+ * Messages are formatted straight into the buffer; nothing large is put on
+ * the stack of the thread that logs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,34 +39,82 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <xentoollog.h>
 
-#define PYXEN_MSG_LEN 2048
+/* A libxl context's buffer (on the heap, in the logger). */
+#define PYXEN_MSG_LEN 8192
+/* A thread's buffer for per-thread loggers (static TLS: keep it small). */
+#define PYXEN_TLS_MSG_LEN 2048
 
-static __thread char pyxen_msg[PYXEN_MSG_LEN];
+#define PYXEN_LOG_PER_THREAD 0
+#define PYXEN_LOG_PER_HANDLE 1
+
+typedef struct {
+    xentoollog_logger vtable;   /* first: the libraries see only this */
+    int per_handle;
+    pthread_mutex_t lock;       /* per handle: guards used and msg */
+    size_t used;
+    libxl_ctx *ctx;             /* set by pyxen_childproc_setmode() */
+    char msg[PYXEN_MSG_LEN];
+} pyxen_logger;
+
+static __thread char pyxen_tls_msg[PYXEN_TLS_MSG_LEN];
+
+/* Clamp what a snprintf() into buf[*used..size) wrote; keeps buf terminated. */
+static void pyxen_advance(char *buf, size_t size, size_t *used, int n)
+{
+    if ( n < 0 )
+        buf[*used] = '\0';
+    else if ( (size_t)n >= size - *used )
+        *used = size - 1;
+    else
+        *used += n;
+}
+
+/*
+ * Appends one message, "[context: ]text[: strerror]", on a line of its own,
+ * to buf (size bytes, *used of them used, terminated).
+ */
+static void pyxen_append(char *buf, size_t size, size_t *used, int errnoval,
+                         const char *context, const char *format, va_list al)
+{
+    if ( *used + 2 >= size )
+        return; /* full: the root cause is already in */
+    if ( *used )
+        pyxen_advance(buf, size, used, snprintf(buf + *used, size - *used, "\n"));
+    if ( context )
+        pyxen_advance(buf, size, used,
+                      snprintf(buf + *used, size - *used, "%s: ", context));
+    pyxen_advance(buf, size, used, vsnprintf(buf + *used, size - *used, format, al));
+    if ( errnoval >= 0 )
+        pyxen_advance(buf, size, used, snprintf(buf + *used, size - *used, ": %s",
+                                                strerror(errnoval)));
+}
 
 static void pyxen_vmessage(xentoollog_logger *logger, xentoollog_level level,
                            int errnoval, const char *context,
                            const char *format, va_list al)
 {
-    char text[PYXEN_MSG_LEN];
-    size_t used = strlen(pyxen_msg);
-    int n;
+    pyxen_logger *lg = (pyxen_logger *)logger;
 
-    (void)logger;
-    if ( level < XTL_ERROR || used + 2 >= sizeof(pyxen_msg) )
+    if ( level < XTL_ERROR )
         return;
-    vsnprintf(text, sizeof(text), format, al);
-    n = snprintf(pyxen_msg + used, sizeof(pyxen_msg) - used, "%s%s%s%s",
-                 used ? "\n" : "", context ? context : "", context ? ": " : "", text);
-    if ( n < 0 )
+    if ( !lg->per_handle )
+    {
+        size_t used = strlen(pyxen_tls_msg);
+
+        pyxen_append(pyxen_tls_msg, sizeof(pyxen_tls_msg), &used, errnoval,
+                     context, format, al);
         return;
-    used = strlen(pyxen_msg);
-    if ( errnoval >= 0 && used + 1 < sizeof(pyxen_msg) )
-        snprintf(pyxen_msg + used, sizeof(pyxen_msg) - used, ": %s", strerror(errnoval));
+    }
+    pthread_mutex_lock(&lg->lock);
+    pyxen_append(lg->msg, sizeof(lg->msg), &lg->used, errnoval, context,
+                 format, al);
+    pthread_mutex_unlock(&lg->lock);
 }
 
 static void pyxen_progress(xentoollog_logger *logger, const char *context,
@@ -58,31 +125,84 @@ static void pyxen_progress(xentoollog_logger *logger, const char *context,
     (void)percent; (void)done; (void)total;
 }
 
-static void pyxen_destroy(xentoollog_logger *logger)
+static void pyxen_logger_free(xentoollog_logger *logger)
 {
-    free(logger);
+    pyxen_logger *lg = (pyxen_logger *)logger;
+
+    if ( !lg )
+        return;
+    pthread_mutex_destroy(&lg->lock);
+    free(lg);
 }
 
-static xentoollog_logger *pyxen_logger_new(void)
+/* A logger of kind @per_handle (PYXEN_LOG_PER_*); free with pyxen_logger_free(). */
+static xentoollog_logger *pyxen_logger_new(int per_handle)
 {
-    xentoollog_logger *lg = calloc(1, sizeof(*lg));
+    pyxen_logger *lg = calloc(1, sizeof(*lg));
 
     if ( !lg )
         return NULL;
-    lg->vmessage = pyxen_vmessage;
-    lg->progress = pyxen_progress;
-    lg->destroy = pyxen_destroy;
-    return lg;
+    if ( pthread_mutex_init(&lg->lock, NULL) )
+    {
+        free(lg);
+        return NULL;
+    }
+    lg->per_handle = !!per_handle;
+    lg->vtable.vmessage = pyxen_vmessage;
+    lg->vtable.progress = pyxen_progress;
+    lg->vtable.destroy = pyxen_logger_free;
+    return &lg->vtable;
 }
 
+/*
+ * Copies what @logger collected (a per-thread logger: what this thread
+ * collected) into out[0..size), terminated; returns its length.
+ */
+static size_t pyxen_logger_message(xentoollog_logger *logger, char *out, size_t size)
+{
+    pyxen_logger *lg = (pyxen_logger *)logger;
+    const char *src = lg->per_handle ? lg->msg : pyxen_tls_msg;
+    size_t n;
+
+    if ( !size )
+        return 0;
+    if ( lg->per_handle )
+        pthread_mutex_lock(&lg->lock);
+    n = strlen(src);
+    if ( n >= size )
+        n = size - 1;
+    memcpy(out, src, n);
+    out[n] = '\0';
+    if ( lg->per_handle )
+        pthread_mutex_unlock(&lg->lock);
+    return n;
+}
+
+/* Forgets what @logger collected (a per-thread logger: on this thread). */
+static void pyxen_logger_clear(xentoollog_logger *logger)
+{
+    pyxen_logger *lg = (pyxen_logger *)logger;
+
+    if ( !lg->per_handle )
+    {
+        pyxen_tls_msg[0] = '\0';
+        return;
+    }
+    pthread_mutex_lock(&lg->lock);
+    lg->used = 0;
+    lg->msg[0] = '\0';
+    pthread_mutex_unlock(&lg->lock);
+}
+
+/* This thread's buffer of the per-thread loggers. */
 static const char *pyxen_last_message(void)
 {
-    return pyxen_msg;
+    return pyxen_tls_msg;
 }
 
 static void pyxen_clear_message(void)
 {
-    pyxen_msg[0] = '\0';
+    pyxen_tls_msg[0] = '\0';
 }
 
 /*
@@ -188,7 +308,7 @@ static int pyxen_scrub_set(xc_interface *xch, uint32_t policy,
  * lock first, so a child that exits at once is still recognised.
  */
 struct pyxen_child {
-    libxl_ctx *ctx;
+    pyxen_logger *lg;           /* the context's (pyxen_childproc_setmode()) */
     pid_t pid;
 };
 
@@ -207,6 +327,10 @@ static unsigned long pyxen_deadlocks;
  * (patches/0008 holds them across fork()), so libxl's destroyer child, whose
  * xc_domain_destroy() needs a hypercall buffer, can block for ever while
  * another thread runs a hypercall -- and libxl_domain_destroy() with it.
+ *
+ * That holds only until the child execs: a program it execs (a hotplug
+ * script, the bootloader, a device model) starts afresh and may well wait
+ * in futex() for its own threads.  See pyxen_child_unexeced().
  */
 static int pyxen_child_in_futex(pid_t pid)
 {
@@ -228,9 +352,95 @@ static int pyxen_child_in_futex(pid_t pid)
     return sscanf(buf, "%ld", &nr) == 1 && nr == SYS_futex;
 }
 
+/* Reads @fd to its end or @size bytes, whichever is first; -1 on error. */
+static ssize_t pyxen_read_full(int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+
+    while ( got < size )
+    {
+        ssize_t n = read(fd, buf + got, size - got);
+
+        if ( n < 0 && errno == EINTR )
+            continue;
+        if ( n < 0 )
+            return -1;
+        if ( n == 0 )
+            break;
+        got += n;
+    }
+    return got;
+}
+
+/* Whether the files @a and @b can be read and have the same contents. */
+static int pyxen_same_contents(const char *a, const char *b)
+{
+    char x[256], y[256];        /* small: this runs on a reaper's stack */
+    int fa = open(a, O_RDONLY | O_CLOEXEC);
+    int fb = open(b, O_RDONLY | O_CLOEXEC);
+    int same = 0;
+
+    if ( fa >= 0 && fb >= 0 )
+    {
+        for ( ;; )
+        {
+            ssize_t na = pyxen_read_full(fa, x, sizeof(x));
+            ssize_t nb = pyxen_read_full(fb, y, sizeof(y));
+
+            if ( na < 0 || na != nb || memcmp(x, y, na) )
+                break;
+            if ( na < (ssize_t)sizeof(x) )
+            {
+                same = na > 0 || same; /* two empty files prove nothing */
+                break;
+            }
+            same = 1;
+        }
+    }
+    if ( fa >= 0 )
+        close(fa);
+    if ( fb >= 0 )
+        close(fb);
+    return same;
+}
+
 /*
- * Waits until @pid exits or is seen blocked in futex() twice, half a
- * second apart; kills it in the second case.  Without pidfd_open() (Linux
+ * Whether @pid still runs this process's program as fork() copied it, i.e.
+ * has not exec'd since.  Two tests, both must pass:
+ *
+ *  - /proc/PID/exe is the very file /proc/self/exe is (same device and
+ *    inode; stat() follows both links, so a renamed or deleted binary still
+ *    compares right): false after an exec of any other program;
+ *  - /proc/PID/auxv is ours byte for byte: fork() copies the auxiliary
+ *    vector, every exec builds a new one (entry point, stack addresses,
+ *    AT_RANDOM, AT_EXECFN), so this is false after an exec of this same
+ *    binary too -- pygrub, the bootloader, is a Python script, and under the
+ *    interpreter pyxen runs in its exe is ours.
+ *
+ * Any doubt answers 0 (the child is gone, or its /proc files are not
+ * readable, as after an exec of a setuid program): 0 means "leave it be".
+ */
+static int pyxen_child_unexeced(int pid)
+{
+    char path[48];
+    struct stat self, child;
+
+    snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+    if ( stat("/proc/self/exe", &self) || stat(path, &child) )
+        return 0;
+    if ( self.st_dev != child.st_dev || self.st_ino != child.st_ino )
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%d/auxv", pid);
+    return pyxen_same_contents("/proc/self/auxv", path);
+}
+
+/*
+ * Waits until @pid exits or is seen, twice half a second apart, blocked in
+ * futex() before any exec (pyxen_child_unexeced()); kills it in the second
+ * case.  Both are sampled each time, the exec check after the futex one, so
+ * a child that execs meanwhile is not taken for deadlocked.  The signal
+ * goes through the pidfd, so it can never hit another process that got the
+ * pid after the child was reaped elsewhere.  Without pidfd_open() (Linux
  * before 5.3) it only returns when the child exits.
  */
 static void pyxen_watch_child(int pid)
@@ -250,11 +460,21 @@ static void pyxen_watch_child(int pid)
             break;
         if ( r < 0 )
             continue;
-        seen = pyxen_child_in_futex(pid) ? seen + 1 : 0;
+        if ( pyxen_child_in_futex(pid) && pyxen_child_unexeced(pid) )
+            seen++;
+        else
+            seen = 0;
         if ( seen == 2 )
         {
-            kill(pid, SIGKILL);
-            __atomic_add_fetch(&pyxen_deadlocks, 1, __ATOMIC_SEQ_CST);
+#ifdef SYS_pidfd_send_signal
+            r = syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+            if ( r < 0 && errno == ENOSYS )
+                r = kill(pid, SIGKILL);
+#else
+            r = kill(pid, SIGKILL);
+#endif
+            if ( r == 0 )
+                __atomic_add_fetch(&pyxen_deadlocks, 1, __ATOMIC_SEQ_CST);
             break;
         }
     }
@@ -268,6 +488,65 @@ static void pyxen_watch_child(int pid)
 static unsigned long pyxen_deadlocked_children(void)
 {
     return __atomic_load_n(&pyxen_deadlocks, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * Reaper threads run libxl's callbacks (the rest of a destroy, logging,
+ * more forks), so they get the default stack size, as any thread libxl
+ * expects to run on; a small one would turn a deep callback into a crash of
+ * the whole process.
+ */
+static int pyxen_reaper_attr(pthread_attr_t *attr)
+{
+    int rc = pthread_attr_init(attr);
+
+    if ( !rc )
+        pthread_attr_setdetachstate(attr, PTHREAD_CREATE_DETACHED);
+    return rc;
+}
+
+struct pyxen_stack_probe {
+    size_t size;
+    int done;
+};
+
+static void *pyxen_stack_probe_thread(void *arg)
+{
+    struct pyxen_stack_probe *p = arg;
+    pthread_attr_t attr;
+    size_t size = 0;
+
+    if ( !pthread_getattr_np(pthread_self(), &attr) )
+    {
+        pthread_attr_getstacksize(&attr, &size);
+        pthread_attr_destroy(&attr);
+    }
+    p->size = size;
+    __atomic_store_n(&p->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/*
+ * The stack size of a thread started as pyxen_fork() starts reapers, as
+ * that thread measures it (for the tests); 0 if that could not be done.
+ */
+static size_t pyxen_reaper_stack_size(void)
+{
+    const struct timespec ms = { 0, 1000000 };
+    struct pyxen_stack_probe p = { 0, 0 };
+    pthread_attr_t attr;
+    pthread_t thread;
+    int rc = pyxen_reaper_attr(&attr);
+
+    if ( rc )
+        return 0;
+    rc = pthread_create(&thread, &attr, pyxen_stack_probe_thread, &p);
+    pthread_attr_destroy(&attr);
+    if ( rc )
+        return 0;
+    while ( !__atomic_load_n(&p.done, __ATOMIC_SEQ_CST) )
+        nanosleep(&ms, NULL);
+    return p.size;
 }
 
 static void *pyxen_reaper(void *arg)
@@ -293,13 +572,15 @@ static void *pyxen_reaper(void *arg)
             break;
         }
     }
-    libxl_childproc_reaped(c.ctx, c.pid, status);
+    /* What libxl logs from here goes to the context's logger: the call's. */
+    libxl_childproc_reaped(c.lg->ctx, c.pid, status);
     __atomic_sub_fetch(&pyxen_reapers, 1, __ATOMIC_SEQ_CST);
     return NULL;
 }
 
 static pid_t pyxen_fork(void *user)
 {
+    pyxen_logger *lg = user;
     struct pyxen_child *c = malloc(sizeof(*c));
     pthread_attr_t attr;
     pthread_t thread;
@@ -310,7 +591,15 @@ static pid_t pyxen_fork(void *user)
     if ( !c )
         return -1; /* errno ENOMEM: libxl reports the fork as failed */
 
+    /*
+     * The logger's lock is held across fork(), so that the child's copy of
+     * it is unlocked (pthread_atfork()'s idiom): a reaper of this context
+     * logging at that instant would otherwise leave it locked in the child,
+     * whose first error message would then block for ever.
+     */
+    pthread_mutex_lock(&lg->lock);
     pid = fork();
+    pthread_mutex_unlock(&lg->lock);
     if ( pid <= 0 )
     {
         int saved = errno;
@@ -320,17 +609,15 @@ static pid_t pyxen_fork(void *user)
         return pid;
     }
 
-    c->ctx = user;
+    c->lg = lg;
     c->pid = pid;
     /* The reaper takes no signal meant for Python's main thread. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     __atomic_add_fetch(&pyxen_reapers, 1, __ATOMIC_SEQ_CST);
-    rc = pthread_attr_init(&attr);
+    rc = pyxen_reaper_attr(&attr);
     if ( !rc )
     {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 64 * 1024);
         rc = pthread_create(&thread, &attr, pyxen_reaper, c);
         pthread_attr_destroy(&attr);
     }
@@ -354,10 +641,17 @@ static const libxl_childproc_hooks pyxen_childproc_hooks = {
     .fork_replacement = pyxen_fork,
 };
 
-/* Route @ctx's child processes through pyxen_fork() (call before any). */
-static void pyxen_childproc_setmode(libxl_ctx *ctx)
+/*
+ * Route @ctx's child processes through pyxen_fork() (call before any).
+ * @logger is the per-handle logger @ctx was allocated with, and must live
+ * as long as @ctx: its reapers log through it, and pyxen_fork() uses it.
+ */
+static void pyxen_childproc_setmode(libxl_ctx *ctx, xentoollog_logger *logger)
 {
-    libxl_childproc_setmode(ctx, &pyxen_childproc_hooks, ctx);
+    pyxen_logger *lg = (pyxen_logger *)logger;
+
+    lg->ctx = ctx;
+    libxl_childproc_setmode(ctx, &pyxen_childproc_hooks, lg);
 }
 
 /*
