@@ -112,6 +112,43 @@ def test_missing_kernel_fails_cleanly(host, helpers):
     assert helpers.PREFIX + "nokernel" not in helpers.ours(host)
 
 
+#: Where a create writes a domain's Xenstore directories (and, with the
+#: name index, its name's entry): a failed create must leave none behind.
+CREATE_TREES = ("/vm", "/local/domain", "/libxl", "/libxl/names")
+
+
+def _children(host: pyxen.Host) -> dict[str, set[str]]:
+    xs = host.xenstore
+    return {t: set(xs.directory(t)) if xs.exists(t) else set() for t in CREATE_TREES}
+
+
+def _new_nodes(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {t: after[t] - before[t] for t in CREATE_TREES if after[t] - before[t]}
+
+
+@pytest.mark.parametrize("case", ["duplicate-name", "missing-kernel", "out-of-memory"])
+def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case):
+    """A create that fails after libxl made the domain's directories (a name
+    taken, a kernel that cannot be loaded, memory Xen cannot give) leaves no
+    node under /vm, /local/domain or /libxl: the /vm/<uuid> directory made
+    outside the creation transaction is found and removed by the destroy."""
+    name = helpers.PREFIX + "fail-" + case
+    first = host.create(DomainConfig(name, kernel)) if case == "duplicate-name" else None
+    try:
+        before = _children(host)
+        cfg = {"duplicate-name": DomainConfig(name, kernel),
+               "missing-kernel": DomainConfig(name, Path("/nonexistent/kernel")),
+               "out-of-memory": DomainConfig(name, kernel,
+                                             memory_mib=host.free_memory_mib() + 256)}[case]
+        with pytest.raises(pyxen.LibxlError):
+            host.create(cfg)
+        assert helpers.wait_for(lambda: not _new_nodes(before, _children(host)), 10), \
+            f"failed create ({case}) left {_new_nodes(before, _children(host))}"
+    finally:
+        if first is not None:
+            first.destroy()
+
+
 def test_unknown_domains_raise_not_found(host):
     with pytest.raises(pyxen.DomainNotFound):
         host.xl.name_to_domid("pxt-no-such-domain")
