@@ -1,6 +1,6 @@
 """The nested Xen lab: build Xen from source, boot it in QEMU, run work in dom0."""
 
-from pyxen.lab.errors import (
+from pyxen.lab.contract.errors import (
     BootError,
     BuildError,
     Dom0Timeout,

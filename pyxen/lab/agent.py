@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 
 from pyxen._ffi import NATIVE_ENV
-from pyxen.lab import protocol
+from pyxen.lab.contract import protocol
 from xenstore_cache.control import DEFAULT_CONTROL, DEFAULT_LISTEN, DEFAULT_UPSTREAM
 
 

@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pyxen.lab import paths, protocol, variants
-from pyxen.lab.errors import LabError
+from pyxen.lab import paths, variants
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.progress import console
 from pyxen.lab.provenance import describe_build
 from pyxen.lab.sources import XenSource

@@ -12,8 +12,9 @@ from types import FrameType
 
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
-from pyxen.lab import hostdeps, protocol, sources, variants
-from pyxen.lab.errors import LabError
+from pyxen.lab import hostdeps, sources, variants
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.vm_options import VMOptions
 
 log = logging.getLogger("pyxen.lab")

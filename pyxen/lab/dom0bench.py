@@ -29,8 +29,9 @@ from typing import Any, Protocol
 
 from pyxen.config import DomainConfig
 from pyxen.errors import XenError
-from pyxen.lab import protocol, xl
-from pyxen.lab.errors import LabError
+from pyxen.lab import xl
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.proccpu import CpuSampler
 from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler, domctl_retries_per_op
 from pyxen.lab.xllock import LockSampler, LockUse

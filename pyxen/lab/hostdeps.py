@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from pyxen.lab.errors import LabError, MissingHostPackage
+from pyxen.lab.contract.errors import LabError, MissingHostPackage
 
 log = logging.getLogger(__name__)
 

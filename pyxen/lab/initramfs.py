@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pyxen.lab import kmod, paths
 from pyxen.lab.cpio import CpioWriter
-from pyxen.lab.errors import MissingHostPackage
+from pyxen.lab.contract.errors import MissingHostPackage
 from pyxen.lab.sources import Kernel
 
 #: The statically linked busybox of Debian's busybox-static.

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-from pyxen.lab.errors import LabError
+from pyxen.lab.contract.errors import LabError
 
 #: Modules dom0 loads from its initramfs, in the order the notes found to work:
 #: virtio + 9p for the host share, then the Xen device drivers the toolstack needs.

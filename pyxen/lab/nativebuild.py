@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pyxen._ffi import build as ffibuild
 from pyxen.lab import paths
-from pyxen.lab.errors import BuildError, LabError
+from pyxen.lab.contract.errors import BuildError, LabError
 
 
 def native_key(tools_key: str) -> str:

@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from pyxen.lab.errors import PatchError
+from pyxen.lab.contract.errors import PatchError
 
 
 def read_series(series: Path) -> list[Path]:

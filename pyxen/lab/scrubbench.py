@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pyxen.lab import paths, protocol
-from pyxen.lab.errors import LabError
+from pyxen.lab import paths
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.progress import console, step
 from pyxen.lab.provenance import describe_build
 from pyxen.lab.scrub_dom0 import FILLS, dma_width

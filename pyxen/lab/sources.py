@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyxen.lab import paths
-from pyxen.lab.errors import LabError
+from pyxen.lab.contract.errors import LabError
 
 log = logging.getLogger(__name__)
 

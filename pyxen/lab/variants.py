@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyxen.lab import paths, sources
-from pyxen.lab.errors import LabError
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.patchset import read_series
 from pyxen.lab.xenbuild import Variant
 

@@ -17,8 +17,9 @@ from types import TracebackType
 from typing import Self
 
 import pyxen
-from pyxen.lab import paths, protocol, sources
-from pyxen.lab.errors import BootError, Dom0Timeout, LabError, MissingHostPackage
+from pyxen.lab import paths, sources
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import BootError, Dom0Timeout, LabError, MissingHostPackage
 from pyxen.lab.initramfs import build_initramfs
 from pyxen.lab.vm_options import DOM0_CMDLINE, VMOptions
 from pyxen.lab.xenbuild import StagedBuild

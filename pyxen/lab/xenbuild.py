@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pyxen.lab import hostdeps, paths
 from pyxen.lab.buildkey import build_key
-from pyxen.lab.errors import BuildError, LabError
+from pyxen.lab.contract.errors import BuildError, LabError
 from pyxen.lab.nativebuild import build_native, build_scrubd
 from pyxen.lab.patchset import apply_series
 from pyxen.lab.progress import step

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyxen.lab.errors import LabError
+from pyxen.lab.contract.errors import LabError
 
 
 class XlError(LabError):

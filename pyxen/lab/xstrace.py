@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pyxen.lab.errors import LabError
+from pyxen.lab.contract.errors import LabError
 
 
 def set_xs_trace(on: bool) -> None:

@@ -10,7 +10,7 @@ import pytest
 from pyxen.config import DomainConfig
 from pyxen.lab import paths, variants, xl
 from pyxen.lab.dom0bench import GUEST_BANNER
-from pyxen.lab.errors import BootError, Dom0Timeout
+from pyxen.lab.contract.errors import BootError, Dom0Timeout
 from pyxen.lab.vm import Dom0, qemu_processes
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import build
@@ -100,7 +100,7 @@ def _stock_vm(**options: object) -> Dom0:
 _TRACE_SWITCH = """
 import subprocess
 from pathlib import Path
-from pyxen.lab import protocol
+from pyxen.lab.contract import protocol
 from pyxen.lab.xstrace import TraceReader, set_xs_trace
 trace = TraceReader(Path(protocol.XS_TRACE))
 def read_twice():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pyxen.lab import hostdeps
-from pyxen.lab.errors import MissingHostPackage
+from pyxen.lab.contract.errors import MissingHostPackage
 
 def test_missing_package_error_is_one_line_with_the_command(monkeypatch):
     monkeypatch.setattr(hostdeps, "missing_packages", lambda pkgs=None: ["qemu-system-x86"])

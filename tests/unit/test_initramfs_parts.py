@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyxen.lab.cpio import CpioWriter
-from pyxen.lab.errors import LabError
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.kmod import load_order, modinfo
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab.errors import PatchError
+from pyxen.lab.contract.errors import PatchError
 from pyxen.lab.patchset import apply_series, failed_hunks, read_series
 
 

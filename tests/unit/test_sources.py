@@ -11,7 +11,7 @@ import pytest
 
 from pyxen.lab import paths, sources, variants
 from pyxen.lab.buildkey import build_key
-from pyxen.lab.errors import LabError
+from pyxen.lab.contract.errors import LabError
 
 MAKEFILE = """\
 # xen/Makefile of a release
