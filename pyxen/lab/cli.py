@@ -14,20 +14,11 @@ from types import FrameType
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
 from pyxen.lab import hostdeps, sources, variants
 from pyxen.lab.contract import protocol
+from pyxen.lab.contract.args import positive_int
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.vm_options import VMOptions
 
 log = logging.getLogger("pyxen.lab")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _int_list(text: str) -> tuple[int, ...]:

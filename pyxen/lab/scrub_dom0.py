@@ -40,7 +40,7 @@ from typing import Any
 from pyxen.config import DomainConfig
 from pyxen.host import Domain, Host
 from pyxen.lab.contract import protocol
-from pyxen.lab.cli import positive_int
+from pyxen.lab.contract.args import positive_int
 from pyxen.lab.xstrace import xs_trace_off
 from pyxen.xenctrl import ScrubNodeStats, scrub_supported
 
