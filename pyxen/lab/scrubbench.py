@@ -16,9 +16,9 @@ from typing import Any
 from pyxen.lab import paths
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.heapdump import dma_width
 from pyxen.lab.progress import console, step
 from pyxen.lab.provenance import describe_build
-from pyxen.lab.scrub_dom0 import FILLS, dma_width
 from pyxen.lab.vm import Dom0
 from pyxen.lab.vm_options import VMOptions
 from pyxen.lab.xenbuild import Variant, build
@@ -256,8 +256,8 @@ def run_scrub_bench(resolved: list[Variant], out_dir: Path, gaps: str = "0,0.5,2
         raise ValueError(f"reps must be >= 1, got {reps}")
     if size_reps < 1:
         raise ValueError(f"size_reps must be >= 1, got {size_reps}")
-    if fill not in FILLS:
-        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    if fill not in protocol.SCRUB_FILLS:
+        raise ValueError(f"fill must be one of {protocol.SCRUB_FILLS}, got {fill!r}")
     # The caller resolves every variant first: a bad series fails before any run.
     runs = [run_variant(v, options, gaps, guest_mib, sizes, clean_timeout, reps, fill,
                         size_reps)

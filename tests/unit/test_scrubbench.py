@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyxen.lab.scrub_dom0 import dma_free_by_node, dma_width, unscrubbed_by_node
+from pyxen.lab.contract.heapdump import dma_free_by_node, dma_width, unscrubbed_by_node
 from pyxen.lab.scrubbench import (birth_scrub_cost, pages_scrubbed_by_create, ratios,
                                   scrub_bound, summarize_gaps, summarize_sizes)
 
