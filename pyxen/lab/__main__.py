@@ -2,6 +2,6 @@
 
 import sys
 
-from pyxen.lab.cli import main
+from pyxen.lab.host.cli import main
 
 sys.exit(main())

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab import variants
-from pyxen.lab.vm import Dom0
-from pyxen.lab.xenbuild import build
+from pyxen.lab.host import variants
+from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.xenbuild import build
 
 pytestmark = pytest.mark.nested
 

@@ -13,10 +13,11 @@ import time
 import pytest
 
 from pyxen.config import DomainConfig
-from pyxen.lab import paths, variants, xl
-from pyxen.lab.vm import Dom0, qemu_processes
-from pyxen.lab.vm_options import VMOptions
-from pyxen.lab.xenbuild import build
+from pyxen.lab import xl
+from pyxen.lab.host import paths, variants
+from pyxen.lab.host.vm import Dom0, qemu_processes
+from pyxen.lab.host.vm_options import VMOptions
+from pyxen.lab.host.xenbuild import build
 
 pytestmark = pytest.mark.nested
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab import variants
-from pyxen.lab.vm import Dom0
-from pyxen.lab.vm_options import VMOptions
-from pyxen.lab.xenbuild import build
+from pyxen.lab.host import variants
+from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.vm_options import VMOptions
+from pyxen.lab.host.xenbuild import build
 
 pytestmark = pytest.mark.nested
 

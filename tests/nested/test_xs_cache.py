@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab import paths, variants
-from pyxen.lab.vm import Dom0
-from pyxen.lab.vm_options import VMOptions
-from pyxen.lab.xenbuild import build
+from pyxen.lab.host import paths, variants
+from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.vm_options import VMOptions
+from pyxen.lab.host.xenbuild import build
 from xenstore_cache.control import DEFAULT_LISTEN, DEFAULT_UPSTREAM
 
 pytestmark = pytest.mark.nested

@@ -5,7 +5,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyxen.lab.buildkey import build_key
+from pyxen.lab.host.buildkey import build_key
 
 
 def _patches(tmp: Path, contents: list[bytes]) -> list[Path]:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pyxen.lab import cli
-from pyxen.lab.cli import build_parser, main
+from pyxen.lab.host import cli
+from pyxen.lab.host.cli import build_parser, main
 
 
 @pytest.mark.parametrize("argv,msg", [
@@ -59,7 +59,7 @@ def test_defaults_run_stock_and_patched():
 
 
 def test_cache_variants_share_the_build_and_add_the_proxy():
-    from pyxen.lab import variants
+    from pyxen.lab.host import variants
     args = build_parser().parse_args(["bench", "--variants", "stock,stock+cache,patched+cache"])
     assert args.variants == ["stock", "stock+cache", "patched+cache"]
     assert variants.split_name("patched+cache") == ("patched", True)
@@ -72,7 +72,7 @@ def test_concurrency_takes_a_list():
 
 
 def test_projection_follows_amdahl():
-    from pyxen.lab.bench import project
+    from pyxen.lab.host.bench import project
     runs = [{"variant": "v", "concurrency": 1, "makespan_s": 100.0},
             {"variant": "v", "concurrency": 4, "makespan_s": 60.0}]
     proj = project(runs, cpus=2)["v"]
@@ -83,7 +83,7 @@ def test_projection_follows_amdahl():
 
 
 def test_cpu_growth_compares_the_first_and_last_creates_per_process():
-    from pyxen.lab.bench import cpu_growth
+    from pyxen.lab.host.bench import cpu_growth
     each = [{"xenstored": 0.01 * (i + 1), "bench": 0.2, "wall": 1.0 + i} for i in range(12)]
     runs = [{"variant": "v", "guests": 12, "cpu_s_each": each},
             {"variant": "w", "guests": 3, "cpu_s_each": each[:3]},  # too few
@@ -106,7 +106,7 @@ def test_ctrl_c_stops_the_lab_even_when_started_with_sigint_ignored(monkeypatch,
     import signal
     import time
 
-    from pyxen.lab import cli
+    from pyxen.lab.host import cli
 
     def dispatch(ap, args):  # stands in for a long lab command
         os.kill(os.getpid(), signal.SIGINT)

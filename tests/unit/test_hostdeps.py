@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyxen.lab import hostdeps
+from pyxen.lab.host import hostdeps
 from pyxen.lab.contract.errors import MissingHostPackage
 
 def test_missing_package_error_is_one_line_with_the_command(monkeypatch):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab.cpio import CpioWriter
+from pyxen.lab.host.cpio import CpioWriter
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.kmod import load_order, modinfo
+from pyxen.lab.host.kmod import load_order, modinfo
 
 
 def test_cpio_is_readable_by_gnu_cpio(tmp_path):

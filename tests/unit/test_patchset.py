@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pyxen.lab.contract.errors import PatchError
-from pyxen.lab.patchset import apply_series, failed_hunks, read_series
+from pyxen.lab.host.patchset import apply_series, failed_hunks, read_series
 
 
 def _diff(tree: Path, rel: str, new: str) -> str:

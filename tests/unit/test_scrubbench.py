@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pyxen.lab.contract.heapdump import dma_free_by_node, dma_width, unscrubbed_by_node
-from pyxen.lab.scrubbench import (birth_scrub_cost, pages_scrubbed_by_create, ratios,
-                                  scrub_bound, summarize_gaps, summarize_sizes)
+from pyxen.lab.host.scrubbench import (birth_scrub_cost, pages_scrubbed_by_create, ratios,
+                                       scrub_bound, summarize_gaps, summarize_sizes)
 
 DUMP = """(XEN) 'H' pressed -> dumping heap info (now = 82456171745)
 (XEN) heap[node=0][zone=0] -> 0 pages

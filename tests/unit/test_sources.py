@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab import paths, sources, variants
-from pyxen.lab.buildkey import build_key
+from pyxen.lab.host import paths, sources, variants
+from pyxen.lab.host.buildkey import build_key
 from pyxen.lab.contract.errors import LabError
 
 MAKEFILE = """\
@@ -190,7 +190,7 @@ def test_a_branch_without_series_is_named_with_those_kept(
 
 
 def test_the_hypervisor_key_ignores_toolstack_patches(tmp_path: Path) -> None:
-    from pyxen.lab import xenbuild
+    from pyxen.lab.host import xenbuild
     src = sources.xen_source(_tarball(tmp_path / "x.tar.gz", _make_tree(tmp_path / "t")))
     series = tmp_path / "s"
     _series(series, "tools", ["0001-libxl.patch"])

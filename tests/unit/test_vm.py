@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab.vm import VMOptions, dom0_binds, qemu_argv
+from pyxen.lab.host.vm import VMOptions, dom0_binds, qemu_argv
 
 X, K, I = Path("/c/xen"), Path("/c/vmlinuz"), Path("/c/initrd.gz")
 
@@ -25,7 +25,7 @@ def test_qemu_runs_tcg_with_the_notes_flags(tmp_path):
 
 
 def test_commas_in_the_dom0_cmdline_are_escaped(tmp_path, monkeypatch):
-    from pyxen.lab import vm  # DOM0_CMDLINE is read there
+    from pyxen.lab.host import vm  # DOM0_CMDLINE is read there
     monkeypatch.setattr(vm, "DOM0_CMDLINE", "console=hvc0 xen_opt=a,b")
     initrd = _arg(qemu_argv(X, K, I, VMOptions(), tmp_path, tmp_path / "s"), "-initrd")[0]
     assert initrd == f"{K} console=hvc0 xen_opt=a,,b,{I}"
@@ -68,7 +68,7 @@ def test_binds_are_minimal_and_never_usr(tmp_path):
 
 
 def test_program_lookup_skips_completion_scripts(tmp_path):
-    from pyxen.lab.xenbuild import TOOLSTACK_PROGRAMS, find_programs
+    from pyxen.lab.host.xenbuild import TOOLSTACK_PROGRAMS, find_programs
     (tmp_path / "etc/bash_completion.d").mkdir(parents=True)
     (tmp_path / "etc/bash_completion.d/xl").write_text("complete xl\n")
     (tmp_path / "usr/sbin").mkdir(parents=True)

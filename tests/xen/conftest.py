@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pyxen
-from pyxen.lab import paths
+from pyxen.lab.host import paths
 
 #: Every domain these tests create is named with this prefix (and the pid, so
 #: two runs on one host do not meet); nothing else is ever touched.

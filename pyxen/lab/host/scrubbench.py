@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pyxen.lab import paths
+from pyxen.lab.host import paths
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.heapdump import dma_width
-from pyxen.lab.progress import console, step
-from pyxen.lab.provenance import describe_build
-from pyxen.lab.vm import Dom0
-from pyxen.lab.vm_options import VMOptions
-from pyxen.lab.xenbuild import Variant, build
+from pyxen.lab.host.progress import console, step
+from pyxen.lab.host.provenance import describe_build
+from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.vm_options import VMOptions
+from pyxen.lab.host.xenbuild import Variant, build
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyxen.lab import hostdeps, paths
-from pyxen.lab.buildkey import build_key
+from pyxen.lab.host import hostdeps, paths
+from pyxen.lab.host.buildkey import build_key
 from pyxen.lab.contract.errors import BuildError, LabError
-from pyxen.lab.nativebuild import build_native, build_scrubd
-from pyxen.lab.patchset import apply_series
-from pyxen.lab.progress import step
-from pyxen.lab.sources import XenSource
+from pyxen.lab.host.nativebuild import build_native, build_scrubd
+from pyxen.lab.host.patchset import apply_series
+from pyxen.lab.host.progress import step
+from pyxen.lab.host.sources import XenSource
 
 log = logging.getLogger(__name__)
 

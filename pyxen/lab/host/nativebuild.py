@@ -18,7 +18,7 @@ import sysconfig
 from pathlib import Path
 
 from pyxen._ffi import build as ffibuild
-from pyxen.lab import paths
+from pyxen.lab.host import paths
 from pyxen.lab.contract.errors import BuildError, LabError
 
 

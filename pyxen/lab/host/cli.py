@@ -12,11 +12,11 @@ from types import FrameType
 
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
-from pyxen.lab import hostdeps, sources, variants
+from pyxen.lab.host import hostdeps, sources, variants
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.args import positive_int
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.vm_options import VMOptions
+from pyxen.lab.host.vm_options import VMOptions
 
 log = logging.getLogger("pyxen.lab")
 
@@ -200,7 +200,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
 
     if args.cmd == "build":
-        from pyxen.lab.xenbuild import build
+        from pyxen.lab.host.xenbuild import build
         staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,
                                         _source(args)))
         print(f"{args.variant} (Xen {staged.variant.source.version}): "
@@ -214,8 +214,8 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if not command:
             ap.error("run needs a command after --")
         opts = _vm_options(args)
-        from pyxen.lab.vm import Dom0
-        from pyxen.lab.xenbuild import build
+        from pyxen.lab.host.vm import Dom0
+        from pyxen.lab.host.xenbuild import build
         staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,
                                         _source(args)))
         for b in args.bind:
@@ -232,7 +232,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.cmd == "bench":
         opts = _vm_options(args)
-        from pyxen.lab.bench import BenchParams, run_bench
+        from pyxen.lab.host.bench import BenchParams, run_bench
         params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver)
         params.validate()
         hostdeps.check()
@@ -241,7 +241,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
 
     if args.cmd == "plot":
-        from pyxen.lab.bench import replot
+        from pyxen.lab.host.bench import replot
         print(f"wrote {replot(args.bench_json, args.out)}")
         return 0
 
@@ -258,7 +258,7 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             ap.error(f"--gaps values must be 0..600 seconds, got {args.gaps!r}")
         if args.clean_timeout <= 0:
             ap.error("--clean-timeout must be > 0")
-        from pyxen.lab.scrubbench import SCRUB_VM, run_scrub_bench
+        from pyxen.lab.host.scrubbench import SCRUB_VM, run_scrub_bench
         options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
                                       memory_mib=args.memory or SCRUB_VM.memory_mib)
         try:

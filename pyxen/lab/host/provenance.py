@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from pyxen.lab import paths
-from pyxen.lab.xenbuild import StagedBuild
+from pyxen.lab.host import paths
+from pyxen.lab.host.xenbuild import StagedBuild
 
 
 def project_commit(where: Path | None = None) -> str:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyxen.lab import paths, sources
+from pyxen.lab.host import paths, sources
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.patchset import read_series
-from pyxen.lab.xenbuild import Variant
+from pyxen.lab.host.patchset import read_series
+from pyxen.lab.host.xenbuild import Variant
 
 #: Builds the lab knows, in the order they are run and reported.
 KNOWN = ("stock", "patched")

@@ -42,7 +42,7 @@ def runs_dir() -> Path:
 
 def repo_root() -> Path:
     """The source tree holding ``patches/`` (this checkout), if there is one."""
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 def patches_dir() -> Path:
@@ -52,7 +52,7 @@ def patches_dir() -> Path:
 
 def package_data(name: str) -> Path:
     """A file shipped in ``pyxen/lab/data``."""
-    return Path(__file__).resolve().parent / "data" / name
+    return Path(__file__).resolve().parents[1] / "data" / name
 
 
 def tinyguest_path() -> Path:
@@ -60,4 +60,4 @@ def tinyguest_path() -> Path:
     env = os.environ.get("PYXEN_TINYGUEST")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "guest" / "tinyguest"
+    return Path(__file__).resolve().parents[2] / "guest" / "tinyguest"

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyxen.lab import paths
+from pyxen.lab.host import paths
 from pyxen.lab.contract.errors import LabError
 
 log = logging.getLogger(__name__)
