@@ -8,9 +8,9 @@ import time
 import pytest
 
 from pyxen.config import DomainConfig
-from pyxen.lab import xl
+from pyxen.lab.dom0 import xl
 from pyxen.lab.host import paths, variants
-from pyxen.lab.dom0bench import GUEST_BANNER
+from pyxen.lab.dom0.dom0bench import GUEST_BANNER
 from pyxen.lab.contract.errors import BootError, Dom0Timeout
 from pyxen.lab.host.vm import Dom0, qemu_processes
 from pyxen.lab.host.vm_options import VMOptions
@@ -102,7 +102,7 @@ _TRACE_SWITCH = """
 import subprocess
 from pathlib import Path
 from pyxen.lab.contract import protocol
-from pyxen.lab.xstrace import TraceReader, set_xs_trace
+from pyxen.lab.dom0.xstrace import TraceReader, set_xs_trace
 trace = TraceReader(Path(protocol.XS_TRACE))
 def read_twice():
     for _ in range(2):
@@ -120,7 +120,7 @@ print(off, on)
 
 def test_the_benchmark_switches_xenstored_s_trace_off_and_on(dom0: Dom0) -> None:
     # The benchmark times storms with the trace off and counts requests with
-    # it on (pyxen.lab.dom0bench): both halves must hold.
+    # it on (pyxen.lab.dom0.dom0bench): both halves must hold.
     res = dom0.run([sys.executable, "-c", _TRACE_SWITCH], check=True, timeout=120)
     assert res.stdout.split() == ["0", "2"], res.stdout + res.stderr
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from pyxen.config import DomainConfig
-from pyxen.lab import xl
+from pyxen.lab.dom0 import xl
 from pyxen.lab.host import paths, variants
 from pyxen.lab.host.vm import Dom0, qemu_processes
 from pyxen.lab.host.vm_options import VMOptions

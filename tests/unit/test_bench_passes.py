@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pyxen.lab import dom0bench, xstrace
+from pyxen.lab.dom0 import dom0bench, xstrace
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.xenprof import domctl_retries_per_op
 

@@ -1,4 +1,4 @@
-"""Parsing /proc for the per-create CPU attribution (pyxen.lab.proccpu)."""
+"""Parsing /proc for the per-create CPU attribution (pyxen.lab.dom0.proccpu)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pyxen.lab import proccpu
+from pyxen.lab.dom0 import proccpu
 
 TICK = 1.0 / os.sysconf("SC_CLK_TCK")
 

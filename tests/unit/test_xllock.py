@@ -7,7 +7,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from pyxen.lab.xllock import LockSampler, file_id, parse_proc_locks
+from pyxen.lab.dom0.xllock import LockSampler, file_id, parse_proc_locks
 
 SAMPLE = """\
 1: POSIX  ADVISORY  WRITE 812 00:19:4711 0 EOF

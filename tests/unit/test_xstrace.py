@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pyxen.lab.xstrace import TraceReader, count_requests
+from pyxen.lab.dom0.xstrace import TraceReader, count_requests
 
 TRACE = """\
 IN 0x55d0 20261122 08:00:00 READ (/local/domain/0/name )

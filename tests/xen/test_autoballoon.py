@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 
 from pyxen.config import DomainConfig
-from pyxen.lab import xl
-from pyxen.lab.dom0bench import console_log
-from pyxen.lab.xllock import LockSampler
+from pyxen.lab.dom0 import xl
+from pyxen.lab.dom0.dom0bench import console_log
+from pyxen.lab.dom0.xllock import LockSampler
 
 pytestmark = [pytest.mark.xen, pytest.mark.autoballoon]
 

@@ -30,7 +30,7 @@ CONSOLE_LOG_DIR = "/var/log/xen/console"
 
 #: The benchmark's phases in dom0, in order (progress.json "phase"): a timed
 #: storm with xenstored's trace off, then the same storm traced, to count
-#: Xenstore requests (pyxen.lab.dom0bench says why there are two).
+#: Xenstore requests (pyxen.lab.dom0.dom0bench says why there are two).
 BENCH_PHASES = ("create", "destroy", "count-create", "count-destroy")
 
 #: Environment a dom0 command sees.

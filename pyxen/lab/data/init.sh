@@ -54,7 +54,7 @@ mount -t devtmpfs devtmpfs /newroot/dev
 echo "pyxen-init: starting the lab agent"
 chroot /newroot /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
     PYTHONPATH="$(cat "$LAB/pythonpath")" PYTHONDONTWRITEBYTECODE=1 \
-    "$(cat "$LAB/python")" -m pyxen.lab.agent /xchg
+    "$(cat "$LAB/python")" -m pyxen.lab.dom0.agent /xchg
 echo "pyxen-init: agent exited with status $?"
 sync
 echo o > /proc/sysrq-trigger

@@ -1,5 +1,5 @@
 """The boot-storm benchmark, host side: for each variant, build, boot, run the
-dom0 driver (pyxen.lab.dom0bench), and report stock vs the others in one run."""
+dom0 driver (pyxen.lab.dom0.dom0bench), and report stock vs the others in one run."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
                     return
                 progress.update(task, completed=base + p["done"])
 
-            res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0bench",
+            res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.dom0bench",
                             "--guests", str(params.guests), "--concurrency", str(conc),
                             "--kernel", str(guest), "--memory", str(params.memory_mib),
                             "--driver", params.driver, "--prefix", f"bench-c{conc}-"],

@@ -1,5 +1,5 @@
 """Host side of "birth after death under load": boot each variant with two
-NUMA nodes and every pCPU busy, run pyxen.lab.scrub_dom0 in its dom0,
+NUMA nodes and every pCPU busy, run pyxen.lab.dom0.scrub_dom0 in its dom0,
 and add a ``birth_after_death`` section to ``bench.json`` (kept next to what
 the boot-storm benchmark wrote there) with a plot, stock vs the others."""
 
@@ -164,7 +164,7 @@ def run_variant(variant: Variant, options: VMOptions, gaps: str, guest_mib: int,
     guest = paths.tinyguest_path()
     with step(f"birth after death on {name}"), Dom0(staged, options) as dom0:
         dma_bits = dma_width(dom0.serial_log.read_text(errors="replace"))
-        res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.scrub_dom0", "--kernel", str(guest),
+        res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.dom0.scrub_dom0", "--kernel", str(guest),
                         "--gaps", gaps, "--guest-mib", str(guest_mib), "--sizes", sizes,
                         "--clean-timeout", str(clean_timeout), "--reps", str(reps),
                         "--size-reps", str(size_reps), "--fill", fill]

@@ -41,7 +41,7 @@ from pyxen.host import Domain, Host
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.args import positive_int
 from pyxen.lab.contract.heapdump import PAGE_SHIFT, dma_free_by_node, unscrubbed_by_node
-from pyxen.lab.xstrace import xs_trace_off
+from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenctrl import ScrubNodeStats, scrub_supported
 
 NODE = 1
@@ -274,7 +274,7 @@ class Bench:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyxen.lab.scrub_dom0")
+    ap = argparse.ArgumentParser(prog="pyxen.lab.dom0.scrub_dom0")
     ap.add_argument("--kernel", type=Path, required=True)
     ap.add_argument("--gaps", default="0,0.5,2,5")
     ap.add_argument("--guest-mib", type=int, default=512)

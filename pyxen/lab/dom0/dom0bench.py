@@ -1,7 +1,7 @@
 """The boot-storm benchmark's dom0 side: create N tiny guests with at most C
 creates in flight, check each printed its console line, destroy them, and
 write what was measured as JSON.  Run by the host as
-``python -m pyxen.lab.dom0bench ...`` inside the lab's dom0.
+``python -m pyxen.lab.dom0.dom0bench ...`` inside the lab's dom0.
 
 The storm runs twice.  The lab's xenstored keeps a request trace (``-T``),
 from which Xenstore requests are counted; but 4.17's trace costs xenstored
@@ -29,13 +29,13 @@ from typing import Any, Protocol
 
 from pyxen.config import DomainConfig
 from pyxen.errors import XenError
-from pyxen.lab import xl
+from pyxen.lab.dom0 import xl
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.proccpu import CpuSampler
+from pyxen.lab.dom0.proccpu import CpuSampler
 from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler, domctl_retries_per_op
-from pyxen.lab.xllock import LockSampler, LockUse
-from pyxen.lab.xstrace import TraceReader, xs_trace_off
+from pyxen.lab.dom0.xllock import LockSampler, LockUse
+from pyxen.lab.dom0.xstrace import TraceReader, xs_trace_off
 from xenstore_cache.control import query_control
 
 #: The line the tiny guest prints (guest/main.c BANNER).
@@ -278,7 +278,7 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     # alone: how they grow with the number of running domains.
     each: list[dict[str, int] | None] = [None] * guests
     each_client: list[int | None] = [None] * guests
-    # ... and where each one's CPU time went (pyxen.lab.proccpu).
+    # ... and where each one's CPU time went (pyxen.lab.dom0.proccpu).
     cpu = CpuSampler() if concurrency == 1 else None
     each_cpu: list[dict[str, float] | None] = [None] * guests
 
@@ -387,7 +387,7 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyxen.lab.dom0bench")
+    ap = argparse.ArgumentParser(prog="pyxen.lab.dom0.dom0bench")
     ap.add_argument("--guests", type=int, required=True)
     ap.add_argument("--concurrency", type=int, required=True)
     ap.add_argument("--kernel", type=Path, required=True)
