@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pyxen.lab.dom0 import dom0bench, xstrace
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.xenprof import domctl_retries_per_op
+from pyxen.lab.contract.xenprof import domctl_retries_per_op
+from pyxen.lab.dom0 import dom0bench, xstrace
 
 
 def result(makespan: float, requests: float | None, **over: Any) -> dict[str, Any]:

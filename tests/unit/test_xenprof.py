@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from pyxen.lab.xenprof import (LockStat, domctl_retries, parse_counters, parse_hypercalls,
-                                parse_lockprof)
+from pyxen.lab.contract.xenprof import (LockStat, domctl_retries, parse_counters,
+                                         parse_hypercalls, parse_lockprof)
 
 LOCKPROF = """\
 global lock heap_lock                             : lock:       12345(         0.012345678s), block:          17(         0.000123456s)

@@ -29,11 +29,12 @@ from typing import Any, Protocol
 
 from pyxen.config import DomainConfig
 from pyxen.errors import XenError
-from pyxen.lab.dom0 import xl
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.xenprof import GLOBAL_LOCKS, domctl_retries_per_op
+from pyxen.lab.dom0 import xl
 from pyxen.lab.dom0.proccpu import CpuSampler
-from pyxen.lab.xenprof import GLOBAL_LOCKS, Profiler, domctl_retries_per_op
+from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xllock import LockSampler, LockUse
 from pyxen.lab.dom0.xstrace import TraceReader, xs_trace_off
 from xenstore_cache.control import query_control

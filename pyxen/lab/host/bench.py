@@ -19,16 +19,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pyxen.lab.host import paths, variants
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.xenprof import domctl_retries_per_op
+from pyxen.lab.host import paths, variants
 from pyxen.lab.host.progress import console
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.sources import XenSource
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild, build
-from pyxen.lab.xenprof import domctl_retries_per_op
 
 log = logging.getLogger(__name__)
 

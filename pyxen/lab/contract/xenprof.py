@@ -1,15 +1,15 @@
-"""Reading Xen's own counters in a profiling build (``--profile``):
-``xenperf -f`` (software perf counters; the ``hypercalls`` array counts every
-hypercall entry, continuations included) and ``xenlockprof`` (per-lock
-acquisitions, blocks and times).  Both are reset before a measured phase and
-read after it, so the figures belong to that phase alone.
+"""Reading Xen's own counters in a profiling build (``--profile``), the pure
+part: parsing ``xenperf -f`` (software perf counters; the ``hypercalls`` array
+counts every hypercall entry, continuations included) and ``xenlockprof``
+(per-lock acquisitions, blocks and times), and the domctl retries derived from
+a profile.  dom0 takes the profile (pyxen.lab.dom0.xenprof.Profiler); the host
+reads figures from it (pyxen.lab.host.bench).
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 _LOCK_LINE = re.compile(
@@ -79,33 +79,6 @@ def parse_counters(text: str, prefixes: tuple[str, ...] = COUNTER_PREFIXES) -> d
         if m and m.group("name").startswith(prefixes):
             out[m.group("name")] = int(m.group("total"))
     return out
-
-
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
-
-
-class Profiler:
-    """Resets and reads the counters around a phase; inactive (``available``
-    false) when the hypervisor was built without them."""
-
-    def __init__(self) -> None:
-        self.available = _run(["xenperf"]).returncode == 0 and \
-            _run(["xenlockprof"]).returncode == 0
-
-    def reset(self) -> None:
-        if self.available:
-            _run(["xenperf", "-r"])
-            _run(["xenlockprof", "-r"])
-
-    def read(self) -> dict[str, Any] | None:
-        if not self.available:
-            return None
-        perf = _run(["xenperf", "-f"]).stdout
-        locks = parse_lockprof(_run(["xenlockprof"]).stdout)
-        return {"hypercalls": parse_hypercalls(perf),
-                "counters": parse_counters(perf),
-                "locks": {k: asdict(v) for k, v in locks.items()}}
 
 
 #: The stock domctl lock's name in ``xenlockprof`` (a spinlock there; an
