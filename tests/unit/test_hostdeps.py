@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pyxen.lab.host import hostdeps
 from pyxen.lab.contract.errors import MissingHostPackage
+from pyxen.lab.host import hostdeps
 
 def test_missing_package_error_is_one_line_with_the_command(monkeypatch):
     monkeypatch.setattr(hostdeps, "missing_packages", lambda pkgs=None: ["qemu-system-x86"])

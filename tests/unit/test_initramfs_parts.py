@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab.host.cpio import CpioWriter
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.host.cpio import CpioWriter
 from pyxen.lab.host.kmod import load_order, modinfo
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.host import paths, sources, variants
 from pyxen.lab.host.buildkey import build_key
-from pyxen.lab.contract.errors import LabError
 
 MAKEFILE = """\
 # xen/Makefile of a release

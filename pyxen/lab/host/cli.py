@@ -12,10 +12,10 @@ from types import FrameType
 
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
-from pyxen.lab.host import hostdeps, sources, variants
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.args import positive_int
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.host import hostdeps, sources, variants
 from pyxen.lab.host.vm_options import VMOptions
 
 log = logging.getLogger("pyxen.lab")

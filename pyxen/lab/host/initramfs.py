@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from pyxen.lab.contract.errors import MissingHostPackage
 from pyxen.lab.host import kmod, paths
 from pyxen.lab.host.cpio import CpioWriter
-from pyxen.lab.contract.errors import MissingHostPackage
 from pyxen.lab.host.sources import Kernel
 
 #: The statically linked busybox of Debian's busybox-static.

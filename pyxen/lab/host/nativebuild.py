@@ -18,8 +18,8 @@ import sysconfig
 from pathlib import Path
 
 from pyxen._ffi import build as ffibuild
-from pyxen.lab.host import paths
 from pyxen.lab.contract.errors import BuildError, LabError
+from pyxen.lab.host import paths
 
 
 def native_key(tools_key: str) -> str:

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pyxen.lab.host import paths
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.heapdump import dma_width
+from pyxen.lab.host import paths
 from pyxen.lab.host.progress import console, step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyxen.lab.host import paths
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.host import paths
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyxen.lab.host import paths, sources
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.host import paths, sources
 from pyxen.lab.host.patchset import read_series
 from pyxen.lab.host.xenbuild import Variant
 

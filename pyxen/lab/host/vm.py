@@ -17,9 +17,9 @@ from types import TracebackType
 from typing import Self
 
 import pyxen
-from pyxen.lab.host import paths, sources
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import BootError, Dom0Timeout, LabError, MissingHostPackage
+from pyxen.lab.host import paths, sources
 from pyxen.lab.host.initramfs import build_initramfs
 from pyxen.lab.host.vm_options import DOM0_CMDLINE, VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild

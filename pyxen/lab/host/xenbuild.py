@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyxen.lab.contract.errors import BuildError, LabError
 from pyxen.lab.host import hostdeps, paths
 from pyxen.lab.host.buildkey import build_key
-from pyxen.lab.contract.errors import BuildError, LabError
 from pyxen.lab.host.nativebuild import build_native, build_scrubd
 from pyxen.lab.host.patchset import apply_series
 from pyxen.lab.host.progress import step
