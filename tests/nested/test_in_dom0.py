@@ -33,7 +33,7 @@ def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
             pytest.skip("patched is identical to stock (patches/series is empty): "
                         "the stock run covers it")
     env = {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis"}
-    for var in ("HYPOTHESIS_PROFILE", "PYXEN_STATEFUL_EXAMPLES", "CI"):
+    for var in ("HYPOTHESIS_PROFILE", "PYXEN_STATEFUL_EXAMPLES", "PYXEN_STRESS_CYCLES", "CI"):
         if var in os.environ:
             env[var] = os.environ[var]
     with Dom0(staged, extra_binds=[REPO]) as dom0:

@@ -26,7 +26,10 @@ from pyxen.libxl import deadlocked_children
 
 pytestmark = pytest.mark.xen
 
-CYCLES = int(os.environ.get("PYXEN_STRESS_CYCLES", "200"))
+#: 200 cycles by default; CI runs 48 (12 a thread), which on Xen 4.22 under
+#: TCG keeps the in-dom0 suite within its time limit (200 took more than 6
+#: minutes there).  Soak runs set PYXEN_STRESS_CYCLES higher.
+CYCLES = int(os.environ.get("PYXEN_STRESS_CYCLES", "48" if os.environ.get("CI") else "200"))
 WORKERS = 4
 NAME_INDEX = "/libxl/names"
 
