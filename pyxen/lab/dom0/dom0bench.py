@@ -7,8 +7,8 @@ The storm runs twice.  The lab's xenstored keeps a request trace (``-T``),
 from which Xenstore requests are counted; but 4.17's trace costs xenstored
 a write(2) per byte of every request, and a line per running domain on every
 pass of its main loop, so with it on a create's latency grows with the number
-of domains for the trace's sake alone (64 guests at C=1: makespan 73-89 s
-traced against 17-27 s untraced, results/README.md section 3).  The first storm is therefore
+of domains for the trace's sake alone (64 guests at C=1 on Xen 4.17: makespan
+73-89 s traced against 17-27 s untraced).  The first storm is therefore
 timed with the trace switched off (``xenstore-control log off``), and the
 second, traced, only counts requests; ``traced`` keeps that storm's times.
 """

@@ -1,5 +1,5 @@
-"""dom0 side of the "birth after death under load" benchmark (patches 0003
-and 0004; results/README.md, "Birth after death").
+"""dom0 side of the "birth after death under load" benchmark (the per-node
+scrub workers and their sysctl).
 
 Every pCPU runs a spinning tiny guest (``--spinners-per-cpu``), and ballast
 guests fill the host (``--fill host``: node 1 but for the guest's size, every
@@ -148,7 +148,7 @@ class Bench:
         start-up in destroy_s).  Under this load, libxl's forked destroyer
         child of a large guest sometimes crashes at once -- in pyxen's process
         and in xl's alike, stock and patched, with memory that looks corrupt
-        right after fork (see results/README.md) -- so a failed destroy is
+        right after fork (seen on Xen 4.17) -- so a failed destroy is
         retried and counted in ``destroy_retries``."""
         for attempt in range(4):
             r = subprocess.run(["xl", "destroy", str(dom.domid)], capture_output=True,
