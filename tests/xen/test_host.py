@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +148,39 @@ def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case):
     finally:
         if first is not None:
             first.destroy()
+
+
+def test_failed_create_of_a_running_config_keeps_its_vm_directory(host, kernel, helpers,
+                                                                  tmp_path):
+    """``xl create`` of a running domain's configuration, with its fixed UUID,
+    fails on the taken name; the running domain's /vm/<uuid> (shared by UUID)
+    must be left as it was, neither replaced by the failed create nor removed
+    by that domain's destruction."""
+    name = helpers.PREFIX + "sameuuid"
+    uuid = f"5a1e0000-0000-4000-8000-{os.getpid():012x}"
+    cfg = tmp_path / "same.cfg"
+    cfg.write_text(DomainConfig(name, kernel).to_xl_config() + f'uuid = "{uuid}"\n')
+    subprocess.run(["xl", "create", "-q", str(cfg)], check=True, capture_output=True,
+                   text=True, timeout=300)
+    try:
+        domid = helpers.ours(host)[name]
+        xs = host.xenstore
+        vm = xs.read(f"/local/domain/{domid}/vm").decode()
+        assert vm == f"/vm/{uuid}"
+        before = {c: xs.read(f"{vm}/{c}") for c in xs.directory(vm)}
+        assert before.get("name") == name.encode()
+        domids = {d.domid for d in host.xc.domains()}
+        second = subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True,
+                                text=True, timeout=300, check=False)
+        assert second.returncode != 0 and "already exists" in second.stderr, second.stderr
+        assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == domids, 10), \
+            "the failed create left its domain behind"
+        assert xs.exists(vm), "the failed create's destruction removed the running domain's vm"
+        assert {c: xs.read(f"{vm}/{c}") for c in xs.directory(vm)} == before
+    finally:
+        for d in host.domains():
+            if d.name == name:
+                d.destroy()
 
 
 def test_unknown_domains_raise_not_found(host):
