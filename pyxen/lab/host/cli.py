@@ -129,12 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="create/destroy through pyxen (libxl in-process, threads; default) "
                         "or unmodified xl processes")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--wide", action="store_true",
+                   help="print every column of the summary table (wider than 100 columns)")
     _add_source_options(p)
     _add_vm_options(p)
 
     p = sub.add_parser("plot", help="redraw a saved bench.json's plot and print its table")
     p.add_argument("bench_json", type=Path)
     p.add_argument("--out", type=Path, help="the PNG to write (default: bench.png beside it)")
+    p.add_argument("--wide", action="store_true",
+                   help="print every column of the summary table (wider than 100 columns)")
 
     p = sub.add_parser("scrubbench", help="birth after death under load (NUMA-local "
                                           "scrubbing): stock vs variants, 4 pCPUs on 2 nodes")
@@ -237,12 +241,12 @@ def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         params.validate()
         hostdeps.check()
         run_bench(args.variants, params, opts, args.out, args.series, args.debug,
-                  args.profile, _source(args))
+                  args.profile, _source(args), args.wide)
         return 0
 
     if args.cmd == "plot":
         from pyxen.lab.host.bench import replot
-        print(f"wrote {replot(args.bench_json, args.out)}")
+        print(f"wrote {replot(args.bench_json, args.out, args.wide)}")
         return 0
 
     if args.cmd == "scrubbench":
