@@ -149,3 +149,11 @@ def test_plot_names_a_file_that_is_not_a_benchmark(tmp_path, capsys):
     assert "holds no benchmark runs" in capsys.readouterr().err
     assert cli.main(["plot", str(tmp_path / "missing.json")]) == 2
     assert "cannot read benchmark results" in capsys.readouterr().err
+
+
+def test_every_subcommand_registers_its_function():
+    import argparse
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert parser.get_default("func") is getattr(cli, f"cmd_{name}"), name
