@@ -362,8 +362,8 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
-              out_dir: Path, series: Path | None = None,
+def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
+              options: VMOptions, out_dir: Path, series: Path | None = None,
               debug: bool = False, profile: bool = False,
               source: XenSource | None = None, wide: bool = False) -> dict[str, Any]:
     """Build each variant (on ``source``, default the one the user named),
@@ -371,22 +371,22 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
     (``wide``: all its columns)."""
     params.validate()
     options.validate()
-    builds = {n: build(variants.resolve(n, series, debug, profile, source))
-              for n in variant_names}
-    cached = {n: variants.split_name(n)[1] for n in variant_names}
+    builds = {v: build(variants.resolve(v.build, series, debug, profile, source))
+              for v in run_variants}
     notes: list[str] = []
-    if "stock" in builds:
-        for n, b in builds.items():
-            if variants.split_name(n)[0] != "stock" and same_build(b, builds["stock"]):
-                notes.append(f"note: '{n}' is identical to stock (its series is empty): "
+    stock = builds.get(variants.RunVariant("stock"))
+    if stock is not None:
+        for v, b in builds.items():
+            if v.build != "stock" and same_build(b, stock):
+                notes.append(f"note: '{v.name}' is identical to stock (its series is empty): "
                              "differences are run-to-run noise")
     runs = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
             "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console()) as progress:
-        for n in variant_names:
-            runs.extend(run_variant(builds[n], params,
-                                    dataclasses.replace(options, xs_cache=cached[n]),
-                                    progress, name=n))
+        for v in run_variants:
+            runs.extend(run_variant(builds[v], params,
+                                    dataclasses.replace(options, xs_cache=v.xs_cache),
+                                    progress, name=v.name))
     out_dir.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "runs": runs,

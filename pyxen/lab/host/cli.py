@@ -30,11 +30,15 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _variant_list(text: str) -> list[str]:
+def _variant_list(text: str) -> list[variants.RunVariant]:
     try:
         return variants.parse_variant_list(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+#: --variants when not given: stock against patched.
+_DEFAULT_VARIANTS = [variants.RunVariant("stock"), variants.RunVariant("patched")]
 
 
 def _sha256(text: str) -> str:
@@ -151,7 +155,7 @@ def cmd_plot(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    with_proxy = [n for n in args.variants if variants.split_name(n)[1]]
+    with_proxy = [v.name for v in args.variants if v.xs_cache]
     if with_proxy:
         ap.error(f"scrubbench runs no Xenstore proxy: drop {', '.join(with_proxy)} "
                  "from --variants")
@@ -172,7 +176,7 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
         ap.error(str(exc))
     hostdeps.check()
     source = _source(args)
-    resolved = [variants.resolve(n, args.series, source=source) for n in args.variants]
+    resolved = [variants.resolve(v.build, args.series, source=source) for v in args.variants]
     run_scrub_bench(resolved, args.out, ",".join(str(g) for g in gaps),
                     args.guest_memory, ",".join(str(s) for s in args.sizes),
                     args.clean_timeout, args.reps, args.fill, options,
@@ -213,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="boot-storm benchmark: stock vs variants in one run")
-    p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
+    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
     p.add_argument("--guests", type=positive_int, default=16)
     p.add_argument("--concurrency", type=_int_list, default=(4,),
                    help="creates in flight; a list (1,2,4,8) runs one storm for each")
@@ -237,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scrubbench", help="birth after death under load (NUMA-local "
                                           "scrubbing): stock vs variants, 4 pCPUs on 2 nodes")
-    p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
+    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
     p.add_argument("--gaps", default="0,0.5,2,5", help="seconds between death and birth")
     p.add_argument("--guest-memory", type=positive_int, default=512, metavar="MIB")
     p.add_argument("--sizes", type=_int_list, default=(64, 256, 512, 1024),
