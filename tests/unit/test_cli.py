@@ -54,14 +54,15 @@ def test_inconsistent_arguments_fail_before_any_work(argv, msg, capsys):
 
 def test_defaults_run_stock_and_patched():
     args = build_parser().parse_args(["bench"])
-    assert args.variants == ["stock", "patched"]
+    assert [v.name for v in args.variants] == ["stock", "patched"]
     assert all(args.guests >= c >= 1 for c in args.concurrency)
 
 
 def test_cache_variants_share_the_build_and_add_the_proxy():
     from pyxen.lab.host import variants
     args = build_parser().parse_args(["bench", "--variants", "stock,stock+cache,patched+cache"])
-    assert args.variants == ["stock", "stock+cache", "patched+cache"]
+    assert [v.name for v in args.variants] == ["stock", "stock+cache", "patched+cache"]
+    assert [v.xs_cache for v in args.variants] == [False, True, True]
     assert variants.split_name("patched+cache") == ("patched", True)
     assert variants.split_name("stock") == ("stock", False)
 
@@ -149,3 +150,11 @@ def test_plot_names_a_file_that_is_not_a_benchmark(tmp_path, capsys):
     assert "holds no benchmark runs" in capsys.readouterr().err
     assert cli.main(["plot", str(tmp_path / "missing.json")]) == 2
     assert "cannot read benchmark results" in capsys.readouterr().err
+
+
+def test_every_subcommand_registers_its_function():
+    import argparse
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert parser.get_default("func") is getattr(cli, f"cmd_{name}"), name

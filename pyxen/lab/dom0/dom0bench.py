@@ -22,8 +22,10 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -228,12 +230,56 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     return merge_passes(timed, counted)
 
 
-def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
-          prefix: str, workdir: Path, out: Path, driver: Driver,
-          phases: tuple[str, ...]) -> dict[str, Any]:
-    """One storm: create ``guests`` guests, at most ``concurrency`` at once,
-    wait for their consoles, destroy them; what was measured."""
-    create_phase, destroy_phase = phases
+@dataclass
+class Storm:
+    """One storm's guests, and what its phases share: the driver, the
+    instruments read around each phase, progress and the errors met."""
+
+    guests: int
+    concurrency: int
+    memory_mib: int
+    driver: Driver
+    configs: list[DomainConfig]
+    cfg_files: list[Path]
+    trace: TraceReader
+    proxy: ProxyCounter | None
+    profiler: Profiler
+    progress: Progress
+    errors: list[str] = field(default_factory=list)
+
+    def timed(self, phase: str, op: Callable[[int], None]) -> tuple[list[float | None], float]:
+        """Run ``op(i)`` for every guest, at most ``concurrency`` at once; the
+        seconds each took (None where xl failed) and the phase's makespan."""
+        took: list[float | None] = [None] * self.guests
+
+        def one(i: int) -> None:
+            t0 = time.monotonic()
+            try:
+                op(i)
+                took[i] = time.monotonic() - t0
+            except (XenError, LabError) as exc:  # pyxen's errors, and xl's XlError
+                self.errors.append(f"{phase} {self.configs[i].name}: {exc}")
+            finally:
+                self.progress.advance(phase)
+
+        t_start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            list(pool.map(one, range(self.guests)))
+        return took, time.monotonic() - t_start
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """dom0 before the storm."""
+
+    free_memory_mib: int
+    domains: set[str]
+
+
+def prepare(guests: int, concurrency: int, kernel: Path, memory_mib: int, prefix: str,
+            workdir: Path, out: Path, driver: Driver) -> tuple[Storm, Baseline]:
+    """The guests' configs (written as xl config files too), dom0's baseline,
+    and the instruments, started from now."""
     configs = [DomainConfig(name=f"{prefix}{i}", kernel=kernel, memory_mib=memory_mib)
                for i in range(guests)]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -243,45 +289,58 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         path.write_text(c.to_xl_config())
         cfg_files.append(path)
 
-    baseline_free = driver.free_memory_mib()
-    baseline_domains = driver.names()
+    baseline = Baseline(free_memory_mib=driver.free_memory_mib(), domains=driver.names())
     trace = TraceReader(Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE)))
     proxy = ProxyCounter.from_env()
     profiler = Profiler()
     progress = Progress(out, guests)
+    return Storm(guests, concurrency, memory_mib, driver, configs, cfg_files, trace, proxy,
+                 profiler, progress), baseline
 
+
+@dataclass
+class Created:
+    """What the create phase measured."""
+
+    create_s: list[float | None]
+    makespan_s: float
+    running_before: list[int]
+    #: Requests that reached xenstored during the phase, by operation.
+    ops: Counter[str]
+    #: What clients asked (through the proxy when there is one).
+    client_requests: int
+    profile: dict[str, Any] | None
+    proxy_stats: dict[str, Any] | None
+    #: xl's global create lock (xl driver only).
+    xl_lock: LockUse | None
+    #: C=1 only (else all None): each create's requests by operation, its
+    #: client requests, and where its CPU time went.
+    each_ops: list[dict[str, int] | None]
+    each_client: list[int | None]
+    each_cpu: list[dict[str, float] | None]
+
+
+def add_each(phase_ops: Counter[str], each: list[dict[str, int] | None]) -> Counter[str]:
+    """The phase's requests with those taken create by create (at C=1) added
+    back: ``phase_ops`` holds only what was read after the last create."""
+    for ops in each:
+        if ops:
+            phase_ops.update(ops)
+    return phase_ops
+
+
+def create_phase(s: Storm, phase: str) -> Created:
+    """Create the guests, at most ``concurrency`` at once."""
     running = 0
     running_lock = threading.Lock()
-    running_before = [0] * guests
-    errors: list[str] = []
-
-    def timed(phase: str, op: Callable[[int], None]) -> tuple[list[float | None], float]:
-        """Run ``op(i)`` for every guest, at most ``concurrency`` at once; the
-        seconds each took (None where xl failed) and the phase's makespan."""
-        took: list[float | None] = [None] * guests
-
-        def one(i: int) -> None:
-            t0 = time.monotonic()
-            try:
-                op(i)
-                took[i] = time.monotonic() - t0
-            except (XenError, LabError) as exc:  # pyxen's errors, and xl's XlError
-                errors.append(f"{phase} {configs[i].name}: {exc}")
-            finally:
-                progress.advance(phase)
-
-        t_start = time.monotonic()
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            list(pool.map(one, range(guests)))
-        return took, time.monotonic() - t_start
-
+    running_before = [0] * s.guests
     # At C=1 creates do not overlap, so each one's requests can be counted
     # alone: how they grow with the number of running domains.
-    each: list[dict[str, int] | None] = [None] * guests
-    each_client: list[int | None] = [None] * guests
+    each: list[dict[str, int] | None] = [None] * s.guests
+    each_client: list[int | None] = [None] * s.guests
     # ... and where each one's CPU time went (pyxen.lab.dom0.proccpu).
-    cpu = CpuSampler() if concurrency == 1 else None
-    each_cpu: list[dict[str, float] | None] = [None] * guests
+    cpu = CpuSampler() if s.concurrency == 1 else None
+    each_cpu: list[dict[str, float] | None] = [None] * s.guests
 
     def create(i: int) -> None:
         nonlocal running
@@ -289,67 +348,106 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
             running_before[i] = running
         cpu0 = cpu.sample() if cpu else None
         t0 = time.monotonic()
-        driver.create(configs[i], cfg_files[i])
+        s.driver.create(s.configs[i], s.cfg_files[i])
         if cpu and cpu0:
             each_cpu[i] = {**CpuSampler.delta(cpu0, cpu.sample()),
                            "wall": round(time.monotonic() - t0, 4)}
-        if concurrency == 1:
-            ops = dict(trace.take())
+        if s.concurrency == 1:
+            ops = dict(s.trace.take())
             each[i] = ops
-            each_client[i] = proxy.take() if proxy else sum(ops.values())
+            each_client[i] = s.proxy.take() if s.proxy else sum(ops.values())
         with running_lock:
             running += 1
 
-    profiler.reset()
-    if proxy:
-        proxy.take()
+    s.profiler.reset()
+    if s.proxy:
+        s.proxy.take()
     # xl's global create lock (autoballooning xl): sampled for both variants.
     xl_lock: LockUse | None = None
-    if driver.name == "xl":
+    if s.driver.name == "xl":
         with LockSampler() as sampler:
-            create_s, makespan = timed(create_phase, create)
+            create_s, makespan = s.timed(phase, create)
         xl_lock = sampler.use
     else:
-        create_s, makespan = timed(create_phase, create)
-    create_ops = trace.take()
-    for ops in each:  # taken one by one at C=1: add them back to the phase total
-        if ops:
-            create_ops.update(ops)
-    profile = profiler.read()
+        create_s, makespan = s.timed(phase, create)
+    create_ops = add_each(s.trace.take(), each)
+    profile = s.profiler.read()
     # What clients asked (through the proxy when there is one) against what
     # reached xenstored (its trace): equal without the proxy.
-    client_requests = (sum(c for c in each_client if c is not None) + proxy.take()
-                       if proxy else sum(create_ops.values()))
-    proxy_stats = proxy.stats() if proxy else None
+    client_requests = (sum(c for c in each_client if c is not None) + s.proxy.take()
+                       if s.proxy else sum(create_ops.values()))
+    proxy_stats = s.proxy.stats() if s.proxy else None
+    return Created(create_s=create_s, makespan_s=makespan, running_before=running_before,
+                   ops=create_ops, client_requests=client_requests, profile=profile,
+                   proxy_stats=proxy_stats, xl_lock=xl_lock, each_ops=each,
+                   each_client=each_client, each_cpu=each_cpu)
 
-    console = wait_console([c.name for c in configs], CONSOLE_WAIT_S)
-    trace.take()  # requests while waiting for consoles are nobody's create
 
-    profiler.reset()
-    destroy_s, destroy_makespan = timed(destroy_phase,
-                                        lambda i: driver.destroy(configs[i].name))
-    destroy_ops = trace.take()
-    destroy_profile = profiler.read()
+def console_phase(s: Storm) -> int:
+    """How many guests printed their line (waiting up to CONSOLE_WAIT_S)."""
+    console = wait_console([c.name for c in s.configs], CONSOLE_WAIT_S)
+    s.trace.take()  # requests while waiting for consoles are nobody's create
+    return sum(console.values())
 
-    leftover = wait_vanished(driver, {c.name for c in configs}, VANISH_WAIT_S)
-    end_free = driver.free_memory_mib()
-    created = sum(1 for s in create_s if s is not None)
+
+@dataclass
+class Destroyed:
+    """What the destroy phase measured."""
+
+    destroy_s: list[float | None]
+    makespan_s: float
+    ops: Counter[str]
+    profile: dict[str, Any] | None
+
+
+def destroy_phase(s: Storm, phase: str) -> Destroyed:
+    """Destroy the guests, at most ``concurrency`` at once."""
+    s.profiler.reset()
+    destroy_s, makespan = s.timed(phase, lambda i: s.driver.destroy(s.configs[i].name))
+    destroy_ops = s.trace.take()
+    return Destroyed(destroy_s=destroy_s, makespan_s=makespan, ops=destroy_ops,
+                     profile=s.profiler.read())
+
+
+@dataclass(frozen=True)
+class Aftermath:
+    """dom0 after the storm: the guests still listed, and free memory."""
+
+    leftover: set[str]
+    free_memory_mib: int
+
+
+def aftermath(s: Storm) -> Aftermath:
+    leftover = wait_vanished(s.driver, {c.name for c in s.configs}, VANISH_WAIT_S)
+    return Aftermath(leftover=leftover, free_memory_mib=s.driver.free_memory_mib())
+
+
+def account(s: Storm, baseline: Baseline, created: Created, console_ok: int,
+            destroyed: Destroyed, after: Aftermath) -> dict[str, Any]:
+    """The storm's result (result.json's fields, merge_passes): per-create and
+    per-destroy figures from the phases' records.  Pure: reads no instrument."""
+    guests, concurrency = s.guests, s.concurrency
+    profile, destroy_profile, xl_lock = created.profile, destroyed.profile, created.xl_lock
+    each = created.each_ops
+    n_created = sum(1 for t in created.create_s if t is not None)
     return {
-        "driver": driver.name,
+        "driver": s.driver.name,
         "guests": guests,
         "concurrency": concurrency,
-        "memory_mib": memory_mib,
-        "makespan_s": makespan,
-        "create_s": create_s,
-        "running_before_create": running_before,
-        "destroy_s": destroy_s,
-        "destroy_makespan_s": destroy_makespan,
-        "xs_requests_per_create": sum(create_ops.values()) / created if created else None,
-        "xs_requests_per_destroy": sum(destroy_ops.values()) / guests if guests else None,
-        "xs_create_ops": dict(create_ops),
-        "xs_client_requests_per_create": client_requests / created if created else None,
-        "xs_client_requests_each": each_client if concurrency == 1 else None,
-        "xs_cache_stats": proxy_stats,
+        "memory_mib": s.memory_mib,
+        "makespan_s": created.makespan_s,
+        "create_s": created.create_s,
+        "running_before_create": created.running_before,
+        "destroy_s": destroyed.destroy_s,
+        "destroy_makespan_s": destroyed.makespan_s,
+        "xs_requests_per_create": (sum(created.ops.values()) / n_created
+                                   if n_created else None),
+        "xs_requests_per_destroy": sum(destroyed.ops.values()) / guests if guests else None,
+        "xs_create_ops": dict(created.ops),
+        "xs_client_requests_per_create": (created.client_requests / n_created
+                                          if n_created else None),
+        "xs_client_requests_each": created.each_client if concurrency == 1 else None,
+        "xs_cache_stats": created.proxy_stats,
         # C=1 only: requests of each create, in creation order (else null).
         "xs_requests_each": [sum(o.values()) if o is not None else None for o in each]
         if concurrency == 1 else None,
@@ -357,14 +455,14 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         if concurrency == 1 else None,
         # C=1 only: CPU seconds of each create by xenstored, xenconsoled, this
         # process (with xl children) and all of dom0, and its wall time.
-        "cpu_s_each": each_cpu if concurrency == 1 else None,
+        "cpu_s_each": created.each_cpu if concurrency == 1 else None,
         # Profiling builds only (--profile); null otherwise.
-        "domctl_hypercalls_per_create": (profile["hypercalls"].get("domctl", 0) / created
-                                         if profile and created else None),
+        "domctl_hypercalls_per_create": (profile["hypercalls"].get("domctl", 0) / n_created
+                                         if profile and n_created else None),
         # Domctls entered again because a domctl lock was busy: from
         # patches/0010's counters, or stock's domctl_lock profile (else null).
-        "domctl_retries_per_create": domctl_retries_per_op(profile, created),
-        "lock_wait_s_per_create": _lock_wait(profile, created),
+        "domctl_retries_per_create": domctl_retries_per_op(profile, n_created),
+        "lock_wait_s_per_create": _lock_wait(profile, n_created),
         "lock_profile": profile,
         # The same for the destroy phase.
         "domctl_hypercalls_per_destroy": (destroy_profile["hypercalls"].get("domctl", 0)
@@ -374,17 +472,32 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         "destroy_lock_profile": destroy_profile,
         # xl driver only (null otherwise): waits on xl's global create lock
         # file, from /proc/locks; 0 when xl does not take it.
-        "xl_lock_wait_s_per_create": (xl_lock.wait_s / created
-                                      if xl_lock is not None and created else None),
+        "xl_lock_wait_s_per_create": (xl_lock.wait_s / n_created
+                                      if xl_lock is not None and n_created else None),
         "xl_lock_held_s": xl_lock.held_s if xl_lock is not None else None,
         "xl_lock_max_waiters": xl_lock.max_waiters if xl_lock is not None else None,
-        "console_ok": sum(console.values()),
-        "errors": errors,
-        "leftover_domains": sorted(leftover),
-        "baseline_domains": sorted(baseline_domains),
-        "free_memory_mib_before": baseline_free,
-        "free_memory_mib_after": end_free,
+        "console_ok": console_ok,
+        "errors": s.errors,
+        "leftover_domains": sorted(after.leftover),
+        "baseline_domains": sorted(baseline.domains),
+        "free_memory_mib_before": baseline.free_memory_mib,
+        "free_memory_mib_after": after.free_memory_mib,
     }
+
+
+def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
+          prefix: str, workdir: Path, out: Path, driver: Driver,
+          phases: tuple[str, ...]) -> dict[str, Any]:
+    """One storm: create ``guests`` guests, at most ``concurrency`` at once,
+    wait for their consoles, destroy them; what was measured."""
+    create_name, destroy_name = phases
+    s, baseline = prepare(guests, concurrency, kernel, memory_mib, prefix, workdir, out,
+                          driver)
+    created = create_phase(s, create_name)
+    console_ok = console_phase(s)
+    destroyed = destroy_phase(s, destroy_name)
+    after = aftermath(s)
+    return account(s, baseline, created, console_ok, destroyed, after)
 
 
 def main(argv: list[str] | None = None) -> int:

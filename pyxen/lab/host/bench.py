@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import statistics
 import sys
 from collections.abc import Callable
@@ -163,20 +162,77 @@ def same_build(a: StagedBuild, b: StagedBuild) -> bool:
     return a.hypervisor_key == b.hypervisor_key and a.tools_key == b.tools_key
 
 
-def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
-    table = Table(title="boot storm: stock vs variants (ratio = variant / stock)")
-    for col in ("variant", "driver", "guests", "conc", "makespan s", "ratio", "mean create s",
-                "last/first create", "destroy s", "client xs req/create",
-                "xs req/create (xenstored)", "domctl/create",
-                "domctl retries/create", "lock wait ms/create", "xl lock wait s/create", "console ok"):
-        table.add_column(col, justify="right")
+#: Width the compact summary table fits in, and the width a table is printed
+#: at when stdout is not a terminal (a log file, a pipe).
+TABLE_WIDTH = 100
+
+
+def _variant_column(table: Table, runs: list[dict[str, Any]]) -> None:
+    """The variant column, never truncated ("patched+cache" stays whole)."""
+    table.add_column("variant", justify="right", no_wrap=True, overflow="fold",
+                     min_width=max((len(r["variant"]) for r in runs), default=0))
+
+
+def _ratios(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float, float]]:
+    """Each run with its mean create time and its makespan's ratio to stock's
+    at the same concurrency (NaN where not measured)."""
     stock_by_c = {r["concurrency"]: r for r in runs if r["variant"] == "stock"}
+    out = []
     for r in runs:
         stock = stock_by_c.get(r["concurrency"])
         creates = _finite(r["create_s"])
         mean = statistics.fmean(creates) if creates else float("nan")
-        last_first = creates[-1] / creates[0] if len(creates) > 1 and creates[0] else float("nan")
         ratio = r["makespan_s"] / stock["makespan_s"] if stock else float("nan")
+        out.append((r, mean, ratio))
+    return out
+
+
+def _add_notes(table: Table, notes: list[str]) -> None:
+    for n in notes:
+        table.caption = (table.caption + "\n" if table.caption else "") + n
+
+
+def summary_table(runs: list[dict[str, Any]], notes: list[str], wide: bool = False) -> Table:
+    """The runs side by side, ratio = variant / stock: the columns a reader
+    compares variants by (fits TABLE_WIDTH columns), or with ``wide`` all."""
+    if wide:
+        return _wide_table(runs, notes)
+    profiled = any(_retries_per_op(r, "create") is not None for r in runs)
+    table = Table(title="boot storm: stock vs variants (ratio = variant / stock)")
+    _variant_column(table, runs)
+    cols = ["C", "makespan s", "ratio", "create s", "xs req"]
+    cols += ["retries"] if profiled else []
+    cols += ["console", "errors"]
+    for col in cols:
+        table.add_column(col, justify="right", no_wrap=True)
+    for r, mean, ratio in _ratios(runs):
+        xs = r["xs_requests_per_create"]
+        retries = _retries_per_op(r, "create")
+        row = [r["variant"], str(r["concurrency"]), f"{r['makespan_s']:.2f}",
+               f"{ratio:.2f}", f"{mean:.3f}", "-" if xs is None else f"{xs:.1f}"]
+        if profiled:
+            row.append("-" if retries is None else f"{retries:.2f}")
+        row += [f"{r['console_ok']}/{r['guests']}", str(len(r.get("errors") or []))]
+        table.add_row(*row)
+    table.caption = ("create s: mean create time; xs req: requests per create reaching "
+                     "xenstored" + ("; retries: domctl retries per create" if profiled
+                                    else "") + " (--wide: all columns)")
+    _add_notes(table, notes)
+    return table
+
+
+def _wide_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
+    table = Table(title="boot storm: stock vs variants (ratio = variant / stock)")
+    _variant_column(table, runs)
+    for col in ("driver", "guests", "conc", "makespan s", "ratio", "mean create s",
+                "last/first create", "destroy s", "client xs req/create",
+                "xs req/create (xenstored)", "domctl/create",
+                "domctl retries/create", "lock wait ms/create", "xl lock wait s/create",
+                "console ok"):
+        table.add_column(col, justify="right")
+    for r, mean, ratio in _ratios(runs):
+        creates = _finite(r["create_s"])
+        last_first = creates[-1] / creates[0] if len(creates) > 1 and creates[0] else float("nan")
         xs = r["xs_requests_per_create"]
         client = r.get("xs_client_requests_per_create")
         domctls = r.get("domctl_hypercalls_per_create")
@@ -193,9 +249,21 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
                       "-" if wait is None else f"{wait * 1e3:.3f}",
                       "-" if xl_wait is None else f"{xl_wait:.2f}",
                       f"{r['console_ok']}/{r['guests']}")
-    for n in notes:
-        table.caption = (table.caption + "\n" if table.caption else "") + n
+    _add_notes(table, notes)
     return table
+
+
+def print_summary(runs: list[dict[str, Any]], notes: list[str], wide: bool = False) -> None:
+    """Print the summary table on stdout: at the terminal's width, or for a
+    log file or pipe at TABLE_WIDTH (the wide table at its natural width)."""
+    table = summary_table(runs, notes, wide)
+    if sys.stdout.isatty():
+        Console().print(table)
+        return
+    width = TABLE_WIDTH
+    if wide:
+        width = max(width, Console(width=1000).measure(table).maximum)
+    Console(width=width).print(table)
 
 
 def _scatter_against_running(ax: Any, runs: list[dict[str, Any]],
@@ -294,30 +362,31 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
-              out_dir: Path, series: Path | None = None,
+def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
+              options: VMOptions, out_dir: Path, series: Path | None = None,
               debug: bool = False, profile: bool = False,
-              source: XenSource | None = None) -> dict[str, Any]:
+              source: XenSource | None = None, wide: bool = False) -> dict[str, Any]:
     """Build each variant (on ``source``, default the one the user named),
-    run the storm on each, write bench.json and bench.png."""
+    run the storm on each, write bench.json and bench.png, print the table
+    (``wide``: all its columns)."""
     params.validate()
     options.validate()
-    builds = {n: build(variants.resolve(n, series, debug, profile, source))
-              for n in variant_names}
-    cached = {n: variants.split_name(n)[1] for n in variant_names}
+    builds = {v: build(variants.resolve(v.build, series, debug, profile, source))
+              for v in run_variants}
     notes: list[str] = []
-    if "stock" in builds:
-        for n, b in builds.items():
-            if variants.split_name(n)[0] != "stock" and same_build(b, builds["stock"]):
-                notes.append(f"note: '{n}' is identical to stock (its series is empty): "
+    stock = builds.get(variants.RunVariant("stock"))
+    if stock is not None:
+        for v, b in builds.items():
+            if v.build != "stock" and same_build(b, stock):
+                notes.append(f"note: '{v.name}' is identical to stock (its series is empty): "
                              "differences are run-to-run noise")
     runs = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
             "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console()) as progress:
-        for n in variant_names:
-            runs.extend(run_variant(builds[n], params,
-                                    dataclasses.replace(options, xs_cache=cached[n]),
-                                    progress, name=n))
+        for v in run_variants:
+            runs.extend(run_variant(builds[v], params,
+                                    dataclasses.replace(options, xs_cache=v.xs_cache),
+                                    progress, name=v.name))
     out_dir.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "runs": runs,
@@ -330,15 +399,15 @@ def run_bench(variant_names: list[str], params: BenchParams, options: VMOptions,
     }
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
     plot(runs, out_dir / "bench.png")
-    Console(width=max(120, shutil.get_terminal_size().columns)).print(
-        summary_table(runs, notes))
+    print_summary(runs, notes, wide)
     console().print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
     return doc
 
 
-def replot(bench_json: Path, out: Path | None = None) -> Path:
+def replot(bench_json: Path, out: Path | None = None, wide: bool = False) -> Path:
     """Redraw a saved run's plot (``bench.png`` next to it unless ``out``)
-    and print its table: for runs saved before a panel existed."""
+    and print its table (``wide``: all its columns): for runs saved before a
+    panel existed."""
     try:
         doc = json.loads(bench_json.read_text())
     except (OSError, ValueError) as exc:
@@ -349,6 +418,5 @@ def replot(bench_json: Path, out: Path | None = None) -> Path:
                        "is it a bench.json from 'python -m pyxen.lab bench'?")
     target = out or bench_json.with_name("bench.png")
     plot(runs, target)
-    Console(width=max(120, shutil.get_terminal_size().columns)).print(
-        summary_table(runs, list(doc.get("notes", []))))
+    print_summary(runs, list(doc.get("notes", [])), wide)
     return target

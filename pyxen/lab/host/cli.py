@@ -30,11 +30,15 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _variant_list(text: str) -> list[str]:
+def _variant_list(text: str) -> list[variants.RunVariant]:
     try:
         return variants.parse_variant_list(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+#: --variants when not given: stock against patched.
+_DEFAULT_VARIANTS = [variants.RunVariant("stock"), variants.RunVariant("patched")]
 
 
 def _sha256(text: str) -> str:
@@ -90,6 +94,96 @@ def _vm_options(args: argparse.Namespace) -> VMOptions:
     return opts
 
 
+def cmd_deps(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.install:
+        added = hostdeps.install()
+        print("installed: " + (" ".join(added) if added else "nothing (all present)"))
+    else:
+        hostdeps.check()
+        print("all host packages present")
+    return 0
+
+
+def cmd_build(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pyxen.lab.host.xenbuild import build
+    staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,
+                                    _source(args)))
+    print(f"{args.variant} (Xen {staged.variant.source.version}): "
+          f"hypervisor {staged.xen}\n"
+          f"{args.variant} (Xen {staged.variant.source.version}): "
+          f"toolstack  {staged.tools_root}")
+    return 0
+
+
+def cmd_run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        ap.error("run needs a command after --")
+    opts = _vm_options(args)
+    from pyxen.lab.host.vm import Dom0
+    from pyxen.lab.host.xenbuild import build
+    staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,
+                                    _source(args)))
+    for b in args.bind:
+        if not b.is_dir():
+            ap.error(f"--bind {b}: not a directory")
+    with Dom0(staged, opts, extra_binds=[b.resolve() for b in args.bind]) as dom0:
+        res = dom0.run(command, timeout=args.timeout)
+        sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        if args.files:
+            import shutil
+            shutil.copytree(res.files, args.files, dirs_exist_ok=True)
+    return res.returncode
+
+
+def cmd_bench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    opts = _vm_options(args)
+    from pyxen.lab.host.bench import BenchParams, run_bench
+    params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver)
+    params.validate()
+    hostdeps.check()
+    run_bench(args.variants, params, opts, args.out, args.series, args.debug,
+              args.profile, _source(args), args.wide)
+    return 0
+
+
+def cmd_plot(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pyxen.lab.host.bench import replot
+    print(f"wrote {replot(args.bench_json, args.out, args.wide)}")
+    return 0
+
+
+def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    with_proxy = [v.name for v in args.variants if v.xs_cache]
+    if with_proxy:
+        ap.error(f"scrubbench runs no Xenstore proxy: drop {', '.join(with_proxy)} "
+                 "from --variants")
+    try:
+        gaps = [float(g) for g in args.gaps.split(",")]
+    except ValueError:
+        ap.error(f"--gaps must be a comma-separated list of seconds, got {args.gaps!r}")
+    if any(not 0 <= g <= 600 for g in gaps):
+        ap.error(f"--gaps values must be 0..600 seconds, got {args.gaps!r}")
+    if args.clean_timeout <= 0:
+        ap.error("--clean-timeout must be > 0")
+    from pyxen.lab.host.scrubbench import SCRUB_VM, run_scrub_bench
+    options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
+                                  memory_mib=args.memory or SCRUB_VM.memory_mib)
+    try:
+        options.validate()
+    except ValueError as exc:
+        ap.error(str(exc))
+    hostdeps.check()
+    source = _source(args)
+    resolved = [variants.resolve(v.build, args.series, source=source) for v in args.variants]
+    run_scrub_bench(resolved, args.out, ",".join(str(g) for g in gaps),
+                    args.guest_memory, ",".join(str(s) for s in args.sizes),
+                    args.clean_timeout, args.reps, args.fill, options,
+                    args.size_reps)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pyxen.lab",
                                  description="Nested Xen lab: build stock and patched Xen "
@@ -100,12 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deps", help="check (or install) the host packages the lab needs")
     p.add_argument("--install", action="store_true", help="apt-get install what is missing")
+    p.set_defaults(func=cmd_deps)
 
     p = sub.add_parser("build", help="build (or reuse) a variant")
     p.add_argument("--variant", default="stock", choices=variants.KNOWN)
     p.add_argument("--debug", action="store_true")
     p.add_argument("--profile", action="store_true")
     _add_source_options(p)
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("run", help="boot a variant and run a command in its dom0")
     p.add_argument("--variant", default="stock", choices=variants.KNOWN)
@@ -118,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "path (repeatable)")
     _add_vm_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- command and arguments")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="boot-storm benchmark: stock vs variants in one run")
-    p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
+    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
     p.add_argument("--guests", type=positive_int, default=16)
     p.add_argument("--concurrency", type=_int_list, default=(4,),
                    help="creates in flight; a list (1,2,4,8) runs one storm for each")
@@ -129,16 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="create/destroy through pyxen (libxl in-process, threads; default) "
                         "or unmodified xl processes")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--wide", action="store_true",
+                   help="print every column of the summary table (wider than 100 columns)")
     _add_source_options(p)
     _add_vm_options(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("plot", help="redraw a saved bench.json's plot and print its table")
     p.add_argument("bench_json", type=Path)
     p.add_argument("--out", type=Path, help="the PNG to write (default: bench.png beside it)")
+    p.add_argument("--wide", action="store_true",
+                   help="print every column of the summary table (wider than 100 columns)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("scrubbench", help="birth after death under load (NUMA-local "
                                           "scrubbing): stock vs variants, 4 pCPUs on 2 nodes")
-    p.add_argument("--variants", type=_variant_list, default=["stock", "patched"])
+    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
     p.add_argument("--gaps", default="0,0.5,2,5", help="seconds between death and birth")
     p.add_argument("--guest-memory", type=positive_int, default=512, metavar="MIB")
     p.add_argument("--sizes", type=_int_list, default=(64, 256, 512, 1024),
@@ -157,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fill", choices=protocol.SCRUB_FILLS, default=protocol.SCRUB_FILL_DEFAULT,
                    help="ballast on the guests' node only, or on every node (a full host)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.set_defaults(func=cmd_scrubbench)
     return ap
 
 
@@ -190,89 +294,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.cmd == "deps":
-        if args.install:
-            added = hostdeps.install()
-            print("installed: " + (" ".join(added) if added else "nothing (all present)"))
-        else:
-            hostdeps.check()
-            print("all host packages present")
-        return 0
-
-    if args.cmd == "build":
-        from pyxen.lab.host.xenbuild import build
-        staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,
-                                        _source(args)))
-        print(f"{args.variant} (Xen {staged.variant.source.version}): "
-              f"hypervisor {staged.xen}\n"
-              f"{args.variant} (Xen {staged.variant.source.version}): "
-              f"toolstack  {staged.tools_root}")
-        return 0
-
-    if args.cmd == "run":
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        if not command:
-            ap.error("run needs a command after --")
-        opts = _vm_options(args)
-        from pyxen.lab.host.vm import Dom0
-        from pyxen.lab.host.xenbuild import build
-        staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,
-                                        _source(args)))
-        for b in args.bind:
-            if not b.is_dir():
-                ap.error(f"--bind {b}: not a directory")
-        with Dom0(staged, opts, extra_binds=[b.resolve() for b in args.bind]) as dom0:
-            res = dom0.run(command, timeout=args.timeout)
-            sys.stdout.write(res.stdout)
-            sys.stderr.write(res.stderr)
-            if args.files:
-                import shutil
-                shutil.copytree(res.files, args.files, dirs_exist_ok=True)
-        return res.returncode
-
-    if args.cmd == "bench":
-        opts = _vm_options(args)
-        from pyxen.lab.host.bench import BenchParams, run_bench
-        params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver)
-        params.validate()
-        hostdeps.check()
-        run_bench(args.variants, params, opts, args.out, args.series, args.debug,
-                  args.profile, _source(args))
-        return 0
-
-    if args.cmd == "plot":
-        from pyxen.lab.host.bench import replot
-        print(f"wrote {replot(args.bench_json, args.out)}")
-        return 0
-
-    if args.cmd == "scrubbench":
-        with_proxy = [n for n in args.variants if variants.split_name(n)[1]]
-        if with_proxy:
-            ap.error(f"scrubbench runs no Xenstore proxy: drop {', '.join(with_proxy)} "
-                     "from --variants")
-        try:
-            gaps = [float(g) for g in args.gaps.split(",")]
-        except ValueError:
-            ap.error(f"--gaps must be a comma-separated list of seconds, got {args.gaps!r}")
-        if any(not 0 <= g <= 600 for g in gaps):
-            ap.error(f"--gaps values must be 0..600 seconds, got {args.gaps!r}")
-        if args.clean_timeout <= 0:
-            ap.error("--clean-timeout must be > 0")
-        from pyxen.lab.host.scrubbench import SCRUB_VM, run_scrub_bench
-        options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
-                                      memory_mib=args.memory or SCRUB_VM.memory_mib)
-        try:
-            options.validate()
-        except ValueError as exc:
-            ap.error(str(exc))
-        hostdeps.check()
-        source = _source(args)
-        resolved = [variants.resolve(n, args.series, source=source) for n in args.variants]
-        run_scrub_bench(resolved, args.out, ",".join(str(g) for g in gaps),
-                        args.guest_memory, ",".join(str(s) for s in args.sizes),
-                        args.clean_timeout, args.reps, args.fill, options,
-                        args.size_reps)
-        return 0
-
-    ap.error(f"unknown command {args.cmd}")  # pragma: no cover
-    return 2
+    """Run the subcommand: the ``cmd_*`` function its parser registered."""
+    result: int = args.func(ap, args)
+    return result

@@ -13,6 +13,7 @@ against the hypervisor's public headers).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyxen.lab.contract.errors import LabError
@@ -36,6 +37,25 @@ def split_name(name: str) -> tuple[str, bool]:
         raise ValueError(f"unknown variant {name!r} (known: {', '.join(KNOWN)}, "
                          f"each optionally with {CACHE_SUFFIX})")
     return base, cached
+
+
+@dataclass(frozen=True)
+class RunVariant:
+    """What one benchmark run boots: a build (one of KNOWN), and whether dom0
+    runs the Xenstore caching proxy in front of xenstored."""
+
+    build: str
+    xs_cache: bool = False
+
+    @property
+    def name(self) -> str:
+        """The name runs are reported under: 'patched', 'patched+cache'."""
+        return self.build + (CACHE_SUFFIX if self.xs_cache else "")
+
+    @classmethod
+    def parse(cls, name: str) -> RunVariant:
+        """'patched+cache' -> RunVariant('patched', xs_cache=True); unknown names are errors."""
+        return cls(*split_name(name))
 
 
 def _patch_roots() -> tuple[Path, ...]:
@@ -73,16 +93,16 @@ def read_series_dir(directory: Path) -> dict[str, tuple[Path, ...]]:
     return {part: found.get(part, ()) for part in SERIES_PARTS}
 
 
-def parse_variant_list(text: str) -> list[str]:
-    """'stock,patched' -> ['stock', 'patched']; unknown or repeated names are errors."""
+def parse_variant_list(text: str) -> list[RunVariant]:
+    """'stock,patched+cache' -> [RunVariant('stock'), RunVariant('patched', True)];
+    unknown or repeated names are errors."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise ValueError("no variant given (known: " + ", ".join(KNOWN) + ")")
-    for n in names:
-        split_name(n)
+    parsed = [RunVariant.parse(n) for n in names]
     if len(set(names)) != len(names):
         raise ValueError(f"variant listed twice in {text!r}")
-    return names
+    return parsed
 
 
 def resolve(name: str, series: Path | None = None, debug: bool = False,

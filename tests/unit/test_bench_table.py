@@ -1,0 +1,96 @@
+"""The benchmark's summary table: the compact form fits 100 columns whole."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from pyxen.lab.host import cli
+from pyxen.lab.host.bench import TABLE_WIDTH, summary_table
+
+VARIANTS = ("stock", "patched", "stock+cache", "patched+cache")
+HEADERS = ("variant", "C", "makespan s", "ratio", "create s", "xs req", "console", "errors")
+
+
+def run(variant: str, c: int, profiled: bool = False) -> dict[str, Any]:
+    """A run record as bench.json holds it (16 guests; a profile when ``profiled``)."""
+    profile = ({"hypercalls": {"domctl": 900}, "counters": {},
+                "locks": {"global lock domctl_lock": {"acquisitions": 820}}}
+               if profiled else None)
+    return {
+        "variant": variant, "driver": "pyxen", "guests": 16, "concurrency": c,
+        "memory_mib": 16, "makespan_s": 123.456 / c * (1 - VARIANTS.index(variant) / 10),
+        "create_s": [0.61 + i / 10 for i in range(16)],
+        "running_before_create": list(range(16)), "destroy_s": [0.2] * 16,
+        "destroy_makespan_s": 11.9, "xs_requests_per_create": 171.0,
+        "xs_client_requests_per_create": 402.3 if variant.endswith("+cache") else 171.0,
+        "domctl_hypercalls_per_create": 56.25 if profiled else None,
+        "lock_wait_s_per_create": 0.0012 if profiled else None,
+        "xl_lock_wait_s_per_create": None, "lock_profile": profile,
+        "destroy_lock_profile": profile, "console_ok": 16,
+        "errors": ["create bench-3: boom"] if variant == "patched" and c == 8 else [],
+        "leftover_domains": [],
+    }
+
+
+def runs(profiled: bool = False) -> list[dict[str, Any]]:
+    return [run(v, c, profiled) for v in VARIANTS for c in (1, 2, 4, 8)]
+
+
+def render(table: Any, width: int = TABLE_WIDTH) -> list[str]:
+    con = Console(width=width, record=True)
+    con.print(table)
+    return con.export_text().splitlines()
+
+
+@pytest.mark.parametrize("profiled", [False, True])
+def test_the_compact_table_fits_100_columns_with_names_and_headers_whole(profiled):
+    lines = render(summary_table(runs(profiled), ["note: 'patched' is identical to stock"]))
+    assert max(len(line) for line in lines) <= TABLE_WIDTH
+    cells = [c.strip() for line in lines for c in line.replace("┃", "│").split("│")]
+    for name in VARIANTS:
+        assert cells.count(name) == 4, name    # whole, one row per concurrency
+    for header in HEADERS + (("retries",) if profiled else ()):
+        assert header in cells, header
+    assert "…" not in "".join(lines)
+    assert "1" in cells    # the one error of patched at C=8
+
+
+def test_the_wide_table_keeps_every_column():
+    lines = render(summary_table(runs(True), [], wide=True), width=400)
+    text = "\n".join(lines)
+    for header in ("driver", "last/first create", "client xs req/create",
+                   "xs req/create (xenstored)", "domctl retries/create",
+                   "lock wait ms/create", "xl lock wait s/create"):
+        assert header in text
+    assert "402.3" in text     # the proxy's client requests per create
+
+
+def test_the_table_leaves_the_runs_unchanged():
+    rs = runs(True)
+    saved = copy.deepcopy(rs)
+    summary_table(rs, [])
+    summary_table(rs, [], wide=True)
+    assert rs == saved
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_plot_prints_the_table_whole_and_leaves_bench_json_alone(tmp_path: Path, capsys,
+                                                                  wide: bool):
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps({"runs": runs(), "notes": []}, indent=2))
+    before = saved.read_bytes()
+    assert cli.main(["plot", str(saved)] + (["--wide"] if wide else [])) == 0
+    assert saved.read_bytes() == before
+    out = capsys.readouterr().out
+    for name in VARIANTS:
+        assert f" {name} " in out
+    if wide:
+        assert "xs req/create (xenstored)" in out
+    else:
+        assert max(len(line) for line in out.splitlines()) <= TABLE_WIDTH

@@ -1,0 +1,62 @@
+"""A benchmarked variant: a build and whether dom0 runs the Xenstore proxy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pyxen.lab.host import bench, variants
+from pyxen.lab.host.variants import RunVariant
+from pyxen.lab.host.vm_options import VMOptions
+
+
+@pytest.mark.parametrize("name,build,cached", [
+    ("stock", "stock", False), ("patched", "patched", False),
+    ("stock+cache", "stock", True), ("patched+cache", "patched", True),
+])
+def test_a_name_parses_once_and_gives_the_same_name_back(name, build, cached):
+    v = RunVariant.parse(name)
+    assert (v.build, v.xs_cache) == (build, cached)
+    assert v.name == name
+    assert variants.split_name(name) == (build, cached)
+
+
+def test_the_variant_list_parses_to_run_variants_in_order():
+    assert variants.parse_variant_list(" patched+cache, stock ") == [
+        RunVariant("patched", True), RunVariant("stock")]
+    for bad, msg in (("stock,fast", "unknown variant 'fast'"), ("", "no variant"),
+                     ("stock+cache,stock+cache", "listed twice")):
+        with pytest.raises(ValueError, match=msg):
+            variants.parse_variant_list(bad)
+
+
+def test_bench_reports_runs_under_the_same_variant_strings(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    # Builds: patched's series are empty here (same keys as stock's).
+    monkeypatch.setattr(variants, "resolve", lambda name, *a, **kw: name)
+    monkeypatch.setattr(bench, "build", lambda name: SimpleNamespace(
+        name=name, hypervisor_key="k", tools_key="k"))
+    seen: list[tuple[str, str, bool]] = []
+
+    def run_variant(staged: Any, params: Any, options: VMOptions, progress: Any,
+                    name: str) -> list[dict[str, Any]]:
+        seen.append((staged.name, name, options.xs_cache))
+        return [{"variant": name, "xs_cache": options.xs_cache, "concurrency": 1,
+                 "guests": 1, "makespan_s": 1.0}]
+
+    monkeypatch.setattr(bench, "run_variant", run_variant)
+    monkeypatch.setattr(bench, "plot", lambda runs, path: None)
+    monkeypatch.setattr(bench, "print_summary", lambda *a: None)
+    run = variants.parse_variant_list("stock,stock+cache,patched+cache")
+    bench.run_bench(run, bench.BenchParams(1, (1,)), VMOptions(), tmp_path)
+    assert seen == [("stock", "stock", False), ("stock", "stock+cache", True),
+                    ("patched", "patched+cache", True)]
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert [(r["variant"], r["xs_cache"]) for r in doc["runs"]] == [
+        ("stock", False), ("stock+cache", True), ("patched+cache", True)]
+    assert doc["notes"] == ["note: 'patched+cache' is identical to stock (its series is "
+                            "empty): differences are run-to-run noise"]

@@ -1,0 +1,240 @@
+"""The dom0 storm's phases, run against fakes of Xen (driver, xenstored's
+trace, the proxy, the hypervisor's counters, /proc): what each phase records
+and the result.json fields built from them."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from pyxen.config import DomainConfig
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
+from pyxen.lab.dom0 import dom0bench
+from pyxen.lab.dom0.proccpu import CpuSampler
+from pyxen.lab.dom0.xllock import LockUse
+
+#: result.json's fields of one storm, in order.
+RESULT_KEYS = [
+    "driver", "guests", "concurrency", "memory_mib", "makespan_s", "create_s",
+    "running_before_create", "destroy_s", "destroy_makespan_s", "xs_requests_per_create",
+    "xs_requests_per_destroy", "xs_create_ops", "xs_client_requests_per_create",
+    "xs_client_requests_each", "xs_cache_stats", "xs_requests_each", "xs_reads_each",
+    "cpu_s_each", "domctl_hypercalls_per_create", "domctl_retries_per_create",
+    "lock_wait_s_per_create", "lock_profile", "domctl_hypercalls_per_destroy",
+    "domctl_retries_per_destroy", "lock_wait_s_per_destroy", "destroy_lock_profile",
+    "xl_lock_wait_s_per_create", "xl_lock_held_s", "xl_lock_max_waiters", "console_ok",
+    "errors", "leftover_domains", "baseline_domains", "free_memory_mib_before",
+    "free_memory_mib_after",
+]
+#: Fields that hold wall-clock times (compared by shape only).
+TIMES = ("makespan_s", "create_s", "destroy_s", "destroy_makespan_s")
+
+
+class FakeDriver:
+    """Creates fail for ``fail``; destroyed ``stuck`` guests stay listed."""
+
+    def __init__(self, name: str, fail: set[str], stuck: set[str]) -> None:
+        self.name, self.fail, self.stuck = name, fail, stuck
+        self.live: set[str] = set()
+        self.free = 1000
+        self.lock = threading.Lock()
+
+    def create(self, config: DomainConfig, config_file: Path) -> None:
+        assert config_file.read_text() == config.to_xl_config()
+        if config.name in self.fail:
+            raise LabError(f"cannot create {config.name}")
+        with self.lock:
+            self.live.add(config.name)
+            self.free -= config.memory_mib
+
+    def destroy(self, name: str) -> None:
+        with self.lock:
+            if name not in self.live:
+                raise LabError(f"no domain {name}")
+            if name not in self.stuck:
+                self.live.discard(name)
+                self.free += 16
+
+    def names(self) -> set[str]:
+        with self.lock:
+            return self.live | {"Domain-0"}
+
+    def free_memory_mib(self) -> int:
+        return self.free
+
+
+class Ticker:
+    """Counts calls (instruments read differently every time)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self.lock:
+            self.n += 1
+            return self.n
+
+
+def install_fakes(mp: pytest.MonkeyPatch, module: ModuleType, tmp: Path, *,
+                  proxy: bool, profiled: bool) -> None:
+    """Fakes of everything ``module`` (dom0bench) reads outside Python."""
+    tick = Ticker()
+
+    class Trace:
+        def __init__(self, path: Path) -> None:
+            pass
+
+        def take(self) -> Counter[str]:
+            k = tick()
+            return Counter({"READ": 3 * k, "WRITE": k, "WATCH": k % 2})
+
+    class Profiler:
+        def __init__(self) -> None:
+            self.k = 0
+
+        def reset(self) -> None:
+            self.k = tick()
+
+        def read(self) -> dict[str, Any] | None:
+            if not profiled:
+                return None
+            k = self.k
+            return {"hypercalls": {"domctl": 40 * k},
+                    "counters": {"domctl: retried, domctl_lock busy": 3 * k},
+                    "locks": {"global lock heap_lock": {"blocked_s": 0.01 * k}}}
+
+    class Cpu:
+        def sample(self) -> dict[str, float]:
+            k = tick()
+            return {"xenstored": 0.01 * k * k, "dom0": 0.1 * k}
+
+        delta = staticmethod(CpuSampler.delta)
+
+    class Sampler:
+        use = LockUse(held_s=1.5, wait_s=0.6, max_waiters=2, samples=10)
+
+        def __enter__(self) -> Sampler:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    async def query_control(path: Path) -> dict[str, Any]:
+        k = tick()
+        return {"requests": 7 * k, "hits": k}
+
+    mp.setattr(module, "TraceReader", Trace)
+    mp.setattr(module, "Profiler", Profiler)
+    mp.setattr(module, "CpuSampler", Cpu)
+    mp.setattr(module, "LockSampler", Sampler)
+    mp.setattr(module, "query_control", query_control)
+    mp.setattr(module, "wait_console", lambda names, timeout: {n: not n.endswith("-2")
+                                                               for n in names})
+    mp.setattr(module, "VANISH_WAIT_S", 0.0)
+    if proxy:
+        mp.setenv(protocol.ENV_XS_CACHE_CONTROL, str(tmp / "control"))
+    else:
+        mp.delenv(protocol.ENV_XS_CACHE_CONTROL, raising=False)
+
+
+def run_storm(module: ModuleType, tmp: Path, driver: str, concurrency: int) -> dict[str, Any]:
+    """A storm of 6 guests: g-1's create fails, g-2 prints nothing, g-4 does not go."""
+    fake = FakeDriver(driver, fail={"g-1"}, stuck={"g-4"})
+    fake.live.add("other")   # a domain there before the storm
+    result: dict[str, Any] = module.storm(6, concurrency, tmp / "kernel", 16, "g-",
+                                          tmp / "work", tmp, fake, ("create", "destroy"))
+    return result
+
+
+def shape(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with its wall-clock times replaced by whether each was measured."""
+    out = dict(result)
+    for key in TIMES:
+        v = out[key]
+        out[key] = [t is not None for t in v] if isinstance(v, list) else v is not None
+    if out["cpu_s_each"]:
+        out["cpu_s_each"] = [{k: x for k, x in e.items() if k != "wall"} if e else e
+                             for e in out["cpu_s_each"]]
+    out["errors"] = sorted(out["errors"])
+    return out
+
+
+CASES = [("pyxen", 1, False, False), ("pyxen", 1, True, True), ("xl", 1, False, True),
+         ("pyxen", 3, True, True), ("xl", 2, False, False)]
+
+
+@pytest.mark.parametrize("driver,concurrency,proxy,profiled", CASES)
+def test_the_storm_keeps_result_json_fields(monkeypatch, tmp_path, driver, concurrency,
+                                            proxy, profiled):
+    install_fakes(monkeypatch, dom0bench, tmp_path, proxy=proxy, profiled=profiled)
+    r = run_storm(dom0bench, tmp_path, driver, concurrency)
+    assert list(r) == RESULT_KEYS
+    assert (r["driver"], r["guests"], r["concurrency"], r["memory_mib"]) == \
+        (driver, 6, concurrency, 16)
+    assert [t is None for t in r["create_s"]] == [False, True, False, False, False, False]
+    assert sorted(r["errors"]) == ["create g-1: cannot create g-1",
+                                   "destroy g-1: no domain g-1"]
+    assert r["console_ok"] == 5
+    assert r["leftover_domains"] == ["g-4"]
+    assert r["baseline_domains"] == ["Domain-0", "other"]
+    assert (r["free_memory_mib_before"], r["free_memory_mib_after"]) == (1000, 984)
+    assert sum(r["xs_create_ops"].values()) / 5 == r["xs_requests_per_create"]
+    per_c1 = ("xs_client_requests_each", "xs_requests_each", "xs_reads_each", "cpu_s_each")
+    if concurrency == 1:
+        assert r["running_before_create"] == [0, 1, 1, 2, 3, 4]
+        assert r["xs_requests_each"][1] is None and r["xs_reads_each"][1] is None
+        assert all(r[k] is not None for k in per_c1)
+        if not proxy:
+            assert r["xs_client_requests_each"] == r["xs_requests_each"]
+    else:
+        assert all(r[k] is None for k in per_c1)
+    if not proxy:
+        assert r["xs_cache_stats"] is None
+        assert r["xs_client_requests_per_create"] == r["xs_requests_per_create"]
+    else:
+        assert set(r["xs_cache_stats"]) == {"requests", "hits"}
+    xl_keys = ("xl_lock_wait_s_per_create", "xl_lock_held_s", "xl_lock_max_waiters")
+    if driver == "xl":
+        assert [r[k] for k in xl_keys] == [0.6 / 5, 1.5, 2]
+    else:
+        assert [r[k] for k in xl_keys] == [None] * 3
+    prof_keys = [k for k in RESULT_KEYS if not k.startswith("xl_") and (
+        "domctl" in k or "lock_wait_s" in k or k.endswith("lock_profile"))]
+    assert all((r[k] is not None) == profiled for k in prof_keys)
+
+
+def test_adding_each_create_back_sums_the_phase():
+    phase = Counter({"READ": 2})
+    assert dom0bench.add_each(phase, [{"READ": 3, "WRITE": 1}, None, {"WRITE": 2}]) == \
+        Counter({"READ": 5, "WRITE": 3})
+
+
+def test_the_accounting_divides_by_the_creates_that_succeeded(tmp_path):
+    s = dom0bench.Storm(guests=4, concurrency=1, memory_mib=16,
+                        driver=FakeDriver("pyxen", set(), set()), configs=[], cfg_files=[],
+                        trace=None, proxy=None, profiler=None,  # type: ignore[arg-type]
+                        progress=None, errors=["create g-3: boom"])  # type: ignore[arg-type]
+    created = dom0bench.Created(
+        create_s=[0.5, 0.6, 0.7, None], makespan_s=2.0, running_before=[0, 1, 2, 3],
+        ops=Counter({"READ": 30, "WRITE": 12}), client_requests=60, profile=None,
+        proxy_stats=None, xl_lock=None,
+        each_ops=[{"READ": 10, "WRITE": 4}, {"READ": 10}, {"READ": 10, "WRITE": 8}, None],
+        each_client=[20, 20, 20, None], each_cpu=[None] * 4)
+    destroyed = dom0bench.Destroyed(destroy_s=[0.1] * 4, makespan_s=0.5,
+                                    ops=Counter({"RM": 8}), profile=None)
+    r = dom0bench.account(s, dom0bench.Baseline(500, {"Domain-0"}), created, 3, destroyed,
+                          dom0bench.Aftermath(set(), 500))
+    assert list(r) == RESULT_KEYS
+    assert r["xs_requests_per_create"] == 42 / 3
+    assert r["xs_client_requests_per_create"] == 20
+    assert r["xs_requests_per_destroy"] == 2
+    assert r["xs_requests_each"] == [14, 10, 18, None]
+    assert r["xs_reads_each"] == [10, 10, 10, None]
+    assert r["errors"] == ["create g-3: boom"]
