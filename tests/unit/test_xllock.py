@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
-from pyxen.lab.dom0.xllock import LockSampler, file_id, parse_proc_locks
+from pyxen.lab.dom0.xllock import LockEntry, LockSampler, file_id, lock_entries, parse_proc_locks
 
 SAMPLE = """\
 1: POSIX  ADVISORY  WRITE 812 00:19:4711 0 EOF
@@ -23,6 +24,30 @@ def test_parse_counts_holder_and_waiters_of_that_file_only():
     assert parse_proc_locks(SAMPLE, "00:19:47110") == (1, 0)
     assert parse_proc_locks(SAMPLE, "00:19:1") == (0, 0)
     assert parse_proc_locks("", "00:19:4711") == (0, 0)
+
+
+def test_lock_entries_give_type_owner_and_byte_range():
+    text = SAMPLE + ("4: POSIX  ADVISORY  READ 91 00:19:4711 0 0\n"
+                     "4: -> POSIX  ADVISORY  READ 92 00:19:4711 1 1\n")
+    assert lock_entries(text, "00:19:4711") == [
+        LockEntry(False, "WRITE", 812, 0, None),
+        LockEntry(True, "WRITE", 813, 0, None),
+        LockEntry(True, "WRITE", 814, 0, None),
+        LockEntry(False, "READ", 91, 0, 0),
+        LockEntry(True, "READ", 92, 1, 1),
+    ]
+    assert lock_entries(text, "00:19:1") == []
+
+
+def test_lock_entries_of_this_kernel_for_a_byte_lock(tmp_path):
+    lock = tmp_path / "xl"
+    lock.touch()
+    with open(lock, "r+") as f:
+        fcntl.lockf(f, fcntl.LOCK_SH, 1, 1)
+        fid = file_id(lock)
+        assert fid is not None
+        mine = lock_entries(Path("/proc/locks").read_text(), fid)
+    assert LockEntry(False, "READ", os.getpid(), 1, 1) in mine
 
 
 def test_file_id_of_missing_file_is_none(tmp_path):
@@ -58,6 +83,28 @@ def test_sampler_sees_a_held_lock_and_a_blocked_waiter(tmp_path):
     # The waiter queued for most of the holder's 1.5 s.
     assert 0.5 < sampler.use.wait_s < 3.0
     assert sampler.use.held_s > 1.0
+    assert sampler.use.excl_held_s > 1.0
+
+
+def _hold_shared(path: str, seconds: float, ready) -> None:  # type: ignore[no-untyped-def]
+    with open(path, "r") as f:
+        fcntl.lockf(f, fcntl.LOCK_SH, 1, 0)
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_sampler_tells_a_shared_lock_from_an_exclusive_one(tmp_path):
+    lock = tmp_path / "xl"
+    lock.touch()
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_shared, args=(str(lock), 1.0, ready))
+    with LockSampler(lock, interval=0.01) as sampler:
+        holder.start()
+        assert ready.wait(10)
+        holder.join(10)
+    assert sampler.use.held_s > 0.5
+    assert sampler.use.excl_held_s == 0.0
 
 
 def test_sampler_of_an_unused_lock_counts_nothing(tmp_path):

@@ -10,15 +10,26 @@ claim loses.  Either way, the creates that do not fit must fail cleanly,
 leaving nothing behind, and every create that succeeds must have built an
 intact guest: it boots and reports all of its pages.
 
+Patched xl still orders creates against restores with its lock file: a
+claim-mode create takes it shared, a restore (migrate-receive, soft reset,
+claim_mode=0) exclusive, through a turnstile byte that stops new creates
+while a restore waits.  The last tests play the restore's part with fcntl
+locks of their own.
+
 ``PYXEN_EXPECT_XL_LOCK`` (set by the runner: 1 for stock, 0 for patched)
-says whether xl's lock file may be taken.
+says which lock xl's creates take: 1, the lock file exclusive (a write lock
+on the whole file); 0, never exclusive: claim-mode creates take it shared.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import queue
 import re
 import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +40,7 @@ import pytest
 from pyxen.config import DomainConfig
 from pyxen.lab.dom0 import xl
 from pyxen.lab.dom0.dom0bench import console_log
-from pyxen.lab.dom0.xllock import LockSampler
+from pyxen.lab.dom0.xllock import XL_LOCKFILE, LockEntry, LockSampler, file_id, lock_entries
 
 pytestmark = [pytest.mark.xen, pytest.mark.autoballoon]
 
@@ -138,10 +149,12 @@ def test_overcommitted_concurrent_creates_fail_cleanly(autoballoon_host, kernel,
         assert not stale, f"Xenstore /local/domain entries of no domain: {stale}"
         expect_lock = os.environ.get("PYXEN_EXPECT_XL_LOCK")
         if expect_lock == "0":
-            assert sampler.use.samples > 0 and sampler.use.held_s == 0.0, \
-                "patched xl took its global create lock"
+            assert sampler.use.samples > 0 and sampler.use.excl_held_s == 0.0, \
+                "patched xl took its global create lock exclusive for a claim-mode create"
+            assert sampler.use.held_s > 0.0, \
+                "patched xl's claim-mode creates never took the lock file shared"
         elif expect_lock == "1":
-            assert sampler.use.held_s > 0.0, "stock xl never took its create lock"
+            assert sampler.use.excl_held_s > 0.0, "stock xl never took its create lock"
     finally:
         free_before = host.free_memory_mib()
         for o in ok:
@@ -170,3 +183,239 @@ def test_create_after_overcommit_succeeds(autoballoon_host, kernel, helpers, tmp
     finally:
         subprocess.run(["xl", "destroy", cfg.name], capture_output=True, check=False)
     assert host.physinfo().outstanding_pages == 0
+
+
+# -- The lock file against restores ------------------------------------------
+
+SMALL_MIB = 64
+#: How long a create that must wait for the lock gets to (wrongly) finish: on
+#: TCG an unhindered create of a tiny guest takes a few seconds at most.
+HELD_BACK_S = 15.0
+#: How long a create that may go ahead gets to finish.
+CREATE_S = 300.0
+
+#: A restore (or migrate-receive) as patched xl takes the lock, in a process of
+#: its own (POSIX locks are per process, so the test's own would not conflict):
+#: the turnstile (byte 1), then the lock proper (byte 0), both exclusive; held
+#: until a line on stdin.
+_RESTORE = r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1)
+print("turnstile", flush=True)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _xl_lockfile() -> Path:
+    """xl.conf's "lockfile", else xl's default (the lab does not set it)."""
+    try:
+        text = Path("/etc/xen/xl.conf").read_text()
+    except OSError:
+        return XL_LOCKFILE
+    m = re.search(r'^\s*lockfile\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    return Path(m.group(1)) if m else XL_LOCKFILE
+
+
+def _open_lockfile(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _entries(path: Path) -> list[LockEntry]:
+    fid = file_id(path)
+    return [] if fid is None else lock_entries(Path("/proc/locks").read_text(), fid)
+
+
+class _Create:
+    """``xl create`` of a tiny guest, in the background."""
+
+    def __init__(self, name: str, kernel: Path, tmp_path: Path) -> None:
+        self.name = name
+        cfg = tmp_path / f"{name}.cfg"
+        cfg.write_text(DomainConfig(name=name, kernel=kernel,
+                                    memory_mib=SMALL_MIB).to_xl_config())
+        self.err = tmp_path / f"{name}.stderr"
+        with open(self.err, "w") as err:
+            self.proc = subprocess.Popen(["xl", "create", "-q", str(cfg)],
+                                         stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err)
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def exists(self, host) -> bool:  # type: ignore[no-untyped-def]
+        return any(d.name == self.name for d in host.domains())
+
+    def assert_held_back(self, host, seconds: float,  # type: ignore[no-untyped-def]
+                         why: str) -> None:
+        """Neither exits nor gets its domain for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            done = f"exited rc={rc}" if rc is not None else "built its domain"
+            assert rc is None and not self.exists(host), \
+                f"{self.name}: xl create {done} while {why}:\n{self.stderr()}"
+            time.sleep(0.5)
+
+    def assert_completes(self, host,  # type: ignore[no-untyped-def]
+                         timeout: float = CREATE_S) -> None:
+        rc = self.proc.wait(timeout)
+        assert rc == 0, f"{self.name}: xl create failed rc={rc}:\n{self.stderr()}"
+        assert self.exists(host), f"{self.name}: xl create succeeded but no such domain"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+class _SimulatedRestore:
+    """A child process taking the lock file as a restore does (_RESTORE)."""
+
+    def __init__(self, lockfile: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _RESTORE, str(lockfile)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def expect(self, line: str, timeout: float) -> None:
+        try:
+            got = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"simulated restore did not say {line!r} "
+                                 f"within {timeout} s (rc={self.proc.poll()})") from None
+        assert got == line, f"simulated restore said {got!r}, expected {line!r}"
+
+    def said_nothing(self) -> bool:
+        return self.lines.empty()
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.close()
+        assert self.proc.wait(30) == 0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+def _cleanup(host, helpers, prefix: str,  # type: ignore[no-untyped-def]
+             creates: list[_Create]) -> None:
+    for c in creates:
+        c.kill()
+    for d in host.domains():
+        if d.name.startswith(prefix):
+            d.destroy()
+    assert helpers.wait_for(
+        lambda: not any(n.startswith(prefix) for n in helpers.ours(host)), 120.0), \
+        f"domains {prefix}* outlived the test"
+
+
+def _assert_lock_unused(lockfile: Path) -> None:
+    left = _entries(lockfile)
+    assert not left, f"locks left on {lockfile}: {left}"
+
+
+def _assert_waits_as_expected(lockfile: Path, others: set[int], what: str) -> None:
+    """An xl create waits for the lock file, and as this xl takes it: stock
+    for the whole file exclusive, patched for the turnstile (byte 1) shared."""
+    expect_lock = os.environ.get("PYXEN_EXPECT_XL_LOCK")
+    want = {"1": ("WRITE", 0, None), "0": ("READ", 1, 1)}.get(expect_lock or "")
+    waiting: list[LockEntry] = []
+
+    def xl_waits() -> bool:
+        waiting[:] = [e for e in _entries(lockfile) if e.waiting and e.pid not in others]
+        return bool(waiting)
+
+    assert xl_waits(), f"{what}: no xl create waits for {lockfile}: {_entries(lockfile)}"
+    if want is not None:
+        assert any((e.type, e.start, e.end) == want for e in waiting), \
+            f"{what}: xl waits with {waiting}, expected a {want} request " \
+            f"(PYXEN_EXPECT_XL_LOCK={expect_lock})"
+
+
+def test_create_waits_while_lock_file_held_exclusive(autoballoon_host, kernel, helpers,
+                                                     tmp_path):
+    """A create does not build while the lock file is held exclusive, as a
+    restore or an older xl holds it (a write lock on the whole file): the
+    memory ballooned out for an incoming domain is not up for grabs."""
+    host = autoballoon_host
+    lockfile = _xl_lockfile()
+    prefix = f"{helpers.PREFIX}lkx"
+    creates: list[_Create] = []
+    fd = _open_lockfile(lockfile)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)  # l_start 0, l_len 0: the whole file
+        creates.append(_Create(f"{prefix}0", kernel, tmp_path))
+        creates[0].assert_held_back(host, HELD_BACK_S, f"{lockfile} was held exclusive")
+        _assert_waits_as_expected(lockfile, {os.getpid()}, "held exclusive")
+        os.close(fd)
+        fd = -1
+        creates[0].assert_completes(host)
+        _assert_lock_unused(lockfile)
+        assert host.physinfo().outstanding_pages == 0
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        _cleanup(host, helpers, prefix, creates)
+
+
+def test_waiting_restore_holds_back_new_creates(autoballoon_host, kernel, helpers, tmp_path):
+    """The turnstile: while a restore waits for creates already building, a
+    new create queues behind it, so a stream of creates cannot starve it."""
+    host = autoballoon_host
+    lockfile = _xl_lockfile()
+    prefix = f"{helpers.PREFIX}lkt"
+    expect_lock = os.environ.get("PYXEN_EXPECT_XL_LOCK")
+    creates: list[_Create] = []
+    restore: _SimulatedRestore | None = None
+    fd = _open_lockfile(lockfile)
+    try:
+        # A claim-mode create in flight, as patched xl holds the lock during a
+        # build: shared, on byte 0.
+        fcntl.lockf(fd, fcntl.LOCK_SH, 1, 0)
+        if expect_lock == "0":
+            # Patched xl builds alongside it (shared with shared), so what
+            # holds back the create below is the waiting restore, not this.
+            creates.append(_Create(f"{prefix}0", kernel, tmp_path))
+            creates[-1].assert_completes(host)
+        restore = _SimulatedRestore(lockfile)
+        restore.expect("turnstile", 60.0)
+        assert helpers.wait_for(
+            lambda: any(e.waiting and e.pid == restore.proc.pid and e.start == 0
+                        for e in _entries(lockfile)), 30.0), \
+            f"the simulated restore does not wait for byte 0: {_entries(lockfile)}"
+        assert restore.said_nothing()
+        # A new create, while the restore waits.
+        late = _Create(f"{prefix}1", kernel, tmp_path)
+        creates.append(late)
+        late.assert_held_back(host, HELD_BACK_S, "a restore waited for the lock")
+        _assert_waits_as_expected(lockfile, {os.getpid(), restore.proc.pid},
+                                  "restore waiting")
+        # The build in flight ends: the restore, not the new create, goes next.
+        os.close(fd)
+        fd = -1
+        restore.expect("locked", 60.0)
+        late.assert_held_back(host, 5.0, "a restore held the lock")
+        # The restore ends: the new create goes ahead.
+        restore.release()
+        late.assert_completes(host)
+        _assert_lock_unused(lockfile)
+        assert host.physinfo().outstanding_pages == 0
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if restore is not None:
+            restore.kill()
+        _cleanup(host, helpers, prefix, creates)

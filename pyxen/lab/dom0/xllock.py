@@ -2,8 +2,11 @@
 /proc/locks in dom0.
 
 Autoballooning ``xl create`` takes an fcntl write lock on xl.conf's
-``lockfile`` (default below) for the whole build in stock Xen; patches/0006
-takes it only where claims cannot protect the build.  The kernel lists every
+``lockfile`` (default below) for the whole build in stock Xen.  With
+patches/4.22/tools/0003, creates protected by a memory claim take it shared
+(read locks on bytes 1 and 0, byte 1 being a turnstile) and restore,
+migrate-receive, soft reset and claim_mode=0 take it exclusive (write locks
+on both bytes).  The kernel lists every
 POSIX lock in /proc/locks, a line per holder and a ``->`` line per blocked
 waiter, keyed by ``major:minor:inode`` of the file, so sampling it counts
 waiters without touching xl: how long creates queued on the lock, measured
@@ -50,14 +53,48 @@ def parse_proc_locks(text: str, fid: str) -> tuple[int, int]:
     return holders, waiters
 
 
+@dataclass(frozen=True)
+class LockEntry:
+    """One /proc/locks line of a file: a held lock, or (``waiting``) a
+    blocked request for one.  ``end`` is inclusive; None means to EOF."""
+    waiting: bool
+    type: str  # "READ" or "WRITE"
+    pid: int
+    start: int
+    end: int | None
+
+
+def lock_entries(text: str, fid: str) -> list[LockEntry]:
+    """The locks held and waited for on the file ``fid`` in /proc/locks text."""
+    entries = []
+    for line in text.splitlines():
+        fields = line.split()
+        if fid not in fields:
+            continue
+        waiting = len(fields) > 1 and fields[1] == "->"
+        rest = fields[2:] if waiting else fields[1:]
+        # rest: kind, ADVISORY/MANDATORY, type, pid, fid, start, end
+        if len(rest) < 7 or rest[4] != fid:
+            continue
+        try:
+            pid, start = int(rest[3]), int(rest[5])
+            end = None if rest[6] == "EOF" else int(rest[6])
+        except ValueError:
+            continue
+        entries.append(LockEntry(waiting, rest[2], pid, start, end))
+    return entries
+
+
 @dataclass
 class LockUse:
-    """What the sampler saw: seconds with the lock held, summed seconds of
-    all waiters (two waiters for 1 s count 2 s), the most waiters at once."""
+    """What the sampler saw: seconds with the lock held (``excl_held_s``:
+    held by a write lock, i.e. exclusive), summed seconds of all waiters (two
+    waiters for 1 s count 2 s), the most waiters at once."""
     held_s: float = 0.0
     wait_s: float = 0.0
     max_waiters: int = 0
     samples: int = 0
+    excl_held_s: float = 0.0
 
 
 class LockSampler:
@@ -82,9 +119,12 @@ class LockSampler:
             fid = file_id(self.path)  # xl creates the file when it first locks
             if fid is None:
                 continue  # no file: nobody holds or waits for the lock
-            holders, waiters = parse_proc_locks(self.proc_locks.read_text(), fid)
+            text = self.proc_locks.read_text()
+            holders, waiters = parse_proc_locks(text, fid)
             if holders:
                 self.use.held_s += dt
+            if any(e.type == "WRITE" and not e.waiting for e in lock_entries(text, fid)):
+                self.use.excl_held_s += dt
             self.use.wait_s += waiters * dt
             self.use.max_waiters = max(self.use.max_waiters, waiters)
 
