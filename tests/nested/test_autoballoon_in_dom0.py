@@ -1,6 +1,7 @@
 """Runs tests/xen/test_autoballoon.py in the dom0 of a lab booted without
 dom0_mem, so that xl autoballoons: on stock (xl's global create lock) and on
-the patched debug hypervisor (claims, no lock; assertions on)."""
+the patched toolstack with the debug hypervisor (claims, the lock file taken
+shared by creates and exclusive by restores; assertions on)."""
 
 from __future__ import annotations
 
