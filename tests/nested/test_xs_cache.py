@@ -59,6 +59,8 @@ def normalise(dump: str) -> list[str]:
         path, _, value = line.partition(" = ")
         for d in domids:
             path = re.sub(rf"/{d}(?=/|$)", "/DOMID", path)
+            # The name index's record of a domain is keyed "<domid>-<uuid>".
+            path = re.sub(rf"^(/libxl/names-domains/){d}-", r"\1DOMID-", path)
             value = re.sub(rf"/{d}(?=/|\"|$)", "/DOMID", value)
             if DOMID_VALUE.search(path) and value == f'"{d}"':
                 value = '"DOMID"'
