@@ -66,15 +66,21 @@ def _wait(path: str) -> None:
         fcntl.lockf(f, fcntl.LOCK_EX)  # blocks while _hold has it
 
 
+def _start_holder(ctx, target, lock, seconds: float):  # type: ignore[no-untyped-def]
+    """A process running ``target(lock, seconds, ready)``, once it holds the lock."""
+    ready = ctx.Event()
+    holder = ctx.Process(target=target, args=(str(lock), seconds, ready))
+    holder.start()
+    assert ready.wait(10)
+    return holder
+
+
 def test_sampler_sees_a_held_lock_and_a_blocked_waiter(tmp_path):
     lock = tmp_path / "xl"
     lock.touch()
     ctx = multiprocessing.get_context("fork")
-    ready = ctx.Event()
-    holder = ctx.Process(target=_hold, args=(str(lock), 1.5, ready))
     with LockSampler(lock, interval=0.01) as sampler:
-        holder.start()
-        assert ready.wait(10)
+        holder = _start_holder(ctx, _hold, lock, 1.5)
         waiter = ctx.Process(target=_wait, args=(str(lock),))
         waiter.start()
         holder.join(10)
@@ -97,11 +103,8 @@ def test_sampler_tells_a_shared_lock_from_an_exclusive_one(tmp_path):
     lock = tmp_path / "xl"
     lock.touch()
     ctx = multiprocessing.get_context("fork")
-    ready = ctx.Event()
-    holder = ctx.Process(target=_hold_shared, args=(str(lock), 1.0, ready))
     with LockSampler(lock, interval=0.01) as sampler:
-        holder.start()
-        assert ready.wait(10)
+        holder = _start_holder(ctx, _hold_shared, lock, 1.0)
         holder.join(10)
     assert sampler.use.held_s > 0.5
     assert sampler.use.excl_held_s == 0.0
