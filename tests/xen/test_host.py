@@ -183,6 +183,36 @@ def test_failed_create_of_a_running_config_keeps_its_vm_directory(host, kernel, 
                 d.destroy()
 
 
+def test_a_name_written_outside_libxl_is_still_taken(host, kernel, helpers):
+    """A domain named by another writer (init-dom0less, an older toolstack:
+    /local/domain/<id>/name written directly, nothing else) still holds its
+    name: a create of that name fails.  Stock libxl scans every name; with
+    the name index, the domain is not in the index until the next check
+    notices it.  To stand for such a domain, a libxl-created domain is made
+    unknown to the index (its record and index entry removed) and renamed by
+    a direct write."""
+    first = host.create(DomainConfig(helpers.PREFIX + "native", kernel))
+    foreign = helpers.PREFIX + "foreign"
+    xs = host.xenstore
+    try:
+        if xs.exists("/libxl/names"):   # the name index: forget this domain
+            for key in xs.directory("/libxl/names-domains"):
+                if key.startswith(f"{first.domid}-"):
+                    xs.rm(f"/libxl/names-domains/{key}")
+            for entry in xs.directory("/libxl/names"):
+                holder = f"/libxl/names/{entry}/domid"
+                if xs.exists(holder) and xs.read(holder) == str(first.domid).encode():
+                    xs.rm(f"/libxl/names/{entry}")
+        xs.write(f"/local/domain/{first.domid}/name", foreign.encode())
+        domids = {d.domid for d in host.xc.domains()}
+        with pytest.raises(pyxen.LibxlError, match="already exists"):
+            host.create(DomainConfig(foreign, kernel))
+        assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == domids, 10)
+        assert [d.domid for d in host.domains() if d.name == foreign] == [first.domid]
+    finally:
+        first.destroy()
+
+
 def test_unknown_domains_raise_not_found(host):
     with pytest.raises(pyxen.DomainNotFound):
         host.xl.name_to_domid("pxt-no-such-domain")
