@@ -94,3 +94,56 @@ def test_plot_prints_the_table_whole_and_leaves_bench_json_alone(tmp_path: Path,
         assert "xs req/create (xenstored)" in out
     else:
         assert max(len(line) for line in out.splitlines()) <= TABLE_WIDTH
+
+
+def repeated_runs() -> list[dict[str, Any]]:
+    """Three repetitions of stock and patched at C=1 and C=8, with patched
+    at 0.5, 0.6 and 0.9 of the same repetition's stock."""
+    out = []
+    for rep, (stock_span, share) in enumerate(((10.0, 0.5), (20.0, 0.6), (12.0, 0.9))):
+        for variant in ("stock", "patched"):
+            for c in (1, 8):
+                r = run(variant, c)
+                r["repeat"] = rep
+                r["makespan_s"] = stock_span * (share if variant == "patched" else 1.0)
+                out.append(r)
+    return out
+
+
+def test_ratios_pair_each_run_with_stock_of_its_own_repetition():
+    from pyxen.lab.host.storm_summary import summarise
+
+    rows = {(row.variant, row.concurrency): row for row in summarise(repeated_runs())}
+    patched = rows[("patched", 8)]
+    # per-repetition ratios 0.5, 0.6, 0.9: median 0.6; the ratio of the medians
+    # (10.8 / 12) would be 0.9
+    assert (patched.ratio, patched.ratio_min, patched.ratio_max) == pytest.approx((0.6, 0.5, 0.9))
+    assert patched.repeats == 3 and patched.guests == 48 and patched.console_ok == 48
+    assert patched.makespan_s == pytest.approx(10.8)    # median of 5, 12, 10.8
+    assert rows[("stock", 1)].ratio == pytest.approx(1.0)
+
+
+def test_repeated_table_shows_medians_and_ranges_within_100_columns():
+    lines = render(summary_table(repeated_runs(), []))
+    text = "\n".join(lines)
+    assert max(len(line) for line in lines) <= TABLE_WIDTH
+    assert "medians of 3 repetitions" in text
+    assert "0.60 (0.50-0.90)" in text
+    assert "…" not in text
+    wide = "\n".join(render(summary_table(repeated_runs(), [], wide=True), width=400))
+    assert wide.count("patched") == 6              # every repetition's run in the wide table
+
+
+def test_a_run_without_its_repetitions_stock_has_no_ratio():
+    from pyxen.lab.host.storm_summary import summarise
+
+    rs = [r for r in repeated_runs() if not (r["variant"] == "stock" and r["repeat"] == 2)]
+    rows = {(row.variant, row.concurrency): row for row in summarise(rs)}
+    assert rows[("patched", 8)].ratio_max == pytest.approx(0.6)   # repetition 2 unpaired
+
+
+def test_bench_rejects_zero_repetitions():
+    from pyxen.lab.host.bench import BenchParams
+
+    with pytest.raises(ValueError, match="--repeat"):
+        BenchParams(16, (1,), repeat=0).validate()

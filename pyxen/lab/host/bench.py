@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import statistics
 import sys
 from collections.abc import Callable
@@ -25,6 +24,8 @@ from pyxen.lab.host import paths, variants
 from pyxen.lab.host.progress import console
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.sources import XenSource
+from pyxen.lab.host.storm_summary import (finite, format_ratio, ratio_to_stock, repeat_of,
+                                          summarise)
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild, build
@@ -38,6 +39,7 @@ class BenchParams:
     concurrency: tuple[int, ...]
     memory_mib: int = 16
     driver: str = "pyxen"   # pyxen (libxl in-process, threads) or xl (processes)
+    repeat: int = 1         # rounds of every variant's storms, one boot each
 
     def validate(self) -> None:
         if self.guests < 1:
@@ -51,19 +53,18 @@ class BenchParams:
                 raise ValueError(f"--concurrency ({c}) exceeds --guests ({self.guests})")
         if self.memory_mib < 4:
             raise ValueError(f"guest memory must be >= 4 MiB, got {self.memory_mib}")
+        if self.repeat < 1:
+            raise ValueError(f"--repeat must be >= 1, got {self.repeat}")
         if self.driver not in ("pyxen", "xl"):
             raise ValueError(f"driver must be pyxen or xl, got {self.driver!r}")
 
 
-def _finite(xs: list[float | None]) -> list[float]:
-    """The measured values (a failed create or destroy is recorded as None)."""
-    return [x for x in xs if x is not None and math.isfinite(x)]
-
-
 def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
-                progress: Progress, name: str | None = None) -> list[dict[str, Any]]:
+                progress: Progress, name: str | None = None,
+                repeat: int = 0) -> list[dict[str, Any]]:
     """Boot one variant and run one storm per concurrency in its dom0 (each
-    starts from its own baseline); the bench.json run records."""
+    starts from its own baseline); the bench.json run records, marked with
+    the repetition ``repeat``."""
     guest = paths.tinyguest_path()
     if not guest.exists():
         raise LabError(f"tiny guest not built ({guest}): run \"pip install '.[lab]'\"")
@@ -72,7 +73,8 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
     with Dom0(staged, options) as dom0:
         for conc in params.concurrency:
             total = params.guests * len(protocol.BENCH_PHASES)
-            task = progress.add_task(f"{name} C={conc}", total=total)
+            label = f"{name} C={conc}" + (f" #{repeat + 1}" if params.repeat > 1 else "")
+            task = progress.add_task(label, total=total)
 
             def poll(out: Path, task: TaskID = task) -> None:
                 try:
@@ -98,6 +100,7 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
                             len(result["errors"]), result["errors"][0])
             records.append({
                 "variant": name,
+                "repeat": repeat,
                 **describe_build(staged),
                 "profiled": staged.variant.profile,
                 "xs_cache": options.xs_cache,
@@ -128,18 +131,21 @@ def cpu_growth(runs: list[dict[str, Any]], k: int = 5) -> dict[str, dict[str, An
             a = statistics.median(e.get(key, 0.0) for e in first)
             b = statistics.median(e.get(key, 0.0) for e in last)
             row[key] = {"first_s": a, "last_s": b, "ratio": b / a if a else None}
-        out[f"{r['variant']} guests={r['guests']}"] = row
+        key = f"{r['variant']} guests={r['guests']}"
+        out[key + (f" repeat={repeat_of(r)}" if repeat_of(r) else "")] = row
     return out
 
 
 def project(runs: list[dict[str, Any]], cpus: int,
             cores: tuple[int, ...] = (16, 64)) -> dict[str, Any]:
     """Per variant: the serial fraction measured between C=1 and the largest
-    C > 1, and the makespan it projects on more cores (a projection, not a
+    C > 1 (median makespans over the repetitions), and the makespan it projects on more cores (a projection, not a
     measurement: these machines have ``cpus`` pCPUs under TCG)."""
     out: dict[str, Any] = {}
     for variant in dict.fromkeys(r["variant"] for r in runs):
-        by_c = {r["concurrency"]: r["makespan_s"] for r in runs if r["variant"] == variant}
+        by_c = {c: statistics.median(r["makespan_s"] for r in runs
+                                     if r["variant"] == variant and r["concurrency"] == c)
+                for c in {r["concurrency"] for r in runs if r["variant"] == variant}}
         multi = [c for c in by_c if c > 1]
         if 1 not in by_c or not multi or cpus < 2:
             continue
@@ -175,15 +181,12 @@ def _variant_column(table: Table, runs: list[dict[str, Any]]) -> None:
 
 def _ratios(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float, float]]:
     """Each run with its mean create time and its makespan's ratio to stock's
-    at the same concurrency (NaN where not measured)."""
-    stock_by_c = {r["concurrency"]: r for r in runs if r["variant"] == "stock"}
+    at the same concurrency in the same repetition (NaN where not measured)."""
     out = []
     for r in runs:
-        stock = stock_by_c.get(r["concurrency"])
-        creates = _finite(r["create_s"])
+        creates = finite(r["create_s"])
         mean = statistics.fmean(creates) if creates else float("nan")
-        ratio = r["makespan_s"] / stock["makespan_s"] if stock else float("nan")
-        out.append((r, mean, ratio))
+        out.append((r, mean, ratio_to_stock(r, runs)))
     return out
 
 
@@ -198,25 +201,33 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str], wide: bool = Fal
     if wide:
         return _wide_table(runs, notes)
     profiled = any(_retries_per_op(r, "create") is not None for r in runs)
-    table = Table(title="boot storm: stock vs variants (ratio = variant / stock)")
+    repeats = max((repeat_of(r) + 1 for r in runs), default=1)
+    title = "boot storm: stock vs variants (ratio = variant / stock)"
+    if repeats > 1:
+        title += f", medians of {repeats} repetitions"
+    table = Table(title=title)
     _variant_column(table, runs)
-    cols = ["C", "makespan s", "ratio", "create s", "xs req"]
+    cols = ["C", "makespan s", "ratio" + (" (range)" if repeats > 1 else ""),
+            "create s", "xs req"]
     cols += ["retries"] if profiled else []
     cols += ["console", "errors"]
     for col in cols:
         table.add_column(col, justify="right", no_wrap=True)
-    for r, mean, ratio in _ratios(runs):
-        xs = r["xs_requests_per_create"]
-        retries = _retries_per_op(r, "create")
-        row = [r["variant"], str(r["concurrency"]), f"{r['makespan_s']:.2f}",
-               f"{ratio:.2f}", f"{mean:.3f}", "-" if xs is None else f"{xs:.1f}"]
+    for row in summarise(runs, lambda r: _retries_per_op(r, "create")):
+        cells = [row.variant, str(row.concurrency), f"{row.makespan_s:.2f}",
+                 format_ratio(row),
+                 "-" if row.create_mean_s is None else f"{row.create_mean_s:.3f}",
+                 "-" if row.xs_requests_per_create is None
+                 else f"{row.xs_requests_per_create:.1f}"]
         if profiled:
-            row.append("-" if retries is None else f"{retries:.2f}")
-        row += [f"{r['console_ok']}/{r['guests']}", str(len(r.get("errors") or []))]
-        table.add_row(*row)
+            cells.append("-" if row.retries_per_create is None
+                         else f"{row.retries_per_create:.2f}")
+        cells += [f"{row.console_ok}/{row.guests}", str(row.errors)]
+        table.add_row(*cells)
     table.caption = ("create s: mean create time; xs req: requests per create reaching "
                      "xenstored" + ("; retries: domctl retries per create" if profiled
-                                    else "") + " (--wide: all columns)")
+                                    else "") + " (--wide: all columns"
+                     + (", every repetition" if repeats > 1 else "") + ")")
     _add_notes(table, notes)
     return table
 
@@ -224,14 +235,14 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str], wide: bool = Fal
 def _wide_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
     table = Table(title="boot storm: stock vs variants (ratio = variant / stock)")
     _variant_column(table, runs)
-    for col in ("driver", "guests", "conc", "makespan s", "ratio", "mean create s",
+    for col in ("driver", "rep", "guests", "conc", "makespan s", "ratio", "mean create s",
                 "last/first create", "destroy s", "client xs req/create",
                 "xs req/create (xenstored)", "domctl/create",
                 "domctl retries/create", "lock wait ms/create", "xl lock wait s/create",
                 "console ok"):
         table.add_column(col, justify="right")
     for r, mean, ratio in _ratios(runs):
-        creates = _finite(r["create_s"])
+        creates = finite(r["create_s"])
         last_first = creates[-1] / creates[0] if len(creates) > 1 and creates[0] else float("nan")
         xs = r["xs_requests_per_create"]
         client = r.get("xs_client_requests_per_create")
@@ -239,7 +250,7 @@ def _wide_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
         retries = _retries_per_op(r, "create")
         wait = r.get("lock_wait_s_per_create")
         xl_wait = r.get("xl_lock_wait_s_per_create")
-        table.add_row(r["variant"], r["driver"], str(r["guests"]), str(r["concurrency"]),
+        table.add_row(r["variant"], r["driver"], str(repeat_of(r) + 1), str(r["guests"]), str(r["concurrency"]),
                       f"{r['makespan_s']:.2f}", f"{ratio:.2f}", f"{mean:.3f}",
                       f"{last_first:.2f}", f"{r['destroy_makespan_s']:.2f}",
                       "-" if client is None else f"{client:.1f}",
@@ -294,7 +305,7 @@ def _retries_per_op(r: dict[str, Any], phase: str) -> float | None:
     (runs saved before bench.json had the ``domctl_retries_per_*`` fields
     have the profiles)."""
     if phase == "create":
-        return domctl_retries_per_op(r.get("lock_profile"), len(_finite(r["create_s"])))
+        return domctl_retries_per_op(r.get("lock_profile"), len(finite(r["create_s"])))
     return domctl_retries_per_op(r.get("destroy_lock_profile"), r["guests"])
 
 
@@ -324,7 +335,7 @@ def _plot_retries(ax: Any, runs: list[dict[str, Any]]) -> None:
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
     """Panels, left to right: each create's latency against the domains
     already running; boot-storm makespan against concurrency, per variant;
-    when a C=1 run measured it, xenstored's CPU time per create against the
+    (median and range over the repetitions); when a C=1 run measured it, xenstored's CPU time per create against the
     domains already running; for profiling builds (--profile), domctl
     retries per create and per destroy against concurrency."""
     import matplotlib
@@ -345,11 +356,14 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     _scatter_against_running(ax, runs, lambda r, i: r["create_s"][i],
                              "create latency (s)", "create latency vs running domains")
 
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        rs = sorted((r for r in runs if r["variant"] == variant),
-                    key=lambda r: r["concurrency"])
-        ax2.plot([r["concurrency"] for r in rs], [r["makespan_s"] for r in rs],
-                 marker="o", label=variant)
+    rows = summarise(runs)
+    for variant in dict.fromkeys(row.variant for row in rows):
+        vs = sorted((row for row in rows if row.variant == variant),
+                    key=lambda row: row.concurrency)
+        ax2.errorbar([row.concurrency for row in vs], [row.makespan_s for row in vs],
+                     yerr=[[row.makespan_s - row.makespan_min_s for row in vs],
+                           [row.makespan_max_s - row.makespan_s for row in vs]],
+                     marker="o", capsize=3, label=variant)
     ax2.set_ylim(bottom=0)  # from zero: differences here are mostly noise
     ax2.set_xlabel("creates in flight (C)")
     ax2.set_ylabel("makespan of the storm (s)")
@@ -367,7 +381,8 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
               debug: bool = False, profile: bool = False,
               source: XenSource | None = None, wide: bool = False) -> dict[str, Any]:
     """Build each variant (on ``source``, default the one the user named),
-    run the storm on each, write bench.json and bench.png, print the table
+    run the storm on each (``params.repeat`` rounds of every variant in
+    turn, each a fresh boot, so drift of the host reaches all variants), write bench.json and bench.png, print the table
     (``wide``: all its columns)."""
     params.validate()
     options.validate()
@@ -383,13 +398,17 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
     runs = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
             "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console()) as progress:
-        for v in run_variants:
-            runs.extend(run_variant(builds[v], params,
-                                    dataclasses.replace(options, xs_cache=v.xs_cache),
-                                    progress, name=v.name))
+        for rep in range(params.repeat):
+            for v in run_variants:
+                runs.extend(run_variant(builds[v], params,
+                                        dataclasses.replace(options, xs_cache=v.xs_cache),
+                                        progress, name=v.name, repeat=rep))
     out_dir.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "runs": runs,
+        "summary": [row.as_json() for row in summarise(
+            runs, lambda r: _retries_per_op(r, "create"))],
+        "repeat": params.repeat,
         "notes": notes,
         "projection": project(runs, options.cpus),
         "cpu_growth": cpu_growth(runs),

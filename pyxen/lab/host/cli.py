@@ -140,7 +140,8 @@ def cmd_run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def cmd_bench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     opts = _vm_options(args)
     from pyxen.lab.host.bench import BenchParams, run_bench
-    params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver)
+    params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver,
+                         args.repeat)
     params.validate()
     hostdeps.check()
     run_bench(args.variants, params, opts, args.out, args.series, args.debug,
@@ -225,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--driver", choices=("pyxen", "xl"), default="pyxen",
                    help="create/destroy through pyxen (libxl in-process, threads; default) "
                         "or unmodified xl processes")
+    p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
+                   help="run every variant's storms N times, variants interleaved, one "
+                        "boot each; the table gives medians and the range of the ratios")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--wide", action="store_true",
                    help="print every column of the summary table (wider than 100 columns)")
