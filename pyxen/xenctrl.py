@@ -288,7 +288,7 @@ class XenCtrl(NativeHandle):
     def _no_scrub(function: str) -> XenCtrlError:
         return XenCtrlError(function, errno.ENOSYS,
                             "XEN_SYSCTL_scrub_op is not supported by this Xen "
-                            "(stock Xen 4.17 has no scrub workers: patches/0003)")
+                            "(stock Xen has no scrub workers)")
 
     def _scrub_call(self, function: str, *args: Any) -> None:
         clear_message()

@@ -206,7 +206,7 @@ static void pyxen_clear_message(void)
 }
 
 /*
- * XEN_SYSCTL_scrub_op (patches/0003, 0004).  pyxen is also built against
+ * XEN_SYSCTL_scrub_op (the hypervisor series' scrub workers).  pyxen is also built against
  * stock Xen headers, which have no such sysctl: there the calls fail with
  * ENOSYS, as a stock hypervisor would.  The node counters are copied into a
  * struct of pyxen's own so the cdef does not depend on which headers are in
@@ -322,9 +322,9 @@ static unsigned long pyxen_deadlocks;
  * A child of a multithreaded process has one thread.  If that thread sleeps
  * in futex(), it waits for a lock that no thread of the child will ever
  * release: the lock was copied locked from another thread of ours at
- * fork().  Stock Xen 4.17's libxencall (cache_mutex, taken for every
+ * fork().  Stock libxencall (cache_mutex, taken for every
  * hypercall buffer) and libxentoolcore (handles_lock) do nothing about that
- * (patches/0008 holds them across fork()), so libxl's destroyer child, whose
+ * (the toolstack series holds them across fork()), so libxl's destroyer child, whose
  * xc_domain_destroy() needs a hypercall buffer, can block for ever while
  * another thread runs a hypercall -- and libxl_domain_destroy() with it.
  *

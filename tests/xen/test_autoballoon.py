@@ -1,5 +1,5 @@
 """Autoballooning creates that together need more memory than dom0 can give
-(patches/0005 and 0006).
+(the toolstack series' memory claims instead of xl's global lock).
 
 Runs in the dom0 of a lab booted without ``dom0_mem``
 (tests/nested/test_autoballoon_in_dom0.py): dom0 owns all memory, and every

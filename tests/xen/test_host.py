@@ -68,8 +68,9 @@ def test_duplicate_name_fails_cleanly(host, kernel, helpers):
 
 
 def test_concurrent_xl_creates_of_one_name(host, kernel, helpers, tmp_path):
-    """Four ``xl create`` processes race for one name.  With patches/0002 the
-    name index makes their rename transactions conflict in xenstored, so
+    """Four ``xl create`` processes race for one name.  With the toolstack
+    series' name index (libxl: check domain name uniqueness through an
+    index) their rename transactions conflict in xenstored, so
     exactly one gets the name and the others fail, leaving nothing behind.
     Stock checks the name outside the transaction, so the race may give two
     domains one name: there it is only reported, not asserted."""
@@ -91,7 +92,7 @@ def test_concurrent_xl_creates_of_one_name(host, kernel, helpers, tmp_path):
         won = [r for r in results if r.returncode == 0]
         print(f"{len(won)} of 4 creates succeeded; {len(named)} domains named {name}")
         assert won, [r.stderr for r in results]
-        if host.xenstore.exists("/libxl/names"):  # patched libxl (0002)
+        if host.xenstore.exists("/libxl/names"):  # patched libxl (the name index)
             assert len(won) == 1 and len(named) == 1, [r.stderr for r in results]
             for r in results:
                 if r.returncode:
@@ -195,14 +196,7 @@ def test_a_name_written_outside_libxl_is_still_taken(host, kernel, helpers):
     foreign = helpers.PREFIX + "foreign"
     xs = host.xenstore
     try:
-        if xs.exists("/libxl/names"):   # the name index: forget this domain
-            for key in xs.directory("/libxl/names-domains"):
-                if key.startswith(f"{first.domid}-"):
-                    xs.rm(f"/libxl/names-domains/{key}")
-            for entry in xs.directory("/libxl/names"):
-                holder = f"/libxl/names/{entry}/domid"
-                if xs.exists(holder) and xs.read(holder) == str(first.domid).encode():
-                    xs.rm(f"/libxl/names/{entry}")
+        _forget_in_name_index(xs, first.domid)
         xs.write(f"/local/domain/{first.domid}/name", foreign.encode())
         domids = {d.domid for d in host.xc.domains()}
         with pytest.raises(pyxen.LibxlError, match="already exists"):
@@ -211,6 +205,73 @@ def test_a_name_written_outside_libxl_is_still_taken(host, kernel, helpers):
         assert [d.domid for d in host.domains() if d.name == foreign] == [first.domid]
     finally:
         first.destroy()
+
+
+def _forget_in_name_index(xs, domid: int) -> None:
+    """Make a libxl-created domain unknown to the name index (its record and
+    its entry removed), as a domain named by another writer would be."""
+    if not xs.exists("/libxl/names"):
+        return
+    for key in xs.directory("/libxl/names-domains"):
+        if key.startswith(f"{domid}-"):
+            xs.rm(f"/libxl/names-domains/{key}")
+    for entry in xs.directory("/libxl/names"):
+        holder = f"/libxl/names/{entry}/domid"
+        if xs.exists(holder) and xs.read(holder) == str(domid).encode():
+            xs.rm(f"/libxl/names/{entry}")
+
+
+def test_a_foreign_name_too_long_to_index_does_not_block_creates(host, kernel, helpers):
+    """Another writer may give a domain a name of up to a message's payload
+    (about 4 KiB), which the name index cannot hold (its hex key would be
+    twice as long).  Such a name must not make every later create fail: no
+    name libxl accepts can equal it, so the index leaves it out."""
+    first = host.create(DomainConfig(helpers.PREFIX + "longname", kernel))
+    xs = host.xenstore
+    try:
+        _forget_in_name_index(xs, first.domid)
+        long_name = (helpers.PREFIX + "x" * 3000).encode()
+        xs.write(f"/local/domain/{first.domid}/name", long_name)
+        second = host.create(DomainConfig(helpers.PREFIX + "after-longname", kernel))
+        second.destroy()
+    finally:
+        first.destroy()
+    assert not [k for k in (xs.directory("/libxl/names-domains")
+                            if xs.exists("/libxl/names-domains") else [])
+                if k.startswith(f"{first.domid}-")], "record of a destroyed domain left"
+
+
+def test_a_name_too_long_for_the_index_is_refused_cleanly(host, kernel, helpers, tmp_path):
+    """With the name index, libxl refuses names whose index path would pass
+    XENSTORE_ABS_PATH_MAX (3072 bytes: names over about 1.5 KiB), with an
+    error that says so, and leaves nothing behind; a name just under the
+    limit is accepted.  Through xl: pyxen itself allows 64 characters."""
+    xs = host.xenstore
+    if not xs.exists("/libxl/names"):
+        pytest.skip("this toolstack has no name index (stock libxl takes any name)")
+    limit = (3072 - len("/libxl/names/") - len("/domid")) // 2
+    placeholder = helpers.PREFIX + "placeholder"
+    template = DomainConfig(placeholder, kernel).to_xl_config()
+
+    def xl_create(name: str) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / f"{len(name)}.cfg"
+        cfg.write_text(template.replace(placeholder, name))
+        return subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True,
+                              text=True, timeout=300, check=False)
+
+    before = {d.domid for d in host.xc.domains()}
+    too_long = helpers.PREFIX + "y" * (limit + 1 - len(helpers.PREFIX))
+    res = xl_create(too_long)
+    assert res.returncode != 0 and "too long" in res.stderr, res.stderr
+    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 10)
+    assert too_long.encode().hex() not in xs.directory("/libxl/names")
+    longest = helpers.PREFIX + "z" * (limit - len(helpers.PREFIX))
+    res = xl_create(longest)
+    assert res.returncode == 0, res.stderr
+    for d in host.domains():
+        if d.name == longest:
+            d.destroy()
+    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 30)
 
 
 def test_unknown_domains_raise_not_found(host):

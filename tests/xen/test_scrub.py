@@ -1,4 +1,5 @@
-"""NUMA-local scrubbing of a dead guest's memory (patches/0003, 0004).
+"""NUMA-local scrubbing of a dead guest's memory (the hypervisor series'
+scrub workers).
 
 Runs in the dom0 of a patched hypervisor with two NUMA nodes (CPUs 0-1 on
 node 0, 2-3 on node 1); tests/nested/test_scrub_in_dom0.py boots it with a

@@ -1,8 +1,8 @@
 """Stress: many create/destroy cycles at concurrency 4 leak nothing.
 
 Each of 4 threads creates and destroys a domain again and again under the
-same name, so names are constantly freed and reused (with patches/0002 this
-exercises the name index's stale entries).  Afterwards: no domain of ours,
+same name, so names are constantly freed and reused (with the toolstack series'
+name index this exercises the name index's stale entries).  Afterwards: no domain of ours,
 no Xenstore node for any domid that existed (including name index entries),
 and free memory exactly back to the baseline (see test_lifecycle_stateful.py
 for the 0 MiB tolerance).
@@ -11,7 +11,7 @@ Every destroy forks libxl's destroyer child while the other threads make
 hypercalls; with a stock toolstack such a child can inherit a library lock
 held by another thread and sleep on it for ever (pyxen kills it and destroys
 again: pyxen.libxl.deadlocked_children).  The patched toolstack
-(patches/0008) holds those locks across fork(): there, none may deadlock.
+("tools/libs: hold libxencall's and libxentoolcore's locks across fork()") holds those locks across fork(): there, none may deadlock.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def parse_hypercalls(text: str) -> dict[str, int]:
 _COUNTER_LINE = re.compile(r"^(?P<name>\S.*?)\s+T=\s*(?P<total>\d+)")
 
 #: Perf counters kept in a profile, by the start of their xenperf name: the
-#: domctl lock outcomes counted by patches/0010 (absent from other builds).
+#: domctl lock outcomes counted by the hypervisor series' domctl counters
+#: (absent from other builds).
 COUNTER_PREFIXES = ("domctl:",)
 
 #: Of those, the ones that count a domctl entered again because a lock was busy.
@@ -82,7 +83,7 @@ def parse_counters(text: str, prefixes: tuple[str, ...] = COUNTER_PREFIXES) -> d
 
 
 #: The stock domctl lock's name in ``xenlockprof`` (a spinlock there; an
-#: rwlock, which lock profiling does not cover, with patches/0001).
+#: rwlock, which lock profiling does not cover, in the hypervisor series).
 DOMCTL_LOCK = "global lock domctl_lock"
 
 #: Global locks whose waits count as "global lock wait" per create.
@@ -93,7 +94,7 @@ def domctl_retries(profile: dict[str, Any] | None) -> int | None:
     """Domctl hypercall entries that found a domctl lock busy and were
     continued, in a profile from ``Profiler.read()``.
 
-    With patches/0010's counters: their ``domctl: retried`` sum.  Without
+    With the hypervisor series' domctl counters: their ``domctl: retried`` sum.  Without
     them (stock), where ``domctl_lock`` is a profiled spinlock taken only by
     trylock: domctl entries minus its acquisitions, since lock profiling
     counts a successful trylock and nothing for a failed one.  That

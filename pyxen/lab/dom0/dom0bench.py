@@ -460,7 +460,7 @@ def account(s: Storm, baseline: Baseline, created: Created, console_ok: int,
         "domctl_hypercalls_per_create": (profile["hypercalls"].get("domctl", 0) / n_created
                                          if profile and n_created else None),
         # Domctls entered again because a domctl lock was busy: from
-        # patches/0010's counters, or stock's domctl_lock profile (else null).
+        # the hypervisor series' counters, or stock's domctl_lock profile (else null).
         "domctl_retries_per_create": domctl_retries_per_op(profile, n_created),
         "lock_wait_s_per_create": _lock_wait(profile, n_created),
         "lock_profile": profile,

@@ -74,8 +74,8 @@ def scrubd_source() -> Path:
 
 def build_scrubd(tools_root: Path, tools_key: str) -> Path | None:
     """scrubd compiled against the staged toolstack, or None when that
-    toolstack has no XEN_SYSCTL_scrub_op (stock Xen: patches/0004 adds
-    xc_scrub_get)."""
+    toolstack has no XEN_SYSCTL_scrub_op (stock Xen: the hypervisor
+    series' scrub sysctl adds xc_scrub_get)."""
     header = tools_root / "usr" / "include" / "xenctrl.h"
     if "xc_scrub_get" not in header.read_text(errors="replace"):
         return None
