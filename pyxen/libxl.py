@@ -35,8 +35,8 @@ def deadlocked_children() -> int:
     """How many of libxl's forked children this process found deadlocked and
     killed: children that, before any exec, sleep on a library lock they
     inherited locked from another thread (stock libxencall and libxentoolcore do not guard their
-    locks across fork(); the toolstack series' "tools/libs: hold libxencall's
-    and libxentoolcore's locks across fork()" does).  pyxen repeats a
+    locks across fork(); the toolstack series' "tools/libs: hold the Xen
+    libraries' process-wide locks across fork()" does).  pyxen repeats a
     destroy whose child was killed so; on a patched toolstack this stays 0."""
     return int(lib.pyxen_deadlocked_children())
 

@@ -147,3 +147,25 @@ def test_bench_rejects_zero_repetitions():
 
     with pytest.raises(ValueError, match="--repeat"):
         BenchParams(16, (1,), repeat=0).validate()
+
+
+def test_plot_and_replot_of_repeated_runs(tmp_path):
+    """A bench.json with repetitions redraws (one legend entry per variant
+    and C) and prints its table with medians."""
+    from pyxen.lab.host.bench import replot
+
+    doc = {"runs": repeated_runs(), "notes": []}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    png = replot(path)
+    assert png == tmp_path / "bench.png" and png.stat().st_size > 10_000
+
+
+def test_replot_names_a_file_without_runs(tmp_path):
+    from pyxen.lab.contract.errors import LabError
+    from pyxen.lab.host.bench import replot
+
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"vm": {}}))
+    with pytest.raises(LabError, match="no benchmark runs"):
+        replot(path)

@@ -11,8 +11,8 @@ Every destroy forks libxl's destroyer child while the other threads make
 hypercalls; with a stock toolstack such a child can inherit a library lock
 held by another thread and sleep on it for ever (pyxen kills it and destroys
 again: pyxen.libxl.deadlocked_children).  The patched toolstack ("tools/libs:
-hold libxencall's and libxentoolcore's locks across fork()") holds those
-locks across fork(): there, none may deadlock.
+hold the Xen libraries' process-wide locks across fork()") holds those locks
+across fork(): there, none may deadlock.
 """
 
 from __future__ import annotations

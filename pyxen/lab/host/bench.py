@@ -283,11 +283,17 @@ def _scatter_against_running(ax: Any, runs: list[dict[str, Any]],
     """One point per create: ``value(run, i)`` against the domains already
     running when create i started (points, not a line: with C > 1 creates
     overlap, so no order joins them)."""
+    keys = list(dict.fromkeys((r["variant"], r["concurrency"]) for r in runs))
+    labelled: set[tuple[str, int]] = set()
     for r in runs:
+        key = (r["variant"], r["concurrency"])
         pts = [(n, v) for i, n in enumerate(r["running_before_create"])
                if (v := value(r, i)) is not None]
+        # one colour and one legend entry per variant and C, whatever the repetitions
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, alpha=0.75,
-                   label=f"{r['variant']} (C={r['concurrency']})")
+                   color=f"C{keys.index(key) % 10}",
+                   label=None if key in labelled else f"{key[0]} (C={key[1]})")
+        labelled.add(key)
     ax.set_xlabel("domains already running when the create started")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
