@@ -43,10 +43,11 @@ def test_bench_reports_runs_under_the_same_variant_strings(monkeypatch: pytest.M
     seen: list[tuple[str, str, bool]] = []
 
     def run_variant(staged: Any, params: Any, options: VMOptions, progress: Any,
-                    name: str) -> list[dict[str, Any]]:
+                    name: str, repeat: int) -> list[dict[str, Any]]:
         seen.append((staged.name, name, options.xs_cache))
         return [{"variant": name, "xs_cache": options.xs_cache, "concurrency": 1,
-                 "guests": 1, "makespan_s": 1.0}]
+                 "guests": 1, "makespan_s": 1.0, "create_s": [0.5], "console_ok": 1,
+                 "repeat": repeat}]
 
     monkeypatch.setattr(bench, "run_variant", run_variant)
     monkeypatch.setattr(bench, "plot", lambda runs, path: None)

@@ -42,6 +42,18 @@ XS_CACHE_LOG = "/var/log/xen/xenstore-cache.log"
 XS_CACHE_READY = "/run/xenstore-cache.ready"
 XS_CACHE_START_S = 30.0
 
-#: scrub_dom0 --fill: ballast on the guests' node only, or on every node.
+#: How the storm driver (dom0bench) creates and destroys domains: pyxen
+#: (libxl in-process, threads) or unmodified xl processes.
+STORM_DRIVERS = ("pyxen", "xl")
+STORM_DRIVER_DEFAULT = "pyxen"
+
+#: The least memory a benchmark's tiny guest is given.
+MIN_GUEST_MIB = 4
+
+#: The scrub driver's fill: ballast on the guests' node only, or on every node.
 SCRUB_FILLS = ("node", "host")
 SCRUB_FILL_DEFAULT = "host"
+#: Its gaps between death and birth (s), their bound, and its guest sizes (MiB).
+SCRUB_GAPS_DEFAULT = (0.0, 0.5, 2.0, 5.0)
+SCRUB_MAX_GAP_S = 600.0
+SCRUB_SIZES_DEFAULT = (64, 256, 512, 1024)

@@ -1,7 +1,8 @@
 """The boot-storm benchmark's dom0 side: create N tiny guests with at most C
 creates in flight, check each printed its console line, destroy them, and
 write what was measured as JSON.  Run by the host as
-``python -m pyxen.lab.dom0.dom0bench ...`` inside the lab's dom0.
+``python -m pyxen.lab.dom0.dom0bench --request JSON`` inside the lab's dom0,
+JSON a pyxen.lab.contract.requests.StormRequest.
 
 The storm runs twice.  The lab's xenstored keeps a request trace (``-T``),
 from which Xenstore requests are counted; but 4.17's trace costs xenstored
@@ -15,7 +16,6 @@ second, traced, only counts requests; ``traced`` keeps that storm's times.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -33,6 +33,7 @@ from pyxen.config import DomainConfig
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.requests import StormRequest, parse_request
 from pyxen.lab.contract.xenprof import GLOBAL_LOCKS, domctl_retries_per_op
 from pyxen.lab.dom0 import xl
 from pyxen.lab.dom0.proccpu import CpuSampler
@@ -128,6 +129,7 @@ class PyxenDriver:
         return self.host.free_memory_mib()
 
 
+#: The drivers by name (the contract's STORM_DRIVERS, which StormRequest checks).
 DRIVERS: dict[str, Callable[[], Driver]] = {"pyxen": PyxenDriver, "xl": XlDriver}
 
 
@@ -501,17 +503,10 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyxen.lab.dom0.dom0bench")
-    ap.add_argument("--guests", type=int, required=True)
-    ap.add_argument("--concurrency", type=int, required=True)
-    ap.add_argument("--kernel", type=Path, required=True)
-    ap.add_argument("--memory", type=int, default=16)
-    ap.add_argument("--prefix", default="bench-")
-    ap.add_argument("--driver", choices=sorted(DRIVERS), default="pyxen")
-    args = ap.parse_args(argv)
+    req = parse_request(StormRequest, argv, prog="pyxen.lab.dom0.dom0bench")
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
-    result = run(args.guests, args.concurrency, args.kernel, args.memory, args.prefix,
-                 Path("/tmp/pyxen-bench"), out, DRIVERS[args.driver]())
+    result = run(req.guests, req.concurrency, req.kernel, req.memory_mib, req.prefix,
+                 Path("/tmp/pyxen-bench"), out, DRIVERS[req.driver]())
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return 0 if not result["errors"] and not result["leftover_domains"] else 1
 

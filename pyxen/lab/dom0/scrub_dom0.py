@@ -1,21 +1,24 @@
 """dom0 side of the "birth after death under load" benchmark (the per-node
-scrub workers and their sysctl).
+scrub workers and their sysctl).  Run by the host as
+``python -m pyxen.lab.dom0.scrub_dom0 --request JSON``, JSON a
+pyxen.lab.contract.requests.ScrubRequest, whose fields are named below.
 
-Every pCPU runs a spinning tiny guest (``--spinners-per-cpu``), and ballast
-guests fill the host (``--fill host``: node 1 but for the guest's size, every
+Every pCPU runs a spinning tiny guest (``spinners_per_cpu``), and ballast
+guests fill the host (``fill="host"``: node 1 but for the guest's size, every
 other node but a margin), so a birth has no memory but the dead guest's pages,
-as on a densely packed host.  ``--fill node`` fills node 1 only; then Xen
+as on a densely packed host.  ``fill="node"`` fills node 1 only; then Xen
 (stock and patched alike) takes clean pages from another node before dirty
 local ones, and the birth pays in remote memory rather than scrubbing.  For
-each gap G (``--reps`` times, interleaved): a guest of ``--guest-mib`` on NUMA
-node 1 is destroyed, G seconds pass, and a guest of the same size is created
-on node 1.  Recorded: destroy and create time and dom0's CPU time for each,
-the spinners' CPU throughput during the gap, node 1's dirty pages before and
-after the create, which node the new guest's pages came from,
+each gap G of ``gaps`` (``reps`` times, interleaved): a guest of ``guest_mib``
+on NUMA node 1 is destroyed, G seconds pass, and a guest of the same size is
+created on node 1.  Recorded: destroy and create time and dom0's CPU time for
+each, the spinners' CPU throughput during the gap, node 1's dirty pages before
+and after the create, which node the new guest's pages came from,
 and -- where the hypervisor has XEN_SYSCTL_scrub_op -- who scrubbed the dead
 guest's pages (the node's worker, its CPUs, other nodes' CPUs, or the
-allocation).  Then, per guest size, destroy time and the time until the dead
-guest's memory is clean.
+allocation).  Then, per guest size of ``sizes`` (``size_reps`` times), destroy
+time and the time until the dead guest's memory is clean (up to
+``clean_timeout`` s).
 
 Dirty pages come from XEN_SYSCTL_scrub_op on a patched Xen; a stock Xen has
 no such sysctl, and there its heap dump (debug key 'H': "Node N has P
@@ -26,7 +29,6 @@ measured the same way.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -39,8 +41,8 @@ from typing import Any
 from pyxen.config import DomainConfig
 from pyxen.host import Domain, Host
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.args import positive_int
 from pyxen.lab.contract.heapdump import PAGE_SHIFT, dma_free_by_node, unscrubbed_by_node
+from pyxen.lab.contract.requests import ScrubRequest, parse_request
 from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenctrl import ScrubNodeStats, scrub_supported
 
@@ -274,52 +276,33 @@ class Bench:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyxen.lab.dom0.scrub_dom0")
-    ap.add_argument("--kernel", type=Path, required=True)
-    ap.add_argument("--gaps", default="0,0.5,2,5")
-    ap.add_argument("--guest-mib", type=int, default=512)
-    ap.add_argument("--sizes", default="64,256,512,1024")
-    ap.add_argument("--clean-timeout", type=float, default=60.0)
-    ap.add_argument("--prefix", default="bad-")
-    ap.add_argument("--spinners-per-cpu", type=int, default=1,
-                    help="spinning guests per pCPU")
-    ap.add_argument("--fill", choices=FILLS, default=protocol.SCRUB_FILL_DEFAULT,
-                    help="ballast on the guests' node only, or on every node")
-    ap.add_argument("--dma-bits", type=int,
-                    help="Xen's DMA width (its boot log), to leave the DMA pool out of the fill")
-    ap.add_argument("--reps", type=positive_int, default=1,
-                    help="repetitions of every gap, interleaved (G1 G2 .. G1 G2 ..)")
-    ap.add_argument("--size-reps", type=positive_int, default=1,
-                    help="repetitions of every size, interleaved (S1 S2 .. S1 S2 ..)")
-    args = ap.parse_args(argv)
-    gaps = [float(g) for g in args.gaps.split(",")]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    req = parse_request(ScrubRequest, argv, prog="pyxen.lab.dom0.scrub_dom0")
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
     # Nothing here counts Xenstore requests: time Xen without the trace's cost.
     with xs_trace_off(), Host() as host:
-        bench = Bench(host, args.kernel, args.prefix, args.clean_timeout)
+        bench = Bench(host, req.kernel, req.prefix, req.clean_timeout)
         try:
             pcpus = host.physinfo().nr_cpus
-            bench.start_spinners(pcpus * args.spinners_per_cpu)
+            bench.start_spinners(pcpus * req.spinners_per_cpu)
             policy = host.scrub_state() if bench.dirty.counters else None
             result: dict[str, Any] = {
                 "pcpus": pcpus,
-                "spinners": pcpus * args.spinners_per_cpu,
+                "spinners": pcpus * req.spinners_per_cpu,
                 "scrub_counters": bench.dirty.counters,
                 "scrub_policy": None if policy is None else {
                     "policy": policy.policy.value, "budget_us": policy.budget_us,
                     "period_us": policy.period_us},
-                "clean_timeout_s": args.clean_timeout,
+                "clean_timeout_s": req.clean_timeout,
                 "xenstored_trace": False,
                 "size_runs": [bench.size_run(s, rep)
-                              for rep in range(args.size_reps) for s in sizes],
+                              for rep in range(req.size_reps) for s in req.sizes],
             }
-            result["fill"] = args.fill
-            result["dma_bits"] = args.dma_bits
-            result["ballast_mib_by_node"] = bench.fill(args.guest_mib, args.fill, args.dma_bits)
+            result["fill"] = req.fill
+            result["dma_bits"] = req.dma_bits
+            result["ballast_mib_by_node"] = bench.fill(req.guest_mib, req.fill, req.dma_bits)
             result["ballast_mib"] = sum(result["ballast_mib_by_node"].values())
-            result["gap_runs"] = [bench.gap_run(g, args.guest_mib, rep)
-                                  for rep in range(args.reps) for g in gaps]
+            result["gap_runs"] = [bench.gap_run(g, req.guest_mib, rep)
+                                  for rep in range(req.reps) for g in req.gaps]
             result["destroy_retries"] = bench.destroy_retries
             result["destroy_errors"] = bench.destroy_errors
         finally:

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.requests import StormRequest
 from pyxen.lab.contract.xenprof import domctl_retries_per_op
 from pyxen.lab.host import paths, variants
 from pyxen.lab.host.progress import console
@@ -38,7 +39,7 @@ class BenchParams:
     guests: int
     concurrency: tuple[int, ...]
     memory_mib: int = 16
-    driver: str = "pyxen"   # pyxen (libxl in-process, threads) or xl (processes)
+    driver: str = protocol.STORM_DRIVER_DEFAULT  # protocol.STORM_DRIVERS
     repeat: int = 1         # rounds of every variant's storms, one boot each
 
     def validate(self) -> None:
@@ -51,12 +52,16 @@ class BenchParams:
                 raise ValueError(f"--concurrency must be >= 1, got {c}")
             if c > self.guests:
                 raise ValueError(f"--concurrency ({c}) exceeds --guests ({self.guests})")
-        if self.memory_mib < 4:
-            raise ValueError(f"guest memory must be >= 4 MiB, got {self.memory_mib}")
         if self.repeat < 1:
             raise ValueError(f"--repeat must be >= 1, got {self.repeat}")
-        if self.driver not in ("pyxen", "xl"):
-            raise ValueError(f"driver must be pyxen or xl, got {self.driver!r}")
+        # The rest is the storm requests' to check (memory, driver).
+        self.request(self.concurrency[0], Path("/"))
+
+    def request(self, concurrency: int, kernel: Path) -> StormRequest:
+        """What dom0bench is asked for the storm at ``concurrency``."""
+        return StormRequest(guests=self.guests, concurrency=concurrency, kernel=kernel,
+                            memory_mib=self.memory_mib, driver=self.driver,
+                            prefix=f"bench-c{concurrency}-")
 
 
 def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
@@ -65,7 +70,7 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
     """Boot one variant and run one storm per concurrency in its dom0 (each
     starts from its own baseline); the bench.json run records, marked with
     the repetition ``repeat``."""
-    guest = paths.tinyguest_path()
+    guest = paths.tinyguest_path().absolute()
     if not guest.exists():
         raise LabError(f"tiny guest not built ({guest}): run \"pip install '.[lab]'\"")
     name = name or staged.variant.name
@@ -84,10 +89,9 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
                     return
                 progress.update(task, completed=base + p["done"])
 
+            req = params.request(conc, guest)
             res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.dom0bench",
-                            "--guests", str(params.guests), "--concurrency", str(conc),
-                            "--kernel", str(guest), "--memory", str(params.memory_mib),
-                            "--driver", params.driver, "--prefix", f"bench-c{conc}-"],
+                            "--request", req.to_json()],
                            timeout=600 + 120 * params.guests, on_poll=poll)
             result_file = res.files / "result.json"
             if not result_file.exists():

@@ -13,21 +13,12 @@ from types import FrameType
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.args import positive_int
+from pyxen.lab.contract.args import number_list, positive_int, positive_int_list
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.host import hostdeps, sources, variants
 from pyxen.lab.host.vm_options import VMOptions
 
 log = logging.getLogger("pyxen.lab")
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    values = []
-    for part in text.split(","):
-        values.append(positive_int(part.strip()))
-    if len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"value listed twice in {text!r}")
-    return tuple(values)
 
 
 def _variant_list(text: str) -> list[variants.RunVariant]:
@@ -160,15 +151,11 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
     if with_proxy:
         ap.error(f"scrubbench runs no Xenstore proxy: drop {', '.join(with_proxy)} "
                  "from --variants")
-    try:
-        gaps = [float(g) for g in args.gaps.split(",")]
-    except ValueError:
-        ap.error(f"--gaps must be a comma-separated list of seconds, got {args.gaps!r}")
-    if any(not 0 <= g <= 600 for g in gaps):
-        ap.error(f"--gaps values must be 0..600 seconds, got {args.gaps!r}")
-    if args.clean_timeout <= 0:
-        ap.error("--clean-timeout must be > 0")
-    from pyxen.lab.host.scrubbench import SCRUB_VM, run_scrub_bench
+    from pyxen.lab.host.scrubbench import SCRUB_VM, ScrubParams, run_scrub_bench
+    params = ScrubParams(gaps=args.gaps, guest_mib=args.guest_memory, sizes=args.sizes,
+                         clean_timeout=args.clean_timeout, reps=args.reps,
+                         size_reps=args.size_reps, fill=args.fill)
+    params.validate()
     options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
                                   memory_mib=args.memory or SCRUB_VM.memory_mib)
     try:
@@ -178,10 +165,7 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
     hostdeps.check()
     source = _source(args)
     resolved = [variants.resolve(v.build, args.series, source=source) for v in args.variants]
-    run_scrub_bench(resolved, args.out, ",".join(str(g) for g in gaps),
-                    args.guest_memory, ",".join(str(s) for s in args.sizes),
-                    args.clean_timeout, args.reps, args.fill, options,
-                    args.size_reps)
+    run_scrub_bench(resolved, params, options, args.out)
     return 0
 
 
@@ -220,10 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="boot-storm benchmark: stock vs variants in one run")
     p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
     p.add_argument("--guests", type=positive_int, default=16)
-    p.add_argument("--concurrency", type=_int_list, default=(4,),
+    p.add_argument("--concurrency", type=positive_int_list, default=(4,),
                    help="creates in flight; a list (1,2,4,8) runs one storm for each")
     p.add_argument("--guest-memory", type=positive_int, default=16, metavar="MIB")
-    p.add_argument("--driver", choices=("pyxen", "xl"), default="pyxen",
+    p.add_argument("--driver", choices=protocol.STORM_DRIVERS,
+                   default=protocol.STORM_DRIVER_DEFAULT,
                    help="create/destroy through pyxen (libxl in-process, threads; default) "
                         "or unmodified xl processes")
     p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
@@ -246,9 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scrubbench", help="birth after death under load (NUMA-local "
                                           "scrubbing): stock vs variants, 4 pCPUs on 2 nodes")
     p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
-    p.add_argument("--gaps", default="0,0.5,2,5", help="seconds between death and birth")
+    p.add_argument("--gaps", type=number_list, default=protocol.SCRUB_GAPS_DEFAULT,
+                   help="seconds between death and birth, comma-separated "
+                        f"(each 0..{protocol.SCRUB_MAX_GAP_S:g})")
     p.add_argument("--guest-memory", type=positive_int, default=512, metavar="MIB")
-    p.add_argument("--sizes", type=_int_list, default=(64, 256, 512, 1024),
+    p.add_argument("--sizes", type=positive_int_list, default=protocol.SCRUB_SIZES_DEFAULT,
                    help="guest sizes (MiB) for destroy time and time to clean")
     p.add_argument("--clean-timeout", type=float, default=60.0, metavar="S")
     p.add_argument("--reps", type=positive_int, default=1,

@@ -10,12 +10,14 @@ import logging
 import math
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.heapdump import dma_width
+from pyxen.lab.contract.requests import ScrubRequest
 from pyxen.lab.host import paths
 from pyxen.lab.host.progress import console, step
 from pyxen.lab.host.provenance import describe_build
@@ -27,6 +29,32 @@ log = logging.getLogger(__name__)
 
 #: The machine the benchmark needs: 4 pCPUs over 2 NUMA nodes, 2 GiB each.
 SCRUB_VM = VMOptions(cpus=4, memory_mib=4096, numa_nodes=2)
+
+
+@dataclass(frozen=True)
+class ScrubParams:
+    """What the user chooses of a birth-after-death run (``python -m
+    pyxen.lab scrubbench``); each variant's run sends them to dom0 as a
+    ScrubRequest (see there what each means)."""
+
+    gaps: tuple[float, ...] = protocol.SCRUB_GAPS_DEFAULT
+    guest_mib: int = 512
+    sizes: tuple[int, ...] = protocol.SCRUB_SIZES_DEFAULT
+    clean_timeout: float = 60.0
+    reps: int = 1
+    size_reps: int = 1
+    fill: str = protocol.SCRUB_FILL_DEFAULT
+
+    def request(self, kernel: Path, dma_bits: int | None) -> ScrubRequest:
+        """What scrub_dom0 is asked, on a Xen of DMA width ``dma_bits``."""
+        return ScrubRequest(kernel=kernel, gaps=self.gaps, guest_mib=self.guest_mib,
+                            sizes=self.sizes, clean_timeout=self.clean_timeout,
+                            fill=self.fill, dma_bits=dma_bits, reps=self.reps,
+                            size_reps=self.size_reps)
+
+    def validate(self) -> None:
+        """ValueError naming a bad field: the request checks every one."""
+        self.request(Path("/"), None)
 
 
 #: Per-run numbers of a gap run that the per-gap summary gives as a median,
@@ -156,20 +184,15 @@ def _x(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
 
 
-def run_variant(variant: Variant, options: VMOptions, gaps: str, guest_mib: int,
-                sizes: str, clean_timeout: float, reps: int = 1,
-                fill: str = protocol.SCRUB_FILL_DEFAULT, size_reps: int = 1) -> dict[str, Any]:
+def run_variant(variant: Variant, options: VMOptions, params: ScrubParams) -> dict[str, Any]:
     name = variant.name
     staged = build(variant)
-    guest = paths.tinyguest_path()
+    guest = paths.tinyguest_path().absolute()
     with step(f"birth after death on {name}"), Dom0(staged, options) as dom0:
-        dma_bits = dma_width(dom0.serial_log.read_text(errors="replace"))
-        res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.dom0.scrub_dom0", "--kernel", str(guest),
-                        "--gaps", gaps, "--guest-mib", str(guest_mib), "--sizes", sizes,
-                        "--clean-timeout", str(clean_timeout), "--reps", str(reps),
-                        "--size-reps", str(size_reps), "--fill", fill]
-                       + ([] if dma_bits is None else ["--dma-bits", str(dma_bits)]),
-                       timeout=3600 * (reps + size_reps))
+        req = params.request(guest, dma_width(dom0.serial_log.read_text(errors="replace")))
+        res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.dom0.scrub_dom0",
+                        "--request", req.to_json()],
+                       timeout=3600 * (params.reps + params.size_reps))
     result_file = res.files / "result.json"
     if res.returncode != 0 or not result_file.exists():
         raise LabError(f"birth-after-death benchmark failed on {name} ({res.returncode}):\n"
@@ -244,24 +267,16 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_scrub_bench(resolved: list[Variant], out_dir: Path, gaps: str = "0,0.5,2,5",
-                    guest_mib: int = 512, sizes: str = "64,256,512,1024",
-                    clean_timeout: float = 60.0, reps: int = 1,
-                    fill: str = protocol.SCRUB_FILL_DEFAULT,
-                    options: VMOptions = SCRUB_VM, size_reps: int = 1) -> dict[str, Any]:
+def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOptions,
+                    out_dir: Path) -> dict[str, Any]:
+    """Run the variants (the caller resolved them all: a bad series fails
+    before any run), add the ``birth_after_death`` section to ``out_dir``'s
+    bench.json (a new one when there is none), plot, print the figures."""
+    params.validate()
     options.validate()
     if options.numa_nodes < 2:
         raise ValueError("the birth-after-death benchmark needs --numa-nodes 2 or more")
-    if reps < 1:
-        raise ValueError(f"reps must be >= 1, got {reps}")
-    if size_reps < 1:
-        raise ValueError(f"size_reps must be >= 1, got {size_reps}")
-    if fill not in protocol.SCRUB_FILLS:
-        raise ValueError(f"fill must be one of {protocol.SCRUB_FILLS}, got {fill!r}")
-    # The caller resolves every variant first: a bad series fails before any run.
-    runs = [run_variant(v, options, gaps, guest_mib, sizes, clean_timeout, reps, fill,
-                        size_reps)
-            for v in resolved]
+    runs = [run_variant(v, options, params) for v in resolved]
     out_dir.mkdir(parents=True, exist_ok=True)
     bench_json = out_dir / "bench.json"
     doc: dict[str, Any] = json.loads(bench_json.read_text()) if bench_json.exists() else {}
