@@ -57,6 +57,7 @@ def test_bench_reports_runs_under_the_same_variant_strings(monkeypatch: pytest.M
     assert seen == [("stock", "stock", False), ("stock", "stock+cache", True),
                     ("patched", "patched+cache", True)]
     doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["format"] == 2                       # pyxen.lab.host.benchfile.BENCH_FORMAT
     assert [(r["variant"], r["xs_cache"]) for r in doc["runs"]] == [
         ("stock", False), ("stock+cache", True), ("patched+cache", True)]
     assert doc["notes"] == ["note: 'patched+cache' is identical to stock (its series is "

@@ -22,6 +22,7 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import StormRequest
 from pyxen.lab.contract.xenprof import domctl_retries_per_op
 from pyxen.lab.host import paths, variants
+from pyxen.lab.host.benchfile import BENCH_FORMAT, load_bench
 from pyxen.lab.host.progress import console
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.sources import XenSource
@@ -415,6 +416,7 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
                                         progress, name=v.name, repeat=rep))
     out_dir.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
+        "format": BENCH_FORMAT,
         "runs": runs,
         "summary": [row.as_json() for row in summarise(
             runs, lambda r: _retries_per_op(r, "create"))],
@@ -436,15 +438,9 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
 def replot(bench_json: Path, out: Path | None = None, wide: bool = False) -> Path:
     """Redraw a saved run's plot (``bench.png`` next to it unless ``out``)
     and print its table (``wide``: all its columns): for runs saved before a
-    panel existed."""
-    try:
-        doc = json.loads(bench_json.read_text())
-    except (OSError, ValueError) as exc:
-        raise LabError(f"cannot read benchmark results {bench_json}: {exc}") from exc
-    runs = doc.get("runs") if isinstance(doc, dict) else None
-    if not isinstance(runs, list) or not runs:
-        raise LabError(f"{bench_json} holds no benchmark runs (no 'runs' list): "
-                       "is it a bench.json from 'python -m pyxen.lab bench'?")
+    panel existed (any bench.json format this pyxen reads: benchfile)."""
+    doc = load_bench(bench_json)
+    runs = doc["runs"]
     target = out or bench_json.with_name("bench.png")
     plot(runs, target)
     print_summary(runs, list(doc.get("notes", [])), wide)

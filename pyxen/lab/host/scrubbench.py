@@ -19,6 +19,7 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.heapdump import dma_width
 from pyxen.lab.contract.requests import ScrubRequest
 from pyxen.lab.host import paths
+from pyxen.lab.host.benchfile import BENCH_FORMAT, load_bench
 from pyxen.lab.host.progress import console, step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
@@ -276,10 +277,13 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
     options.validate()
     if options.numa_nodes < 2:
         raise ValueError("the birth-after-death benchmark needs --numa-nodes 2 or more")
+    bench_json = out_dir / "bench.json"
+    if bench_json.exists():   # a saved file it cannot extend fails before the runs
+        load_bench(bench_json, require_runs=False)
     runs = [run_variant(v, options, params) for v in resolved]
     out_dir.mkdir(parents=True, exist_ok=True)
-    bench_json = out_dir / "bench.json"
-    doc: dict[str, Any] = json.loads(bench_json.read_text()) if bench_json.exists() else {}
+    doc: dict[str, Any] = (load_bench(bench_json, require_runs=False) if bench_json.exists()
+                           else {"format": BENCH_FORMAT})
     doc["birth_after_death"] = {
         "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
                "numa_nodes": options.numa_nodes, "dom0_mem_mib": options.dom0_mem_mib,
