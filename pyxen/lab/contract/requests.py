@@ -12,11 +12,9 @@ The JSON carries ``"format"`` (REQUEST_FORMAT) and ``"kind"`` (which
 driver), and every field: ``from_json`` rejects another format, another
 kind, a missing, unknown or mistyped field, each with its own message
 (host and dom0 run the same pyxen, so a mismatch is a bug, not an old file).
-By hand, in the lab's dom0::
-
-    python -m pyxen.lab.dom0.scrub_dom0 --request "$(python -c 'from pathlib import Path;
-        from pyxen.lab.contract.requests import ScrubRequest;
-        print(ScrubRequest(Path("/path/to/tinyguest"), reps=3).to_json())')"
+By hand, in the lab's dom0: print
+``ScrubRequest(Path("/path/to/tinyguest"), reps=3).to_json()`` and pass it as
+``--request``, quoted for the shell.
 """
 
 from __future__ import annotations
