@@ -126,6 +126,26 @@ def test_the_benchmark_switches_xenstored_s_trace_off_and_on(dom0: Dom0) -> None
     assert res.stdout.split() == ["0", "2"], res.stdout + res.stderr
 
 
+def test_a_small_storm_runs_through_the_drivers_request(dom0: Dom0) -> None:
+    """The host's storm request reaches dom0bench in dom0 and its result
+    comes back whole: the path ``python -m pyxen.lab bench`` takes, on two
+    guests."""
+    from pyxen.lab.contract.requests import StormRequest
+    from pyxen.lab.host.bench import run_storm
+
+    before = free_memory(dom0)
+    req = StormRequest(guests=2, concurrency=2, kernel=paths.tinyguest_path().absolute(),
+                       prefix="ci-storm-")
+    result = run_storm(dom0, req)
+    assert result["errors"] == [], result["errors"]
+    assert result["guests"] == 2 and result["concurrency"] == 2
+    assert result["console_ok"] == 2
+    assert len(result["create_s"]) == 2 and all(t is not None for t in result["create_s"])
+    assert result["xs_requests_per_create"] and result["xs_requests_per_create"] > 0
+    assert result["leftover_domains"] == []
+    wait_until(lambda: free_memory(dom0) == before, 30, "free memory back to the baseline")
+
+
 def test_a_command_past_its_timeout_kills_the_vm() -> None:
     vm = _stock_vm()
     with pytest.raises(Dom0Timeout, match="sleep"), vm:

@@ -65,6 +65,22 @@ class BenchParams:
                             prefix=f"bench-c{concurrency}-")
 
 
+def run_storm(dom0: Dom0, request: StormRequest,
+              on_poll: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """One storm in a booted dom0 through pyxen.lab.dom0.dom0bench: its
+    result.json (``on_poll`` sees the command's output directory while it
+    runs)."""
+    res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.dom0bench",
+                    "--request", request.to_json()],
+                   timeout=600 + 120 * request.guests, on_poll=on_poll)
+    result_file = res.files / "result.json"
+    if not result_file.exists():
+        raise LabError(f"benchmark in dom0 failed ({res.returncode}):\n"
+                       f"{res.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    return result
+
+
 def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
                 progress: Progress, name: str | None = None,
                 repeat: int = 0) -> list[dict[str, Any]]:
@@ -90,15 +106,7 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
                     return
                 progress.update(task, completed=base + p["done"])
 
-            req = params.request(conc, guest)
-            res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.dom0bench",
-                            "--request", req.to_json()],
-                           timeout=600 + 120 * params.guests, on_poll=poll)
-            result_file = res.files / "result.json"
-            if not result_file.exists():
-                raise LabError(f"benchmark in dom0 failed ({res.returncode}):\n"
-                               f"{res.stderr[-3000:]}")
-            result: dict[str, Any] = json.loads(result_file.read_text())
+            result = run_storm(dom0, params.request(conc, guest), poll)
             progress.update(task, completed=total)
             if result["errors"]:
                 log.warning("%s C=%d: %d errors, first: %s", name, conc,
