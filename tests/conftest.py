@@ -27,9 +27,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--xen", choices=("lab", "host"), default="lab",
         help="where tests marked 'xen' run: 'lab' (default) boots nested Xen and runs "
              "them in its dom0; 'host' runs them here, in the dom0 of a real Xen host")
+    parser.addoption(
+        "--scheduled", action="store_true",
+        default=os.environ.get("PYXEN_SCHEDULED") == "1",
+        help="also run tests marked 'scheduled' (boots that repeat what another boot "
+             "covers; for scheduled runs, not every CI run; or PYXEN_SCHEDULED=1)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--scheduled"):
+        later = pytest.mark.skip(reason="scheduled runs only (--scheduled or "
+                                        "PYXEN_SCHEDULED=1): another boot covers it")
+        for item in items:
+            if "scheduled" in item.keywords:
+                item.add_marker(later)
     if config.getoption("--xen") == "host":
         return
     def skip(runner: str) -> pytest.MarkDecorator:
