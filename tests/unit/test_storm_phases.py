@@ -238,3 +238,18 @@ def test_the_accounting_divides_by_the_creates_that_succeeded(tmp_path):
     assert r["xs_requests_each"] == [14, 10, 18, None]
     assert r["xs_reads_each"] == [10, 10, 10, None]
     assert r["errors"] == ["create g-3: boom"]
+
+
+def test_destroying_a_guest_whose_create_failed_is_an_error_not_a_crash():
+    """A create that failed leaves no domid: its destroy is recorded as an
+    error of the storm (LabError), where it used to end the whole run with a
+    KeyError and no result.json."""
+    import threading
+
+    from pyxen.lab.contract.errors import LabError
+    from pyxen.lab.dom0.dom0bench import PyxenDriver
+
+    driver = object.__new__(PyxenDriver)
+    driver.domids, driver.lock = {}, threading.Lock()
+    with pytest.raises(LabError, match="bench-0 was not created"):
+        driver.destroy("bench-0")

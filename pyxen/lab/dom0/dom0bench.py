@@ -119,7 +119,9 @@ class PyxenDriver:
 
     def destroy(self, name: str) -> None:
         with self.lock:
-            domid = self.domids.pop(name)
+            domid = self.domids.pop(name, None)
+        if domid is None:   # its create failed (recorded then): an error, not a crash
+            raise LabError(f"{name} was not created: nothing to destroy")
         self.host.xl.destroy(domid)
 
     def names(self) -> set[str]:
