@@ -244,8 +244,10 @@ def test_a_foreign_name_too_long_to_index_does_not_block_creates(host, kernel, h
 def test_a_name_too_long_for_the_index_is_refused_cleanly(host, kernel, helpers, tmp_path):
     """With the name index, libxl refuses names whose index path would pass
     XENSTORE_ABS_PATH_MAX (3072 bytes: names over about 1.5 KiB), with an
-    error that says so, and leaves nothing behind; a name just under the
-    limit is accepted.  Through xl: pyxen itself allows 64 characters."""
+    error that says so, and leaves nothing behind.  Through xl: pyxen itself
+    allows 64 characters.  (A name just under the limit cannot be shown to
+    work through xl either: xl's monitor names its log file after the domain,
+    which fails past NAME_MAX and leaves the domain running.)"""
     xs = host.xenstore
     if not xs.exists("/libxl/names"):
         pytest.skip("this toolstack has no name index (stock libxl takes any name)")
@@ -266,13 +268,6 @@ def test_a_name_too_long_for_the_index_is_refused_cleanly(host, kernel, helpers,
     assert res.returncode != 0 and "is too long." in res.stderr, res.stderr
     assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 10)
     assert too_long.encode().hex() not in xs.directory("/libxl/names")
-    longest = helpers.PREFIX + "z" * (limit - len(helpers.PREFIX))
-    res = xl_create(longest)
-    assert res.returncode == 0, res.stderr
-    for d in host.domains():
-        if d.name == longest:
-            d.destroy()
-    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 30)
 
 
 def test_unknown_domains_raise_not_found(host):
