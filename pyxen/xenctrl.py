@@ -1,5 +1,5 @@
 """libxenctrl: domain info, host physical and NUMA info, pause/unpause/destroy,
-memory claims, the scrub policy and counters (XEN_SYSCTL_scrub_op, patched Xen
+memory claims, page offlining, the scrub policy and counters (XEN_SYSCTL_scrub_op, patched Xen
 only).  Every call releases the GIL (cffi does) so threads run in parallel."""
 
 from __future__ import annotations
@@ -151,6 +151,47 @@ def check_scrub_timing(budget_us: int, period_us: int) -> None:
         raise ValueError(f"period_us {period_us} exceeds the maximum {SCRUB_PERIOD_MAX_US}")
 
 
+class PageState(Enum):
+    """A machine page's state as XEN_SYSCTL_page_offline_op reports it."""
+
+    ONLINE = "online"
+    OFFLINE_PENDING = "offline-pending"  # in use: taken off when its owner frees it
+    OFFLINED = "offlined"
+
+
+@dataclass(frozen=True)
+class PageOffline:
+    """What offlining one page did: taken off the heap at once (``OFFLINED``),
+    or marked to be when its owner frees it (``OFFLINE_PENDING``, ``owner``
+    the domain that holds it)."""
+
+    state: PageState
+    owner: int | None
+    broken: bool
+
+
+def _offline_result(mfn: int, status: int) -> PageOffline:
+    code = status & lib.PG_OFFLINE_STATUS_MASK
+    broken = bool(status & lib.PG_OFFLINE_BROKEN)
+    if code == lib.PG_OFFLINE_OFFLINED:
+        return PageOffline(PageState.OFFLINED, None, broken)
+    if code == lib.PG_OFFLINE_PENDING:
+        owner = status >> lib.PG_OFFLINE_OWNER_SHIFT if status & lib.PG_OFFLINE_OWNED else None
+        return PageOffline(PageState.OFFLINE_PENDING, owner, broken)
+    if code == lib.PG_OFFLINE_AGAIN:   # a broken guest page: Xen crashed its owner
+        raise XenCtrlError("xc_mark_page_offline", errno.EAGAIN,
+                           f"page {mfn:#x} is broken and owned: its owner was crashed, "
+                           "offline it again once freed")
+    raise XenCtrlError("xc_mark_page_offline", None,
+                       f"page {mfn:#x}: unexpected offline status {status:#x}")
+
+
+def _mfn(mfn: int) -> int:
+    if not isinstance(mfn, int) or isinstance(mfn, bool) or not 0 <= mfn < 1 << 52:
+        raise ValueError(f"mfn must be a machine frame number (0 .. 2^52 - 1), got {mfn!r}")
+    return mfn
+
+
 def _info(d: Any) -> DomainInfo:
     flags = int(d.flags)
     shutdown = bool(flags & lib.XEN_DOMINF_shutdown)
@@ -265,6 +306,32 @@ class XenCtrl(NativeHandle):
         self._call("xc_cputopoinfo", n, topo)
         return [CpuTopology(i, int(topo[i].core), int(topo[i].socket), int(topo[i].node))
                 for i in range(int(n[0]))]
+
+    # -- page offlining (XEN_SYSCTL_page_offline_op) --------------------------
+    def offline_page(self, mfn: int) -> PageOffline:
+        """Take a machine page out of use, as for a failing memory cell.  A
+        free page leaves the heap at once; a page a domain holds is marked
+        and leaves the heap when that domain frees it.  Xen refuses its own
+        pages and dom0's (XenCtrlError, EPERM or EINVAL)."""
+        status = ffi.new("uint32_t *", 0)
+        self._call("xc_mark_page_offline", _mfn(mfn), mfn, status)
+        return _offline_result(mfn, int(status[0]))
+
+    def online_page(self, mfn: int) -> None:
+        """Give an offlined (or offline-pending) page back to use.  A broken
+        page cannot be (XenCtrlError, EINVAL)."""
+        status = ffi.new("uint32_t *", 0)
+        self._call("xc_mark_page_online", _mfn(mfn), mfn, status)
+
+    def page_state(self, mfn: int) -> PageState:
+        status = ffi.new("uint32_t *", 0)
+        self._call("xc_query_page_offline_status", _mfn(mfn), mfn, status)
+        bits = int(status[0])
+        if bits & lib.PG_OFFLINE_STATUS_OFFLINE_PENDING:
+            return PageState.OFFLINE_PENDING
+        if bits & lib.PG_OFFLINE_STATUS_OFFLINED:
+            return PageState.OFFLINED
+        return PageState.ONLINE
 
     # -- console --------------------------------------------------------------
     _CONSOLE_BYTES = 1 << 20

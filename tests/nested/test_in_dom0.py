@@ -38,7 +38,8 @@ def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
         if (stock.hypervisor_key, stock.tools_key) == (staged.hypervisor_key, staged.tools_key):
             pytest.skip("patched is identical to stock (patches/series is empty): "
                         "the stock run covers it")
-    env = {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis"}
+    # PYXEN_VARIANT: tests that show a stock defect the series fixes expect it on stock.
+    env = {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis", "PYXEN_VARIANT": variant}
     for var in ("HYPOTHESIS_PROFILE", "PYXEN_STATEFUL_EXAMPLES", "PYXEN_STRESS_CYCLES", "CI"):
         if var in os.environ:
             env[var] = os.environ[var]

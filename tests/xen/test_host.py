@@ -212,7 +212,8 @@ def _forget_in_name_index(xs, domid: int) -> None:
     its entry removed), as a domain named by another writer would be."""
     if not xs.exists("/libxl/names"):
         return
-    for key in xs.directory("/libxl/names-domains"):
+    records = xs.directory("/libxl/names-domains") if xs.exists("/libxl/names-domains") else []
+    for key in records:
         if key.startswith(f"{domid}-"):
             xs.rm(f"/libxl/names-domains/{key}")
     for entry in xs.directory("/libxl/names"):
