@@ -13,6 +13,8 @@ from pyxen._native import NativeHandle, check_xc, clear_message, ffi, lib, raise
 from pyxen.errors import XenCtrlError
 
 PAGE_SIZE = 4096
+#: Event channels of a bare domain (create_bare_domain), as libxl's default.
+_BARE_EVTCHN_PORTS = 1024
 _PAGES_PER_MIB = (1 << 20) // PAGE_SIZE
 
 
@@ -277,6 +279,25 @@ class XenCtrl(NativeHandle):
         if not isinstance(nr_pages, int) or nr_pages < 0:
             raise ValueError(f"nr_pages must be a non-negative integer, got {nr_pages!r}")
         self._call("xc_domain_claim_pages", _domid(domid), nr_pages)
+
+    def create_bare_domain(self, domid: int, max_vcpus: int = 1) -> int:
+        """XEN_DOMCTL_createdomain and nothing else: an empty PV domain (no
+        memory, no vCPU, no Xenstore entry) with ID ``domid``, for tests of
+        the hypervisor's creation path.  (An explicit ID only: how to ask for
+        any free one changed in Xen 4.21.)  Returns its ID; ``destroy``
+        removes it.  ``max_vcpus`` is passed as given, so that a test can
+        have Xen refuse it (0: EINVAL)."""
+        if not isinstance(max_vcpus, int) or isinstance(max_vcpus, bool) or max_vcpus < 0:
+            raise ValueError(f"max_vcpus must be a non-negative integer, got {max_vcpus!r}")
+        config = ffi.new("struct xen_domctl_createdomain *")
+        config.max_vcpus = max_vcpus
+        config.max_evtchn_port = _BARE_EVTCHN_PORTS - 1
+        config.max_grant_frames = -1     # Xen's defaults
+        config.max_maptrack_frames = -1
+        config.grant_opts = 1            # XEN_DOMCTL_GRANT_version(1)
+        new = ffi.new("uint32_t *", _domid(domid))
+        self._call("xc_domain_create", new, config)
+        return int(new[0])
 
     # -- host -----------------------------------------------------------------
     def physinfo(self) -> PhysInfo:

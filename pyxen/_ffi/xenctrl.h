@@ -67,6 +67,21 @@ int xc_domain_unpause(xc_interface *xch, uint32_t domid);
 int xc_domain_destroy(xc_interface *xch, uint32_t domid);
 int xc_domain_claim_pages(xc_interface *xch, uint32_t domid, unsigned long nr_pages);
 
+/* XEN_DOMCTL_createdomain alone (XenCtrl.create_bare_domain). */
+struct xen_domctl_createdomain {
+    uint32_t ssidref;
+    uint32_t flags;
+    uint32_t max_vcpus;
+    uint32_t max_evtchn_port;
+    int32_t max_grant_frames;
+    int32_t max_maptrack_frames;
+    uint32_t grant_opts;
+    uint32_t cpupool_id;
+    ...;
+};
+int xc_domain_create(xc_interface *xch, uint32_t *pdomid,
+                     struct xen_domctl_createdomain *config);
+
 /* XEN_SYSCTL_scrub_op through pyxen's shim (shim.c says why). */
 typedef struct {
     uint64_t dirty_pages;

@@ -66,6 +66,20 @@ def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return True
 
 
+PV_TYPE = 'type = "pv"'
+
+
+def pvh_config(pv_config: str) -> str:
+    """An xl config of a PV guest (DomainConfig.to_xl_config()) made PVH.
+    The tiny guest is a PV kernel (no PVH entry point), so a PVH build of it
+    fails when libxl loads the kernel: tests use it for what happens before
+    that (the lock file, the paging pool), under Xen's HVM support (SVM and
+    HAP under QEMU TCG)."""
+    if pv_config.count(PV_TYPE) != 1:
+        raise ValueError(f"not a PV xl config with one {PV_TYPE!r} line")
+    return pv_config.replace(PV_TYPE, 'type = "pvh"')
+
+
 @pytest.fixture(scope="session")
 def helpers() -> type[Helpers]:
     return Helpers
@@ -78,3 +92,4 @@ class Helpers:
     ours = staticmethod(ours)
     xenstore_leftovers = staticmethod(xenstore_leftovers)
     wait_for = staticmethod(wait_for)
+    pvh_config = staticmethod(pvh_config)

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,11 +233,13 @@ def _entries(path: Path) -> list[LockEntry]:
 class _Create:
     """``xl create`` of a tiny guest, in the background."""
 
-    def __init__(self, name: str, kernel: Path, tmp_path: Path) -> None:
+    def __init__(self, name: str, kernel: Path, tmp_path: Path,
+                 xl_config: Callable[[str], str] | None = None) -> None:
+        """``xl_config`` rewrites the PV guest's xl config (e.g. to PVH)."""
         self.name = name
         cfg = tmp_path / f"{name}.cfg"
-        cfg.write_text(DomainConfig(name=name, kernel=kernel,
-                                    memory_mib=SMALL_MIB).to_xl_config())
+        text = DomainConfig(name=name, kernel=kernel, memory_mib=SMALL_MIB).to_xl_config()
+        cfg.write_text(xl_config(text) if xl_config else text)
         self.err = tmp_path / f"{name}.stderr"
         with open(self.err, "w") as err:
             self.proc = subprocess.Popen(["xl", "create", "-q", str(cfg)],
@@ -418,4 +421,43 @@ def test_waiting_restore_holds_back_new_creates(autoballoon_host, kernel, helper
             os.close(fd)
         if restore is not None:
             restore.kill()
+        _cleanup(host, helpers, prefix, creates)
+
+
+def test_a_pvh_create_takes_the_lock_file_exclusive(autoballoon_host, kernel, helpers,
+                                                     tmp_path):
+    """A PVH build is only partly claimed (special pages and the paging pool
+    are allocated outside the claim), so patched xl still takes the lock file
+    exclusive for it: while a claim-mode create holds the lock shared (the
+    test holds byte 0 shared, as one does), a PVH create waits, asking for a
+    write lock.  The tiny guest is PV-only, so the PVH build itself fails
+    once it runs: what is checked is the wait, and that the failure leaves
+    no domain and no lock behind."""
+    host = autoballoon_host
+    lockfile = _xl_lockfile()
+    prefix = f"{helpers.PREFIX}lkp"
+    expect_lock = os.environ.get("PYXEN_EXPECT_XL_LOCK")
+    # Stock: the whole file, exclusive.  Patched: byte 0, exclusive (after
+    # the turnstile, byte 1, which nobody holds).
+    want = ("WRITE", 0, None) if expect_lock == "1" else ("WRITE", 0, 0)
+    creates: list[_Create] = []
+    fd = _open_lockfile(lockfile)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH, 1, 0)
+        pvh = _Create(f"{prefix}0", kernel, tmp_path, helpers.pvh_config)
+        creates.append(pvh)
+        pvh.assert_held_back(host, HELD_BACK_S, "a claim-mode create held the lock shared")
+        waiting = [e for e in _entries(lockfile) if e.waiting and e.pid != os.getpid()]
+        assert any((e.type, e.start, e.end) == want for e in waiting), \
+            f"the PVH create waits with {waiting}, expected a {want} request " \
+            f"(PYXEN_EXPECT_XL_LOCK={expect_lock})"
+        os.close(fd)
+        fd = -1
+        pvh.proc.wait(CREATE_S)
+        assert helpers.wait_for(lambda: not pvh.exists(host), 60.0), \
+            f"the failed PVH create left its domain:\n{pvh.stderr()}"
+        _assert_lock_unused(lockfile)
+    finally:
+        if fd >= 0:
+            os.close(fd)
         _cleanup(host, helpers, prefix, creates)

@@ -151,6 +151,34 @@ def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case):
             first.destroy()
 
 
+def test_a_paging_pool_that_does_not_fit_fails_for_memory(host, kernel, helpers, tmp_path):
+    """An HVM or PVH guest's paging pool is allocated before its memory
+    claim.  When it does not fit, the build fails with ERROR_NOMEM
+    (LIBXL_HAVE_CREATE_ERROR_NOMEM: xl's autoballoon frees memory and builds
+    again on it), not ERROR_FAIL as on stock libxl, and leaves no domain and
+    no Xenstore node.  A PVH guest asks for a pool (shadow_memory) larger
+    than Xen's free memory; the failure comes before the kernel is loaded,
+    so the tiny (PV) guest serves.  The runner says which toolstack this is
+    (``PYXEN_VARIANT``): stock reports ERROR_FAIL (-3)."""
+    name = helpers.PREFIX + "pool"
+    cfg = tmp_path / "pool.cfg"
+    pool_mib = host.free_memory_mib() + 256
+    cfg.write_text(helpers.pvh_config(DomainConfig(name, kernel).to_xl_config())
+                   + f"shadow_memory = {pool_mib}\n")
+    before = _children(host)
+    domids = {d.domid for d in host.xc.domains()}
+    res = subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert res.returncode != 0, f"a {pool_mib} MiB paging pool fitted:\n{res.stderr}"
+    assert "Failed to set paging mempool size" in res.stderr, res.stderr
+    want = -3 if os.environ.get("PYXEN_VARIANT") == "stock" else -5   # ERROR_FAIL, ERROR_NOMEM
+    assert f"cannot (re-)build domain: {want}" in res.stderr, res.stderr
+    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == domids, 30), \
+        "the failed create left its domain"
+    assert helpers.wait_for(lambda: not _new_nodes(before, _children(host)), 10), \
+        f"the failed create left {_new_nodes(before, _children(host))}"
+
+
 def test_failed_create_of_a_running_config_keeps_its_vm_directory(host, kernel, helpers,
                                                                   tmp_path):
     """``xl create`` of a running domain's configuration, with its fixed UUID,

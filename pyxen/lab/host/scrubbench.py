@@ -194,11 +194,7 @@ def run_variant(variant: Variant, options: VMOptions, params: ScrubParams) -> di
         res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.dom0.scrub_dom0",
                         "--request", req.to_json()],
                        timeout=3600 * (params.reps + params.size_reps))
-    result_file = res.files / "result.json"
-    if res.returncode != 0 or not result_file.exists():
-        raise LabError(f"birth-after-death benchmark failed on {name} ({res.returncode}):\n"
-                       f"{res.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(result_file.read_text())
+    result = res.json_file("result.json", f"the birth-after-death benchmark on {name}")
     result["sizes"] = summarize_sizes(result["size_runs"])
     result["gaps"] = summarize_gaps(result["gap_runs"])
     result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])

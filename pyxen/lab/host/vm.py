@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import pyxen
 from pyxen.lab.contract import protocol
@@ -112,6 +112,20 @@ class Dom0Result:
             raise LabError(f"dom0 command {self.argv!r} exited {self.returncode}:\n"
                            f"{self.stderr.strip()[-2000:]}")
         return self
+
+    def json_file(self, name: str, what: str,
+                  ok_codes: tuple[int, ...] = (0,)) -> dict[str, Any]:
+        """The JSON object the command handed back as ``name``; LabError
+        naming ``what`` (and the command's stderr) if it exited with a code
+        not in ``ok_codes`` or left no such file."""
+        path = self.files / name
+        if self.returncode not in ok_codes or not path.exists():
+            raise LabError(f"{what} failed in dom0 ({self.returncode}):\n"
+                           f"{self.stderr[-3000:]}")
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise LabError(f"{what}: {name} holds {type(data).__name__}, not an object")
+        return data
 
 
 class Dom0:
