@@ -15,6 +15,7 @@ from pyxen.lab.contract import protocol
 from pyxen.lab.contract.requests import ScrubRequest, StormRequest
 from pyxen.lab.dom0 import dom0bench
 from pyxen.lab.host import bench, cli, scrubbench
+from pyxen.lab.host.vm import Dom0Result
 from pyxen.lab.host.vm_options import VMOptions
 
 
@@ -36,12 +37,12 @@ class FakeDom0:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def run(self, argv: list[str], timeout: float, **kw: Any) -> SimpleNamespace:
+    def run(self, argv: list[str], timeout: float, **kw: Any) -> Dom0Result:
         self.argvs.append(argv)
         files = self.tmp / f"files{len(self.argvs)}"
         files.mkdir()
         (files / "result.json").write_text(json.dumps(self.result))
-        return SimpleNamespace(files=files, returncode=0, stderr="")
+        return Dom0Result(argv, 0, "", "", files, 0.0)
 
 
 def driver_args(argv: list[str], module: str) -> list[str]:
