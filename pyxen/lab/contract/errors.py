@@ -48,6 +48,10 @@ class BootError(LabError):
         super().__init__(f"{reason}\n--- serial log (tail) ---\n{serial_tail}")
 
 
+class BootTimeout(BootError):
+    """dom0 was not up within the boot timeout (a hang, not a failure)."""
+
+
 class Dom0Timeout(LabError):
     """A dom0 command ran past its timeout; the VM has been killed."""
 

@@ -18,7 +18,13 @@ from typing import Any, Self
 
 import pyxen
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.errors import BootError, Dom0Timeout, LabError, MissingHostPackage
+from pyxen.lab.contract.errors import (
+    BootError,
+    BootTimeout,
+    Dom0Timeout,
+    LabError,
+    MissingHostPackage,
+)
 from pyxen.lab.host import paths, sources
 from pyxen.lab.host.initramfs import build_initramfs
 from pyxen.lab.host.vm_options import DOM0_CMDLINE, VMOptions
@@ -94,6 +100,10 @@ def qemu_processes(run_dir: Path | str) -> list[int]:
         if QEMU in cmdline and str(run_dir) in cmdline:
             pids.append(int(proc.name))
     return pids
+
+
+#: Boots tried before a hang is reported (see Dom0.start).
+BOOT_ATTEMPTS = 2
 
 
 @dataclass
@@ -188,7 +198,28 @@ class Dom0:
                          self.xchg, self.serial_log)
 
     def start(self) -> None:
-        """Boot and wait until dom0's toolstack is up (BootError otherwise)."""
+        """Boot and wait until dom0's toolstack is up (BootError otherwise).
+
+        A boot that hangs (dom0 not up within the boot timeout, with no
+        failure seen) is tried again, BOOT_ATTEMPTS times in all: under QEMU
+        TCG, dom0's kernel now and then stops making progress early in its
+        boot, on stock builds as on patched ones.  The hung attempt's run
+        directory is kept beside the new one (``<run_dir>-hung<N>``)."""
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                return
+            except BootTimeout as exc:
+                self.kill()
+                if attempt == BOOT_ATTEMPTS:
+                    raise
+                hung = self.run_dir.with_name(f"{self.run_dir.name}-hung{attempt}")
+                shutil.rmtree(hung, ignore_errors=True)
+                self.run_dir.rename(hung)
+                log.warning("%s (boot attempt %d of %d): booting again; the hung boot "
+                            "is kept in %s", exc.reason, attempt, BOOT_ATTEMPTS, hung)
+
+    def _start_once(self) -> None:
         argv = self._prepare()
         log.debug("qemu: %s", " ".join(argv))
         (self.run_dir / "qemu.cmdline").write_text(" ".join(argv) + "\n")
@@ -210,8 +241,8 @@ class Dom0:
                 raise BootError(f"QEMU exited with status {self._proc.returncode} before "
                                 f"dom0 was up{': ' + err if err else ''}", self.serial_tail())
             if time.monotonic() > deadline:
-                raise BootError(f"dom0 not up after {self.options.boot_timeout_s:g} s",
-                                self.serial_tail())
+                raise BootTimeout(f"dom0 not up after {self.options.boot_timeout_s:g} s",
+                                  self.serial_tail())
             time.sleep(protocol.POLL_INTERVAL_S * 4)
 
     def serial_tail(self, lines: int = 40) -> str:
