@@ -188,10 +188,16 @@ def _offline_result(mfn: int, status: int) -> PageOffline:
                        f"page {mfn:#x}: unexpected offline status {status:#x}")
 
 
+def _below(value: int, limit: int, what: str) -> int:
+    """``value`` if an int (not a bool) in 0 .. limit - 1; else ValueError
+    saying ``what`` it must be."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < limit:
+        raise ValueError(f"{what}, got {value!r}")
+    return value
+
+
 def _mfn(mfn: int) -> int:
-    if not isinstance(mfn, int) or isinstance(mfn, bool) or not 0 <= mfn < 1 << 52:
-        raise ValueError(f"mfn must be a machine frame number (0 .. 2^52 - 1), got {mfn!r}")
-    return mfn
+    return _below(mfn, 1 << 52, "mfn must be a machine frame number (0 .. 2^52 - 1)")
 
 
 def _info(d: Any) -> DomainInfo:
@@ -217,9 +223,7 @@ def _info(d: Any) -> DomainInfo:
 
 
 def _domid(domid: int) -> int:
-    if not isinstance(domid, int) or isinstance(domid, bool) or not 0 <= domid < 0x7FF0:
-        raise ValueError(f"domid must be an integer 0..32751, got {domid!r}")
-    return domid
+    return _below(domid, 0x7FF0, "domid must be an integer 0..32751")
 
 
 class XenCtrl(NativeHandle):
@@ -370,6 +374,21 @@ class XenCtrl(NativeHandle):
         n = ffi.new("unsigned int *", self._CONSOLE_BYTES)
         self._call("xc_readconsolering", buf, n, int(clear), 0, ffi.NULL)
         return bytes(ffi.buffer(buf, int(n[0]))).decode(errors="replace")
+
+    #: What Xen's keyhandler prints before the heap dump of debug key 'H'.
+    _H_PRESSED = "'H' pressed"
+
+    def heap_dump(self) -> str:
+        """A fresh heap dump (debug key 'H', which Xen prints synchronously):
+        the console ring from its last "'H' pressed" line on.  The ring is
+        read, not cleared; pyxen.lab.contract.heapdump parses the text."""
+        self.send_debug_keys("H")
+        console = self.read_console()
+        start = console.rfind(self._H_PRESSED)
+        if start < 0:
+            raise XenCtrlError("xc_send_debug_keys", errno.ENODATA,
+                               "no 'H' heap dump in Xen's console ring")
+        return console[start:]
 
     # -- scrubbing (XEN_SYSCTL_scrub_op) ---------------------------------------
     @staticmethod

@@ -146,6 +146,23 @@ def test_a_small_storm_runs_through_the_drivers_request(dom0: Dom0) -> None:
     wait_until(lambda: free_memory(dom0) == before, 30, "free memory back to the baseline")
 
 
+def test_the_xenstore_latency_driver_runs_through_its_request(dom0: Dom0) -> None:
+    """The path ``python -m pyxen.lab xsbench`` takes, on a small run: the
+    idle connections are real (xenstored holds a descriptor for each) and
+    every read returns the node's value."""
+    from pyxen.lab.contract.requests import XsLatencyRequest
+    from pyxen.lab.host.xsbench import run_latency
+
+    result = run_latency(dom0, XsLatencyRequest(idle=(0, 16), reads=20, rounds=2))
+    assert result["errors"] == [], result["errors"]
+    points = result["points"]
+    assert [(p["round"], p["idle"]) for p in points] == [(0, 0), (0, 16), (1, 16), (1, 0)]
+    by = {(p["round"], p["idle"]): p for p in points}
+    assert by[0, 16]["xenstored_fds"] - by[0, 0]["xenstored_fds"] >= 16
+    assert by[1, 0]["xenstored_fds"] < by[1, 16]["xenstored_fds"]   # closed again
+    assert all(p["us_median"] > 0 and p["wrong_values"] == 0 for p in points)
+
+
 def test_a_command_past_its_timeout_kills_the_vm() -> None:
     vm = _stock_vm()
     with pytest.raises(Dom0Timeout, match="sleep"), vm:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.args import number_list, positive_int_list
 from pyxen.lab.contract.requests import (REQUEST_FORMAT, DriverRequest, ScrubRequest,
-                                         StormRequest, parse_request)
+                                         StormRequest, XsLatencyRequest, parse_request)
 
 KERNEL = Path("/srv/tinyguest")
 
@@ -46,7 +46,15 @@ scrub_requests = st.builds(
     size_reps=st.integers(1, 50))
 
 
-@given(st.one_of(storm_requests(), scrub_requests))
+xs_requests = st.builds(
+    XsLatencyRequest,
+    idle=st.lists(st.integers(0, protocol.XS_MAX_IDLE), min_size=1, max_size=6,
+                  unique=True).map(tuple),
+    reads=st.integers(10, 10**6), rounds=st.integers(1, 20),
+    path=st.sampled_from(["/", "/local/domain/0/name", "/tool/x y"]))
+
+
+@given(st.one_of(storm_requests(), scrub_requests, xs_requests))
 def test_a_request_comes_back_from_its_json_equal(req: DriverRequest) -> None:
     text = req.to_json()
     back = type(req).from_json(text)
@@ -97,11 +105,19 @@ def test_json_shapes_become_the_field_types() -> None:
     (ScrubRequest, "dma_bits", 29.5, "must be int or null"),
     (ScrubRequest, "reps", 0, "must be >= 1"),
     (ScrubRequest, "size_reps", 0, "must be >= 1"),
+    (XsLatencyRequest, "idle", (), "must be one or more distinct counts, each 0..900"),
+    (XsLatencyRequest, "idle", (0, 0), "must be one or more distinct counts, each 0..900"),
+    (XsLatencyRequest, "idle", (-1,), "must be one or more distinct counts, each 0..900"),
+    (XsLatencyRequest, "idle", (901,), "must be one or more distinct counts, each 0..900"),
+    (XsLatencyRequest, "reads", 9, "must be >= 10"),
+    (XsLatencyRequest, "rounds", 0, "must be >= 1"),
+    (XsLatencyRequest, "path", "local/domain", "must be an absolute Xenstore path"),
+    (XsLatencyRequest, "path", "/a\0b", "must be an absolute Xenstore path"),
 ])
 def test_a_bad_field_is_named_with_its_value(cls: type[DriverRequest], field: str, value: Any,
                                              why: str) -> None:
-    good: dict[str, Any] = ({"guests": 4, "concurrency": 2, "kernel": KERNEL}
-                            if cls is StormRequest else {"kernel": KERNEL})
+    good: dict[str, Any] = {StormRequest: {"guests": 4, "concurrency": 2, "kernel": KERNEL},
+                            ScrubRequest: {"kernel": KERNEL}, XsLatencyRequest: {}}[cls]
     with pytest.raises(ValueError) as info:
         cls(**{**good, field: value})
     message = str(info.value)

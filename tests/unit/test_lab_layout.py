@@ -151,6 +151,6 @@ def test_every_module_the_lab_launches_exists() -> None:
     sources = [*LAB.rglob("*.py"), LAB / "data" / "init.sh"]
     launched = {m.rstrip(".") for f in sources for m in _LAUNCHED.findall(f.read_text())}
     assert {"pyxen.lab", "pyxen.lab.dom0.agent", "pyxen.lab.dom0.dom0bench",
-            "pyxen.lab.dom0.scrub_dom0"} <= launched
+            "pyxen.lab.dom0.scrub_dom0", "pyxen.lab.dom0.xslatency"} <= launched
     for module in sorted(launched):
         assert importlib.util.find_spec(module) is not None, module

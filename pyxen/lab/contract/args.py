@@ -8,22 +8,35 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
+def _int_at_least(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def _int_list(text: str, least: int) -> tuple[int, ...]:
+    values = tuple(_int_at_least(part.strip(), least) for part in text.split(","))
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"value listed twice in {text!r}")
+    return values
 
 
 def positive_int_list(text: str) -> tuple[int, ...]:
     """``"1,2,4"`` -> (1, 2, 4): positive integers, none listed twice."""
-    values = tuple(positive_int(part.strip()) for part in text.split(","))
-    if len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"value listed twice in {text!r}")
-    return values
+    return _int_list(text, 1)
+
+
+def nonneg_int_list(text: str) -> tuple[int, ...]:
+    """``"0,64"`` -> (0, 64): integers >= 0, none listed twice."""
+    return _int_list(text, 0)
 
 
 def number_list(text: str) -> tuple[float, ...]:

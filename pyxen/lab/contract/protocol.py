@@ -57,3 +57,13 @@ SCRUB_FILL_DEFAULT = "host"
 SCRUB_GAPS_DEFAULT = (0.0, 0.5, 2.0, 5.0)
 SCRUB_MAX_GAP_S = 600.0
 SCRUB_SIZES_DEFAULT = (64, 256, 512, 1024)
+
+#: The Xenstore latency benchmark (xsbench): idle connections held open
+#: while a client's reads are timed, and the node it reads.
+XS_IDLE_DEFAULT = (0, 64, 256, 512)
+XS_READ_PATH = "/local/domain/0/name"
+#: Timed reads at each count, and rounds over all counts.
+XS_READS_DEFAULT = 1000
+XS_ROUNDS_DEFAULT = 5
+#: At most this many idle connections (each is an open file in dom0).
+XS_MAX_IDLE = 900

@@ -2,7 +2,8 @@
 frozen request per driver, passed as a single JSON argument.
 
 The host builds a request (``StormRequest`` for pyxen.lab.dom0.dom0bench,
-``ScrubRequest`` for pyxen.lab.dom0.scrub_dom0) and runs
+``ScrubRequest`` for pyxen.lab.dom0.scrub_dom0, ``XsLatencyRequest`` for
+pyxen.lab.dom0.xslatency) and runs
 ``python -m pyxen.lab.dom0.<driver> --request '<request.to_json()>'``; the
 driver reads it back with ``parse_request`` (``from_json``).  A request
 checks its fields when built, so a bad value fails on the host, before any
@@ -225,3 +226,27 @@ class ScrubRequest(DriverRequest):
                      "1..64 or null")
         self.require("reps", self.reps >= 1, ">= 1")
         self.require("size_reps", self.size_reps >= 1, ">= 1")
+
+
+@dataclass(frozen=True)
+class XsLatencyRequest(DriverRequest):
+    """Xenstore read latency against idle connections
+    (pyxen.lab.dom0.xslatency): for each of ``rounds`` rounds and each count
+    of ``idle``, that many idle libxenstore connections are held open while
+    ``reads`` reads of ``path`` are timed through one more."""
+
+    KIND: ClassVar[str] = "xslatency"
+
+    idle: tuple[int, ...] = protocol.XS_IDLE_DEFAULT
+    reads: int = protocol.XS_READS_DEFAULT
+    rounds: int = protocol.XS_ROUNDS_DEFAULT
+    path: str = protocol.XS_READ_PATH
+
+    def check(self) -> None:
+        self.require("idle", bool(self.idle) and len(set(self.idle)) == len(self.idle)
+                     and all(0 <= n <= protocol.XS_MAX_IDLE for n in self.idle),
+                     f"one or more distinct counts, each 0..{protocol.XS_MAX_IDLE}")
+        self.require("reads", self.reads >= 10, ">= 10")
+        self.require("rounds", self.rounds >= 1, ">= 1")
+        self.require("path", self.path.startswith("/") and "\0" not in self.path,
+                     "an absolute Xenstore path")

@@ -69,20 +69,13 @@ class DirtyPages:
     def node(self) -> ScrubNodeStats | None:
         return self.host.scrub_state().nodes[NODE] if self.counters else None
 
-    def heap_dump(self) -> str:
-        """Xen's heap dump (debug key 'H', printed synchronously)."""
-        xc = self.host.xc
-        xc.read_console(clear=True)
-        xc.send_debug_keys("H")
-        return xc.read_console(clear=True)
-
     def sample(self) -> tuple[ScrubNodeStats | None, int]:
         """Node 1's scrub counters (None without the sysctl) and its dirty
         pages, from one read of Xen's state."""
         st = self.node()
         if st is not None:
             return st, st.dirty_pages
-        return None, unscrubbed_by_node(self.heap_dump()).get(NODE, 0)
+        return None, unscrubbed_by_node(self.host.xc.heap_dump()).get(NODE, 0)
 
     def dirty(self) -> int:
         return self.sample()[1]
@@ -258,7 +251,7 @@ class Bench:
         for node in order:
             free = self.free_pages_by_node()[node]
             if dma_bits is not None:
-                free -= dma_free_by_node(self.dirty.heap_dump(), dma_bits).get(node, 0)
+                free -= dma_free_by_node(self.host.xc.heap_dump(), dma_bits).get(node, 0)
             leave = BALLAST_MARGIN_MIB + (leave_mib if node == NODE else 0)
             ballast = (free >> (20 - PAGE_SHIFT)) - leave
             if ballast < 16:

@@ -13,7 +13,8 @@ from types import FrameType
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.args import number_list, positive_int, positive_int_list
+from pyxen.lab.contract.args import (nonneg_int_list, number_list, positive_int,
+                                     positive_int_list)
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.host import hostdeps, sources, variants
 from pyxen.lab.host.vm_options import VMOptions
@@ -146,11 +147,16 @@ def cmd_plot(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    with_proxy = [v.name for v in args.variants if v.xs_cache]
+def _refuse_proxy(ap: argparse.ArgumentParser, run_variants: list[variants.RunVariant],
+                  why: str) -> None:
+    """A usage error naming the ``+cache`` variants of a benchmark without the proxy."""
+    with_proxy = [v.name for v in run_variants if v.xs_cache]
     if with_proxy:
-        ap.error(f"scrubbench runs no Xenstore proxy: drop {', '.join(with_proxy)} "
-                 "from --variants")
+        ap.error(f"{why}: drop {', '.join(with_proxy)} from --variants")
+
+
+def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _refuse_proxy(ap, args.variants, "scrubbench runs no Xenstore proxy")
     from pyxen.lab.host.scrubbench import SCRUB_VM, ScrubParams, run_scrub_bench
     params = ScrubParams(gaps=args.gaps, guest_mib=args.guest_memory, sizes=args.sizes,
                          clean_timeout=args.clean_timeout, reps=args.reps,
@@ -166,6 +172,21 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
     source = _source(args)
     resolved = [variants.resolve(v.build, args.series, source=source) for v in args.variants]
     run_scrub_bench(resolved, params, options, args.out)
+    return 0
+
+
+def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _refuse_proxy(ap, args.variants, "xsbench measures xenstored itself")
+    from pyxen.lab.host.xenbuild import build
+    from pyxen.lab.host.xsbench import XsParams, run_xs_bench
+    params = XsParams(idle=args.idle, reads=args.reads, rounds=args.rounds)
+    params.validate()
+    opts = _vm_options(args)
+    hostdeps.check()
+    source = _source(args)
+    builds = [build(variants.resolve(v.build, args.series, args.debug, args.profile, source))
+              for v in args.variants]
+    run_xs_bench(builds, params, opts, args.out)
     return 0
 
 
@@ -252,6 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ballast on the guests' node only, or on every node (a full host)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.set_defaults(func=cmd_scrubbench)
+
+    p = sub.add_parser("xsbench", help="Xenstore read latency against idle connections: "
+                                       "stock vs variants in one run")
+    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
+    p.add_argument("--idle", type=nonneg_int_list, default=protocol.XS_IDLE_DEFAULT,
+                   help="counts of idle connections held open, comma-separated "
+                        f"(each 0..{protocol.XS_MAX_IDLE})")
+    p.add_argument("--reads", type=positive_int, default=protocol.XS_READS_DEFAULT,
+                   help="timed reads at each count")
+    p.add_argument("--rounds", type=positive_int, default=protocol.XS_ROUNDS_DEFAULT,
+                   help="rounds over all counts (medians are reported)")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    _add_source_options(p)
+    _add_vm_options(p)
+    p.set_defaults(func=cmd_xsbench)
     return ap
 
 

@@ -1,0 +1,194 @@
+"""Host side of the Xenstore latency benchmark (``python -m pyxen.lab
+xsbench``): boot each variant, run pyxen.lab.dom0.xslatency in its dom0
+(read latency while N idle connections are open), and report each variant's
+growth with N and its ratio to stock, in the same run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.requests import XsLatencyRequest
+from pyxen.lab.host.progress import console, step
+from pyxen.lab.host.provenance import describe_build
+from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.vm_options import VMOptions
+from pyxen.lab.host.xenbuild import StagedBuild
+
+log = logging.getLogger(__name__)
+
+#: xsbench.json's format; readers refuse a newer one.
+XSBENCH_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class XsParams:
+    """What the user chooses of a run; each variant's dom0 gets it as an
+    XsLatencyRequest (see there what each field means)."""
+
+    idle: tuple[int, ...] = protocol.XS_IDLE_DEFAULT
+    reads: int = protocol.XS_READS_DEFAULT
+    rounds: int = protocol.XS_ROUNDS_DEFAULT
+
+    def request(self) -> XsLatencyRequest:
+        return XsLatencyRequest(idle=self.idle, reads=self.reads, rounds=self.rounds)
+
+    def validate(self) -> None:
+        """ValueError naming a bad field: the request checks every one."""
+        self.request()
+
+
+def run_latency(dom0: Dom0, request: XsLatencyRequest) -> dict[str, Any]:
+    """One run of the dom0 driver in a booted dom0: its result.json."""
+    points = len(request.idle) * request.rounds
+    res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.xslatency",
+                    "--request", request.to_json()],
+                   timeout=300 + points * (30 + request.reads * 0.05))
+    # Exit 1: the run finished and its result lists errors.
+    return res.json_file("result.json", "the Xenstore latency benchmark", ok_codes=(0, 1))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One variant at one count of idle connections, medians over rounds."""
+
+    variant: str
+    idle: int
+    read_us: float            # median over rounds of each round's median read
+    read_us_all: list[float]  # each round's median read
+    xenstored_us: float       # xenstored's CPU per read, median over rounds
+    growth: float | None      # read over the same round's with the fewest idle
+                              # connections, median over rounds
+    cpu_growth: float | None  # the same for xenstored's CPU per read
+    vs_stock: float | None    # read_us / stock's at the same count
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _ratio(a: float, b: float | None) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def _growth(points: list[dict[str, Any]], n: int, base: int, key: str) -> float | None:
+    """Median over rounds of a round's ``key`` at ``n`` idle connections
+    over the same round's at ``base``: each round's own baseline, so that
+    drift of the VM between rounds cancels."""
+    by_round: dict[int, dict[int, float]] = {}
+    for p in points:
+        by_round.setdefault(p["round"], {})[p["idle"]] = p[key]
+    ratios = [r[n] / r[base] for r in by_round.values() if n in r and r.get(base)]
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[Row]:
+    """Rows per variant (in run order) and idle count (ascending)."""
+    by: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for run in runs:
+        for p in run["points"]:
+            by.setdefault(run["variant"], {}).setdefault(p["idle"], []).append(p)
+    medians = {v: {n: statistics.median(p["us_median"] for p in pts)
+                   for n, pts in counts.items()}
+               for v, counts in by.items()}
+    rows = []
+    for v, counts in by.items():
+        base = min(counts)
+        points = [p for pts in counts.values() for p in pts]
+        for n in sorted(counts):
+            stock = medians.get("stock", {}).get(n)
+            rows.append(Row(
+                variant=v, idle=n, read_us=medians[v][n],
+                read_us_all=[p["us_median"] for p in counts[n]],
+                xenstored_us=statistics.median(p["xenstored_cpu_us_per_read"]
+                                               for p in counts[n]),
+                growth=_growth(points, n, base, "us_median"),
+                cpu_growth=_growth(points, n, base, "xenstored_cpu_us_per_read"),
+                vs_stock=None if stock is None or v == "stock"
+                else _ratio(medians[v][n], stock)))
+    return rows
+
+
+def _fmt(x: float | None, suffix: str = "x") -> str:
+    return "-" if x is None else f"{x:.2f}{suffix}"
+
+
+def summary_table(rows: list[Row]) -> Table:
+    """The printed table (within 100 columns)."""
+    t = Table(title="Xenstore read against idle connections (medians over rounds; "
+                    "'vs fewest': within each round)")
+    for name in ("variant", "idle", "read µs", "vs fewest", "vs stock",
+                 "xenstored µs/read", "vs fewest"):
+        t.add_column(name, justify="left" if name == "variant" else "right",
+                     no_wrap=True)
+    for r in rows:
+        t.add_row(r.variant, str(r.idle), f"{r.read_us:.0f}", _fmt(r.growth),
+                  _fmt(r.vs_stock), f"{r.xenstored_us:.0f}", _fmt(r.cpu_growth))
+    return t
+
+
+def plot(rows: list[Row], target: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for v in dict.fromkeys(r.variant for r in rows):
+        mine = [r for r in rows if r.variant == v]
+        ax1.plot([r.idle for r in mine], [r.read_us for r in mine], "o-", label=v)
+        ax2.plot([r.idle for r in mine], [r.xenstored_us for r in mine], "o-", label=v)
+    ax1.set(xlabel="idle connections", ylabel="read latency, µs (median)",
+            title="client's read")
+    ax2.set(xlabel="idle connections", ylabel="xenstored CPU per read, µs",
+            title="xenstored's share")
+    for ax in (ax1, ax2):
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Nested Xen under TCG: compare variants and counts, not absolute times")
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+
+
+def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions,
+                 out_dir: Path) -> dict[str, Any]:
+    """Boot each built variant in turn, run the driver, write
+    ``xsbench.json`` and ``xsbench.png`` in ``out_dir``, print the table."""
+    params.validate()
+    options.validate()
+    request = params.request()
+    runs = []
+    for staged in builds:
+        name = staged.variant.name
+        with step(f"Xenstore latency on {name}"), Dom0(staged, options) as dom0:
+            result = run_latency(dom0, request)
+        if result["errors"]:
+            raise LabError(f"{name}: the Xenstore latency run failed: "
+                           + "; ".join(result["errors"]))
+        runs.append({"variant": name, **describe_build(staged), **result})
+    rows = summarise(runs)
+    doc = {
+        "format": XSBENCH_FORMAT,
+        "kind": "xsbench",
+        "request": json.loads(request.to_json()),
+        "runs": runs,
+        "summary": [r.as_json() for r in rows],
+        "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
+               "dom0_vcpus": options.dom0_vcpus, "dom0_mem_mib": options.dom0_mem_mib,
+               "accel": "tcg"},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "xsbench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
+    plot(rows, out_dir / "xsbench.png")
+    console().print(summary_table(rows))
+    console().print(f"wrote {out_dir / 'xsbench.json'} and {out_dir / 'xsbench.png'}")
+    return doc

@@ -1,0 +1,94 @@
+"""The Xenstore latency benchmark's host side without a VM: the summary of
+the dom0 driver's points (medians over rounds, growth with idle connections,
+ratio to stock), its table, and the command line's checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from pyxen.lab.host import cli
+from pyxen.lab.host.xsbench import XsParams, summarise, summary_table
+
+
+def point(rnd: int, idle: int, us: float, cpu: float) -> dict[str, Any]:
+    return {"round": rnd, "idle": idle, "us_median": us, "us_mean": us, "us_p90": us,
+            "xenstored_cpu_us_per_read": cpu, "xenstored_fds": 10 + idle, "wrong_values": 0}
+
+
+def run(variant: str, points: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"variant": variant, "points": points, "errors": []}
+
+
+RUNS = [
+    run("stock", [point(0, 0, 100, 40), point(0, 512, 300, 200),
+                  point(1, 512, 320, 220), point(1, 0, 110, 44),
+                  point(2, 0, 90, 36), point(2, 512, 280, 180)]),
+    run("patched", [point(0, 0, 100, 40), point(0, 512, 105, 42),
+                    point(1, 512, 110, 41), point(1, 0, 98, 40),
+                    point(2, 0, 102, 40), point(2, 512, 100, 43)]),
+]
+
+
+def test_each_count_is_the_median_of_its_rounds_with_its_ratios() -> None:
+    rows = {(r.variant, r.idle): r for r in summarise(RUNS)}
+    stock0, stock512 = rows["stock", 0], rows["stock", 512]
+    assert (stock0.read_us, stock512.read_us) == (100, 300)
+    assert sorted(stock512.read_us_all) == [280, 300, 320]
+    # Growth is taken within each round (3.0, 2.91, 3.11), then the median.
+    assert stock0.growth == 1.0 and stock512.growth == 3.0
+    assert stock512.xenstored_us == 200 and stock512.cpu_growth == 5.0
+    assert stock0.vs_stock is None and stock512.vs_stock is None
+    patched512 = rows["patched", 512]
+    assert patched512.read_us == 105 and patched512.growth == 1.05   # 1.05, 1.12, 0.98
+    assert patched512.vs_stock == pytest.approx(105 / 300, abs=1e-3)
+    # Rows: variants in run order, counts ascending.
+    assert [(r.variant, r.idle) for r in summarise(RUNS)] == [
+        ("stock", 0), ("stock", 512), ("patched", 0), ("patched", 512)]
+
+
+def test_growth_is_taken_within_each_round_so_drift_cancels() -> None:
+    # Per round 3x, 1.1x and 2x: the median is 2x, where the ratio of the
+    # medians (300 / 110) would say 2.7x.
+    drift = [run("stock", [point(0, 0, 100, 10), point(0, 512, 300, 30),
+                           point(1, 512, 330, 33), point(1, 0, 300, 30),
+                           point(2, 0, 110, 11), point(2, 512, 220, 22)])]
+    rows = summarise(drift)
+    assert (rows[0].read_us, rows[1].read_us) == (110, 300)
+    assert rows[1].growth == 2.0 and rows[1].cpu_growth == 2.0
+
+
+def test_without_stock_there_is_no_ratio_to_it() -> None:
+    rows = summarise(RUNS[1:])
+    assert [r.vs_stock for r in rows] == [None, None]
+    assert rows[0].growth == 1.0
+
+
+def test_the_table_fits_100_columns_and_names_every_variant() -> None:
+    con = Console(width=100, record=True)
+    con.print(summary_table(summarise(RUNS)))
+    text = con.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "stock" in text and "patched" in text and "0.35x" in text and "…" not in text
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--idle", "0,0"], "value listed twice"),
+    (["--idle", "-1"], "must be >= 0"),
+    (["--idle", "901"], "XsLatencyRequest.idle must be one or more distinct counts"),
+    (["--reads", "5"], "XsLatencyRequest.reads must be >= 10"),
+    (["--variants", "stock,patched+cache"], "drop patched+cache"),
+])
+def test_bad_options_fail_before_any_build(argv: list[str], message: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["xsbench", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_request_carries_the_parameters() -> None:
+    req = XsParams(idle=(0, 8), reads=50, rounds=2).request()
+    assert (req.idle, req.reads, req.rounds) == ((0, 8), 50, 2)
