@@ -153,7 +153,8 @@ def test_the_xenstore_latency_driver_runs_through_its_request(dom0: Dom0) -> Non
     from pyxen.lab.contract.requests import XsLatencyRequest
     from pyxen.lab.host.xsbench import run_latency
 
-    result = run_latency(dom0, XsLatencyRequest(idle=(0, 16), reads=20, rounds=2))
+    result = run_latency(dom0, XsLatencyRequest(idle=(0, 16), reads=20, rounds=2,
+                                                syscall_reads=50))
     assert result["errors"] == [], result["errors"]
     points = result["points"]
     assert [(p["round"], p["idle"]) for p in points] == [(0, 0), (0, 16), (1, 16), (1, 0)]
@@ -161,6 +162,10 @@ def test_the_xenstore_latency_driver_runs_through_its_request(dom0: Dom0) -> Non
     assert by[0, 16]["xenstored_fds"] - by[0, 0]["xenstored_fds"] >= 16
     assert by[1, 0]["xenstored_fds"] < by[1, 16]["xenstored_fds"]   # closed again
     assert all(p["us_median"] > 0 and p["wrong_values"] == 0 for p in points)
+    # strace counted xenstored's calls per read: at least reading the
+    # request and writing the reply.
+    assert [c["idle"] for c in result["syscalls"]] == [0, 16]
+    assert all(c["total_per_read"] >= 2 and c["per_read"] for c in result["syscalls"])
 
 
 def test_a_command_past_its_timeout_kills_the_vm() -> None:

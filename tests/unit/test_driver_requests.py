@@ -51,6 +51,7 @@ xs_requests = st.builds(
     idle=st.lists(st.integers(0, protocol.XS_MAX_IDLE), min_size=1, max_size=6,
                   unique=True).map(tuple),
     reads=st.integers(10, 10**6), rounds=st.integers(1, 20),
+    syscall_reads=st.sampled_from([0, 10, 300]),
     path=st.sampled_from(["/", "/local/domain/0/name", "/tool/x y"]))
 
 
@@ -111,6 +112,7 @@ def test_json_shapes_become_the_field_types() -> None:
     (XsLatencyRequest, "idle", (901,), "must be one or more distinct counts, each 0..900"),
     (XsLatencyRequest, "reads", 9, "must be >= 10"),
     (XsLatencyRequest, "rounds", 0, "must be >= 1"),
+    (XsLatencyRequest, "syscall_reads", 3, "must be 0 or >= 10"),
     (XsLatencyRequest, "path", "local/domain", "must be an absolute Xenstore path"),
     (XsLatencyRequest, "path", "/a\0b", "must be an absolute Xenstore path"),
 ])

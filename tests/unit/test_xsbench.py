@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.host import cli
 from pyxen.lab.host.xsbench import XsParams, summarise, summary_table
 
@@ -79,6 +80,7 @@ def test_the_table_fits_100_columns_and_names_every_variant() -> None:
     (["--idle", "-1"], "must be >= 0"),
     (["--idle", "901"], "XsLatencyRequest.idle must be one or more distinct counts"),
     (["--reads", "5"], "XsLatencyRequest.reads must be >= 10"),
+    (["--syscall-reads", "5"], "XsLatencyRequest.syscall_reads must be 0 or >= 10"),
     (["--variants", "stock,patched+cache"], "drop patched+cache"),
 ])
 def test_bad_options_fail_before_any_build(argv: list[str], message: str,
@@ -92,3 +94,43 @@ def test_bad_options_fail_before_any_build(argv: list[str], message: str,
 def test_the_request_carries_the_parameters() -> None:
     req = XsParams(idle=(0, 8), reads=50, rounds=2).request()
     assert (req.idle, req.reads, req.rounds) == ((0, 8), 50, 2)
+
+
+STRACE_C = """\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 41.03    0.001234           4       300           poll
+ 30.00    0.000900           1       600           read
+ 20.00    0.000600           1       600         2 sendto
+  8.97    0.000270           0       300           epoll_wait
+  0.00    0.000000           0         1         1 restart_syscall
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.003004           1      1801         3 total
+"""
+
+
+def test_strace_summaries_give_calls_by_name_without_the_total() -> None:
+    assert syscall_counts("strace: Process 152 attached\n" + STRACE_C) == {
+        "poll": 300, "read": 600, "sendto": 600, "epoll_wait": 300, "restart_syscall": 1}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("strace: attach: ptrace(PTRACE_SEIZE, 1): Operation not permitted\n",
+     "no strace -c summary"),
+    (STRACE_C.replace("       300           poll", "       many          poll"),
+     "unexpected strace -c line"),
+])
+def test_what_is_not_a_summary_is_an_error(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        syscall_counts(text)
+
+
+def test_syscalls_per_read_join_their_count_s_row() -> None:
+    runs = [dict(RUNS[0], syscalls=[{"idle": 0, "reads": 300, "total_per_read": 10.0,
+                                     "per_read": {}},
+                                    {"idle": 512, "reads": 300, "total_per_read": 10.0,
+                                     "per_read": {}}]),
+            RUNS[1]]
+    rows = {(r.variant, r.idle): r.syscalls for r in summarise(runs)}
+    assert rows == {("stock", 0): 10.0, ("stock", 512): 10.0,
+                    ("patched", 0): None, ("patched", 512): None}

@@ -65,5 +65,8 @@ XS_READ_PATH = "/local/domain/0/name"
 #: Timed reads at each count, and rounds over all counts.
 XS_READS_DEFAULT = 1000
 XS_ROUNDS_DEFAULT = 5
+#: Reads during which xenstored's system calls are counted (strace -c),
+#: once per count after the timed rounds.
+XS_SYSCALL_READS_DEFAULT = 300
 #: At most this many idle connections (each is an open file in dom0).
 XS_MAX_IDLE = 900

@@ -241,6 +241,7 @@ class XsLatencyRequest(DriverRequest):
     reads: int = protocol.XS_READS_DEFAULT
     rounds: int = protocol.XS_ROUNDS_DEFAULT
     path: str = protocol.XS_READ_PATH
+    syscall_reads: int = protocol.XS_SYSCALL_READS_DEFAULT  # 0: no strace pass
 
     def check(self) -> None:
         self.require("idle", bool(self.idle) and len(set(self.idle)) == len(self.idle)
@@ -248,5 +249,7 @@ class XsLatencyRequest(DriverRequest):
                      f"one or more distinct counts, each 0..{protocol.XS_MAX_IDLE}")
         self.require("reads", self.reads >= 10, ">= 10")
         self.require("rounds", self.rounds >= 1, ">= 1")
+        self.require("syscall_reads", self.syscall_reads == 0 or self.syscall_reads >= 10,
+                     "0 or >= 10")
         self.require("path", self.path.startswith("/") and "\0" not in self.path,
                      "an absolute Xenstore path")

@@ -16,7 +16,10 @@ request trace off.  Recorded per point: the median, mean and 90th
 percentile of a read in microseconds, xenstored's CPU time per read (its
 utime+stime over the timed reads: the server's share, without the client's
 Python), and xenstored's open file descriptors (which grow by N: the
-connections are real).  Writes ``$PYXEN_OUT/result.json``.
+connections are real).  Then, unless ``syscall_reads`` is 0, once per
+count: xenstored's system calls per read over that many reads, with
+``strace -c`` attached to it (a count that does not depend on the VM's
+speed; the strace pass is not timed).  Writes ``$PYXEN_OUT/result.json``.
 
 The connections are sockets of dom0 processes (here one process holds them
 all, which costs xenstored the same per connection).  Idle guests' ring
@@ -28,8 +31,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,7 @@ from typing import Any
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.requests import XsLatencyRequest, parse_request
+from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.dom0.proccpu import find_pids, parse_stat_cpu_s
 from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenstore import XenStore
@@ -96,12 +103,47 @@ def time_reads(xs: XenStore, path: str, reads: int, pid: int) -> dict[str, Any]:
     }
 
 
+#: How long strace may take to attach to, and to detach from, xenstored.
+STRACE_WAIT_S = 30.0
+
+
+def _traced(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return line.split()[1] != "0"
+    return False
+
+
+def count_syscalls(xs: XenStore, path: str, reads: int, pid: int) -> dict[str, Any]:
+    """xenstored's system calls per read of ``path`` over ``reads`` reads."""
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        proc = subprocess.Popen(["strace", "-c", "-p", str(pid), "-o", out.name],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + STRACE_WAIT_S
+            while not _traced(pid):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("strace did not attach to xenstored: "
+                                       + (proc.stderr.read() if proc.stderr else "")[:300])
+                time.sleep(0.05)
+            for _ in range(reads):
+                xs.read(path)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=STRACE_WAIT_S)
+        counts = syscall_counts(Path(out.name).read_text())
+    return {"reads": reads,
+            "per_read": {k: round(v / reads, 3) for k, v in sorted(counts.items())},
+            "total_per_read": round(sum(counts.values()) / reads, 3)}
+
+
 def run(req: XsLatencyRequest) -> dict[str, Any]:
     pids = find_pids(("xenstored",))
     if "xenstored" not in pids:
         raise RuntimeError("no xenstored process in dom0 (is it oxenstored?)")
     pid = pids["xenstored"]
     points: list[dict[str, Any]] = []
+    syscalls: list[dict[str, Any]] = []
     errors: list[str] = []
     pool = IdlePool()
     try:
@@ -116,12 +158,17 @@ def run(req: XsLatencyRequest) -> dict[str, Any]:
                         errors.append(f"round {rnd}, {n} idle: {point['wrong_values']} "
                                       f"reads of {req.path} returned another value")
                     points.append(point)
-    except (XenError, OSError) as exc:
+            for n in (sorted(req.idle) if req.syscall_reads else []):
+                pool.resize(n)
+                syscalls.append({"idle": n, **count_syscalls(client, req.path,
+                                                             req.syscall_reads, pid)})
+    except (XenError, OSError, RuntimeError, ValueError,
+            subprocess.TimeoutExpired) as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         pool.close()
     return {"xenstored_pid": pid, "reads": req.reads, "rounds": req.rounds,
-            "path": req.path, "points": points, "errors": errors}
+            "path": req.path, "points": points, "syscalls": syscalls, "errors": errors}
 
 
 def main(argv: list[str] | None = None) -> int:

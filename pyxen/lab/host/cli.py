@@ -179,7 +179,8 @@ def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _refuse_proxy(ap, args.variants, "xsbench measures xenstored itself")
     from pyxen.lab.host.xenbuild import build
     from pyxen.lab.host.xsbench import XsParams, run_xs_bench
-    params = XsParams(idle=args.idle, reads=args.reads, rounds=args.rounds)
+    params = XsParams(idle=args.idle, reads=args.reads, rounds=args.rounds,
+                      syscall_reads=args.syscall_reads)
     params.validate()
     opts = _vm_options(args)
     hostdeps.check()
@@ -284,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed reads at each count")
     p.add_argument("--rounds", type=positive_int, default=protocol.XS_ROUNDS_DEFAULT,
                    help="rounds over all counts (medians are reported)")
+    p.add_argument("--syscall-reads", type=int, default=protocol.XS_SYSCALL_READS_DEFAULT,
+                   metavar="N", help="reads at each count during which xenstored's "
+                   "system calls are counted with strace -c, after the timed rounds "
+                   "(0: none)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     _add_source_options(p)
     _add_vm_options(p)

@@ -26,6 +26,8 @@ PACKAGES: dict[str, tuple[str, ...]] = {
         "liblzo2-dev", "libssl-dev", "libnl-3-dev", "libnl-route-3-dev",
         "libfdt-dev",
     ),
+    # Counting a daemon's system calls in dom0 (xsbench: strace -c).
+    "measure": ("strace",),
     # Building the project's own C parts (tiny guest, bindings).
     "project": ("libxen-dev", "ninja-build", "python3-venv"),
 }

@@ -38,9 +38,11 @@ class XsParams:
     idle: tuple[int, ...] = protocol.XS_IDLE_DEFAULT
     reads: int = protocol.XS_READS_DEFAULT
     rounds: int = protocol.XS_ROUNDS_DEFAULT
+    syscall_reads: int = protocol.XS_SYSCALL_READS_DEFAULT
 
     def request(self) -> XsLatencyRequest:
-        return XsLatencyRequest(idle=self.idle, reads=self.reads, rounds=self.rounds)
+        return XsLatencyRequest(idle=self.idle, reads=self.reads, rounds=self.rounds,
+                                syscall_reads=self.syscall_reads)
 
     def validate(self) -> None:
         """ValueError naming a bad field: the request checks every one."""
@@ -50,9 +52,11 @@ class XsParams:
 def run_latency(dom0: Dom0, request: XsLatencyRequest) -> dict[str, Any]:
     """One run of the dom0 driver in a booted dom0: its result.json."""
     points = len(request.idle) * request.rounds
+    reads = points * request.reads + len(request.idle) * request.syscall_reads
     res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.xslatency",
                     "--request", request.to_json()],
-                   timeout=300 + points * (30 + request.reads * 0.05))
+                   timeout=300 + 30 * len(request.idle) * (request.rounds + 1)
+                   + reads * 0.05)
     # Exit 1: the run finished and its result lists errors.
     return res.json_file("result.json", "the Xenstore latency benchmark", ok_codes=(0, 1))
 
@@ -70,6 +74,7 @@ class Row:
                               # connections, median over rounds
     cpu_growth: float | None  # the same for xenstored's CPU per read
     vs_stock: float | None    # read_us / stock's at the same count
+    syscalls: float | None    # xenstored's system calls per read (strace -c)
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -93,9 +98,12 @@ def _growth(points: list[dict[str, Any]], n: int, base: int, key: str) -> float 
 def summarise(runs: list[dict[str, Any]]) -> list[Row]:
     """Rows per variant (in run order) and idle count (ascending)."""
     by: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    calls: dict[tuple[str, int], float] = {}
     for run in runs:
         for p in run["points"]:
             by.setdefault(run["variant"], {}).setdefault(p["idle"], []).append(p)
+        for c in run.get("syscalls", []):
+            calls[run["variant"], c["idle"]] = c["total_per_read"]
     medians = {v: {n: statistics.median(p["us_median"] for p in pts)
                    for n, pts in counts.items()}
                for v, counts in by.items()}
@@ -113,7 +121,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
                 growth=_growth(points, n, base, "us_median"),
                 cpu_growth=_growth(points, n, base, "xenstored_cpu_us_per_read"),
                 vs_stock=None if stock is None or v == "stock"
-                else _ratio(medians[v][n], stock)))
+                else _ratio(medians[v][n], stock),
+                syscalls=calls.get((v, n))))
     return rows
 
 
@@ -126,12 +135,13 @@ def summary_table(rows: list[Row]) -> Table:
     t = Table(title="Xenstore read against idle connections (medians over rounds; "
                     "'vs fewest': within each round)")
     for name in ("variant", "idle", "read µs", "vs fewest", "vs stock",
-                 "xenstored µs/read", "vs fewest"):
+                 "xenstored µs/read", "vs fewest", "syscalls"):
         t.add_column(name, justify="left" if name == "variant" else "right",
                      no_wrap=True)
     for r in rows:
         t.add_row(r.variant, str(r.idle), f"{r.read_us:.0f}", _fmt(r.growth),
-                  _fmt(r.vs_stock), f"{r.xenstored_us:.0f}", _fmt(r.cpu_growth))
+                  _fmt(r.vs_stock), f"{r.xenstored_us:.0f}", _fmt(r.cpu_growth),
+                  _fmt(r.syscalls, ""))
     return t
 
 
