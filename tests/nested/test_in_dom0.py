@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
     pytest.param("patched", False, marks=pytest.mark.scheduled),
     ("patched", True),
 ], ids=["stock", "patched", "patched-debug"])
-def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
+def test_xen_suite_in_dom0(variant: str, debug: bool, request: pytest.FixtureRequest) -> None:
     staged = build(variants.resolve(variant, debug=debug))
     if variant == "patched" and not debug:
         stock = build(variants.resolve("stock"))
@@ -43,9 +43,15 @@ def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
     for var in ("HYPOTHESIS_PROFILE", "PYXEN_STATEFUL_EXAMPLES", "PYXEN_STRESS_CYCLES", "CI"):
         if var in os.environ:
             env[var] = os.environ[var]
+    markers = "not scrub and not autoballoon"
+    if variant == "stock" and not request.config.getoption("--scheduled"):
+        # Stock Xen's stale dirty-page count (hypervisor 0001's bug) keeps
+        # idle pCPUs walking the heap for the rest of the boot; a dom0 vCPU
+        # stalled for good after it in 2 of 2 CI runs on 2026-12-01.
+        markers += " and not stale_scrub"
     with Dom0(staged, extra_binds=[REPO]) as dom0:
         res = dom0.run([sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen"),
-                        "--xen", "host", "-m", "not scrub and not autoballoon", "-p", "no:cacheprovider",
+                        "--xen", "host", "-m", markers, "-p", "no:cacheprovider",
                         # A test stuck for 5 min dumps every thread's stack.
                         "-o", "faulthandler_timeout=300",
                         "-q", "-rfE", "--durations=12",
