@@ -33,6 +33,8 @@ pytestmark = pytest.mark.xen
 SETTLE_S = 120.0
 #: How long a stale count is watched not to go away.
 STAYS_S = 5.0
+
+
 def _unscrubbed(xc: XenCtrl) -> int:
     """The host's dirty free pages, from a fresh 'H' heap dump."""
     return sum(unscrubbed_by_node(xc.heap_dump()).values())

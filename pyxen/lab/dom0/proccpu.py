@@ -57,6 +57,11 @@ def find_pids(names: tuple[str, ...], proc: Path = Path("/proc")) -> dict[str, i
     return found
 
 
+def process_cpu_s(pid: int) -> float:
+    """Process ``pid``'s CPU time (utime + stime), seconds; OSError if gone."""
+    return parse_stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())
+
+
 class CpuSampler:
     """Reads the CPU time of the daemons, of this process and of dom0."""
 
@@ -67,7 +72,7 @@ class CpuSampler:
         out: dict[str, float] = {}
         for name, pid in self.pids.items():
             try:
-                out[name] = parse_stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())
+                out[name] = process_cpu_s(pid)
             except OSError:  # restarted or gone: no figure rather than a wrong one
                 continue
         out["bench"] = parse_stat_cpu_s(Path("/proc/self/stat").read_text(), children=True)

@@ -44,7 +44,7 @@ from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.requests import XsLatencyRequest, parse_request
 from pyxen.lab.contract.strace import syscall_counts
-from pyxen.lab.dom0.proccpu import find_pids, parse_stat_cpu_s
+from pyxen.lab.dom0.proccpu import find_pids, process_cpu_s
 from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenstore import XenStore
 
@@ -71,10 +71,6 @@ class IdlePool:
         self.resize(0)
 
 
-def _xenstored_cpu_s(pid: int) -> float:
-    return parse_stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())
-
-
 def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -86,13 +82,13 @@ def time_reads(xs: XenStore, path: str, reads: int, pid: int) -> dict[str, Any]:
         xs.read(path)
     times_ns = []
     wrong = 0
-    cpu0 = _xenstored_cpu_s(pid)
+    cpu0 = process_cpu_s(pid)
     for _ in range(reads):
         t0 = time.perf_counter_ns()
         value = xs.read(path)
         times_ns.append(time.perf_counter_ns() - t0)
         wrong += value != expected
-    cpu1 = _xenstored_cpu_s(pid)
+    cpu1 = process_cpu_s(pid)
     us = sorted(t / 1000 for t in times_ns)
     return {
         "us_median": round(statistics.median(us), 2),

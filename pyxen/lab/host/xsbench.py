@@ -6,7 +6,6 @@ growth with N and its ratio to stock, in the same run."""
 from __future__ import annotations
 
 import json
-import logging
 import statistics
 import sys
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
-
-log = logging.getLogger(__name__)
 
 #: xsbench.json's format; readers refuse a newer one.
 XSBENCH_FORMAT = 1
