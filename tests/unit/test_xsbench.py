@@ -4,13 +4,18 @@ ratio to stock), its table, and the command line's checks."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from rich.console import Console
 
 from pyxen.lab.contract.strace import syscall_counts
-from pyxen.lab.host import cli
+from pyxen.lab.contract.errors import LabError
+from pyxen.lab.host import cli, xsbench
+from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xsbench import XsParams, summarise, summary_table
 
 
@@ -134,3 +139,41 @@ def test_syscalls_per_read_join_their_count_s_row() -> None:
     rows = {(r.variant, r.idle): r.syscalls for r in summarise(runs)}
     assert rows == {("stock", 0): 10.0, ("stock", 512): 10.0,
                     ("patched", 0): None, ("patched", 512): None}
+
+
+class _Dom0:
+    """Stands in for a booted VM: the driver's result comes from run_latency."""
+
+    def __init__(self, staged: Any, options: Any) -> None:
+        self.name = staged.variant.name
+
+    def __enter__(self) -> "_Dom0":
+        if self.name == "broken":
+            raise LabError("dom0 did not come up within 600 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_a_failed_variant_keeps_the_others_results_and_then_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = {"stock": {"points": RUNS[0]["points"], "syscalls": [], "errors": []},
+               "patched": {"points": [], "syscalls": [], "errors": ["read returned ENOENT"]}}
+    monkeypatch.setattr(xsbench, "Dom0", _Dom0)
+    monkeypatch.setattr(xsbench, "run_latency", lambda dom0, request: results[dom0.name])
+    monkeypatch.setattr(xsbench, "describe_build", lambda staged: {"xen": "4.22.0"})
+    builds = [SimpleNamespace(variant=SimpleNamespace(name=n))
+              for n in ("stock", "patched", "broken")]
+    with pytest.raises(LabError) as err:
+        xsbench.run_xs_bench(builds,  # type: ignore[arg-type]
+                             XsParams(idle=(0, 512), reads=10, rounds=3, syscall_reads=0),
+                             VMOptions(), tmp_path)
+    assert "patched: read returned ENOENT" in str(err.value)
+    assert "broken: dom0 did not come up" in str(err.value)
+    assert "stock" not in str(err.value).split(" (every run")[0]
+    doc = json.loads((tmp_path / "xsbench.json").read_text())
+    assert [(r["variant"], r["errors"]) for r in doc["runs"]] == [
+        ("stock", []), ("patched", ["read returned ENOENT"]),
+        ("broken", ["dom0 did not come up within 600 s"])]
+    assert {(s["variant"], s["idle"]) for s in doc["summary"]} == {("stock", 0), ("stock", 512)}

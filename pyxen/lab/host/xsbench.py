@@ -6,6 +6,7 @@ growth with N and its ratio to stock, in the same run."""
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
+
+log = logging.getLogger(__name__)
 
 #: xsbench.json's format; readers refuse a newer one.
 XSBENCH_FORMAT = 1
@@ -169,20 +172,29 @@ def plot(rows: list[Row], target: Path) -> None:
 def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions,
                  out_dir: Path) -> dict[str, Any]:
     """Boot each built variant in turn, run the driver, write
-    ``xsbench.json`` and ``xsbench.png`` in ``out_dir``, print the table."""
+    ``xsbench.json`` and ``xsbench.png`` in ``out_dir``, print the table.
+
+    A variant whose run fails (its driver reports errors, or its VM does not
+    come up) does not stop the others: every run is written with its errors,
+    the summary covers the runs without errors, and then LabError names the
+    failed variants."""
     params.validate()
     options.validate()
     request = params.request()
-    runs = []
+    runs: list[dict[str, Any]] = []
     for staged in builds:
         name = staged.variant.name
-        with step(f"Xenstore latency on {name}"), Dom0(staged, options) as dom0:
-            result = run_latency(dom0, request)
+        try:
+            with step(f"Xenstore latency on {name}"), Dom0(staged, options) as dom0:
+                result = run_latency(dom0, request)
+        except LabError as e:
+            result = {"points": [], "syscalls": [], "errors": [str(e)]}
         if result["errors"]:
-            raise LabError(f"{name}: the Xenstore latency run failed: "
-                           + "; ".join(result["errors"]))
+            log.warning("%s: the Xenstore latency run failed: %s", name,
+                        "; ".join(result["errors"]))
         runs.append({"variant": name, **describe_build(staged), **result})
-    rows = summarise(runs)
+    failed = [r for r in runs if r["errors"]]
+    rows = summarise([r for r in runs if not r["errors"]])
     doc = {
         "format": XSBENCH_FORMAT,
         "kind": "xsbench",
@@ -198,4 +210,8 @@ def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions
     plot(rows, out_dir / "xsbench.png")
     console().print(summary_table(rows))
     console().print(f"wrote {out_dir / 'xsbench.json'} and {out_dir / 'xsbench.png'}")
+    if failed:
+        raise LabError("the Xenstore latency run failed on "
+                       + "; ".join(f"{r['variant']}: {'; '.join(r['errors'])}" for r in failed)
+                       + f" (every run is in {out_dir / 'xsbench.json'})")
     return doc
