@@ -10,7 +10,7 @@ import pytest
 from pyxen.config import DomainConfig
 from pyxen.lab.contract.errors import BootError, Dom0Timeout
 from pyxen.lab.dom0 import xl
-from pyxen.lab.dom0.dom0bench import GUEST_BANNER
+from pyxen.lab.dom0.drivers import GUEST_BANNER
 from pyxen.lab.host import paths, variants
 from pyxen.lab.host.vm import Dom0, qemu_processes
 from pyxen.lab.host.vm_options import VMOptions

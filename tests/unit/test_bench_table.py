@@ -169,3 +169,14 @@ def test_replot_names_a_file_without_runs(tmp_path):
     path.write_text(json.dumps({"vm": {}}))
     with pytest.raises(LabError, match="no benchmark runs"):
         replot(path)
+
+
+def test_storms_beside_running_guests_say_so_with_xenstored_s_files() -> None:
+    rs = runs()
+    for r in rs:
+        r["running"] = {"count": 64, "up": 64, "start_s": 40.0, "xenstored_fds_without": 20,
+                        "xenstored_fds_with": 150 if r["variant"].startswith("stock") else 151}
+    text = " ".join(" ".join(render(summary_table(rs, []))).split())
+    assert "64 other guests running" in text
+    assert "none -> all running guests up: stock 20 -> 150, patched 20 -> 151" in text
+    assert "other guests running" not in "\n".join(render(summary_table(runs(), [])))

@@ -33,7 +33,7 @@ def storm_requests(draw: st.DrawFn) -> StormRequest:
     return StormRequest(guests=guests, concurrency=draw(st.integers(1, guests)),
                         kernel=draw(kernels), memory_mib=draw(st.integers(4, 1 << 20)),
                         driver=draw(st.sampled_from(protocol.STORM_DRIVERS)),
-                        prefix=draw(words))
+                        prefix=draw(words), running=draw(st.integers(0, 1000)))
 
 
 gaps = st.lists(st.floats(0, protocol.SCRUB_MAX_GAP_S), min_size=1, max_size=6).map(tuple)
@@ -83,6 +83,7 @@ def test_json_shapes_become_the_field_types() -> None:
     (StormRequest, "driver", "libvirt", "must be one of ('pyxen', 'xl')"),
     (StormRequest, "prefix", "", "must be a non-empty word"),
     (StormRequest, "prefix", "a b", "must be a non-empty word"),
+    (StormRequest, "running", -1, "must be >= 0"),
     (StormRequest, "guests", "4", "must be int"),
     (StormRequest, "guests", True, "must be int"),
     (StormRequest, "guests", 4.0, "must be int"),

@@ -4,6 +4,7 @@ and the result.json fields built from them."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from pathlib import Path
@@ -247,9 +248,87 @@ def test_destroying_a_guest_whose_create_failed_is_an_error_not_a_crash():
     import threading
 
     from pyxen.lab.contract.errors import LabError
-    from pyxen.lab.dom0.dom0bench import PyxenDriver
+    from pyxen.lab.dom0.drivers import PyxenDriver
 
     driver = object.__new__(PyxenDriver)
     driver.domids, driver.lock = {}, threading.Lock()
     with pytest.raises(LabError, match="bench-0 was not created"):
         driver.destroy("bench-0")
+
+
+# Other tenants' guests (StormRequest.running): pyxen.lab.dom0.tenants.
+
+@pytest.fixture
+def quiet_tenants(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Consoles seen at once (except names in ``silent``), xenstored's open
+    files counted from a ticker, and no waiting for destroyed guests."""
+    from pyxen.lab.dom0 import tenants
+    state: dict[str, Any] = {"silent": set(), "fds": itertools.count(10, 64)}
+    monkeypatch.setattr(tenants, "wait_console", lambda names, timeout: {
+        n: n not in state["silent"] for n in names})
+    monkeypatch.setattr(tenants, "xenstored_fds", lambda: next(state["fds"]))
+    monkeypatch.setattr(tenants, "VANISH_WAIT_S", 0.0)
+    return state
+
+
+def test_tenants_are_created_as_the_storm_creates_and_destroyed_after(
+        tmp_path: Path, quiet_tenants: dict[str, Any]) -> None:
+    from pyxen.lab.dom0 import tenants
+    driver = FakeDriver("xl", fail={"s-r2"}, stuck=set())
+    quiet_tenants["silent"] = {"s-r3"}
+    t = tenants.start(driver, 5, Path("/guest"), 16, "s-", tmp_path, storm_mib=64)
+    assert t.names == [f"s-r{i}" for i in range(5)]
+    assert driver.live == {"s-r0", "s-r1", "s-r3", "s-r4"}
+    assert sorted(t.up) == ["s-r0", "s-r1", "s-r4"]
+    assert sorted(t.errors) == ["create tenant s-r2: cannot create s-r2",
+                                "tenant s-r3 did not print its line in 120 s"]
+    assert t.as_json() == {"count": 5, "up": 3, "start_s": pytest.approx(0, abs=1),
+                           "xenstored_fds_without": 10, "xenstored_fds_with": 74}
+    assert tenants.stop(driver, t) == []
+    assert driver.live == set()
+
+
+def test_tenants_that_do_not_fit_fail_before_any_create(
+        tmp_path: Path, quiet_tenants: dict[str, Any]) -> None:
+    from pyxen.lab.dom0 import tenants
+    driver = FakeDriver("pyxen", fail=set(), stuck=set())   # 1000 MiB free
+    with pytest.raises(LabError, match=r"64 running guests of 16 MiB and the storm's "
+                                       r"16 MiB need about 1168 MiB.*--memory"):
+        tenants.start(driver, 64, Path("/guest"), 16, "s-", tmp_path, storm_mib=16)
+    assert driver.live == set()
+    assert tenants.start(driver, 0, Path("/guest"), 16, "s-", tmp_path, 16).as_json()["count"] == 0
+
+
+def test_tenants_left_behind_are_reported_as_leftovers(
+        tmp_path: Path, quiet_tenants: dict[str, Any]) -> None:
+    from pyxen.lab.dom0 import tenants
+    driver = FakeDriver("xl", fail=set(), stuck={"s-r1"})
+    t = tenants.start(driver, 2, Path("/guest"), 16, "s-", tmp_path, storm_mib=16)
+    assert tenants.stop(driver, t) == ["s-r1"]
+
+
+def test_a_storm_beside_tenants_reports_them_and_always_destroys_them(
+        tmp_path: Path, quiet_tenants: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    driver = FakeDriver("xl", fail=set(), stuck=set())
+    seen_live: list[set[str]] = []
+
+    def storm(*a: Any) -> dict[str, Any]:
+        seen_live.append(set(driver.live))
+        return {k: [] if k in ("errors", "leftover_domains") else 0 for k in RESULT_KEYS}
+
+    monkeypatch.setattr(dom0bench, "storm", storm)
+    monkeypatch.setattr(dom0bench, "xs_trace_off", contextlib.nullcontext)
+    result = dom0bench.run(2, 1, Path("/guest"), 16, "b-", tmp_path, tmp_path, driver,
+                           running=3)
+    assert seen_live == [{"b-r0", "b-r1", "b-r2"}] * 2
+    assert result["running"]["count"] == 3 and result["running"]["up"] == 3
+    assert driver.live == set() and result["errors"] == []
+
+    def failing(*a: Any) -> dict[str, Any]:
+        raise LabError("the storm broke")
+
+    monkeypatch.setattr(dom0bench, "storm", failing)
+    with pytest.raises(LabError, match="the storm broke"):
+        dom0bench.run(2, 1, Path("/guest"), 16, "c-", tmp_path, tmp_path, driver, running=2)
+    assert driver.live == set()

@@ -40,7 +40,7 @@ import pytest
 
 from pyxen.config import DomainConfig
 from pyxen.lab.dom0 import xl
-from pyxen.lab.dom0.dom0bench import console_log
+from pyxen.lab.dom0.drivers import console_log
 from pyxen.lab.dom0.xllock import XL_LOCKFILE, LockEntry, LockSampler, file_id, lock_entries
 
 pytestmark = [pytest.mark.xen, pytest.mark.autoballoon]

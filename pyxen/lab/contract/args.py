@@ -29,6 +29,10 @@ def _int_list(text: str, least: int) -> tuple[int, ...]:
     return values
 
 
+def nonneg_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
 def positive_int_list(text: str) -> tuple[int, ...]:
     """``"1,2,4"`` -> (1, 2, 4): positive integers, none listed twice."""
     return _int_list(text, 1)

@@ -49,6 +49,9 @@ STORM_DRIVER_DEFAULT = "pyxen"
 
 #: The least memory a benchmark's tiny guest is given.
 MIN_GUEST_MIB = 4
+#: What a tiny guest costs Xen beyond its memory (page tables, p2m, Xen's
+#: structures), MiB: for the checks that a storm's guests fit.
+GUEST_OVERHEAD_MIB = 2
 
 #: The scrub driver's fill: ballast on the guests' node only, or on every node.
 SCRUB_FILLS = ("node", "host")

@@ -165,7 +165,8 @@ def _is_word(text: str) -> bool:
 class StormRequest(DriverRequest):
     """One boot storm (pyxen.lab.dom0.dom0bench): ``guests`` tiny guests of
     ``memory_mib``, at most ``concurrency`` creates in flight, through
-    ``driver``, named ``prefix<i>``."""
+    ``driver``, named ``prefix<i>``; with ``running`` other idle guests
+    (named ``prefix r<i>``, created the same way) up for the whole storm."""
 
     KIND: ClassVar[str] = "storm"
 
@@ -175,9 +176,11 @@ class StormRequest(DriverRequest):
     memory_mib: int = 16
     driver: str = protocol.STORM_DRIVER_DEFAULT
     prefix: str = "bench-"
+    running: int = 0
 
     def check(self) -> None:
         self.require("guests", self.guests >= 1, ">= 1")
+        self.require("running", self.running >= 0, ">= 0")
         self.require("concurrency", 1 <= self.concurrency <= self.guests,
                      f"1..guests ({self.guests})")
         self.require("kernel", self.kernel.is_absolute(), "an absolute path")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pyxen.config import DomainConfig
 from pyxen.errors import XenError
@@ -35,115 +35,14 @@ from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import StormRequest, parse_request
 from pyxen.lab.contract.xenprof import GLOBAL_LOCKS, domctl_retries_per_op
-from pyxen.lab.dom0 import xl
+from pyxen.lab.dom0 import tenants
+from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, VANISH_WAIT_S, Driver,
+                                     wait_console, wait_vanished)
 from pyxen.lab.dom0.proccpu import CpuSampler
 from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xllock import LockSampler, LockUse
 from pyxen.lab.dom0.xstrace import TraceReader, xs_trace_off
 from xenstore_cache.control import query_control
-
-#: The line the tiny guest prints (guest/main.c BANNER).
-GUEST_BANNER = "pyxen-tinyguest: up"
-
-#: How long a guest gets to print its line, and destroyed domains to vanish.
-CONSOLE_WAIT_S = 120.0
-VANISH_WAIT_S = 120.0
-
-
-def console_log(name: str) -> Path:
-    return Path(os.environ.get(protocol.ENV_CONSOLE_LOG_DIR, protocol.CONSOLE_LOG_DIR)) \
-        / f"guest-{name}.log"
-
-
-def wait_console(names: list[str], timeout: float) -> dict[str, bool]:
-    """Which guests have printed the banner within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    seen = {n: False for n in names}
-    while True:
-        for n in names:
-            if not seen[n]:
-                try:
-                    seen[n] = GUEST_BANNER in console_log(n).read_text(errors="replace")
-                except OSError:
-                    pass
-        if all(seen.values()) or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.2)
-
-
-class Driver(Protocol):
-    """How the benchmark creates and destroys domains."""
-
-    name: str
-
-    def create(self, config: DomainConfig, config_file: Path) -> None: ...
-    def destroy(self, name: str) -> None: ...
-    def names(self) -> set[str]: ...
-    def free_memory_mib(self) -> int: ...
-
-
-class XlDriver:
-    """Unmodified ``xl`` processes, as a user at a shell runs them."""
-
-    name = "xl"
-
-    def create(self, config: DomainConfig, config_file: Path) -> None:
-        xl.create(config_file)
-
-    def destroy(self, name: str) -> None:
-        xl.destroy(name)
-
-    def names(self) -> set[str]:
-        return {d.name for d in xl.list_domains()}
-
-    def free_memory_mib(self) -> int:
-        return xl.free_memory_mib()
-
-
-class PyxenDriver:
-    """pyxen (libxl through cffi) from threads of this one process."""
-
-    name = "pyxen"
-
-    def __init__(self) -> None:
-        import pyxen
-        self.host = pyxen.Host()
-        self.host.open()
-        self.domids: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-    def create(self, config: DomainConfig, config_file: Path) -> None:
-        dom = self.host.create(config)
-        with self.lock:
-            self.domids[config.name] = dom.domid
-
-    def destroy(self, name: str) -> None:
-        with self.lock:
-            domid = self.domids.pop(name, None)
-        if domid is None:   # its create failed (recorded then): an error, not a crash
-            raise LabError(f"{name} was not created: nothing to destroy")
-        self.host.xl.destroy(domid)
-
-    def names(self) -> set[str]:
-        return {d.name for d in self.host.domains()}
-
-    def free_memory_mib(self) -> int:
-        return self.host.free_memory_mib()
-
-
-#: The drivers by name (the contract's STORM_DRIVERS, which StormRequest checks).
-DRIVERS: dict[str, Callable[[], Driver]] = {"pyxen": PyxenDriver, "xl": XlDriver}
-
-
-def wait_vanished(driver: Driver, names: set[str], timeout: float) -> set[str]:
-    """Names still listed after ``timeout`` seconds (empty when all are gone)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = driver.names() & names
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.2)
-
 
 class Progress:
     """Writes progress for the host to show (a small JSON file, replaced atomically)."""
@@ -223,15 +122,26 @@ def merge_passes(timed: dict[str, Any], counted: dict[str, Any]) -> dict[str, An
 
 
 def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
-        prefix: str, workdir: Path, out: Path, driver: Driver) -> dict[str, Any]:
+        prefix: str, workdir: Path, out: Path, driver: Driver,
+        running: int = 0) -> dict[str, Any]:
     """The timed storm (xenstored's trace off), then the counting storm
-    (trace on), merged (module docstring)."""
-    with xs_trace_off():
-        timed = storm(guests, concurrency, kernel, memory_mib, prefix, workdir, out,
-                      driver, protocol.BENCH_PHASES[:2])
-    counted = storm(guests, concurrency, kernel, memory_mib, f"{prefix}n", workdir, out,
-                    driver, protocol.BENCH_PHASES[2:])
-    return merge_passes(timed, counted)
+    (trace on), merged (module docstring); with ``running`` other idle
+    guests up through both (pyxen.lab.dom0.tenants), under ``running``."""
+    others = tenants.start(driver, running, kernel, memory_mib, prefix, workdir,
+                           storm_mib=guests * memory_mib)
+    try:
+        with xs_trace_off():
+            timed = storm(guests, concurrency, kernel, memory_mib, prefix, workdir, out,
+                          driver, protocol.BENCH_PHASES[:2])
+        counted = storm(guests, concurrency, kernel, memory_mib, f"{prefix}n", workdir,
+                        out, driver, protocol.BENCH_PHASES[2:])
+    finally:
+        left = tenants.stop(driver, others)
+    result = merge_passes(timed, counted)
+    result["running"] = others.as_json()
+    result["errors"] += others.errors
+    result["leftover_domains"] = sorted(set(result["leftover_domains"]) | set(left))
+    return result
 
 
 @dataclass
@@ -508,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     req = parse_request(StormRequest, argv, prog="pyxen.lab.dom0.dom0bench")
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
     result = run(req.guests, req.concurrency, req.kernel, req.memory_mib, req.prefix,
-                 Path("/tmp/pyxen-bench"), out, DRIVERS[req.driver]())
+                 Path("/tmp/pyxen-bench"), out, DRIVERS[req.driver](), running=req.running)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return 0 if not result["errors"] and not result["leftover_domains"] else 1
 

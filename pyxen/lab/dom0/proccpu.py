@@ -57,6 +57,12 @@ def find_pids(names: tuple[str, ...], proc: Path = Path("/proc")) -> dict[str, i
     return found
 
 
+def open_fds(pid: int) -> int:
+    """How many files process ``pid`` has open (for xenstored: its
+    connections, its listening sockets and a few files); OSError if gone."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def process_cpu_s(pid: int) -> float:
     """Process ``pid``'s CPU time (utime + stime), seconds; OSError if gone."""
     return parse_stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())

@@ -44,7 +44,7 @@ from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.requests import XsLatencyRequest, parse_request
 from pyxen.lab.contract.strace import syscall_counts
-from pyxen.lab.dom0.proccpu import find_pids, process_cpu_s
+from pyxen.lab.dom0.proccpu import find_pids, open_fds, process_cpu_s
 from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenstore import XenStore
 
@@ -69,10 +69,6 @@ class IdlePool:
 
     def close(self) -> None:
         self.resize(0)
-
-
-def _open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def time_reads(xs: XenStore, path: str, reads: int, pid: int) -> dict[str, Any]:
@@ -148,7 +144,7 @@ def run(req: XsLatencyRequest) -> dict[str, Any]:
                 order = sorted(req.idle, reverse=rnd % 2 == 1)
                 for n in order:
                     pool.resize(n)
-                    point = {"round": rnd, "idle": n, "xenstored_fds": _open_fds(pid),
+                    point = {"round": rnd, "idle": n, "xenstored_fds": open_fds(pid),
                              **time_reads(client, req.path, req.reads, pid)}
                     if point["wrong_values"]:
                         errors.append(f"round {rnd}, {n} idle: {point['wrong_values']} "

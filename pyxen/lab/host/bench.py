@@ -42,6 +42,7 @@ class BenchParams:
     memory_mib: int = 16
     driver: str = protocol.STORM_DRIVER_DEFAULT  # protocol.STORM_DRIVERS
     repeat: int = 1         # rounds of every variant's storms, one boot each
+    running: int = 0        # other idle guests up through each storm
 
     def validate(self) -> None:
         if self.guests < 1:
@@ -58,11 +59,16 @@ class BenchParams:
         # The rest is the storm requests' to check (memory, driver).
         self.request(self.concurrency[0], Path("/"))
 
+    def guests_mib(self) -> int:
+        """Memory the storm's guests and the running ones take at most, MiB."""
+        return (self.guests * self.memory_mib
+                + self.running * (self.memory_mib + protocol.GUEST_OVERHEAD_MIB))
+
     def request(self, concurrency: int, kernel: Path) -> StormRequest:
         """What dom0bench is asked for the storm at ``concurrency``."""
         return StormRequest(guests=self.guests, concurrency=concurrency, kernel=kernel,
                             memory_mib=self.memory_mib, driver=self.driver,
-                            prefix=f"bench-c{concurrency}-")
+                            prefix=f"bench-c{concurrency}-", running=self.running)
 
 
 def run_storm(dom0: Dom0, request: StormRequest,
@@ -214,6 +220,9 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str], wide: bool = Fal
     title = "boot storm: stock vs variants (ratio = variant / stock)"
     if repeats > 1:
         title += f", medians of {repeats} repetitions"
+    running = _running_note(runs)
+    if running:
+        title += f", {running[0]} other guests running"
     table = Table(title=title)
     _variant_column(table, runs)
     cols = ["C", "makespan s", "ratio" + (" (range)" if repeats > 1 else ""),
@@ -237,8 +246,23 @@ def summary_table(runs: list[dict[str, Any]], notes: list[str], wide: bool = Fal
                      "xenstored" + ("; retries: domctl retries per create" if profiled
                                     else "") + " (--wide: all columns"
                      + (", every repetition" if repeats > 1 else "") + ")")
-    _add_notes(table, notes)
+    _add_notes(table, notes + running[1:])
     return table
+
+
+def _running_note(runs: list[dict[str, Any]]) -> list[str]:
+    """[N, a line on xenstored's open files with the N up] when the storms
+    ran beside N other guests (``--running``), else []."""
+    count = max(((r.get("running") or {}).get("count", 0) for r in runs), default=0)
+    if not count:
+        return []
+    fds: dict[str, str] = {}
+    for r in runs:
+        rn = r.get("running") or {}
+        fds.setdefault(r["variant"], f"{rn.get('xenstored_fds_without')} -> "
+                                     f"{rn.get('xenstored_fds_with')}")
+    return [str(count), "xenstored's open files, none -> all running guests up: "
+            + ", ".join(f"{v} {f}" for v, f in fds.items())]
 
 
 def _wide_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
@@ -425,6 +449,7 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
         "summary": [row.as_json() for row in summarise(
             runs, lambda r: _retries_per_op(r, "create"))],
         "repeat": params.repeat,
+        "running": params.running,
         "notes": notes,
         "projection": project(runs, options.cpus),
         "cpu_growth": cpu_growth(runs),

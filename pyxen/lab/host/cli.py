@@ -13,8 +13,8 @@ from types import FrameType
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.args import (nonneg_int_list, number_list, positive_int,
-                                     positive_int_list)
+from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, number_list,
+                                     positive_int, positive_int_list)
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.host import hostdeps, sources, variants
 from pyxen.lab.host.vm_options import VMOptions
@@ -133,8 +133,16 @@ def cmd_bench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     opts = _vm_options(args)
     from pyxen.lab.host.bench import BenchParams, run_bench
     params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver,
-                         args.repeat)
+                         args.repeat, args.running)
     params.validate()
+    if args.running:
+        # Xen's own share of the VM's memory is left a margin of 128 MiB.
+        room = opts.memory_mib - (opts.dom0_mem_mib or 0) - 128
+        if params.guests_mib() > room:
+            ap.error(f"--running {args.running} and --guests {args.guests} of "
+                     f"{args.guest_memory} MiB need about {params.guests_mib()} MiB, and "
+                     f"the VM leaves {room} MiB for guests: raise --memory "
+                     f"(now {opts.memory_mib})")
     hostdeps.check()
     run_bench(args.variants, params, opts, args.out, args.series, args.debug,
               args.profile, _source(args), args.wide)
@@ -236,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
                    help="run every variant's storms N times, variants interleaved, one "
                         "boot each; the table gives medians and the range of the ratios")
+    p.add_argument("--running", type=nonneg_int, default=0, metavar="N",
+                   help="keep N other idle guests (--guest-memory each, created through "
+                        "--driver: with xl each keeps its xl monitor) up through every "
+                        "storm; raise --memory to fit them")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--wide", action="store_true",
                    help="print every column of the summary table (wider than 100 columns)")

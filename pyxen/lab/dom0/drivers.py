@@ -1,0 +1,119 @@
+"""How the lab's dom0 benchmarks create, watch and destroy tiny guests: the
+drivers (``xl`` processes, or pyxen from threads of one process), the
+guests' console lines, and waiting for destroyed guests to go."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from pyxen.config import DomainConfig
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
+from pyxen.lab.dom0 import xl
+
+#: The line the tiny guest prints (guest/main.c BANNER).
+GUEST_BANNER = "pyxen-tinyguest: up"
+
+#: How long a guest gets to print its line, and destroyed domains to vanish.
+CONSOLE_WAIT_S = 120.0
+VANISH_WAIT_S = 120.0
+
+
+def console_log(name: str) -> Path:
+    return Path(os.environ.get(protocol.ENV_CONSOLE_LOG_DIR, protocol.CONSOLE_LOG_DIR)) \
+        / f"guest-{name}.log"
+
+
+def wait_console(names: list[str], timeout: float) -> dict[str, bool]:
+    """Which guests have printed the banner within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    seen = {n: False for n in names}
+    while True:
+        for n in names:
+            if not seen[n]:
+                try:
+                    seen[n] = GUEST_BANNER in console_log(n).read_text(errors="replace")
+                except OSError:
+                    pass
+        if all(seen.values()) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
+class Driver(Protocol):
+    """How the benchmark creates and destroys domains."""
+
+    name: str
+
+    def create(self, config: DomainConfig, config_file: Path) -> None: ...
+    def destroy(self, name: str) -> None: ...
+    def names(self) -> set[str]: ...
+    def free_memory_mib(self) -> int: ...
+
+
+class XlDriver:
+    """Unmodified ``xl`` processes, as a user at a shell runs them."""
+
+    name = "xl"
+
+    def create(self, config: DomainConfig, config_file: Path) -> None:
+        xl.create(config_file)
+
+    def destroy(self, name: str) -> None:
+        xl.destroy(name)
+
+    def names(self) -> set[str]:
+        return {d.name for d in xl.list_domains()}
+
+    def free_memory_mib(self) -> int:
+        return xl.free_memory_mib()
+
+
+class PyxenDriver:
+    """pyxen (libxl through cffi) from threads of this one process."""
+
+    name = "pyxen"
+
+    def __init__(self) -> None:
+        import pyxen
+        self.host = pyxen.Host()
+        self.host.open()
+        self.domids: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def create(self, config: DomainConfig, config_file: Path) -> None:
+        dom = self.host.create(config)
+        with self.lock:
+            self.domids[config.name] = dom.domid
+
+    def destroy(self, name: str) -> None:
+        with self.lock:
+            domid = self.domids.pop(name, None)
+        if domid is None:   # its create failed (recorded then): an error, not a crash
+            raise LabError(f"{name} was not created: nothing to destroy")
+        self.host.xl.destroy(domid)
+
+    def names(self) -> set[str]:
+        return {d.name for d in self.host.domains()}
+
+    def free_memory_mib(self) -> int:
+        return self.host.free_memory_mib()
+
+
+#: The drivers by name (the contract's STORM_DRIVERS, which StormRequest checks).
+DRIVERS: dict[str, Callable[[], Driver]] = {"pyxen": PyxenDriver, "xl": XlDriver}
+
+
+def wait_vanished(driver: Driver, names: set[str], timeout: float) -> set[str]:
+    """Names still listed after ``timeout`` seconds (empty when all are gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = driver.names() & names
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
