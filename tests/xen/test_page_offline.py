@@ -1,4 +1,5 @@
-"""Offlining a page that a dead guest left dirty (XEN_SYSCTL_page_offline_op).
+"""Offlining guests' pages (XEN_SYSCTL_page_offline_op): a page that a dead
+guest left dirty, and pages of a running PV guest.
 
 Xen counts each node's dirty free pages (``node_need_scrub[]``, which the
 debug key 'H' prints as "Node N has M unscrubbed pages"), and its idle CPUs
@@ -10,12 +11,14 @@ Stock Xen 4.22 does neither: the count keeps the offlined page for ever (so
 the idle loop never sleeps again), and the page comes back counted as clean.
 The in-dom0 runner says which Xen this is (``PYXEN_VARIANT``): on ``stock``
 the test expects that known defect, so that the stock run shows it each time;
-anywhere else it expects the fix.
+anywhere else it expects the fix.  The PV guest's pages are offlined only
+on builds with the fix: on stock they would hang a pCPU (``breaks_stock``).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -116,4 +119,53 @@ def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, h
             dom.destroy()
         if mfn is not None and xc.page_state(mfn) is not PageState.ONLINE:
             helpers.wait_for(lambda: xc.domain_info(dom.domid) is None, 60)
+            xc.online_page(mfn)
+
+
+def _pin_dom0(cpus: str) -> None:
+    """Hard-pin every vCPU of dom0 (where this test runs) to ``cpus``."""
+    res = subprocess.run(["xl", "vcpu-pin", "0", "all", cpus], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert res.returncode == 0, f"xl vcpu-pin 0 all {cpus}: {res.stderr.strip()}"
+
+
+@pytest.mark.breaks_stock
+def test_offlining_a_pv_guests_pages_leaves_its_pod_lock_alone(host, kernel, helpers):
+    """Populate-on-demand is HVM-only: a PV domain's host p2m never has its
+    PoD lock initialised, and its zeroed lock claims to be held recursively
+    by pCPU 0.  Stock Xen 4.22's offline_page() took that lock for any
+    guest's page: run on pCPU 0, the "unlock" released a ticket nobody had
+    taken (a debug build warns "CHECKLOCK released lock ... not recorded"
+    and panics on the underflowed preempt count; a release build leaves the
+    lock so that the next taker on another pCPU waits for ever).  So the
+    first offline is made from pCPU 0, and a second one of the same guest
+    from pCPU 1."""
+    if os.environ.get("PYXEN_VARIANT") == "stock":
+        pytest.skip("stock Xen takes the PV guest's uninitialised PoD lock: a release "
+                    "build corrupts it silently, and the second offline would hang pCPU 1")
+    xc = host.xc
+    if xc.physinfo().nr_cpus < 2:
+        pytest.skip("needs two pCPUs")
+    dom = host.create(DomainConfig(helpers.PREFIX + "podlock", kernel))
+    offlined: list[int] = []
+    try:
+        pages = [int(host.xenstore.read(f"/local/domain/{dom.domid}/{node}/ring-ref"))
+                 for node in ("store", "console")]
+        for cpu, mfn in zip(("0", "1"), pages):
+            _pin_dom0(cpu)
+            res = xc.offline_page(mfn)
+            offlined.append(mfn)
+            assert (res.state, res.owner) == (PageState.OFFLINE_PENDING, dom.domid), res
+        _pin_dom0("all")
+        domid = dom.domid
+        dom.destroy()
+        assert helpers.wait_for(lambda: xc.domain_info(domid) is None, 60), \
+            f"domain {domid} still there a minute after its destroy"
+        assert [xc.page_state(m) for m in offlined] == [PageState.OFFLINED] * 2
+    finally:
+        _pin_dom0("all")
+        if xc.domain_info(dom.domid) is not None:
+            dom.destroy()
+            helpers.wait_for(lambda: xc.domain_info(dom.domid) is None, 60)
+        for mfn in offlined:
             xc.online_page(mfn)
