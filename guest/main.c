@@ -12,6 +12,9 @@
  *      forever (load for benchmarks that need every pCPU busy; its CPU time,
  *      as Xen accounts it, is its throughput).
  *
+ * With the command line "xs-half" it first plays a guest caught by an
+ * XS_INTRODUCE in the middle of a Xenstore request (xs_half() below).
+ *
  * Freestanding: no libc, Xen's public headers give the ABI.  Hypercalls use
  * "syscall" with the number in %rax, which is what the 64-bit hypercall page
  * does, so no hypercall page is needed.
@@ -22,6 +25,7 @@
 #include <xen/sched.h>
 #include <xen/event_channel.h>
 #include <xen/io/console.h>
+#include <xen/io/xs_wire.h>
 
 #define PAGE_SHIFT 12
 #define PAGE_SIZE  (1UL << PAGE_SHIFT)
@@ -144,16 +148,122 @@ static unsigned long format_line(char *buf, unsigned long nr_pages)
     return n;
 }
 
-/* The command line is exactly "spin". */
-static int is_spin(const uint8_t *cmdline)
+/* The command line is exactly "word". */
+static int cmdline_is(const int8_t *si_cmdline, const char *word)
 {
-    static const char spin[] = "spin";
+    const uint8_t *cmdline = (const uint8_t *)si_cmdline;
     unsigned int i;
 
-    for ( i = 0; i < sizeof(spin); i++ )
-        if ( cmdline[i] != (uint8_t)spin[i] )
+    for ( i = 0; word[i]; i++ )
+        if ( cmdline[i] != (uint8_t)word[i] )
             return 0;
-    return 1;
+    return cmdline[i] == 0;
+}
+
+static void yield(void)
+{
+    hypercall3(__HYPERVISOR_sched_op, SCHEDOP_yield, 0, 0);
+}
+
+/* Append the decimal digits of n to buf at *n_out. */
+static void put_number(char *buf, unsigned long *at, unsigned long n)
+{
+    char digits[20];
+    unsigned long d = 0;
+
+    do {
+        digits[d++] = '0' + n % 10;
+        n /= 10;
+    } while ( n );
+    while ( d )
+        buf[(*at)++] = digits[--d];
+}
+
+static void put_text(char *buf, unsigned long *at, const char *s)
+{
+    while ( *s )
+        buf[(*at)++] = *s++;
+}
+
+static void put_request(struct xenstore_domain_interface *xs, const void *p,
+                        unsigned long len)
+{
+    const uint8_t *b = p;
+    XENSTORE_RING_IDX prod = xs->req_prod;
+
+    while ( len-- )
+        xs->req[MASK_XENSTORE_IDX(prod++)] = *b++;
+    __atomic_store_n(&xs->req_prod, prod, __ATOMIC_RELEASE);
+}
+
+/*
+ * A request sent in two parts with an XS_INTRODUCE of this domain between
+ * them: the first 8 bytes of a header; then, once xenstored has read them
+ * and the toolstack's XS_INTRODUCE has reset the ring (req_prod back to 0),
+ * the rest.  The bytes are chosen so that the rest is also a whole request
+ * of its own: XS_READ of "name" with req_id XS_HALF_REST_LEN.  A xenstored
+ * that dropped the half-read request on the reset answers that one; one
+ * that kept appending to it answers the first (req_id XS_HALF_FIRST_ID), or
+ * worse.  The reply's type, req_id and body go to the console.
+ */
+#define XS_HALF_FIRST_ID 7
+#define XS_HALF_REST_LEN 13
+
+static void xs_half(struct xenstore_domain_interface *xs, evtchn_port_t port,
+                    struct xencons_interface *con, evtchn_port_t con_port,
+                    shared_info_t *shared)
+{
+    const uint32_t first[2] = { XS_READ, XS_HALF_FIRST_ID };
+    /* As the first request's tx_id and len; as a request, type and req_id. */
+    const uint32_t rest[2] = { XS_READ, XS_HALF_REST_LEN };
+    /* As the first request's body; as a request, tx_id, len and "name". */
+    const uint32_t rest_hdr[2] = { 0, 5 };
+    struct xsd_sockmsg reply;
+    uint8_t *r = (uint8_t *)&reply;
+    char line[128];
+    unsigned long n = 0, i;
+    XENSTORE_RING_IDX cons;
+
+    put_request(xs, first, sizeof(first));
+    notify(port);
+    while ( __atomic_load_n(&xs->req_cons, __ATOMIC_ACQUIRE) != sizeof(first) )
+        yield();
+    put_text(line, &n, "pyxen-tinyguest: xs-half sent\r\n");
+    console_write(con, con_port, shared, line, n);
+
+    while ( __atomic_load_n(&xs->req_prod, __ATOMIC_ACQUIRE) != 0 )
+        yield();
+    put_request(xs, rest, sizeof(rest));
+    put_request(xs, rest_hdr, sizeof(rest_hdr));
+    put_request(xs, "name", 5);
+    notify(port);
+
+    /* The reply: its header, then up to 32 bytes of its body. */
+    cons = xs->rsp_cons;
+    while ( __atomic_load_n(&xs->rsp_prod, __ATOMIC_ACQUIRE) - cons <
+            sizeof(reply) )
+        yield();
+    for ( i = 0; i < sizeof(reply); i++ )
+        r[i] = xs->rsp[MASK_XENSTORE_IDX(cons++)];
+    while ( __atomic_load_n(&xs->rsp_prod, __ATOMIC_ACQUIRE) - cons <
+            (reply.len < 32 ? reply.len : 32) )
+        yield();
+    n = 0;
+    put_text(line, &n, "pyxen-tinyguest: xs-half reply type=");
+    put_number(line, &n, reply.type);
+    put_text(line, &n, " req_id=");
+    put_number(line, &n, reply.req_id);
+    put_text(line, &n, " body=");
+    for ( i = 0; i < reply.len && i < 32; i++ )
+    {
+        char c = xs->rsp[MASK_XENSTORE_IDX(cons + i)];
+
+        line[n++] = (c >= ' ' && c <= '~') ? c : '?';
+    }
+    put_text(line, &n, "\r\n");
+    __atomic_store_n(&xs->rsp_cons, cons + reply.len, __ATOMIC_RELEASE);
+    notify(port);
+    console_write(con, con_port, shared, line, n);
 }
 
 void __attribute__((noreturn)) guest_main(const start_info_t *si)
@@ -171,9 +281,13 @@ void __attribute__((noreturn)) guest_main(const start_info_t *si)
     console_write(ring, ports[0], shared, line,
                   format_line(line, si->nr_pages));
 
-    if ( is_spin(si->cmd_line) )
+    if ( cmdline_is(si->cmd_line, "spin") )
         for ( ;; )
             asm volatile ( "pause" ::: "memory" );
+
+    if ( cmdline_is(si->cmd_line, "xs-half") )
+        xs_half(mfn_to_virt(si->store_mfn), si->store_evtchn, ring, ports[0],
+                shared);
 
     for ( ;; )
         wait_for_events(shared, ports, 2);

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
+from pyxen import limits
 from pyxen._native import NativeHandle, check_xc, clear_message, ffi, lib, raise_xc
 from pyxen.errors import XenCtrlError
 
@@ -188,18 +189,6 @@ def _offline_result(mfn: int, status: int) -> PageOffline:
                        f"page {mfn:#x}: unexpected offline status {status:#x}")
 
 
-def _below(value: int, limit: int, what: str) -> int:
-    """``value`` if an int (not a bool) in 0 .. limit - 1; else ValueError
-    saying ``what`` it must be."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < limit:
-        raise ValueError(f"{what}, got {value!r}")
-    return value
-
-
-def _mfn(mfn: int) -> int:
-    return _below(mfn, 1 << 52, "mfn must be a machine frame number (0 .. 2^52 - 1)")
-
-
 def _info(d: Any) -> DomainInfo:
     flags = int(d.flags)
     shutdown = bool(flags & lib.XEN_DOMINF_shutdown)
@@ -220,10 +209,6 @@ def _info(d: Any) -> DomainInfo:
         max_vcpus=int(d.max_vcpu_id) + 1,
         cpupool=int(d.cpupool),
     )
-
-
-def _domid(domid: int) -> int:
-    return _below(domid, 0x7FF0, "domid must be an integer 0..32751")
 
 
 class XenCtrl(NativeHandle):
@@ -262,27 +247,27 @@ class XenCtrl(NativeHandle):
     def domain_info(self, domid: int) -> DomainInfo | None:
         """The domain with this id, or None if there is none."""
         buf = ffi.new("xc_domaininfo_t[1]")
-        n = self._call("xc_domain_getinfolist", _domid(domid), 1, buf)
+        n = self._call("xc_domain_getinfolist", limits.domid(domid), 1, buf)
         if n == 1 and int(buf[0].domain) == domid:
             return _info(buf[0])
         return None
 
     def pause(self, domid: int) -> None:
-        self._call("xc_domain_pause", _domid(domid))
+        self._call("xc_domain_pause", limits.domid(domid))
 
     def unpause(self, domid: int) -> None:
-        self._call("xc_domain_unpause", _domid(domid))
+        self._call("xc_domain_unpause", limits.domid(domid))
 
     def destroy(self, domid: int) -> None:
         """Hard destroy at hypervisor level (no toolstack cleanup: prefer
         ``Libxl.destroy`` for domains libxl created)."""
-        self._call("xc_domain_destroy", _domid(domid))
+        self._call("xc_domain_destroy", limits.domid(domid))
 
     def claim_pages(self, domid: int, nr_pages: int) -> None:
         """Claim ``nr_pages`` for a domain being built (0 releases the claim)."""
         if not isinstance(nr_pages, int) or nr_pages < 0:
             raise ValueError(f"nr_pages must be a non-negative integer, got {nr_pages!r}")
-        self._call("xc_domain_claim_pages", _domid(domid), nr_pages)
+        self._call("xc_domain_claim_pages", limits.domid(domid), nr_pages)
 
     def create_bare_domain(self, domid: int, max_vcpus: int = 1) -> int:
         """XEN_DOMCTL_createdomain and nothing else: an empty PV domain (no
@@ -299,7 +284,7 @@ class XenCtrl(NativeHandle):
         config.max_grant_frames = -1     # Xen's defaults
         config.max_maptrack_frames = -1
         config.grant_opts = 1            # XEN_DOMCTL_GRANT_version(1)
-        new = ffi.new("uint32_t *", _domid(domid))
+        new = ffi.new("uint32_t *", limits.domid(domid))
         self._call("xc_domain_create", new, config)
         return int(new[0])
 
@@ -339,18 +324,18 @@ class XenCtrl(NativeHandle):
         and leaves the heap when that domain frees it.  Xen refuses its own
         pages and dom0's (XenCtrlError, EPERM or EINVAL)."""
         status = ffi.new("uint32_t *", 0)
-        self._call("xc_mark_page_offline", _mfn(mfn), mfn, status)
+        self._call("xc_mark_page_offline", limits.mfn(mfn), mfn, status)
         return _offline_result(mfn, int(status[0]))
 
     def online_page(self, mfn: int) -> None:
         """Give an offlined (or offline-pending) page back to use.  A broken
         page cannot be (XenCtrlError, EINVAL)."""
         status = ffi.new("uint32_t *", 0)
-        self._call("xc_mark_page_online", _mfn(mfn), mfn, status)
+        self._call("xc_mark_page_online", limits.mfn(mfn), mfn, status)
 
     def page_state(self, mfn: int) -> PageState:
         status = ffi.new("uint32_t *", 0)
-        self._call("xc_query_page_offline_status", _mfn(mfn), mfn, status)
+        self._call("xc_query_page_offline_status", limits.mfn(mfn), mfn, status)
         bits = int(status[0])
         if bits & lib.PG_OFFLINE_STATUS_OFFLINE_PENDING:
             return PageState.OFFLINE_PENDING

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from pyxen import limits
 from pyxen._native import check_xs, ffi, lib, string
 from pyxen.errors import TransactionConflict, XenstoreError
 
@@ -169,6 +170,15 @@ class XenStore(_Ops):
             return string(p)
         finally:
             lib.free(p)
+
+    def introduce_domain(self, domid: int, mfn: int, port: int) -> None:
+        """XS_INTRODUCE: tell xenstored of domain ``domid``'s ring (machine
+        frame ``mfn``) and event channel ``port`` (privileged).  For a domain
+        xenstored already knows, it rebinds the event channel and resets the
+        ring and the connection's pending requests, watches and transactions."""
+        check_xs(lib.xs_introduce_domain(self._h, limits.domid(domid), limits.mfn(mfn),
+                                         limits.evtchn_port(port)),
+                 "xs_introduce_domain", f"domain {domid}")
 
     # -- transactions ---------------------------------------------------------
     @contextmanager

@@ -36,3 +36,5 @@ char **xs_check_watch(struct xs_handle *h);
 xs_transaction_t xs_transaction_start(struct xs_handle *h);
 bool xs_transaction_end(struct xs_handle *h, xs_transaction_t t, bool abort);
 char *xs_get_domain_path(struct xs_handle *h, unsigned int domid);
+bool xs_introduce_domain(struct xs_handle *h, unsigned int domid, unsigned long mfn,
+                         unsigned int eventchn);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,8 @@ import pytest
 
 import pyxen
 from pyxen.config import DomainConfig
+from pyxen.lab.dom0.drivers import console_log
+from pyxen.lab.dom0.proccpu import find_pids
 from pyxen.xenstore import Perm
 
 pytestmark = pytest.mark.xen
@@ -472,3 +475,46 @@ def test_many_clients_reading_the_longest_value_at_once(host, node):
         t.join(timeout=120)
     assert not [t for t in threads if t.is_alive()], "a reader hung"
     assert bad == []
+
+
+#: The reply the tiny guest's "xs-half" mode prints (guest/main.c xs_half()):
+#: XS_READ (2) of its "name", with the req_id its second part carries (13).
+XS_HALF_REPLY = re.compile(r"pyxen-tinyguest: xs-half reply (type=\d+ req_id=\d+ body=\S*)")
+
+
+def _console(name: str) -> str:
+    try:
+        return console_log(name).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.breaks_stock
+def test_a_domain_reintroduced_in_mid_request_has_its_next_request_answered(
+        host, kernel, helpers):
+    """XS_INTRODUCE of a domain xenstored knows resets its ring and drops the
+    request it was reading (toolstack patch 0011; stock 4.22 kept a pointer
+    to the freed request and appended the guest's next bytes to it).  The
+    guest writes half a header, waits until xenstored has read it and the
+    second introduce has reset the ring, then writes bytes that are also a
+    whole XS_READ of its name: that read must be answered, by the same
+    xenstored, which must go on answering everyone."""
+    if os.environ.get("PYXEN_VARIANT") == "stock":
+        pytest.skip("stock xenstored uses the freed request: it may crash, and "
+                    "every later test with it")
+    xenstored = find_pids(("xenstored",)).get("xenstored")
+    dom = host.create(DomainConfig(helpers.PREFIX + "xshalf", kernel, cmdline="xs-half"))
+    try:
+        assert helpers.wait_for(lambda: "xs-half sent" in _console(dom.name), 60), \
+            "the guest did not see xenstored read the first half of its header"
+        store = f"/local/domain/{dom.domid}/store"
+        host.xenstore.introduce_domain(dom.domid, int(host.xenstore.read(f"{store}/ring-ref")),
+                                       int(host.xenstore.read(f"{store}/port")))
+        assert helpers.wait_for(lambda: XS_HALF_REPLY.search(_console(dom.name)), 60), \
+            f"no reply to the guest's request after the reintroduce:\n{_console(dom.name)}"
+        m = XS_HALF_REPLY.search(_console(dom.name))
+        assert m and m.group(1) == f"type=2 req_id=13 body={dom.name}", m
+        assert find_pids(("xenstored",)).get("xenstored") == xenstored, "xenstored restarted"
+        assert host.xenstore.read(f"/local/domain/{dom.domid}/name") == dom.name.encode()
+    finally:
+        dom.destroy()
