@@ -1,0 +1,142 @@
+"""Function-invocation traces in the format of the Azure Functions Invocation
+Trace 2021 (``app,func,end_timestamp,duration``: an invocation starts at
+end - duration, in seconds from the trace's start), and what the
+autoscaling benchmark may do to one before replaying it: compress time and
+replicate functions with shifted start times.  Pure: no I/O but the text
+given, so the host transforms and dom0 replays the same schedule.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+#: The columns a trace file must have (others are ignored).
+COLUMNS = ("app", "func", "end_timestamp", "duration")
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be read, naming the file and line."""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    func: int           # index into Trace.functions
+    start_s: float
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Functions ("app/func", in order of first appearance) and their
+    invocations, by start time."""
+
+    functions: tuple[str, ...]
+    invocations: tuple[Invocation, ...]
+
+    @property
+    def span_s(self) -> float:
+        """From the first start to the last end."""
+        if not self.invocations:
+            return 0.0
+        first = min(i.start_s for i in self.invocations)
+        return max(i.start_s + i.duration_s for i in self.invocations) - first
+
+    def describe(self) -> dict[str, Any]:
+        return {"functions": len(self.functions), "invocations": len(self.invocations),
+                "span_s": round(self.span_s, 3),
+                "busy_s": round(sum(i.duration_s for i in self.invocations), 3)}
+
+
+def _number(text: str, what: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise TraceError(f"{where}: {what} {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise TraceError(f"{where}: {what} {text!r} must be a finite number >= 0")
+    return value
+
+
+def parse_trace(text: str, source: str = "trace") -> Trace:
+    """The trace in ``text`` (CSV with a header naming COLUMNS); TraceError
+    naming ``source`` and the line of the first bad row."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise TraceError(f"{source}: empty, expected a header {','.join(COLUMNS)}") from None
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise TraceError(f"{source}:1: header {','.join(header)!r} lacks "
+                         f"{', '.join(missing)} (expected {','.join(COLUMNS)})")
+    col = {c: header.index(c) for c in COLUMNS}
+    functions: dict[str, int] = {}
+    invocations = []
+    for row in reader:
+        where = f"{source}:{reader.line_num}"
+        if not row or row == [""]:
+            continue
+        if len(row) != len(header):
+            raise TraceError(f"{where}: {len(row)} fields, the header has {len(header)}")
+        app, func = row[col["app"]].strip(), row[col["func"]].strip()
+        if not app or not func:
+            raise TraceError(f"{where}: empty app or func")
+        end = _number(row[col["end_timestamp"]], "end_timestamp", where)
+        duration = _number(row[col["duration"]], "duration", where)
+        if duration > end + 1e-6:
+            raise TraceError(f"{where}: duration {duration} is longer than end_timestamp "
+                             f"{end}: the invocation would start before the trace")
+        name = f"{app}/{func}"
+        index = functions.setdefault(name, len(functions))
+        invocations.append(Invocation(index, max(0.0, end - duration), duration))
+    if not invocations:
+        raise TraceError(f"{source}: no invocations")
+    invocations.sort(key=lambda i: (i.start_s, i.func))
+    return Trace(tuple(functions), tuple(invocations))
+
+
+@dataclass(frozen=True)
+class Transform:
+    """What the benchmark does to a trace: ``replicas`` copies of every
+    function, copy k > 0 shifted by its own random offset in [0, span)
+    (seeded), wrapping round within the span; then time divided by
+    ``speedup`` (start times and durations alike)."""
+
+    speedup: float = 1.0
+    replicas: int = 1
+    seed: int = 0
+
+    def check(self) -> None:
+        if not (math.isfinite(self.speedup) and self.speedup > 0):
+            raise ValueError(f"speedup must be a number > 0, got {self.speedup!r}")
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas!r}")
+
+    def apply(self, trace: Trace) -> Trace:
+        self.check()
+        rng = random.Random(self.seed)
+        span = trace.span_s or 1.0
+        first = min(i.start_s for i in trace.invocations)
+        functions = []
+        invocations = []
+        for k in range(self.replicas):
+            offset = 0.0 if k == 0 else rng.uniform(0, span)
+            base = k * len(trace.functions)
+            functions += [f if k == 0 else f"{f}#{k}" for f in trace.functions]
+            for i in trace.invocations:
+                start = (i.start_s - first + offset) % span
+                invocations.append(Invocation(base + i.func, start / self.speedup,
+                                              i.duration_s / self.speedup))
+        invocations.sort(key=lambda i: (i.start_s, i.func))
+        return Trace(tuple(functions), tuple(invocations))
+
+    def describe(self, before: Trace, after: Trace) -> dict[str, Any]:
+        """What was done, for the results file."""
+        return {"speedup": self.speedup, "replicas": self.replicas, "seed": self.seed,
+                "replica_offsets": "uniform in [0, span), wrapping within the span",
+                "before": before.describe(), "after": after.describe()}

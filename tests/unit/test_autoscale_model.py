@@ -1,0 +1,166 @@
+"""The autoscaling benchmark's pure parts: reading and transforming a
+function-invocation trace, and the scaler's decisions, driven by a
+discrete-event simulation against the rules it must keep."""
+
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyxen.lab.contract.faastrace import Trace, TraceError, Transform, parse_trace
+from pyxen.lab.dom0.autoscaler import (Autoscaler, Create, Destroy, Fail, Run, ScalerError,
+                                       State)
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "traces" / "azure2021-sample-200.csv"
+HEADER = "app,func,end_timestamp,duration\n"
+
+
+def test_the_shipped_sample_reads_whole() -> None:
+    trace = parse_trace(SAMPLE.read_text(), SAMPLE.name)
+    assert len(trace.invocations) == 199 and len(trace.functions) == 31
+    assert [i.start_s for i in trace.invocations] == sorted(i.start_s for i in trace.invocations)
+    assert 1250 < trace.span_s < 1270
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "empty, expected a header"),
+    ("app,func,end\n", "lacks end_timestamp, duration"),
+    (HEADER, "no invocations"),
+    (HEADER + "a,f,10,2\na,f,x,1\n", r"t.csv:3: end_timestamp 'x' is not a number"),
+    (HEADER + "a,f,10,-1\n", r"t.csv:2: duration '-1' must be a finite number >= 0"),
+    (HEADER + "a,f,nan,1\n", "must be a finite number"),
+    (HEADER + "a,f,1,5\n", "t.csv:2: duration 5.0 is longer than end_timestamp 1.0"),
+    (HEADER + "a,f,1\n", "t.csv:2: 3 fields, the header has 4"),
+    (HEADER + ",f,1,1\n", "t.csv:2: empty app or func"),
+])
+def test_bad_traces_name_the_line(text: str, message: str) -> None:
+    with pytest.raises(TraceError, match=message):
+        parse_trace(text, "t.csv")
+
+
+def test_a_transform_compresses_time_and_replicates_with_offsets() -> None:
+    trace = parse_trace(HEADER + "a,f,10,10\na,g,20,5\nb,f,30,1\n")
+    assert trace.functions == ("a/f", "a/g", "b/f") and trace.span_s == 30
+    fast = Transform(speedup=10).apply(trace)
+    assert [(i.func, i.start_s, i.duration_s) for i in fast.invocations] == [
+        (0, 0.0, 1.0), (1, 1.5, 0.5), (2, 2.9, 0.1)]
+    wide = Transform(replicas=3, seed=4).apply(trace)
+    assert len(wide.functions) == 9 and len(wide.invocations) == 9
+    assert wide.functions[3:6] == ("a/f#1", "a/g#1", "b/f#1")
+    assert all(0 <= i.start_s < 30 for i in wide.invocations)
+    assert Transform(replicas=3, seed=4).apply(trace) == wide       # seeded
+    assert Transform(replicas=3, seed=5).apply(trace) != wide
+    assert Transform(speedup=2, replicas=2).describe(trace, wide)["after"]["invocations"] == 9
+    for bad in (Transform(speedup=0), Transform(replicas=0)):
+        with pytest.raises(ValueError):
+            bad.apply(trace)
+
+
+# -- the scaler -------------------------------------------------------------
+
+arrivals = st.lists(st.tuples(st.integers(0, 3), st.floats(0, 20), st.floats(0.1, 5)),
+                    min_size=1, max_size=40)
+
+
+def simulate(events: list[tuple[int, float, float]], keep_alive: float, start_s: float,
+             failing: set[int]) -> dict[str, Any]:
+    """Run the scaler as the dom0 driver does, with instances taking
+    ``start_s`` to start (those numbered in ``failing`` fail to), checking
+    each action against the scaler's rules as it is taken."""
+    scaler = Autoscaler(keep_alive)
+    queue: list[tuple[float, int, str, int]] = []
+    seq = 0
+
+    def at(t: float, kind: str, x: int) -> None:
+        nonlocal seq
+        heapq.heappush(queue, (t, seq, kind, x))
+        seq += 1
+
+    for n, (func, t, _) in enumerate(events):
+        at(t, "arrive", n)
+    ran: dict[int, int] = {}
+    failed: set[int] = set()
+    destroyed: set[int] = set()
+    busy: set[int] = set()
+    up: set[int] = set()
+    funcs: dict[int, int] = {}
+
+    def take(actions: list[Any], now: float) -> None:
+        for a in actions:
+            if isinstance(a, Create):
+                funcs[a.instance] = a.func
+                at(now + start_s, "failed" if a.instance in failing else "started", a.instance)
+            elif isinstance(a, Run):
+                assert a.instance in up and a.instance not in busy, "ran on a busy or new one"
+                assert funcs[a.instance] == events[a.invocation][0], "wrong function"
+                assert a.invocation not in ran, "an invocation ran twice"
+                busy.add(a.instance)
+                ran[a.invocation] = a.instance
+                at(now + events[a.invocation][2], "finished", a.instance)
+            elif isinstance(a, Destroy):
+                assert a.instance not in busy, "destroyed while busy"
+                inst = scaler.instances[a.instance]
+                assert now >= inst.idle_since + keep_alive or draining, \
+                    "destroyed before its keep-alive"
+                destroyed.add(a.instance)
+            elif isinstance(a, Fail):
+                failed.add(a.invocation)
+
+    draining = False
+    while queue:
+        now, _, kind, x = heapq.heappop(queue)
+        if kind == "arrive":
+            take(scaler.arrive(x, events[x][0], now), now)
+        elif kind == "started":
+            up.add(x)
+            take(scaler.started(x, now), now)
+        elif kind == "failed":
+            take(scaler.start_failed(x, now), now)
+        elif kind == "finished":
+            busy.discard(x)
+            take(scaler.finished(x, now), now)
+        take(scaler.expire(now), now)
+        nxt = scaler.next_expiry()
+        if nxt is not None:
+            at(max(nxt, now), "tick", -1)
+    draining = True
+    take(scaler.drain(), float("inf"))
+    return {"ran": ran, "failed": failed, "destroyed": destroyed, "scaler": scaler,
+            "creates": len(funcs)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrivals, st.floats(0, 10), st.floats(0.1, 3), st.sets(st.integers(0, 10)))
+def test_every_invocation_runs_once_or_fails_and_nothing_is_left(
+        events: list[tuple[int, float, float]], keep_alive: float, start_s: float,
+        failing: set[int]) -> None:
+    out = simulate(events, keep_alive, start_s, failing)
+    assert set(out["ran"]) | out["failed"] == set(range(len(events)))
+    assert not set(out["ran"]) & out["failed"]
+    assert out["scaler"].live() == 0
+    assert all(i.state is State.GONE for i in out["scaler"].instances.values())
+    # A failure only where a create failed; no create more than invocations.
+    assert len(out["failed"]) <= len(failing)
+    assert out["creates"] <= len(events)
+
+
+def test_a_warm_instance_is_reused_within_its_keep_alive_and_not_after() -> None:
+    out = simulate([(0, 0.0, 1.0), (0, 5.0, 1.0), (0, 30.0, 1.0)], keep_alive=10,
+                   start_s=0.5, failing=set())
+    assert out["creates"] == 2                       # the third came after 10 s idle
+    assert out["ran"][0] == out["ran"][1] != out["ran"][2]
+
+
+def test_events_that_contradict_the_state_are_driver_bugs() -> None:
+    scaler = Autoscaler(keep_alive_s=1)
+    with pytest.raises(ScalerError, match="instance 0 is unknown"):
+        scaler.started(0, 0.0)
+    (create,) = scaler.arrive(0, func=2, now=0.0)
+    assert create == Create(0, 2)
+    with pytest.raises(ScalerError, match="instance 0 is starting, expected busy"):
+        scaler.finished(0, 1.0)
