@@ -97,11 +97,18 @@ def test_not_found_is_also_a_lookup_error():
 
 
 def test_bad_arguments_are_refused_before_any_call():
-    from pyxen.xenctrl import _domid
-    from pyxen.xenstore import Perm, _check_path
-    for bad in (-1, 0x7FF0, "1", True):
-        with pytest.raises(ValueError, match="domid"):
-            _domid(bad)
+    from pyxen.xenstore import Perm, XenStore, _check_path
+    from pyxen.xenctrl import XenCtrl
+    # Each range check is pyxen.limits' (test_limits.py); here, that the
+    # calls use them before reaching C (no handle is needed to be refused).
+    xc, xs = XenCtrl.__new__(XenCtrl), XenStore.__new__(XenStore)
+    xs._h = None
+    for call, what in ((lambda: xc.domain_info(0x7FF0), "domid"),
+                       (lambda: xs.introduce_domain(-1, 1, 1), "domid"),
+                       (lambda: xs.introduce_domain(1, 1 << 52, 1), "mfn"),
+                       (lambda: xs.introduce_domain(1, 1, 0), "port")):
+        with pytest.raises(ValueError, match=what):
+            call()
     for bad in ("", "a\0b", "x" * 4000):
         with pytest.raises(ValueError, match="path"):
             _check_path(bad)

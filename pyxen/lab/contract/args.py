@@ -57,3 +57,23 @@ def number_list(text: str) -> tuple[float, ...]:
             raise argparse.ArgumentTypeError(f"not a finite number: {part.strip()!r}")
         values.append(value)
     return tuple(values)
+
+
+def _number_at_least(text: str, least: float, strict: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < least or (strict and value == least):
+        raise argparse.ArgumentTypeError(
+            f"must be a number {'>' if strict else '>='} {least:g}, got {text}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    return _number_at_least(text, 0.0, strict=True)
+
+
+def nonneg_number(text: str) -> float:
+    return _number_at_least(text, 0.0, strict=False)
+

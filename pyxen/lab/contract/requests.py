@@ -3,7 +3,8 @@ frozen request per driver, passed as a single JSON argument.
 
 The host builds a request (``StormRequest`` for pyxen.lab.dom0.dom0bench,
 ``ScrubRequest`` for pyxen.lab.dom0.scrub_dom0, ``XsLatencyRequest`` for
-pyxen.lab.dom0.xslatency) and runs
+pyxen.lab.dom0.xslatency, ``AutoscaleRequest`` for pyxen.lab.dom0.autoscale)
+and runs
 ``python -m pyxen.lab.dom0.<driver> --request '<request.to_json()>'``; the
 driver reads it back with ``parse_request`` (``from_json``).  A request
 checks its fields when built, so a bad value fails on the host, before any
@@ -256,3 +257,51 @@ class XsLatencyRequest(DriverRequest):
                      "0 or >= 10")
         self.require("path", self.path.startswith("/") and "\0" not in self.path,
                      "an absolute Xenstore path")
+
+
+@dataclass(frozen=True)
+class AutoscaleRequest(DriverRequest):
+    """A trace replayed on an autoscaler (pyxen.lab.dom0.autoscale):
+    invocation n of function ``funcs[n]`` arrives ``starts[n]`` s after the
+    replay starts and keeps an instance of its function (one tiny guest of
+    ``memory_mib``, named ``prefix<instance>``) busy for ``durations[n]`` s;
+    idle instances live ``keep_alive_s``; at most ``max_inflight`` creates
+    and destroys at once, through ``driver``.  Load: ``running`` other idle
+    guests, and ``spinners_per_cpu`` spinning guests per pCPU."""
+
+    KIND: ClassVar[str] = "autoscale"
+
+    kernel: Path              # the tiny guest; the same path on the host and in dom0
+    funcs: tuple[int, ...]
+    starts: tuple[float, ...]
+    durations: tuple[float, ...]
+    keep_alive_s: float = 60.0
+    memory_mib: int = 128
+    max_inflight: int = 8
+    driver: str = protocol.STORM_DRIVER_DEFAULT
+    running: int = 0
+    spinners_per_cpu: int = 0
+    prefix: str = "fn-"
+
+    def check(self) -> None:
+        self.require("kernel", self.kernel.is_absolute(), "an absolute path")
+        n = len(self.funcs)
+        self.require("funcs", n >= 1 and min(self.funcs) >= 0,
+                     "one or more function indexes, each >= 0")
+        self.require("starts", len(self.starts) == n
+                     and all(math.isfinite(s) and s >= 0 for s in self.starts)
+                     and list(self.starts) == sorted(self.starts),
+                     f"{n} ascending finite times >= 0 (one per function index)")
+        self.require("durations", len(self.durations) == n
+                     and all(math.isfinite(d) and d >= 0 for d in self.durations),
+                     f"{n} finite durations >= 0 (one per function index)")
+        self.require("keep_alive_s", math.isfinite(self.keep_alive_s)
+                     and self.keep_alive_s >= 0, "a finite number of seconds >= 0")
+        self.require("memory_mib", self.memory_mib >= protocol.MIN_GUEST_MIB,
+                     f">= {protocol.MIN_GUEST_MIB}")
+        self.require("max_inflight", self.max_inflight >= 1, ">= 1")
+        self.require("driver", self.driver in protocol.STORM_DRIVERS,
+                     f"one of {protocol.STORM_DRIVERS}")
+        self.require("running", self.running >= 0, ">= 0")
+        self.require("spinners_per_cpu", self.spinners_per_cpu >= 0, ">= 0")
+        self.require("prefix", _is_word(self.prefix), "a non-empty word")

@@ -13,8 +13,9 @@ from types import FrameType
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, number_list,
-                                     positive_int, positive_int_list)
+from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, nonneg_number,
+                                     number_list, positive_int, positive_int_list,
+                                     positive_number)
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.host import hostdeps, sources, variants
 from pyxen.lab.host.vm_options import VMOptions
@@ -199,6 +200,24 @@ def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pyxen.lab.host.autoscale import AutoscaleParams, run_autoscale
+    from pyxen.lab.host.xenbuild import build
+    params = AutoscaleParams(
+        trace=args.trace, speedup=args.speedup, replicas=args.replicas, seed=args.seed,
+        keep_alive_s=args.keep_alive, memory_mib=args.guest_memory,
+        max_inflight=args.max_inflight, driver=args.driver, running=args.running,
+        spinners_per_cpu=args.spinners)
+    params.validate()
+    opts = _vm_options(args)
+    hostdeps.check()
+    source = _source(args)
+    builds = {b: build(variants.resolve(b, args.series, args.debug, args.profile, source))
+              for b in dict.fromkeys(v.build for v in args.variants)}
+    run_autoscale(args.variants, builds, params, opts, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pyxen.lab",
                                  description="Nested Xen lab: build stock and patched Xen "
@@ -305,6 +324,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(p)
     _add_vm_options(p)
     p.set_defaults(func=cmd_xsbench)
+
+    from pyxen.lab.host.autoscale import PLATFORM_KEEP_ALIVE_S, default_trace
+    p = sub.add_parser("autoscale", help="replay a function-invocation trace on an "
+                                         "autoscaler: cold starts, stock vs variants")
+    p.add_argument("--trace", type=Path, default=default_trace(),
+                   help="app,func,end_timestamp,duration CSV (Azure Functions 2021 format; "
+                        "default the shipped sample)")
+    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
+    p.add_argument("--speedup", type=positive_number, default=10.0,
+                   help="divide the trace's times and durations by this")
+    p.add_argument("--replicas", type=positive_int, default=1,
+                   help="copies of every function, each shifted by a random offset")
+    p.add_argument("--seed", type=int, default=0, help="for the replicas' offsets")
+    p.add_argument("--keep-alive", type=nonneg_number, default=None, metavar="S",
+                   help="how long an idle instance lives (default "
+                        f"{PLATFORM_KEEP_ALIVE_S:.0f} s / speedup)")
+    p.add_argument("--guest-memory", type=positive_int, default=128, metavar="MIB")
+    p.add_argument("--max-inflight", type=positive_int, default=8,
+                   help="creates and destroys at once")
+    p.add_argument("--driver", choices=protocol.STORM_DRIVERS,
+                   default=protocol.STORM_DRIVER_DEFAULT)
+    p.add_argument("--running", type=nonneg_int, default=0, metavar="N",
+                   help="other idle guests up through the replay")
+    p.add_argument("--spinners", type=nonneg_int, default=0, metavar="N",
+                   help="spinning guests per pCPU (a loaded host: no idle scrubbing)")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    _add_source_options(p)
+    _add_vm_options(p)
+    p.set_defaults(func=cmd_autoscale)
     return ap
 
 

@@ -1,0 +1,225 @@
+"""The autoscaling benchmark's host side: read and transform a trace, boot
+each variant (stock, patched, ``+cache``) in turn, replay the trace in its
+dom0 (pyxen.lab.dom0.autoscale), write ``bench.json`` with an
+``autoscale`` section per variant and ``autoscale.png`` (the CDF of
+cold-start latency, instances over time), and print each variant's
+ratios to stock."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.faastrace import Trace, Transform, parse_trace
+from pyxen.lab.contract.requests import AutoscaleRequest
+from pyxen.lab.host import paths, variants
+from pyxen.lab.host.progress import console, step
+from pyxen.lab.host.provenance import describe_build
+from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.vm_options import VMOptions
+from pyxen.lab.host.xenbuild import StagedBuild
+
+log = logging.getLogger(__name__)
+
+#: bench.json's format for an autoscale run; readers refuse a newer one.
+AUTOSCALE_FORMAT = 1
+#: The keep-alive FaaS platforms commonly use, s (scaled by --speedup by default).
+PLATFORM_KEEP_ALIVE_S = 600.0
+#: The trace shipped with the project.
+SAMPLE_TRACE = "data/traces/azure2021-sample-200.csv"
+#: A request larger than this would not fit one command-line argument.
+MAX_REQUEST_BYTES = 100_000
+
+
+def default_trace() -> Path:
+    """The shipped sample: in the current directory's checkout, else in the
+    checkout this pyxen runs from."""
+    for root in (Path.cwd(), paths.repo_root()):
+        if (root / SAMPLE_TRACE).exists():
+            return root / SAMPLE_TRACE
+    return Path.cwd() / SAMPLE_TRACE
+
+
+@dataclass(frozen=True)
+class AutoscaleParams:
+    trace: Path
+    speedup: float = 10.0
+    replicas: int = 1
+    seed: int = 0
+    keep_alive_s: float | None = None     # None: PLATFORM_KEEP_ALIVE_S / speedup
+    memory_mib: int = 128
+    max_inflight: int = 8
+    driver: str = "pyxen"
+    running: int = 0
+    spinners_per_cpu: int = 0
+
+    def transform(self) -> Transform:
+        return Transform(self.speedup, self.replicas, self.seed)
+
+    def keep_alive(self) -> float:
+        return PLATFORM_KEEP_ALIVE_S / self.speedup if self.keep_alive_s is None \
+            else self.keep_alive_s
+
+    def load(self) -> tuple[Trace, Trace]:
+        """The trace as read and as it will be replayed; LabError if unreadable."""
+        try:
+            text = self.trace.read_text()
+        except OSError as exc:
+            raise LabError(f"cannot read the trace {self.trace}: {exc.strerror}") from None
+        before = parse_trace(text, str(self.trace))
+        return before, self.transform().apply(before)
+
+    def request(self, schedule: Trace, kernel: Path) -> AutoscaleRequest:
+        req = AutoscaleRequest(
+            kernel=kernel, funcs=tuple(i.func for i in schedule.invocations),
+            starts=tuple(round(i.start_s, 4) for i in schedule.invocations),
+            durations=tuple(round(i.duration_s, 4) for i in schedule.invocations),
+            keep_alive_s=self.keep_alive(), memory_mib=self.memory_mib,
+            max_inflight=self.max_inflight, driver=self.driver, running=self.running,
+            spinners_per_cpu=self.spinners_per_cpu)
+        if len(req.to_json()) > MAX_REQUEST_BYTES:
+            raise ValueError(f"the transformed trace has {len(schedule.invocations)} "
+                             "invocations, more than one request to dom0 carries: "
+                             "lower --replicas")
+        return req
+
+    def validate(self) -> None:
+        """ValueError/LabError naming what is wrong, before any build."""
+        self.transform().check()
+        _, schedule = self.load()
+        self.request(schedule, Path("/"))
+
+
+def run_replay(dom0: Dom0, request: AutoscaleRequest) -> dict[str, Any]:
+    """One replay in a booted dom0: its result.json."""
+    span = max(request.starts) + max(request.durations) + request.keep_alive_s
+    res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.autoscale",
+                    "--request", request.to_json()],
+                   timeout=600 + 3 * span + 30 * len(request.funcs))
+    # Exit 1: the replay finished and its result reports something lost.
+    return res.json_file("result.json", "the autoscaling benchmark", ok_codes=(0, 1))
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Each variant's cold-start and invocation-latency percentiles over stock's."""
+    stock = next((r for r in runs if r["variant"] == "stock"), None)
+    out: dict[str, dict[str, float | None]] = {}
+    for r in runs:
+        out[r["variant"]] = {
+            f"{what}_{p}": _ratio(r[key][p], stock[key][p] if stock else None)
+            for what, key in (("cold", "cold_start_s"), ("latency", "invocation_latency_s"))
+            for p in ("p50", "p90", "p99")}
+    return out
+
+
+def _fmt(x: float | None, unit: str = "") -> str:
+    return "-" if x is None else f"{x:.2f}{unit}"
+
+
+def summary_table(runs: list[dict[str, Any]]) -> Table:
+    rel = ratios(runs)
+    t = Table(title="autoscaling replay: cold starts (s) and ratio to stock")
+    for col in ("variant", "cold", "p50", "p99", "p50 x", "p99 x", "inv p99", "waited>1s",
+                "failed", "peak"):
+        t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
+    for r in runs:
+        c, x = r["cold_start_s"], rel[r["variant"]]
+        t.add_row(r["variant"], str(c["count"]), _fmt(c["p50"]), _fmt(c["p99"]),
+                  _fmt(x["cold_p50"], "x"), _fmt(x["cold_p99"], "x"),
+                  _fmt(r["invocation_latency_s"]["p99"]), str(r["waited_over_1s"]),
+                  str(r["invocations_failed"] + r["creates_failed"]),
+                  str(r["peak_instances"]))
+    t.caption = ("cold: cold starts; p50/p99: their latency, decision to console line; "
+                 "inv p99: arrival to end of an invocation; failed: invocations and "
+                 "creates that failed")
+    return t
+
+
+def plot(runs: list[dict[str, Any]], target: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in runs:
+        cold = sorted(r["cold_start_each_s"])
+        if cold:
+            ax1.step(cold, [(i + 1) / len(cold) for i in range(len(cold))], where="post",
+                     label=r["variant"])
+        times = r["instances_over_time"]
+        if times:
+            ax2.step([t for t, _ in times], [n for _, n in times], where="post",
+                     label=r["variant"])
+    ax1.set(xlabel="cold-start latency, s", ylabel="fraction of cold starts",
+            title="cold starts (CDF)")
+    ax2.set(xlabel="time into the replay, s", ylabel="instances", title="instances over time")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Nested Xen under TCG: compare variants within this run only")
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+
+
+def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, StagedBuild],
+                  params: AutoscaleParams, options: VMOptions,
+                  out_dir: Path) -> dict[str, Any]:
+    """Replay the trace on each variant in turn (one boot each), write
+    ``bench.json`` and ``autoscale.png``, print the table; LabError after
+    writing them if any variant lost something (failed creates or destroys,
+    leftovers, unfinished invocations)."""
+    before, schedule = params.load()
+    guest = paths.tinyguest_path().absolute()
+    if not guest.exists():
+        raise LabError(f"tiny guest not built ({guest}): run \"pip install '.[lab]'\"")
+    request = params.request(schedule, guest)
+    runs = []
+    for v in run_variants:
+        staged = builds[v.build]
+        opts = dataclasses.replace(options, xs_cache=v.xs_cache)
+        try:
+            with step(f"replaying {len(schedule.invocations)} invocations on {v.name}"), \
+                    Dom0(staged, opts) as dom0:
+                result = run_replay(dom0, request)
+        except LabError as exc:
+            result = {"errors": [str(exc)], "failed_to_run": True}
+        runs.append({"variant": v.name, **describe_build(staged), **result})
+    complete = [r for r in runs if not r.get("failed_to_run")]
+    doc = {
+        "format": AUTOSCALE_FORMAT,
+        "kind": "autoscale",
+        "trace": {"file": str(params.trace), **params.transform().describe(before, schedule)},
+        "keep_alive_s": params.keep_alive(),
+        "load": {"running": params.running, "spinners_per_cpu": params.spinners_per_cpu},
+        "autoscale": {r["variant"]: r for r in runs},
+        "ratios_to_stock": ratios(complete),
+        "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
+               "dom0_vcpus": options.dom0_vcpus, "dom0_mem_mib": options.dom0_mem_mib,
+               "accel": "tcg"},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
+    plot(complete, out_dir / "autoscale.png")
+    console().print(summary_table(complete))
+    console().print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'autoscale.png'}")
+    lost = [r for r in runs if r.get("errors") or r.get("leftover_domains")
+            or r.get("xenstore_nodes_left") or r.get("memory_not_returned_mib")
+            or r.get("invocations_done", 0) < r.get("invocations", 1)]
+    if lost:
+        raise LabError("the replay lost something on " + "; ".join(
+            f"{r['variant']}: {(r.get('errors') or ['leftovers or unfinished invocations'])[0]}"
+            for r in lost) + f" (every run is in {out_dir / 'bench.json'})")
+    return doc

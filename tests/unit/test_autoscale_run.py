@@ -1,0 +1,174 @@
+"""The autoscaling benchmark without Xen: the dom0 replay against a fake
+driver (real time, short durations), its statistics, and the host's
+request, table, ratios and command line."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from pyxen.config import DomainConfig
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.requests import AutoscaleRequest
+from pyxen.lab.dom0 import autoscale
+from pyxen.lab.dom0.drivers import GUEST_BANNER
+from pyxen.lab.host import cli
+from pyxen.lab.host.autoscale import AutoscaleParams, ratios, summary_table
+
+KERNEL = Path("/guest")
+
+
+class ConsoleDriver:
+    """Creates print the banner to the console log (after ``boot_s``);
+    creates of names in ``fail`` raise; destroys forget the guest."""
+
+    name = "fake"
+
+    def __init__(self, logs: Path, fail: set[str] = frozenset(), boot_s: float = 0.02,
+                 silent: set[str] = frozenset()) -> None:
+        self.logs, self.fail, self.boot_s, self.silent = logs, fail, boot_s, silent
+        self.live: set[str] = set()
+        self.created: list[str] = []
+        self.lock = threading.Lock()
+
+    def create(self, config: DomainConfig, config_file: Path) -> None:
+        if config.name in self.fail:
+            raise LabError(f"cannot create {config.name}")
+        with self.lock:
+            self.live.add(config.name)
+            self.created.append(config.name)
+        if config.name not in self.silent:
+            threading.Timer(self.boot_s, lambda: (self.logs / f"guest-{config.name}.log")
+                            .write_text(GUEST_BANNER + ", nr_pages=4096\n")).start()
+
+    def destroy(self, name: str) -> None:
+        with self.lock:
+            if name not in self.live:
+                raise LabError(f"no domain {name}")
+            self.live.discard(name)
+
+    def names(self) -> set[str]:
+        with self.lock:
+            return set(self.live)
+
+    def free_memory_mib(self) -> int:
+        return 1000
+
+
+@pytest.fixture
+def logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(protocol.ENV_CONSOLE_LOG_DIR, str(tmp_path))
+    return tmp_path
+
+
+def request(funcs: list[int], starts: list[float], durations: list[float],
+            keep_alive: float = 0.3) -> AutoscaleRequest:
+    return AutoscaleRequest(KERNEL, tuple(funcs), tuple(starts), tuple(durations),
+                            keep_alive_s=keep_alive, memory_mib=16, max_inflight=4)
+
+
+def test_a_replay_reuses_warm_instances_and_destroys_every_one(logs: Path,
+                                                               tmp_path: Path) -> None:
+    driver = ConsoleDriver(logs)
+    # f0 at 0 and again at 0.2 (warm: keep-alive 0.3), f1 at 0.05; f0 at 1.0
+    # comes after its instance's keep-alive: cold again.
+    req = request([0, 1, 0, 0], [0.0, 0.05, 0.2, 1.0], [0.05, 0.05, 0.05, 0.05])
+    r = autoscale.replay(req, driver, tmp_path / "work")
+    s = autoscale.summarise(r)
+    assert s["invocations"] == s["invocations_done"] == 4 and s["invocations_failed"] == 0
+    assert s["creates"] == 3 and s["cold_invocations"] == 3
+    assert s["cold_start_s"]["count"] == 3 and s["cold_start_s"]["p50"] >= 0.02
+    assert driver.live == set() and sorted(driver.created) == ["fn-0", "fn-1", "fn-2"]
+    assert s["peak_instances"] == 2 and s["instances_over_time"][-1][1] == 0
+    assert s["destroy_s"]["count"] == 3 and s["errors"] == []
+    lat = s["invocation_latency_s"]
+    assert lat["count"] == 4 and lat["max"] >= 0.05
+
+
+def test_a_failed_create_fails_its_invocation_and_is_counted(logs: Path,
+                                                              tmp_path: Path) -> None:
+    driver = ConsoleDriver(logs, fail={"fn-1"}, silent={"fn-2"})
+    monkey_wait = autoscale.CONSOLE_WAIT_S
+    autoscale.CONSOLE_WAIT_S = 0.3
+    try:
+        req = request([0, 1, 2], [0.0, 0.0, 0.0], [0.05, 0.05, 0.05])
+        s = autoscale.summarise(autoscale.replay(req, driver, tmp_path / "work"))
+    finally:
+        autoscale.CONSOLE_WAIT_S = monkey_wait
+    assert s["invocations_done"] == 1 and s["invocations_failed"] == 2
+    assert s["creates_failed"] == 2
+    assert sorted(e.split(":")[0] for e in s["errors"]) == ["create fn-1", "create fn-2"]
+    assert "no console line" in " ".join(s["errors"])
+    assert driver.live == set()       # the silent guest was destroyed too
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    p = autoscale._percentiles([float(v) for v in range(1, 101)])
+    assert (p["p50"], p["p90"], p["p99"], p["max"], p["count"]) == (50.0, 90.0, 99.0, 100.0, 100)
+    assert autoscale._percentiles([])["p50"] is None
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("starts", (1.0, 0.5), "ascending"),
+    ("durations", (1.0,), "2 finite durations"),
+    ("funcs", (), "one or more function indexes"),
+    ("keep_alive_s", float("inf"), "finite number of seconds"),
+])
+def test_a_bad_request_names_its_field(field: str, value: Any, message: str) -> None:
+    doc: dict[str, Any] = {"kernel": KERNEL, "funcs": (0, 1), "starts": (0.0, 1.0),
+                           "durations": (1.0, 1.0)}
+    doc[field] = value
+    with pytest.raises(ValueError, match=f"AutoscaleRequest.{field} must be .*{message}"):
+        AutoscaleRequest(**doc)
+
+
+def test_the_host_sends_the_transformed_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("app,func,end_timestamp,duration\na,f,10,10\na,g,20,5\n")
+    params = AutoscaleParams(trace=trace, speedup=5)
+    before, schedule = params.load()
+    req = params.request(schedule, KERNEL)
+    assert req.funcs == (0, 1) and req.starts == (0.0, 3.0) and req.durations == (2.0, 1.0)
+    assert req.keep_alive_s == 120.0          # 600 s / 5
+    assert AutoscaleRequest.from_json(req.to_json()) == req
+    with pytest.raises(ValueError, match="lower --replicas"):
+        AutoscaleParams(trace=Path(__file__).parents[2] / "data" / "traces"
+                        / "azure2021-sample-200.csv", replicas=200).validate()
+    with pytest.raises(LabError, match="cannot read the trace"):
+        AutoscaleParams(trace=tmp_path / "missing.csv").validate()
+
+
+def _run(variant: str, p50: float, p99: float) -> dict[str, Any]:
+    pct = {"count": 10, "p50": p50, "p90": p99, "p99": p99, "max": p99}
+    return {"variant": variant, "cold_start_s": pct, "invocation_latency_s": pct,
+            "waited_over_1s": 2, "invocations_failed": 0, "creates_failed": 0,
+            "peak_instances": 5}
+
+
+def test_ratios_and_the_table_compare_each_variant_with_stock() -> None:
+    runs = [_run("stock", 2.0, 8.0), _run("patched", 0.5, 1.0), _run("patched+cache", 0.4, 1.0)]
+    rel = ratios(runs)
+    assert rel["patched"]["cold_p50"] == 0.25 and rel["patched"]["cold_p99"] == 0.125
+    assert rel["stock"]["cold_p99"] == 1.0
+    con = Console(width=100, record=True)
+    con.print(summary_table(runs))
+    text = con.export_text()
+    assert "patched+cache" in text and "0.12x" in text and "…" not in text
+
+
+def test_the_autoscale_command_checks_its_options_before_any_build(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli.hostdeps, "check", lambda: pytest.fail("checked hosts deps"))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["autoscale", "--speedup", "0", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "--speedup: must be a number > 0" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("app,func,end_timestamp,duration\na,f,1,x\n")
+    with pytest.raises(SystemExit):
+        cli.main(["autoscale", "--trace", str(bad), "--out", str(tmp_path)])
+    assert "bad.csv:2: duration 'x' is not a number" in capsys.readouterr().err
