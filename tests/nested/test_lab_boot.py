@@ -168,6 +168,25 @@ def test_the_xenstore_latency_driver_runs_through_its_request(dom0: Dom0) -> Non
     assert all(c["total_per_read"] >= 2 and c["per_read"] for c in result["syscalls"])
 
 
+def test_the_autoscale_driver_replays_a_few_invocations_end_to_end(dom0: Dom0) -> None:
+    """The path ``python -m pyxen.lab autoscale`` takes, on three
+    invocations of two functions: the second of f0 finds its instance warm,
+    every instance is destroyed after its keep-alive, and nothing is left."""
+    from pyxen.lab.contract.requests import AutoscaleRequest
+    from pyxen.lab.host.autoscale import run_replay
+
+    guest = paths.tinyguest_path().absolute()
+    result = run_replay(dom0, AutoscaleRequest(
+        guest, funcs=(0, 1, 0), starts=(0.0, 0.5, 8.0), durations=(2.0, 1.0, 1.0),
+        keep_alive_s=15.0, memory_mib=16, max_inflight=4))
+    assert result["errors"] == [], result["errors"]
+    assert result["invocations_done"] == 3 and result["invocations_failed"] == 0
+    assert result["creates"] == 2 and result["cold_invocations"] == 2
+    assert result["cold_start_s"]["count"] == 2 and result["cold_start_s"]["p50"] > 0
+    assert result["leftover_domains"] == [] and result["xenstore_nodes_left"] == []
+    assert result["memory_not_returned_mib"] == 0
+
+
 def test_a_command_past_its_timeout_kills_the_vm() -> None:
     vm = _stock_vm()
     with pytest.raises(Dom0Timeout, match="sleep"), vm:
