@@ -248,13 +248,14 @@ def summarise(r: Replay) -> dict[str, Any]:
 def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
     """The replay between its load (running guests, spinners) set up and
     torn down, with the checks that nothing was lost."""
-    import pyxen
+    from pyxen.xenctrl import XenCtrl
+    from pyxen.xenstore import XenStore
     spinners: list[str] = []
     others = tenants.start(driver, req.running, req.kernel, 16, f"{req.prefix}load-",
                            workdir, storm_mib=0)
     try:
-        with pyxen.Host() as host:
-            cpus = host.xc.physinfo().nr_cpus
+        with XenCtrl() as xc, XenStore() as xs:
+            cpus = xc.physinfo().nr_cpus
             for i in range(cpus * req.spinners_per_cpu):
                 name = f"{req.prefix}spin{i}"
                 config = DomainConfig(name, req.kernel, memory_mib=16, cmdline="spin")
@@ -262,7 +263,7 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
                 path.write_text(config.to_xl_config())
                 driver.create(config, path)
                 spinners.append(name)
-            before_nodes = set(host.xenstore.directory("/local/domain"))
+            before_nodes = set(xs.directory("/local/domain"))
             free_before = driver.free_memory_mib()
             r = replay(req, driver, workdir)
             names = {rec.name for rec in r.instances.values()}
@@ -271,7 +272,7 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
             while driver.free_memory_mib() < free_before and time.monotonic() < deadline:
                 time.sleep(1.0)
             free_after = driver.free_memory_mib()
-            nodes_left = sorted(set(host.xenstore.directory("/local/domain")) - before_nodes)
+            nodes_left = sorted(set(xs.directory("/local/domain")) - before_nodes)
     finally:
         for name in spinners:
             try:
