@@ -319,6 +319,7 @@ def test_a_storm_beside_tenants_reports_them_and_always_destroys_them(
 
     monkeypatch.setattr(dom0bench, "storm", storm)
     monkeypatch.setattr(dom0bench, "xs_trace_off", contextlib.nullcontext)
+    monkeypatch.setattr(dom0bench, "settle_scrub", lambda timeout: {"waited_s": 0.0})
     result = dom0bench.run(2, 1, Path("/guest"), 16, "b-", tmp_path, tmp_path, driver,
                            running=3)
     assert seen_live == [{"b-r0", "b-r1", "b-r2"}] * 2
@@ -332,3 +333,26 @@ def test_a_storm_beside_tenants_reports_them_and_always_destroys_them(
     with pytest.raises(LabError, match="the storm broke"):
         dom0bench.run(2, 1, Path("/guest"), 16, "c-", tmp_path, tmp_path, driver, running=2)
     assert driver.live == set()
+
+
+def test_a_storm_waits_for_xen_to_finish_scrubbing_free_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyxen.xenctrl
+    dumps = iter([3000, 1200, 0])
+
+    class FakeXc:
+        def __enter__(self) -> FakeXc:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def heap_dump(self) -> str:
+            n = next(dumps)
+            return "(XEN) 'H' pressed -> dumping heap info (now = 1)\n" + (
+                f"(XEN) Node 0 has {n} unscrubbed pages\n" if n else "")
+
+    monkeypatch.setattr(pyxen.xenctrl, "XenCtrl", FakeXc)
+    monkeypatch.setattr(dom0bench.time, "sleep", lambda s: None)
+    got = dom0bench.settle_scrub(60.0)
+    assert got["unscrubbed_pages_at_start"] == 3000 and got["unscrubbed_pages_left"] == 0

@@ -121,6 +121,31 @@ def merge_passes(timed: dict[str, Any], counted: dict[str, Any]) -> dict[str, An
     return result
 
 
+#: How long a storm waits for Xen's idle loop to finish scrubbing free
+#: memory before it starts (after boot Xen scrubs all free RAM in the
+#: background, "bootscrub=idle": under TCG a VM of several GiB takes
+#: minutes, and creates made meanwhile are several times slower).
+SCRUB_SETTLE_S = 300.0
+
+
+def settle_scrub(timeout: float) -> dict[str, Any]:
+    """Wait until Xen's heap dump shows no unscrubbed free page (or
+    ``timeout`` s): how long that took, and what was left."""
+    from pyxen.lab.contract.heapdump import unscrubbed_by_node
+    from pyxen.xenctrl import XenCtrl
+    t0 = time.monotonic()
+    first: int | None = None
+    with XenCtrl() as xc:
+        while True:
+            left = sum(unscrubbed_by_node(xc.heap_dump()).values())
+            first = left if first is None else first
+            waited = time.monotonic() - t0
+            if left == 0 or waited > timeout:
+                return {"unscrubbed_pages_at_start": first, "waited_s": round(waited, 1),
+                        "unscrubbed_pages_left": left}
+            time.sleep(1.0)
+
+
 def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         prefix: str, workdir: Path, out: Path, driver: Driver,
         running: int = 0) -> dict[str, Any]:
@@ -130,6 +155,7 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     others = tenants.start(driver, running, kernel, memory_mib, prefix, workdir,
                            storm_mib=guests * memory_mib)
     try:
+        settled = settle_scrub(SCRUB_SETTLE_S)
         with xs_trace_off():
             timed = storm(guests, concurrency, kernel, memory_mib, prefix, workdir, out,
                           driver, protocol.BENCH_PHASES[:2])
@@ -139,6 +165,7 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         left = tenants.stop(driver, others)
     result = merge_passes(timed, counted)
     result["running"] = others.as_json()
+    result["scrub_settle"] = settled
     result["errors"] += others.errors
     result["leftover_domains"] = sorted(set(result["leftover_domains"]) | set(left))
     return result
