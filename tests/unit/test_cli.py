@@ -158,3 +158,27 @@ def test_every_subcommand_registers_its_function():
     sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
     for name, parser in sub.choices.items():
         assert parser.get_default("func") is getattr(cli, f"cmd_{name}"), name
+
+
+def test_the_deps_command_runs_before_the_lab_extra_is_installed() -> None:
+    """``make install`` runs ``python3 -m pyxen.lab deps`` with the system
+    Python of a fresh machine, before rich, matplotlib or pyxs exist: the
+    whole parser (every subcommand's defaults) must build without them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('rich', 'matplotlib', 'pyxs', 'hypothesis'):\n"
+        "            raise ImportError(f'{name} is not installed (blocked by the test)')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from pyxen.lab.host import cli\n"
+        "cli.build_parser()\n"
+        "sys.exit(cli.main(['deps', '--help']))\n")
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=repo, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+                       timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]

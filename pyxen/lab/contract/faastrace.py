@@ -15,6 +15,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+#: The keep-alive FaaS platforms commonly give an idle instance, s (a replay
+#: scales it by its speedup unless told otherwise).
+PLATFORM_KEEP_ALIVE_S = 600.0
+
 #: The columns a trace file must have (others are ignored).
 COLUMNS = ("app", "func", "end_timestamp", "duration")
 

@@ -18,7 +18,8 @@ from typing import Any
 from rich.table import Table
 
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.contract.faastrace import Trace, Transform, parse_trace
+from pyxen.lab.contract.faastrace import (PLATFORM_KEEP_ALIVE_S, Trace, Transform,
+                                          parse_trace)
 from pyxen.lab.contract.requests import AutoscaleRequest
 from pyxen.lab.host import paths, variants
 from pyxen.lab.host.progress import console, step
@@ -31,21 +32,8 @@ log = logging.getLogger(__name__)
 
 #: bench.json's format for an autoscale run; readers refuse a newer one.
 AUTOSCALE_FORMAT = 1
-#: The keep-alive FaaS platforms commonly use, s (scaled by --speedup by default).
-PLATFORM_KEEP_ALIVE_S = 600.0
-#: The trace shipped with the project.
-SAMPLE_TRACE = "data/traces/azure2021-sample-200.csv"
 #: A request larger than this would not fit one command-line argument.
 MAX_REQUEST_BYTES = 100_000
-
-
-def default_trace() -> Path:
-    """The shipped sample: in the current directory's checkout, else in the
-    checkout this pyxen runs from."""
-    for root in (Path.cwd(), paths.repo_root()):
-        if (root / SAMPLE_TRACE).exists():
-            return root / SAMPLE_TRACE
-    return Path.cwd() / SAMPLE_TRACE
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, nonneg_number,
                                      number_list, positive_int, positive_int_list,
                                      positive_number)
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.host import hostdeps, sources, variants
+from pyxen.lab.contract.faastrace import PLATFORM_KEEP_ALIVE_S
+from pyxen.lab.host import hostdeps, paths, sources, variants
 from pyxen.lab.host.vm_options import VMOptions
 
 log = logging.getLogger("pyxen.lab")
@@ -325,10 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_vm_options(p)
     p.set_defaults(func=cmd_xsbench)
 
-    from pyxen.lab.host.autoscale import PLATFORM_KEEP_ALIVE_S, default_trace
     p = sub.add_parser("autoscale", help="replay a function-invocation trace on an "
                                          "autoscaler: cold starts, stock vs variants")
-    p.add_argument("--trace", type=Path, default=default_trace(),
+    p.add_argument("--trace", type=Path, default=paths.sample_trace(),
                    help="app,func,end_timestamp,duration CSV (Azure Functions 2021 format; "
                         "default the shipped sample)")
     p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)

@@ -61,3 +61,17 @@ def tinyguest_path() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2] / "guest" / "tinyguest"
+
+
+#: The function-invocation trace shipped with the project.
+SAMPLE_TRACE = "data/traces/azure2021-sample-200.csv"
+
+
+def sample_trace() -> Path:
+    """The shipped trace: in the current directory's checkout, else in the
+    checkout this pyxen runs from."""
+    for root in (Path.cwd(), repo_root()):
+        if (root / SAMPLE_TRACE).exists():
+            return root / SAMPLE_TRACE
+    return Path.cwd() / SAMPLE_TRACE
+
