@@ -353,6 +353,7 @@ def test_a_storm_waits_for_xen_to_finish_scrubbing_free_memory(
                 f"(XEN) Node 0 has {n} unscrubbed pages\n" if n else "")
 
     monkeypatch.setattr(pyxen.xenctrl, "XenCtrl", FakeXc)
-    monkeypatch.setattr(dom0bench.time, "sleep", lambda s: None)
-    got = dom0bench.settle_scrub(60.0)
+    from pyxen.lab.dom0 import settle
+    monkeypatch.setattr(settle.time, "sleep", lambda s: None)
+    got = settle.settle_scrub(60.0)
     assert got["unscrubbed_pages_at_start"] == 3000 and got["unscrubbed_pages_left"] == 0

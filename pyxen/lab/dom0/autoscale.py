@@ -35,6 +35,7 @@ from pyxen.lab.dom0 import tenants
 from pyxen.lab.dom0.autoscaler import Autoscaler, Create, Destroy, Fail, Run
 from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, GUEST_BANNER, VANISH_WAIT_S,
                                     Driver, console_log, wait_vanished)
+from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,8 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
     from pyxen.xenctrl import XenCtrl
     from pyxen.xenstore import XenStore
     spinners: list[str] = []
+    # Before any load: spinners keep the idle loop from ever scrubbing.
+    settled = settle_scrub(SCRUB_SETTLE_S)
     others = tenants.start(driver, req.running, req.kernel, 16, f"{req.prefix}load-",
                            workdir, storm_mib=0)
     try:
@@ -284,7 +287,7 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
     result.update({
         "driver": driver.name, "keep_alive_s": req.keep_alive_s,
         "memory_mib": req.memory_mib, "max_inflight": req.max_inflight,
-        "running": others.as_json(), "spinners": len(spinners),
+        "running": others.as_json(), "spinners": len(spinners), "scrub_settle": settled,
         "leftover_domains": sorted(left | set(left_load)),
         "xenstore_nodes_left": nodes_left,
         "free_memory_mib_before": free_before, "free_memory_mib_after": free_after,

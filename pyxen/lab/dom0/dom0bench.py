@@ -39,6 +39,7 @@ from pyxen.lab.dom0 import tenants
 from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, VANISH_WAIT_S, Driver,
                                      wait_console, wait_vanished)
 from pyxen.lab.dom0.proccpu import CpuSampler
+from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
 from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xllock import LockSampler, LockUse
 from pyxen.lab.dom0.xstrace import TraceReader, xs_trace_off
@@ -119,31 +120,6 @@ def merge_passes(timed: dict[str, Any], counted: dict[str, Any]) -> dict[str, An
     result["traced"] = {k: counted[k] for k in ("makespan_s", "create_s",
                                                 "destroy_makespan_s", "cpu_s_each")}
     return result
-
-
-#: How long a storm waits for Xen's idle loop to finish scrubbing free
-#: memory before it starts (after boot Xen scrubs all free RAM in the
-#: background, "bootscrub=idle": under TCG a VM of several GiB takes
-#: minutes, and creates made meanwhile are several times slower).
-SCRUB_SETTLE_S = 300.0
-
-
-def settle_scrub(timeout: float) -> dict[str, Any]:
-    """Wait until Xen's heap dump shows no unscrubbed free page (or
-    ``timeout`` s): how long that took, and what was left."""
-    from pyxen.lab.contract.heapdump import unscrubbed_by_node
-    from pyxen.xenctrl import XenCtrl
-    t0 = time.monotonic()
-    first: int | None = None
-    with XenCtrl() as xc:
-        while True:
-            left = sum(unscrubbed_by_node(xc.heap_dump()).values())
-            first = left if first is None else first
-            waited = time.monotonic() - t0
-            if left == 0 or waited > timeout:
-                return {"unscrubbed_pages_at_start": first, "waited_s": round(waited, 1),
-                        "unscrubbed_pages_left": left}
-            time.sleep(1.0)
 
 
 def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
