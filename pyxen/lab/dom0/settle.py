@@ -1,8 +1,8 @@
 """Waiting for a quiet host before a benchmark starts: Xen scrubs freed
-memory (and, after boot, all free RAM, "bootscrub=idle") in its idle loop,
-and under TCG a VM of several GiB takes minutes to finish, during which
-creates run several times slower.  Benchmarks wait for it before they load the
-host (spinners keep the idle loop from ever scrubbing)."""
+memory (and, after boot, free RAM, "bootscrub=idle") in its idle loop, and
+a benchmark that starts meanwhile shares the pCPUs with it.  Benchmarks
+wait for it before they load the host (spinners keep the idle loop from
+ever scrubbing)."""
 
 from __future__ import annotations
 
