@@ -172,3 +172,35 @@ def test_the_autoscale_command_checks_its_options_before_any_build(
     with pytest.raises(SystemExit):
         cli.main(["autoscale", "--trace", str(bad), "--out", str(tmp_path)])
     assert "bad.csv:2: duration 'x' is not a number" in capsys.readouterr().err
+
+
+def test_a_loaded_run_sets_up_its_load_replays_and_takes_it_down(
+        logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyxen.xenctrl
+    import pyxen.xenstore
+
+    class Handle:
+        def __enter__(self) -> Handle:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def physinfo(self) -> Any:
+            return type("P", (), {"nr_cpus": 2})()
+
+        def directory(self, path: str) -> list[str]:
+            return ["0"]
+
+    monkeypatch.setattr(pyxen.xenctrl, "XenCtrl", Handle)
+    monkeypatch.setattr(pyxen.xenstore, "XenStore", Handle)
+    monkeypatch.setattr(autoscale, "settle_scrub", lambda timeout: {"waited_s": 0.0})
+    monkeypatch.setattr(autoscale.tenants, "xenstored_fds", lambda: 10)
+    driver = ConsoleDriver(logs)
+    req = AutoscaleRequest(KERNEL, (0, 0), (0.0, 0.1), (0.05, 0.05), keep_alive_s=0.2,
+                           memory_mib=16, running=2, spinners_per_cpu=1)
+    result = autoscale.run(req, driver, tmp_path / "fresh" / "work")
+    assert result["spinners"] == 2 and result["running"]["up"] == 2
+    assert result["invocations_done"] == 2 and result["errors"] == []
+    assert result["leftover_domains"] == [] and driver.live == set()
+    assert {"fn-spin0", "fn-spin1", "fn-load-r0", "fn-load-r1"} <= set(driver.created)

@@ -251,6 +251,7 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
     torn down, with the checks that nothing was lost."""
     from pyxen.xenctrl import XenCtrl
     from pyxen.xenstore import XenStore
+    workdir.mkdir(parents=True, exist_ok=True)
     spinners: list[str] = []
     # Before any load: spinners keep the idle loop from ever scrubbing.
     settled = settle_scrub(SCRUB_SETTLE_S)
