@@ -204,3 +204,10 @@ def test_a_loaded_run_sets_up_its_load_replays_and_takes_it_down(
     assert result["invocations_done"] == 2 and result["errors"] == []
     assert result["leftover_domains"] == [] and driver.live == set()
     assert {"fn-spin0", "fn-spin1", "fn-load-r0", "fn-load-r1"} <= set(driver.created)
+
+
+def test_the_table_is_printed_whole_into_a_log_file(capsys: pytest.CaptureFixture[str]) -> None:
+    from pyxen.lab.host.progress import print_table
+    print_table(summary_table([_run("stock", 2.0, 8.0), _run("patched+cache", 0.5, 1.0)]))
+    out = capsys.readouterr().out
+    assert "patched+cache" in out and "waited>1s" in out and "…" not in out

@@ -22,7 +22,7 @@ from pyxen.lab.contract.faastrace import (PLATFORM_KEEP_ALIVE_S, Trace, Transfor
                                           parse_trace)
 from pyxen.lab.contract.requests import AutoscaleRequest
 from pyxen.lab.host import paths, variants
-from pyxen.lab.host.progress import console, step
+from pyxen.lab.host.progress import console, print_table, step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
@@ -201,7 +201,7 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
     plot(complete, out_dir / "autoscale.png")
-    console().print(summary_table(complete))
+    print_table(summary_table(complete))
     console().print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'autoscale.png'}")
     lost = [r for r in runs if r.get("errors") or r.get("leftover_domains")
             or r.get("xenstore_nodes_left") or r.get("memory_not_returned_mib")

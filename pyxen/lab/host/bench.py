@@ -23,7 +23,7 @@ from pyxen.lab.contract.requests import StormRequest
 from pyxen.lab.contract.xenprof import domctl_retries_per_op
 from pyxen.lab.host import paths, variants
 from pyxen.lab.host.benchfile import BENCH_FORMAT, load_bench
-from pyxen.lab.host.progress import console
+from pyxen.lab.host.progress import TABLE_WIDTH, console
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.sources import XenSource
 from pyxen.lab.host.storm_summary import (finite, format_ratio, ratio_to_stock, repeat_of,
@@ -183,9 +183,6 @@ def same_build(a: StagedBuild, b: StagedBuild) -> bool:
     return a.hypervisor_key == b.hypervisor_key and a.tools_key == b.tools_key
 
 
-#: Width the compact summary table fits in, and the width a table is printed
-#: at when stdout is not a terminal (a log file, a pipe).
-TABLE_WIDTH = 100
 
 
 def _variant_column(table: Table, runs: list[dict[str, Any]]) -> None:

@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 log = logging.getLogger(__name__)
+
+
+#: Width a results table is printed at when stdout is not a terminal (a log
+#: file, a pipe); the tables are made to fit it.
+TABLE_WIDTH = 100
+
+
+def print_table(table: Any) -> None:
+    """A results table on stdout: at the terminal's width, or at TABLE_WIDTH
+    in a log file or pipe (rich would take 80 columns there, and cut
+    headers and names)."""
+    from rich.console import Console
+    (Console() if sys.stdout.isatty() else Console(width=TABLE_WIDTH)).print(table)
 
 
 @functools.cache

@@ -18,7 +18,7 @@ from rich.table import Table
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import XsLatencyRequest
-from pyxen.lab.host.progress import console, step
+from pyxen.lab.host.progress import console, print_table, step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
@@ -208,7 +208,7 @@ def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "xsbench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
     plot(rows, out_dir / "xsbench.png")
-    console().print(summary_table(rows))
+    print_table(summary_table(rows))
     console().print(f"wrote {out_dir / 'xsbench.json'} and {out_dir / 'xsbench.png'}")
     if failed:
         raise LabError("the Xenstore latency run failed on "
