@@ -40,7 +40,7 @@ import pytest
 
 from pyxen.config import DomainConfig
 from pyxen.lab.dom0 import xl
-from pyxen.lab.dom0.drivers import console_log
+from pyxen.lab.dom0.drivers import console_text
 from pyxen.lab.dom0.xllock import XL_LOCKFILE, LockEntry, LockSampler, file_id, lock_entries
 
 pytestmark = [pytest.mark.xen, pytest.mark.autoballoon]
@@ -72,10 +72,7 @@ def _xl_create(path: Path) -> Outcome:
 def _nr_pages(name: str, timeout: float) -> int | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            m = BANNER.search(console_log(name).read_text(errors="replace"))
-        except OSError:
-            m = None
+        m = BANNER.search(console_text(name))
         if m:
             return int(m.group(1))
         time.sleep(0.2)

@@ -14,7 +14,7 @@ import pytest
 
 import pyxen
 from pyxen.config import DomainConfig
-from pyxen.lab.dom0.drivers import console_log
+from pyxen.lab.dom0.drivers import console_text
 from pyxen.lab.dom0.proccpu import find_pids
 from pyxen.xenstore import Perm
 
@@ -482,13 +482,6 @@ def test_many_clients_reading_the_longest_value_at_once(host, node):
 XS_HALF_REPLY = re.compile(r"pyxen-tinyguest: xs-half reply (type=\d+ req_id=\d+ body=\S*)")
 
 
-def _console(name: str) -> str:
-    try:
-        return console_log(name).read_text(errors="replace")
-    except OSError:
-        return ""
-
-
 @pytest.mark.breaks_stock
 def test_a_domain_reintroduced_in_mid_request_has_its_next_request_answered(
         host, kernel, helpers):
@@ -505,14 +498,14 @@ def test_a_domain_reintroduced_in_mid_request_has_its_next_request_answered(
     xenstored = find_pids(("xenstored",)).get("xenstored")
     dom = host.create(DomainConfig(helpers.PREFIX + "xshalf", kernel, cmdline="xs-half"))
     try:
-        assert helpers.wait_for(lambda: "xs-half sent" in _console(dom.name), 60), \
+        assert helpers.wait_for(lambda: "xs-half sent" in console_text(dom.name), 60), \
             "the guest did not see xenstored read the first half of its header"
         store = f"/local/domain/{dom.domid}/store"
         host.xenstore.introduce_domain(dom.domid, int(host.xenstore.read(f"{store}/ring-ref")),
                                        int(host.xenstore.read(f"{store}/port")))
-        assert helpers.wait_for(lambda: XS_HALF_REPLY.search(_console(dom.name)), 60), \
-            f"no reply to the guest's request after the reintroduce:\n{_console(dom.name)}"
-        m = XS_HALF_REPLY.search(_console(dom.name))
+        assert helpers.wait_for(lambda: XS_HALF_REPLY.search(console_text(dom.name)), 60), \
+            f"no reply to the guest's request after the reintroduce:\n{console_text(dom.name)}"
+        m = XS_HALF_REPLY.search(console_text(dom.name))
         assert m and m.group(1) == f"type=2 req_id=13 body={dom.name}", m
         assert find_pids(("xenstored",)).get("xenstored") == xenstored, "xenstored restarted"
         assert host.xenstore.read(f"/local/domain/{dom.domid}/name") == dom.name.encode()

@@ -33,8 +33,8 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import AutoscaleRequest, parse_request
 from pyxen.lab.dom0 import tenants
 from pyxen.lab.dom0.autoscaler import Autoscaler, Create, Destroy, Fail, Run
-from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, GUEST_BANNER, VANISH_WAIT_S,
-                                    Driver, console_log, wait_vanished)
+from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, VANISH_WAIT_S, Driver,
+                                    wait_console, wait_vanished)
 from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
 
 log = logging.getLogger(__name__)
@@ -96,17 +96,14 @@ class Replay:
         except (XenError, LabError) as exc:   # the driver leaves no domain behind
             self.events.put(("failed", inst, self.now(), str(exc)))
             return
-        deadline = time.monotonic() + CONSOLE_WAIT_S
-        while GUEST_BANNER not in _read(console_log(rec.name)):
-            if time.monotonic() > deadline:
-                error = f"no console line in {CONSOLE_WAIT_S:.0f} s"
-                try:
-                    self.driver.destroy(rec.name)
-                except (XenError, LabError) as exc:
-                    error += f"; its destroy failed too: {exc}"
-                self.events.put(("failed", inst, self.now(), error))
-                return
-            time.sleep(CONSOLE_POLL_S)
+        if not wait_console([rec.name], CONSOLE_WAIT_S, CONSOLE_POLL_S)[rec.name]:
+            error = f"no console line in {CONSOLE_WAIT_S:.0f} s"
+            try:
+                self.driver.destroy(rec.name)
+            except (XenError, LabError) as exc:
+                error += f"; its destroy failed too: {exc}"
+            self.events.put(("failed", inst, self.now(), error))
+            return
         self.events.put(("started", inst, self.now(), None))
 
     def destroy(self, inst: int) -> None:
@@ -116,13 +113,6 @@ class Replay:
             self.events.put(("destroyed", inst, self.now(), None))
         except (XenError, LabError) as exc:
             self.events.put(("destroyed", inst, self.now(), str(exc)))
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def replay(req: AutoscaleRequest, driver: Driver, workdir: Path) -> Replay:

@@ -29,20 +29,26 @@ def console_log(name: str) -> Path:
         / f"guest-{name}.log"
 
 
-def wait_console(names: list[str], timeout: float) -> dict[str, bool]:
-    """Which guests have printed the banner within ``timeout`` seconds."""
+def console_text(name: str) -> str:
+    """What guest ``name`` has printed so far ("" before its log exists)."""
+    try:
+        return console_log(name).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_console(names: list[str], timeout: float, poll_s: float = 0.2) -> dict[str, bool]:
+    """Which guests have printed the banner within ``timeout`` seconds
+    (their logs looked at every ``poll_s``)."""
     deadline = time.monotonic() + timeout
     seen = {n: False for n in names}
     while True:
         for n in names:
             if not seen[n]:
-                try:
-                    seen[n] = GUEST_BANNER in console_log(n).read_text(errors="replace")
-                except OSError:
-                    pass
+                seen[n] = GUEST_BANNER in console_text(n)
         if all(seen.values()) or time.monotonic() > deadline:
             return seen
-        time.sleep(0.2)
+        time.sleep(poll_s)
 
 
 class Driver(Protocol):

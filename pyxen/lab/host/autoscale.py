@@ -194,9 +194,7 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
         "load": {"running": params.running, "spinners_per_cpu": params.spinners_per_cpu},
         "autoscale": {r["variant"]: r for r in runs},
         "ratios_to_stock": ratios(complete),
-        "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
-               "dom0_vcpus": options.dom0_vcpus, "dom0_mem_mib": options.dom0_mem_mib,
-               "accel": "tcg"},
+        "vm": options.record(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))

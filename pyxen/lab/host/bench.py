@@ -450,9 +450,7 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
         "notes": notes,
         "projection": project(runs, options.cpus),
         "cpu_growth": cpu_growth(runs),
-        "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
-               "dom0_vcpus": options.dom0_vcpus, "dom0_mem_mib": options.dom0_mem_mib,
-               "numa_nodes": options.numa_nodes, "accel": "tcg"},
+        "vm": options.record(),
     }
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
     plot(runs, out_dir / "bench.png")

@@ -205,7 +205,7 @@ def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pyxen.lab.host.autoscale import AutoscaleParams, run_autoscale
     from pyxen.lab.host.xenbuild import build
     params = AutoscaleParams(
-        trace=args.trace, speedup=args.speedup, replicas=args.replicas, seed=args.seed,
+        trace=args.trace or paths.sample_trace(), speedup=args.speedup, replicas=args.replicas, seed=args.seed,
         keep_alive_s=args.keep_alive, memory_mib=args.guest_memory,
         max_inflight=args.max_inflight, driver=args.driver, running=args.running,
         spinners_per_cpu=args.spinners)
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("autoscale", help="replay a function-invocation trace on an "
                                          "autoscaler: cold starts, stock vs variants")
-    p.add_argument("--trace", type=Path, default=paths.sample_trace(),
+    p.add_argument("--trace", type=Path, default=None,
                    help="app,func,end_timestamp,duration CSV (Azure Functions 2021 format; "
                         "default the shipped sample)")
     p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)

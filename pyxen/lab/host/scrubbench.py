@@ -281,9 +281,7 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
     doc: dict[str, Any] = (load_bench(bench_json, require_runs=False) if bench_json.exists()
                            else {"format": BENCH_FORMAT})
     doc["birth_after_death"] = {
-        "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
-               "numa_nodes": options.numa_nodes, "dom0_mem_mib": options.dom0_mem_mib,
-               "accel": "tcg"},
+        "vm": options.record(),
         "guest_node": 1,
         "runs": runs,
         "ratios": ratios(runs),

@@ -53,6 +53,12 @@ class VMOptions:
         if self.boot_timeout_s <= 0:
             raise ValueError(f"boot_timeout_s must be > 0, got {self.boot_timeout_s}")
 
+    def record(self) -> dict[str, object]:
+        """The VM as results files record it."""
+        return {"cpus": self.cpus, "memory_mib": self.memory_mib,
+                "dom0_vcpus": self.dom0_vcpus, "dom0_mem_mib": self.dom0_mem_mib,
+                "numa_nodes": self.numa_nodes, "accel": "tcg"}
+
     def xen_cmdline_words(self) -> list[str]:
         words = list(XEN_BASE_CMDLINE)
         words.append(f"dom0_max_vcpus={self.dom0_vcpus}")

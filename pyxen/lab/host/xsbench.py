@@ -201,9 +201,7 @@ def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions
         "request": json.loads(request.to_json()),
         "runs": runs,
         "summary": [r.as_json() for r in rows],
-        "vm": {"cpus": options.cpus, "memory_mib": options.memory_mib,
-               "dom0_vcpus": options.dom0_vcpus, "dom0_mem_mib": options.dom0_mem_mib,
-               "accel": "tcg"},
+        "vm": options.record(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "xsbench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
