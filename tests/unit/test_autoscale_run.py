@@ -13,6 +13,7 @@ from rich.console import Console
 
 from pyxen.config import DomainConfig
 from pyxen.lab.contract import protocol
+from pyxen.lab.contract.autoscale_result import what_was_lost
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import AutoscaleRequest
 from pyxen.lab.dom0 import autoscale
@@ -211,3 +212,25 @@ def test_the_table_is_printed_whole_into_a_log_file(capsys: pytest.CaptureFixtur
     print_table(summary_table([_run("stock", 2.0, 8.0), _run("patched+cache", 0.5, 1.0)]))
     out = capsys.readouterr().out
     assert "patched+cache" in out and "waited>1s" in out and "…" not in out
+
+
+def clean_result() -> dict[str, Any]:
+    return {"errors": [], "leftover_domains": [], "xenstore_nodes_left": [],
+            "memory_not_returned_mib": 0, "invocations_done": 5, "invocations": 5}
+
+
+def test_a_clean_result_lost_nothing() -> None:
+    assert what_was_lost(clean_result()) == []
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"errors": ["create as-f1-0: out of memory"]}, "create as-f1-0: out of memory"),
+    ({"leftover_domains": ["as-f1-0"]}, "domains left: as-f1-0"),
+    ({"xenstore_nodes_left": ["7"]}, "Xenstore nodes left under /local/domain: 7"),
+    ({"memory_not_returned_mib": 64}, "64 MiB of free memory not returned"),
+    ({"invocations_done": 4}, "4 of 5 invocations completed"),
+    ({"failed_to_run": True, "invocations": None, "invocations_done": None},
+     "no of the invocations completed"),
+])
+def test_each_kind_of_loss_is_named(change: dict[str, Any], reason: str) -> None:
+    assert what_was_lost(clean_result() | change) == [reason]

@@ -29,6 +29,7 @@ from typing import Any
 from pyxen.config import DomainConfig
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
+from pyxen.lab.contract.autoscale_result import what_was_lost
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import AutoscaleRequest, parse_request
 from pyxen.lab.dom0 import tenants
@@ -294,9 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
     result = run(req, DRIVERS[req.driver](), Path("/tmp/pyxen-autoscale"))
     (out / "result.json").write_text(json.dumps(result, indent=2))
-    lost = (result["errors"] or result["leftover_domains"] or result["xenstore_nodes_left"]
-            or result["memory_not_returned_mib"]
-            or result["invocations_done"] < result["invocations"])
+    lost = what_was_lost(result)
+    for reason in lost:
+        log.error("lost: %s", reason)
     return 1 if lost else 0
 
 

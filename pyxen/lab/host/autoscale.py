@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.table import Table
 
+from pyxen.lab.contract.autoscale_result import what_was_lost
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.faastrace import (PLATFORM_KEEP_ALIVE_S, Trace, Transform,
                                           parse_trace)
@@ -201,11 +202,10 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
     plot(complete, out_dir / "autoscale.png")
     print_table(summary_table(complete))
     console().print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'autoscale.png'}")
-    lost = [r for r in runs if r.get("errors") or r.get("leftover_domains")
-            or r.get("xenstore_nodes_left") or r.get("memory_not_returned_mib")
-            or r.get("invocations_done", 0) < r.get("invocations", 1)]
+    lost = {r["variant"]: reasons for r in runs if (reasons := what_was_lost(r))}
     if lost:
         raise LabError("the replay lost something on " + "; ".join(
-            f"{r['variant']}: {(r.get('errors') or ['leftovers or unfinished invocations'])[0]}"
-            for r in lost) + f" (every run is in {out_dir / 'bench.json'})")
+            f"{name}: {reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1
+                                       else "")
+            for name, reasons in lost.items()) + f" (every run is in {out_dir / 'bench.json'})")
     return doc

@@ -219,6 +219,15 @@ def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pyxen.lab.host.coldstart_projection import add_projection, projection_table
+    from pyxen.lab.host.progress import print_table
+    proj = add_projection(args.bench_json, args.serial_from, tuple(args.cores))
+    print_table(projection_table(proj))
+    print(f"wrote the projection into {args.bench_json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pyxen.lab",
                                  description="Nested Xen lab: build stock and patched Xen "
@@ -353,6 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(p)
     _add_vm_options(p)
     p.set_defaults(func=cmd_autoscale)
+
+    p = sub.add_parser("project", help="project an autoscale run's mean cold start onto "
+                                       "more cores (a model, not a measurement)")
+    p.add_argument("bench_json", type=Path, help="an autoscale run's bench.json (updated)")
+    p.add_argument("--serial-from", type=Path, required=True, metavar="BENCH_JSON",
+                   help="a boot storm's bench.json (C=1 and a larger C): the serial "
+                        "fractions")
+    p.add_argument("--cores", type=positive_int, nargs="+", default=[16, 64])
+    p.set_defaults(func=cmd_project)
     return ap
 
 
