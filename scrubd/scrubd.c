@@ -16,6 +16,13 @@
  * "scrubd status" prints the last line the daemon logged, read from its
  * control socket (root only, 0600, like xenstored's).  Without watermarks
  * scrubd only watches.
+ *
+ * Exit status: 0 stopped by SIGTERM/SIGINT (or --once done); 2 bad options;
+ * 3 this host cannot run it (no privcmd, not root, a Xen without the scrub
+ * sysctl, another scrubd answering on the socket): restarting cannot help
+ * either (the systemd unit's RestartPreventExitStatus); 1 anything else.
+ * Once running, a failed sysctl is logged (and reported by "status") and
+ * tried again at the next interval: it does not stop the daemon.
  */
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
@@ -37,10 +44,28 @@
 
 #include <xenctrl.h>
 
-#define SCRUBD_SOCKET  "/run/scrubd.sock"
-#define STATUS_MAX     8192
-#define MAX_NODES      64
+#define SCRUBD_SOCKET  "/run/scrubd/scrubd.sock"
 #define PAGES_PER_MIB  ((uint64_t)256)
+
+#define EXIT_USAGE     2
+#define EXIT_HOST      3
+
+/* Room for the status line: its head, and one node's object at most. */
+#define LINE_HEAD_MAX  512
+#define LINE_NODE_MAX  400
+/* Far more nodes than Xen's MAX_NUMNODES; bounds what a reply makes us allocate. */
+#define NODES_MAX      4096
+/* "scrubd status" reads at most one line of NODES_MAX nodes. */
+#define STATUS_READ_MAX (LINE_HEAD_MAX + NODES_MAX * LINE_NODE_MAX)
+/*
+ * Status clients being sent their line at once; a client that has not taken
+ * it all within CLIENT_TIMEOUT_MS is dropped.  While all slots are busy new
+ * connections wait in the listen backlog.  After EMFILE/ENFILE the socket is
+ * not listened to for ACCEPT_BACKOFF_MS.
+ */
+#define CLIENTS_MAX      16
+#define CLIENT_TIMEOUT_MS 1000
+#define ACCEPT_BACKOFF_MS 200
 
 struct config {
     double interval_s;
@@ -217,35 +242,112 @@ static bool append(char *buf, size_t size, size_t *used, const char *fmt, ...)
     return true;
 }
 
-/*
- * One sample: read, steer, format.  Returns 0 with the JSON line in @line,
- * or -1 with errno (and a message on stderr).
- */
-static int sample(xc_interface *xch, const struct config *c, char *line,
-                  size_t size)
+/* The node counters and the status line, sized from the node count. */
+struct samples {
+    xc_scrub_node_t *nodes;
+    unsigned int cap;          /* entries in nodes */
+    char *line;                /* the last status line, for "scrubd status" */
+    size_t line_size;
+};
+
+static int grow(struct samples *st, unsigned int nr)
 {
-    xc_scrub_node_t nodes[MAX_NODES];
-    unsigned int nr = MAX_NODES, i;
+    xc_scrub_node_t *nodes;
+    size_t line_size;
+    char *line;
+
+    if ( nr <= st->cap )
+        return 0;
+    if ( nr > NODES_MAX )
+    {
+        errno = E2BIG;
+        return -1;
+    }
+    nodes = realloc(st->nodes, nr * sizeof(*nodes));
+    if ( !nodes )
+        return -1;
+    st->nodes = nodes;
+    line_size = LINE_HEAD_MAX + (size_t)nr * LINE_NODE_MAX;
+    line = realloc(st->line, line_size);
+    if ( !line )
+        return -1;
+    if ( !st->line_size )
+        line[0] = '\0';
+    st->line = line;
+    st->line_size = line_size;
+    st->cap = nr;
+    return 0;
+}
+
+/*
+ * Reads the policy and every node's counters, growing the array when Xen
+ * reports more nodes than it holds (ENOBUFS, with the count).
+ */
+static int read_scrub(xc_interface *xch, struct samples *st, uint32_t *policy,
+                      uint32_t *budget, uint32_t *period, unsigned int *nr)
+{
+    unsigned int tries;
+
+    for ( tries = 0; tries < 4; tries++ )
+    {
+        *nr = st->cap;
+        if ( !xc_scrub_get(xch, policy, budget, period, nr, st->nodes) )
+            return *nr <= st->cap ? 0 : (errno = EPROTO, -1);
+        if ( errno != ENOBUFS || *nr <= st->cap )
+            return -1;
+        if ( grow(st, *nr) )
+            return -1;
+    }
+    errno = ENOBUFS;  /* the node count kept changing */
+    return -1;
+}
+
+/* The status line for a failed sample, so that "scrubd status" shows it. */
+static void error_line(struct samples *st, const char *what, int err)
+{
+    struct timespec now;
+    size_t used = 0;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    append(st->line, st->line_size, &used,
+           "{\"time\": %lld.%03ld, \"error\": \"%s: %s\"}",
+           (long long)now.tv_sec, now.tv_nsec / 1000000, what, strerror(err));
+}
+
+/*
+ * One sample: read, steer, format into st->line.  Returns 0, or -1 with
+ * errno and a message on stderr (st->line then says what failed).
+ */
+static int sample(xc_interface *xch, const struct config *c, struct samples *st)
+{
+    unsigned int nr, i;
     uint32_t policy, budget, period;
     xc_physinfo_t phys = { 0 };
     uint64_t dirty = 0, clean_mib;
     const char *switched = NULL;
     struct timespec now;
     size_t used = 0;
+    int err;
 
-    if ( xc_scrub_get(xch, &policy, &budget, &period, &nr, nodes) )
+    if ( read_scrub(xch, st, &policy, &budget, &period, &nr) )
     {
-        fprintf(stderr, "scrubd: reading XEN_SYSCTL_scrub_op: %s%s\n", strerror(errno),
-                errno == ENOSYS ? " (this Xen has no scrub workers)" : "");
+        err = errno;
+        fprintf(stderr, "scrubd: reading XEN_SYSCTL_scrub_op: %s%s\n", strerror(err),
+                err == ENOSYS ? " (this Xen has no scrub workers)" : "");
+        error_line(st, "reading XEN_SYSCTL_scrub_op", err);
+        errno = err;
         return -1;
     }
     if ( xc_physinfo(xch, &phys) )
     {
-        fprintf(stderr, "scrubd: xc_physinfo: %s\n", strerror(errno));
+        err = errno;
+        fprintf(stderr, "scrubd: xc_physinfo: %s\n", strerror(err));
+        error_line(st, "xc_physinfo", err);
+        errno = err;
         return -1;
     }
     for ( i = 0; i < nr; i++ )
-        dirty += nodes[i].dirty_pages;
+        dirty += st->nodes[i].dirty_pages;
     clean_mib = (phys.free_pages > dirty ? phys.free_pages - dirty : 0) / PAGES_PER_MIB;
 
     if ( c->low_mib >= 0 )
@@ -262,8 +364,11 @@ static int sample(xc_interface *xch, const struct config *c, char *line,
         {
             if ( xc_scrub_set(xch, want, c->budget_us, c->period_us) )
             {
+                err = errno;
                 fprintf(stderr, "scrubd: setting the %s policy: %s\n",
-                        policy_name(want), strerror(errno));
+                        policy_name(want), strerror(err));
+                error_line(st, "setting the scrub policy", err);
+                errno = err;
                 return -1;
             }
             policy = want;
@@ -277,7 +382,7 @@ static int sample(xc_interface *xch, const struct config *c, char *line,
     }
 
     clock_gettime(CLOCK_REALTIME, &now);
-    append(line, size, &used,
+    append(st->line, st->line_size, &used,
            "{\"time\": %lld.%03ld, \"policy\": \"%s\", \"budget_us\": %" PRIu32
            ", \"period_us\": %" PRIu32 ", \"free_mib\": %" PRIu64
            ", \"dirty_mib\": %" PRIu64 ", \"clean_free_mib\": %" PRIu64
@@ -287,36 +392,66 @@ static int sample(xc_interface *xch, const struct config *c, char *line,
            dirty / PAGES_PER_MIB, clean_mib,
            switched ? "\"" : "", switched ? switched : "null", switched ? "\"" : "");
     for ( i = 0; i < nr; i++ )
-        append(line, size, &used,
+        append(st->line, st->line_size, &used,
                "%s{\"node\": %u, \"dirty_pages\": %" PRIu64 ", \"freed_dirty\": %" PRIu64
                ", \"scrubbed_local\": %" PRIu64 ", \"scrubbed_remote\": %" PRIu64
                ", \"scrubbed_alloc\": %" PRIu64 ", \"scrubbed_worker\": %" PRIu64
                ", \"taken_dirty\": %" PRIu64 ", \"worker_runs\": %" PRIu64 "}",
-               i ? ", " : "", i, nodes[i].dirty_pages, nodes[i].freed_dirty,
-               nodes[i].scrubbed_local, nodes[i].scrubbed_remote,
-               nodes[i].scrubbed_alloc, nodes[i].scrubbed_worker,
-               nodes[i].taken_dirty, nodes[i].worker_runs);
-    if ( !append(line, size, &used, "]}") )
+               i ? ", " : "", i, st->nodes[i].dirty_pages, st->nodes[i].freed_dirty,
+               st->nodes[i].scrubbed_local, st->nodes[i].scrubbed_remote,
+               st->nodes[i].scrubbed_alloc, st->nodes[i].scrubbed_worker,
+               st->nodes[i].taken_dirty, st->nodes[i].worker_runs);
+    if ( !append(st->line, st->line_size, &used, "]}") )
     {
+        /* Cannot happen: the line is sized for the nodes. */
+        fprintf(stderr, "scrubd: status line longer than %zu bytes\n", st->line_size);
+        error_line(st, "formatting the status", ENOSPC);
         errno = ENOSPC;
-        fprintf(stderr, "scrubd: status line longer than %zu bytes\n", size);
         return -1;
     }
     return 0;
 }
 
+/*
+ * The control socket at @path, made 0600 by the umask at bind().  Whatever is
+ * at @path already: a socket nobody answers on (a scrubd that died) is
+ * replaced; a socket a scrubd answers on, or anything that is not a socket,
+ * is left alone and -1 returned with errno EADDRINUSE or EEXIST.
+ */
 static int listen_socket(const char *path)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct stat sb;
     mode_t old;
     int fd;
+
+    strcpy(sa.sun_path, path); /* length checked when parsing */
+    if ( !lstat(path, &sb) )
+    {
+        if ( !S_ISSOCK(sb.st_mode) )
+        {
+            errno = EEXIST;
+            return -1;
+        }
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if ( fd < 0 )
+            return -1;
+        if ( !connect(fd, (struct sockaddr *)&sa, sizeof(sa)) )
+        {
+            close(fd);
+            errno = EADDRINUSE;
+            return -1;
+        }
+        close(fd);
+        if ( unlink(path) && errno != ENOENT )
+            return -1;
+    }
+    else if ( errno != ENOENT )
+        return -1;
 
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if ( fd < 0 )
         return -1;
-    strcpy(sa.sun_path, path); /* length checked when parsing */
-    if ( unlink(path) && errno != ENOENT )
-        goto fail;
     old = umask(0177); /* 0600 from the start: no window with a wider mode */
     if ( bind(fd, (struct sockaddr *)&sa, sizeof(sa)) )
     {
@@ -324,8 +459,11 @@ static int listen_socket(const char *path)
         goto fail;
     }
     umask(old);
-    if ( chmod(path, 0600) || listen(fd, 8) )
+    if ( listen(fd, 8) )
+    {
+        unlink(path);
         goto fail;
+    }
     return fd;
 
  fail:
@@ -338,30 +476,167 @@ static int listen_socket(const char *path)
     return -1;
 }
 
-/* Hands the last status line to every waiting client; they only read. */
-static void serve_clients(int lfd, const char *line)
+static long ms_until(const struct timespec *t)
 {
-    for ( ; ; )
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
+}
+
+static void add_ms(struct timespec *t, double ms)
+{
+    long long ns = t->tv_nsec + (long long)(ms * 1e6);
+
+    t->tv_sec += ns / 1000000000LL;
+    t->tv_nsec = ns % 1000000000LL;
+}
+
+/* A status client being sent the line as it was when it connected. */
+struct client {
+    int fd;                    /* -1: a free slot */
+    char *line;
+    size_t len, off;
+    struct timespec deadline;
+};
+
+static void drop_client(struct client *cl)
+{
+    close(cl->fd);
+    free(cl->line);
+    cl->fd = -1;
+    cl->line = NULL;
+}
+
+/* Sends what the socket takes now; drops the client when done or failed. */
+static void feed_client(struct client *cl)
+{
+    while ( cl->off < cl->len )
     {
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        size_t len = strlen(line), off = 0;
-        struct timeval tmo = { .tv_sec = 1 };
+        ssize_t n = send(cl->fd, cl->line + cl->off, cl->len - cl->off,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
 
-        if ( fd < 0 )
+        if ( n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) )
             return;
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tmo, sizeof(tmo));
-        while ( off < len )
-        {
-            ssize_t n = write(fd, line + off, len - off);
-
-            if ( n <= 0 )
-                break;
-            off += n;
-        }
-        if ( off == len )
-            (void)!write(fd, "\n", 1);
-        close(fd);
+        if ( n <= 0 )
+            break;
+        cl->off += n;
     }
+    drop_client(cl);
+}
+
+/*
+ * Accepts clients into free slots and starts sending them the line (with a
+ * newline).  Returns false when accept() ran out of descriptors: the caller
+ * stops listening for a while instead of being woken again at once.
+ */
+static bool accept_clients(int lfd, const char *line, struct client *clients)
+{
+    unsigned int i;
+
+    for ( i = 0; i < CLIENTS_MAX; i++ )
+    {
+        struct client *cl = &clients[i];
+        int fd;
+
+        if ( cl->fd >= 0 )
+            continue;
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if ( fd < 0 )
+        {
+            if ( errno == EMFILE || errno == ENFILE )
+            {
+                fprintf(stderr, "scrubd: control socket: %s; not accepting for %d ms\n",
+                        strerror(errno), ACCEPT_BACKOFF_MS);
+                return false;
+            }
+            return true;
+        }
+        cl->len = strlen(line) + 1;
+        cl->line = malloc(cl->len);
+        if ( !cl->line )
+        {
+            close(fd);
+            return true;
+        }
+        memcpy(cl->line, line, cl->len - 1);
+        cl->line[cl->len - 1] = '\n';
+        cl->fd = fd;
+        cl->off = 0;
+        clock_gettime(CLOCK_MONOTONIC, &cl->deadline);
+        add_ms(&cl->deadline, CLIENT_TIMEOUT_MS);
+        feed_client(cl);
+    }
+    return true;
+}
+
+/*
+ * Waits up to @wait_ms for connections and for clients' sockets to take more
+ * of their line, then serves them; returns at once when a stop signal comes
+ * (the signals are unblocked only inside ppoll()).
+ */
+static void serve(int lfd, const char *line, struct client *clients, long wait_ms,
+                  const sigset_t *run_mask, struct timespec *backoff_until)
+{
+    struct pollfd pfds[CLIENTS_MAX + 1];
+    struct client *polled[CLIENTS_MAX + 1];
+    unsigned int i, n = 0;
+    bool slot_free = false;
+    struct timespec tmo;
+    long ms;
+
+    for ( i = 0; i < CLIENTS_MAX; i++ )
+    {
+        struct client *cl = &clients[i];
+
+        if ( cl->fd < 0 )
+        {
+            slot_free = true;
+            continue;
+        }
+        ms = ms_until(&cl->deadline);
+        if ( ms <= 0 )
+        {
+            drop_client(cl);
+            slot_free = true;
+            continue;
+        }
+        if ( ms < wait_ms )
+            wait_ms = ms;
+        pfds[n] = (struct pollfd){ .fd = cl->fd, .events = POLLOUT };
+        polled[n++] = cl;
+    }
+    ms = ms_until(backoff_until);
+    if ( slot_free && ms <= 0 )
+    {
+        pfds[n] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+        polled[n++] = NULL;
+    }
+    else if ( slot_free && ms < wait_ms )
+        wait_ms = ms;
+
+    tmo.tv_sec = wait_ms / 1000;
+    tmo.tv_nsec = (wait_ms % 1000) * 1000000L;
+    if ( ppoll(pfds, n, &tmo, run_mask) <= 0 )
+        return;
+    for ( i = 0; i < n; i++ )
+    {
+        if ( !pfds[i].revents )
+            continue;
+        if ( polled[i] )
+            feed_client(polled[i]);
+        else if ( !accept_clients(lfd, line, clients) )
+        {
+            clock_gettime(CLOCK_MONOTONIC, backoff_until);
+            add_ms(backoff_until, ACCEPT_BACKOFF_MS);
+        }
+    }
+}
+
+/* Whether a failure of the first sample means this host cannot run scrubd. */
+static bool host_cannot(int err)
+{
+    return err == ENOSYS || err == EOPNOTSUPP || err == EPERM || err == EACCES;
 }
 
 static int cmd_run(int argc, char **argv)
@@ -370,84 +645,123 @@ static int cmd_run(int argc, char **argv)
         .interval_s = 1.0, .low_mib = -1, .high_mib = -1,
         .socket_path = SCRUBD_SOCKET,
     };
-    static char line[STATUS_MAX];
+    struct samples st = { 0 };
+    struct client clients[CLIENTS_MAX];
     struct sigaction sa = { .sa_handler = on_signal };
+    sigset_t stop_signals, run_mask;
+    struct timespec next, backoff_until = { 0 };
+    xc_physinfo_t phys = { 0 };
     xc_interface *xch;
-    int lfd = -1, rc = 0;
+    int lfd = -1, rc = 0, last_err = 0;
 
     if ( parse_run_args(argc, argv, &c) )
-        return 2;
+        return EXIT_USAGE;
+    for ( unsigned int i = 0; i < CLIENTS_MAX; i++ )
+        clients[i].fd = -1;
+
+    /*
+     * SIGTERM and SIGINT are blocked but while ppoll() waits: one that
+     * arrives while a sample runs is taken by the next ppoll(), at once.
+     */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop_signals, &run_mask);
+    sigdelset(&run_mask, SIGTERM);
+    sigdelset(&run_mask, SIGINT);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 
     xch = xc_interface_open(NULL, NULL, 0);
     if ( !xch )
     {
         fprintf(stderr, "scrubd: cannot open libxenctrl: %s (run in dom0, as root)\n",
                 strerror(errno));
-        return 1;
+        return EXIT_HOST;
     }
-    if ( sample(xch, &c, line, sizeof(line)) )
+    /* Sized from the host's node count; grown if the sysctl reports more. */
+    if ( xc_physinfo(xch, &phys) )
     {
-        xc_interface_close(xch);
-        return 1;
+        rc = host_cannot(errno) ? EXIT_HOST : 1;
+        fprintf(stderr, "scrubd: xc_physinfo: %s\n", strerror(errno));
+        goto out;
     }
-    puts(line);
+    if ( grow(&st, phys.max_node_id < NODES_MAX ? phys.max_node_id + 1 : NODES_MAX) )
+    {
+        fprintf(stderr, "scrubd: %s\n", strerror(errno));
+        rc = 1;
+        goto out;
+    }
+    /* Before anything is steered: a second scrubd must not steer at all. */
+    if ( !c.once )
+        lfd = listen_socket(c.socket_path);
+    if ( !c.once && lfd < 0 )
+    {
+        int err = errno;
+
+        rc = err == EADDRINUSE || err == EEXIST ? EXIT_HOST : 1;
+        if ( err == EADDRINUSE )
+            fprintf(stderr, "scrubd: another scrubd answers on %s\n", c.socket_path);
+        else if ( err == EEXIST )
+            fprintf(stderr, "scrubd: %s exists and is not a socket: not replacing it\n",
+                    c.socket_path);
+        else
+            fprintf(stderr, "scrubd: control socket %s: %s\n", c.socket_path,
+                    strerror(err));
+        goto out;
+    }
+
+    if ( sample(xch, &c, &st) )
+    {
+        rc = host_cannot(errno) ? EXIT_HOST : 1;
+        goto out;
+    }
+    puts(st.line);
     fflush(stdout);
     if ( c.once )
-    {
-        xc_interface_close(xch);
-        return 0;
-    }
+        goto out;
 
-    lfd = listen_socket(c.socket_path);
-    if ( lfd < 0 )
-    {
-        fprintf(stderr, "scrubd: control socket %s: %s\n", c.socket_path, strerror(errno));
-        xc_interface_close(xch);
-        return 1;
-    }
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    clock_gettime(CLOCK_MONOTONIC, &next);
     while ( !stopping )
     {
-        struct timespec next, now;
-        struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+        long ms;
 
-        clock_gettime(CLOCK_MONOTONIC, &next);
-        next.tv_sec += (time_t)c.interval_s;
-        next.tv_nsec += (long)((c.interval_s - (time_t)c.interval_s) * 1e9);
-        if ( next.tv_nsec >= 1000000000L )
-        {
-            next.tv_sec++;
-            next.tv_nsec -= 1000000000L;
-        }
-        for ( ; ; )
-        {
-            long ms;
-
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            ms = (next.tv_sec - now.tv_sec) * 1000 +
-                 (next.tv_nsec - now.tv_nsec) / 1000000;
-            if ( ms <= 0 || stopping )
-                break;
-            if ( poll(&pfd, 1, (int)ms) > 0 )
-                serve_clients(lfd, line);
-        }
+        add_ms(&next, c.interval_s * 1000);
+        while ( !stopping && (ms = ms_until(&next)) > 0 )
+            serve(lfd, st.line, clients, ms, &run_mask, &backoff_until);
         if ( stopping )
             break;
-        if ( sample(xch, &c, line, sizeof(line)) )
+        /* A late wake-up starts the next interval from now, not in a burst. */
+        if ( ms_until(&next) < -(long)(c.interval_s * 1000) )
+            clock_gettime(CLOCK_MONOTONIC, &next);
+        if ( sample(xch, &c, &st) )
         {
-            rc = 1;
-            break;
+            /* Logged by sample(); tried again at the next interval. */
+            last_err = errno;
+            continue;
         }
-        puts(line);
+        if ( last_err )
+        {
+            fprintf(stderr, "scrubd: sampling works again\n");
+            last_err = 0;
+        }
+        puts(st.line);
         fflush(stdout);
     }
 
-    close(lfd);
-    unlink(c.socket_path);
+ out:
+    for ( unsigned int i = 0; i < CLIENTS_MAX; i++ )
+        if ( clients[i].fd >= 0 )
+            drop_client(&clients[i]);
+    if ( lfd >= 0 )
+    {
+        close(lfd);
+        unlink(c.socket_path);
+    }
     xc_interface_close(xch);
+    free(st.nodes);
+    free(st.line);
     return rc;
 }
 
@@ -459,23 +773,23 @@ static int cmd_status(int argc, char **argv)
     };
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     const char *path = SCRUBD_SOCKET;
-    char buf[STATUS_MAX + 1];
-    size_t used = 0;
-    int ch, fd;
+    char *buf = NULL;
+    size_t used = 0, size = 0;
+    int ch, fd, rc = 0;
 
     while ( (ch = getopt_long(argc, argv, "", opts, NULL)) != -1 )
     {
         if ( ch != 's' )
         {
             usage(stderr);
-            return 2;
+            return EXIT_USAGE;
         }
         path = optarg;
     }
     if ( optind != argc || strlen(path) >= sizeof(sa.sun_path) )
     {
         usage(stderr);
-        return 2;
+        return EXIT_USAGE;
     }
     strcpy(sa.sun_path, path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -489,23 +803,47 @@ static int cmd_status(int argc, char **argv)
     }
     for ( ; ; )
     {
-        ssize_t n = read(fd, buf + used, sizeof(buf) - 1 - used);
+        ssize_t n;
 
+        if ( used == size )
+        {
+            char *bigger;
+
+            if ( size >= STATUS_READ_MAX )
+            {
+                fprintf(stderr, "scrubd: %s sent more than %d bytes\n", path,
+                        STATUS_READ_MAX);
+                rc = 1;
+                break;
+            }
+            size = size ? size * 2 : 4096;
+            bigger = realloc(buf, size + 1);
+            if ( !bigger )
+            {
+                fprintf(stderr, "scrubd: %s\n", strerror(errno));
+                rc = 1;
+                break;
+            }
+            buf = bigger;
+        }
+        n = read(fd, buf + used, size - used);
         if ( n <= 0 )
             break;
         used += n;
-        if ( used == sizeof(buf) - 1 )
-            break;
     }
     close(fd);
-    if ( !used )
+    if ( !rc && !used )
     {
         fprintf(stderr, "scrubd: %s sent no status\n", path);
-        return 1;
+        rc = 1;
     }
-    buf[used] = '\0';
-    fputs(buf, stdout);
-    return 0;
+    if ( !rc )
+    {
+        buf[used] = '\0';
+        fputs(buf, stdout);
+    }
+    free(buf);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -513,7 +851,7 @@ int main(int argc, char **argv)
     if ( argc < 2 )
     {
         usage(stderr);
-        return 2;
+        return EXIT_USAGE;
     }
     if ( !strcmp(argv[1], "run") )
         return cmd_run(argc - 1, argv + 1);
@@ -526,5 +864,5 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "scrubd: unknown command '%s'\n", argv[1]);
     usage(stderr);
-    return 2;
+    return EXIT_USAGE;
 }
