@@ -1,27 +1,31 @@
-"""The proxy's I/O: asyncio Unix sockets around ``ProxyCore``.
+"""The proxy's I/O: asyncio Unix sockets around ``Mux`` and ``ProxyCore``.
 
+* The proxy holds **one** connection to xenstored (``xenstore_cache.mux``
+  says how clients share it): its own watches on ``/`` and the special
+  domain paths and every client's requests travel on it, so every reply and
+  event comes back in the one order xenstored sent them, and a client woken
+  by an event or a reply can never read, from the cache, a value older than
+  what that message followed.  However many clients it has (each ``xl``
+  monitor, xenconsoled, device models), xenstored sees one connection.
 * Client and upstream connections are asyncio Protocols (callbacks), not
   streams: a request moves from client to xenstored and its reply back with
   no task switch or future, which under emulation was most of the hop's cost.
-* Each client connection gets its own upstream connection to xenstored, so
-  transactions and watches stay per connection exactly as xenstored keeps
-  them, and req_id / tx_id pass through untouched.  A client's requests are
-  handled one at a time, in order (xenstored does the same per connection):
-  a cache hit is never answered before the reply to an earlier request.
-* The upstream reader passes replies and watch events to the client in the
-  order xenstored sent them, after ``ProxyCore`` has seen them.
-* The watcher holds the proxy's own connection with watches on ``/`` and the
-  special domain paths.  While it is not registered the cache is off; when it
-  breaks (xenstored went away) every client is disconnected, since their
-  upstream connections, watches and transactions are gone too, and it
-  reconnects with a back-off until xenstored is back.
+* A client that does not read what it is sent has its requests left unread;
+  once more than ``MAX_CLIENT_BUFFER`` bytes wait for it, it is
+  disconnected (the shared connection is never held up for one client).
+  While xenstored does not read what the proxy sends, no client is read.
+* When the upstream connection breaks (xenstored went away) every client is
+  disconnected, since their transactions and watches are gone too, the cache
+  is off, and the proxy reconnects with a back-off until xenstored is back.
+  Clients connecting meanwhile are refused.
 
 The server side is framed by ``xenstore_cache.wire`` rather than pyxs: pyxs's
 Packet refuses what a transparent proxy must pass on (empty values, bytes
 above 0x7f, the 4.17 types 21 and 22), and its router thread dies silently on
 a reply it did not expect and on EOF, which would leave the invalidation watch
 dead while the cache still answered.  pyxs is used where it fits: the check at
-start-up that the upstream socket is a working xenstored (``probe_upstream``).
+start-up that the upstream socket is a working xenstored whose socket clients
+are privileged (``probe_upstream``).
 """
 
 from __future__ import annotations
@@ -33,20 +37,17 @@ import logging
 import os
 import socket
 import stat
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from xenstore_cache.cache import DEFAULT_MAX_ENTRIES, Cache
 from xenstore_cache.control import DEFAULT_UPSTREAM, SetupError
-from xenstore_cache.core import SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session
-from xenstore_cache.wire import Decoder, Op, Packet, ProtocolError
+from xenstore_cache.core import ProxyCore
+from xenstore_cache.mux import UPSTREAM, Mux, Out, UnexpectedReply
+from xenstore_cache.wire import Decoder, Packet, ProtocolError
 
 log = logging.getLogger(__name__)
 
-#: Token of the proxy's own watches.
-WATCH_TOKEN = b"xenstore-cache"
-_READ_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,20 @@ def probe_upstream(path: Path, timeout: float = 5.0) -> None:
         router = pyxs.client.Router(UnixSocketConnection(str(path)))
         with pyxs.Client(router=router) as client:
             answer = client.get_domain_path(0)
+            if answer != b"/local/domain/0":
+                raise SetupError(f"upstream at {path} answered GET_DOMAIN_PATH 0 with "
+                                 f"{answer!r}: not a xenstored")
+            # All clients share the proxy's connection: it must see everything.
+            try:
+                client.list(b"/")
+            except pyxs.PyXSError as exc:
+                raise SetupError(f"the socket clients of xenstored at {path} are not "
+                                 f"privileged (listing / failed: {exc}); the proxy would "
+                                 "give every client the same rights: refusing") from exc
     except (pyxs.PyXSError, OSError) as exc:
         raise SetupError(f"upstream xenstored at {path} does not answer: {exc}") from exc
     finally:
         socket.setdefaulttimeout(old)
-    if answer != b"/local/domain/0":
-        raise SetupError(f"upstream at {path} answered GET_DOMAIN_PATH 0 with {answer!r}: "
-                         "not a xenstored")
 
 
 def _prepare_socket_path(path: Path) -> None:
@@ -115,119 +123,129 @@ def _prepare_socket_path(path: Path) -> None:
 #: Requests a client may have queued behind the one in flight before the
 #: proxy stops reading from it (xenstored, too, handles one at a time).
 MAX_QUEUED = 64
+#: Bytes waiting for a client that does not read before it is disconnected.
+MAX_CLIENT_BUFFER = 4 << 20
 
 
 class _Upstream(asyncio.Protocol):
-    """A client's own connection to xenstored: replies and its watch events."""
+    """The proxy's one connection to xenstored."""
 
-    def __init__(self, conn: ClientConn) -> None:
-        self.conn = conn
+    def __init__(self, proxy: CachingProxy) -> None:
+        self.proxy = proxy
         self.dec = Decoder()
+        self.transport: asyncio.Transport | None = None
+        self.gone: asyncio.Future[Exception | None] = \
+            asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         try:
             for pkt in self.dec.feed(data):
-                self.conn.from_upstream(pkt)
-        except ProtocolError as exc:
-            self.conn.close(f"upstream: {exc}")
+                self.proxy.dispatch(self.proxy.mux.upstream(pkt))
+        except (ProtocolError, UnexpectedReply) as exc:
+            log.warning("upstream: %s", exc)
+            assert self.transport is not None
+            self.transport.close()
+            if not self.gone.done():
+                self.gone.set_result(exc)
+            return
+        self.proxy.check_ready()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # The client's watches and transactions are gone with it: end it.
-        self.conn.close(f"upstream lost: {exc or 'xenstored closed the connection'}")
+        if not self.gone.done():
+            self.gone.set_result(exc)
+
+    def pause_writing(self) -> None:
+        self.proxy.upstream_full(True)
+
+    def resume_writing(self) -> None:
+        self.proxy.upstream_full(False)
 
 
 class ClientConn(asyncio.Protocol):
-    """One client and its upstream connection, as callbacks: a request costs
-    no task switch, which under emulation is most of the proxy's hop."""
+    """One client, as callbacks: a request costs no task switch, which under
+    emulation is most of the proxy's hop."""
 
     def __init__(self, proxy: CachingProxy) -> None:
         self.proxy = proxy
-        self.session: Session = proxy.core.new_session()
+        self.id = 0
         self.dec = Decoder()
-        self.queue: deque[Packet] = deque()
         self.transport: asyncio.Transport | None = None
-        self.up: asyncio.Transport | None = None
-        self._fwd: Forward | None = None
         self._eof = False
         self._paused = False
         self._write_paused = False
         self.closed = False
 
-    # -- client side ---------------------------------------------------------
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.proxy.clients.add(self)
         self.proxy.clients_total += 1
-        transport.pause_reading()       # until the upstream connection is there
-        task = asyncio.ensure_future(self._connect())
-        self.proxy.tasks.add(task)
-        task.add_done_callback(self.proxy.tasks.discard)
-
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            up, _ = await loop.create_unix_connection(lambda: _Upstream(self),
-                                                      str(self.proxy.cfg.upstream))
-        except OSError as exc:
-            log.warning("client %d: upstream %s unreachable (%s): disconnecting it",
-                        self.session.id, self.proxy.cfg.upstream, exc)
-            self.close()
+        if not self.proxy.upstream_connected():
+            log.warning("a client connected while xenstored is not: disconnecting it")
+            self.closed = True
+            transport.close()
             return
-        assert isinstance(up, asyncio.Transport)
-        if self.closed:
-            up.close()
-            return
-        self.up = up
-        assert self.transport is not None
-        self.transport.resume_reading()
-        self._pump()
+        self.id = self.proxy.mux.open()
+        self.proxy.clients[self.id] = self
+        self.flow()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         try:
-            self.queue.extend(self.dec.feed(data))
+            packets = self.dec.feed(data)
         except ProtocolError as exc:
             self.proxy.protocol_errors += 1
-            log.warning("client %d dropped: %s", self.session.id, exc)
+            log.warning("client %d dropped: %s", self.id, exc)
             self.close()
             return
-        self._pump()
+        for pkt in packets:
+            if self.closed:
+                return
+            self.proxy.dispatch(self.proxy.mux.request(self.id, pkt))
+        self.flow()
 
     def eof_received(self) -> bool:
         try:
             self.dec.close()
         except ProtocolError as exc:
-            log.info("client %d: %s", self.session.id, exc)
+            log.info("client %d: %s", self.id, exc)
         self._eof = True
-        self._pump()            # answer what it sent before hanging up, then close
+        self.flow()             # answer what it sent before hanging up, then close
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
 
     def pause_writing(self) -> None:
-        # A client that does not read its replies: stop reading its requests
-        # and its connection's events until it catches up.
         self._write_paused = True
-        if self.up is not None:
-            self.up.pause_reading()
-        self._flow()
+        self.flow()
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self.up is not None and not self.up.is_closing():
-            self.up.resume_reading()
-        self._flow()
+        self.flow()
 
-    def _flow(self) -> None:
-        """Read from the client only while it has room in the queue and
-        reads what it is sent."""
-        if self.transport is None or self.closed or self.up is None:
+    def send(self, pkt: Packet) -> None:
+        if self.transport is None or self.closed or self.transport.is_closing():
             return
-        stop = self._write_paused or len(self.queue) >= MAX_QUEUED or self._eof
+        self.transport.write(pkt.encode())
+        if self.transport.get_write_buffer_size() > MAX_CLIENT_BUFFER:
+            self.close(f"disconnected: more than {MAX_CLIENT_BUFFER} bytes unread")
+
+    def flow(self) -> None:
+        """Read from the client only while it has room in the queue, reads
+        what it is sent, and xenstored reads what the proxy sends; close it
+        once it has hung up and everything it asked is answered."""
+        if self.transport is None or self.closed:
+            return
+        if self._eof and not self.proxy.mux.busy(self.id):
+            self.close()
+            return
+        stop = (self._write_paused or self._eof or self.proxy.upstream_paused
+                or self.proxy.mux.queued(self.id) >= MAX_QUEUED)
         if stop and not self._paused:
             self._paused = True
             self.transport.pause_reading()
@@ -235,60 +253,17 @@ class ClientConn(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
 
-    def _send(self, pkt: Packet) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(pkt.encode())
-
-    def _pump(self) -> None:
-        """Handle queued requests in order, one forwarded at a time: a cache
-        hit is never answered before the reply to an earlier request."""
-        if self.up is None or self.closed:
-            return
-        while self._fwd is None and self.queue:
-            decision = self.proxy.core.request(self.session, self.queue.popleft())
-            if isinstance(decision, Answer):
-                self._send(decision.packet)
-                continue
-            if self.up.is_closing():
-                self.close()
-                return
-            self._fwd = decision
-            self.up.write(decision.packet.encode())
-        if self._eof and self._fwd is None and not self.queue:
-            self.close()
-        else:
-            self._flow()
-
-    # -- upstream side -------------------------------------------------------
-
-    def from_upstream(self, pkt: Packet) -> None:
-        core = self.proxy.core
-        if pkt.op == Op.WATCH_EVENT:
-            core.event(pkt)
-            self._send(pkt)
-            return
-        fwd = self._fwd
-        if fwd is None:
-            raise ProtocolError(f"xenstored sent an unexpected {pkt.op_name} reply")
-        core.reply(self.session, fwd, pkt)
-        self._send(pkt)
-        self._fwd = None
-        self._pump()
-
     def close(self, why: str | None = None) -> None:
-        """End the client and its upstream connection (idempotent)."""
+        """End the client (idempotent); its watches and transactions go."""
         if self.closed:
             return
         self.closed = True
         if why:
-            log.info("client %d: %s", self.session.id, why)
-        self.queue.clear()
-        if self.up is not None:
-            self.up.close()
+            log.info("client %d: %s", self.id, why)
         if self.transport is not None:
             self.transport.close()
-        self.proxy.clients.discard(self)
-        self.proxy.core.session_closed(self.session)
+        if self.proxy.clients.pop(self.id, None) is not None:
+            self.proxy.dispatch(self.proxy.mux.close(self.id))
 
 
 class CachingProxy:
@@ -297,7 +272,10 @@ class CachingProxy:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.core = ProxyCore(Cache(cfg.max_entries))
-        self.clients: set[ClientConn] = set()
+        self.mux = Mux(self.core)
+        self.clients: dict[int, ClientConn] = {}
+        self.upstream: _Upstream | None = None
+        self.upstream_paused = False
         self.clients_total = 0
         self.protocol_errors = 0
         self.upstream_losses = 0
@@ -337,7 +315,7 @@ class CachingProxy:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        for c in list(self.clients):
+        for c in list(self.clients.values()):
             c.close()
         for t in list(self.tasks):
             t.cancel()
@@ -356,6 +334,8 @@ class CachingProxy:
             "overflows": self.core.cache.overflows,
             "clients": len(self.clients),
             "clients_total": self.clients_total,
+            "upstream_connections": 1 if self.upstream_connected() else 0,
+            "upstream_requests_in_flight": len(self.mux.pending),
             "protocol_errors": self.protocol_errors,
             "upstream_losses": self.upstream_losses,
         })
@@ -382,53 +362,70 @@ class CachingProxy:
         finally:
             writer.close()
 
-    # -- the invalidation watch --------------------------------------------------
+    # -- the upstream connection ------------------------------------------------
+
+    def upstream_connected(self) -> bool:
+        return self.upstream is not None and self.upstream.transport is not None \
+            and not self.upstream.transport.is_closing()
+
+    def dispatch(self, out: Out) -> None:
+        """Send what the multiplexer says, then let every client it wrote to
+        read again (or close, if it had hung up and is answered)."""
+        touched: set[int] = set()
+        for dest, pkt in out:
+            if dest == UPSTREAM:
+                if self.upstream_connected():
+                    assert self.upstream is not None and self.upstream.transport is not None
+                    self.upstream.transport.write(pkt.encode())
+                continue
+            c = self.clients.get(dest)
+            if c is not None:
+                c.send(pkt)
+                touched.add(dest)
+        for cid in touched:
+            c = self.clients.get(cid)
+            if c is not None:
+                c.flow()
+
+    def check_ready(self) -> None:
+        if self.mux.ready and not self.watch_ready.is_set():
+            self.watch_ready.set()
+            log.info("watching xenstored: cache on")
+
+    def upstream_full(self, full: bool) -> None:
+        """xenstored is (not) reading what the proxy sends: stop (resume)
+        reading the clients' requests."""
+        self.upstream_paused = full
+        for c in list(self.clients.values()):
+            c.flow()
 
     async def _watch_loop(self) -> None:
         delay = 0.05
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                r, w = await asyncio.open_unix_connection(str(self.cfg.upstream))
+                _, up = await loop.create_unix_connection(lambda: _Upstream(self),
+                                                          str(self.cfg.upstream))
             except OSError as exc:
                 log.debug("upstream not reachable: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.cfg.reconnect_max_s)
                 continue
             delay = 0.05
+            self.upstream = up
             try:
-                await self._watch(r, w)
-            except (ConnectionError, ProtocolError, OSError) as exc:
-                log.warning("lost the watch on xenstored (%s): cache off, clients "
-                            "disconnected, reconnecting", exc)
+                self.dispatch(self.mux.connected())
+                why = await up.gone
+                log.warning("lost the connection to xenstored (%s): cache off, clients "
+                            "disconnected, reconnecting", why or "xenstored closed it")
             finally:
-                w.close()
+                if up.transport is not None:
+                    up.transport.close()
+                self.upstream = None
             self.upstream_losses += 1
             self.watch_ready.clear()
-            self.core.upstream_down()
-            for c in list(self.clients):
-                c.close("the proxy lost its watch on xenstored")
-
-    async def _watch(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        dec = Decoder()
-        paths = [b"/", *(p.encode() for p in SPECIAL_WATCHES)]
-        for i, p in enumerate(paths, start=1):
-            w.write(Packet(Op.WATCH, i, 0, p + b"\0" + WATCH_TOKEN + b"\0").encode())
-        await w.drain()
-        acked = 0
-        while True:
-            data = await r.read(_READ_SIZE)
-            if not data:
-                raise ConnectionError("xenstored closed the connection")
-            for pkt in dec.feed(data):
-                if pkt.op == Op.WATCH_EVENT:
-                    self.core.event(pkt)
-                elif pkt.op == Op.WATCH:
-                    acked += 1
-                    if acked == len(paths):
-                        self.core.upstream_up()
-                        self.watch_ready.set()
-                        log.info("watching xenstored: cache on")
-                else:
-                    raise ConnectionError(f"watch refused by xenstored: {pkt.op_name} "
-                                          f"{pkt.payload!r}")
-
+            self.upstream_paused = False
+            for cid in self.mux.lost():
+                c = self.clients.pop(cid, None)
+                if c is not None:
+                    c.close("the proxy lost its connection to xenstored")

@@ -1,9 +1,10 @@
-"""The Xenstore wire protocol of Xen 4.17, without I/O ("sans-I/O").
+"""The Xenstore wire protocol of Xen 4.17 to 4.22, without I/O ("sans-I/O").
 
 One source of truth for the message types, limits and framing that the
 caching proxy and its model xenstored share.  The facts follow
-``xen/include/public/io/xs_wire.h`` and ``tools/xenstore/xenstored_core.c``
-of 4.17:
+``xen/include/public/io/xs_wire.h`` and xenstored's ``core.c``
+(``tools/xenstore/xenstored_core.c`` up to 4.17, ``tools/xenstored/core.c``
+since 4.18):
 
 * a message is a 16-byte header ``type, req_id, tx_id, len`` (uint32 each,
   host byte order) and ``len`` bytes of payload, ``len`` at most 4096;
@@ -40,7 +41,8 @@ _PATH_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 
 
 class Op(enum.IntEnum):
-    """``enum xsd_sockmsg_type`` of Xen 4.17 (20, XS_RESTRICT, was removed)."""
+    """``enum xsd_sockmsg_type`` of Xen 4.22 (20, XS_RESTRICT, was removed;
+    23-26 are new in 4.21 and 4.22: a 4.17 xenstored answers them ENOSYS)."""
 
     CONTROL = 0
     DIRECTORY = 1
@@ -64,6 +66,10 @@ class Op(enum.IntEnum):
     SET_TARGET = 19
     RESET_WATCHES = 21
     DIRECTORY_PART = 22
+    GET_FEATURE = 23
+    SET_FEATURE = 24
+    GET_QUOTA = 25
+    SET_QUOTA = 26
 
 
 #: Types a client may send (xenstored's ``wire_funcs`` with a handler).

@@ -1,31 +1,44 @@
 """The proxy is transparent: every reply and event through it equals the model's alone.
 
-Two model xenstoreds receive the same operations from the same clients: one
-directly (the reference), one behind ``ProxyCore`` (sans-I/O, so Hypothesis
-controls every interleaving).  A "guest" also writes to both directly, as
-domUs do through their rings; the proxy learns of those writes only through
-its own watch, whose events Hypothesis delays.  The contract checked:
+Two model xenstoreds receive the same operations at the same moments: one
+from each client on its own connection (the reference), one from the
+clients multiplexed by ``Mux`` onto the proxy's single connection (sans-I/O,
+so Hypothesis controls every interleaving).  Everything the model behind the
+proxy sends goes into one FIFO, which Hypothesis drains when it likes: the
+proxy reads replies and events in the order xenstored sent them.  A "guest"
+also writes to both models directly, as domUs do through their rings.
 
-* replies and client watch events through the proxy equal the reference's,
-  except reads of a path with an undelivered change made elsewhere (the
-  bounded staleness the README states);
-* once those events are delivered, everything equals the reference again.
+The contract checked:
+
+* every reply a client receives through the proxy equals the reference's,
+  and so do the watch events each client receives;
+* an answer from the cache may differ from the reference only for a path
+  with a change the proxy has not read the event of yet, and which nothing
+  the proxy has passed to any client since followed: no client ever reads a
+  value older than anything it or another client has been sent;
+* once the FIFO is drained, everything cached equals the reference.
+
+``test_freshness_case`` is the case a multiplexer with a separate watch
+connection got wrong; its mutation check shows the test sees it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from xenstore_cache.core import (SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session,
-                                 absolute_path)
+from xenstore_cache.core import ProxyCore, absolute_path
 from xenstore_cache.model import ModelStore
+from xenstore_cache.mux import OWN_TOKEN, UPSTREAM, Mux
 from xenstore_cache.wire import Op, Packet, is_below
 
 CLIENTS = (1, 2, 3)
-SLOW = 4        # a client whose lookups stay in flight while others act
-WATCHER = 100   # the proxy's own connection in the model behind it
+PROXY = 100     # the proxy's one connection in the model behind it
 GUEST = 200     # writes directly, like a domU
 
 # Few nodes, so that operations meet on the same ones often: nested, relative
@@ -50,54 +63,79 @@ class ProxyEquivalence(RuleBasedStateMachine):
         self.ref = ModelStore()
         self.sut = ModelStore()
         self.core = ProxyCore()
-        self.sessions: dict[int, Session] = {}
+        self.mux = Mux(self.core)
+        self.cid: dict[int, int] = {}
         self.ref_events: dict[int, list[Packet]] = {c: [] for c in CLIENTS}
         self.sut_events: dict[int, list[Packet]] = {c: [] for c in CLIENTS}
-        #: the proxy's own watch events not yet delivered, and whether each is
-        #: for a change made elsewhere (only those may leave reads stale)
-        self.undelivered: list[tuple[Packet, bool]] = []
+        #: What the model behind the proxy sent, not read yet: (when, packet).
+        self.fifo: list[tuple[int, Packet]] = []
+        self.clock = 0
+        #: The latest moment of anything the proxy has read from the FIFO.
+        self.read_up_to = 0
+        #: Changes (when, path or "@...") reported by the proxy's watch.
+        self.changes: list[tuple[int, bytes]] = []
+        #: The reference's reply each client is waiting for through the proxy.
+        self.awaited: dict[int, Packet] = {}
         self.req_id = 0
-        #: SLOW's lookup: the request, what the proxy decided, xenstored's reply
-        #: (given when it was sent) and the reference's.
-        self.inflight: tuple[Packet, Forward, Packet, Packet] | None = None
-        for c in (*CLIENTS, SLOW):
+        for c in CLIENTS:
             self.ref.connect(c)
-            self.sut.connect(c)
-            self.sessions[c] = self.core.new_session()
+            self.cid[c] = self.mux.open()
         for m in (self.ref, self.sut):
             m.connect(GUEST)
-        self.sut.connect(WATCHER)
-        for path in ["/", *SPECIAL_WATCHES]:
-            out = self.sut.handle(WATCHER, Packet(Op.WATCH, 1, 0, _p(path) + b"\0tok\0"))
-            assert out[0][1].op == Op.WATCH
-            for _, ev in out[1:]:
-                self.core.event(ev)
-        self.core.upstream_up()
+        self.sut.connect(PROXY)
+        self._upstream(self.mux.connected())
+        self.drain()
+        assert self.mux.ready
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _route(self, out: list[tuple[int, Packet]], events: dict[int, list[Packet]],
-               via_proxy: bool, elsewhere: bool = False) -> None:
+    def _client(self, cid: int) -> int:
+        return next(c for c, i in self.cid.items() if i == cid)
+
+    def _sut_handle(self, conn: int, pkt: Packet) -> list[tuple[int, Packet]]:
+        """The model behind the proxy handles ``pkt`` now; what it sends the
+        proxy joins the FIFO."""
+        self.clock += 1
+        out = self.sut.handle(conn, pkt)
+        for to, sent in out:
+            if to == PROXY:
+                self.fifo.append((self.clock, sent))
+                args = sent.payload.split(b"\0")
+                if sent.op == Op.WATCH_EVENT and len(args) > 1 and args[1] == OWN_TOKEN:
+                    self.changes.append((self.clock, args[0]))
+        return out
+
+    def _upstream(self, out: list[tuple[int, Packet]]) -> None:
+        for dest, pkt in out:
+            if dest == UPSTREAM:
+                self._sut_handle(PROXY, pkt)
+            else:
+                self._to_client(self._client(dest), pkt)
+
+    def _to_client(self, client: int, pkt: Packet) -> None:
+        if pkt.op == Op.WATCH_EVENT:
+            self.sut_events[client].append(pkt)
+            return
+        want = self.awaited.pop(client)
+        assert pkt == want, (want, pkt)
+
+    def _route_ref(self, out: list[tuple[int, Packet]]) -> None:
         for to, pkt in out:
             assert pkt.op == Op.WATCH_EVENT
-            if to == WATCHER:
-                self.undelivered.append((pkt, elsewhere))
-            elif to in CLIENTS:
-                if via_proxy:
-                    self.core.event(pkt)   # the client's upstream reader sees it first
-                events[to].append(pkt)
+            if to in CLIENTS:
+                self.ref_events[to].append(pkt)
 
     def _stale_possible(self, pkt: Packet) -> bool:
+        """Whether a change the proxy has not read of, and nothing read
+        after, touches what ``pkt`` looks up."""
         if pkt.op not in (Op.READ, Op.DIRECTORY, Op.GET_PERMS) or pkt.tx_id != 0:
             return False
-        arg = pkt.payload.rstrip(b"\0")
-        path = absolute_path(arg)
+        path = absolute_path(pkt.payload.rstrip(b"\0"))
         if path is None:
             return False
-        for ev, elsewhere in self.undelivered:
-            if not elsewhere:
+        for when, raw in self.changes:
+            if when <= self.read_up_to:
                 continue
-            raw = ev.payload.split(b"\0")[0]
             if raw.startswith(b"@"):
                 if pkt.op == Op.GET_PERMS:
                     return True
@@ -108,28 +146,41 @@ class ProxyEquivalence(RuleBasedStateMachine):
         return False
 
     def send(self, client: int, op: int, payload: bytes, tx_id: int = 0) -> Packet:
+        """``client`` sends a request (after its previous one was answered)."""
+        if client in self.awaited:
+            self.drain()
         self.req_id += 1
         pkt = Packet(op, self.req_id, tx_id, payload)
         stale_ok = self._stale_possible(pkt)
         ref_out = self.ref.handle(client, pkt)
         ref_reply = ref_out[0][1]
-        self._route(ref_out[1:], self.ref_events, via_proxy=False)
-
-        decision = self.core.request(self.sessions[client], pkt)
-        if isinstance(decision, Answer):
-            sut_reply = decision.packet
+        self._route_ref(ref_out[1:])
+        out = self.mux.request(self.cid[client], pkt)
+        answered = [p for d, p in out if d == self.cid[client]]
+        if answered:                       # from the cache, or refused by the proxy
+            assert len(out) == 1
+            if not stale_ok:
+                assert answered[0] == ref_reply, (pkt, ref_reply, answered[0])
+            else:
+                assert answered[0].req_id == ref_reply.req_id
         else:
-            sut_out = self.sut.handle(client, decision.packet)
-            sut_reply = sut_out[0][1]
-            self.core.reply(self.sessions[client], decision, sut_reply)
-            self._route(sut_out[1:], self.sut_events, via_proxy=True)
-        if not stale_ok:
-            assert sut_reply == ref_reply, (pkt, ref_reply, sut_reply)
-        else:
-            assert (sut_reply.op, sut_reply.req_id) in ((ref_reply.op, ref_reply.req_id),
-                                                        (Op.ERROR, ref_reply.req_id),
-                                                        (pkt.op, ref_reply.req_id))
+            self.awaited[client] = ref_reply
+            self._upstream(out)
         return ref_reply
+
+    # -- rules: the FIFO ----------------------------------------------------------
+
+    @precondition(lambda self: bool(self.fifo))
+    @rule(n=st.integers(1, 6))
+    def deliver(self, n: int) -> None:
+        for _ in range(min(n, len(self.fifo))):
+            when, pkt = self.fifo.pop(0)
+            self.read_up_to = max(self.read_up_to, when)
+            self._upstream(self.mux.upstream(pkt))
+
+    def drain(self) -> None:
+        while self.fifo:
+            self.deliver(len(self.fifo))
 
     # -- rules ------------------------------------------------------------------
 
@@ -137,30 +188,6 @@ class ProxyEquivalence(RuleBasedStateMachine):
           op=st.sampled_from([Op.READ, Op.DIRECTORY, Op.GET_PERMS, Op.READ]))
     def lookup(self, client: int, path: str, op: Op) -> None:
         self.send(client, op, _p(path) + b"\0")
-
-    @precondition(lambda self: self.inflight is None)
-    @rule(path=ABS_PATHS, op=st.sampled_from([Op.READ, Op.DIRECTORY, Op.GET_PERMS]))
-    def slow_lookup_start(self, path: str, op: Op) -> None:
-        """A lookup xenstored has answered but whose reply the proxy has not
-        read yet: changes made meanwhile must keep it out of the cache."""
-        self.req_id += 1
-        pkt = Packet(op, self.req_id, 0, _p(path) + b"\0")
-        ref_reply = self.ref.handle(SLOW, pkt)[0][1]
-        decision = self.core.request(self.sessions[SLOW], pkt)
-        if isinstance(decision, Answer):
-            assert decision.packet == ref_reply or self._stale_possible(pkt)
-            return
-        sut_reply = self.sut.handle(SLOW, pkt)[0][1]
-        assert sut_reply == ref_reply
-        self.inflight = (pkt, decision, sut_reply, ref_reply)
-
-    @precondition(lambda self: self.inflight is not None)
-    @rule()
-    def slow_lookup_end(self) -> None:
-        assert self.inflight is not None
-        pkt, decision, sut_reply, _ = self.inflight
-        self.core.reply(self.sessions[SLOW], decision, sut_reply)
-        self.inflight = None
 
     @rule(client=st.sampled_from(CLIENTS), path=PATHS, value=VALUES)
     def write(self, client: int, path: str, value: bytes) -> None:
@@ -258,10 +285,9 @@ class ProxyEquivalence(RuleBasedStateMachine):
         """A write made elsewhere: the proxy hears of it only by its watch."""
         pkt = Packet(Op.WRITE, 0, 0, _p(path) + b"\0" + value)
         ref_out = self.ref.handle(GUEST, pkt)
-        sut_out = self.sut.handle(GUEST, pkt)
+        sut_out = self._sut_handle(GUEST, pkt)
         assert ref_out[0][1] == sut_out[0][1]
-        self._route(ref_out[1:], self.ref_events, via_proxy=False)
-        self._route(sut_out[1:], self.sut_events, via_proxy=True, elsewhere=True)
+        self._route_ref(ref_out[1:])
 
     @rule(domid=st.integers(1, 3))
     def domain_dies(self, domid: int) -> None:
@@ -269,10 +295,9 @@ class ProxyEquivalence(RuleBasedStateMachine):
         drop out of permission lists with no event but @releaseDomain."""
         pkt = Packet(Op.RELEASE, 0, 0, f"{domid}\0".encode())
         ref_out = self.ref.handle(GUEST, pkt)
-        sut_out = self.sut.handle(GUEST, pkt)
+        sut_out = self._sut_handle(GUEST, pkt)
         assert ref_out[0][1] == sut_out[0][1]
-        self._route(ref_out[1:], self.ref_events, via_proxy=False)
-        self._route(sut_out[1:], self.sut_events, via_proxy=True, elsewhere=True)
+        self._route_ref(ref_out[1:])
 
     @rule(path=ABS_PATHS, domid=st.integers(1, 2))
     def permission_outlives_domain(self, path: str, domid: int) -> None:
@@ -281,25 +306,48 @@ class ProxyEquivalence(RuleBasedStateMachine):
         self.send(1, Op.INTRODUCE, f"{domid}\0{1000 + domid}\0{domid}\0".encode())
         self.send(1, Op.WRITE, _p(path) + b"\0v")
         self.send(1, Op.SET_PERMS, _p(path) + f"\0n0\0r{domid}\0".encode())
-        self.deliver_events(len(self.undelivered))
+        self.drain()
         self.send(2, Op.GET_PERMS, _p(path) + b"\0")
         self.domain_dies(domid)
-        self.deliver_events(len(self.undelivered))
+        self.drain()
         self.send(2, Op.GET_PERMS, _p(path) + b"\0")
 
-    @precondition(lambda self: bool(self.undelivered))
-    @rule(n=st.integers(1, 4))
-    def deliver_events(self, n: int) -> None:
-        for pkt, _ in self.undelivered[:n]:
-            self.core.event(pkt)
-        del self.undelivered[:n]
+    @rule(client=st.sampled_from(CLIENTS))
+    def reconnect(self, client: int) -> None:
+        """The client goes away (its transactions and watches with it, also
+        those whose reply it never read) and comes back on a new connection."""
+        self.ref.disconnect(client)
+        self.ref.connect(client)
+        self.awaited.pop(client, None)
+        # The reference's events arrive at once; the proxy's still in the FIFO
+        # are lost with the connection, as they would be from xenstored.
+        got, want = self.sut_events[client], self.ref_events[client]
+        assert got == want[:len(got)]
+        self.sut_events[client], self.ref_events[client] = [], []
+        self._upstream(self.mux.close(self.cid[client]))
+        self.cid[client] = self.mux.open()
 
     # -- invariants -------------------------------------------------------------
 
     @invariant()
-    def same_events(self) -> None:
+    def same_events_once_read(self) -> None:
+        if self.fifo:
+            return
         for c in CLIENTS:
             assert self.sut_events[c] == self.ref_events[c]
+
+    @invariant()
+    def nothing_left_of_gone_clients(self) -> None:
+        """Once the FIFO is drained, xenstored holds the proxy's own watches
+        and what the connected clients hold, nothing more."""
+        if self.fifo:
+            return
+        conn = self.sut.conns[PROXY]
+        live = {str(i).encode() for i in self.cid.values()}
+        for w in conn.watches:
+            assert w.token == OWN_TOKEN or w.token.split(b"/")[0] in live
+        mine = {t for i in self.cid.values() for t in self.mux.clients[i].tx.values()}
+        assert set(conn.transactions) == mine
 
     @invariant()
     def same_store(self) -> None:
@@ -307,7 +355,7 @@ class ProxyEquivalence(RuleBasedStateMachine):
 
     @invariant()
     def cache_agrees_once_events_are_in(self) -> None:
-        if self.undelivered:
+        if self.fifo:
             return
         for c in CLIENTS:
             for path in ("/t", "/t/a", "/t/a/b", "/t/b", "/local/domain/0/a"):
@@ -332,11 +380,107 @@ def test_hits_happen() -> None:
     check that repeated reads are in fact answered by the proxy."""
     m = ProxyEquivalence()
     m.write(1, "/t/a", b"v")
+    m.drain()
     for _ in range(3):
         m.lookup(2, "/t/a", Op.READ)
         m.lookup(3, "/t", Op.DIRECTORY)
+        m.drain()
     assert m.core.stats.hits["READ"] == 2
     assert m.core.stats.hits["DIRECTORY"] == 2
     m.guest_write("/t/a", b"w")
-    m.deliver_events(10)
+    m.drain()
     assert m.send(1, Op.READ, b"/t/a\0").payload == b"w"
+
+
+def freshness_case(rounds: int = 50) -> int:
+    """A writer on xenstored's own socket commits {ring-ref=k, state=k} in one
+    transaction; a reader woken by its watch on ``state`` reads ``ring-ref``
+    through the proxy.  Returns how many reads were older than ``state``.
+    The proxy reads what xenstored sent one packet at a time, and the reader
+    acts at the first moment it is woken."""
+    store, mux = ModelStore(), Mux(ProxyCore())
+    store.connect(PROXY)
+    store.connect(GUEST)
+    fifo: list[Packet] = []
+    to_reader: list[Packet] = []
+
+    def act(out: list[tuple[int, Packet]]) -> None:
+        for dest, pkt in out:
+            if dest == UPSTREAM:
+                fifo.extend(p for to, p in store.handle(PROXY, pkt) if to == PROXY)
+            else:
+                to_reader.append(pkt)
+
+    def read_one() -> None:
+        act(mux.upstream(fifo.pop(0)))
+
+    def call(pkt: Packet) -> Packet:
+        before = len(to_reader)
+        act(mux.request(reader, pkt))
+        while not any(p.op != Op.WATCH_EVENT for p in to_reader[before:]):
+            read_one()
+        return next(p for p in to_reader[before:] if p.op != Op.WATCH_EVENT)
+
+    def guest(op: Op, payload: bytes, tx: int = 0) -> Packet:
+        out = store.handle(GUEST, Packet(op, 0, tx, payload))
+        fifo.extend(p for to, p in out if to == PROXY)
+        return out[0][1]
+
+    act(mux.connected())
+    while fifo:
+        read_one()
+    reader = mux.open()
+    call(Packet(Op.WATCH, 1, 0, b"/t/state\0be\0"))
+    stale = 0
+    for k in range(rounds):
+        call(Packet(Op.READ, 2, 0, b"/t/ring-ref\0"))       # cached from round 2 on
+        while fifo:
+            read_one()
+        tx = int(guest(Op.TRANSACTION_START, b"\0").payload.rstrip(b"\0"))
+        for node in (b"ring-ref", b"state"):
+            guest(Op.WRITE, b"/t/" + node + b"\0%d" % k, tx)
+        guest(Op.TRANSACTION_END, b"T\0", tx)
+        woken = len(to_reader)
+        while not any(p.payload == b"/t/state\0be\0" for p in to_reader[woken:]):
+            read_one()
+        if call(Packet(Op.READ, 3, 0, b"/t/ring-ref\0")).payload != b"%d" % k:
+            stale += 1
+    return stale
+
+
+def test_freshness_case() -> None:
+    assert freshness_case() == 0
+
+
+@contextmanager
+def invalidations_missed_for_events() -> Iterator[None]:
+    """The proxy as if it read its invalidations late (the design with a
+    watch connection of its own): events invalidate nothing."""
+    saved = ProxyCore.event
+
+    def count_only(self: ProxyCore, pkt: Packet) -> None:
+        self.stats.events += 1
+    ProxyCore.event = count_only  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ProxyCore.event = saved  # type: ignore[method-assign]
+
+
+def test_freshness_case_sees_a_stale_read() -> None:
+    """Mutation check: without invalidation by events, the case reads stale."""
+    with invalidations_missed_for_events():
+        assert freshness_case(5) > 0
+
+
+def test_equivalence_sees_a_stale_read() -> None:
+    """Mutation check for the machine: the same mutant breaks its contract."""
+    with invalidations_missed_for_events(), pytest.raises(AssertionError):
+        m = ProxyEquivalence()
+        m.write(1, "/t/a", b"v")
+        m.drain()
+        m.lookup(2, "/t/a", Op.READ)
+        m.drain()
+        m.guest_write("/t/a", b"w")
+        m.drain()
+        m.lookup(2, "/t/a", Op.READ)

@@ -195,17 +195,57 @@ def test_client_vanishing_in_a_transaction_with_watches(short_tmp: Path) -> None
             await c.call(Op.WRITE, b"/t/half\0x", tx)
             # Half a request, then gone.
             c.w.write(HEADER.pack(Op.WRITE, 9, tx, 50) + b"/t/ha")
+            assert len(L.model.store.conns) == base      # no connection of its own
+
+            def leftovers() -> bool:
+                return any(w.token.endswith(b"/w") or conn.transactions
+                           for conn in L.model.store.conns.values() for w in conn.watches)
+            assert leftovers()
             c.close()
             for _ in range(100):
-                if len(L.model.store.conns) == base:
+                if not leftovers():
                     break
                 await asyncio.sleep(0.02)
-            assert len(L.model.store.conns) == base      # upstream side closed too
+            assert not leftovers()          # its watch removed, its transaction aborted
             d = await WireClient.open(L.listen)
             assert (await d.call(Op.READ, b"/t/half\0")).error_name == "ENOENT"
-            assert not any(w for conn in L.model.store.conns.values() for w in conn.watches
-                           if w.token == b"w")
             d.close()
+    run(body())
+
+
+def test_clients_share_one_connection_each_with_its_own_transactions_and_watches(
+        short_tmp: Path) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            base = len(L.model.store.conns)
+            a, b = await WireClient.open(L.listen), await WireClient.open(L.listen)
+            assert (await a.call(Op.TRANSACTION_START, b"\0")).payload == b"1\0"
+            assert (await b.call(Op.TRANSACTION_START, b"\0")).payload == b"1\0"
+            await a.call(Op.WRITE, b"/t/a\0from a", 1)
+            # b's transaction 1 is not a's: b's write does not land in a's.
+            await b.call(Op.WRITE, b"/t/b\0from b", 1)
+            assert (await b.call(Op.READ, b"/t/a\0", 1)).error_name == "ENOENT"
+            assert (await b.call(Op.READ, b"/t/a\0", 2)).error_name == "ENOENT"  # not given
+            await a.call(Op.WATCH, b"/t/a\0same\0")
+            await b.call(Op.WATCH, b"/t/b\0same\0")
+            await a.call(Op.TRANSACTION_END, b"T\0", 1)
+            await b.call(Op.TRANSACTION_END, b"T\0", 1)
+            await a.call(Op.GET_DOMAIN_PATH, b"0\0")
+            await b.call(Op.GET_DOMAIN_PATH, b"0\0")
+            assert {e.payload for e in a.events} == {b"/t/a\0same\0"}
+            assert {e.payload for e in b.events} == {b"/t/b\0same\0"}
+            assert len(L.model.store.conns) == base
+            seen_a, seen_b = len(a.events), len(b.events)
+            # RESET_WATCHES ends only the caller's watches and transactions.
+            assert (await a.call(Op.RESET_WATCHES, b"")).payload == b"OK\0"
+            await b.call(Op.WRITE, b"/t/b\0again")
+            await b.call(Op.WRITE, b"/t/a\0again")
+            await b.call(Op.GET_DOMAIN_PATH, b"0\0")
+            await a.call(Op.GET_DOMAIN_PATH, b"0\0")
+            assert len(a.events) == seen_a
+            assert [e.payload for e in b.events[seen_b:]] == [b"/t/b\0same\0"]
+            a.close()
+            b.close()
     run(body())
 
 
@@ -257,6 +297,45 @@ def test_refuses_bad_setups(short_tmp: Path, capsys: pytest.CaptureFixture[str])
     assert rc == 1
     assert "does not exist" in capsys.readouterr().err
     assert not (short_tmp / "xs").exists()
+
+
+def test_refuses_a_xenstored_whose_socket_clients_are_not_privileged(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyxs
+
+    def denied(self: object, path: bytes) -> list[bytes]:
+        raise pyxs.PyXSError(13, "Permission denied")
+
+    async def body() -> None:
+        model = ModelServer(short_tmp / "up")
+        await model.start()
+        try:
+            monkeypatch.setattr(pyxs.Client, "list", denied)
+            with pytest.raises(SetupError, match="are not privileged"):
+                await asyncio.to_thread(probe_upstream, short_tmp / "up")
+            monkeypatch.undo()
+            await asyncio.to_thread(probe_upstream, short_tmp / "up")    # a good one
+        finally:
+            await model.stop()
+    run(body())
+
+
+def test_stopping_the_proxy_ends_its_clients(short_tmp: Path) -> None:
+    """libxenstore does not reconnect: a client of a proxy that stops sees
+    its connection end (never a hang), and xenstored keeps nothing of it."""
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            c = await WireClient.open(L.listen)
+            await c.call(Op.WATCH, b"/t\0w\0")
+            await c.call(Op.TRANSACTION_START, b"\0")
+            await L.proxy.stop()
+            assert await c.closed()
+            for _ in range(100):
+                if not L.model.store.conns:
+                    break
+                await asyncio.sleep(0.02)
+            assert not L.model.store.conns      # the proxy's connection is gone
+    run(body())
 
 
 def test_stats_command(short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -334,15 +413,11 @@ def test_staleness_measurement_sees_every_write(short_tmp: Path) -> None:
 
 
 def test_a_client_woken_by_an_event_reads_the_new_value(short_tmp: Path) -> None:
-    """The event a client receives for a change made elsewhere invalidates the
-    path before the client sees it, even when the proxy's own watch is late
-    (here: stopped, with the cache left on)."""
+    """The event a client receives for a change made elsewhere comes on the
+    proxy's one connection, behind the invalidation: the client reads the new
+    value (the ordering itself is checked without sockets, in test_mux)."""
     async def body() -> None:
         async with lab(short_tmp) as L:
-            assert L.proxy._watcher is not None
-            L.proxy._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await L.proxy._watcher
             assert L.proxy.core.cache.enabled
             c = await WireClient.open(L.listen)
             await c.call(Op.WRITE, b"/t/w\0old")
