@@ -19,15 +19,21 @@
  *
  * Exit status: 0 stopped by SIGTERM/SIGINT (or --once done); 2 bad options;
  * 3 this host cannot run it (no privcmd, not root, a Xen without the scrub
- * sysctl, another scrubd answering on the socket): restarting cannot help
- * either (the systemd unit's RestartPreventExitStatus); 1 anything else.
- * Once running, a failed sysctl is logged (and reported by "status") and
- * tried again at the next interval: it does not stop the daemon.
+ * sysctl or with more nodes than scrubd takes, another scrubd running):
+ * restarting cannot help either (the systemd unit's RestartPreventExitStatus);
+ * 1 anything else.  Once the socket is up, a failed sysctl is logged (and
+ * reported by "status") and tried again at the next interval: it does not
+ * stop the daemon.
+ *
+ * One scrubd steers at a time: "run", and "run --once" with watermarks, hold
+ * an exclusive flock() on "<socket>.lock" for as long as they run.
  */
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -36,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -58,14 +65,18 @@
 /* "scrubd status" reads at most one line of NODES_MAX nodes. */
 #define STATUS_READ_MAX (LINE_HEAD_MAX + NODES_MAX * LINE_NODE_MAX)
 /*
- * Status clients being sent their line at once; a client that has not taken
- * it all within CLIENT_TIMEOUT_MS is dropped.  While all slots are busy new
+ * Status clients being sent their line at once; a client that takes nothing
+ * for CLIENT_TIMEOUT_MS is dropped.  While all slots are busy new
  * connections wait in the listen backlog.  After EMFILE/ENFILE the socket is
  * not listened to for ACCEPT_BACKOFF_MS.
  */
 #define CLIENTS_MAX      16
 #define CLIENT_TIMEOUT_MS 1000
 #define ACCEPT_BACKOFF_MS 200
+/* "scrubd status" gives up on a daemon that sends nothing for this long. */
+#define STATUS_TIMEOUT_S 5
+/* At most one "not accepting" message per this many seconds. */
+#define ACCEPT_LOG_S     10
 
 struct config {
     double interval_s;
@@ -413,10 +424,36 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st)
 }
 
 /*
- * The control socket at @path, made 0600 by the umask at bind().  Whatever is
- * at @path already: a socket nobody answers on (a scrubd that died) is
- * replaced; a socket a scrubd answers on, or anything that is not a socket,
- * is left alone and -1 returned with errno EADDRINUSE or EEXIST.
+ * The lock "<socket>.lock": held (exclusive, not waited for) by whichever
+ * scrubd steers.  Returns its fd, or -1 with errno EWOULDBLOCK when another
+ * scrubd holds it.  Released by the kernel when the process ends.
+ */
+static int take_lock(const char *socket_path)
+{
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s.lock", socket_path);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if ( fd < 0 )
+        return -1;
+    if ( flock(fd, LOCK_EX | LOCK_NB) )
+    {
+        int err = errno;
+
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * The control socket at @path, made 0600 by the umask at bind(); the caller
+ * holds the lock (take_lock()).  Whatever is at @path already: a socket
+ * refusing connections (a scrubd that died) is replaced; a socket that takes
+ * them or cannot say, or anything that is not a socket, is left alone and -1
+ * returned with errno EADDRINUSE or EEXIST.
  */
 static int listen_socket(const char *path)
 {
@@ -433,16 +470,19 @@ static int listen_socket(const char *path)
             errno = EEXIST;
             return -1;
         }
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        /* Non-blocking: a stopped daemon's full backlog must not hang us. */
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if ( fd < 0 )
             return -1;
-        if ( !connect(fd, (struct sockaddr *)&sa, sizeof(sa)) )
+        if ( !connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+             errno != ECONNREFUSED )
         {
             close(fd);
             errno = EADDRINUSE;
             return -1;
         }
         close(fd);
+        /* Nobody listens; the caller holds the lock, so nobody else unlinks. */
         if ( unlink(path) && errno != ENOENT )
             return -1;
     }
@@ -476,12 +516,20 @@ static int listen_socket(const char *path)
     return -1;
 }
 
+/* Milliseconds from now to @t, clamped to [-1 day, 1 day]. */
 static long ms_until(const struct timespec *t)
 {
     struct timespec now;
+    int64_t ms;
 
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
+    ms = ((int64_t)t->tv_sec - now.tv_sec) * 1000 +
+         ((int64_t)t->tv_nsec - now.tv_nsec) / 1000000;
+    if ( ms > 86400000 )
+        return 86400000;
+    if ( ms < -86400000 )
+        return -86400000;
+    return ms;
 }
 
 static void add_ms(struct timespec *t, double ms)
@@ -521,14 +569,18 @@ static void feed_client(struct client *cl)
         if ( n <= 0 )
             break;
         cl->off += n;
+        /* Progress: another CLIENT_TIMEOUT_MS for the rest. */
+        clock_gettime(CLOCK_MONOTONIC, &cl->deadline);
+        add_ms(&cl->deadline, CLIENT_TIMEOUT_MS);
     }
     drop_client(cl);
 }
 
 /*
  * Accepts clients into free slots and starts sending them the line (with a
- * newline).  Returns false when accept() ran out of descriptors: the caller
- * stops listening for a while instead of being woken again at once.
+ * newline).  Returns false when accept() fails for want of a resource
+ * (descriptors, memory): the caller stops listening for a while instead of
+ * being woken again at once.
  */
 static bool accept_clients(int lfd, const char *line, struct client *clients)
 {
@@ -544,13 +596,20 @@ static bool accept_clients(int lfd, const char *line, struct client *clients)
         fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if ( fd < 0 )
         {
-            if ( errno == EMFILE || errno == ENFILE )
+            static time_t logged;
+            time_t now = time(NULL);
+
+            if ( errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED ||
+                 errno == EINTR )
+                return true;
+            /* EMFILE, ENFILE, ENOMEM, ENOBUFS...: the socket stays readable. */
+            if ( now - logged >= ACCEPT_LOG_S )
             {
                 fprintf(stderr, "scrubd: control socket: %s; not accepting for %d ms\n",
                         strerror(errno), ACCEPT_BACKOFF_MS);
-                return false;
+                logged = now;
             }
-            return true;
+            return false;
         }
         cl->len = strlen(line) + 1;
         cl->line = malloc(cl->len);
@@ -636,7 +695,15 @@ static void serve(int lfd, const char *line, struct client *clients, long wait_m
 /* Whether a failure of the first sample means this host cannot run scrubd. */
 static bool host_cannot(int err)
 {
-    return err == ENOSYS || err == EOPNOTSUPP || err == EPERM || err == EACCES;
+    return err == ENOSYS || err == EOPNOTSUPP || err == EPERM || err == EACCES ||
+           err == E2BIG;
+}
+
+/* Whether libxenctrl failing to open with @err means no privcmd for us. */
+static bool cannot_open(int err)
+{
+    return err == ENOENT || err == ENXIO || err == ENODEV || err == EPERM ||
+           err == EACCES;
 }
 
 static int cmd_run(int argc, char **argv)
@@ -649,10 +716,10 @@ static int cmd_run(int argc, char **argv)
     struct client clients[CLIENTS_MAX];
     struct sigaction sa = { .sa_handler = on_signal };
     sigset_t stop_signals, run_mask;
-    struct timespec next, backoff_until = { 0 };
+    struct timespec next, backoff_until;
     xc_physinfo_t phys = { 0 };
     xc_interface *xch;
-    int lfd = -1, rc = 0, last_err = 0;
+    int lfd = -1, lock_fd = -1, rc = 0, last_err = 0;
 
     if ( parse_run_args(argc, argv, &c) )
         return EXIT_USAGE;
@@ -676,9 +743,11 @@ static int cmd_run(int argc, char **argv)
     xch = xc_interface_open(NULL, NULL, 0);
     if ( !xch )
     {
-        fprintf(stderr, "scrubd: cannot open libxenctrl: %s (run in dom0, as root)\n",
-                strerror(errno));
-        return EXIT_HOST;
+        int err = errno;
+
+        fprintf(stderr, "scrubd: cannot open libxenctrl: %s%s\n", strerror(err),
+                cannot_open(err) ? " (run in dom0, as root)" : "");
+        return cannot_open(err) ? EXIT_HOST : 1;
     }
     /* Sized from the host's node count; grown if the sysctl reports more. */
     if ( xc_physinfo(xch, &phys) )
@@ -693,7 +762,27 @@ static int cmd_run(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    /* Before anything is steered: a second scrubd must not steer at all. */
+    /*
+     * Before anything is steered: one scrubd steers at a time.  A watching
+     * --once needs no lock (nor socket).
+     */
+    if ( !c.once || c.low_mib >= 0 )
+    {
+        lock_fd = take_lock(c.socket_path);
+        if ( lock_fd < 0 )
+        {
+            int err = errno;
+
+            rc = err == EWOULDBLOCK ? EXIT_HOST : 1;
+            if ( err == EWOULDBLOCK )
+                fprintf(stderr, "scrubd: another scrubd runs (it holds %s.lock)\n",
+                        c.socket_path);
+            else
+                fprintf(stderr, "scrubd: lock %s.lock: %s\n", c.socket_path,
+                        strerror(err));
+            goto out;
+        }
+    }
     if ( !c.once )
         lfd = listen_socket(c.socket_path);
     if ( !c.once && lfd < 0 )
@@ -714,15 +803,24 @@ static int cmd_run(int argc, char **argv)
 
     if ( sample(xch, &c, &st) )
     {
-        rc = host_cannot(errno) ? EXIT_HOST : 1;
-        goto out;
+        last_err = errno;
+        /* A host that cannot, or a one-shot: done.  Else retried below. */
+        if ( host_cannot(last_err) || c.once )
+        {
+            rc = host_cannot(last_err) ? EXIT_HOST : 1;
+            goto out;
+        }
     }
-    puts(st.line);
-    fflush(stdout);
+    else
+    {
+        puts(st.line);
+        fflush(stdout);
+    }
     if ( c.once )
         goto out;
 
     clock_gettime(CLOCK_MONOTONIC, &next);
+    backoff_until = next;
     while ( !stopping )
     {
         long ms;
@@ -756,9 +854,12 @@ static int cmd_run(int argc, char **argv)
             drop_client(&clients[i]);
     if ( lfd >= 0 )
     {
+        /* Ours to remove: we hold the lock, nobody else bound it since. */
         close(lfd);
         unlink(c.socket_path);
     }
+    if ( lock_fd >= 0 )
+        close(lock_fd);
     xc_interface_close(xch);
     free(st.nodes);
     free(st.line);
@@ -793,6 +894,14 @@ static int cmd_status(int argc, char **argv)
     }
     strcpy(sa.sun_path, path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if ( fd >= 0 )
+    {
+        /* A stopped or stuck daemon must not hang us. */
+        struct timeval tmo = { .tv_sec = STATUS_TIMEOUT_S };
+
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tmo, sizeof(tmo));
+    }
     if ( fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) )
     {
         fprintf(stderr, "scrubd: cannot reach scrubd at %s: %s (is it running?)\n",
@@ -827,7 +936,16 @@ static int cmd_status(int argc, char **argv)
             buf = bigger;
         }
         n = read(fd, buf + used, size - used);
-        if ( n <= 0 )
+        if ( n < 0 && errno == EINTR )
+            continue;
+        if ( n < 0 )
+        {
+            fprintf(stderr, "scrubd: reading from %s: %s\n", path,
+                    errno == EAGAIN ? "timed out" : strerror(errno));
+            rc = 1;
+            break;
+        }
+        if ( n == 0 )
             break;
         used += n;
     }
@@ -835,6 +953,12 @@ static int cmd_status(int argc, char **argv)
     if ( !rc && !used )
     {
         fprintf(stderr, "scrubd: %s sent no status\n", path);
+        rc = 1;
+    }
+    else if ( !rc && buf[used - 1] != '\n' )
+    {
+        fprintf(stderr, "scrubd: %s sent %zu bytes of a status line, not all of it\n",
+                path, used);
         rc = 1;
     }
     if ( !rc )

@@ -1,11 +1,11 @@
 """The proxy's decisions, without I/O.
 
 For each request a client sends, ``ProxyCore.request`` says whether to answer
-it from the cache (``Answer``) or to send it to xenstored on that client's own
-upstream connection (``Forward``); ``ProxyCore.reply`` takes xenstored's reply
-before it is passed on, and ``ProxyCore.event`` every watch event seen on any
-upstream connection.  The asyncio layer (``xenstore_cache.server``) only moves
-bytes; everything tested about consistency is here.
+it from the cache (``Answer``) or to send it to xenstored (``Forward``, on the
+proxy's one connection: ``xenstore_cache.mux``); ``ProxyCore.reply`` takes
+xenstored's reply before it is passed on, and ``ProxyCore.event`` every watch
+event xenstored sends.  The asyncio layer (``xenstore_cache.server``) only
+moves bytes; everything tested about consistency is here and in the mux.
 
 Consistency rules, in the order they matter:
 
@@ -19,8 +19,10 @@ Consistency rules, in the order they matter:
 * Paths changed inside a transaction are remembered and invalidated the same
   way around a committing TRANSACTION_END.
 * Every watch event (the proxy's own watch on ``/``, or a client's) invalidates
-  its path before any client sees it, so a client woken by an event never
-  reads the value from before it.
+  its path before any client sees it.  One change of xenstored's (a commit, a
+  recursive RM) may fire events for several nodes, a client's before the
+  proxy's for another node: the mux then makes no hit until xenstored has
+  answered a request sent after the event (``Mux``'s barrier).
 * Domains introduced or released may change owners in GET_PERMS replies with
   no event (xenstored's domain_adjust_node_perms): those entries are dropped.
 * A CONTROL request may do anything (even a live update): the cache is flushed.
@@ -159,13 +161,15 @@ class ProxyCore:
 
     # -- requests and replies ----------------------------------------------
 
-    def request(self, s: Session, pkt: Packet) -> Answer | Forward:
+    def request(self, s: Session, pkt: Packet, may_hit: bool = True) -> Answer | Forward:
+        """``may_hit=False``: forward even what the cache holds (the reply
+        may still fill it)."""
         name = pkt.op_name
         self.stats.requests[name] += 1
         if pkt.op not in REQUEST_OPS:
             self.stats.local_errors[name] += 1
             return Answer(pkt.error("ENOSYS"))
-        fwd = self._plan(s, pkt)
+        fwd = self._plan(s, pkt, may_hit)
         if isinstance(fwd, Answer):
             self.stats.hits[name] += 1
             return fwd
@@ -174,10 +178,10 @@ class ProxyCore:
         self.stats.forwarded[name] += 1
         return fwd
 
-    def _plan(self, s: Session, pkt: Packet) -> Answer | Forward:
+    def _plan(self, s: Session, pkt: Packet, may_hit: bool = True) -> Answer | Forward:
         op = pkt.op
         if pkt.tx_id == 0 and (op in CACHED_OPS or op == Op.GET_DOMAIN_PATH):
-            return self._lookup(pkt, self._cache_key(pkt))
+            return self._lookup(pkt, self._cache_key(pkt), may_hit)
         if op in MUTATING_OPS:
             args = split_args(pkt.payload)
             path = absolute_path(args[0]) if args else None
@@ -218,10 +222,10 @@ class ProxyCore:
             return arg.decode("latin-1")
         return canonical_path(arg)
 
-    def _lookup(self, pkt: Packet, key: str | None) -> Answer | Forward:
+    def _lookup(self, pkt: Packet, key: str | None, may_hit: bool = True) -> Answer | Forward:
         if key is None:
             return Forward(pkt)
-        hit = self.cache.get(pkt.op, key)
+        hit = self.cache.get(pkt.op, key) if may_hit else None
         if hit is not None:
             return Answer(pkt.reply(hit.op, hit.payload))
         if self.cache.enabled:
@@ -266,7 +270,7 @@ class ProxyCore:
     # -- events --------------------------------------------------------------
 
     def event(self, pkt: Packet) -> None:
-        """A WATCH_EVENT from xenstored, on any upstream connection."""
+        """A WATCH_EVENT from xenstored."""
         self.stats.events += 1
         args = split_args(pkt.payload)
         if not args:

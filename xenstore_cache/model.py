@@ -64,13 +64,16 @@ class _Watch:
     canonical: str     # absolute path, or the special name
     token: bytes
     relative: bool
+    depth: int = -1    # levels below the path that fire it (4.21 and later); -1: all
 
 
 @dataclass
 class _Transaction:
     tree: _Tree
     start_versions: dict[str, int]
-    accessed: set[str] = field(default_factory=set)
+    #: Paths in the order the transaction first touched them (its commit
+    #: fires watches in that order, as xenstored's finalize_transaction does).
+    accessed: dict[str, None] = field(default_factory=dict)
     changed: list[tuple[str, bool]] = field(default_factory=list)  # (path, exact)
 
 
@@ -253,7 +256,7 @@ class ModelStore:
     @staticmethod
     def _access(tx: _Transaction | None, path: str) -> None:
         if tx is not None:
-            tx.accessed.add(path)
+            tx.accessed.setdefault(path)
 
     def _get(self, tree: _Tree, tx: _Transaction | None, path: str) -> _Node:
         self._access(tx, path)
@@ -289,9 +292,9 @@ class ModelStore:
             node.value = value
             tree.bump(path)
         if tx is not None:
-            tx.accessed.add(path)
+            tx.accessed.setdefault(path)
             for p in created:
-                tx.accessed.add(p.rsplit("/", 1)[0] or "/")
+                tx.accessed.setdefault(p.rsplit("/", 1)[0] or "/")
         return path
 
     def _rm(self, conn: int, tree: _Tree, tx: _Transaction | None,
@@ -314,16 +317,19 @@ class ModelStore:
             del tree.nodes[p]
             tree.bump(p)
         if tx is not None:
-            tx.accessed.add(parent_path)
-            tx.accessed.update(removed)
+            tx.accessed.setdefault(parent_path)
+            for p in removed:
+                tx.accessed.setdefault(p)
             tx.changed.append((path, False))
             tx.changed.extend((p, True) for p in removed if p != path)
             return []
-        events = self._fire(path, exact=False)
-        for p in removed:
+        # As xenstored: the removed children's exact watches first, deepest
+        # first, then the subtree's event for the removed node.
+        events: list[tuple[int, Packet]] = []
+        for p in sorted(removed, key=lambda q: (-q.count("/"), q)):
             if p != path:
                 events += self._fire(p, exact=True)
-        return events
+        return events + self._fire(path, exact=False)
 
     def _set_perms(self, conn: int, tree: _Tree, tx: _Transaction | None,
                    pkt: Packet) -> list[tuple[int, Packet]]:
@@ -377,7 +383,7 @@ class ModelStore:
             for w in c.watches:
                 hit = (w.canonical == name) if (exact or name.startswith("@")) \
                     else is_below(name, w.canonical)
-                if not hit:
+                if not hit or (w.depth >= 0 and _levels(name, w.canonical) > w.depth):
                     continue
                 path = name
                 if w.relative and is_below(name, DOM0_PATH) and name != DOM0_PATH:
@@ -388,10 +394,16 @@ class ModelStore:
         return out
 
     def _watch(self, conn: int, c: _Conn, pkt: Packet) -> list[tuple[int, Packet]]:
-        args = split_args(pkt.payload)
-        if len(args) != 2 or not pkt.payload.endswith(b"\0"):
+        # Whole strings only (xenstored's get_strings); a third is the depth.
+        args = pkt.payload.split(b"\0")[:-1]
+        depth = -1
+        if len(args) == 3:
+            depth = _atoi_signed(args[2])
+            if depth < 0:
+                raise _Err("EINVAL")
+        elif len(args) != 2:
             raise _Err("EINVAL")
-        raw, token = args
+        raw, token = args[0], args[1]
         if raw.startswith(b"@"):
             canonical = raw.decode("ascii", "replace")
             relative = False
@@ -401,7 +413,7 @@ class ModelStore:
         for w in c.watches:
             if w.path == raw and w.token == token:
                 raise _Err("EEXIST")
-        c.watches.append(_Watch(raw, canonical, token, relative))
+        c.watches.append(_Watch(raw, canonical, token, relative, depth))
         # Fires once on registration, for this watch only.
         return [(conn, Packet(Op.WATCH_EVENT, 0, 0, raw + b"\0" + token + b"\0"))]
 
@@ -433,7 +445,8 @@ class ModelStore:
             self.tree.bump(path)
         self.tree.generation = max(self.tree.generation, tx.tree.generation)
         events: list[tuple[int, Packet]] = []
-        for path, exact in tx.changed:
+        order = {p: i for i, p in enumerate(tx.accessed)}
+        for path, exact in sorted(tx.changed, key=lambda ch: order.get(ch[0], len(order))):
             events += self._fire(path, exact)
         return events
 
@@ -447,3 +460,15 @@ def _atoi(raw: bytes) -> int:
         else:
             break
     return int(digits) if digits else 0
+
+
+def _atoi_signed(raw: bytes) -> int:
+    """C's atoi, with a sign."""
+    return -_atoi(raw[1:]) if raw.startswith(b"-") else _atoi(raw)
+
+
+def _levels(name: str, top: str) -> int:
+    """How many levels ``name`` lies below ``top`` (which it is below)."""
+    def depth(p: str) -> int:
+        return 0 if p == "/" else p.count("/")
+    return depth(name) - depth(top)

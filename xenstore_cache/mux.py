@@ -26,10 +26,28 @@ What xenstored keeps per connection, the multiplexer keeps per client:
   transactions aborted; replies still due to it are dropped (a transaction
   or watch they create is removed again).
 
+**One change, several events.**  xenstored fires the watches of one change
+node by node (a commit in the order the transaction first touched its nodes,
+a recursive RM the removed children's exact watches before the subtree's
+event), so a client's event for one node can come before the proxy's own
+event for another node of the same change.  After passing a client an event
+the proxy therefore answers nothing from the cache until xenstored has
+replied to a request the proxy sent after that event (a barrier: xenstored
+handles requests one at a time, so by then every event of that change has
+been read).
+
 Requests of one client are handled one at a time, in order, as xenstored
 handles a connection's: a cache hit is never answered before the reply to an
 earlier request.  Cache decisions are ``ProxyCore``'s, made on the client's
 own view of each packet.
+
+Limits of sharing: a client's watch token grows by its prefix, so a WATCH
+whose payload would then pass 4096 bytes gets E2BIG (xenstored would have
+taken it), and an event xenstored cannot fit in 4096 bytes with the prefix is
+dropped by xenstored.  What xenstored keeps per connection beyond the above is
+shared: a live update started by one client can be checked or aborted by
+another, and its transaction-age check sees all clients' transactions as one
+connection's.
 """
 
 from __future__ import annotations
@@ -38,7 +56,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from xenstore_cache.core import SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session
-from xenstore_cache.wire import NO_TX_OPS, Op, Packet, one_arg, split_args
+from xenstore_cache.wire import MAX_PAYLOAD, NO_TX_OPS, Op, Packet, one_arg, split_args
 
 #: Where a packet goes: a client's ID, or upstream to xenstored.
 UPSTREAM = 0
@@ -48,6 +66,8 @@ OWN_TOKEN = b"xenstore-cache"
 OWN_WATCHES = (b"/", *(p.encode() for p in SPECIAL_WATCHES))
 #: xenstored's IDs are 32 bits; 0 means "none".
 _ID_LIMIT = 1 << 32
+#: The barrier: a request xenstored answers at once, changing nothing.
+BARRIER = Packet(Op.GET_DOMAIN_PATH, 0, 0, b"0\0")
 
 Out = list[tuple[int, Packet]]
 
@@ -82,6 +102,7 @@ class _Pending:
     upstream: Packet
     forward: Forward | None = None      # a client's request, as the core planned it
     reset: bool = False                 # part of that client's RESET_WATCHES
+    barrier: bool = False               # the proxy's barrier after an event
 
 
 class Mux:
@@ -96,6 +117,10 @@ class Mux:
         self.clients: dict[int, _Client] = {}
         self.pending: dict[int, _Pending] = {}
         self.ready = False
+        #: An event was passed to a client and the barrier after it is not
+        #: answered yet: no cache hits meanwhile.
+        self.barrier_pending = False
+        self.barriers = 0
         self._next_client = 1
         self._next_req = 1
         self._own_acks = 0
@@ -106,6 +131,7 @@ class Mux:
         """A new upstream connection: register the proxy's watches on it.  The
         cache goes on when xenstored has acknowledged them all."""
         self.ready = False
+        self.barrier_pending = False
         self._own_acks = 0
         return [(UPSTREAM, self._send(None, Packet(Op.WATCH, 0, 0, p + b"\0" + OWN_TOKEN + b"\0")))
                 for p in OWN_WATCHES]
@@ -114,6 +140,7 @@ class Mux:
         """The upstream connection is gone, and with it every client's
         transactions and watches: the clients to disconnect.  The cache is off."""
         self.ready = False
+        self.barrier_pending = False
         self.core.upstream_down()
         self.pending.clear()
         gone = list(self.clients)
@@ -162,6 +189,9 @@ class Mux:
         if p is None:
             raise UnexpectedReply(f"xenstored sent a {pkt.op_name} reply to req_id "
                                   f"{pkt.req_id}, which the proxy did not send")
+        if p.barrier:
+            self.barrier_pending = False
+            return []
         if p.client is None:
             return self._own_reply(pkt, p)
         c = self.clients.get(p.client)
@@ -174,14 +204,14 @@ class Mux:
     # -- inside --------------------------------------------------------------------
 
     def _send(self, client: int | None, pkt: Packet, forward: Forward | None = None,
-              reset: bool = False) -> Packet:
+              reset: bool = False, barrier: bool = False) -> Packet:
         """``pkt`` with an upstream req_id of the proxy's, remembered."""
         while self._next_req in self.pending or self._next_req == 0:
             self._next_req = (self._next_req + 1) % _ID_LIMIT
         req_id = self._next_req
         self._next_req = (self._next_req + 1) % _ID_LIMIT
         up = Packet(pkt.op, req_id, pkt.tx_id, pkt.payload)
-        self.pending[req_id] = _Pending(client, up, forward, reset)
+        self.pending[req_id] = _Pending(client, up, forward, reset, barrier)
         return up
 
     def _pump(self, c: _Client) -> Out:
@@ -189,9 +219,12 @@ class Mux:
         while c.inflight is None and c.queue:
             pkt = c.queue.popleft()
             if pkt.op == Op.RESET_WATCHES:
+                if pkt.tx_id != 0 and pkt.tx_id not in c.tx:
+                    out.append((c.id, pkt.error("ENOENT")))   # as xenstored checks
+                    continue
                 out += self._reset(c, pkt)
                 continue
-            decision = self.core.request(c.session, pkt)
+            decision = self.core.request(c.session, pkt, may_hit=not self.barrier_pending)
             if isinstance(decision, Answer):
                 out.append((c.id, decision.packet))
                 continue
@@ -215,10 +248,15 @@ class Mux:
             tx = c.tx[pkt.tx_id]
         payload = pkt.payload
         if pkt.op in (Op.WATCH, Op.UNWATCH):
-            args = split_args(payload)
-            if len(args) != 2 or not payload.endswith(b"\0"):
+            # xenstored reads whole strings and ignores bytes after the last
+            # NUL: path, token, and for WATCH (4.21 and later) a depth.
+            args = payload.split(b"\0")[:-1]
+            if len(args) not in ((2, 3) if pkt.op == Op.WATCH else (2,)):
                 return Answer(pkt.error("EINVAL"))
-            payload = args[0] + b"\0" + self._token(c.id, args[1]) + b"\0"
+            args[1] = self._token(c.id, args[1])
+            payload = b"".join(a + b"\0" for a in args)
+            if len(payload) > MAX_PAYLOAD:
+                return Answer(pkt.error("E2BIG"))
         return Packet(pkt.op, pkt.req_id, tx, payload)
 
     @staticmethod
@@ -251,7 +289,7 @@ class Mux:
 
     @staticmethod
     def _watch_key(req: Packet) -> tuple[bytes, bytes]:
-        path, token = split_args(req.payload)
+        path, token = req.payload.split(b"\0")[:2]
         return path, token
 
     def _new_tx(self, c: _Client, upstream_tx: int) -> int:
@@ -333,7 +371,12 @@ class Mux:
         c = self.clients.get(int(cid_raw))
         if c is None:
             return []                 # a client that has gone
-        return [(c.id, Packet(Op.WATCH_EVENT, 0, 0, path + b"\0" + mine + b"\0"))]
+        out: Out = [(c.id, Packet(Op.WATCH_EVENT, 0, 0, path + b"\0" + mine + b"\0"))]
+        if not self.barrier_pending:
+            self.barrier_pending = True
+            self.barriers += 1
+            out.append((UPSTREAM, self._send(None, BARRIER, barrier=True)))
+        return out
 
 
 class UnexpectedReply(Exception):

@@ -125,6 +125,9 @@ def _prepare_socket_path(path: Path) -> None:
 MAX_QUEUED = 64
 #: Bytes waiting for a client that does not read before it is disconnected.
 MAX_CLIENT_BUFFER = 4 << 20
+#: Requests queued by one client (reading stops at MAX_QUEUED, but one read
+#: may hold thousands) beyond which it is disconnected.
+MAX_QUEUED_HARD = 1024
 
 
 class _Upstream(asyncio.Protocol):
@@ -136,27 +139,38 @@ class _Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.gone: asyncio.Future[Exception | None] = \
             asyncio.get_running_loop().create_future()
+        self.is_lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.is_lost:
+            return
         try:
             for pkt in self.dec.feed(data):
                 self.proxy.dispatch(self.proxy.mux.upstream(pkt))
-        except (ProtocolError, UnexpectedReply) as exc:
+        except (ProtocolError, UnexpectedReply, ValueError) as exc:
             log.warning("upstream: %s", exc)
-            assert self.transport is not None
-            self.transport.close()
-            if not self.gone.done():
-                self.gone.set_result(exc)
+            self.lost(exc)
             return
         self.proxy.check_ready()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.gone.done():
+        self.lost(exc)
+
+    def lost(self, exc: Exception | None) -> None:
+        """At once, not when the reconnecting task next runs: no hit from a
+        cache that can no longer be invalidated, no request into the void."""
+        if self.is_lost:
+            return
+        self.is_lost = True
+        if not self.gone.done():        # cancelled with the task awaiting it
             self.gone.set_result(exc)
+        if self.transport is not None:
+            self.transport.close()
+        self.proxy.upstream_lost()
 
     def pause_writing(self) -> None:
         self.proxy.upstream_full(True)
@@ -206,6 +220,9 @@ class ClientConn(asyncio.Protocol):
             if self.closed:
                 return
             self.proxy.dispatch(self.proxy.mux.request(self.id, pkt))
+            if self.proxy.mux.queued(self.id) > MAX_QUEUED_HARD:
+                self.close(f"disconnected: more than {MAX_QUEUED_HARD} requests queued")
+                return
         self.flow()
 
     def eof_received(self) -> bool:
@@ -419,13 +436,16 @@ class CachingProxy:
                 log.warning("lost the connection to xenstored (%s): cache off, clients "
                             "disconnected, reconnecting", why or "xenstored closed it")
             finally:
-                if up.transport is not None:
-                    up.transport.close()
-                self.upstream = None
-            self.upstream_losses += 1
-            self.watch_ready.clear()
-            self.upstream_paused = False
-            for cid in self.mux.lost():
-                c = self.clients.pop(cid, None)
-                if c is not None:
-                    c.close("the proxy lost its connection to xenstored")
+                up.lost(None)           # cancelled (the proxy stops): the same
+
+    def upstream_lost(self) -> None:
+        """The connection to xenstored is gone: cache off, every client
+        disconnected (their transactions and watches went with it)."""
+        self.upstream = None
+        self.upstream_losses += 1
+        self.watch_ready.clear()
+        self.upstream_paused = False
+        for cid in self.mux.lost():
+            c = self.clients.pop(cid, None)
+            if c is not None:
+                c.close("the proxy lost its connection to xenstored")

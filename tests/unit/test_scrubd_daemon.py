@@ -61,6 +61,7 @@ class Daemon:
     def __init__(self, scrubd: Path, sock: Path, *args: str, limit_fds: int | None = None,
                  **fake: object) -> None:
         def limit() -> None:
+            os.umask(0)         # the socket's mode must not come from ours
             if limit_fds is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (limit_fds, limit_fds))
         self.sock = sock
@@ -97,14 +98,28 @@ def daemons() -> Iterator[list[Daemon]]:
 
 def test_a_host_with_more_than_64_nodes_and_full_counters_fits(scrubd: Path,
                                                                tmp_path: Path) -> None:
-    # physinfo says 2 nodes, the sysctl 100: the array grows on ENOBUFS.
     log = tmp_path / "calls"
-    r = run(scrubd, "run", "--once", nodes=100, phys_nodes=2, big=1, log=log)
+    r = run(scrubd, "run", "--once", nodes=100, phys_nodes=128, big=1, log=log)
     assert r.returncode == 0, r.stderr
     line = json.loads(r.stdout)
     assert [n["node"] for n in line["nodes"]] == list(range(100))
     assert line["nodes"][99]["worker_runs"] == 2**64 - 1
+    assert log.read_text().splitlines() == ["get 1 cap 128 nodes 100"]
+
+
+def test_more_nodes_than_physinfo_said_grow_the_array(scrubd: Path, tmp_path: Path) -> None:
+    """Defensive: Xen's physinfo covers every node the sysctl can report, but
+    a sysctl answering ENOBUFS with a larger count is followed."""
+    log = tmp_path / "calls"
+    r = run(scrubd, "run", "--once", nodes=100, phys_nodes=2, log=log)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["nodes"]) == 100
     assert log.read_text().splitlines() == ["get 1 cap 2 nodes 100", "get 2 cap 100 nodes 100"]
+
+
+def test_more_nodes_than_it_takes_is_a_host_it_cannot_run_on(scrubd: Path) -> None:
+    r = run(scrubd, "run", "--once", nodes=5000, phys_nodes=2)
+    assert r.returncode == EXIT_HOST and "Argument list too long" in r.stderr
 
 
 def test_status_reads_a_line_longer_than_a_socket_buffer(scrubd: Path, tmp_path: Path,
@@ -153,9 +168,14 @@ def test_a_failing_sysctl_is_logged_reported_and_retried(scrubd: Path, tmp_path:
     d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "0.05",
                get_errno=errno.EAGAIN, get_fail="2-30")
     daemons.append(d)
-    wait_for(lambda: "error" in json.loads(d.status(scrubd)), "an error in the status")
+    seen: list[dict[str, object]] = []
+
+    def failing() -> bool:
+        seen.append(json.loads(d.status(scrubd)))
+        return "error" in seen[-1]
+    wait_for(failing, "an error in the status")
     assert "reading XEN_SYSCTL_scrub_op: Resource temporarily unavailable" in \
-        json.loads(d.status(scrubd))["error"]
+        str(seen[-1]["error"])
     wait_for(lambda: "nodes" in json.loads(d.status(scrubd)), "a good status again")
     rc, out, err = d.stop()
     assert rc == 0
@@ -189,9 +209,87 @@ def test_a_second_daemon_neither_steers_nor_takes_the_socket(
     r = subprocess.run([str(scrubd), "run", "--socket", str(sock), "--low-mib", "4096",
                         "--high-mib", "8192"], capture_output=True, text=True,
                        env=env(log=log), timeout=30)
-    assert r.returncode == EXIT_HOST and f"another scrubd answers on {sock}" in r.stderr
+    assert r.returncode == EXIT_HOST and f"another scrubd runs (it holds {sock}.lock)" in r.stderr
     assert not log.exists() or "set" not in log.read_text()   # it steered nothing
     assert "nodes" in json.loads(first.status(scrubd))        # the first still answers
+
+
+def test_a_one_shot_that_would_steer_waits_for_no_running_daemon(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    sock, log = tmp_path / "s.sock", tmp_path / "calls"
+    daemons.append(Daemon(scrubd, sock, "--interval", "3600"))
+    r = subprocess.run([str(scrubd), "run", "--once", "--socket", str(sock), "--low-mib",
+                        "4096", "--high-mib", "8192"], capture_output=True, text=True,
+                       env=env(log=log), timeout=30)
+    assert r.returncode == EXIT_HOST and "another scrubd runs" in r.stderr
+    assert not log.exists()
+    # Watching only needs no lock.
+    assert run(scrubd, "run", "--once", "--socket", str(sock)).returncode == 0
+
+
+def test_a_stopped_daemon_neither_hangs_a_second_one_nor_status(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    sock = tmp_path / "s.sock"
+    d = Daemon(scrubd, sock, "--interval", "3600")
+    daemons.append(d)
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        backlog = []
+        for _ in range(20):             # fill its listen backlog
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(str(sock))
+            except BlockingIOError:
+                s.close()
+                break
+            backlog.append(s)
+        t0 = time.monotonic()
+        r = run(scrubd, "run", "--socket", str(sock))
+        assert r.returncode == EXIT_HOST and time.monotonic() - t0 < 5
+        t0 = time.monotonic()
+        r = run(scrubd, "status", "--socket", str(sock))
+        assert r.returncode == 1 and time.monotonic() - t0 < 15
+        for s in backlog:
+            s.close()
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    assert d.stop()[0] == 0
+
+
+def test_status_refuses_a_cut_off_line(scrubd: Path, tmp_path: Path) -> None:
+    sock = tmp_path / "fake.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(sock))
+    srv.listen(1)
+    proc = subprocess.Popen([str(scrubd), "status", "--socket", str(sock)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    conn, _ = srv.accept()
+    conn.sendall(b'{"time": 1, "nodes": [')
+    conn.close()
+    srv.close()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "not all of it" in err and out == ""
+
+
+def test_a_slow_reader_of_a_long_line_still_gets_all_of_it(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    """The 1 s deadline is for taking nothing: a reader that keeps reading,
+    however slowly, gets the whole line."""
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", nodes=4000, big=1)
+    daemons.append(d)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(d.sock))
+    data = b""
+    t0 = time.monotonic()
+    while not data.endswith(b"\n"):
+        chunk = s.recv(65536)
+        assert chunk, f"cut off after {len(data)} bytes"
+        data += chunk
+        time.sleep(0.1)                 # about 2 s in all, more than the deadline
+    s.close()
+    assert time.monotonic() - t0 > 1.0
+    assert len(json.loads(data)["nodes"]) == 4000
 
 
 def test_a_dead_daemons_socket_is_replaced(scrubd: Path, tmp_path: Path,
@@ -243,8 +341,8 @@ def cpu_seconds(pid: int) -> float:
 
 def test_out_of_descriptors_it_backs_off_instead_of_spinning(
         scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
-    # 0-2 and the listening socket: every accept() fails with EMFILE.
-    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", limit_fds=4)
+    # 0-2, the lock and the listening socket: every accept() fails with EMFILE.
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", limit_fds=5)
     daemons.append(d)
     waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     waiting.connect(str(d.sock))        # queued in the backlog, never accepted
@@ -258,6 +356,18 @@ def test_out_of_descriptors_it_backs_off_instead_of_spinning(
     assert rc == 0
     assert "Too many open files; not accepting for" in err
     assert used < 0.3, f"scrubd used {used:.2f} s of CPU in 1.5 s with a connection waiting"
+
+
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("no systemd-analyze")
+    unit = tmp_path / "scrubd.service"
+    unit.write_text(UNIT.read_text().replace("/usr/sbin/scrubd", shutil.which("true") or
+                                             "/bin/true"))
+    r = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
 
 
 def test_the_unit_is_confined_and_can_only_watch() -> None:

@@ -1,7 +1,8 @@
 /*
  * The fake libxenctrl behind xenctrl.h in this folder.  Environment:
  *   FAKE_NODES=N         nodes the scrub sysctl reports (default 1)
- *   FAKE_PHYS_NODES=N    nodes physinfo reports (default FAKE_NODES)
+ *   FAKE_PHYS_NODES=N    max_node_id + 1 that physinfo reports (default 64:
+ *                        Xen reports MAX_NUMNODES - 1, whatever is online)
  *   FAKE_BIG=1           every counter UINT64_MAX (the longest status line)
  *   FAKE_GET_ERRNO=E     xc_scrub_get fails with errno E ...
  *   FAKE_GET_FAIL=A-B    ... on its calls A to B (1-based; default every call)
@@ -65,7 +66,7 @@ int xc_interface_close(xc_interface *xch)
 
 int xc_physinfo(xc_interface *xch, xc_physinfo_t *info)
 {
-    long nodes = env_num("FAKE_PHYS_NODES", env_num("FAKE_NODES", 1));
+    long nodes = env_num("FAKE_PHYS_NODES", 64);
 
     (void)xch;
     info->free_pages = 1024 * 256;     /* 1 GiB */

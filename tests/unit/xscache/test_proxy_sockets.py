@@ -415,7 +415,7 @@ def test_staleness_measurement_sees_every_write(short_tmp: Path) -> None:
 def test_a_client_woken_by_an_event_reads_the_new_value(short_tmp: Path) -> None:
     """The event a client receives for a change made elsewhere comes on the
     proxy's one connection, behind the invalidation: the client reads the new
-    value (the ordering itself is checked without sockets, in test_mux)."""
+    value (the ordering itself is checked without sockets, in test_equivalence)."""
     async def body() -> None:
         async with lab(short_tmp) as L:
             assert L.proxy.core.cache.enabled
