@@ -15,6 +15,7 @@ from pyxen.config import DomainConfig
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.autoscale_result import what_was_lost
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.percentiles import percentiles
 from pyxen.lab.contract.requests import AutoscaleRequest
 from pyxen.lab.dom0 import autoscale
 from pyxen.lab.dom0.drivers import GUEST_BANNER
@@ -109,9 +110,9 @@ def test_a_failed_create_fails_its_invocation_and_is_counted(logs: Path,
 
 
 def test_percentiles_are_nearest_rank() -> None:
-    p = autoscale._percentiles([float(v) for v in range(1, 101)])
+    p = percentiles([float(v) for v in range(1, 101)])
     assert (p["p50"], p["p90"], p["p99"], p["max"], p["count"]) == (50.0, 90.0, 99.0, 100.0, 100)
-    assert autoscale._percentiles([])["p50"] is None
+    assert percentiles([])["p50"] is None
 
 
 @pytest.mark.parametrize("field,value,message", [

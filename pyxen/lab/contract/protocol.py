@@ -73,3 +73,15 @@ XS_ROUNDS_DEFAULT = 5
 XS_SYSCALL_READS_DEFAULT = 300
 #: At most this many idle connections (each is an open file in dom0).
 XS_MAX_IDLE = 900
+
+#: The domctl fairness benchmark (domctlbench): threads that create and
+#: destroy empty domains, threads that read domain information, and the
+#: exclusive domctls (pause, unpause) timed meanwhile and without them.
+DOMCTL_CREATORS_DEFAULT = 2
+DOMCTL_READERS_DEFAULT = 1
+DOMCTL_PROBES_DEFAULT = 300
+DOMCTL_ROUNDS_DEFAULT = 3
+#: Empty domains get IDs from here up (far from the lab's guests), a block
+#: of DOMCTL_IDS_PER_CREATOR per creating thread.
+DOMCTL_FIRST_ID = 20000
+DOMCTL_IDS_PER_CREATOR = 500

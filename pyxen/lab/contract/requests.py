@@ -260,6 +260,28 @@ class XsLatencyRequest(DriverRequest):
 
 
 @dataclass(frozen=True)
+class DomctlRequest(DriverRequest):
+    """Exclusive domctls against domain creation (pyxen.lab.dom0.domctlfair):
+    in each of ``rounds`` rounds, ``probes`` pause/unpause pairs of an empty
+    domain are timed with nothing else running, then again while
+    ``creators`` threads create and destroy empty domains and ``readers``
+    threads read domain information, as fast as they can."""
+
+    KIND: ClassVar[str] = "domctl"
+
+    creators: int = protocol.DOMCTL_CREATORS_DEFAULT
+    readers: int = protocol.DOMCTL_READERS_DEFAULT
+    probes: int = protocol.DOMCTL_PROBES_DEFAULT
+    rounds: int = protocol.DOMCTL_ROUNDS_DEFAULT
+
+    def check(self) -> None:
+        self.require("creators", 1 <= self.creators <= 16, "1..16")
+        self.require("readers", 0 <= self.readers <= 16, "0..16")
+        self.require("probes", self.probes >= 10, ">= 10")
+        self.require("rounds", self.rounds >= 1, ">= 1")
+
+
+@dataclass(frozen=True)
 class AutoscaleRequest(DriverRequest):
     """A trace replayed on an autoscaler (pyxen.lab.dom0.autoscale):
     invocation n of function ``funcs[n]`` arrives ``starts[n]`` s after the

@@ -16,7 +16,6 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import math
 import os
 import queue
 import sys
@@ -31,6 +30,7 @@ from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.autoscale_result import what_was_lost
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.percentiles import percentiles
 from pyxen.lab.contract.requests import AutoscaleRequest, parse_request
 from pyxen.lab.dom0 import tenants
 from pyxen.lab.dom0.autoscaler import Autoscaler, Create, Destroy, Fail, Run
@@ -201,17 +201,6 @@ def replay(req: AutoscaleRequest, driver: Driver, workdir: Path) -> Replay:
     return r
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
-    v = sorted(values)
-
-    def pct(p: float) -> float:      # nearest rank
-        return v[min(len(v) - 1, max(0, math.ceil(p / 100 * len(v)) - 1))]
-
-    return {"count": len(v), "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": v[-1]}
-
-
 def summarise(r: Replay) -> dict[str, Any]:
     """The figures bench.json's ``autoscale`` section holds for one variant."""
     cold = [rec.up_s - rec.decided_s for rec in r.instances.values() if rec.up_s is not None]
@@ -220,9 +209,9 @@ def summarise(r: Replay) -> dict[str, Any]:
     waits = [inv.run_s - inv.arrive_s for inv in r.invocations if inv.run_s is not None]
     destroys = [rec.destroy_s for rec in r.instances.values() if rec.destroy_s is not None]
     return {
-        "cold_start_s": _percentiles(cold),
+        "cold_start_s": percentiles(cold),
         "cold_start_each_s": [round(c, 4) for c in cold],
-        "invocation_latency_s": _percentiles(latency),
+        "invocation_latency_s": percentiles(latency),
         "invocations": len(r.invocations),
         "invocations_done": len(done),
         "invocations_failed": sum(1 for inv in r.invocations if inv.failed),
@@ -230,7 +219,7 @@ def summarise(r: Replay) -> dict[str, Any]:
         "waited_over_1s": sum(1 for w in waits if w > 1.0),
         "creates": len(r.instances),
         "creates_failed": sum(1 for rec in r.instances.values() if rec.error),
-        "destroy_s": _percentiles(destroys),
+        "destroy_s": percentiles(destroys),
         "peak_instances": r.peak_instances,
         "instances_over_time": r.timeline,
         "errors": r.errors,

@@ -29,8 +29,6 @@ the VM's memory and minutes of creates under TCG.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import statistics
 import subprocess
@@ -41,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from pyxen.errors import XenError
-from pyxen.lab.contract import protocol
 from pyxen.lab.contract.requests import XsLatencyRequest, parse_request
 from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.dom0.proccpu import find_pids, open_fds, process_cpu_s
+from pyxen.lab.dom0.result import hand_back
 from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenstore import XenStore
 
@@ -164,13 +162,8 @@ def run(req: XsLatencyRequest) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    req = parse_request(XsLatencyRequest, argv, prog="pyxen.lab.dom0.xslatency")
-    out = Path(os.environ.get(protocol.ENV_OUT, "."))
-    result = run(req)
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    for e in result["errors"]:
-        print(f"error: {e}", file=sys.stderr)
-    return 1 if result["errors"] else 0
+    return hand_back(run(parse_request(XsLatencyRequest, argv,
+                                       prog="pyxen.lab.dom0.xslatency")))
 
 
 if __name__ == "__main__":

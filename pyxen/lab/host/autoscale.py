@@ -8,7 +8,6 @@ ratios to stock."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.faastrace import (PLATFORM_KEEP_ALIVE_S, Trace, Transform,
                                           parse_trace)
 from pyxen.lab.contract.requests import AutoscaleRequest
-from pyxen.lab.host import paths, variants
-from pyxen.lab.host.progress import console, print_table, step
+from pyxen.lab.host import figures, paths, variants
+from pyxen.lab.host.benchfile import write_results
+from pyxen.lab.host.progress import step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
@@ -157,10 +157,7 @@ def plot(runs: list[dict[str, Any]], target: Path) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Nested Xen under TCG: compare variants within this run only")
-    fig.tight_layout()
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
+    figures.save(fig, target)
 
 
 def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, StagedBuild],
@@ -197,11 +194,8 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
         "ratios_to_stock": ratios(complete),
         "vm": options.record(),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
-    plot(complete, out_dir / "autoscale.png")
-    print_table(summary_table(complete))
-    console().print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'autoscale.png'}")
+    write_results(out_dir, "bench.json", doc, lambda png: plot(complete, png),
+                  "autoscale.png", summary_table(complete))
     lost = {r["variant"]: reasons for r in runs if (reasons := what_was_lost(r))}
     if lost:
         raise LabError("the replay lost something on " + "; ".join(

@@ -21,7 +21,7 @@ from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import StormRequest
 from pyxen.lab.contract.xenprof import domctl_retries_per_op
-from pyxen.lab.host import paths, variants
+from pyxen.lab.host import figures, paths, variants
 from pyxen.lab.host.benchfile import BENCH_FORMAT, load_bench
 from pyxen.lab.host.progress import TABLE_WIDTH, console
 from pyxen.lab.host.provenance import describe_build
@@ -406,10 +406,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     ax2.set_title(f"boot storm of {runs[0]['guests']} guests" if runs else "boot storm")
     ax2.grid(True, alpha=0.3)
     ax2.legend(fontsize="small")
-    fig.suptitle("nested Xen under TCG: compare variants within this run only")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    figures.save(fig, path)
 
 
 def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,

@@ -16,10 +16,14 @@ what an older one lacks.  A newer format than BENCH_FORMAT fails, naming both.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyxen.lab.contract.errors import LabError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 #: The format bench.json is written in, and the newest this pyxen reads.
 BENCH_FORMAT = 2
@@ -59,3 +63,22 @@ def _upgrade_from_1(doc: dict[str, Any]) -> None:
     if runs:
         doc.setdefault("repeat", 1 + max(int(r["repeat"]) for r in runs))
     doc["format"] = 2
+
+
+def write_results(out_dir: Path, json_name: str, doc: dict[str, Any],
+                  draw: Callable[[Path], None], png_name: str, table: Table) -> None:
+    """Write a benchmark's results file and plot into ``out_dir``, print its
+    table, and say where they are: what every benchmark does at its end."""
+    from pyxen.lab.host.progress import console, print_table
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / json_name).write_text(json.dumps(doc, indent=2, allow_nan=False))
+    draw(out_dir / png_name)
+    print_table(table)
+    console().print(f"wrote {out_dir / json_name} and {out_dir / png_name}")
+
+
+def failed_runs_error(what: str, failed: list[dict[str, Any]], where: Path) -> LabError:
+    """The error naming each failed variant's errors, and where every run is."""
+    return LabError(f"{what} failed on "
+                    + "; ".join(f"{r['variant']}: {'; '.join(r['errors'])}" for r in failed)
+                    + f" (every run is in {where})")

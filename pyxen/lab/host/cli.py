@@ -201,6 +201,22 @@ def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_domctlbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _refuse_proxy(ap, args.variants, "domctlbench measures the hypervisor")
+    from pyxen.lab.host.domctlbench import DomctlParams, run_domctl_bench
+    from pyxen.lab.host.xenbuild import build
+    params = DomctlParams(creators=args.creators, readers=args.readers,
+                          probes=args.probes, rounds=args.rounds)
+    params.request()                  # ValueError naming a bad value, before any build
+    opts = _vm_options(args)
+    hostdeps.check()
+    source = _source(args)
+    builds = [build(variants.resolve(v.build, args.series, args.debug, args.profile, source))
+              for v in args.variants]
+    run_domctl_bench(builds, params, opts, args.out)
+    return 0
+
+
 def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pyxen.lab.host.autoscale import AutoscaleParams, run_autoscale
     from pyxen.lab.host.xenbuild import build
@@ -334,6 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(p)
     _add_vm_options(p)
     p.set_defaults(func=cmd_xsbench)
+
+    p = sub.add_parser("domctlbench", help="exclusive domctls while domains are created, "
+                                           "destroyed and read: stock vs variants")
+    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
+    p.add_argument("--creators", type=positive_int, default=protocol.DOMCTL_CREATORS_DEFAULT,
+                   help="threads creating and destroying empty domains")
+    p.add_argument("--readers", type=nonneg_int, default=protocol.DOMCTL_READERS_DEFAULT,
+                   help="threads reading domain information")
+    p.add_argument("--probes", type=positive_int, default=protocol.DOMCTL_PROBES_DEFAULT,
+                   help="pause/unpause pairs timed per phase")
+    p.add_argument("--rounds", type=positive_int, default=protocol.DOMCTL_ROUNDS_DEFAULT,
+                   help="rounds of idle then loaded probes (medians are reported)")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    _add_source_options(p)
+    _add_vm_options(p)
+    p.set_defaults(func=cmd_domctlbench)
 
     p = sub.add_parser("autoscale", help="replay a function-invocation trace on an "
                                          "autoscaler: cold starts, stock vs variants")

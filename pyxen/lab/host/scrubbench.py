@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.heapdump import dma_width
 from pyxen.lab.contract.requests import ScrubRequest
 from pyxen.lab.host import paths

@@ -18,7 +18,9 @@ from rich.table import Table
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import XsLatencyRequest
-from pyxen.lab.host.progress import console, print_table, step
+from pyxen.lab.host import figures
+from pyxen.lab.host.benchfile import failed_runs_error, write_results
+from pyxen.lab.host.progress import step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
@@ -163,10 +165,7 @@ def plot(rows: list[Row], target: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Nested Xen under TCG: compare variants and counts, not absolute times")
-    fig.tight_layout()
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
+    figures.save(fig, target, "Nested Xen under TCG: compare variants and counts, not absolute times")
 
 
 def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions,
@@ -203,13 +202,8 @@ def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions
         "summary": [r.as_json() for r in rows],
         "vm": options.record(),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "xsbench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
-    plot(rows, out_dir / "xsbench.png")
-    print_table(summary_table(rows))
-    console().print(f"wrote {out_dir / 'xsbench.json'} and {out_dir / 'xsbench.png'}")
+    write_results(out_dir, "xsbench.json", doc, lambda png: plot(rows, png), "xsbench.png",
+                  summary_table(rows))
     if failed:
-        raise LabError("the Xenstore latency run failed on "
-                       + "; ".join(f"{r['variant']}: {'; '.join(r['errors'])}" for r in failed)
-                       + f" (every run is in {out_dir / 'xsbench.json'})")
+        raise failed_runs_error("the Xenstore latency run", failed, out_dir / "xsbench.json")
     return doc

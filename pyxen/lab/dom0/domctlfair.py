@@ -1,0 +1,184 @@
+"""The domctl fairness benchmark's dom0 side: how long exclusive domctls
+(XEN_DOMCTL_pausedomain and unpausedomain, which take Xen's global
+domctl_lock) take while other threads create and destroy domains and read
+domain information as fast as they can, against the same with nothing else
+running.  Run by the host as
+``python -m pyxen.lab.dom0.domctlfair --request JSON`` (a
+pyxen.lab.contract.requests.DomctlRequest) inside the lab's dom0; writes
+``result.json``.
+
+Every domain it makes is empty (XEN_DOMCTL_createdomain only: no memory, no
+vCPU, no Xenstore entry), with an ID from its own block
+(protocol.DOMCTL_FIRST_ID up), and is destroyed again; any left at the end
+is an error.  Xen runs a domctl that finds domctl_lock taken as a hypercall
+continuation, so a domctl waiting for it does not sleep: it is retried until
+it gets the lock, and how long that takes is what is timed here.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyxen.errors import XenError
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.percentiles import percentiles
+from pyxen.lab.contract.requests import DomctlRequest, parse_request
+from pyxen.lab.dom0.result import hand_back
+
+log = logging.getLogger(__name__)
+
+#: How long a domain destroyed by a creator may take to be gone for good
+#: (its ID is free again only then) before the run counts it as left over.
+VANISH_S = 30.0
+
+
+@dataclass
+class Load:
+    """What the load threads did, and their errors."""
+
+    creates: int = 0
+    destroys: int = 0
+    reads: int = 0
+    busy_ids: int = 0           # IDs still taken by a dying domain: skipped
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, what: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, what, getattr(self, what) + n)
+
+
+def own_handle(work: Callable[..., None], *args: Any) -> None:
+    """Run a load thread's ``work(xc, *args)`` with a libxenctrl handle of its own."""
+    from pyxen.xenctrl import XenCtrl
+    with XenCtrl() as xc:
+        work(xc, *args)
+
+
+def creator(xc: Any, first_id: int, load: Load) -> None:
+    """Create and destroy empty domains, cycling through this thread's IDs."""
+    ids = range(first_id, first_id + protocol.DOMCTL_IDS_PER_CREATOR)
+    i = 0
+    while not load.stop.is_set():
+        domid = ids[i % len(ids)]
+        i += 1
+        try:
+            xc.create_bare_domain(domid)
+        except XenError as exc:
+            if exc.errno == errno.EEXIST:       # still dying from the last lap
+                load.add("busy_ids")
+                continue
+            load.errors.append(f"create {domid}: {exc}")
+            return
+        load.add("creates")
+        try:
+            xc.destroy(domid)
+        except XenError as exc:
+            load.errors.append(f"destroy {domid}: {exc}")
+            return
+        load.add("destroys")
+
+
+def reader(xc: Any, domid: int, load: Load) -> None:
+    """Read one domain's information (XEN_DOMCTL_getdomaininfo) in a loop."""
+    while not load.stop.is_set():
+        try:
+            xc.domain_info(domid)
+        except XenError as exc:
+            load.errors.append(f"getdomaininfo {domid}: {exc}")
+            return
+        load.add("reads")
+
+
+def probe(xc: Any, domid: int, n: int) -> list[float]:
+    """``n`` pause/unpause pairs of ``domid``: each call's time in µs."""
+    times: list[float] = []
+    for _ in range(n):
+        for call in (xc.pause, xc.unpause):
+            t0 = time.perf_counter()
+            call(domid)
+            times.append((time.perf_counter() - t0) * 1e6)
+    return times
+
+
+def loaded_round(xc: Any, req: DomctlRequest, target: int) -> tuple[list[float], Load, float]:
+    """The probes while the load runs: times, what the load did, its seconds."""
+    load = Load()
+    threads = [threading.Thread(target=own_handle, name=f"creator{i}", daemon=True,
+                                args=(creator, protocol.DOMCTL_FIRST_ID + 1
+                                      + i * protocol.DOMCTL_IDS_PER_CREATOR, load))
+               for i in range(req.creators)]
+    threads += [threading.Thread(target=own_handle, name=f"reader{i}", daemon=True,
+                                 args=(reader, target, load)) for i in range(req.readers)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)                  # the load under way before the first probe
+    t0 = time.monotonic()
+    try:
+        times = probe(xc, target, req.probes)
+    finally:
+        elapsed = time.monotonic() - t0
+        load.stop.set()
+        for t in threads:
+            t.join()
+    return times, load, elapsed
+
+
+def ours(xc: Any) -> list[int]:
+    """The IDs of this benchmark's empty domains that exist."""
+    last = protocol.DOMCTL_FIRST_ID + 16 * protocol.DOMCTL_IDS_PER_CREATOR
+    return [d.domid for d in xc.domains() if protocol.DOMCTL_FIRST_ID <= d.domid <= last]
+
+
+def run(req: DomctlRequest) -> dict[str, Any]:
+    from pyxen.xenctrl import XenCtrl
+    rounds: list[dict[str, Any]] = []
+    errors: list[str] = []
+    with XenCtrl() as xc:
+        if left := ours(xc):
+            return {"rounds": [], "errors": [f"domains {left} exist before the run"],
+                    "leftover_domains": left}
+        target = xc.create_bare_domain(protocol.DOMCTL_FIRST_ID)
+        try:
+            for rnd in range(req.rounds):
+                idle = probe(xc, target, req.probes)
+                loaded, load, elapsed = loaded_round(xc, req, target)
+                errors += [f"round {rnd}: {e}" for e in load.errors]
+                rounds.append({
+                    "round": rnd,
+                    "idle_us": percentiles(idle), "loaded_us": percentiles(loaded),
+                    "loaded_us_each": [round(t, 1) for t in loaded],
+                    "load_s": round(elapsed, 3),
+                    "creates_per_s": round(load.creates / elapsed, 1),
+                    "reads_per_s": round(load.reads / elapsed, 1),
+                    "creates": load.creates, "destroys": load.destroys,
+                    "reads": load.reads, "busy_ids": load.busy_ids,
+                })
+        except XenError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            xc.destroy(target)
+            deadline = time.monotonic() + VANISH_S
+            while (left := ours(xc)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+    if left:
+        errors.append(f"domains {left} still exist {VANISH_S:.0f} s after the run")
+    return {"creators": req.creators, "readers": req.readers, "probes": req.probes,
+            "rounds": rounds, "errors": errors, "leftover_domains": left}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return hand_back(run(parse_request(DomctlRequest, argv, prog="pyxen.lab.dom0.domctlfair")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

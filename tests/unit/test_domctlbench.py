@@ -1,0 +1,148 @@
+"""The domctl fairness benchmark without Xen: its request, the dom0 driver
+against a fake libxenctrl (threads, IDs, leftovers), the host's summary."""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from pyxen.errors import XenCtrlError
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.requests import DomctlRequest
+from pyxen.lab.dom0 import domctlfair
+from pyxen.lab.host import cli
+from pyxen.lab.host.domctlbench import summarise, summary_table
+
+
+class FakeXc:
+    """Domains in a shared dict; ``sticky`` IDs refuse to go (a destroy that
+    leaves the domain); ``dying`` IDs refuse creation once (EEXIST)."""
+
+    domains_by_id: dict[int, bool] = {}
+    lock = threading.Lock()
+    sticky: set[int] = set()
+    dying: set[int] = set()
+    calls: dict[str, int] = {}
+
+    def __enter__(self) -> FakeXc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def _count(self, what: str) -> None:
+        with self.lock:
+            self.calls[what] = self.calls.get(what, 0) + 1
+
+    def create_bare_domain(self, domid: int) -> int:
+        self._count("create")
+        with self.lock:
+            if domid in self.dying:
+                self.dying.discard(domid)
+                raise XenCtrlError("xc_domain_create", errno.EEXIST, "exists")
+            if domid in self.domains_by_id:
+                raise XenCtrlError("xc_domain_create", errno.EEXIST, "exists")
+            self.domains_by_id[domid] = False
+        return domid
+
+    def destroy(self, domid: int) -> None:
+        self._count("destroy")
+        with self.lock:
+            if domid not in self.sticky:
+                self.domains_by_id.pop(domid, None)
+
+    def pause(self, domid: int) -> None:
+        self._count("pause")
+        self.domains_by_id[domid] = True
+
+    def unpause(self, domid: int) -> None:
+        self._count("unpause")
+        self.domains_by_id[domid] = False
+
+    def domain_info(self, domid: int) -> object:
+        self._count("info")
+        return object()
+
+    def domains(self) -> list[Any]:
+        with self.lock:
+            return [type("D", (), {"domid": d})() for d in self.domains_by_id]
+
+
+@pytest.fixture
+def fake_xc(monkeypatch: pytest.MonkeyPatch) -> type[FakeXc]:
+    import pyxen.xenctrl
+    FakeXc.domains_by_id, FakeXc.sticky, FakeXc.dying, FakeXc.calls = {}, set(), set(), {}
+    monkeypatch.setattr(pyxen.xenctrl, "XenCtrl", FakeXc)
+    monkeypatch.setattr(domctlfair, "VANISH_S", 0.5)
+    return FakeXc
+
+
+def test_the_request_names_a_bad_value() -> None:
+    with pytest.raises(ValueError, match="DomctlRequest.creators must be 1..16, got 0"):
+        DomctlRequest(creators=0)
+    with pytest.raises(ValueError, match="probes must be >= 10"):
+        DomctlRequest(probes=3)
+    assert DomctlRequest.from_json(DomctlRequest(readers=0).to_json()).readers == 0
+
+
+def test_a_run_times_probes_with_and_without_the_load(fake_xc: type[FakeXc]) -> None:
+    fake_xc.dying = {protocol.DOMCTL_FIRST_ID + 1}      # the first creator's first ID
+    result = domctlfair.run(DomctlRequest(creators=2, readers=1, probes=20, rounds=2))
+    assert result["errors"] == [] and result["leftover_domains"] == []
+    assert len(result["rounds"]) == 2
+    for r in result["rounds"]:
+        assert r["idle_us"]["count"] == r["loaded_us"]["count"] == 40   # pause + unpause
+        assert r["creates"] > 0 and r["creates"] == r["destroys"] and r["reads"] > 0
+    assert sum(r["busy_ids"] for r in result["rounds"]) == 1
+    assert fake_xc.domains_by_id == {}
+    created = {d for d in range(protocol.DOMCTL_FIRST_ID,
+                                protocol.DOMCTL_FIRST_ID + 3 * protocol.DOMCTL_IDS_PER_CREATOR)}
+    assert fake_xc.calls["create"] >= 2 and created
+
+
+def test_domains_left_behind_are_errors(fake_xc: type[FakeXc]) -> None:
+    fake_xc.sticky = {protocol.DOMCTL_FIRST_ID + 1}
+    result = domctlfair.run(DomctlRequest(creators=1, readers=0, probes=10, rounds=1))
+    assert result["leftover_domains"] == [protocol.DOMCTL_FIRST_ID + 1]
+    assert any("still exist" in e for e in result["errors"])
+
+
+def test_domains_there_before_the_run_stop_it(fake_xc: type[FakeXc]) -> None:
+    fake_xc.domains_by_id = {protocol.DOMCTL_FIRST_ID + 7: False}
+    result = domctlfair.run(DomctlRequest(probes=10, rounds=1))
+    assert result["rounds"] == [] and "exist before the run" in result["errors"][0]
+
+
+def round_(idle: float, loaded_p50: float, loaded_p99: float) -> dict[str, Any]:
+    return {"idle_us": {"p50": idle, "p99": 2 * idle},
+            "loaded_us": {"p50": loaded_p50, "p99": loaded_p99, "max": 3 * loaded_p99},
+            "creates_per_s": 50.0, "reads_per_s": 900.0}
+
+
+def test_the_summary_gives_slowdowns_and_ratios_to_stock() -> None:
+    runs = [{"variant": "stock", "rounds": [round_(100, 1000, 8000), round_(100, 1200, 10000)]},
+            {"variant": "patched", "rounds": [round_(100, 150, 400), round_(110, 165, 440)]},
+            {"variant": "broken", "rounds": []}]
+    rows = summarise(runs)
+    assert [r.variant for r in rows] == ["stock", "patched"]
+    stock, patched = rows
+    assert stock.slowdown_p50 == 11.0 and stock.p99_vs_stock is None
+    assert patched.slowdown_p50 == 1.5 and patched.slowdown_p99 == 2.0
+    assert patched.p99_vs_stock == round(420 / 9000, 3)
+    out = Console(width=100, record=True)
+    out.print(summary_table(rows))
+    assert "0.05x" in out.export_text()
+
+
+def test_the_command_refuses_the_proxy_and_bad_values(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["domctlbench", "--variants", "stock,patched+cache"])
+    assert "domctlbench measures the hypervisor" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["domctlbench", "--creators", "40"])
+    assert "creators must be 1..16" in capsys.readouterr().err
