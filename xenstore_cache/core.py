@@ -23,8 +23,9 @@ Consistency rules, in the order they matter:
   recursive RM) may fire events for several nodes, a client's before the
   proxy's for another node: the mux then makes no hit until xenstored has
   answered a request sent after the event (``Mux``'s barrier).
-* Domains introduced or released may change owners in GET_PERMS replies with
-  no event (xenstored's domain_adjust_node_perms): those entries are dropped.
+* Domains introduced or released may change permission lists in GET_PERMS
+  replies with no event (4.22 rewrites them through write_node_raw(), 4.17
+  in domain_adjust_node_perms): those entries are dropped.
 * A CONTROL request may do anything (even a live update): the cache is flushed.
 * While the proxy has no working watch on xenstored the cache is off.
 
