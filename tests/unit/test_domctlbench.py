@@ -135,7 +135,9 @@ def test_the_summary_gives_slowdowns_and_ratios_to_stock() -> None:
     assert patched.p99_vs_stock == round(420 / 9000, 3)
     out = Console(width=100, record=True)
     out.print(summary_table(rows))
-    assert "0.05x" in out.export_text()
+    text = out.export_text()
+    assert "0.05x" in text and "p99 vs stock" in text and "patched" in text
+    assert "…" not in text                  # nothing cut at 100 columns
 
 
 def test_the_command_refuses_the_proxy_and_bad_values(capsys: pytest.CaptureFixture[str]
