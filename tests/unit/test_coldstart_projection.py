@@ -61,6 +61,19 @@ def test_a_serial_part_grows_with_the_host_until_it_saturates() -> None:
     assert v["saturated_64_cores"] and v["mean_cold_start_64_cores_s"] is None
 
 
+def test_the_same_trace_on_more_cores_is_bounded_by_its_serial_part() -> None:
+    """With the load kept, more cores only shrink the parallel part: a fully
+    serial create gains nothing, a parallel one approaches e*S/(1-lam*e*S)."""
+    serial = project_variant(10.0, 60, 600.0, 2, 1.0, (16, 64))
+    assert serial["same_trace_mean_cold_start_16_cores_s"] == pytest.approx(10.0)
+    assert serial["same_trace_mean_cold_start_64_cores_s"] == pytest.approx(10.0)
+    half = project_variant(10.0, 60, 600.0, 2, 0.5, (16, 64))
+    s, lam = half["service_s"], 0.1
+    floor = 0.5 * s / (1 - lam * 0.5 * s)
+    assert floor < half["same_trace_mean_cold_start_64_cores_s"] \
+        < half["same_trace_mean_cold_start_16_cores_s"] < 10.0
+
+
 def test_a_serial_fraction_above_one_is_used_as_one_and_recorded_as_measured() -> None:
     v = project_variant(1.0, 10, 600.0, 2, 3.09, (16,))
     assert v["serial_fraction"] == 3.09 and v["serial_fraction_used"] == 1.0

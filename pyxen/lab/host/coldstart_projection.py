@@ -16,8 +16,10 @@ when ``lam*e*S >= 1`` or ``lam*(1-e)*S >= n``.
 
 Calibration: ``S`` is the value for which ``T(p, lam_run)`` equals the
 run's mean cold start, with ``p`` the run's pCPUs and ``lam_run`` its cold
-starts per second of replay.  Projection: the same trace replicated so
-that the load per pCPU stays the measured one, ``lam = lam_run * n / p``.
+starts per second of replay.  Projections, for each ``n``: the **same
+trace** on a host of ``n`` cores (``lam = lam_run``), and the trace
+**replicated** so that the load per pCPU stays the measured one
+(``lam = lam_run * n / p``).
 
 What it leaves out: the trace's bursts (absorbed into ``S`` by the
 calibration), memory (a bigger host is assumed to have it), NUMA, and any
@@ -39,8 +41,8 @@ from pyxen.lab.contract.errors import LabError
 
 FORMULA = ("T(n) = e*S/(1 - lam*e*S) + (1-e)*S/(1 - lam*(1-e)*S/n); S calibrated so "
            "that T(p) at the run's cold-start rate equals its mean cold start; "
-           "lam = run's rate * n / p (load per pCPU as measured); e = the boot storm's "
-           "serial fraction, clamped to [0, 1]")
+           "same trace: lam = the run's rate; replicated: lam = run's rate * n / p (load "
+           "per pCPU as measured); e = the boot storm's serial fraction, clamped to [0, 1]")
 ASSUMPTIONS = ("Poisson arrivals of cold starts; the serial part of a create is one M/M/1 "
                "queue, the rest shares n cores; memory, NUMA and per-running-domain costs "
                "ignored; a projection, not a measurement")
@@ -82,9 +84,10 @@ def project_variant(mean_s: float, count: int, span_s: float, pcpus: int,
         "service_s": service,
     }
     for n in cores:
-        t = mean_cold_start(service, e, n, rate * n / pcpus)
-        out[f"mean_cold_start_{n}_cores_s"] = None if math.isinf(t) else t
-        out[f"saturated_{n}_cores"] = math.isinf(t)
+        for key, lam in (("", rate * n / pcpus), ("same_trace_", rate)):
+            t = mean_cold_start(service, e, n, lam)
+            out[f"{key}mean_cold_start_{n}_cores_s"] = None if math.isinf(t) else t
+            out[f"{key}saturated_{n}_cores"] = math.isinf(t)
     return out
 
 
@@ -153,15 +156,18 @@ def _storm_commit(storm: dict[str, Any]) -> str | None:
 def projection_table(proj: dict[str, Any]) -> Table:
     from rich.table import Table
     cores = proj["cores"]
-    t = Table(title=f"PROJECTED mean cold start (s), load per pCPU as measured on "
-                    f"{proj['pcpus_measured']}")
-    for col in ("variant", "serial e", "measured mean", "S (calibrated)",
+    t = Table(title=f"PROJECTED mean cold start (s) from {proj['pcpus_measured']} pCPUs: "
+                    "the same trace / replicated with the cores")
+    for col in ("variant", "serial e", "measured", "S (calibrated)",
                 *(f"{n} cores" for n in cores)):
         t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
+
+    def cell(v: dict[str, Any], n: int, key: str) -> str:
+        return "saturated" if v[f"{key}saturated_{n}_cores"] \
+            else f"{v[f'{key}mean_cold_start_{n}_cores_s']:.2f}"
     for name, v in proj["variants"].items():
         t.add_row(name, f"{v['serial_fraction']:.2f}", f"{v['measured_mean_cold_start_s']:.2f}",
                   f"{v['service_s']:.2f}",
-                  *("saturated" if v[f"saturated_{n}_cores"]
-                    else f"{v[f'mean_cold_start_{n}_cores_s']:.2f}" for n in cores))
+                  *(f"{cell(v, n, 'same_trace_')} / {cell(v, n, '')}" for n in cores))
     t.caption = proj["formula"] + ". " + proj["assumptions"]
     return t
