@@ -14,7 +14,7 @@ from rich.console import Console
 
 from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.host import cli, xsbench
+from pyxen.lab.host import cli, each_variant, xsbench
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xsbench import XsParams, summarise, summary_table
 
@@ -160,9 +160,9 @@ def test_a_failed_variant_keeps_the_others_results_and_then_fails(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = {"stock": {"points": RUNS[0]["points"], "syscalls": [], "errors": []},
                "patched": {"points": [], "syscalls": [], "errors": ["read returned ENOENT"]}}
-    monkeypatch.setattr(xsbench, "Dom0", _Dom0)
+    monkeypatch.setattr(each_variant, "Dom0", _Dom0)
     monkeypatch.setattr(xsbench, "run_latency", lambda dom0, request: results[dom0.name])
-    monkeypatch.setattr(xsbench, "describe_build", lambda staged: {"xen": "4.22.0"})
+    monkeypatch.setattr(each_variant, "describe_build", lambda staged: {"xen": "4.22.0"})
     builds = [SimpleNamespace(variant=SimpleNamespace(name=n))
               for n in ("stock", "patched", "broken")]
     with pytest.raises(LabError) as err:

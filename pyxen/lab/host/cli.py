@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
@@ -20,6 +21,9 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.faastrace import PLATFORM_KEEP_ALIVE_S
 from pyxen.lab.host import hostdeps, paths, sources, variants
 from pyxen.lab.host.vm_options import VMOptions
+
+if TYPE_CHECKING:
+    from pyxen.lab.host.xenbuild import StagedBuild
 
 log = logging.getLogger("pyxen.lab")
 
@@ -86,6 +90,16 @@ def _vm_options(args: argparse.Namespace) -> VMOptions:
                      boot_timeout_s=args.boot_timeout)
     opts.validate()
     return opts
+
+
+def _build_variants(args: argparse.Namespace) -> dict[str, StagedBuild]:
+    """Each build ``--variants`` names, built (or reused) once, by name; the
+    host's packages checked first."""
+    from pyxen.lab.host.xenbuild import build
+    hostdeps.check()
+    source = _source(args)
+    return {b: build(variants.resolve(b, args.series, args.debug, args.profile, source))
+            for b in dict.fromkeys(v.build for v in args.variants)}
 
 
 def cmd_deps(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -187,39 +201,30 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _refuse_proxy(ap, args.variants, "xsbench measures xenstored itself")
-    from pyxen.lab.host.xenbuild import build
     from pyxen.lab.host.xsbench import XsParams, run_xs_bench
     params = XsParams(idle=args.idle, reads=args.reads, rounds=args.rounds,
                       syscall_reads=args.syscall_reads)
     params.validate()
     opts = _vm_options(args)
-    hostdeps.check()
-    source = _source(args)
-    builds = [build(variants.resolve(v.build, args.series, args.debug, args.profile, source))
-              for v in args.variants]
-    run_xs_bench(builds, params, opts, args.out)
+    built = _build_variants(args)
+    run_xs_bench([built[v.build] for v in args.variants], params, opts, args.out)
     return 0
 
 
 def cmd_domctlbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _refuse_proxy(ap, args.variants, "domctlbench measures the hypervisor")
     from pyxen.lab.host.domctlbench import DomctlParams, run_domctl_bench
-    from pyxen.lab.host.xenbuild import build
     params = DomctlParams(creators=args.creators, readers=args.readers,
                           probes=args.probes, rounds=args.rounds)
     params.request()                  # ValueError naming a bad value, before any build
     opts = _vm_options(args)
-    hostdeps.check()
-    source = _source(args)
-    builds = [build(variants.resolve(v.build, args.series, args.debug, args.profile, source))
-              for v in args.variants]
-    run_domctl_bench(builds, params, opts, args.out)
+    built = _build_variants(args)
+    run_domctl_bench([built[v.build] for v in args.variants], params, opts, args.out)
     return 0
 
 
 def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pyxen.lab.host.autoscale import AutoscaleParams, run_autoscale
-    from pyxen.lab.host.xenbuild import build
     params = AutoscaleParams(
         trace=args.trace or paths.sample_trace(), speedup=args.speedup, replicas=args.replicas, seed=args.seed,
         keep_alive_s=args.keep_alive, memory_mib=args.guest_memory,
@@ -227,11 +232,7 @@ def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         spinners_per_cpu=args.spinners)
     params.validate()
     opts = _vm_options(args)
-    hostdeps.check()
-    source = _source(args)
-    builds = {b: build(variants.resolve(b, args.series, args.debug, args.profile, source))
-              for b in dict.fromkeys(v.build for v in args.variants)}
-    run_autoscale(args.variants, builds, params, opts, args.out)
+    run_autoscale(args.variants, _build_variants(args), params, opts, args.out)
     return 0
 
 

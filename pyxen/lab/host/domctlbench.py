@@ -17,12 +17,10 @@ from typing import Any
 from rich.table import Table
 
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import DomctlRequest
 from pyxen.lab.host import figures
 from pyxen.lab.host.benchfile import failed_runs_error, write_results
-from pyxen.lab.host.progress import step
-from pyxen.lab.host.provenance import describe_build
+from pyxen.lab.host.each_variant import run_each
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
@@ -153,15 +151,9 @@ def run_domctl_bench(builds: list[StagedBuild], params: DomctlParams, options: V
     after writing them if a variant's run failed."""
     options.validate()
     request = params.request()
-    runs: list[dict[str, Any]] = []
-    for staged in builds:
-        name = staged.variant.name
-        try:
-            with step(f"domctl fairness on {name}"), Dom0(staged, options) as dom0:
-                result = run_fairness(dom0, request)
-        except LabError as e:
-            result = {"rounds": [], "errors": [str(e)], "leftover_domains": []}
-        runs.append({"variant": name, **describe_build(staged), **result})
+    runs = run_each(builds, options, "domctl fairness",
+                    lambda dom0: run_fairness(dom0, request),
+                    {"rounds": [], "leftover_domains": []})
     failed = [r for r in runs if r["errors"]]
     good = [r for r in runs if not r["errors"]]
     rows = summarise(good)

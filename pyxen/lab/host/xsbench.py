@@ -16,12 +16,10 @@ from typing import Any
 from rich.table import Table
 
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import XsLatencyRequest
 from pyxen.lab.host import figures
 from pyxen.lab.host.benchfile import failed_runs_error, write_results
-from pyxen.lab.host.progress import step
-from pyxen.lab.host.provenance import describe_build
+from pyxen.lab.host.each_variant import run_each
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
@@ -180,18 +178,12 @@ def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions
     params.validate()
     options.validate()
     request = params.request()
-    runs: list[dict[str, Any]] = []
-    for staged in builds:
-        name = staged.variant.name
-        try:
-            with step(f"Xenstore latency on {name}"), Dom0(staged, options) as dom0:
-                result = run_latency(dom0, request)
-        except LabError as e:
-            result = {"points": [], "syscalls": [], "errors": [str(e)]}
-        if result["errors"]:
-            log.warning("%s: the Xenstore latency run failed: %s", name,
-                        "; ".join(result["errors"]))
-        runs.append({"variant": name, **describe_build(staged), **result})
+    runs = run_each(builds, options, "Xenstore latency",
+                    lambda dom0: run_latency(dom0, request), {"points": [], "syscalls": []})
+    for r in runs:
+        if r["errors"]:
+            log.warning("%s: the Xenstore latency run failed: %s", r["variant"],
+                        "; ".join(r["errors"]))
     failed = [r for r in runs if r["errors"]]
     rows = summarise([r for r in runs if not r["errors"]])
     doc = {
