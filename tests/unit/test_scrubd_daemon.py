@@ -301,6 +301,10 @@ def test_a_dead_daemons_socket_is_replaced(scrubd: Path, tmp_path: Path,
     assert sock.exists()
     d = Daemon(scrubd, sock, "--interval", "3600")
     daemons.append(d)
+    # The stale socket let the constructor return before the new one was
+    # bound (the unlink between leaves no socket for a moment).
+    wait_for(lambda: run(scrubd, "status", "--socket", str(sock)).returncode == 0,
+             "the new daemon to answer")
     assert "nodes" in json.loads(d.status(scrubd))
 
 
