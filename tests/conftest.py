@@ -30,14 +30,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--scheduled", action="store_true",
         default=os.environ.get("PYXEN_SCHEDULED") == "1",
-        help="also run tests marked 'scheduled' (boots that repeat what another boot "
-             "covers; for scheduled runs, not every CI run; or PYXEN_SCHEDULED=1)")
+        help="also run tests marked 'scheduled' (stock Xen's suites, and boots that "
+             "repeat what another covers: for scheduled runs, not every CI run; or "
+             "PYXEN_SCHEDULED=1)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("--scheduled"):
         later = pytest.mark.skip(reason="scheduled runs only (--scheduled or "
-                                        "PYXEN_SCHEDULED=1): another boot covers it")
+                                        "PYXEN_SCHEDULED=1)")
         for item in items:
             if "scheduled" in item.keywords:
                 item.add_marker(later)

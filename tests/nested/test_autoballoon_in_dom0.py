@@ -21,8 +21,10 @@ pytestmark = pytest.mark.nested
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: Stock's run is for scheduled runs only, as in test_in_dom0.py.
 @pytest.mark.parametrize("variant,debug,expect_lock",
-                         [("stock", False, "1"), ("patched", True, "0")],
+                         [pytest.param("stock", False, "1", marks=pytest.mark.scheduled),
+                          ("patched", True, "0")],
                          ids=["stock", "patched-debug"])
 def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str) -> None:
     staged = build(variants.resolve(variant, debug=debug))

@@ -11,10 +11,10 @@ from pyxen.config import DomainConfig
 from pyxen.lab.contract.errors import BootError, Dom0Timeout
 from pyxen.lab.dom0 import xl
 from pyxen.lab.dom0.drivers import GUEST_BANNER
-from pyxen.lab.host import paths, variants
+from pyxen.lab.host import paths
 from pyxen.lab.host.vm import Dom0, qemu_processes
 from pyxen.lab.host.vm_options import VMOptions
-from pyxen.lab.host.xenbuild import build
+from pyxen.lab.host.xenbuild import StagedBuild
 
 pytestmark = pytest.mark.nested
 
@@ -94,8 +94,8 @@ def test_three_tiny_guests_print_their_line_and_leave_nothing(dom0: Dom0) -> Non
                f"free memory back to {baseline} MiB")
 
 
-def _stock_vm(**options: object) -> Dom0:
-    return Dom0(build(variants.resolve("stock")), VMOptions(**options))  # type: ignore[arg-type]
+def _vm(staged: StagedBuild, **options: object) -> Dom0:
+    return Dom0(staged, VMOptions(**options))  # type: ignore[arg-type]
 
 
 #: Run in dom0: READs xenstored traced with its trace switched off, then on.
@@ -187,17 +187,17 @@ def test_the_autoscale_driver_replays_a_few_invocations_end_to_end(dom0: Dom0) -
     assert result["memory_not_returned_mib"] == 0
 
 
-def test_a_command_past_its_timeout_kills_the_vm() -> None:
-    vm = _stock_vm()
+def test_a_command_past_its_timeout_kills_the_vm(lab_build: StagedBuild) -> None:
+    vm = _vm(lab_build)
     with pytest.raises(Dom0Timeout, match="sleep"), vm:
         assert qemu_processes(vm.run_dir)
         vm.run(["sleep", "600"], timeout=3)
     assert qemu_processes(vm.run_dir) == []
 
 
-def test_a_dom0_that_cannot_boot_fails_fast_with_the_serial_log() -> None:
+def test_a_dom0_that_cannot_boot_fails_fast_with_the_serial_log(lab_build: StagedBuild) -> None:
     # 16 MiB is far too little for the Debian kernel: dom0 panics early.
-    vm = _stock_vm(xen_cmdline=("dom0_mem=16M,max:16M",), boot_timeout_s=240)
+    vm = _vm(lab_build, xen_cmdline=("dom0_mem=16M,max:16M",), boot_timeout_s=240)
     start = time.monotonic()
     with pytest.raises(BootError) as info, vm:
         pass
@@ -206,8 +206,8 @@ def test_a_dom0_that_cannot_boot_fails_fast_with_the_serial_log() -> None:
     assert qemu_processes(vm.run_dir) == []
 
 
-def test_boot_timeout_is_enforced() -> None:
-    vm = _stock_vm(boot_timeout_s=2)
+def test_boot_timeout_is_enforced(lab_build: StagedBuild) -> None:
+    vm = _vm(lab_build, boot_timeout_s=2)
     with pytest.raises(BootError, match="not up after 2 s"), vm:
         pass
     assert qemu_processes(vm.run_dir) == []

@@ -14,17 +14,17 @@ import pytest
 
 from pyxen.config import DomainConfig
 from pyxen.lab.dom0 import xl
-from pyxen.lab.host import paths, variants
+from pyxen.lab.host import paths
 from pyxen.lab.host.vm import Dom0, qemu_processes
 from pyxen.lab.host.vm_options import VMOptions
-from pyxen.lab.host.xenbuild import build
+from pyxen.lab.host.xenbuild import StagedBuild
 
 pytestmark = pytest.mark.nested
 
 
-def test_two_virtual_numa_nodes_are_what_xen_sees() -> None:
+def test_two_virtual_numa_nodes_are_what_xen_sees(lab_build: StagedBuild) -> None:
     opts = VMOptions(cpus=4, memory_mib=4096, dom0_vcpus=2, numa_nodes=2)
-    with Dom0(build(variants.resolve("stock")), opts) as dom0:
+    with Dom0(lab_build, opts) as dom0:
         info = xl.parse_info(dom0.run(["xl", "info", "-n"], check=True).stdout)
         assert info["nr_nodes"] == "2"
         assert info["nr_cpus"] == "4"
@@ -35,10 +35,9 @@ def test_two_virtual_numa_nodes_are_what_xen_sees() -> None:
         assert nodes == {0: 0, 1: 0, 2: 1, 3: 1}
 
 
-def test_debug_hypervisor_boots_and_runs_a_guest() -> None:
-    staged = build(variants.resolve("stock", debug=True))
-    assert staged.variant.debug
-    with Dom0(staged) as dom0:
+def test_debug_hypervisor_boots_and_runs_a_guest(lab_build: StagedBuild) -> None:
+    assert lab_build.variant.debug
+    with Dom0(lab_build) as dom0:
         dmesg = dom0.run(["xl", "dmesg"], check=True).stdout
         assert "debug=y" in dmesg
         cfg = dom0.share("dbg.cfg", DomainConfig("dbg-0", paths.tinyguest_path()).to_xl_config())
@@ -48,9 +47,10 @@ def test_debug_hypervisor_boots_and_runs_a_guest() -> None:
         dom0.run(["xl", "destroy", "dbg-0"], check=True, timeout=120)
 
 
-def test_ctrl_c_stops_the_lab_and_its_vm() -> None:
+def test_ctrl_c_stops_the_lab_and_its_vm(lab_build: StagedBuild) -> None:
+    build_args = ["--variant", lab_build.variant.name] + (["--debug"] if lab_build.variant.debug else [])
     proc = subprocess.Popen(
-        [sys.executable, "-P", "-m", "pyxen.lab", "run", "--timeout", "900", "--",
+        [sys.executable, "-P", "-m", "pyxen.lab", "run", *build_args, "--timeout", "900", "--",
          "sleep", "900"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"))

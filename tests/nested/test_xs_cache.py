@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab.host import paths, variants
+from pyxen.lab.host import paths
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
-from pyxen.lab.host.xenbuild import build
+from pyxen.lab.host.xenbuild import StagedBuild
 from xenstore_cache.control import DEFAULT_LISTEN, DEFAULT_UPSTREAM
 
 pytestmark = pytest.mark.nested
@@ -72,9 +72,8 @@ def normalise(dump: str) -> list[str]:
     return sorted(out)
 
 
-def test_store_through_proxy_equals_store_without() -> None:
-    staged = build(variants.resolve("patched"))
-    with Dom0(staged, VMOptions(xs_cache=True)) as dom0:
+def test_store_through_proxy_equals_store_without(lab_build: StagedBuild) -> None:
+    with Dom0(lab_build, VMOptions(xs_cache=True)) as dom0:
         cfg = dom0.share("xsc.cfg", GUEST_CFG.format(kernel=paths.tinyguest_path()))
         script = dom0.share("xsc.sh", DOM0_SCRIPT)
         dumps = {}
