@@ -77,8 +77,9 @@ class CpuTopology:
 
 
 class ScrubPolicy(Enum):
-    """Who scrubs freed memory: idle CPUs only (Xen 4.17's behaviour), or
-    also a worker per NUMA node within a time budget."""
+    """Who scrubs freed memory: idle CPUs only (stock Xen's behaviour, and
+    the patched hypervisor's default), or also a worker per NUMA node within
+    a time budget."""
 
     IDLE = "idle"
     EAGER = "eager"
@@ -104,7 +105,7 @@ class ScrubNodeStats:
     """Page counts of one NUMA node's memory since boot (see
     struct xen_sysctl_scrub_node).  At any time
     ``freed_dirty == dirty_pages + scrubbed_local + scrubbed_remote +
-    scrubbed_alloc + taken_dirty``."""
+    scrubbed_alloc + taken_dirty + deferred + offlined`` (``accounted``)."""
 
     node: int
     dirty_pages: int        # free, waiting for a scrub
@@ -114,7 +115,15 @@ class ScrubNodeStats:
     scrubbed_alloc: int     # synchronously by the allocation that took them
     scrubbed_worker: int    # of local + remote, by the node's scrub worker
     taken_dirty: int        # allocated unscrubbed (MEMF_no_scrub)
-    worker_runs: int
+    worker_runs: int        # periods the node's worker ran
+    deferred: int           # allocated dirty for a domain build to scrub (MEMF_keep_scrub)
+    offlined: int           # offlined while dirty
+
+    @property
+    def accounted(self) -> int:
+        """Where every page freed dirty went; equals ``freed_dirty``."""
+        return (self.dirty_pages + self.scrubbed_local + self.scrubbed_remote
+                + self.scrubbed_alloc + self.taken_dirty + self.deferred + self.offlined)
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,12 @@ class ScrubState:
 
 #: The hypervisor's limits on the worker budget and period (public/sysctl.h).
 SCRUB_BUDGET_MIN_US = int(lib.PYXEN_SCRUB_BUDGET_MIN_US)
+SCRUB_BUDGET_MAX_US = int(lib.PYXEN_SCRUB_BUDGET_MAX_US)
+SCRUB_PERIOD_MIN_US = int(lib.PYXEN_SCRUB_PERIOD_MIN_US)
 SCRUB_PERIOD_MAX_US = int(lib.PYXEN_SCRUB_PERIOD_MAX_US)
+#: A worker's budget is at most this fraction of its period (1/4: guests keep
+#: at least three quarters of the CPU).
+SCRUB_BUDGET_SHARE_MAX = 4
 
 _SCRUB_COUNTERS = tuple(f.name for f in fields(ScrubNodeStats) if f.name != "node")
 
@@ -146,12 +160,15 @@ def check_scrub_timing(budget_us: int, period_us: int) -> None:
     for name, v in (("budget_us", budget_us), ("period_us", period_us)):
         if not isinstance(v, int) or isinstance(v, bool):
             raise ValueError(f"{name} must be an integer, got {v!r}")
-    if budget_us < SCRUB_BUDGET_MIN_US:
-        raise ValueError(f"budget_us {budget_us} is below the minimum {SCRUB_BUDGET_MIN_US}")
-    if budget_us > period_us:
-        raise ValueError(f"budget_us {budget_us} exceeds period_us {period_us}")
-    if period_us > SCRUB_PERIOD_MAX_US:
-        raise ValueError(f"period_us {period_us} exceeds the maximum {SCRUB_PERIOD_MAX_US}")
+    if not SCRUB_BUDGET_MIN_US <= budget_us <= SCRUB_BUDGET_MAX_US:
+        raise ValueError(f"budget_us {budget_us} is outside "
+                         f"{SCRUB_BUDGET_MIN_US}..{SCRUB_BUDGET_MAX_US}")
+    if not SCRUB_PERIOD_MIN_US <= period_us <= SCRUB_PERIOD_MAX_US:
+        raise ValueError(f"period_us {period_us} is outside "
+                         f"{SCRUB_PERIOD_MIN_US}..{SCRUB_PERIOD_MAX_US}")
+    if budget_us * SCRUB_BUDGET_SHARE_MAX > period_us:
+        raise ValueError(f"budget_us {budget_us} is more than 1/{SCRUB_BUDGET_SHARE_MAX} "
+                         f"of period_us {period_us}")
 
 
 class PageState(Enum):

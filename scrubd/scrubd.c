@@ -59,7 +59,7 @@
 
 /* Room for the status line: its head, and one node's object at most. */
 #define LINE_HEAD_MAX  512
-#define LINE_NODE_MAX  400
+#define LINE_NODE_MAX  512
 /* Far more nodes than Xen's MAX_NUMNODES; bounds what a reply makes us allocate. */
 #define NODES_MAX      4096
 /* "scrubd status" reads at most one line of NODES_MAX nodes. */
@@ -165,12 +165,12 @@ static int parse_run_args(int argc, char **argv, struct config *c)
             break;
         case 'b':
             if ( parse_num("--budget-us", optarg, XEN_SYSCTL_SCRUB_BUDGET_MIN_US,
-                           XEN_SYSCTL_SCRUB_PERIOD_MAX_US, &v) )
+                           XEN_SYSCTL_SCRUB_BUDGET_MAX_US, &v) )
                 return -EINVAL;
             c->budget_us = v;
             break;
         case 'p':
-            if ( parse_num("--period-us", optarg, XEN_SYSCTL_SCRUB_BUDGET_MIN_US,
+            if ( parse_num("--period-us", optarg, XEN_SYSCTL_SCRUB_PERIOD_MIN_US,
                            XEN_SYSCTL_SCRUB_PERIOD_MAX_US, &v) )
                 return -EINVAL;
             c->period_us = v;
@@ -207,10 +207,11 @@ static int parse_run_args(int argc, char **argv, struct config *c)
         fprintf(stderr, "scrubd: give both --budget-us and --period-us, or neither\n");
         return -EINVAL;
     }
-    if ( c->budget_us > c->period_us )
+    /* Xen's rule: a worker leaves guests at least three quarters of a CPU. */
+    if ( (uint64_t)c->budget_us * 4 > c->period_us )
     {
-        fprintf(stderr, "scrubd: --budget-us (%" PRIu32 ") exceeds --period-us (%" PRIu32 ")\n",
-                c->budget_us, c->period_us);
+        fprintf(stderr, "scrubd: --budget-us (%" PRIu32 ") is more than a quarter of "
+                "--period-us (%" PRIu32 ")\n", c->budget_us, c->period_us);
         return -EINVAL;
     }
     if ( strlen(c->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path) )
@@ -407,11 +408,13 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st)
                "%s{\"node\": %u, \"dirty_pages\": %" PRIu64 ", \"freed_dirty\": %" PRIu64
                ", \"scrubbed_local\": %" PRIu64 ", \"scrubbed_remote\": %" PRIu64
                ", \"scrubbed_alloc\": %" PRIu64 ", \"scrubbed_worker\": %" PRIu64
-               ", \"taken_dirty\": %" PRIu64 ", \"worker_runs\": %" PRIu64 "}",
+               ", \"taken_dirty\": %" PRIu64 ", \"worker_runs\": %" PRIu64
+               ", \"deferred\": %" PRIu64 ", \"offlined\": %" PRIu64 "}",
                i ? ", " : "", i, st->nodes[i].dirty_pages, st->nodes[i].freed_dirty,
                st->nodes[i].scrubbed_local, st->nodes[i].scrubbed_remote,
                st->nodes[i].scrubbed_alloc, st->nodes[i].scrubbed_worker,
-               st->nodes[i].taken_dirty, st->nodes[i].worker_runs);
+               st->nodes[i].taken_dirty, st->nodes[i].worker_runs,
+               st->nodes[i].deferred, st->nodes[i].offlined);
     if ( !append(st->line, st->line_size, &used, "]}") )
     {
         /* Cannot happen: the line is sized for the nodes. */

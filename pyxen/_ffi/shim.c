@@ -221,6 +221,8 @@ typedef struct {
     uint64_t scrubbed_worker;
     uint64_t taken_dirty;
     uint64_t worker_runs;
+    uint64_t deferred;
+    uint64_t offlined;
 } pyxen_scrub_node;
 
 #ifdef XEN_SYSCTL_scrub_op
@@ -228,12 +230,16 @@ typedef struct {
 #define PYXEN_SCRUB_POLICY_IDLE XEN_SYSCTL_SCRUB_POLICY_idle
 #define PYXEN_SCRUB_POLICY_EAGER XEN_SYSCTL_SCRUB_POLICY_eager
 #define PYXEN_SCRUB_BUDGET_MIN_US XEN_SYSCTL_SCRUB_BUDGET_MIN_US
+#define PYXEN_SCRUB_BUDGET_MAX_US XEN_SYSCTL_SCRUB_BUDGET_MAX_US
+#define PYXEN_SCRUB_PERIOD_MIN_US XEN_SYSCTL_SCRUB_PERIOD_MIN_US
 #define PYXEN_SCRUB_PERIOD_MAX_US XEN_SYSCTL_SCRUB_PERIOD_MAX_US
 #else
 #define PYXEN_SCRUB_SUPPORTED 0
 #define PYXEN_SCRUB_POLICY_IDLE (-1)
 #define PYXEN_SCRUB_POLICY_EAGER (-1)
 #define PYXEN_SCRUB_BUDGET_MIN_US 0
+#define PYXEN_SCRUB_BUDGET_MAX_US 0
+#define PYXEN_SCRUB_PERIOD_MIN_US 0
 #define PYXEN_SCRUB_PERIOD_MAX_US 0
 #endif
 
@@ -263,6 +269,8 @@ static int pyxen_scrub_get(xc_interface *xch, uint32_t *policy,
         out[i].scrubbed_worker = nodes[i].scrubbed_worker;
         out[i].taken_dirty = nodes[i].taken_dirty;
         out[i].worker_runs = nodes[i].worker_runs;
+        out[i].deferred = nodes[i].deferred;
+        out[i].offlined = nodes[i].offlined;
     }
     if ( nodes )
     {

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyxen.lab.contract.faastrace import Trace, TraceError, Transform, parse_trace
+from pyxen.lab.contract.faastrace import TraceError, Transform, parse_trace
 from pyxen.lab.dom0.autoscaler import (Autoscaler, Create, Destroy, Fail, Run, ScalerError,
                                        State)
 

@@ -56,6 +56,12 @@ GUEST_OVERHEAD_MIB = 2
 #: The scrub driver's fill: ballast on the guests' node only, or on every node.
 SCRUB_FILLS = ("node", "host")
 SCRUB_FILL_DEFAULT = "host"
+#: The scrub policy the driver sets where Xen has XEN_SYSCTL_scrub_op (the
+#: hypervisor series' per-node workers, off by default): "eager" switches the
+#: workers on, "idle" keeps stock's behaviour, "boot" leaves what Xen booted
+#: with.  A Xen without the sysctl runs stock's behaviour whatever is asked.
+SCRUB_POLICIES = ("eager", "idle", "boot")
+SCRUB_POLICY_DEFAULT = "eager"
 #: Its gaps between death and birth (s), their bound, and its guest sizes (MiB).
 SCRUB_GAPS_DEFAULT = (0.0, 0.5, 2.0, 5.0)
 SCRUB_MAX_GAP_S = 600.0

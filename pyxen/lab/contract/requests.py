@@ -210,6 +210,7 @@ class ScrubRequest(DriverRequest):
     dma_bits: int | None = None   # Xen's DMA width, to leave the DMA pool out of the fill
     reps: int = 1                 # repetitions of every gap, interleaved
     size_reps: int = 1            # repetitions of every size, interleaved
+    scrub_policy: str = protocol.SCRUB_POLICY_DEFAULT   # set before the runs, where Xen can
 
     def check(self) -> None:
         self.require("kernel", self.kernel.is_absolute(), "an absolute path")
@@ -230,6 +231,8 @@ class ScrubRequest(DriverRequest):
                      "1..64 or null")
         self.require("reps", self.reps >= 1, ">= 1")
         self.require("size_reps", self.size_reps >= 1, ">= 1")
+        self.require("scrub_policy", self.scrub_policy in protocol.SCRUB_POLICIES,
+                     f"one of {protocol.SCRUB_POLICIES}")
 
 
 @dataclass(frozen=True)

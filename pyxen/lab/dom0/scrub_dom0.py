@@ -20,6 +20,10 @@ allocation).  Then, per guest size of ``sizes`` (``size_reps`` times), destroy
 time and the time until the dead guest's memory is clean (up to
 ``clean_timeout`` s).
 
+Where Xen has XEN_SYSCTL_scrub_op, ``scrub_policy`` is set first ("eager":
+the per-node workers on; "idle": off, stock's behaviour; "boot": as booted)
+and recorded with the result.
+
 Dirty pages come from XEN_SYSCTL_scrub_op on a patched Xen; a stock Xen has
 no such sysctl, and there its heap dump (debug key 'H': "Node N has P
 unscrubbed pages", printed synchronously by the key handler) is read from the
@@ -277,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             pcpus = host.physinfo().nr_cpus
             bench.start_spinners(pcpus * req.spinners_per_cpu)
+            if bench.dirty.counters and req.scrub_policy != "boot":
+                host.set_scrub_policy(req.scrub_policy)
             policy = host.scrub_state() if bench.dirty.counters else None
             result: dict[str, Any] = {
                 "pcpus": pcpus,

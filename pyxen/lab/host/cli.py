@@ -184,7 +184,8 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
     from pyxen.lab.host.scrubbench import SCRUB_VM, ScrubParams, run_scrub_bench
     params = ScrubParams(gaps=args.gaps, guest_mib=args.guest_memory, sizes=args.sizes,
                          clean_timeout=args.clean_timeout, reps=args.reps,
-                         size_reps=args.size_reps, fill=args.fill)
+                         size_reps=args.size_reps, fill=args.fill,
+                         scrub_policy=args.scrub_policy)
     params.validate()
     options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
                                   memory_mib=args.memory or SCRUB_VM.memory_mib)
@@ -330,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Xen's RAM in MiB, split over the 2 NUMA nodes (default: SCRUB_VM's)")
     p.add_argument("--fill", choices=protocol.SCRUB_FILLS, default=protocol.SCRUB_FILL_DEFAULT,
                    help="ballast on the guests' node only, or on every node (a full host)")
+    p.add_argument("--scrub-policy", choices=protocol.SCRUB_POLICIES,
+                   default=protocol.SCRUB_POLICY_DEFAULT,
+                   help="where Xen has the scrub-worker sysctl (patched): switch the "
+                        "per-node workers on (eager), keep them off (idle, stock's "
+                        "behaviour) or leave what Xen booted with; stock ignores it")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.set_defaults(func=cmd_scrubbench)
 

@@ -44,13 +44,14 @@ class ScrubParams:
     reps: int = 1
     size_reps: int = 1
     fill: str = protocol.SCRUB_FILL_DEFAULT
+    scrub_policy: str = protocol.SCRUB_POLICY_DEFAULT
 
     def request(self, kernel: Path, dma_bits: int | None) -> ScrubRequest:
         """What scrub_dom0 is asked, on a Xen of DMA width ``dma_bits``."""
         return ScrubRequest(kernel=kernel, gaps=self.gaps, guest_mib=self.guest_mib,
                             sizes=self.sizes, clean_timeout=self.clean_timeout,
                             fill=self.fill, dma_bits=dma_bits, reps=self.reps,
-                            size_reps=self.size_reps)
+                            size_reps=self.size_reps, scrub_policy=self.scrub_policy)
 
     def validate(self) -> None:
         """ValueError naming a bad field: the request checks every one."""
@@ -282,12 +283,18 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
     doc["birth_after_death"] = {
         "vm": options.record(),
         "guest_node": 1,
+        "scrub_policy_asked": params.scrub_policy,
         "runs": runs,
         "ratios": ratios(runs),
         "scrub_bound": scrub_bound(runs),
     }
     bench_json.write_text(json.dumps(doc, indent=2, allow_nan=False))
     plot(runs, out_dir / "birth_after_death.png")
+    for run in runs:
+        pol = run.get("scrub_policy")
+        console().print(f"{run['variant']}: scrub policy "
+                        + ("- (no scrub sysctl: idle CPUs only)" if not pol else
+                           f"{pol['policy']} ({pol['budget_us']} us every {pol['period_us']} us)"))
     for r in doc["birth_after_death"]["ratios"]:
         console().print(
             f"{r['variant']} G={r['gap_s']}s: create {_x(r['create_vs_stock'])} stock "

@@ -19,11 +19,14 @@ typedef struct {
 #define XEN_SYSCTL_SCRUB_POLICY_idle    0
 #define XEN_SYSCTL_SCRUB_POLICY_eager   1
 #define XEN_SYSCTL_SCRUB_BUDGET_MIN_US  10
+#define XEN_SYSCTL_SCRUB_BUDGET_MAX_US  1000
+#define XEN_SYSCTL_SCRUB_PERIOD_MIN_US  1000
 #define XEN_SYSCTL_SCRUB_PERIOD_MAX_US  1000000
 
 typedef struct {
     uint64_t dirty_pages, freed_dirty, scrubbed_local, scrubbed_remote,
-             scrubbed_alloc, scrubbed_worker, taken_dirty, worker_runs;
+             scrubbed_alloc, scrubbed_worker, taken_dirty, worker_runs,
+             deferred, offlined;
 } xc_scrub_node_t;
 
 xc_interface *xc_interface_open(void *logger, void *dombuild_logger,
