@@ -434,7 +434,22 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st)
 static int take_lock(const char *socket_path)
 {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+    char *slash;
     int fd;
+
+    /*
+     * The socket's directory, made 0700 if missing: systemd makes
+     * /run/scrubd (RuntimeDirectory=), a scrubd started by hand or by
+     * another init does not have it.  Only the last component is made.
+     */
+    snprintf(path, sizeof(path), "%s", socket_path);
+    slash = strrchr(path, '/');
+    if ( slash && slash != path )
+    {
+        *slash = '\0';
+        if ( mkdir(path, 0700) && errno != EEXIST )
+            return -1;
+    }
 
     snprintf(path, sizeof(path), "%s.lock", socket_path);
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);

@@ -227,6 +227,23 @@ def test_a_one_shot_that_would_steer_waits_for_no_running_daemon(
     assert run(scrubd, "run", "--once", "--socket", str(sock)).returncode == 0
 
 
+def test_the_socket_directory_is_made_when_missing(scrubd: Path, tmp_path: Path) -> None:
+    # Without systemd's RuntimeDirectory= (a scrubd started by hand, the
+    # lab's dom0) /run/scrubd does not exist: steering still takes its lock.
+    sock = tmp_path / "run-scrubd" / "s.sock"
+    r = subprocess.run([str(scrubd), "run", "--once", "--socket", str(sock), "--low-mib",
+                        "4096", "--high-mib", "8192"], capture_output=True, text=True,
+                       env=env(), timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    # A missing grandparent is not made: only the socket's own directory.
+    deep = tmp_path / "no" / "such" / "s.sock"
+    r = run(scrubd, "run", "--once", "--socket", str(deep), "--low-mib", "4096",
+            "--high-mib", "8192")
+    assert r.returncode == 1 and "No such file or directory" in r.stderr
+    assert not (tmp_path / "no").exists()
+
+
 def test_a_stopped_daemon_neither_hangs_a_second_one_nor_status(
         scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
     sock = tmp_path / "s.sock"
