@@ -11,18 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab.host import variants
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
-from pyxen.lab.host.xenbuild import build
+from pyxen.lab.host.xenbuild import StagedBuild
 
 pytestmark = pytest.mark.nested
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_scrub_suite_in_dom0_numa() -> None:
-    staged = build(variants.resolve("patched", debug=True))
+def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild) -> None:
+    staged = lab_build   # the patched debug build (tests/nested/conftest.py)
     if "scrubd" not in staged.programs:   # built only where xc_scrub_get exists
         pytest.skip(f"the Xen {staged.variant.source.branch} series has no "
                     "XEN_SYSCTL_scrub_op (per-node scrub workers) yet")
