@@ -143,9 +143,9 @@ SCRUB_BUDGET_MIN_US = int(lib.PYXEN_SCRUB_BUDGET_MIN_US)
 SCRUB_BUDGET_MAX_US = int(lib.PYXEN_SCRUB_BUDGET_MAX_US)
 SCRUB_PERIOD_MIN_US = int(lib.PYXEN_SCRUB_PERIOD_MIN_US)
 SCRUB_PERIOD_MAX_US = int(lib.PYXEN_SCRUB_PERIOD_MAX_US)
-#: A worker's budget is at most this fraction of its period (1/4: guests keep
-#: at least three quarters of the CPU).
-SCRUB_BUDGET_SHARE_MAX = 4
+#: A worker's period is at least this many budgets (4: guests keep at least
+#: three quarters of the CPU).
+SCRUB_PERIOD_PER_BUDGET = int(lib.PYXEN_SCRUB_PERIOD_PER_BUDGET)
 
 _SCRUB_COUNTERS = tuple(f.name for f in fields(ScrubNodeStats) if f.name != "node")
 
@@ -166,8 +166,8 @@ def check_scrub_timing(budget_us: int, period_us: int) -> None:
     if not SCRUB_PERIOD_MIN_US <= period_us <= SCRUB_PERIOD_MAX_US:
         raise ValueError(f"period_us {period_us} is outside "
                          f"{SCRUB_PERIOD_MIN_US}..{SCRUB_PERIOD_MAX_US}")
-    if budget_us * SCRUB_BUDGET_SHARE_MAX > period_us:
-        raise ValueError(f"budget_us {budget_us} is more than 1/{SCRUB_BUDGET_SHARE_MAX} "
+    if budget_us * SCRUB_PERIOD_PER_BUDGET > period_us:
+        raise ValueError(f"budget_us {budget_us} is more than 1/{SCRUB_PERIOD_PER_BUDGET} "
                          f"of period_us {period_us}")
 
 

@@ -208,10 +208,11 @@ static int parse_run_args(int argc, char **argv, struct config *c)
         return -EINVAL;
     }
     /* Xen's rule: a worker leaves guests at least three quarters of a CPU. */
-    if ( (uint64_t)c->budget_us * 4 > c->period_us )
+    if ( (uint64_t)c->budget_us * XEN_SYSCTL_SCRUB_PERIOD_PER_BUDGET > c->period_us )
     {
-        fprintf(stderr, "scrubd: --budget-us (%" PRIu32 ") is more than a quarter of "
-                "--period-us (%" PRIu32 ")\n", c->budget_us, c->period_us);
+        fprintf(stderr, "scrubd: --budget-us (%" PRIu32 ") is more than 1/%d of "
+                "--period-us (%" PRIu32 ")\n", c->budget_us,
+                XEN_SYSCTL_SCRUB_PERIOD_PER_BUDGET, c->period_us);
         return -EINVAL;
     }
     if ( strlen(c->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path) )

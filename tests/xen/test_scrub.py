@@ -231,7 +231,7 @@ def scrubd() -> str:
     (["--budget-us", "5", "--period-us", "10000"], "--budget-us must be a whole number in 10.."),
     (["--budget-us", "100", "--period-us", "100"], "--period-us must be a whole number in 1000.."),
     (["--budget-us", "500", "--period-us", "1000"],
-     "--budget-us (500) is more than a quarter of --period-us (1000)"),
+     "--budget-us (500) is more than 1/4 of --period-us (1000)"),
     (["--interval", "0"], "--interval must be 0.05..3600 seconds"),
     (["--low-mib", "x", "--high-mib", "5"], "--low-mib must be a whole number"),
     (["stray"], "unexpected argument 'stray'"),
