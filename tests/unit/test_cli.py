@@ -128,19 +128,20 @@ def test_ctrl_c_stops_the_lab_even_when_started_with_sigint_ignored(monkeypatch,
 
 
 def test_plot_redraws_a_saved_run_with_the_retry_panel(tmp_path, capsys):
-    def run(variant: str, c: int, entries: int, acquired: int) -> dict:
-        profile = {"hypercalls": {"domctl": entries}, "counters": {},
-                   "locks": {"global lock domctl_lock": {"acquisitions": acquired}}}
+    def run(variant: str, c: int, entries: int, retried: int) -> dict:
+        profile = {"hypercalls": {"domctl": entries},
+                   "counters": {"domctl: retried, lock busy": retried},
+                   "locks": {"global lock domctl_lock": {"acquisitions": entries - retried}}}
         return {"variant": variant, "driver": "pyxen", "guests": 2, "concurrency": c,
                 "makespan_s": 1.0, "create_s": [0.5, 0.5], "running_before_create": [0, 1],
                 "destroy_makespan_s": 0.4, "xs_requests_per_create": 170.0,
                 "console_ok": 2, "lock_profile": profile, "destroy_lock_profile": profile}
     saved = tmp_path / "bench.json"
-    saved.write_text(json.dumps({"runs": [run("stock", 1, 49, 49), run("stock", 4, 80, 49)],
+    saved.write_text(json.dumps({"runs": [run("stock", 1, 49, 0), run("stock", 4, 80, 31)],
                                  "notes": []}))
     assert cli.main(["plot", str(saved)]) == 0
     assert (tmp_path / "bench.png").stat().st_size > 0
-    assert "15.50" in capsys.readouterr().out   # (80 - 49) / 2 retries per create at C=4
+    assert "15.50" in capsys.readouterr().out   # 31 / 2 retries per create at C=4
 
 
 def test_plot_names_a_file_that_is_not_a_benchmark(tmp_path, capsys):

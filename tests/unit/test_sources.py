@@ -202,3 +202,21 @@ def test_the_hypervisor_key_ignores_toolstack_patches(tmp_path: Path) -> None:
     assert build_key("tools", src.sha256, patched.patches, {}) != \
         build_key("tools", src.sha256, stock.patches, {})
     assert xenbuild.Variant("x", src).patches == ()
+
+
+def test_profiling_builds_and_only_they_get_the_retry_counter(tmp_path: Path) -> None:
+    from pyxen.lab.contract.xenprof import RETRY_COUNTER_PREFIX
+    from pyxen.lab.host import xenbuild
+    src = sources.xen_source(_tarball(tmp_path / "x.tar.gz", _make_tree(tmp_path / "t")))
+    assert variants.resolve("stock", source=src).instrumentation == ()
+    for name in ("stock", "patched"):
+        series = tmp_path / name
+        _series(series, "xen", ["0001-xen.patch"])
+        v = variants.resolve(name, series, source=src, profile=True)
+        assert [p.name for p in v.instrumentation] == list(xenbuild.PROFILE_PATCHES)
+        # Applied after the series, to stock and patched alike; not a series patch.
+        assert not set(v.instrumentation) & set(v.patches)
+    patch = v.instrumentation[0].read_text()
+    # The counter the patch adds is the one the profile parser sums.
+    assert f'"{RETRY_COUNTER_PREFIX}, lock busy"' in patch
+    assert "+++ b/xen/common/domctl.c" in patch and "perfc_incr(domctl_retry_lock_busy)" in patch

@@ -46,12 +46,15 @@ def test_domctl_counters_are_kept_by_name_with_their_totals():
     assert parse_counters(XENPERF) == {}
 
 
-def test_stock_retries_are_domctl_entries_the_spinlock_did_not_count():
-    # Stock: domctl_lock is a profiled spinlock, taken by trylock only; a
-    # failed trylock is a continued (retried) hypercall and is not counted.
+def test_retries_come_only_from_the_retry_counters():
+    # Without the instrumentation's counter, entries minus domctl_lock
+    # acquisitions is not a retry count (unlocked domctls since 4.18).
     stock = {"hypercalls": {"domctl": 641}, "counters": {},
              "locks": {"global lock domctl_lock": {"acquisitions": 434}}}
-    assert domctl_retries(stock) == 207
+    assert domctl_retries(stock) is None
+    # A counter that stayed at zero is zero retries, not unknown.
+    assert domctl_retries({**stock, "counters": {"domctl: retried, lock busy": 0}}) == 0
+    assert domctl_retries({**stock, "counters": {"domctl: other": 5}}) is None
     patched = {"hypercalls": {"domctl": 641},
                "counters": {"domctl: ran shared": 600, "domctl: retried, domctl_lock busy": 41},
                "locks": {}}

@@ -92,25 +92,21 @@ GLOBAL_LOCKS = (DOMCTL_LOCK, "global lock heap_lock")
 
 def domctl_retries(profile: dict[str, Any] | None) -> int | None:
     """Domctl hypercall entries that found a domctl lock busy and were
-    continued, in a profile from ``Profiler.read()``.
+    continued, in a profile from ``Profiler.read()``: the sum of the
+    ``domctl: retried`` perf counters, which the lab's profiling
+    instrumentation (pyxen/lab/data/profile) adds to every variant.
 
-    With the hypervisor series' domctl counters: their ``domctl: retried`` sum.  Without
-    them (stock), where ``domctl_lock`` is a profiled spinlock taken only by
-    trylock: domctl entries minus its acquisitions, since lock profiling
-    counts a successful trylock and nothing for a failed one.  That
-    assumes, as in the lab's PV-only guests, that nothing but domctls takes
-    it (HVM log-dirty paths also do).  None when neither is available."""
+    None when the build has no such counter: lock profiling records nothing
+    for a failed trylock, and hypercall entries minus ``domctl_lock``
+    acquisitions stopped approximating retries in Xen 4.18, where several
+    domctls (getdomaininfo, getvcpuinfo, ...) run without that lock."""
     if not profile:
         return None
-    counters = profile.get("counters") or {}
-    if counters:
-        retried: int = sum(v for k, v in counters.items() if k.startswith(RETRY_COUNTER_PREFIX))
-        return retried
-    lock = profile.get("locks", {}).get(DOMCTL_LOCK)
-    if lock is None:
+    retry = {k: v for k, v in (profile.get("counters") or {}).items()
+             if k.startswith(RETRY_COUNTER_PREFIX)}
+    if not retry:
         return None
-    entries: int = profile.get("hypercalls", {}).get("domctl", 0)
-    return max(0, entries - int(lock["acquisitions"]))
+    return sum(int(v) for v in retry.values())
 
 
 def domctl_retries_per_op(profile: dict[str, Any] | None, ops: int) -> float | None:

@@ -38,6 +38,7 @@ def describe_build(staged: StagedBuild) -> dict[str, Any]:
         "series": {"xen": [p.name for p in v.xen_patches],
                    "tools": [p.name for p in v.tools_patches]},
         "patches": [p.name for p in v.patches],
+        "instrumentation": [p.name for p in v.instrumentation],
         "hypervisor_key": staged.hypervisor_key,
         "tools_key": staged.tools_key,
         "project_commit": project_commit(),

@@ -53,6 +53,11 @@ _MANIFEST = "manifest.json"
 #: continuations included).  EXPERT exposes them without DEBUG.
 PROFILE_KCONFIG = {"EXPERT": "y", "DEBUG_LOCK_PROFILE": "y", "PERF_COUNTERS": "y"}
 
+#: Instrumentation applied after the series to every profiling build alike
+#: (files in pyxen/lab/data/profile): a perf counter of domctls turned away by
+#: a busy domctl lock, which lock profiling cannot count.
+PROFILE_PATCHES = ("domctl-retry-counter.patch",)
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -71,6 +76,14 @@ class Variant:
     def patches(self) -> tuple[Path, ...]:
         """Every patch, in apply order (the hypervisor's first)."""
         return self.xen_patches + self.tools_patches
+
+    @property
+    def instrumentation(self) -> tuple[Path, ...]:
+        """The lab's own patches for this build, applied after the hypervisor
+        series (profiling builds only)."""
+        if not self.profile:
+            return ()
+        return tuple(paths.package_data(f"profile/{name}") for name in PROFILE_PATCHES)
 
     def hypervisor_kconfig(self) -> dict[str, str]:
         cfg = dict(self.kconfig)
@@ -177,7 +190,8 @@ def build_hypervisor(variant: Variant) -> tuple[str, Path]:
     Only the hypervisor series is applied: a toolstack patch does not change
     the hypervisor, so stock and patched share it while that series is empty."""
     kconfig = variant.hypervisor_kconfig()
-    key = build_key("xen", variant.source.sha256, variant.xen_patches, {"kconfig": kconfig})
+    patches = variant.xen_patches + variant.instrumentation
+    key = build_key("xen", variant.source.sha256, patches, {"kconfig": kconfig})
 
     def recipe(src: Path, work: Path, logfile: Path) -> None:
         _run_logged("xen defconfig", ["make", "-C", "xen", "defconfig"], src, logfile)
@@ -190,7 +204,7 @@ def build_hypervisor(variant: Variant) -> tuple[str, Path]:
         shutil.copy2(src / "xen" / ".config", work / "xen.config")
         shutil.copy2(src / "xen" / "xen-syms", work / "xen-syms")
 
-    out = _cached_build("xen", key, variant, variant.xen_patches, "~2 min",
+    out = _cached_build("xen", key, variant, patches, "~2 min",
                         {"kconfig": kconfig}, recipe)
     return key, out / "xen"
 
