@@ -149,7 +149,7 @@ def _run(variant: str, p50: float, p99: float) -> dict[str, Any]:
     pct = {"count": 10, "p50": p50, "p90": p99, "p99": p99, "max": p99}
     return {"variant": variant, "cold_start_s": pct, "invocation_latency_s": pct,
             "waited_over_1s": 2, "invocations_failed": 0, "creates_failed": 0,
-            "peak_instances": 5}
+            "peak_instances": 5, "xs_requests_per_cold_start": 3 * p99 + 0.4}
 
 
 def test_ratios_and_the_table_compare_each_variant_with_stock() -> None:
@@ -161,6 +161,25 @@ def test_ratios_and_the_table_compare_each_variant_with_stock() -> None:
     con.print(summary_table(runs))
     text = con.export_text()
     assert "patched+cache" in text and "0.12x" in text and "…" not in text
+    assert " xs " in text and " 24 " in text   # stock: 24.4 requests per cold start
+    # A run without xenstored's trace shows a dash, not a zero.
+    con = Console(width=100, record=True)
+    con.print(summary_table([{**runs[0], "xs_requests_per_cold_start": None}]))
+    row = next(ln for ln in con.export_text().splitlines() if ln.startswith("│ stock"))
+    assert row.rstrip(" │").endswith("-")
+
+
+def test_xenstored_requests_are_counted_over_the_replay_per_cold_start() -> None:
+    from collections import Counter
+
+    from pyxen.lab.dom0.autoscale import xs_request_fields
+    ops = Counter({"READ": 300, "WRITE": 90, "WATCH": 10})
+    f = xs_request_fields(ops, 4)
+    assert f["xs_requests"] == 400 and f["xs_requests_per_cold_start"] == 100
+    assert list(f["xs_requests_by_op"]) == ["READ", "WRITE", "WATCH"]
+    assert xs_request_fields(ops, 0)["xs_requests_per_cold_start"] is None
+    assert xs_request_fields(None, 4) == {"xs_requests": None, "xs_requests_by_op": None,
+                                          "xs_requests_per_cold_start": None}
 
 
 def test_the_autoscale_command_checks_its_options_before_any_build(

@@ -117,11 +117,15 @@ def _fmt(x: float | None, unit: str = "") -> str:
     return "-" if x is None else f"{x:.2f}{unit}"
 
 
+def _fmt_count(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
 def summary_table(runs: list[dict[str, Any]]) -> Table:
     rel = ratios(runs)
     t = Table(title="autoscaling replay: cold starts (s) and ratio to stock")
     for col in ("variant", "cold", "p50", "p99", "p50 x", "p99 x", "inv p99", "waited>1s",
-                "failed", "peak"):
+                "failed", "peak", "xs"):
         t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for r in runs:
         c, x = r["cold_start_s"], rel[r["variant"]]
@@ -129,10 +133,11 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
                   _fmt(x["cold_p50"], "x"), _fmt(x["cold_p99"], "x"),
                   _fmt(r["invocation_latency_s"]["p99"]), str(r["waited_over_1s"]),
                   str(r["invocations_failed"] + r["creates_failed"]),
-                  str(r["peak_instances"]))
+                  str(r["peak_instances"]), _fmt_count(r.get("xs_requests_per_cold_start")))
     t.caption = ("cold: cold starts; p50/p99: their latency, decision to console line; "
                  "inv p99: arrival to end of an invocation; failed: invocations and "
-                 "creates that failed")
+                 "creates that failed; xs: xenstored requests during the replay "
+                 "(every client's) per cold start")
     return t
 
 
