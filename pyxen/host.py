@@ -63,10 +63,13 @@ class Host:
     on entry and libxenstore on first use; safe to share between threads
     (libxl calls run on contexts lent by a LibxlPool)."""
 
-    def __init__(self) -> None:
+    def __init__(self, xs_cache: bool = False) -> None:
+        """``xs_cache``: libxl reads Xenstore through libxenstore's cache
+        (a toolstack with LIBXL_CTX_XS_CACHE)."""
         self._xc: XenCtrl | None = None
         self._xs: XenStore | None = None
         self._xl: LibxlPool | None = None
+        self._xs_cache = xs_cache
 
     def __enter__(self) -> Self:
         self.open()
@@ -80,7 +83,7 @@ class Host:
         if self._xc is None:
             self._xc = XenCtrl()
         if self._xl is None:
-            self._xl = LibxlPool()
+            self._xl = LibxlPool(xs_cache=self._xs_cache)
             with self._xl.lend():  # opens a first context now: errors surface here
                 pass
 

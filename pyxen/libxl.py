@@ -58,6 +58,17 @@ class DomInfo:
     vcpu_online: int
 
 
+def xs_cache_supported() -> bool:
+    """Whether these bindings' libxl takes LIBXL_CTX_XS_CACHE."""
+    return bool(lib.PYXEN_LIBXL_CTX_XS_CACHE)
+
+
+def _check_xs_cache(xs_cache: bool) -> None:
+    if xs_cache and not xs_cache_supported():
+        raise ValueError("xs_cache needs a libxl with LIBXL_CTX_XS_CACHE "
+                         "(libxenstore's cache of reads); this one has none")
+
+
 class Libxl(NativeHandle):
     """A libxl context.  Close it, or use it as a context manager."""
 
@@ -67,9 +78,16 @@ class Libxl(NativeHandle):
     # the call it serves, so both reach that call's exception.
     _per_handle_log = True
 
+    def __init__(self, xs_cache: bool = False) -> None:
+        """``xs_cache``: read Xenstore through libxenstore's cache
+        (LIBXL_CTX_XS_CACHE, a toolstack with the cache patches)."""
+        _check_xs_cache(xs_cache)
+        self._flags = int(lib.PYXEN_LIBXL_CTX_XS_CACHE) if xs_cache else 0
+        super().__init__()
+
     def _open(self, logger: Any) -> Any:
         pctx = ffi.new("libxl_ctx **")
-        check_libxl(lib.libxl_ctx_alloc(pctx, lib.LIBXL_VERSION, 0, logger),
+        check_libxl(lib.libxl_ctx_alloc(pctx, lib.LIBXL_VERSION, self._flags, logger),
                     "libxl_ctx_alloc", self)
         # libxl's children are reaped by the shim, not by a SIGCHLD handler;
         # what the reapers log goes to this context's logger.
@@ -244,10 +262,12 @@ class LibxlPool:
     ``max_idle`` of them open between calls.
     """
 
-    def __init__(self, max_idle: int = 8) -> None:
+    def __init__(self, max_idle: int = 8, xs_cache: bool = False) -> None:
         if max_idle < 1:
             raise ValueError(f"max_idle must be at least 1, got {max_idle}")
+        _check_xs_cache(xs_cache)
         self._max_idle = max_idle
+        self._xs_cache = xs_cache
         self._lock = threading.Lock()
         self._idle: list[Libxl] = []
         self._lent = 0
@@ -263,7 +283,7 @@ class LibxlPool:
             self._lent += 1
         try:
             if xl is None:
-                xl = Libxl()
+                xl = Libxl(xs_cache=self._xs_cache)
         except BaseException:
             with self._lock:
                 self._lent -= 1

@@ -142,11 +142,24 @@ class Transaction(_Ops):
         self._t = tid
 
 
-class XenStore(_Ops):
-    """A connection to xenstored (socket, or /dev/xen/xenbus)."""
+def cache_supported() -> bool:
+    """Whether this libxenstore has a cache of reads (XS_OPEN_CACHE)."""
+    return bool(lib.PYXEN_XS_OPEN_CACHE)
 
-    def __init__(self) -> None:
-        h = lib.xs_open(0)
+
+class XenStore(_Ops):
+    """A connection to xenstored (socket, or /dev/xen/xenbus).
+
+    ``cache``: read through libxenstore's cache (XS_OPEN_CACHE): reads
+    outside transactions are answered from memory when the library can, at
+    least as fresh as the last message it read from xenstored, and fresh
+    again after each watch event this handle delivers.  The library honours
+    it on socket connections only (and not with LIBXENSTORE_CACHE=0)."""
+
+    def __init__(self, cache: bool = False) -> None:
+        if cache and not cache_supported():
+            raise ValueError("cache needs a libxenstore with XS_OPEN_CACHE; this one has none")
+        h = lib.xs_open(int(lib.PYXEN_XS_OPEN_CACHE) if cache else 0)
         check_xs(h != ffi.NULL, "xs_open")
         self._h = h
         self._t = lib.XBT_NULL

@@ -76,6 +76,7 @@ int libxl_ctx_alloc(libxl_ctx **pctx, int version, unsigned flags,
 int libxl_ctx_free(libxl_ctx *ctx);
 /* The shim's child handling: no SIGCHLD handler, a reaper per child (shim.c). */
 void pyxen_childproc_setmode(libxl_ctx *ctx, xentoollog_logger *logger);
+#define PYXEN_LIBXL_CTX_XS_CACHE ...
 void pyxen_childproc_quiesce(void);
 unsigned long pyxen_deadlocked_children(void);
 void pyxen_watch_child(int pid);

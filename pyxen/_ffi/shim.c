@@ -651,6 +651,20 @@ static const libxl_childproc_hooks pyxen_childproc_hooks = {
     .fork_replacement = pyxen_fork,
 };
 
+/* xs_open()'s flag for libxenstore's cache of reads (0: this one has none). */
+#ifdef XS_OPEN_CACHE
+#define PYXEN_XS_OPEN_CACHE XS_OPEN_CACHE
+#else
+#define PYXEN_XS_OPEN_CACHE 0
+#endif
+
+/* libxl_ctx_alloc()'s flag for a context that reads through libxenstore's cache. */
+#ifdef LIBXL_HAVE_CTX_XS_CACHE
+#define PYXEN_LIBXL_CTX_XS_CACHE LIBXL_CTX_XS_CACHE
+#else
+#define PYXEN_LIBXL_CTX_XS_CACHE 0
+#endif
+
 /*
  * Route @ctx's child processes through pyxen_fork() (call before any).
  * @logger is the per-handle logger @ctx was allocated with, and must live

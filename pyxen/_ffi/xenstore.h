@@ -16,6 +16,7 @@ struct xs_permissions {
 };
 
 struct xs_handle *xs_open(unsigned long flags);
+#define PYXEN_XS_OPEN_CACHE ...
 void xs_close(struct xs_handle *xsh);
 char **xs_directory(struct xs_handle *h, xs_transaction_t t,
                     const char *path, unsigned int *num);

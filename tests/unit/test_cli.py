@@ -43,7 +43,8 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):
     (["run", "--variant", "stock"], "needs a command"),
     (["scrubbench", "--cpus", "3"], "divide evenly over 2 NUMA nodes"),
     (["scrubbench", "--memory", "4097"], "divide evenly over 2 NUMA nodes"),
-    (["scrubbench", "--variants", "stock,patched+cache"], "runs no Xenstore proxy"),
+    (["scrubbench", "--variants", "stock,patched+cache"], "runs no Xenstore cache"),
+    (["scrubbench", "--variants", "stock,patched+libcache"], "drop patched+libcache"),
 ])
 def test_inconsistent_arguments_fail_before_any_work(argv, msg, capsys):
     with pytest.raises(SystemExit) as info:
@@ -63,8 +64,8 @@ def test_cache_variants_share_the_build_and_add_the_proxy():
     args = build_parser().parse_args(["bench", "--variants", "stock,stock+cache,patched+cache"])
     assert [v.name for v in args.variants] == ["stock", "stock+cache", "patched+cache"]
     assert [v.xs_cache for v in args.variants] == [False, True, True]
-    assert variants.split_name("patched+cache") == ("patched", True)
-    assert variants.split_name("stock") == ("stock", False)
+    assert variants.RunVariant.parse("patched+cache") == variants.RunVariant("patched", True)
+    assert variants.RunVariant.parse("stock") == variants.RunVariant("stock")
 
 
 def test_concurrency_takes_a_list():

@@ -25,7 +25,8 @@ class FakeCtx:
     peak = 0
     _count_lock = threading.Lock()
 
-    def __init__(self) -> None:
+    def __init__(self, xs_cache: bool = False) -> None:
+        self.xs_cache = xs_cache
         if FakeCtx.fail_next:
             FakeCtx.fail_next = False
             raise LibxlError("libxl_ctx_alloc", -3, "ERROR_FAIL", None, "no xenstored")
@@ -116,3 +117,17 @@ def test_a_context_that_fails_to_open_is_reported_and_not_counted(pool):
 def test_max_idle_must_be_positive():
     with pytest.raises(ValueError, match="max_idle"):
         libxl.LibxlPool(max_idle=0)
+
+
+def test_the_pool_opens_contexts_with_the_cache_asked_for(monkeypatch):
+    FakeCtx.opened = []
+    monkeypatch.setattr(libxl, "Libxl", FakeCtx)
+    monkeypatch.setattr(libxl, "xs_cache_supported", lambda: True)
+    p = libxl.LibxlPool(xs_cache=True)
+    p.destroy(1)
+    p.close()
+    assert FakeCtx.opened and all(c.xs_cache for c in FakeCtx.opened)
+    # A libxl without LIBXL_CTX_XS_CACHE: a clear error, not a silent uncached pool.
+    monkeypatch.setattr(libxl, "xs_cache_supported", lambda: False)
+    with pytest.raises(ValueError, match="LIBXL_CTX_XS_CACHE"):
+        libxl.LibxlPool(xs_cache=True)

@@ -14,15 +14,26 @@ from pyxen.lab.host.variants import RunVariant
 from pyxen.lab.host.vm_options import VMOptions
 
 
-@pytest.mark.parametrize("name,build,cached", [
-    ("stock", "stock", False), ("patched", "patched", False),
-    ("stock+cache", "stock", True), ("patched+cache", "patched", True),
+@pytest.mark.parametrize("name,build,cached,lib", [
+    ("stock", "stock", False, False), ("patched", "patched", False, False),
+    ("stock+cache", "stock", True, False), ("patched+cache", "patched", True, False),
+    ("patched+libcache", "patched", False, True),
+    ("patched+libcache+cache", "patched", True, True),
 ])
-def test_a_name_parses_once_and_gives_the_same_name_back(name, build, cached):
+def test_a_name_parses_once_and_gives_the_same_name_back(name, build, cached, lib):
     v = RunVariant.parse(name)
-    assert (v.build, v.xs_cache) == (build, cached)
+    assert (v.build, v.xs_cache, v.lib_cache) == (build, cached, lib)
     assert v.name == name
-    assert variants.split_name(name) == (build, cached)
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ("fast", "unknown variant 'fast'"), ("patched+fast", "unknown variant"),
+    ("patched+cache+cache", "unknown variant"),
+    ("stock+libcache", "stock's libxenstore has no cache"),
+])
+def test_bad_names_say_what_is_known(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        RunVariant.parse(bad)
 
 
 def test_the_variant_list_parses_to_run_variants_in_order():

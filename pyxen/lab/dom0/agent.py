@@ -67,6 +67,8 @@ def toolstack_env(cfg: dict[str, object]) -> dict[str, str]:
         protocol.ENV_CONSOLE_LOG_DIR: protocol.CONSOLE_LOG_DIR,
         # pyxen's bindings compiled against the staged headers (pyxen._native).
         NATIVE_ENV: str(cfg["native"]),
+        protocol.ENV_LIB_CACHE: "1" if cfg.get("lib_cache") else "0",
+        protocol.ENV_LIBXENSTORE_CACHE: "1" if cfg.get("lib_cache") else "0",
     }
     return env
 

@@ -87,7 +87,7 @@ class PyxenDriver:
 
     def __init__(self) -> None:
         import pyxen
-        self.host = pyxen.Host()
+        self.host = pyxen.Host(xs_cache=os.environ.get(protocol.ENV_LIB_CACHE) == "1")
         self.host.open()
         self.domids: dict[str, int] = {}
         self.lock = threading.Lock()

@@ -7,7 +7,6 @@ ratios to stock."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -180,7 +179,7 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
     runs = []
     for v in run_variants:
         staged = builds[v.build]
-        opts = dataclasses.replace(options, xs_cache=v.xs_cache)
+        opts = v.vm_options(options)
         try:
             with step(f"replaying {len(schedule.invocations)} invocations on {v.name}"), \
                     Dom0(staged, opts) as dom0:

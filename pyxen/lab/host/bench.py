@@ -3,7 +3,6 @@ dom0 driver (pyxen.lab.dom0.dom0bench), and report stock vs the others in one ru
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import statistics
@@ -434,7 +433,7 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
         for rep in range(params.repeat):
             for v in run_variants:
                 runs.extend(run_variant(builds[v], params,
-                                        dataclasses.replace(options, xs_cache=v.xs_cache),
+                                        v.vm_options(options),
                                         progress, name=v.name, repeat=rep))
     out_dir.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {

@@ -173,14 +173,15 @@ def cmd_plot(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _refuse_proxy(ap: argparse.ArgumentParser, run_variants: list[variants.RunVariant],
                   why: str) -> None:
-    """A usage error naming the ``+cache`` variants of a benchmark without the proxy."""
-    with_proxy = [v.name for v in run_variants if v.xs_cache]
-    if with_proxy:
-        ap.error(f"{why}: drop {', '.join(with_proxy)} from --variants")
+    """A usage error naming the ``+cache``/``+libcache`` variants of a
+    benchmark that runs neither the proxy nor libxl's cached contexts."""
+    with_cache = [v.name for v in run_variants if v.xs_cache or v.lib_cache]
+    if with_cache:
+        ap.error(f"{why}: drop {', '.join(with_cache)} from --variants")
 
 
 def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    _refuse_proxy(ap, args.variants, "scrubbench runs no Xenstore proxy")
+    _refuse_proxy(ap, args.variants, "scrubbench runs no Xenstore cache")
     from pyxen.lab.host.scrubbench import SCRUB_VM, ScrubParams, run_scrub_bench
     params = ScrubParams(gaps=args.gaps, guest_mib=args.guest_memory, sizes=args.sizes,
                          clean_timeout=args.clean_timeout, reps=args.reps,

@@ -13,49 +13,61 @@ against the hypervisor's public headers).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.host import paths, sources
 from pyxen.lab.host.patchset import read_series
+from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import Variant
 
 #: Builds the lab knows, in the order they are run and reported.
 KNOWN = ("stock", "patched")
 #: Suffix of a variant run with the Xenstore caching proxy in dom0 ("stock+cache").
 CACHE_SUFFIX = "+cache"
+#: Suffix of a variant whose toolstack reads through libxenstore's own cache
+#: ("patched+libcache"; a toolstack with the cache patches).
+LIBCACHE_SUFFIX = "+libcache"
 #: The two series of a branch, in apply order: (sub-directory, builds it changes).
 SERIES_PARTS = ("xen", "tools")
 
 
-def split_name(name: str) -> tuple[str, bool]:
-    """'patched+cache' -> ('patched', True); the build and whether dom0 runs the proxy."""
-    base, cached = (name[:-len(CACHE_SUFFIX)], True) if name.endswith(CACHE_SUFFIX) \
-        else (name, False)
-    if base not in KNOWN:
-        raise ValueError(f"unknown variant {name!r} (known: {', '.join(KNOWN)}, "
-                         f"each optionally with {CACHE_SUFFIX})")
-    return base, cached
-
-
 @dataclass(frozen=True)
 class RunVariant:
-    """What one benchmark run boots: a build (one of KNOWN), and whether dom0
-    runs the Xenstore caching proxy in front of xenstored."""
+    """What one benchmark run boots: a build (one of KNOWN), whether dom0
+    runs the Xenstore caching proxy in front of xenstored, and whether the
+    toolstack reads through libxenstore's cache."""
 
     build: str
     xs_cache: bool = False
+    lib_cache: bool = False
 
     @property
     def name(self) -> str:
-        """The name runs are reported under: 'patched', 'patched+cache'."""
-        return self.build + (CACHE_SUFFIX if self.xs_cache else "")
+        """The name runs are reported under: 'patched', 'patched+libcache+cache'."""
+        return (self.build + (LIBCACHE_SUFFIX if self.lib_cache else "")
+                + (CACHE_SUFFIX if self.xs_cache else ""))
 
     @classmethod
     def parse(cls, name: str) -> RunVariant:
-        """'patched+cache' -> RunVariant('patched', xs_cache=True); unknown names are errors."""
-        return cls(*split_name(name))
+        """'patched+cache' -> RunVariant('patched', xs_cache=True); unknown
+        names and suffixes are errors."""
+        base, *options = name.split("+")
+        known = {CACHE_SUFFIX[1:]: "xs_cache", LIBCACHE_SUFFIX[1:]: "lib_cache"}
+        if base not in KNOWN or any(o not in known for o in options) \
+                or len(set(options)) != len(options):
+            raise ValueError(f"unknown variant {name!r} (known: {', '.join(KNOWN)}, "
+                             f"each optionally with {LIBCACHE_SUFFIX} and/or {CACHE_SUFFIX})")
+        if "libcache" in options and base == "stock":
+            raise ValueError(f"{name!r}: stock's libxenstore has no cache "
+                             f"({LIBCACHE_SUFFIX} needs the patched toolstack)")
+        return cls(base, **{known[o]: True for o in options})
+
+    def vm_options(self, options: VMOptions) -> VMOptions:
+        """``options`` with this variant's dom0 userland switches."""
+        return dataclasses.replace(options, xs_cache=self.xs_cache, lib_cache=self.lib_cache)
 
 
 def _patch_roots() -> tuple[Path, ...]:
@@ -111,7 +123,7 @@ def resolve(name: str, series: Path | None = None, debug: bool = False,
     see :func:`sources.xen_source`): stock has no patches, patched has the
     series of the source's branch (a ``+cache`` suffix changes dom0's
     userland, not the build)."""
-    name, _ = split_name(name)
+    name = RunVariant.parse(name).build
     src = source if source is not None else sources.xen_source()
     if name != "patched":
         return Variant(name=name, source=src, debug=debug, profile=profile)

@@ -193,6 +193,7 @@ class Dom0:
             "library_dirs": list(self.build.library_dirs),
             "native": str(self.build.native),
             "xs_cache": self.options.xs_cache,
+            "lib_cache": self.options.lib_cache,
         }, indent=2))
         return qemu_argv(self.build.xen, kernel.vmlinuz, initrd, self.options,
                          self.xchg, self.serial_log)

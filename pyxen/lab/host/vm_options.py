@@ -25,6 +25,7 @@ class VMOptions:
     xen_cmdline: tuple[str, ...] = field(default=())  # extra Xen options
     boot_timeout_s: float = 300.0
     xs_cache: bool = False           # dom0 runs xenstore_cache in front of xenstored
+    lib_cache: bool = False          # the toolstack reads through libxenstore's cache
 
     def validate(self) -> None:
         if self.cpus < 1 or self.cpus > 64:

@@ -1,0 +1,185 @@
+"""libxenstore's cache of reads (XS_OPEN_CACHE, toolstack patches
+"tools/libs/store: add an opt-in cache of reads" and "libxl, xl: read
+Xenstore through libxenstore's cache"), against the running xenstored.
+
+What it must never do is answer with a value older than what the handle has
+already been told: the freshness test has a writer commit {state=k,
+ring-ref=k} in one transaction and a cached reader, woken by its watch on
+``state``, read ``ring-ref``, thousands of times.  What it must do is save
+requests: xenstored's own trace counts those that reach it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyxen.errors import XenstoreError
+from pyxen.lab.contract import protocol
+from pyxen.lab.dom0.xstrace import TraceReader
+from pyxen.xenstore import XenStore, cache_supported
+
+pytestmark = pytest.mark.xen
+
+ROOT = f"/pyxen-libcache-{os.getpid()}"
+#: Lockstep rounds of the freshness test.
+ROUNDS = int(os.environ.get("PYXEN_LIBCACHE_ROUNDS", "1000"))
+
+
+@pytest.fixture
+def stores(host, monkeypatch) -> Iterator[tuple[XenStore, XenStore]]:  # type: ignore[no-untyped-def]
+    """(cached, plain) handles on xenstored's socket, and a scratch tree."""
+    if not cache_supported():
+        pytest.skip("this libxenstore has no XS_OPEN_CACHE (stock toolstack)")
+    # The lab turns the library's cache off for every program but +libcache
+    # variants; this process asks for it.
+    monkeypatch.setenv("LIBXENSTORE_CACHE", "1")
+    cached, plain = XenStore(cache=True), XenStore()
+    plain.write(f"{ROOT}/x", "0")
+    try:
+        yield cached, plain
+    finally:
+        plain.rm(ROOT)
+        cached.close()
+        plain.close()
+
+
+def requests_during(body) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """Requests by type that xenstored logged while ``body()`` ran."""
+    trace = TraceReader(Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE)))
+    if not trace.path.exists():
+        pytest.skip("xenstored runs without its trace (-T)")
+    body()
+    return trace.take()
+
+
+def reads_reaching_xenstored(body) -> int:  # type: ignore[no-untyped-def]
+    """READ and DIRECTORY requests xenstored logged while ``body()`` ran."""
+    ops = requests_during(body)
+    return ops["READ"] + ops["DIRECTORY"]
+
+
+def test_repeated_reads_are_answered_from_memory(stores) -> None:  # type: ignore[no-untyped-def]
+    cached, plain = stores
+    n = reads_reaching_xenstored(lambda: [cached.read(f"{ROOT}/x") for _ in range(200)])
+    # The first read and the watch's set-up go out; the rest do not (other
+    # dom0 daemons may read now and then).
+    assert n < 20, f"{n} of 200 cached reads reached xenstored"
+    m = reads_reaching_xenstored(lambda: [plain.read(f"{ROOT}/x") for _ in range(200)])
+    assert m >= 200, f"only {m} of 200 uncached reads reached xenstored: trace not counting"
+
+
+def test_a_change_by_another_connection_is_seen(stores) -> None:  # type: ignore[no-untyped-def]
+    cached, plain = stores
+    assert cached.read(f"{ROOT}/x") == b"0"
+    assert cached.directory(ROOT) == ["x"]
+    plain.write(f"{ROOT}/x", "1")
+    plain.write(f"{ROOT}/y", "new")
+    # Ordered with a later reply on the cached connection: any request
+    # answered by xenstored after the writes brings their events first.
+    cached.get_perms(ROOT)
+    assert cached.read(f"{ROOT}/x") == b"1"
+    assert sorted(cached.directory(ROOT)) == ["x", "y"]
+    plain.rm(f"{ROOT}/y")
+    cached.get_perms(ROOT)
+    assert not cached.exists(f"{ROOT}/y")
+    assert cached.directory(ROOT) == ["x"]
+
+
+def test_own_writes_are_read_back(stores) -> None:  # type: ignore[no-untyped-def]
+    cached, _ = stores
+    for i in range(50):
+        cached.write(f"{ROOT}/x", str(i))
+        assert cached.read(f"{ROOT}/x") == str(i).encode()
+    cached.rm(f"{ROOT}/x")
+    with pytest.raises(XenstoreError) as exc:
+        cached.read(f"{ROOT}/x")
+    assert exc.value.errno == errno.ENOENT
+
+
+def test_transactions_are_never_answered_from_memory(stores) -> None:  # type: ignore[no-untyped-def]
+    cached, _ = stores
+    cached.read(f"{ROOT}/x")
+
+    def in_tx() -> None:
+        for _ in range(20):
+            with cached.transaction() as tx:
+                tx.read(f"{ROOT}/x")
+    assert reads_reaching_xenstored(in_tx) >= 20
+
+
+def test_the_domain_path_is_answered_locally(stores) -> None:  # type: ignore[no-untyped-def]
+    cached, plain = stores
+    domids = (0, 7, 65535)
+    mine = requests_during(lambda: [cached.get_domain_path(d) for d in domids])
+    assert mine["GET_DOMAIN_PATH"] == 0
+    theirs = requests_during(lambda: [plain.get_domain_path(d) for d in domids])
+    assert theirs["GET_DOMAIN_PATH"] >= 3
+    assert [cached.get_domain_path(d) for d in domids] == \
+        [plain.get_domain_path(d) for d in domids] == [f"/local/domain/{d}" for d in domids]
+
+
+def test_the_cache_token_is_reserved(stores) -> None:  # type: ignore[no-untyped-def]
+    cached, plain = stores
+    with pytest.raises(XenstoreError) as exc:
+        cached.watch(ROOT, "xs-cache:mine")
+    assert exc.value.errno == errno.EINVAL
+    plain.watch(ROOT, "xs-cache:mine")   # an uncached handle may use any token
+    plain.unwatch(ROOT, "xs-cache:mine")
+
+
+def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores) -> None:  # type: ignore[no-untyped-def]
+    """The freshness test: a writer on its own connection commits
+    {state=k, ring-ref=k} in one transaction, then waits; the cached reader,
+    woken by its watch on ``state``, reads ``ring-ref`` (from memory if it
+    can) and must see k, in every one of ROUNDS rounds."""
+    cached, plain = stores
+    state, ring = f"{ROOT}/state", f"{ROOT}/ring-ref"
+    plain.write(state, "0")
+    plain.write(ring, "0")
+    cached.watch(state, "fresh")
+    assert cached.read_watch(timeout=10) == (state, "fresh")   # the initial event
+    assert cached.read(ring) == b"0"   # cached from here on
+    stale: list[tuple[int, bytes]] = []
+    go, done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for k in range(1, ROUNDS + 1):
+                def commit(tx, k=k):  # type: ignore[no-untyped-def]
+                    tx.write(state, str(k))
+                    tx.write(ring, str(k))
+                plain.run_transaction(commit)
+                if not go.wait(timeout=30):
+                    raise TimeoutError(f"reader did not answer round {k}")
+                go.clear()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for k in range(1, ROUNDS + 1):
+            ev = cached.read_watch(timeout=30)
+            assert ev == (state, "fresh"), f"round {k}: {ev}"
+            # The first read after the event goes to xenstored; the second
+            # is answered from memory: both must be this round's.
+            for _ in range(2):
+                got = cached.read(ring)
+                if got != str(k).encode():
+                    stale.append((k, got))
+            go.set()
+    finally:
+        done.wait(timeout=60)
+        t.join(timeout=5)
+        cached.unwatch(state, "fresh")
+    assert not errors, errors
+    assert not stale, f"{len(stale)} stale reads of {ROUNDS}, first {stale[:5]}"
