@@ -43,7 +43,8 @@ def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
                         "the stock run covers it")
     # PYXEN_VARIANT: tests that show a stock defect the series fixes expect it on stock.
     env = {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis", "PYXEN_VARIANT": variant}
-    for var in ("HYPOTHESIS_PROFILE", "PYXEN_STATEFUL_EXAMPLES", "PYXEN_STRESS_CYCLES", "CI"):
+    for var in ("HYPOTHESIS_PROFILE", "PYXEN_STATEFUL_EXAMPLES", "PYXEN_STRESS_CYCLES",
+                "PYXEN_LIBCACHE_ROUNDS", "CI"):
         if var in os.environ:
             env[var] = os.environ[var]
     markers = "not scrub and not autoballoon"
