@@ -1,6 +1,7 @@
 """libxenstore's cache of reads (XS_OPEN_CACHE, toolstack patches
-"tools/libs/store: add an opt-in cache of reads" and "libxl, xl: read
-Xenstore through libxenstore's cache"), against the running xenstored.
+"tools/xenstored: tell privileged socket clients that their events are
+ordered", "tools/libs/store: add an opt-in cache of reads" and "libxl, xl:
+read Xenstore through libxenstore's cache"), against the running xenstored.
 
 What it must never do is answer with a value older than what the handle has
 already been told: the freshness test has a writer commit {state=k,
