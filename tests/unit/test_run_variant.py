@@ -73,3 +73,19 @@ def test_bench_reports_runs_under_the_same_variant_strings(monkeypatch: pytest.M
         ("stock", False), ("stock+cache", True), ("patched+cache", True)]
     assert doc["notes"] == ["note: 'patched+cache' is identical to stock (its series is "
                             "empty): differences are run-to-run noise"]
+
+
+def test_a_variant_s_switches_reach_the_vm_and_dom0_s_environment():
+    from pyxen.lab.contract import protocol
+    from pyxen.lab.dom0.agent import toolstack_env
+    base = VMOptions(cpus=4)
+    opts = RunVariant.parse("patched+libcache").vm_options(base)
+    assert (opts.lib_cache, opts.xs_cache, opts.cpus) == (True, False, 4)
+    assert RunVariant.parse("stock+cache").vm_options(base).xs_cache
+    cfg = {"programs": {"xl": "/x/usr/sbin/xl"}, "library_dirs": ["/x/usr/lib"],
+           "native": "/x/_xen.so"}
+    on = toolstack_env({**cfg, "lib_cache": True})
+    off = toolstack_env(cfg)
+    assert on[protocol.ENV_LIB_CACHE] == on[protocol.ENV_LIBXENSTORE_CACHE] == "1"
+    # Without +libcache no program in dom0 reads through the cache.
+    assert off[protocol.ENV_LIB_CACHE] == off[protocol.ENV_LIBXENSTORE_CACHE] == "0"

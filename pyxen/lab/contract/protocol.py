@@ -39,8 +39,8 @@ ENV_XS_TRACE = "PYXEN_XS_TRACE"          # xenstored's request trace
 ENV_CONSOLE_LOG_DIR = "PYXEN_CONSOLE_LOG_DIR"
 ENV_XS_CACHE_CONTROL = "PYXEN_XS_CACHE_CONTROL"  # set when dom0 runs xenstore_cache
 ENV_LIB_CACHE = "PYXEN_LIB_CACHE"        # "1": pyxen's libxl contexts use libxenstore's cache
-#: libxenstore's own switch: "0" turns its cache off for every program
-#: (xl asks for it), so only a +libcache variant reads through it.
+#: libxenstore's own switch: "0" turns its cache off for every program in
+#: dom0, whatever it asks for, so only a +libcache variant reads through it.
 ENV_LIBXENSTORE_CACHE = "LIBXENSTORE_CACHE"
 XS_CACHE_LOG = "/var/log/xen/xenstore-cache.log"
 XS_CACHE_READY = "/run/xenstore-cache.ready"
