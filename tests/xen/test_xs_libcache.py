@@ -16,13 +16,11 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from pyxen.errors import XenstoreError
-from pyxen.lab.contract import protocol
-from pyxen.lab.dom0.xstrace import TraceReader
+from pyxen.lab.dom0.xstrace import TraceReader, trace_path
 from pyxen.xenstore import XenStore, cache_supported
 
 pytestmark = pytest.mark.xen
@@ -52,7 +50,7 @@ def stores(host, monkeypatch) -> Iterator[tuple[XenStore, XenStore]]:  # type: i
 
 def requests_during(body) -> Counter[str]:  # type: ignore[no-untyped-def]
     """Requests by type that xenstored logged while ``body()`` ran."""
-    trace = TraceReader(Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE)))
+    trace = TraceReader(trace_path())
     if not trace.path.exists():
         pytest.skip("xenstored runs without its trace (-T)")
     body()

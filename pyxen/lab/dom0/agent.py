@@ -56,6 +56,7 @@ def toolstack_env(cfg: dict[str, object]) -> dict[str, str]:
         d = os.path.dirname(str(path))
         if d not in bin_dirs:
             bin_dirs.append(d)
+    lib_cache = "1" if cfg.get("lib_cache") else "0"
     env = {
         "PATH": ":".join(bin_dirs + ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
         "LD_LIBRARY_PATH": ":".join(cfg["library_dirs"]),  # type: ignore[arg-type]
@@ -67,8 +68,8 @@ def toolstack_env(cfg: dict[str, object]) -> dict[str, str]:
         protocol.ENV_CONSOLE_LOG_DIR: protocol.CONSOLE_LOG_DIR,
         # pyxen's bindings compiled against the staged headers (pyxen._native).
         NATIVE_ENV: str(cfg["native"]),
-        protocol.ENV_LIB_CACHE: "1" if cfg.get("lib_cache") else "0",
-        protocol.ENV_LIBXENSTORE_CACHE: "1" if cfg.get("lib_cache") else "0",
+        protocol.ENV_LIB_CACHE: lib_cache,
+        protocol.ENV_LIBXENSTORE_CACHE: lib_cache,
     }
     return env
 

@@ -38,7 +38,7 @@ from pyxen.lab.dom0.autoscaler import Autoscaler, Create, Destroy, Fail, Run
 from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, VANISH_WAIT_S, Driver,
                                     wait_console, wait_vanished)
 from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
-from pyxen.lab.dom0.xstrace import TraceReader
+from pyxen.lab.dom0.xstrace import TraceReader, trace_path
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +264,8 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
                 spinners.append(name)
             before_nodes = set(xs.directory("/local/domain"))
             free_before = driver.free_memory_mib()
-            trace_path = Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE))
-            trace = TraceReader(trace_path) if trace_path.exists() else None
+            xs_trace = trace_path()
+            trace = TraceReader(xs_trace) if xs_trace.exists() else None
             r = replay(req, driver, workdir)
             names = {rec.name for rec in r.instances.values()}
             left = wait_vanished(driver, names, VANISH_WAIT_S)

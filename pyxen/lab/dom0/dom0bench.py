@@ -42,7 +42,7 @@ from pyxen.lab.dom0.proccpu import CpuSampler
 from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
 from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xllock import LockSampler, LockUse
-from pyxen.lab.dom0.xstrace import TraceReader, xs_trace_off
+from pyxen.lab.dom0.xstrace import TraceReader, trace_path, xs_trace_off
 from xenstore_cache.control import query_control
 
 class Progress:
@@ -207,7 +207,7 @@ def prepare(guests: int, concurrency: int, kernel: Path, memory_mib: int, prefix
         cfg_files.append(path)
 
     baseline = Baseline(free_memory_mib=driver.free_memory_mib(), domains=driver.names())
-    trace = TraceReader(Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE)))
+    trace = TraceReader(trace_path())
     proxy = ProxyCounter.from_env()
     profiler = Profiler()
     progress = Progress(out, guests)

@@ -7,6 +7,7 @@ domain, ``io: IN <conn> (d<domid>) <date> <time> <OP> (<args>)``.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections import Counter
@@ -14,7 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
+
+
+def trace_path() -> Path:
+    """xenstored's trace file in this dom0 ($PYXEN_XS_TRACE, else the lab's)."""
+    return Path(os.environ.get(protocol.ENV_XS_TRACE, protocol.XS_TRACE))
 
 
 def set_xs_trace(on: bool) -> None:

@@ -171,7 +171,7 @@ def cmd_plot(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_proxy(ap: argparse.ArgumentParser, run_variants: list[variants.RunVariant],
+def _refuse_caches(ap: argparse.ArgumentParser, run_variants: list[variants.RunVariant],
                   why: str) -> None:
     """A usage error naming the ``+cache``/``+libcache`` variants of a
     benchmark that runs neither the proxy nor libxl's cached contexts."""
@@ -181,7 +181,7 @@ def _refuse_proxy(ap: argparse.ArgumentParser, run_variants: list[variants.RunVa
 
 
 def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    _refuse_proxy(ap, args.variants, "scrubbench runs no Xenstore cache")
+    _refuse_caches(ap, args.variants, "scrubbench runs no Xenstore cache")
     from pyxen.lab.host.scrubbench import SCRUB_VM, ScrubParams, run_scrub_bench
     params = ScrubParams(gaps=args.gaps, guest_mib=args.guest_memory, sizes=args.sizes,
                          clean_timeout=args.clean_timeout, reps=args.reps,
@@ -202,7 +202,7 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 
 def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    _refuse_proxy(ap, args.variants, "xsbench measures xenstored itself")
+    _refuse_caches(ap, args.variants, "xsbench measures xenstored itself")
     from pyxen.lab.host.xsbench import XsParams, run_xs_bench
     params = XsParams(idle=args.idle, reads=args.reads, rounds=args.rounds,
                       syscall_reads=args.syscall_reads)
@@ -214,7 +214,7 @@ def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def cmd_domctlbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    _refuse_proxy(ap, args.variants, "domctlbench measures the hypervisor")
+    _refuse_caches(ap, args.variants, "domctlbench measures the hypervisor")
     from pyxen.lab.host.domctlbench import DomctlParams, run_domctl_bench
     params = DomctlParams(creators=args.creators, readers=args.readers,
                           probes=args.probes, rounds=args.rounds)
