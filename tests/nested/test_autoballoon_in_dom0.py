@@ -33,6 +33,7 @@ def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str) 
         res = dom0.run([sys.executable, "-P", "-m", "pytest",
                         str(REPO / "tests" / "xen" / "test_autoballoon.py"),
                         "--xen", "host", "-p", "no:cacheprovider", "-q", "-s", "-rfE",
+                        "--durations=12",
                         "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
                        timeout=1800, env={"PYXEN_EXPECT_XL_LOCK": expect_lock})
         serial = dom0.serial_log.read_text(errors="replace")

@@ -30,6 +30,7 @@ def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild) -> None:
         res = dom0.run([sys.executable, "-P", "-m", "pytest",
                         str(REPO / "tests" / "xen" / "test_scrub.py"),
                         "--xen", "host", "-p", "no:cacheprovider", "-q", "-s", "-rfE",
+                        "--durations=12",
                         "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
                        timeout=1800)
         serial = dom0.serial_log.read_text(errors="replace")
