@@ -2,6 +2,7 @@
 
     xenstore-cache run [--listen P] [--upstream P] [--control P] [--max-entries N]
     xenstore-cache stats [--control P] [--json]
+    xenstore-cache hopbench [--iterations N] [--hit-fraction H] [--json FILE] [--layout L]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
+from xenstore_cache import hopbench
 from xenstore_cache.control import DEFAULT_CONTROL, DEFAULT_UPSTREAM, SetupError, query_control
 from xenstore_cache.server import CachingProxy, Config, check_paths, probe_upstream
 
@@ -49,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stats", help="counters of a running proxy")
     st.add_argument("--control", default=DEFAULT_CONTROL)
     st.add_argument("--json", action="store_true", help="print JSON")
+    hb = sub.add_parser("hopbench", help="measure the proxy's hop here, in front of the "
+                        "model xenstored (no VM), and project where it pays")
+    hb.add_argument("--iterations", type=hopbench.positive_int,
+                    default=hopbench.DEFAULT_ITERATIONS,
+                    help="timed requests per row (default: %(default)s)")
+    hb.add_argument("--hit-fraction", type=hopbench.hit_fraction,
+                    default=hopbench.DEFAULT_HIT_FRACTION,
+                    help="fraction of requests the cache answers, for the projection "
+                         "(0 < H <= 1; default: %(default)s, a domain create in the lab)")
+    hb.add_argument("--json", type=Path, default=None, metavar="FILE",
+                    help="also write the result and the projection to FILE")
+    hb.add_argument("--layout", choices=hopbench.LAYOUTS, default="processes",
+                    help="client, proxy and model in their own processes (default), or "
+                         "all in one asyncio loop (no wake-ups: a lower bound)")
     return p
 
 
@@ -97,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 _print_stats(stats)
             return 0
+        if args.cmd == "hopbench":
+            return hopbench.main(args.iterations, args.hit_fraction, args.json, args.layout)
         kwargs = {}
         if args.max_entries is not None:
             if args.max_entries < 1:
