@@ -67,7 +67,11 @@ _COUNTER_LINE = re.compile(r"^(?P<name>\S.*?)\s+T=\s*(?P<total>\d+)")
 #: (absent from other builds).
 COUNTER_PREFIXES = ("domctl:",)
 
-#: Of those, the ones that count a domctl entered again because a lock was busy.
+#: Of those, the ones that count a domctl entered again because a lock was
+#: busy: the lab's "domctl: retried, lock busy" (``domctl_lock_acquire()``
+#: turned it away) and, with hypervisor patch 0014, "domctl: retried, kill
+#: lock busy" (a destroydomain found another destruction holding the kill
+#: lock; with 0015 it blocked until that one let go).
 RETRY_COUNTER_PREFIX = "domctl: retried"
 
 
@@ -82,8 +86,8 @@ def parse_counters(text: str, prefixes: tuple[str, ...] = COUNTER_PREFIXES) -> d
     return out
 
 
-#: The stock domctl lock's name in ``xenlockprof`` (a spinlock there; an
-#: rwlock, which lock profiling does not cover, in the hypervisor series).
+#: The domctl lock's name in ``xenlockprof`` (a spinlock, in stock and in
+#: the hypervisor series alike).
 DOMCTL_LOCK = "global lock domctl_lock"
 
 #: Global locks whose waits count as "global lock wait" per create.
@@ -94,7 +98,8 @@ def domctl_retries(profile: dict[str, Any] | None) -> int | None:
     """Domctl hypercall entries that found a domctl lock busy and were
     continued, in a profile from ``Profiler.read()``: the sum of the
     ``domctl: retried`` perf counters, which the lab's profiling
-    instrumentation (pyxen/lab/data/profile) adds to every variant.
+    instrumentation (pyxen/lab/data/profile) adds to every variant, and
+    the hypervisor series' own kill-lock counter.
 
     None when the build has no such counter: lock profiling records nothing
     for a failed trylock, and hypercall entries minus ``domctl_lock``
