@@ -3,7 +3,8 @@ a booted lab shared by a module."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -31,3 +32,30 @@ def dom0(lab_build: StagedBuild) -> Iterator[Dom0]:
     """The lab tests' build booted nested, shared by a module."""
     with Dom0(lab_build, VMOptions()) as d:
         yield d
+
+
+#: The slowest tests of each suite run inside a dom0 (pytest's --durations
+#: table from its output), printed at the end of the outer run: the outer
+#: run sees each suite as one test, so a slow CI run would not show where
+#: inside a suite its time went.
+_DOM0_DURATIONS: list[tuple[str, str]] = []
+_DURATIONS_TABLE = re.compile(r"=+ slowest \d+ durations =+\n(.*?)(?:\n\n|\n=|\Z)", re.S)
+
+
+@pytest.fixture
+def dom0_durations(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Call with an in-dom0 pytest run's output to report its slowest tests."""
+    def keep(output: str) -> None:
+        m = _DURATIONS_TABLE.search(output)
+        if m:
+            _DOM0_DURATIONS.append((request.node.nodeid, m.group(1).strip()))
+    return keep
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _DOM0_DURATIONS:
+        return
+    terminalreporter.section("slowest tests inside the lab's dom0")
+    for nodeid, table in _DOM0_DURATIONS:
+        terminalreporter.write_line(nodeid)
+        terminalreporter.write_line(table)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
                          [pytest.param("stock", False, "1", marks=pytest.mark.scheduled),
                           ("patched", True, "0")],
                          ids=["stock", "patched-debug"])
-def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str) -> None:
+def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str,
+                                   dom0_durations: Callable[[str], None]) -> None:
     staged = build(variants.resolve(variant, debug=debug))
     opts = VMOptions(memory_mib=2048, dom0_mem_mib=None)
     with Dom0(staged, opts, extra_binds=[REPO]) as dom0:
@@ -38,6 +40,7 @@ def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str) 
                        timeout=1800, env={"PYXEN_EXPECT_XL_LOCK": expect_lock})
         serial = dom0.serial_log.read_text(errors="replace")
     out = res.stdout + res.stderr
+    dom0_durations(out)
     print(out[-6000:])
     assert res.returncode == 0, \
         f"autoballoon tests in dom0 failed ({variant}):\n{out[-6000:]}\n" \

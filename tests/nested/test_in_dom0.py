@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
     pytest.param("patched", False, marks=pytest.mark.scheduled),
     ("patched", True),
 ], ids=["stock", "patched", "patched-debug"])
-def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
+def test_xen_suite_in_dom0(variant: str, debug: bool,
+                           dom0_durations: Callable[[str], None]) -> None:
     staged = build(variants.resolve(variant, debug=debug))
     if variant == "patched" and not debug:
         stock = build(variants.resolve("stock"))
@@ -61,6 +63,7 @@ def test_xen_suite_in_dom0(variant: str, debug: bool) -> None:
                         "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
                        timeout=1200, env=env)
     out = res.stdout + res.stderr
+    dom0_durations(out)
     print(out[-6000:])
     assert res.returncode == 0, f"tests in dom0 failed ({variant}, debug={debug}):\n{out[-6000:]}"
     m = re.search(r"(\d+) passed", out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.nested
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild) -> None:
+def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild,
+                                  dom0_durations: Callable[[str], None]) -> None:
     staged = lab_build   # the patched debug build (tests/nested/conftest.py)
     if "scrubd" not in staged.programs:   # built only where xc_scrub_get exists
         pytest.skip(f"the Xen {staged.variant.source.branch} series has no "
@@ -35,6 +37,7 @@ def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild) -> None:
                        timeout=1800)
         serial = dom0.serial_log.read_text(errors="replace")
     out = res.stdout + res.stderr
+    dom0_durations(out)
     print(out[-6000:])
     assert res.returncode == 0, \
         f"scrub tests in dom0 failed:\n{out[-6000:]}\nXen's console:\n{serial[-3000:]}"
