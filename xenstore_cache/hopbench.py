@@ -99,8 +99,7 @@ from typing import Literal
 
 from xenstore_cache.client import WireClient
 from xenstore_cache.control import SetupError, query_control
-from xenstore_cache.model_server import ModelServer
-from xenstore_cache.server import CachingProxy, Config
+from xenstore_cache.model_server import model_behind_proxy
 from xenstore_cache.wire import Op, Packet
 
 Layout = Literal["processes", "inprocess"]
@@ -359,21 +358,12 @@ def _sum(a: Counts, b: Counts) -> Counts:
 
 @contextlib.asynccontextmanager
 async def _inprocess(tmp: Path) -> AsyncIterator[_Setup]:
-    model = ModelServer(tmp / "up")
-    await model.start()
-    proxy = CachingProxy(Config(listen=tmp / "xs", upstream=tmp / "up", control=tmp / "ctl",
-                                reconnect_max_s=0.1))
-    try:
-        await proxy.start()
-        await asyncio.wait_for(proxy.watch_ready.wait(), _START_TIMEOUT_S)
-
+    async with model_behind_proxy(tmp, _START_TIMEOUT_S) as (model, proxy):
         async def stats() -> dict[str, object]:
-            return proxy.stats()
+            counters: dict[str, object] = proxy.stats()
+            return counters
 
         yield _Setup(proxy.cfg.listen, model.path, stats)
-    finally:
-        await proxy.stop()
-        await model.stop()
 
 
 def _child_env() -> dict[str, str]:

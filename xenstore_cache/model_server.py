@@ -12,9 +12,11 @@ import contextlib
 import itertools
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from xenstore_cache.model import ModelStore
+from xenstore_cache.server import CachingProxy, Config
 from xenstore_cache.wire import Decoder, ProtocolError
 
 
@@ -70,6 +72,26 @@ class ModelServer:
             self.store.disconnect(cid)
             self._writers.pop(cid, None)
             writer.close()
+
+
+@contextlib.asynccontextmanager
+async def model_behind_proxy(tmp: Path, start_timeout_s: float = 5.0
+                             ) -> AsyncIterator[tuple[ModelServer, CachingProxy]]:
+    """The model xenstored and the caching proxy in front of it, in this
+    loop, on sockets in ``tmp`` (keep it short: AF_UNIX paths end at 108
+    bytes): ``up`` the model's, ``xs`` the proxy's, ``ctl`` its control
+    socket.  Yields once the proxy's watch on the model is registered."""
+    model = ModelServer(tmp / "up")
+    await model.start()
+    proxy = CachingProxy(Config(listen=tmp / "xs", upstream=tmp / "up", control=tmp / "ctl",
+                                reconnect_max_s=0.1))
+    try:
+        await proxy.start()
+        await asyncio.wait_for(proxy.watch_ready.wait(), start_timeout_s)
+        yield model, proxy
+    finally:
+        await proxy.stop()
+        await model.stop()
 
 
 async def _serve(path: Path) -> None:

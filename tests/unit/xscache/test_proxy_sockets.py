@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from xenstore_cache import cli
 from xenstore_cache.client import WireClient
 from xenstore_cache.control import SetupError
-from xenstore_cache.model_server import ModelServer
+from xenstore_cache.model_server import ModelServer, model_behind_proxy
 from xenstore_cache.server import CachingProxy, Config, check_paths, probe_upstream
 from xenstore_cache.wire import HEADER, Op, Packet
 
@@ -43,17 +43,8 @@ class Lab:
 
 @contextlib.asynccontextmanager
 async def lab(tmp: Path) -> AsyncIterator[Lab]:
-    model = ModelServer(tmp / "up")
-    await model.start()
-    proxy = CachingProxy(Config(listen=tmp / "xs", upstream=tmp / "up", control=tmp / "ctl",
-                                reconnect_max_s=0.1))
-    await proxy.start()
-    await asyncio.wait_for(proxy.watch_ready.wait(), 5)
-    try:
+    async with model_behind_proxy(tmp) as (model, proxy):
         yield Lab(tmp, model, proxy)
-    finally:
-        await proxy.stop()
-        await model.stop()
 
 
 @pytest.fixture
