@@ -16,7 +16,7 @@ import pyxen
 from pyxen.config import DomainConfig
 from pyxen.lab.dom0.drivers import console_text
 from pyxen.lab.dom0.proccpu import find_pids
-from pyxen.xenstore import Perm
+from pyxen.xenstore import Perm, XenStore, cache_supported
 
 pytestmark = pytest.mark.xen
 
@@ -511,3 +511,15 @@ def test_a_domain_reintroduced_in_mid_request_has_its_next_request_answered(
         assert host.xenstore.read(f"/local/domain/{dom.domid}/name") == dom.name.encode()
     finally:
         dom.destroy()
+
+
+def test_a_cached_handle_needs_a_library_with_the_cache(host):  # type: ignore[no-untyped-def]
+    """XenStore(cache=True): the series' libxenstore (XS_OPEN_CACHE) reads
+    through it; stock's has none, and pyxen says so instead of opening an
+    uncached handle (test_xs_libcache.py tests the cache itself)."""
+    if cache_supported():
+        with XenStore(cache=True) as xs:
+            assert xs.get_domain_path(0) == "/local/domain/0"
+    else:
+        with pytest.raises(ValueError, match="XS_OPEN_CACHE"):
+            XenStore(cache=True)

@@ -23,7 +23,9 @@ from pyxen.errors import XenstoreError
 from pyxen.lab.dom0.xstrace import TraceReader, trace_path
 from pyxen.xenstore import XenStore, cache_supported
 
-pytestmark = pytest.mark.xen
+#: The cache's own tests: stock's suite leaves them out (its libxenstore has
+#: no cache); test_host.py checks that pyxen refuses a cached handle there.
+pytestmark = [pytest.mark.xen, pytest.mark.series_only]
 
 ROOT = f"/pyxen-libcache-{os.getpid()}"
 #: Lockstep rounds of the freshness test (fewer in CI: ~0.15 s a round under TCG).
