@@ -513,10 +513,14 @@ def test_a_domain_reintroduced_in_mid_request_has_its_next_request_answered(
         dom.destroy()
 
 
-def test_a_cached_handle_needs_a_library_with_the_cache(host):  # type: ignore[no-untyped-def]
+def test_a_cached_handle_needs_a_library_with_the_cache(host, monkeypatch):  # type: ignore[no-untyped-def]
     """XenStore(cache=True): the series' libxenstore (XS_OPEN_CACHE) reads
     through it; stock's has none, and pyxen says so instead of opening an
     uncached handle (test_xs_libcache.py tests the cache itself)."""
+    # The library reads LIBXENSTORE_CACHE once per process, at the first
+    # cached open, and the lab sets it to 0 in dom0: ask for the cache as
+    # test_xs_libcache.py does, or its tests would find it off for good.
+    monkeypatch.setenv("LIBXENSTORE_CACHE", "1")
     if cache_supported():
         with XenStore(cache=True) as xs:
             assert xs.get_domain_path(0) == "/local/domain/0"
