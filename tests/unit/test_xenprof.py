@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from pyxen.lab.contract.xenprof import (LockStat, domctl_retries, parse_counters,
-                                         parse_hypercalls, parse_lockprof)
+from pyxen.lab.contract.xenprof import (SCRUB_BACKGROUND_COUNTER, LockStat,
+                                         background_scrubbed, domctl_retries,
+                                         parse_counters, parse_hypercalls,
+                                         parse_lockprof)
 
 LOCKPROF = """\
 global lock heap_lock                             : lock:       12345(         0.012345678s), block:          17(         0.000123456s)
@@ -62,3 +64,15 @@ def test_retries_come_only_from_the_retry_counters():
     # Neither source (a build without profiling): unknown.
     assert domctl_retries({"hypercalls": {"domctl": 9}, "counters": {}, "locks": {}}) is None
     assert domctl_retries(None) is None
+
+
+def test_background_scrubbing_is_read_from_the_labs_counter():
+    text = ("scrub: pages scrubbed in the background T=     65536       60000       5536\n"
+            "sched: timer                        T=       999\n")
+    counters = parse_counters(text)
+    assert counters == {SCRUB_BACKGROUND_COUNTER: 65536}
+    assert background_scrubbed({"counters": counters}) == 65536
+    # Zero is a count; a build without the counter is unknown, not zero.
+    assert background_scrubbed({"counters": {SCRUB_BACKGROUND_COUNTER: 0}}) == 0
+    assert background_scrubbed({"counters": {"domctl: retried, lock busy": 3}}) is None
+    assert background_scrubbed(None) is None

@@ -64,8 +64,13 @@ _COUNTER_LINE = re.compile(r"^(?P<name>\S.*?)\s+T=\s*(?P<total>\d+)")
 
 #: Perf counters kept in a profile, by the start of their xenperf name: the
 #: domctl lock outcomes counted by the hypervisor series' domctl counters
-#: (absent from other builds).
-COUNTER_PREFIXES = ("domctl:",)
+#: (absent from other builds) and the lab's, and the lab's count of pages
+#: scrubbed in the background (SCRUB_BACKGROUND_COUNTER).
+COUNTER_PREFIXES = ("domctl:", "scrub:")
+
+#: The lab's perf counter of free pages cleaned by background scrubbing
+#: (pyxen/lab/data/profile/background-scrub-counter.patch).
+SCRUB_BACKGROUND_COUNTER = "scrub: pages scrubbed in the background"
 
 #: Of those, the ones that count a domctl entered again because a lock was
 #: busy: the lab's "domctl: retried, lock busy" (``domctl_lock_acquire()``
@@ -119,3 +124,14 @@ def domctl_retries_per_op(profile: dict[str, Any] | None, ops: int) -> float | N
     when unknown or when there was no operation."""
     retries = domctl_retries(profile)
     return None if retries is None or not ops else retries / ops
+
+
+def background_scrubbed(profile: dict[str, Any] | None) -> int | None:
+    """Pages that background scrubbing (idle CPUs, and the scrub workers when
+    they are switched on) cleaned during a profiled phase: the lab's
+    SCRUB_BACKGROUND_COUNTER.  None when the build has no such counter
+    (not a profiling build, or one from before the counter)."""
+    if not profile:
+        return None
+    value = (profile.get("counters") or {}).get(SCRUB_BACKGROUND_COUNTER)
+    return None if value is None else int(value)

@@ -54,9 +54,11 @@ _MANIFEST = "manifest.json"
 PROFILE_KCONFIG = {"EXPERT": "y", "DEBUG_LOCK_PROFILE": "y", "PERF_COUNTERS": "y"}
 
 #: Instrumentation applied after the series to every profiling build alike
-#: (files in pyxen/lab/data/profile): a perf counter of domctls turned away by
-#: a busy domctl lock, which lock profiling cannot count.
-PROFILE_PATCHES = ("domctl-retry-counter.patch",)
+#: (files in pyxen/lab/data/profile, in this order): perf counters of domctls
+#: turned away by a busy domctl lock, which lock profiling cannot count, and
+#: of pages scrubbed in the background (idle CPUs, scrub workers), which
+#: tells whether a phase's heap_lock contention came from scrubbing.
+PROFILE_PATCHES = ("domctl-retry-counter.patch", "background-scrub-counter.patch")
 
 
 @dataclass(frozen=True)
