@@ -3,11 +3,13 @@ patches, into cached staging directories keyed by every input."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -132,8 +134,19 @@ def _run_logged(step_name: str, argv: list[str], cwd: Path, logfile: Path,
     with logfile.open("a") as fh:
         fh.write(f"\n$ {' '.join(argv)}\n")
         fh.flush()
-        proc = subprocess.run(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, **(env or {})), check=False)
+        # Its own process group, killed whole if the lab stops (Ctrl-C,
+        # SIGTERM) mid-step: make's compilers would otherwise go on writing
+        # into the build directory that the next run clears and reuses.
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, **(env or {})),
+                                start_new_session=True)
+        try:
+            proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     if proc.returncode != 0:
         lines = logfile.read_text(errors="replace").splitlines()
         raise BuildError(step_name, "\n".join(lines[-30:]), str(logfile))
@@ -171,7 +184,8 @@ def _cached_build(component: str, key: str, variant: Variant, patches: tuple[Pat
         if (out / _MANIFEST).exists():
             return out
         work = paths.builds_dir() / f".tmp-{component}-{key}"
-        shutil.rmtree(work, ignore_errors=True)
+        if work.exists():   # a stopped build's leftovers: the lock says nobody owns them
+            shutil.rmtree(work)
         work.mkdir(parents=True)
         source = variant.source
         with step(f"building {component} of Xen {source.version} for '{variant.name}' "
