@@ -14,6 +14,7 @@ busy with spinning guests, the host the workers are for.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import shutil
@@ -100,10 +101,8 @@ def every_pcpu_busy(host, kernel, helpers) -> Iterator[None]:  # type: ignore[no
             d.wait_death(60)
 
 
-def dead_guest_on_node1(host, kernel, helpers) -> ScrubNodeStats:  # type: ignore[no-untyped-def]
-    """Create and destroy a GUEST_MIB guest on node 1; node 1's counters before."""
-    dom = host.create(DomainConfig(f"{helpers.PREFIX}scrub1", kernel,
-                                   memory_mib=GUEST_MIB, nodes=(1,)))
+def destroy_on_node1(host, dom) -> ScrubNodeStats:  # type: ignore[no-untyped-def]
+    """Destroy a guest living on node 1; node 1's counters before."""
     before = host.scrub_state().nodes[1]
     dom.destroy()
     assert dom.wait_death(60)
@@ -154,52 +153,88 @@ def test_bad_policy_values_are_refused_and_change_nothing(host, scrub):  # type:
     assert (st.policy, st.budget_us, st.period_us) == (ScrubPolicy.IDLE, 500, 5000)
 
 
-def test_workers_scrub_a_busy_node_locally(host, kernel, helpers, scrub):  # type: ignore[no-untyped-def]
-    """Every pCPU busy: no idle scrubbing, node 1's worker cleans node 1."""
-    host.set_scrub_policy("eager", 1000, 10000)
-    assert wait_clean(host, 1, CLEAN_BOUND_S) is not None, "node 1 dirty before the test"
-    with every_pcpu_busy(host, kernel, helpers):
-        before = dead_guest_on_node1(host, kernel, helpers)
+class TestEveryPcpuBusy:
+    """Every pCPU busy with spinners, so that idle CPUs never scrub.  Under
+    TCG each spinner slows everything in dom0, creations most, so the class
+    starts them once for its tests, and the guests whose death they watch
+    are created before, on a host still idle (``busy`` hands them out)."""
+
+    VICTIMS = ("workers", "idle")
+
+    @pytest.fixture(scope="class")
+    def busy(self, host, kernel, helpers):  # type: ignore[no-untyped-def]
+        host.set_scrub_policy("idle")
+        assert wait_clean(host, 1, CLEAN_BOUND_S) is not None, "node 1 dirty before the tests"
+        victims = {}
+        try:
+            for name in self.VICTIMS:
+                victims[name] = host.create(DomainConfig(
+                    f"{helpers.PREFIX}scrub-{name}", kernel, memory_mib=GUEST_MIB, nodes=(1,)))
+            with every_pcpu_busy(host, kernel, helpers):
+                yield victims
+        finally:
+            for dom in victims.values():
+                with contextlib.suppress(Exception):   # destroyed by its test
+                    dom.destroy()
+                    dom.wait_death(60)
+
+    def test_workers_scrub_a_busy_node_locally(self, host, busy, scrub):  # type: ignore[no-untyped-def]
+        """No idle scrubbing: node 1's worker cleans node 1."""
+        host.set_scrub_policy("eager", 1000, 10000)
+        assert wait_clean(host, 1, CLEAN_BOUND_S) is not None, "node 1 dirty before the test"
+        before = destroy_on_node1(host, busy["workers"])
         took = wait_clean(host, 1, CLEAN_BOUND_S)
         after = host.scrub_state().nodes[1]
-    print(f"node 1: freed {delta(after, before, 'freed_dirty')} dirty pages, clean after "
-          f"{took} s; local {delta(after, before, 'scrubbed_local')}, remote "
-          f"{delta(after, before, 'scrubbed_remote')}, worker "
-          f"{delta(after, before, 'scrubbed_worker')}, alloc "
-          f"{delta(after, before, 'scrubbed_alloc')}, worker runs "
-          f"{delta(after, before, 'worker_runs')}")
-    assert took is not None, f"node 1 still has {after.dirty_pages} dirty pages " \
-                             f"after {CLEAN_BOUND_S} s"
-    freed = delta(after, before, "freed_dirty")
-    assert freed >= PAGES * 9 // 10, f"the guest's memory was not freed on node 1 ({freed})"
-    worker = delta(after, before, "scrubbed_worker")
-    local = delta(after, before, "scrubbed_local")
-    remote = delta(after, before, "scrubbed_remote")
-    # The pCPUs never idle: node 1's worker, on node 1's CPUs, did most of it.
-    assert worker >= freed // 2, f"worker {worker} of {freed}"
-    assert local > remote, f"local {local} <= remote {remote}"
-    assert delta(after, before, "worker_runs") > 0
-    assert balanced(after)
+        print(f"node 1: freed {delta(after, before, 'freed_dirty')} dirty pages, clean after "
+              f"{took} s; local {delta(after, before, 'scrubbed_local')}, remote "
+              f"{delta(after, before, 'scrubbed_remote')}, worker "
+              f"{delta(after, before, 'scrubbed_worker')}, alloc "
+              f"{delta(after, before, 'scrubbed_alloc')}, worker runs "
+              f"{delta(after, before, 'worker_runs')}")
+        assert took is not None, f"node 1 still has {after.dirty_pages} dirty pages " \
+                                 f"after {CLEAN_BOUND_S} s"
+        freed = delta(after, before, "freed_dirty")
+        assert freed >= PAGES * 9 // 10, f"the guest's memory was not freed on node 1 ({freed})"
+        worker = delta(after, before, "scrubbed_worker")
+        local = delta(after, before, "scrubbed_local")
+        remote = delta(after, before, "scrubbed_remote")
+        # The pCPUs never idle: node 1's worker, on node 1's CPUs, did most of it.
+        assert worker >= freed // 2, f"worker {worker} of {freed}"
+        assert local > remote, f"local {local} <= remote {remote}"
+        assert delta(after, before, "worker_runs") > 0
+        assert balanced(after)
 
-
-def test_idle_policy_leaves_a_busy_node_dirty(host, kernel, helpers, scrub):  # type: ignore[no-untyped-def]
-    """The same with workers off (stock's behaviour): nobody scrubs until a
-    CPU idles or an allocation needs the pages, and no worker runs."""
-    host.set_scrub_policy("idle")
-    assert wait_clean(host, 1, CLEAN_BOUND_S) is not None, "node 1 dirty before the test"
-    runs0 = host.scrub_state().nodes[1].worker_runs
-    with every_pcpu_busy(host, kernel, helpers):
-        before = dead_guest_on_node1(host, kernel, helpers)
+    def test_idle_policy_leaves_a_busy_node_dirty(self, host, busy, scrub):  # type: ignore[no-untyped-def]
+        """The same with workers off (stock's behaviour): nobody scrubs until
+        a CPU idles or an allocation needs the pages, and no worker runs."""
+        host.set_scrub_policy("idle")
+        first = host.scrub_state().nodes[1]
+        before = destroy_on_node1(host, busy["idle"])
         time.sleep(IDLE_WATCH_S)
         after = host.scrub_state().nodes[1]
-    freed = delta(after, before, "freed_dirty")
-    assert freed >= PAGES * 9 // 10
-    assert after.dirty_pages >= freed // 2, \
-        f"only {after.dirty_pages} of {freed} pages left dirty with every pCPU busy"
-    assert after.worker_runs == runs0, "a worker ran with the idle policy"
-    assert balanced(after)
-    # Idle again: idle CPUs clean it, as on stock.
+        freed = delta(after, before, "freed_dirty")
+        assert freed >= PAGES * 9 // 10
+        left = after.dirty_pages - first.dirty_pages
+        assert left >= freed // 2, \
+            f"only {left} of {freed} pages left dirty with every pCPU busy"
+        assert after.worker_runs == first.worker_runs, "a worker ran with the idle policy"
+        assert balanced(after)
+
+
+def test_idle_cpus_clean_a_dead_guests_node(host, kernel, helpers, scrub):  # type: ignore[no-untyped-def]
+    """Workers off and CPUs idle: the idle loop cleans a dead guest's memory,
+    as on stock, and no worker runs."""
+    host.set_scrub_policy("idle")
+    dom = host.create(DomainConfig(f"{helpers.PREFIX}scrub-idle", kernel,
+                                   memory_mib=GUEST_MIB, nodes=(1,)))
+    before = destroy_on_node1(host, dom)
     assert wait_clean(host, 1, CLEAN_BOUND_S) is not None
+    after = host.scrub_state().nodes[1]
+    assert delta(after, before, "freed_dirty") >= PAGES * 9 // 10
+    background = delta(after, before, "scrubbed_local") + delta(after, before, "scrubbed_remote")
+    assert background > 0, "idle CPUs scrubbed nothing"
+    assert after.worker_runs == before.worker_runs, "a worker ran with the idle policy"
+    assert balanced(after)
 
 
 def test_idle_policy_leaves_scrub_to_allocation_or_idle_cpus(host, kernel, helpers, scrub):  # type: ignore[no-untyped-def]
