@@ -13,7 +13,9 @@
  *      as Xen accounts it, is its throughput).
  *
  * With the command line "xs-half" it first plays a guest caught by an
- * XS_INTRODUCE in the middle of a Xenstore request (xs_half() below).
+ * XS_INTRODUCE in the middle of a Xenstore request (xs_half() below); with
+ * "domctl" it plays a Xenstore stub domain issuing the domctls such a
+ * domain may, as fast as it can (domctl_hammer() below).
  *
  * Freestanding: no libc, Xen's public headers give the ABI.  Hypercalls use
  * "syscall" with the number in %rax, which is what the 64-bit hypercall page
@@ -266,6 +268,105 @@ static void xs_half(struct xenstore_domain_interface *xs, evtchn_port_t port,
     console_write(con, con_port, shared, line, n);
 }
 
+/*
+ * "domctl": play a de-privileged Xenstore stub domain (one created with
+ * XEN_DOMCTL_CDF_xs_domain holds XSM_XS_PRIV) that issues, forever and as
+ * fast as it can, the domctls such a domain may: getdomaininfo and
+ * get_domain_state of each of the first DOMCTL_DOMIDS domain IDs, and
+ * get_domain_state of DOMID_INVALID (the changed domains, refused to all
+ * but VIRQ_DOM_EXC's handler after taking that handler's event_lock).
+ * getdomaininfo's interface version is not stable: the first that Xen does
+ * not refuse with -EACCES is used.  The console gets
+ * "pyxen-tinyguest: domctl version=V first=R" (R: getdomaininfo of domain 0,
+ * 0 when allowed), then every DOMCTL_REPORT rounds
+ * "pyxen-tinyguest: domctl calls=N ok=M".
+ *
+ * Only the header of struct xen_domctl is spelt out: the layout of its
+ * start is part of the stable ABI, and the union after it is never more
+ * than 128 bytes (DOMCTL_UNION_BYTES leaves room).
+ */
+#define DOMCTL_GETDOMAININFO     5
+#define DOMCTL_GET_DOMAIN_STATE  90     /* stable: interface_version 0 */
+#define DOMCTL_VERSION_FIRST     0x10
+#define DOMCTL_VERSION_LAST      0x40
+#define DOMCTL_DOMIDS            8
+#define DOMCTL_REPORT            2048
+#define DOMCTL_UNION_BYTES       256
+#define ERR_EACCES               13
+
+struct domctl {
+    uint32_t cmd;
+    uint32_t interface_version;
+    uint16_t domain;
+    uint16_t pad[3];
+    uint64_t u[DOMCTL_UNION_BYTES / 8];
+};
+
+static struct domctl domctl_buf;
+
+static long domctl(uint32_t cmd, uint32_t version, uint16_t domid)
+{
+    unsigned int i;
+
+    for ( i = 0; i < DOMCTL_UNION_BYTES / 8; i++ )
+        domctl_buf.u[i] = 0;
+    domctl_buf.cmd = cmd;
+    domctl_buf.interface_version = version;
+    domctl_buf.domain = domid;
+    domctl_buf.pad[0] = domctl_buf.pad[1] = domctl_buf.pad[2] = 0;
+    return hypercall3(__HYPERVISOR_domctl, (unsigned long)&domctl_buf, 0, 0);
+}
+
+static void put_signed(char *buf, unsigned long *at, long n)
+{
+    if ( n < 0 )
+    {
+        buf[(*at)++] = '-';
+        n = -n;
+    }
+    put_number(buf, at, n);
+}
+
+static void __attribute__((noreturn)) domctl_hammer(
+    struct xencons_interface *con, evtchn_port_t con_port, shared_info_t *shared)
+{
+    uint32_t version;
+    long first = -ERR_EACCES;
+    unsigned long calls = 0, ok = 0, rounds = 0, n = 0;
+    char line[96];
+    uint16_t id;
+
+    for ( version = DOMCTL_VERSION_FIRST; version <= DOMCTL_VERSION_LAST; version++ )
+        if ( (first = domctl(DOMCTL_GETDOMAININFO, version, 0)) != -ERR_EACCES )
+            break;
+    put_text(line, &n, "pyxen-tinyguest: domctl version=");
+    put_number(line, &n, version);
+    put_text(line, &n, " first=");
+    put_signed(line, &n, first);
+    put_text(line, &n, "\r\n");
+    console_write(con, con_port, shared, line, n);
+
+    for ( ;; )
+    {
+        for ( id = 0; id < DOMCTL_DOMIDS; id++ )
+        {
+            ok += domctl(DOMCTL_GETDOMAININFO, version, id) == 0;
+            ok += domctl(DOMCTL_GET_DOMAIN_STATE, 0, id) == 0;
+        }
+        domctl(DOMCTL_GET_DOMAIN_STATE, 0, DOMID_INVALID);
+        calls += 2 * DOMCTL_DOMIDS + 1;
+        if ( ++rounds % DOMCTL_REPORT )
+            continue;
+        n = 0;
+        put_text(line, &n, "pyxen-tinyguest: domctl calls=");
+        put_number(line, &n, calls);
+        put_text(line, &n, " ok=");
+        put_number(line, &n, ok);
+        put_text(line, &n, "\r\n");
+        console_write(con, con_port, shared, line, n);
+    }
+}
+
 void __attribute__((noreturn)) guest_main(const start_info_t *si)
 {
     struct xencons_interface *ring = mfn_to_virt(si->console.domU.mfn);
@@ -284,6 +385,9 @@ void __attribute__((noreturn)) guest_main(const start_info_t *si)
     if ( cmdline_is(si->cmd_line, "spin") )
         for ( ;; )
             asm volatile ( "pause" ::: "memory" );
+
+    if ( cmdline_is(si->cmd_line, "domctl") )
+        domctl_hammer(ring, ports[0], shared);
 
     if ( cmdline_is(si->cmd_line, "xs-half") )
         xs_half(mfn_to_virt(si->store_mfn), si->store_evtchn, ring, ports[0],

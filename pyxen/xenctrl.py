@@ -30,6 +30,7 @@ class DomainInfo:
     paused: bool
     blocked: bool
     running: bool
+    xenstore: bool          # a Xenstore domain (XEN_DOMCTL_CDF_xs_domain: XSM_XS_PRIV)
     tot_pages: int
     max_pages: int
     outstanding_pages: int
@@ -218,6 +219,7 @@ def _info(d: Any) -> DomainInfo:
         paused=bool(flags & lib.XEN_DOMINF_paused),
         blocked=bool(flags & lib.XEN_DOMINF_blocked),
         running=bool(flags & lib.XEN_DOMINF_running),
+        xenstore=bool(flags & lib.XEN_DOMINF_xs_domain),
         tot_pages=int(d.tot_pages),
         max_pages=int(d.max_pages),
         outstanding_pages=int(d.outstanding_pages),

@@ -42,6 +42,12 @@ ENV_LIB_CACHE = "PYXEN_LIB_CACHE"        # "1": pyxen's libxl contexts use libxe
 #: libxenstore's own switch: "0" turns its cache off for every program in
 #: dom0, whatever it asks for, so only a +libcache variant reads through it.
 ENV_LIBXENSTORE_CACHE = "LIBXENSTORE_CACHE"
+#: The lab's LD_PRELOAD library that makes the domains a program creates
+#: Xenstore domains (XSM_XS_PRIV) when ENV_XS_DOMAIN is "1"; its path in
+#: dom0 is in ENV_XS_DOMAIN_PRELOAD.
+XS_DOMAIN_PRELOAD = "xs-domain-preload.so"
+ENV_XS_DOMAIN_PRELOAD = "PYXEN_XS_DOMAIN_PRELOAD"
+ENV_XS_DOMAIN = "PYXEN_XS_DOMAIN"
 XS_CACHE_LOG = "/var/log/xen/xenstore-cache.log"
 XS_CACHE_READY = "/run/xenstore-cache.ready"
 XS_CACHE_START_S = 30.0

@@ -18,6 +18,7 @@ import sysconfig
 from pathlib import Path
 
 from pyxen._ffi import build as ffibuild
+from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import BuildError, LabError
 from pyxen.lab.host import paths
 
@@ -40,6 +41,22 @@ def build_native(tools_root: Path, tools_key: str) -> Path:
     _compile(tools_root, ["-shared", "-fPIC", "-O2", f"-I{sysconfig.get_paths()['include']}"],
              src, list(ffibuild.LIBRARIES), so, "pyxen._xen")
     return so
+
+
+def build_xs_domain_preload(tools_root: Path, tools_key: str) -> Path:
+    """The lab's xs-domain-preload.so (pyxen/lab/data/xs-domain-preload.c)
+    compiled against the staged toolstack: in dom0, LD_PRELOAD it with
+    PYXEN_XS_DOMAIN=1 and the domains a program creates are Xenstore
+    domains (XSM_XS_PRIV), for the tests of what a stub domain can do."""
+    src = paths.package_data(protocol.XS_DOMAIN_PRELOAD.replace(".so", ".c"))
+    key = hashlib.sha256(src.read_bytes() + tools_key.encode()).hexdigest()[:16]
+    out = paths.builds_dir() / f"xs-domain-preload-{key}" / protocol.XS_DOMAIN_PRELOAD
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _compile(tools_root, ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror"], src,
+             ["xenctrl", "dl"], out, protocol.XS_DOMAIN_PRELOAD)
+    return out
 
 
 def _compile(tools_root: Path, flags: list[str], src: Path, libs: list[str], out: Path,

@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import BuildError, LabError
 from pyxen.lab.host import hostdeps, paths
 from pyxen.lab.host.buildkey import build_key
-from pyxen.lab.host.nativebuild import build_native, build_scrubd
+from pyxen.lab.host.nativebuild import build_native, build_scrubd, build_xs_domain_preload
 from pyxen.lab.host.patchset import apply_series
 from pyxen.lab.host.progress import step
 from pyxen.lab.host.sources import XenSource
@@ -275,6 +276,8 @@ def build(variant: Variant) -> StagedBuild:
     scrubd = build_scrubd(stage, tools_key)
     if scrubd is not None:  # on dom0's PATH with the staged programs
         programs["scrubd"] = str(scrubd)
+    # Not a program: dom0 finds it through ENV_XS_DOMAIN_PRELOAD.
+    programs[protocol.XS_DOMAIN_PRELOAD] = str(build_xs_domain_preload(stage, tools_key))
     return StagedBuild(
         variant=variant,
         hypervisor_key=hv_key,

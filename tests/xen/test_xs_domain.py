@@ -1,0 +1,137 @@
+"""What a de-privileged Xenstore stub domain can do to other domains.
+
+A Xenstore domain (created with XEN_DOMCTL_CDF_xs_domain) holds XSM_XS_PRIV:
+it may read any domain's information (getdomaininfo, get_domain_state).  A
+stub that issues those domctls as fast as it can must not hold off another
+domain's creation or destruction, nor an exclusive domctl, for longer than a
+stated bound: a read that took a lock writers wait for would let it (the
+hypervisor series made creation and destruction leave domctl_lock; what a
+stub may call takes no lock there, as in upstream 4.22).
+
+The stub is the tiny guest in its "domctl" mode (guest/main.c), started by
+xl with the lab's xs-domain-preload.so, which makes the domains xl creates
+Xenstore domains (libxl has no setting for it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyxen.config import DomainConfig
+from pyxen.lab.contract import protocol
+from pyxen.lab.dom0.drivers import console_text
+
+pytestmark = pytest.mark.xen
+
+STARTED = re.compile(r"pyxen-tinyguest: domctl version=(\d+) first=(-?\d+)")
+PROGRESS = re.compile(r"pyxen-tinyguest: domctl calls=(\d+) ok=(\d+)")
+
+#: Create-and-destroy cycles of a tiny guest timed without, then with, the stub.
+CYCLES = 4
+#: Pause/unpause pairs (exclusive domctls, under domctl_lock) timed likewise.
+PAIRS = 200
+#: The stated bounds.  The stub keeps one of the lab's pCPUs busy, so dom0
+#: runs on less than before: a cycle may take longer for want of CPU, not
+#: of a lock.  A stub that held a lock the cycle needs would hold it off for
+#: as long as it kept calling, that is for ever.
+CYCLE_SLOWDOWN_BOUND = 4.0
+CYCLE_SLACK_S = 1.0
+PAIR_MAX_S = 1.0
+
+
+def stub_calls(name: str) -> int:
+    found = PROGRESS.findall(console_text(name))
+    return int(found[-1][0]) if found else 0
+
+
+def cycles(host, kernel, helpers, n: int) -> list[float]:  # type: ignore[no-untyped-def]
+    took = []
+    for i in range(n):
+        t0 = time.monotonic()
+        dom = host.create(DomainConfig(f"{helpers.PREFIX}xsv{i}", kernel))
+        dom.destroy()
+        assert dom.wait_death(120), f"{dom.name} did not die"
+        took.append(time.monotonic() - t0)
+    return took
+
+
+def pause_pairs(dom, n: int) -> float:  # type: ignore[no-untyped-def]
+    worst = 0.0
+    for _ in range(n):
+        t0 = time.monotonic()
+        dom.pause()
+        dom.unpause()
+        worst = max(worst, time.monotonic() - t0)
+    return worst
+
+
+@pytest.fixture
+def stub(host, kernel, helpers, tmp_path: Path) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """A Xenstore domain hammering the domctls XSM_XS_PRIV allows."""
+    preload = os.environ.get(protocol.ENV_XS_DOMAIN_PRELOAD, "")
+    if not preload or not Path(preload).exists():
+        pytest.fail(f"no {protocol.XS_DOMAIN_PRELOAD} in ${protocol.ENV_XS_DOMAIN_PRELOAD} "
+                    f"({preload!r}): the lab builds it with every toolstack")
+    config = DomainConfig(f"{helpers.PREFIX}xsstub", kernel, cmdline="domctl")
+    cfg = tmp_path / "stub.cfg"
+    cfg.write_text(config.to_xl_config())
+    env = dict(os.environ, LD_PRELOAD=preload, **{protocol.ENV_XS_DOMAIN: "1"})
+    subprocess.run(["xl", "create", str(cfg)], env=env, check=True, capture_output=True,
+                   text=True, timeout=300)
+    dom = host.domain(config.name)
+    try:
+        yield dom
+    finally:
+        dom.destroy()
+        assert dom.wait_death(120), "the stub did not die"
+
+
+def test_a_stub_domain_hammering_domctls_delays_no_one(host, kernel, helpers, stub):  # type: ignore[no-untyped-def]
+    assert stub.info().xenstore, "the stub is not a Xenstore domain (preload not used?)"
+    assert helpers.wait_for(lambda: STARTED.search(console_text(stub.name)), 60), \
+        f"the stub did not start:\n{console_text(stub.name)}"
+    m = STARTED.search(console_text(stub.name))
+    assert m and m.group(2) == "0", \
+        f"getdomaininfo refused to the stub (rc {m.group(2) if m else None}): no XSM_XS_PRIV"
+
+    # Without the stub's load: pause it (a paused vCPU issues nothing).
+    stub.pause()
+    paused = True
+    try:
+        alone = cycles(host, kernel, helpers, CYCLES)
+        victim = host.create(DomainConfig(f"{helpers.PREFIX}xsvp", kernel))
+        try:
+            pairs_alone = pause_pairs(victim, PAIRS)
+            stub.unpause()
+            paused = False
+            assert helpers.wait_for(lambda: stub_calls(stub.name) > 0, 60), \
+                "the stub reported no calls"
+            before = stub_calls(stub.name)
+            loaded = cycles(host, kernel, helpers, CYCLES)
+            pairs_loaded = pause_pairs(victim, PAIRS)
+            assert helpers.wait_for(lambda: stub_calls(stub.name) > before, 60)
+            during = stub_calls(stub.name) - before
+        finally:
+            victim.destroy()
+            victim.wait_death(120)
+    finally:
+        if paused:
+            stub.unpause()
+    t0, t1 = statistics.median(alone), statistics.median(loaded)
+    print(f"create+destroy median {t0:.2f} s alone, {t1:.2f} s with the stub "
+          f"({t1 / t0:.2f}x; each {['%.2f' % t for t in loaded]}); pause+unpause worst "
+          f"{pairs_alone * 1e3:.1f} ms alone, {pairs_loaded * 1e3:.1f} ms with it; the stub "
+          f"made at least {during} domctls meanwhile")
+    assert during > 0, "the stub made no domctl while the others were timed"
+    assert t1 <= CYCLE_SLOWDOWN_BOUND * t0 + CYCLE_SLACK_S, \
+        f"create+destroy took {t1:.2f} s with the stub against {t0:.2f} s without"
+    assert pairs_loaded <= PAIR_MAX_S, \
+        f"a pause/unpause pair took {pairs_loaded:.2f} s with the stub"
