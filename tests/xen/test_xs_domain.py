@@ -8,17 +8,13 @@ stated bound: a read that took a lock writers wait for would let it (the
 hypervisor series made creation and destruction leave domctl_lock; what a
 stub may call takes no lock there, as in upstream 4.22).
 
-The stub is the tiny guest in its "domctl" mode (guest/main.c), started by
-xl with the lab's xs-domain-preload.so, which makes the domains xl creates
-Xenstore domains (libxl has no setting for it).
+The stub is the tiny guest in its "domctl" mode, made a Xenstore domain by
+the lab's xs-domain-preload.so (pyxen.lab.dom0.xsstub).
 """
 
 from __future__ import annotations
 
-import os
-import re
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,13 +22,9 @@ from pathlib import Path
 import pytest
 
 from pyxen.config import DomainConfig
-from pyxen.lab.contract import protocol
-from pyxen.lab.dom0.drivers import console_text
+from pyxen.lab.dom0 import xsstub
 
 pytestmark = pytest.mark.xen
-
-STARTED = re.compile(r"pyxen-tinyguest: domctl version=(\d+) first=(-?\d+)")
-PROGRESS = re.compile(r"pyxen-tinyguest: domctl calls=(\d+) ok=(\d+)")
 
 #: Create-and-destroy cycles of a tiny guest timed without, then with, the stub.
 CYCLES = 4
@@ -45,11 +37,6 @@ PAIRS = 200
 CYCLE_SLOWDOWN_BOUND = 4.0
 CYCLE_SLACK_S = 1.0
 PAIR_MAX_S = 1.0
-
-
-def stub_calls(name: str) -> int:
-    found = PROGRESS.findall(console_text(name))
-    return int(found[-1][0]) if found else 0
 
 
 def cycles(host, kernel, helpers, n: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -76,17 +63,7 @@ def pause_pairs(dom, n: int) -> float:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def stub(host, kernel, helpers, tmp_path: Path) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """A Xenstore domain hammering the domctls XSM_XS_PRIV allows."""
-    preload = os.environ.get(protocol.ENV_XS_DOMAIN_PRELOAD, "")
-    if not preload or not Path(preload).exists():
-        pytest.fail(f"no {protocol.XS_DOMAIN_PRELOAD} in ${protocol.ENV_XS_DOMAIN_PRELOAD} "
-                    f"({preload!r}): the lab builds it with every toolstack")
-    config = DomainConfig(f"{helpers.PREFIX}xsstub", kernel, cmdline="domctl")
-    cfg = tmp_path / "stub.cfg"
-    cfg.write_text(config.to_xl_config())
-    env = dict(os.environ, LD_PRELOAD=preload, **{protocol.ENV_XS_DOMAIN: "1"})
-    subprocess.run(["xl", "create", str(cfg)], env=env, check=True, capture_output=True,
-                   text=True, timeout=300)
-    dom = host.domain(config.name)
+    dom = host.domain(xsstub.start(f"{helpers.PREFIX}xsstub", kernel, tmp_path))
     try:
         yield dom
     finally:
@@ -96,11 +73,10 @@ def stub(host, kernel, helpers, tmp_path: Path) -> Iterator[object]:  # type: ig
 
 def test_a_stub_domain_hammering_domctls_delays_no_one(host, kernel, helpers, stub):  # type: ignore[no-untyped-def]
     assert stub.info().xenstore, "the stub is not a Xenstore domain (preload not used?)"
-    assert helpers.wait_for(lambda: STARTED.search(console_text(stub.name)), 60), \
-        f"the stub did not start:\n{console_text(stub.name)}"
-    m = STARTED.search(console_text(stub.name))
-    assert m and m.group(2) == "0", \
-        f"getdomaininfo refused to the stub (rc {m.group(2) if m else None}): no XSM_XS_PRIV"
+    assert helpers.wait_for(lambda: xsstub.started(stub.name), 60), "the stub did not start"
+    start = xsstub.started(stub.name)
+    assert start is not None and start.first_rc == 0, \
+        f"getdomaininfo refused to the stub ({start}): no XSM_XS_PRIV"
 
     # Without the stub's load: pause it (a paused vCPU issues nothing).
     stub.pause()
@@ -112,13 +88,13 @@ def test_a_stub_domain_hammering_domctls_delays_no_one(host, kernel, helpers, st
             pairs_alone = pause_pairs(victim, PAIRS)
             stub.unpause()
             paused = False
-            assert helpers.wait_for(lambda: stub_calls(stub.name) > 0, 60), \
+            assert helpers.wait_for(lambda: xsstub.calls(stub.name) > 0, 60), \
                 "the stub reported no calls"
-            before = stub_calls(stub.name)
+            before = xsstub.calls(stub.name)
             loaded = cycles(host, kernel, helpers, CYCLES)
             pairs_loaded = pause_pairs(victim, PAIRS)
-            assert helpers.wait_for(lambda: stub_calls(stub.name) > before, 60)
-            during = stub_calls(stub.name) - before
+            assert helpers.wait_for(lambda: xsstub.calls(stub.name) > before, 60)
+            during = xsstub.calls(stub.name) - before
         finally:
             victim.destroy()
             victim.wait_death(120)

@@ -9,7 +9,9 @@ also serve the nested tests.
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +28,11 @@ class XlError(LabError):
         super().__init__(f"xl {' '.join(args)} exited {returncode}: {message}")
 
 
-def xl(*args: str, timeout: float = 300.0) -> str:
+def xl(*args: str, timeout: float = 300.0, env: Mapping[str, str] | None = None) -> str:
+    """Run ``xl args``; its output.  ``env``: variables added to this process's."""
     proc = subprocess.run(["xl", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False,
+                          env=dict(os.environ, **env) if env else None)
     if proc.returncode != 0:
         raise XlError(list(args), proc.returncode, (proc.stderr or proc.stdout).strip())
     return proc.stdout
