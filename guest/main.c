@@ -327,24 +327,35 @@ static void put_signed(char *buf, unsigned long *at, long n)
     put_number(buf, at, n);
 }
 
+/* "pyxen-tinyguest: domctl <a><x><b><y>" on the console. */
+static void domctl_report(struct xencons_interface *con, evtchn_port_t port,
+                          shared_info_t *shared, const char *a, long x,
+                          const char *b, long y)
+{
+    char line[96];
+    unsigned long n = 0;
+
+    put_text(line, &n, "pyxen-tinyguest: domctl ");
+    put_text(line, &n, a);
+    put_signed(line, &n, x);
+    put_text(line, &n, b);
+    put_signed(line, &n, y);
+    put_text(line, &n, "\r\n");
+    console_write(con, port, shared, line, n);
+}
+
 static void __attribute__((noreturn)) domctl_hammer(
     struct xencons_interface *con, evtchn_port_t con_port, shared_info_t *shared)
 {
     uint32_t version;
     long first = -ERR_EACCES;
-    unsigned long calls = 0, ok = 0, rounds = 0, n = 0;
-    char line[96];
+    unsigned long calls = 0, ok = 0, rounds = 0;
     uint16_t id;
 
     for ( version = DOMCTL_VERSION_FIRST; version <= DOMCTL_VERSION_LAST; version++ )
         if ( (first = domctl(DOMCTL_GETDOMAININFO, version, 0)) != -ERR_EACCES )
             break;
-    put_text(line, &n, "pyxen-tinyguest: domctl version=");
-    put_number(line, &n, version);
-    put_text(line, &n, " first=");
-    put_signed(line, &n, first);
-    put_text(line, &n, "\r\n");
-    console_write(con, con_port, shared, line, n);
+    domctl_report(con, con_port, shared, "version=", version, " first=", first);
 
     for ( ;; )
     {
@@ -357,13 +368,7 @@ static void __attribute__((noreturn)) domctl_hammer(
         calls += 2 * DOMCTL_DOMIDS + 1;
         if ( ++rounds % DOMCTL_REPORT )
             continue;
-        n = 0;
-        put_text(line, &n, "pyxen-tinyguest: domctl calls=");
-        put_number(line, &n, calls);
-        put_text(line, &n, " ok=");
-        put_number(line, &n, ok);
-        put_text(line, &n, "\r\n");
-        console_write(con, con_port, shared, line, n);
+        domctl_report(con, con_port, shared, "calls=", calls, " ok=", ok);
     }
 }
 

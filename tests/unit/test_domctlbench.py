@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,11 +83,82 @@ def fake_xc(monkeypatch: pytest.MonkeyPatch) -> type[FakeXc]:
 
 
 def test_the_request_names_a_bad_value() -> None:
-    with pytest.raises(ValueError, match="DomctlRequest.creators must be 1..16, got 0"):
-        DomctlRequest(creators=0)
+    with pytest.raises(ValueError, match="DomctlRequest.creators must be 0..16, got 17"):
+        DomctlRequest(creators=17)
+    with pytest.raises(ValueError, match="creators must be at least 1 when there are no "
+                                         "readers and no stubs"):
+        DomctlRequest(creators=0, readers=0)
     with pytest.raises(ValueError, match="probes must be >= 10"):
         DomctlRequest(probes=3)
+    with pytest.raises(ValueError, match=f"stubs must be 0..{protocol.DOMCTL_STUBS_MAX}"):
+        DomctlRequest(stubs=protocol.DOMCTL_STUBS_MAX + 1)
+    with pytest.raises(ValueError, match="kernel must be an absolute path when there are stubs"):
+        DomctlRequest(stubs=1)
     assert DomctlRequest.from_json(DomctlRequest(readers=0).to_json()).readers == 0
+    stub_only = DomctlRequest(creators=0, readers=0, stubs=1, kernel=Path("/srv/tinyguest"))
+    assert DomctlRequest.from_json(stub_only.to_json()) == stub_only
+
+
+class FakeStubs:
+    """xsstub and xl.destroy for domctlfair.Stubs: each stub is a FakeXc
+    domain; its reported domctl count grows by 1000 at every look."""
+
+    def __init__(self, xc: type[FakeXc], first_rc: int = 0) -> None:
+        self.xc, self.first_rc = xc, first_rc
+        self.ids: dict[str, int] = {}
+        self.destroyed: list[str] = []
+        self.counted: dict[str, int] = {}
+
+    def start(self, name: str, kernel: Path, workdir: Path) -> int:
+        domid = 100 + len(self.ids)
+        self.ids[name] = domid
+        self.xc.domains_by_id[domid] = False
+        return domid
+
+    def started(self, name: str) -> object:
+        return domctlfair.xsstub.StubStart(version=24, first_rc=self.first_rc)
+
+    def calls(self, name: str) -> int:
+        self.counted[name] = self.counted.get(name, 0) + 1000
+        return self.counted[name]
+
+    def destroy(self, name: str) -> None:
+        self.destroyed.append(name)
+        self.xc.domains_by_id.pop(self.ids[name], None)
+
+
+@pytest.fixture
+def fake_stubs(fake_xc: type[FakeXc], monkeypatch: pytest.MonkeyPatch) -> FakeStubs:
+    stubs = FakeStubs(fake_xc)
+    for name in ("start", "started", "calls"):
+        monkeypatch.setattr(domctlfair.xsstub, name, getattr(stubs, name))
+    monkeypatch.setattr(domctlfair.xl, "destroy", stubs.destroy)
+    return stubs
+
+
+def test_stubs_run_only_while_the_loaded_probes_do(fake_xc: type[FakeXc],
+                                                   fake_stubs: FakeStubs) -> None:
+    req = DomctlRequest(creators=0, readers=0, stubs=2, probes=10, rounds=2,
+                        kernel=Path("/srv/tinyguest"))
+    result = domctlfair.run(req)
+    assert result["errors"] == [] and result["stubs"] == 2
+    # Paused at start, unpaused and paused again around each loaded round.
+    assert fake_xc.calls["unpause"] == 2 * 10 * 2 + 2 * 2     # probes' + stubs'
+    assert fake_xc.calls["pause"] == 2 * 10 * 2 + 2 + 2 * 2   # probes', at start, rounds'
+    assert all(r["stub_calls_per_s"] > 0 for r in result["rounds"])
+    assert sorted(fake_stubs.destroyed) == sorted(fake_stubs.ids)
+    assert fake_xc.domains_by_id == {}
+
+
+def test_a_stub_without_the_privilege_stops_the_run(fake_xc: type[FakeXc],
+                                                    fake_stubs: FakeStubs) -> None:
+    fake_stubs.first_rc = -1
+    req = DomctlRequest(creators=1, readers=0, stubs=1, probes=10, rounds=1,
+                        kernel=Path("/srv/tinyguest"))
+    result = domctlfair.run(req)
+    assert result["rounds"] == []
+    assert any("does not hold XSM_XS_PRIV" in e for e in result["errors"])
+    assert fake_stubs.destroyed == list(fake_stubs.ids)
 
 
 def test_a_run_times_probes_with_and_without_the_load(fake_xc: type[FakeXc]) -> None:
@@ -147,4 +219,4 @@ def test_the_command_refuses_the_proxy_and_bad_values(capsys: pytest.CaptureFixt
     assert "domctlbench measures the hypervisor" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["domctlbench", "--creators", "40"])
-    assert "creators must be 1..16" in capsys.readouterr().err
+    assert "creators must be 0..16" in capsys.readouterr().err

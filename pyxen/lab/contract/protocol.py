@@ -97,6 +97,11 @@ DOMCTL_CREATORS_DEFAULT = 2
 DOMCTL_READERS_DEFAULT = 1
 DOMCTL_PROBES_DEFAULT = 300
 DOMCTL_ROUNDS_DEFAULT = 3
+#: Xenstore stub domains domctlbench may start (each takes a vCPU's worth
+#: of a pCPU, for ever).
+DOMCTL_STUBS_MAX = 4
+#: Their names in dom0.
+DOMCTL_STUB_PREFIX = "pyxen-domctl-stub"
 #: Empty domains get IDs from here up (far from the lab's guests), a block
 #: of DOMCTL_IDS_PER_CREATOR per creating thread.
 DOMCTL_FIRST_ID = 20000

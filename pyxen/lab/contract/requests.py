@@ -267,8 +267,11 @@ class DomctlRequest(DriverRequest):
     """Exclusive domctls against domain creation (pyxen.lab.dom0.domctlfair):
     in each of ``rounds`` rounds, ``probes`` pause/unpause pairs of an empty
     domain are timed with nothing else running, then again while
-    ``creators`` threads create and destroy empty domains and ``readers``
-    threads read domain information, as fast as they can."""
+    ``creators`` threads create and destroy empty domains, ``readers``
+    threads read domain information, and ``stubs`` Xenstore stub domains
+    (pyxen.lab.dom0.xsstub: the tiny guest ``kernel``, holding XSM_XS_PRIV)
+    issue the domctls they may, as fast as they can; the stubs are paused
+    while the idle probes run."""
 
     KIND: ClassVar[str] = "domctl"
 
@@ -276,10 +279,19 @@ class DomctlRequest(DriverRequest):
     readers: int = protocol.DOMCTL_READERS_DEFAULT
     probes: int = protocol.DOMCTL_PROBES_DEFAULT
     rounds: int = protocol.DOMCTL_ROUNDS_DEFAULT
+    stubs: int = 0
+    kernel: Path | None = None   # the tiny guest (for stubs); the same path in dom0
 
     def check(self) -> None:
-        self.require("creators", 1 <= self.creators <= 16, "1..16")
+        self.require("creators", 0 <= self.creators <= 16, "0..16")
         self.require("readers", 0 <= self.readers <= 16, "0..16")
+        self.require("stubs", 0 <= self.stubs <= protocol.DOMCTL_STUBS_MAX,
+                     f"0..{protocol.DOMCTL_STUBS_MAX}")
+        self.require("creators", self.creators + self.readers + self.stubs >= 1,
+                     "at least 1 when there are no readers and no stubs (no load)")
+        if self.stubs:
+            self.require("kernel", self.kernel is not None and self.kernel.is_absolute(),
+                         "an absolute path when there are stubs")
         self.require("probes", self.probes >= 10, ">= 10")
         self.require("rounds", self.rounds >= 1, ">= 1")
 

@@ -20,16 +20,21 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.percentiles import percentiles
 from pyxen.lab.contract.requests import DomctlRequest, parse_request
+from pyxen.lab.dom0 import xl, xsstub
 from pyxen.lab.dom0.result import hand_back
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 #: How long a domain destroyed by a creator may take to be gone for good
 #: (its ID is free again only then) before the run counts it as left over.
 VANISH_S = 30.0
+#: How long a stub domain may take to print its start line.
+STUB_START_S = 60.0
 
 
 @dataclass
@@ -138,19 +145,75 @@ def ours(xc: Any) -> list[int]:
     return [d.domid for d in xc.domains() if protocol.DOMCTL_FIRST_ID <= d.domid <= last]
 
 
+class Stubs:
+    """The request's Xenstore stub domains (pyxen.lab.dom0.xsstub), started
+    paused-by-default: ``load()`` lets them run for a block."""
+
+    def __init__(self, xc: Any, req: DomctlRequest, workdir: Path) -> None:
+        self.xc = xc
+        self.names = [f"{protocol.DOMCTL_STUB_PREFIX}{i}" for i in range(req.stubs)]
+        self.domids: list[int] = []
+        try:
+            for name in self.names:
+                assert req.kernel is not None   # DomctlRequest.check
+                self.domids.append(xsstub.start(name, req.kernel, workdir))
+            deadline = time.monotonic() + STUB_START_S
+            for name in self.names:
+                while (start := xsstub.started(name)) is None:
+                    if time.monotonic() > deadline:
+                        raise LabError(f"stub {name} did not start within {STUB_START_S:.0f} s")
+                    time.sleep(0.2)
+                if start.first_rc != 0:
+                    raise LabError(f"stub {name}: getdomaininfo refused (rc {start.first_rc}): "
+                                   "it does not hold XSM_XS_PRIV")
+            for domid in self.domids:
+                xc.pause(domid)
+        except BaseException:
+            self.destroy()
+            raise
+
+    def calls(self) -> int:
+        """Domctls the stubs reported so far (reported every few thousand)."""
+        return sum(xsstub.calls(n) for n in self.names)
+
+    @contextmanager
+    def load(self) -> Iterator[None]:
+        for domid in self.domids:
+            self.xc.unpause(domid)
+        try:
+            yield
+        finally:
+            for domid in self.domids:
+                self.xc.pause(domid)
+
+    def destroy(self) -> list[str]:
+        """Destroy every stub; the errors."""
+        errors = []
+        for name in self.names[:len(self.domids)]:
+            try:
+                xl.destroy(name)
+            except LabError as exc:
+                errors.append(f"destroy {name}: {exc}")
+        return errors
+
+
 def run(req: DomctlRequest) -> dict[str, Any]:
     from pyxen.xenctrl import XenCtrl
     rounds: list[dict[str, Any]] = []
     errors: list[str] = []
-    with XenCtrl() as xc:
+    with XenCtrl() as xc, tempfile.TemporaryDirectory() as workdir:
         if left := ours(xc):
             return {"rounds": [], "errors": [f"domains {left} exist before the run"],
                     "leftover_domains": left}
         target = xc.create_bare_domain(protocol.DOMCTL_FIRST_ID)
+        stubs = None
         try:
+            stubs = Stubs(xc, req, Path(workdir))
             for rnd in range(req.rounds):
                 idle = probe(xc, target, req.probes)
-                loaded, load, elapsed = loaded_round(xc, req, target)
+                calls0 = stubs.calls()
+                with stubs.load():
+                    loaded, load, elapsed = loaded_round(xc, req, target)
                 errors += [f"round {rnd}: {e}" for e in load.errors]
                 rounds.append({
                     "round": rnd,
@@ -159,20 +222,23 @@ def run(req: DomctlRequest) -> dict[str, Any]:
                     "load_s": round(elapsed, 3),
                     "creates_per_s": round(load.creates / elapsed, 1),
                     "reads_per_s": round(load.reads / elapsed, 1),
+                    "stub_calls_per_s": round((stubs.calls() - calls0) / elapsed, 1),
                     "creates": load.creates, "destroys": load.destroys,
                     "reads": load.reads, "busy_ids": load.busy_ids,
                 })
-        except XenError as exc:
+        except (XenError, LabError) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
         finally:
+            if stubs is not None:
+                errors += stubs.destroy()
             xc.destroy(target)
             deadline = time.monotonic() + VANISH_S
             while (left := ours(xc)) and time.monotonic() < deadline:
                 time.sleep(0.2)
     if left:
         errors.append(f"domains {left} still exist {VANISH_S:.0f} s after the run")
-    return {"creators": req.creators, "readers": req.readers, "probes": req.probes,
-            "rounds": rounds, "errors": errors, "leftover_domains": left}
+    return {"creators": req.creators, "readers": req.readers, "stubs": req.stubs,
+            "probes": req.probes, "rounds": rounds, "errors": errors, "leftover_domains": left}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,7 +217,7 @@ def cmd_domctlbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> in
     _refuse_caches(ap, args.variants, "domctlbench measures the hypervisor")
     from pyxen.lab.host.domctlbench import DomctlParams, run_domctl_bench
     params = DomctlParams(creators=args.creators, readers=args.readers,
-                          probes=args.probes, rounds=args.rounds)
+                          probes=args.probes, rounds=args.rounds, stubs=args.stubs)
     params.request()                  # ValueError naming a bad value, before any build
     opts = _vm_options(args)
     built = _build_variants(args)
@@ -362,10 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("domctlbench", help="exclusive domctls while domains are created, "
                                            "destroyed and read: stock vs variants")
     p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
-    p.add_argument("--creators", type=positive_int, default=protocol.DOMCTL_CREATORS_DEFAULT,
+    p.add_argument("--creators", type=nonneg_int, default=protocol.DOMCTL_CREATORS_DEFAULT,
                    help="threads creating and destroying empty domains")
     p.add_argument("--readers", type=nonneg_int, default=protocol.DOMCTL_READERS_DEFAULT,
                    help="threads reading domain information")
+    p.add_argument("--stubs", type=nonneg_int, default=0,
+                   help="Xenstore stub domains (XSM_XS_PRIV) issuing the domctls they may "
+                        f"as fast as they can, 0..{protocol.DOMCTL_STUBS_MAX}")
     p.add_argument("--probes", type=positive_int, default=protocol.DOMCTL_PROBES_DEFAULT,
                    help="pause/unpause pairs timed per phase")
     p.add_argument("--rounds", type=positive_int, default=protocol.DOMCTL_ROUNDS_DEFAULT,

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.requests import DomctlRequest
-from pyxen.lab.host import figures
+from pyxen.lab.host import figures, paths
 from pyxen.lab.host.benchfile import failed_runs_error, write_results
 from pyxen.lab.host.each_variant import run_each
 from pyxen.lab.host.vm import Dom0
@@ -39,10 +39,12 @@ class DomctlParams:
     readers: int = protocol.DOMCTL_READERS_DEFAULT
     probes: int = protocol.DOMCTL_PROBES_DEFAULT
     rounds: int = protocol.DOMCTL_ROUNDS_DEFAULT
+    stubs: int = 0
 
     def request(self) -> DomctlRequest:
         return DomctlRequest(creators=self.creators, readers=self.readers,
-                             probes=self.probes, rounds=self.rounds)
+                             probes=self.probes, rounds=self.rounds, stubs=self.stubs,
+                             kernel=paths.tinyguest_path().absolute() if self.stubs else None)
 
 
 def run_fairness(dom0: Dom0, request: DomctlRequest) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class Row:
     slowdown_p99: float
     creates_per_s: float
     reads_per_s: float
+    stub_calls_per_s: float     # domctls the Xenstore stub domains made (0: none ran)
     p99_vs_stock: float | None
 
     def as_json(self) -> dict[str, Any]:
@@ -102,6 +105,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
                 r["loaded_us"]["p99"] / r["idle_us"]["p99"] for r in rounds), 2),
             creates_per_s=float(statistics.median(r["creates_per_s"] for r in rounds)),
             reads_per_s=float(statistics.median(r["reads_per_s"] for r in rounds)),
+            stub_calls_per_s=float(statistics.median(r.get("stub_calls_per_s", 0.0)
+                                                     for r in rounds)),
             p99_vs_stock=None))
     return [Row(**{**r.as_json(), "p99_vs_stock":
                    None if stock_p99 is None or r.variant == "stock"
@@ -110,18 +115,22 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
 
 def summary_table(rows: list[Row]) -> Table:
     """The printed table (within 100 columns)."""
+    stubs = any(r.stub_calls_per_s for r in rows)
     t = Table(title="pause/unpause while domains are created, destroyed and read "
                     "(µs, medians over rounds)")
-    for name in ("variant", "idle p50", "p50", "p99", "max", "p50 x", "p99 x", "creates/s",
-                 "p99 vs stock"):
+    cols = ["variant", "idle p50", "p50", "p99", "max", "p50 x", "p99 x", "creates/s"]
+    cols += ["stub calls/s"] if stubs else []
+    for name in cols + ["p99 vs stock"]:
         t.add_column(name, justify="left" if name == "variant" else "right", no_wrap=True)
     for r in rows:
-        t.add_row(r.variant, f"{r.idle_p50_us:.0f}", f"{r.loaded_p50_us:.0f}",
-                  f"{r.loaded_p99_us:.0f}", f"{r.loaded_max_us:.0f}",
-                  f"{r.slowdown_p50:.2f}", f"{r.slowdown_p99:.2f}", f"{r.creates_per_s:.0f}",
-                  "-" if r.p99_vs_stock is None else f"{r.p99_vs_stock:.2f}x")
+        cells = [r.variant, f"{r.idle_p50_us:.0f}", f"{r.loaded_p50_us:.0f}",
+                 f"{r.loaded_p99_us:.0f}", f"{r.loaded_max_us:.0f}",
+                 f"{r.slowdown_p50:.2f}", f"{r.slowdown_p99:.2f}", f"{r.creates_per_s:.0f}"]
+        cells += [f"{r.stub_calls_per_s:.0f}"] if stubs else []
+        t.add_row(*cells, "-" if r.p99_vs_stock is None else f"{r.p99_vs_stock:.2f}x")
     t.caption = ("p50, p99, max: under the load; x: over the same round's idle probes; "
-                 "creates/s: empty domains the load created (and destroyed) meanwhile")
+                 "creates/s: empty domains the load created (and destroyed) meanwhile"
+                 + ("; stub calls/s: domctls of the Xenstore stub domains" if stubs else ""))
     return t
 
 
