@@ -162,6 +162,25 @@ static int cmdline_is(const int8_t *si_cmdline, const char *word)
     return cmdline[i] == 0;
 }
 
+/* The command line is "prefix" and a decimal number: 1 and the number. */
+static int cmdline_number(const int8_t *si_cmdline, const char *prefix,
+                          unsigned long *value)
+{
+    const uint8_t *cmdline = (const uint8_t *)si_cmdline;
+    unsigned int i, digits;
+
+    for ( i = 0; prefix[i]; i++ )
+        if ( cmdline[i] != (uint8_t)prefix[i] )
+            return 0;
+    for ( *value = 0, digits = 0; cmdline[i] >= '0' && cmdline[i] <= '9'; i++ )
+    {
+        if ( ++digits > 9 )
+            return 0;
+        *value = *value * 10 + (cmdline[i] - '0');
+    }
+    return digits && cmdline[i] == 0;
+}
+
 static void yield(void)
 {
     hypercall3(__HYPERVISOR_sched_op, SCHEDOP_yield, 0, 0);
@@ -269,12 +288,14 @@ static void xs_half(struct xenstore_domain_interface *xs, evtchn_port_t port,
 }
 
 /*
- * "domctl": play a de-privileged Xenstore stub domain (one created with
- * XEN_DOMCTL_CDF_xs_domain holds XSM_XS_PRIV) that issues, forever and as
- * fast as it can, the domctls such a domain may: getdomaininfo and
- * get_domain_state of each of the first DOMCTL_DOMIDS domain IDs, and
- * get_domain_state of DOMID_INVALID (the changed domains, refused to all
- * but VIRQ_DOM_EXC's handler after taking that handler's event_lock).
+ * "domctl" or "domctl=ID": play a de-privileged Xenstore stub domain (one
+ * created with XEN_DOMCTL_CDF_xs_domain holds XSM_XS_PRIV) that issues,
+ * forever and as fast as it can, the domctls such a domain may:
+ * getdomaininfo and get_domain_state of domain ID (when given) in every
+ * round, of DOMCTL_SWEEP more IDs in turn from the first DOMCTL_WINDOW (so
+ * every domain there is read every DOMCTL_WINDOW / DOMCTL_SWEEP rounds),
+ * and get_domain_state of DOMID_INVALID (the changed domains, refused to
+ * all but VIRQ_DOM_EXC's handler after taking that handler's event_lock).
  * getdomaininfo's interface version is not stable: the first that Xen does
  * not refuse with -EACCES is used.  The console gets
  * "pyxen-tinyguest: domctl version=V first=R" (R: getdomaininfo of domain 0,
@@ -289,7 +310,8 @@ static void xs_half(struct xenstore_domain_interface *xs, evtchn_port_t port,
 #define DOMCTL_GET_DOMAIN_STATE  90     /* stable: interface_version 0 */
 #define DOMCTL_VERSION_FIRST     0x10
 #define DOMCTL_VERSION_LAST      0x40
-#define DOMCTL_DOMIDS            8
+#define DOMCTL_SWEEP             8
+#define DOMCTL_WINDOW            1024
 #define DOMCTL_REPORT            2048
 #define DOMCTL_UNION_BYTES       256
 #define ERR_EACCES               13
@@ -345,12 +367,14 @@ static void domctl_report(struct xencons_interface *con, evtchn_port_t port,
 }
 
 static void __attribute__((noreturn)) domctl_hammer(
-    struct xencons_interface *con, evtchn_port_t con_port, shared_info_t *shared)
+    struct xencons_interface *con, evtchn_port_t con_port, shared_info_t *shared,
+    uint16_t target)
 {
     uint32_t version;
     long first = -ERR_EACCES;
     unsigned long calls = 0, ok = 0, rounds = 0;
-    uint16_t id;
+    unsigned int i;
+    uint16_t next = 0;
 
     for ( version = DOMCTL_VERSION_FIRST; version <= DOMCTL_VERSION_LAST; version++ )
         if ( (first = domctl(DOMCTL_GETDOMAININFO, version, 0)) != -ERR_EACCES )
@@ -359,13 +383,19 @@ static void __attribute__((noreturn)) domctl_hammer(
 
     for ( ;; )
     {
-        for ( id = 0; id < DOMCTL_DOMIDS; id++ )
+        if ( target != DOMID_INVALID )
         {
-            ok += domctl(DOMCTL_GETDOMAININFO, version, id) == 0;
-            ok += domctl(DOMCTL_GET_DOMAIN_STATE, 0, id) == 0;
+            ok += domctl(DOMCTL_GETDOMAININFO, version, target) == 0;
+            ok += domctl(DOMCTL_GET_DOMAIN_STATE, 0, target) == 0;
+            calls += 2;
+        }
+        for ( i = 0; i < DOMCTL_SWEEP; i++, next = (next + 1) % DOMCTL_WINDOW )
+        {
+            ok += domctl(DOMCTL_GETDOMAININFO, version, next) == 0;
+            ok += domctl(DOMCTL_GET_DOMAIN_STATE, 0, next) == 0;
         }
         domctl(DOMCTL_GET_DOMAIN_STATE, 0, DOMID_INVALID);
-        calls += 2 * DOMCTL_DOMIDS + 1;
+        calls += 2 * DOMCTL_SWEEP + 1;
         if ( ++rounds % DOMCTL_REPORT )
             continue;
         domctl_report(con, con_port, shared, "calls=", calls, " ok=", ok);
@@ -378,6 +408,7 @@ void __attribute__((noreturn)) guest_main(const start_info_t *si)
     shared_info_t *shared = (shared_info_t *)shared_info_page;
     evtchn_port_t ports[2] = { si->console.domU.evtchn, si->store_evtchn };
     char line[64];
+    unsigned long value;
 
     if ( hypercall3(__HYPERVISOR_update_va_mapping,
                     (unsigned long)shared_info_page,
@@ -392,7 +423,9 @@ void __attribute__((noreturn)) guest_main(const start_info_t *si)
             asm volatile ( "pause" ::: "memory" );
 
     if ( cmdline_is(si->cmd_line, "domctl") )
-        domctl_hammer(ring, ports[0], shared);
+        domctl_hammer(ring, ports[0], shared, DOMID_INVALID);
+    if ( cmdline_number(si->cmd_line, "domctl=", &value) && value < DOMID_FIRST_RESERVED )
+        domctl_hammer(ring, ports[0], shared, value);
 
     if ( cmdline_is(si->cmd_line, "xs-half") )
         xs_half(mfn_to_virt(si->store_mfn), si->store_evtchn, ring, ports[0],

@@ -109,7 +109,8 @@ class FakeStubs:
         self.destroyed: list[str] = []
         self.counted: dict[str, int] = {}
 
-    def start(self, name: str, kernel: Path, workdir: Path) -> int:
+    def start(self, name: str, kernel: Path, workdir: Path, target: int | None = None) -> int:
+        assert target == protocol.DOMCTL_FIRST_ID      # the probed domain
         domid = 100 + len(self.ids)
         self.ids[name] = domid
         self.xc.domains_by_id[domid] = False
@@ -189,10 +190,11 @@ def test_domains_there_before_the_run_stop_it(fake_xc: type[FakeXc]) -> None:
     assert result["rounds"] == [] and "exist before the run" in result["errors"][0]
 
 
-def round_(idle: float, loaded_p50: float, loaded_p99: float) -> dict[str, Any]:
+def round_(idle: float, loaded_p50: float, loaded_p99: float,
+           stub_calls_per_s: float = 0.0) -> dict[str, Any]:
     return {"idle_us": {"p50": idle, "p99": 2 * idle},
             "loaded_us": {"p50": loaded_p50, "p99": loaded_p99, "max": 3 * loaded_p99},
-            "creates_per_s": 50.0, "reads_per_s": 900.0}
+            "creates_per_s": 50.0, "reads_per_s": 900.0, "stub_calls_per_s": stub_calls_per_s}
 
 
 def test_the_summary_gives_slowdowns_and_ratios_to_stock() -> None:
@@ -210,6 +212,19 @@ def test_the_summary_gives_slowdowns_and_ratios_to_stock() -> None:
     text = out.export_text()
     assert "0.05x" in text and "p99 vs stock" in text and "patched" in text
     assert "…" not in text                  # nothing cut at 100 columns
+    assert "stub/s" not in text             # no stubs ran: no column for them
+
+
+def test_with_stubs_the_table_says_what_they_did_within_100_columns() -> None:
+    runs = [{"variant": variant, "rounds": [round_(160, 247, 20638.4, 752671.0)] * 3}
+            for variant in ("stock", "patched+libcache")]
+    rows = summarise(runs)
+    assert rows[1].stub_calls_per_s == 752671.0
+    out = Console(width=100, record=True)
+    out.print(summary_table(rows))
+    text = out.export_text()
+    assert "stub/s" in text and "752671" in text and "patched+libcache" in text
+    assert "…" not in text
 
 
 def test_the_command_refuses_the_proxy_and_bad_values(capsys: pytest.CaptureFixture[str]

@@ -146,17 +146,18 @@ def ours(xc: Any) -> list[int]:
 
 
 class Stubs:
-    """The request's Xenstore stub domains (pyxen.lab.dom0.xsstub), started
-    paused-by-default: ``load()`` lets them run for a block."""
+    """The request's Xenstore stub domains (pyxen.lab.dom0.xsstub), each
+    reading the probed domain ``target`` in every round; paused but while
+    ``load()`` lets them run for a block."""
 
-    def __init__(self, xc: Any, req: DomctlRequest, workdir: Path) -> None:
+    def __init__(self, xc: Any, req: DomctlRequest, target: int, workdir: Path) -> None:
         self.xc = xc
         self.names = [f"{protocol.DOMCTL_STUB_PREFIX}{i}" for i in range(req.stubs)]
         self.domids: list[int] = []
         try:
             for name in self.names:
                 assert req.kernel is not None   # DomctlRequest.check
-                self.domids.append(xsstub.start(name, req.kernel, workdir))
+                self.domids.append(xsstub.start(name, req.kernel, workdir, target))
             deadline = time.monotonic() + STUB_START_S
             for name in self.names:
                 while (start := xsstub.started(name)) is None:
@@ -208,7 +209,7 @@ def run(req: DomctlRequest) -> dict[str, Any]:
         target = xc.create_bare_domain(protocol.DOMCTL_FIRST_ID)
         stubs = None
         try:
-            stubs = Stubs(xc, req, Path(workdir))
+            stubs = Stubs(xc, req, target, Path(workdir))
             for rnd in range(req.rounds):
                 idle = probe(xc, target, req.probes)
                 calls0 = stubs.calls()

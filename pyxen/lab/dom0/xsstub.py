@@ -2,8 +2,9 @@
 
 A stub is the tiny guest in its "domctl" mode (guest/main.c): it issues, as
 fast as it can and for ever, the domctls that a Xenstore domain's
-XSM_XS_PRIV allows (getdomaininfo and get_domain_state of the first domain
-IDs, get_domain_state of DOMID_INVALID).  xl creates it with the lab's
+XSM_XS_PRIV allows (getdomaininfo and get_domain_state of a target domain in
+every round and of the first 1024 domain IDs in turn, get_domain_state of
+DOMID_INVALID).  xl creates it with the lab's
 xs-domain-preload.so (pyxen/lab/data/xs-domain-preload.c) preloaded, which
 makes it a Xenstore domain (XEN_DOMCTL_CDF_xs_domain): libxl has no setting
 for that, and init-xenstore-domain, which has, also takes dom0's xenbus
@@ -24,7 +25,7 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.dom0 import xl
 from pyxen.lab.dom0.drivers import console_text
 
-#: The tiny guest's command line for the stub.
+#: The tiny guest's command line for the stub (with "=<domid>": its target).
 STUB_CMDLINE = "domctl"
 _STARTED = re.compile(r"pyxen-tinyguest: domctl version=(\d+) first=(-?\d+)")
 _PROGRESS = re.compile(r"pyxen-tinyguest: domctl calls=(\d+) ok=(\d+)")
@@ -47,10 +48,12 @@ def preload_path() -> Path:
     return Path(path)
 
 
-def start(name: str, kernel: Path, workdir: Path) -> int:
-    """Create the stub ``name`` with ``xl create`` as a Xenstore domain; its
-    domain ID.  Its config file is written to ``workdir``."""
-    config = DomainConfig(name, kernel, cmdline=STUB_CMDLINE)
+def start(name: str, kernel: Path, workdir: Path, target: int | None = None) -> int:
+    """Create the stub ``name`` with ``xl create`` as a Xenstore domain,
+    reading domain ``target`` in every round when given; its domain ID.  Its
+    config file is written to ``workdir``."""
+    cmdline = STUB_CMDLINE if target is None else f"{STUB_CMDLINE}={target}"
+    config = DomainConfig(name, kernel, cmdline=cmdline)
     cfg = workdir / f"{name}.cfg"
     cfg.write_text(config.to_xl_config())
     xl.xl("create", "-q", str(cfg),
