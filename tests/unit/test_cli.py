@@ -45,6 +45,10 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):
     (["scrubbench", "--memory", "4097"], "divide evenly over 2 NUMA nodes"),
     (["scrubbench", "--variants", "stock,patched+cache"], "runs no Xenstore cache"),
     (["scrubbench", "--variants", "stock,patched+libcache"], "drop patched+libcache"),
+    (["bench", "--variants", "stock,patched+libcache", "--driver", "xl"],
+     "patched+libcache: xl does not ask libxl for libxenstore's cache"),
+    (["autoscale", "--variants", "patched,patched+libcache", "--driver", "xl"],
+     "use --driver pyxen"),
 ])
 def test_inconsistent_arguments_fail_before_any_work(argv, msg, capsys):
     with pytest.raises(SystemExit) as info:

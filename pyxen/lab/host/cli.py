@@ -145,7 +145,20 @@ def cmd_run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return res.returncode
 
 
+def _refuse_libcache_with_xl(ap: argparse.ArgumentParser,
+                             run_variants: list[variants.RunVariant], driver: str) -> None:
+    """A usage error for ``+libcache`` variants driven by ``xl``: xl does not
+    ask libxl for libxenstore's cache (an application asks for it with
+    LIBXL_CTX_XS_CACHE), so such a variant would quietly run without it."""
+    with_lib = [v.name for v in run_variants if v.lib_cache]
+    if with_lib and driver == "xl":
+        ap.error(f"{', '.join(with_lib)}: xl does not ask libxl for libxenstore's cache "
+                 "(LIBXL_CTX_XS_CACHE is for applications), so --driver xl would run them "
+                 "without it: use --driver pyxen")
+
+
 def cmd_bench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _refuse_libcache_with_xl(ap, args.variants, args.driver)
     opts = _vm_options(args)
     from pyxen.lab.host.bench import BenchParams, run_bench
     params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver,
@@ -226,6 +239,7 @@ def cmd_domctlbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> in
 
 
 def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _refuse_libcache_with_xl(ap, args.variants, args.driver)
     from pyxen.lab.host.autoscale import AutoscaleParams, run_autoscale
     params = AutoscaleParams(
         trace=args.trace or paths.sample_trace(), speedup=args.speedup, replicas=args.replicas, seed=args.seed,
