@@ -127,6 +127,10 @@ class FakeStubs:
         self.destroyed.append(name)
         self.xc.domains_by_id.pop(self.ids[name], None)
 
+    def list_domains(self) -> list[Any]:
+        return [type("Row", (), {"name": n})() for n, domid in self.ids.items()
+                if domid in self.xc.domains_by_id]
+
 
 @pytest.fixture
 def fake_stubs(fake_xc: type[FakeXc], monkeypatch: pytest.MonkeyPatch) -> FakeStubs:
@@ -134,6 +138,7 @@ def fake_stubs(fake_xc: type[FakeXc], monkeypatch: pytest.MonkeyPatch) -> FakeSt
     for name in ("start", "started", "calls"):
         monkeypatch.setattr(domctlfair.xsstub, name, getattr(stubs, name))
     monkeypatch.setattr(domctlfair.xl, "destroy", stubs.destroy)
+    monkeypatch.setattr(domctlfair.xl, "list_domains", stubs.list_domains)
     return stubs
 
 

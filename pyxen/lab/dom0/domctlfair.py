@@ -188,9 +188,18 @@ class Stubs:
                 self.xc.pause(domid)
 
     def destroy(self) -> list[str]:
-        """Destroy every stub; the errors."""
-        errors = []
-        for name in self.names[:len(self.domids)]:
+        """Destroy every stub that exists (one whose start failed half-way
+        too); the errors."""
+        errors: list[str] = []
+        if not self.names:
+            return errors
+        try:
+            existing = {row.name for row in xl.list_domains()}
+        except LabError as exc:
+            return [f"listing the stubs to destroy them: {exc}"]
+        for name in self.names:
+            if name not in existing:
+                continue
             try:
                 xl.destroy(name)
             except LabError as exc:
