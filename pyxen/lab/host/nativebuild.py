@@ -49,13 +49,21 @@ def build_xs_domain_preload(tools_root: Path, tools_key: str) -> Path:
     PYXEN_XS_DOMAIN=1 and the domains a program creates are Xenstore
     domains (XSM_XS_PRIV), for the tests of what a stub domain can do."""
     src = paths.package_data(protocol.XS_DOMAIN_PRELOAD.replace(".so", ".c"))
+    return _compile_cached(tools_root, tools_key, src, protocol.XS_DOMAIN_PRELOAD,
+                           ["-shared", "-fPIC"], ["xenctrl", "dl"])
+
+
+def _compile_cached(tools_root: Path, tools_key: str, src: Path, name: str,
+                    flags: list[str], libs: list[str]) -> Path:
+    """builds/<stem of name>-<key>/<name>: ``src`` compiled once (``_compile``,
+    warnings as errors) for the staged toolstack, keyed by the source and
+    the toolstack's key."""
     key = hashlib.sha256(src.read_bytes() + tools_key.encode()).hexdigest()[:16]
-    out = paths.builds_dir() / f"xs-domain-preload-{key}" / protocol.XS_DOMAIN_PRELOAD
+    out = paths.builds_dir() / f"{Path(name).stem}-{key}" / name
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    _compile(tools_root, ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror"], src,
-             ["xenctrl", "dl"], out, protocol.XS_DOMAIN_PRELOAD)
+    _compile(tools_root, [*flags, "-O2", "-Wall", "-Wextra", "-Werror"], src, libs, out, name)
     return out
 
 
@@ -96,13 +104,4 @@ def build_scrubd(tools_root: Path, tools_key: str) -> Path | None:
     header = tools_root / "usr" / "include" / "xenctrl.h"
     if "xc_scrub_get" not in header.read_text(errors="replace"):
         return None
-    src = scrubd_source()
-    key = hashlib.sha256(src.read_bytes() + tools_key.encode()).hexdigest()[:16]
-    out_dir = paths.builds_dir() / f"scrubd-{key}"
-    exe = out_dir / "scrubd"
-    if exe.exists():
-        return exe
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _compile(tools_root, ["-O2", "-Wall", "-Wextra", "-Werror"], src, ["xenctrl"], exe,
-             "scrubd")
-    return exe
+    return _compile_cached(tools_root, tools_key, scrubd_source(), "scrubd", [], ["xenctrl"])
