@@ -6,6 +6,8 @@ from __future__ import annotations
 
 #: The first domain ID Xen reserves (DOMID_FIRST_RESERVED): guests are below.
 DOMID_FIRST_RESERVED = 0x7FF0
+#: Xen's page size on x86 (XC_PAGE_SIZE): memory is counted in these.
+PAGE_SIZE = 4096
 
 
 def below(value: int, limit: int, what: str) -> int:

@@ -13,7 +13,7 @@ from pyxen import limits
 from pyxen._native import NativeHandle, check_xc, clear_message, ffi, lib, raise_xc
 from pyxen.errors import XenCtrlError
 
-PAGE_SIZE = 4096
+PAGE_SIZE = limits.PAGE_SIZE
 #: Event channels of a bare domain (create_bare_domain), as libxl's default.
 _BARE_EVTCHN_PORTS = 1024
 _PAGES_PER_MIB = (1 << 20) // PAGE_SIZE

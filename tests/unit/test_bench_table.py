@@ -69,6 +69,19 @@ def test_the_wide_table_keeps_every_column():
                    "lock wait ms/create", "xl lock wait s/create"):
         assert header in text
     assert "402.3" in text     # the proxy's client requests per create
+    assert "destroyed scrubbed meanwhile %" in text
+
+
+def test_the_wide_table_gives_the_destroyed_memory_scrubbed_meanwhile():
+    r = run("patched", 1, profiled=True)
+    # 16 guests of 16 MiB: 65536 pages; a quarter scrubbed in the background
+    r["destroy_lock_profile"] = {**r["destroy_lock_profile"],
+                                 "counters": {"scrub: pages scrubbed in the background": 16384}}
+    without = run("stock", 1, profiled=True)   # a build without the counter
+    lines = render(summary_table([without, r], [], wide=True), width=400)
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")]
+            for line in lines if line.count("│") > 5 and ("patched" in line or "stock" in line)}
+    assert rows["patched"][-3] == "25" and rows["stock"][-3] == "-"
 
 
 def test_the_table_leaves_the_runs_unchanged():

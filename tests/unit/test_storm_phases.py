@@ -16,6 +16,7 @@ import pytest
 from pyxen.config import DomainConfig
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.xenprof import SCRUB_BACKGROUND_COUNTER
 from pyxen.lab.dom0 import dom0bench
 from pyxen.lab.dom0.proccpu import CpuSampler
 from pyxen.lab.dom0.xllock import LockUse
@@ -28,7 +29,8 @@ RESULT_KEYS = [
     "xs_client_requests_each", "xs_cache_stats", "xs_requests_each", "xs_reads_each",
     "cpu_s_each", "domctl_hypercalls_per_create", "domctl_retries_per_create",
     "lock_wait_s_per_create", "lock_profile", "domctl_hypercalls_per_destroy",
-    "domctl_retries_per_destroy", "lock_wait_s_per_destroy", "destroy_lock_profile",
+    "domctl_retries_per_destroy", "lock_wait_s_per_destroy",
+    "destroy_background_scrubbed_pages", "destroy_lock_profile",
     "xl_lock_wait_s_per_create", "xl_lock_held_s", "xl_lock_max_waiters", "console_ok",
     "errors", "leftover_domains", "baseline_domains", "free_memory_mib_before",
     "free_memory_mib_after",
@@ -108,7 +110,8 @@ def install_fakes(mp: pytest.MonkeyPatch, module: ModuleType, tmp: Path, *,
                 return None
             k = self.k
             return {"hypercalls": {"domctl": 40 * k},
-                    "counters": {"domctl: retried, domctl_lock busy": 3 * k},
+                    "counters": {"domctl: retried, domctl_lock busy": 3 * k,
+                                 SCRUB_BACKGROUND_COUNTER: 512 * k},
                     "locks": {"global lock heap_lock": {"blocked_s": 0.01 * k}}}
 
     class Cpu:
@@ -207,8 +210,12 @@ def test_the_storm_keeps_result_json_fields(monkeypatch, tmp_path, driver, concu
     else:
         assert [r[k] for k in xl_keys] == [None] * 3
     prof_keys = [k for k in RESULT_KEYS if not k.startswith("xl_") and (
-        "domctl" in k or "lock_wait_s" in k or k.endswith("lock_profile"))]
+        "domctl" in k or "lock_wait_s" in k or k.endswith("lock_profile")
+        or "background_scrubbed" in k)]
     assert all((r[k] is not None) == profiled for k in prof_keys)
+    if profiled:
+        assert r["destroy_background_scrubbed_pages"] == \
+            r["destroy_lock_profile"]["counters"][SCRUB_BACKGROUND_COUNTER] > 0
 
 
 def test_adding_each_create_back_sums_the_phase():

@@ -34,7 +34,7 @@ from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import StormRequest, parse_request
-from pyxen.lab.contract.xenprof import GLOBAL_LOCKS, domctl_retries_per_op
+from pyxen.lab.contract.xenprof import GLOBAL_LOCKS, background_scrubbed, domctl_retries_per_op
 from pyxen.lab.dom0 import tenants
 from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, VANISH_WAIT_S, Driver,
                                      wait_console, wait_vanished)
@@ -386,6 +386,9 @@ def account(s: Storm, baseline: Baseline, created: Created, console_ok: int,
                                           / guests if destroy_profile and guests else None),
         "domctl_retries_per_destroy": domctl_retries_per_op(destroy_profile, guests),
         "lock_wait_s_per_destroy": _lock_wait(destroy_profile, guests),
+        # Pages the idle loop (or a scrub worker) scrubbed while the guests
+        # were destroyed: profiling builds with the lab's counter, else null.
+        "destroy_background_scrubbed_pages": background_scrubbed(destroy_profile),
         "destroy_lock_profile": destroy_profile,
         # xl driver only (null otherwise): waits on xl's global create lock
         # file, from /proc/locks; 0 when xl does not take it.

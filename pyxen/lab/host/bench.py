@@ -16,10 +16,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pyxen import limits
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import StormRequest
-from pyxen.lab.contract.xenprof import domctl_retries_per_op
+from pyxen.lab.contract.xenprof import background_scrubbed, domctl_retries_per_op
 from pyxen.lab.host import figures, paths, variants
 from pyxen.lab.host.benchfile import BENCH_FORMAT, load_bench
 from pyxen.lab.host.progress import TABLE_WIDTH, console
@@ -268,7 +269,7 @@ def _wide_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
                 "last/first create", "destroy s", "client xs req/create",
                 "xs req/create (xenstored)", "domctl/create",
                 "domctl retries/create", "lock wait ms/create", "xl lock wait s/create",
-                "console ok"):
+                "destroyed scrubbed meanwhile %", "console ok"):
         table.add_column(col, justify="right")
     for r, mean, ratio in _ratios(runs):
         creates = finite(r["create_s"])
@@ -288,9 +289,18 @@ def _wide_table(runs: list[dict[str, Any]], notes: list[str]) -> Table:
                       "-" if retries is None else f"{retries:.2f}",
                       "-" if wait is None else f"{wait * 1e3:.3f}",
                       "-" if xl_wait is None else f"{xl_wait:.2f}",
+                      _scrubbed_meanwhile(r),
                       f"{r['console_ok']}/{r['guests']}")
     _add_notes(table, notes)
     return table
+
+
+def _scrubbed_meanwhile(r: dict[str, Any]) -> str:
+    """The share of the destroyed guests' memory scrubbed in the background
+    while they were destroyed (profiling builds with the lab's counter)."""
+    pages = background_scrubbed(r.get("destroy_lock_profile"))
+    total = r["guests"] * r["memory_mib"] * (1 << 20) // limits.PAGE_SIZE
+    return "-" if pages is None or not total else f"{100 * pages / total:.0f}"
 
 
 def print_summary(runs: list[dict[str, Any]], notes: list[str], wide: bool = False) -> None:
