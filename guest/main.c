@@ -150,16 +150,27 @@ static unsigned long format_line(char *buf, unsigned long nr_pages)
     return n;
 }
 
+/*
+ * The length of "prefix" if the command line starts with it, else -1.
+ * The command line is NUL-terminated within start_info's MAX_GUEST_CMDLINE.
+ */
+static int cmdline_prefix(const uint8_t *cmdline, const char *prefix)
+{
+    unsigned int i;
+
+    for ( i = 0; prefix[i]; i++ )
+        if ( cmdline[i] != (uint8_t)prefix[i] )
+            return -1;
+    return i;
+}
+
 /* The command line is exactly "word". */
 static int cmdline_is(const int8_t *si_cmdline, const char *word)
 {
     const uint8_t *cmdline = (const uint8_t *)si_cmdline;
-    unsigned int i;
+    int i = cmdline_prefix(cmdline, word);
 
-    for ( i = 0; word[i]; i++ )
-        if ( cmdline[i] != (uint8_t)word[i] )
-            return 0;
-    return cmdline[i] == 0;
+    return i >= 0 && cmdline[i] == 0;
 }
 
 /* The command line is "prefix" and a decimal number: 1 and the number. */
@@ -167,11 +178,11 @@ static int cmdline_number(const int8_t *si_cmdline, const char *prefix,
                           unsigned long *value)
 {
     const uint8_t *cmdline = (const uint8_t *)si_cmdline;
-    unsigned int i, digits;
+    int i = cmdline_prefix(cmdline, prefix);
+    unsigned int digits;
 
-    for ( i = 0; prefix[i]; i++ )
-        if ( cmdline[i] != (uint8_t)prefix[i] )
-            return 0;
+    if ( i < 0 )
+        return 0;
     for ( *value = 0, digits = 0; cmdline[i] >= '0' && cmdline[i] <= '9'; i++ )
     {
         if ( ++digits > 9 )
