@@ -161,11 +161,14 @@ def test_ratios_and_the_table_compare_each_variant_with_stock() -> None:
     con.print(summary_table(runs))
     text = con.export_text()
     assert "patched+cache" in text and "0.12x" in text and "…" not in text
-    assert " xs " in text and " 24 " in text   # stock: 24.4 requests per cold start
+    assert "ratio to stock" in text
+    cells = [c.strip() for line in text.splitlines()
+             for c in line.replace("┃", "│").split("│")]
+    assert "xs" in cells and "24" in cells   # stock: 24.4 requests per cold start
     # A run without xenstored's trace shows a dash, not a zero.
     con = Console(width=100, record=True)
     con.print(summary_table([{**runs[0], "xs_requests_per_cold_start": None}]))
-    row = next(ln for ln in con.export_text().splitlines() if ln.startswith("│ stock"))
+    row = next(ln for ln in con.export_text().splitlines() if ln.startswith("│stock"))
     assert row.rstrip(" │").endswith("-")
 
 
@@ -231,7 +234,26 @@ def test_the_table_is_printed_whole_into_a_log_file(capsys: pytest.CaptureFixtur
     from pyxen.lab.host.progress import print_table
     print_table(summary_table([_run("stock", 2.0, 8.0), _run("patched+cache", 0.5, 1.0)]))
     out = capsys.readouterr().out
-    assert "patched+cache" in out and "waited>1s" in out and "…" not in out
+    assert "patched+cache" in out and "wait>1s" in out and "…" not in out
+
+
+def test_a_run_without_stock_compares_with_its_first_variant_and_fits_whole() -> None:
+    """A loaded run's figures (four-digit seconds, hundreds of requests per
+    cold start) print whole in 100 columns; without stock the ratios are to
+    the first variant."""
+    slow = {**_run("patched+cache", 94.28, 1372.61), "waited_over_1s": 171,
+            "peak_instances": 168, "creates_failed": 12}
+    slow["invocation_latency_s"] = {**slow["invocation_latency_s"], "p99": 1312.73}
+    runs = [_run("patched", 60.36, 107.26), slow]
+    assert ratios(runs)["patched+cache"]["cold_p50"] is None    # bench.json: to stock only
+    con = Console(width=100, record=True)
+    con.print(summary_table(runs))
+    text = con.export_text()
+    assert "ratio to patched" in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for cell in ("patched+cache", "94.3", "1372.6", "1312.7", "1.56x", "12.80x", "171",
+                 "168", "12", "4118"):
+        assert cell in text, cell
 
 
 def clean_result() -> dict[str, Any]:

@@ -112,31 +112,44 @@ def ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def _fmt(x: float | None, unit: str = "") -> str:
-    return "-" if x is None else f"{x:.2f}{unit}"
+def _fmt(x: float | None, unit: str = "", digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}{unit}"
 
 
 def _fmt_count(x: float | None) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
+def _table_base(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run the table's ratios are to: stock's, else the first variant's
+    (a run of patched against its caches compares them with patched)."""
+    return next((r for r in runs if r["variant"] == "stock"), runs[0] if runs else None)
+
+
 def summary_table(runs: list[dict[str, Any]]) -> Table:
-    rel = ratios(runs)
-    t = Table(title="autoscaling replay: cold starts (s) and ratio to stock")
-    for col in ("variant", "cold", "p50", "p99", "p50 x", "p99 x", "inv p99", "waited>1s",
+    """Each variant's cold starts, their ratio to stock's (or, in a run
+    without stock, to the first variant's), and what failed: fits 100
+    columns with every name and number whole."""
+    base = _table_base(runs)
+    name = base["variant"] if base else "stock"
+    t = Table(title=f"autoscaling replay: cold starts (s) and ratio to {name}", pad_edge=False)
+    for col in ("variant", "cold", "p50", "p99", "p50 x", "p99 x", "inv p99", "wait>1s",
                 "failed", "peak", "xs"):
-        t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
+        t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True,
+                     overflow="fold")
     for r in runs:
-        c, x = r["cold_start_s"], rel[r["variant"]]
-        t.add_row(r["variant"], str(c["count"]), _fmt(c["p50"]), _fmt(c["p99"]),
-                  _fmt(x["cold_p50"], "x"), _fmt(x["cold_p99"], "x"),
-                  _fmt(r["invocation_latency_s"]["p99"]), str(r["waited_over_1s"]),
+        c = r["cold_start_s"]
+        x = {p: _ratio(c[p], base["cold_start_s"][p] if base else None) for p in ("p50", "p99")}
+        t.add_row(r["variant"], str(c["count"]), _fmt(c["p50"], digits=1),
+                  _fmt(c["p99"], digits=1), _fmt(x["p50"], "x"), _fmt(x["p99"], "x"),
+                  _fmt(r["invocation_latency_s"]["p99"], digits=1), str(r["waited_over_1s"]),
                   str(r["invocations_failed"] + r["creates_failed"]),
                   str(r["peak_instances"]), _fmt_count(r.get("xs_requests_per_cold_start")))
     t.caption = ("cold: cold starts; p50/p99: their latency, decision to console line; "
-                 "inv p99: arrival to end of an invocation; failed: invocations and "
-                 "creates that failed; xs: xenstored requests during the replay "
-                 "(every client's) per cold start")
+                 "inv p99: arrival to end of an invocation; wait>1s: invocations that "
+                 "waited over 1 s for an instance; failed: invocations and creates that "
+                 "failed; xs: xenstored requests during the replay (every client's) per "
+                 "cold start")
     return t
 
 
