@@ -8,6 +8,8 @@ from __future__ import annotations
 DOMID_FIRST_RESERVED = 0x7FF0
 #: Xen's page size on x86 (XC_PAGE_SIZE): memory is counted in these.
 PAGE_SIZE = 4096
+#: Pages in a MiB of guest memory.
+PAGES_PER_MIB = (1 << 20) // PAGE_SIZE
 
 
 def below(value: int, limit: int, what: str) -> int:

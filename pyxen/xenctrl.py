@@ -16,7 +16,6 @@ from pyxen.errors import XenCtrlError
 PAGE_SIZE = limits.PAGE_SIZE
 #: Event channels of a bare domain (create_bare_domain), as libxl's default.
 _BARE_EVTCHN_PORTS = 1024
-_PAGES_PER_MIB = (1 << 20) // PAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class DomainInfo:
 
     @property
     def memory_mib(self) -> int:
-        return self.tot_pages // _PAGES_PER_MIB
+        return self.tot_pages // limits.PAGES_PER_MIB
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class PhysInfo:
 
     @property
     def free_mib(self) -> int:
-        return self.free_pages // _PAGES_PER_MIB
+        return self.free_pages // limits.PAGES_PER_MIB
 
 
 @dataclass(frozen=True)

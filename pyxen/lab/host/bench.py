@@ -299,7 +299,7 @@ def _scrubbed_meanwhile(r: dict[str, Any]) -> str:
     """The share of the destroyed guests' memory scrubbed in the background
     while they were destroyed (profiling builds with the lab's counter)."""
     pages = background_scrubbed(r.get("destroy_lock_profile"))
-    total = r["guests"] * r["memory_mib"] * (1 << 20) // limits.PAGE_SIZE
+    total = r["guests"] * r["memory_mib"] * limits.PAGES_PER_MIB
     return "-" if pages is None or not total else f"{100 * pages / total:.0f}"
 
 
