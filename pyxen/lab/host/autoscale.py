@@ -100,13 +100,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
-def ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Each variant's cold-start and invocation-latency percentiles over stock's."""
-    stock = next((r for r in runs if r["variant"] == "stock"), None)
+def ratios(runs: list[dict[str, Any]], base: str = "stock") -> dict[str, dict[str, float | None]]:
+    """Each variant's cold-start and invocation-latency percentiles over
+    those of the ``base`` variant (None where the run has no such variant)."""
+    ref = next((r for r in runs if r["variant"] == base), None)
     out: dict[str, dict[str, float | None]] = {}
     for r in runs:
         out[r["variant"]] = {
-            f"{what}_{p}": _ratio(r[key][p], stock[key][p] if stock else None)
+            f"{what}_{p}": _ratio(r[key][p], ref[key][p] if ref else None)
             for what, key in (("cold", "cold_start_s"), ("latency", "invocation_latency_s"))
             for p in ("p50", "p90", "p99")}
     return out
@@ -120,10 +121,11 @@ def _fmt_count(x: float | None) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
-def _table_base(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run the table's ratios are to: stock's, else the first variant's
+def _table_base(runs: list[dict[str, Any]]) -> str:
+    """The variant the table's ratios are to: stock, else the first one
     (a run of patched against its caches compares them with patched)."""
-    return next((r for r in runs if r["variant"] == "stock"), runs[0] if runs else None)
+    names = [r["variant"] for r in runs]
+    return "stock" if "stock" in names or not names else names[0]
 
 
 def summary_table(runs: list[dict[str, Any]]) -> Table:
@@ -131,17 +133,16 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
     without stock, to the first variant's), and what failed: fits 100
     columns with every name and number whole."""
     base = _table_base(runs)
-    name = base["variant"] if base else "stock"
-    t = Table(title=f"autoscaling replay: cold starts (s) and ratio to {name}", pad_edge=False)
+    rel = ratios(runs, base)
+    t = Table(title=f"autoscaling replay: cold starts (s) and ratio to {base}", pad_edge=False)
     for col in ("variant", "cold", "p50", "p99", "p50 x", "p99 x", "inv p99", "wait>1s",
                 "failed", "peak", "xs"):
         t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True,
                      overflow="fold")
     for r in runs:
-        c = r["cold_start_s"]
-        x = {p: _ratio(c[p], base["cold_start_s"][p] if base else None) for p in ("p50", "p99")}
+        c, x = r["cold_start_s"], rel[r["variant"]]
         t.add_row(r["variant"], str(c["count"]), _fmt(c["p50"], digits=1),
-                  _fmt(c["p99"], digits=1), _fmt(x["p50"], "x"), _fmt(x["p99"], "x"),
+                  _fmt(c["p99"], digits=1), _fmt(x["cold_p50"], "x"), _fmt(x["cold_p99"], "x"),
                   _fmt(r["invocation_latency_s"]["p99"], digits=1), str(r["waited_over_1s"]),
                   str(r["invocations_failed"] + r["creates_failed"]),
                   str(r["peak_instances"]), _fmt_count(r.get("xs_requests_per_cold_start")))
