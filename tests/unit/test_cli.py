@@ -43,6 +43,8 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):
     (["run", "--variant", "stock"], "needs a command"),
     (["scrubbench", "--cpus", "3"], "divide evenly over 2 NUMA nodes"),
     (["scrubbench", "--memory", "4097"], "divide evenly over 2 NUMA nodes"),
+    (["bench", "--icount", "11"], "icount_shift must be 0..10"),
+    (["scrubbench", "--icount", "-1"], "icount_shift must be 0..10"),
     (["scrubbench", "--variants", "stock,patched+cache"], "runs no Xenstore cache"),
     (["scrubbench", "--variants", "stock,patched+libcache"], "drop patched+libcache"),
     (["bench", "--variants", "stock,patched+libcache", "--driver", "xl"],
@@ -70,6 +72,12 @@ def test_cache_variants_share_the_build_and_add_the_proxy():
     assert [v.xs_cache for v in args.variants] == [False, True, True]
     assert variants.RunVariant.parse("patched+cache") == variants.RunVariant("patched", True)
     assert variants.RunVariant.parse("stock") == variants.RunVariant("stock")
+
+
+def test_icount_reaches_the_vm_options():
+    args = build_parser().parse_args(["bench", "--icount", "2"])
+    assert cli._vm_options(args).icount_shift == 2
+    assert cli._vm_options(build_parser().parse_args(["bench"])).icount_shift is None
 
 
 def test_concurrency_takes_a_list():

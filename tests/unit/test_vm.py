@@ -45,7 +45,20 @@ def test_numa_nodes_split_cpus_and_memory(tmp_path):
                                      "memory-backend-ram,id=m1,size=2048M"]
 
 
+def test_icount_runs_one_tcg_thread_counting_instructions(tmp_path):
+    opts = VMOptions(icount_shift=1)
+    argv = qemu_argv(X, K, I, opts, tmp_path, tmp_path / "s")
+    # -icount rules out multi-threaded TCG: QEMU refuses the pair.
+    assert _arg(argv, "-accel") == ["tcg,thread=single"]
+    # sleep=off: idle time is jumped over, not spent in host time.
+    assert _arg(argv, "-icount") == ["shift=1,sleep=off"]
+    assert opts.record()["accel"] == "tcg-icount" and opts.record()["icount_shift"] == 1
+    assert VMOptions().record()["accel"] == "tcg"
+    assert "-icount" not in qemu_argv(X, K, I, VMOptions(), tmp_path, tmp_path / "s")
+
+
 @pytest.mark.parametrize("kw,msg", [
+    ({"icount_shift": -1}, "icount_shift"), ({"icount_shift": 11}, "icount_shift"),
     ({"cpus": 0}, "cpus"), ({"numa_nodes": 0}, "numa_nodes"),
     ({"numa_nodes": 3, "cpus": 4}, "divide evenly"),
     ({"xen_cmdline": ("a b",)}, "one word"), ({"boot_timeout_s": 0}, "boot_timeout"),

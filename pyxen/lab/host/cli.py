@@ -81,13 +81,22 @@ def _add_vm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", action="store_true",
                    help="profiling hypervisor: lock profiling + perf counters")
     g.add_argument("--boot-timeout", type=float, default=300.0, metavar="S")
+    _add_icount_option(g)
+
+
+def _add_icount_option(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--icount", type=int, metavar="SHIFT", dest="icount_shift",
+                   help="count instructions instead of host time: QEMU -icount "
+                        "shift=SHIFT,sleep=off (2**SHIFT ns per instruction, one vCPU "
+                        "thread): times in the guest no longer depend on the host's "
+                        "speed or load; the run is slower")
 
 
 def _vm_options(args: argparse.Namespace) -> VMOptions:
     opts = VMOptions(cpus=args.cpus, memory_mib=args.memory, dom0_vcpus=args.dom0_vcpus,
                      dom0_mem_mib=None if args.autoballoon else args.dom0_mem,
                      numa_nodes=args.numa_nodes, xen_cmdline=tuple(args.xen_cmdline.split()),
-                     boot_timeout_s=args.boot_timeout)
+                     boot_timeout_s=args.boot_timeout, icount_shift=args.icount_shift)
     opts.validate()
     return opts
 
@@ -202,7 +211,8 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
                          scrub_policy=args.scrub_policy)
     params.validate()
     options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
-                                  memory_mib=args.memory or SCRUB_VM.memory_mib)
+                                  memory_mib=args.memory or SCRUB_VM.memory_mib,
+                                  icount_shift=args.icount_shift)
     try:
         options.validate()
     except ValueError as exc:
@@ -344,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the benchmark's VM, scrubbench.SCRUB_VM)")
     p.add_argument("--memory", type=positive_int, metavar="MIB",
                    help="Xen's RAM in MiB, split over the 2 NUMA nodes (default: SCRUB_VM's)")
+    _add_icount_option(p)
     p.add_argument("--fill", choices=protocol.SCRUB_FILLS, default=protocol.SCRUB_FILL_DEFAULT,
                    help="ballast on the guests' node only, or on every node (a full host)")
     p.add_argument("--scrub-policy", choices=protocol.SCRUB_POLICIES,

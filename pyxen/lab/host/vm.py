@@ -45,7 +45,7 @@ def qemu_argv(xen: Path, vmlinuz: Path, initramfs: Path, options: VMOptions,
         if "," in str(p):
             raise LabError(f"QEMU cannot take a module path with a comma: {p}")
     argv = [
-        QEMU, "-accel", "tcg,thread=multi", "-cpu", "max",
+        QEMU, *options.accel_argv(), "-cpu", "max",
         "-smp", str(options.cpus), "-m", str(options.memory_mib),
         "-nodefaults", "-display", "none", "-vga", "none", "-monitor", "none",
         "-no-reboot",

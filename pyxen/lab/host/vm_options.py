@@ -13,6 +13,10 @@ XEN_BASE_CMDLINE = ("console=com1", "com1=115200,8n1", "smap=0", "smep=0",
 #: (so a dead dom0 ends QEMU instead of hanging).
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen rdinit=/init panic=-1"
 
+#: Largest ``icount_shift``: at 2**10 ns per instruction the virtual machine
+#: runs at under a million instructions per second, too slow to boot dom0.
+ICOUNT_SHIFT_MAX = 10
+
 @dataclass(frozen=True)
 class VMOptions:
     """How to boot the nested Xen.  ``validate`` names any bad value."""
@@ -26,6 +30,12 @@ class VMOptions:
     boot_timeout_s: float = 300.0
     xs_cache: bool = False           # dom0 runs xenstore_cache in front of xenstored
     lib_cache: bool = False          # the toolstack reads through libxenstore's cache
+    #: None: multi-threaded TCG, times are host time.  N: QEMU's instruction
+    #: counter (-icount shift=N,sleep=off), one vCPU thread: the guest's clock
+    #: advances 2**N ns per instruction executed and jumps over idle time, so
+    #: what Xen and dom0 time is instructions, whatever the host's speed or
+    #: load (vCPUs take turns, so a spinning waiter's instructions count).
+    icount_shift: int | None = None
 
     def validate(self) -> None:
         if self.cpus < 1 or self.cpus > 64:
@@ -51,6 +61,9 @@ class VMOptions:
         for opt in self.xen_cmdline:
             if not opt or any(c.isspace() for c in opt):
                 raise ValueError(f"Xen command-line option {opt!r} must be one word")
+        if self.icount_shift is not None and not 0 <= self.icount_shift <= ICOUNT_SHIFT_MAX:
+            raise ValueError(f"icount_shift must be 0..{ICOUNT_SHIFT_MAX}, "
+                             f"got {self.icount_shift}")
         if self.boot_timeout_s <= 0:
             raise ValueError(f"boot_timeout_s must be > 0, got {self.boot_timeout_s}")
 
@@ -58,7 +71,17 @@ class VMOptions:
         """The VM as results files record it."""
         return {"cpus": self.cpus, "memory_mib": self.memory_mib,
                 "dom0_vcpus": self.dom0_vcpus, "dom0_mem_mib": self.dom0_mem_mib,
-                "numa_nodes": self.numa_nodes, "accel": "tcg"}
+                "numa_nodes": self.numa_nodes,
+                "accel": "tcg" if self.icount_shift is None else "tcg-icount",
+                "icount_shift": self.icount_shift}
+
+    def accel_argv(self) -> list[str]:
+        """QEMU's accelerator options: multi-threaded TCG, or single-threaded
+        TCG with the instruction counter (``-icount`` rules MTTCG out)."""
+        if self.icount_shift is None:
+            return ["-accel", "tcg,thread=multi"]
+        return ["-accel", "tcg,thread=single",
+                "-icount", f"shift={self.icount_shift},sleep=off"]
 
     def xen_cmdline_words(self) -> list[str]:
         words = list(XEN_BASE_CMDLINE)
