@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from pyxen.lab.host import variants
-from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.vm import Dom0, SharedDom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild, build
 
@@ -27,11 +28,28 @@ def lab_build() -> StagedBuild:
     return build(variants.resolve(LAB_VARIANT, debug=LAB_DEBUG))
 
 
-@pytest.fixture(scope="module")
-def dom0(lab_build: StagedBuild) -> Iterator[Dom0]:
-    """The lab tests' build booted nested, shared by a module."""
-    with Dom0(lab_build, VMOptions()) as d:
-        yield d
+#: The repository, bound into dom0 so that dom0 runs its tests from it.
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def lab_boot(lab_build: StagedBuild) -> Iterator[SharedDom0]:
+    """The lab tests' build booted nested with the default VM options, one
+    boot shared by the session: the in-dom0 suite of this build
+    (test_in_dom0.py) and the lab's own tests (test_lab_boot.py) run in it.
+    Under TCG a boot is the largest fixed cost of a nested test (about a
+    minute here, three on a slow machine)."""
+    shared = SharedDom0(lab_build, VMOptions(), extra_binds=[REPO])
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+@pytest.fixture
+def dom0(lab_boot: SharedDom0) -> Dom0:
+    """The shared boot of the lab tests' build (booted on first use)."""
+    return lab_boot.get()
 
 
 #: The slowest tests of each suite run inside a dom0 (pytest's --durations

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pyxen.lab.host import variants
-from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.vm import Dom0, SharedDom0
 from pyxen.lab.host.xenbuild import build
 
 pytestmark = pytest.mark.nested
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
     pytest.param("patched", False, marks=pytest.mark.scheduled),
     ("patched", True),
 ], ids=["stock", "patched", "patched-debug"])
-def test_xen_suite_in_dom0(variant: str, debug: bool,
+def test_xen_suite_in_dom0(variant: str, debug: bool, request: pytest.FixtureRequest,
                            dom0_durations: Callable[[str], None]) -> None:
     staged = build(variants.resolve(variant, debug=debug))
     if variant == "patched" and not debug:
@@ -55,14 +55,22 @@ def test_xen_suite_in_dom0(variant: str, debug: bool,
         # PV guest's uninitialised PoD lock taken by offline_page()), and
         # tests of what only the series has (they would skip).
         markers += " and not breaks_stock and not series_only"
-    with Dom0(staged, extra_binds=[REPO]) as dom0:
-        res = dom0.run([sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen"),
-                        "--xen", "host", "-m", markers, "-p", "no:cacheprovider",
-                        # A test stuck for 5 min dumps every thread's stack.
-                        "-o", "faulthandler_timeout=300",
-                        "-q", "-rfE", "--durations=12",
-                        "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
-                       timeout=1200, env=env)
+    argv = [sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen"),
+            "--xen", "host", "-m", markers, "-p", "no:cacheprovider",
+            # A test stuck for 5 min dumps every thread's stack.
+            "-o", "faulthandler_timeout=300",
+            "-q", "-rfE", "--durations=12",
+            "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")]
+    lab: SharedDom0 = request.getfixturevalue("lab_boot")
+    if (staged.hypervisor_key, staged.tools_key) == \
+            (lab.build.hypervisor_key, lab.build.tools_key):
+        # The lab's own build: its boot is shared with the lab's tests
+        # (test_lab_boot.py), which run after this suite in it and check
+        # that it left nothing behind.
+        res = lab.get().run(argv, timeout=1200, env=env)
+    else:
+        with Dom0(staged, extra_binds=[REPO]) as dom0:
+            res = dom0.run(argv, timeout=1200, env=env)
     out = res.stdout + res.stderr
     dom0_durations(out)
     print(out[-6000:])

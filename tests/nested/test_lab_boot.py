@@ -59,8 +59,15 @@ def test_status_output_and_files_come_back(dom0: Dom0) -> None:
     assert (info["xen_major"], info["xen_minor"]) == (major, minor)   # the Xen built
 
 
-def test_only_domain0_after_boot(dom0: Dom0) -> None:
+def test_only_domain0_is_running(dom0: Dom0) -> None:
+    # After boot, or after the in-dom0 suite of this build ran in the same
+    # boot (test_in_dom0.py): it leaves no domain behind.
     assert [d.name for d in domains(dom0)] == ["Domain-0"]
+
+
+def test_the_lab_build_s_debug_hypervisor_is_what_booted(dom0: Dom0) -> None:
+    assert dom0.build.variant.debug
+    assert "debug=y" in dom0.run(["xl", "dmesg"], check=True).stdout
 
 
 def test_three_tiny_guests_print_their_line_and_leave_nothing(dom0: Dom0) -> None:
@@ -187,12 +194,14 @@ def test_the_autoscale_driver_replays_a_few_invocations_end_to_end(dom0: Dom0) -
     assert result["memory_not_returned_mib"] == 0
 
 
-def test_a_command_past_its_timeout_kills_the_vm(lab_build: StagedBuild) -> None:
-    vm = _vm(lab_build)
-    with pytest.raises(Dom0Timeout, match="sleep"), vm:
-        assert qemu_processes(vm.run_dir)
-        vm.run(["sleep", "600"], timeout=3)
-    assert qemu_processes(vm.run_dir) == []
+def test_a_command_past_its_timeout_kills_the_vm(dom0: Dom0) -> None:
+    # The last user of the shared boot in a whole run: this kills it (a
+    # later user would get a new boot).
+    assert qemu_processes(dom0.run_dir)
+    with pytest.raises(Dom0Timeout, match="sleep"):
+        dom0.run(["sleep", "600"], timeout=3)
+    assert not dom0.alive
+    assert qemu_processes(dom0.run_dir) == []
 
 
 def test_a_dom0_that_cannot_boot_fails_fast_with_the_serial_log(lab_build: StagedBuild) -> None:

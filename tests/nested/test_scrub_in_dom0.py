@@ -1,4 +1,5 @@
-"""Runs tests/xen/test_scrub.py in the dom0 of the patched debug hypervisor
+"""Checks that the lab's two virtual NUMA nodes are what Xen sees, and runs
+tests/xen/test_scrub.py, in the dom0 of the patched debug hypervisor
 booted with two virtual NUMA nodes (CPUs 0-1 on node 0, 2-3 on node 1) and
 ``scrub_debug``: Xen poisons every freed page and checks every page it hands
 out is zero, so a dirty page given to a guest stops Xen and fails the run."""
@@ -7,11 +8,12 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from pyxen.lab.dom0 import xl
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
@@ -21,21 +23,44 @@ pytestmark = pytest.mark.nested
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: Two virtual NUMA nodes, CPUs 0-1 on node 0 and 2-3 on node 1.
+NUMA_VM = VMOptions(cpus=4, memory_mib=4096, numa_nodes=2, xen_cmdline=("scrub_debug",))
+
+
+@pytest.fixture(scope="module")
+def numa_dom0(lab_build: StagedBuild) -> Iterator[Dom0]:
+    """The lab's build booted on two NUMA nodes with ``scrub_debug``, one
+    boot for this module's tests."""
+    with Dom0(lab_build, NUMA_VM, extra_binds=[REPO]) as dom0:
+        yield dom0
+
+
+def test_two_virtual_numa_nodes_are_what_xen_sees(numa_dom0: Dom0) -> None:
+    topo = numa_dom0.run(["xl", "info", "-n"], check=True).stdout
+    info = xl.parse_info(topo)
+    assert info["nr_nodes"] == "2"
+    assert info["nr_cpus"] == "4"
+    # cpu_topology rows: "cpu: core socket node"; CPUs 0-1 on node 0, 2-3 on node 1.
+    nodes = {int(m.group(1)): int(m.group(2))
+             for m in re.finditer(r"^\s*(\d+):\s+\d+\s+\d+\s+(\d+)\s*$", topo, re.MULTILINE)}
+    assert nodes == {0: 0, 1: 0, 2: 1, 3: 1}
+
+
 def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild,
-                                  dom0_durations: Callable[[str], None]) -> None:
+                                  dom0_durations: Callable[[str], None],
+                                  request: pytest.FixtureRequest) -> None:
     staged = lab_build   # the patched debug build (tests/nested/conftest.py)
     if "scrubd" not in staged.programs:   # built only where xc_scrub_get exists
         pytest.skip(f"the Xen {staged.variant.source.branch} series has no "
                     "XEN_SYSCTL_scrub_op (per-node scrub workers) yet")
-    opts = VMOptions(cpus=4, memory_mib=4096, numa_nodes=2, xen_cmdline=("scrub_debug",))
-    with Dom0(staged, opts, extra_binds=[REPO]) as dom0:
-        res = dom0.run([sys.executable, "-P", "-m", "pytest",
-                        str(REPO / "tests" / "xen" / "test_scrub.py"),
-                        "--xen", "host", "-p", "no:cacheprovider", "-q", "-s", "-rfE",
-                        "--durations=12",
-                        "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
-                       timeout=1800)
-        serial = dom0.serial_log.read_text(errors="replace")
+    dom0: Dom0 = request.getfixturevalue("numa_dom0")
+    res = dom0.run([sys.executable, "-P", "-m", "pytest",
+                    str(REPO / "tests" / "xen" / "test_scrub.py"),
+                    "--xen", "host", "-p", "no:cacheprovider", "-q", "-s", "-rfE",
+                    "--durations=12",
+                    "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
+                   timeout=1800)
+    serial = dom0.serial_log.read_text(errors="replace")
     out = res.stdout + res.stderr
     dom0_durations(out)
     print(out[-6000:])

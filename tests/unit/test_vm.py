@@ -90,3 +90,47 @@ def test_program_lookup_skips_completion_scripts(tmp_path):
         p.write_text("#!/bin/sh\n")
         p.chmod(0o755)
     assert find_programs(tmp_path)["xl"] == str(tmp_path / "usr/sbin/xl")
+
+
+class _FakeDom0:
+    """Stands in for Dom0 in SharedDom0's tests: no QEMU."""
+
+    fail_next = False
+
+    def __init__(self, build: object, options: VMOptions, extra_binds: object = None) -> None:
+        self.alive = False
+        self.shut = False
+
+    def __enter__(self) -> _FakeDom0:
+        if _FakeDom0.fail_next:
+            _FakeDom0.fail_next = False
+            raise RuntimeError("boot failed")
+        self.alive = True
+        return self
+
+    def kill(self) -> None:
+        self.alive = False
+
+    def shutdown(self) -> None:
+        self.alive, self.shut = False, True
+
+
+def test_a_shared_boot_is_reused_and_booted_again_only_once_it_ended(monkeypatch):
+    from pyxen.lab.host import vm
+    monkeypatch.setattr(vm, "Dom0", _FakeDom0)
+    shared = vm.SharedDom0(build=object(), options=VMOptions())  # type: ignore[arg-type]
+    first = shared.get()
+    assert shared.get() is first and shared.boots == 1
+    first.alive = False             # a command past its timeout killed it
+    second = shared.get()
+    assert second is not first and shared.boots == 2
+    _FakeDom0.fail_next = True
+    second.alive = False
+    with pytest.raises(RuntimeError, match="boot failed"):
+        shared.get()
+    assert shared.boots == 2        # a failed boot is not handed out
+    third = shared.get()
+    assert third.alive and shared.boots == 3
+    shared.close()
+    assert third.shut and not third.alive
+    shared.close()                  # idempotent

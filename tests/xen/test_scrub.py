@@ -29,6 +29,7 @@ import pytest
 
 from pyxen.config import DomainConfig
 from pyxen.errors import XenCtrlError
+from pyxen.limits import PAGES_PER_MIB
 from pyxen.xenctrl import (
     SCRUB_BUDGET_MAX_US,
     SCRUB_BUDGET_MIN_US,
@@ -41,10 +42,13 @@ from pyxen.xenctrl import (
 
 pytestmark = [pytest.mark.xen, pytest.mark.scrub]
 
-GUEST_MIB = 256
-PAGES = GUEST_MIB * 256
-#: Bound on the time for node 1's worker to clean a dead 256 MiB guest with
-#: every pCPU busy: at 1 ms every 10 ms that is ~6.5 s of scrubbing at TCG's
+#: A dead guest's memory, on node 1.  128 MiB is 32,768 pages: enough that
+#: the counters tell who scrubbed them, small enough that a CI run under TCG
+#: does not spend minutes creating, destroying and scrubbing it.
+GUEST_MIB = 128
+PAGES = GUEST_MIB * PAGES_PER_MIB
+#: Bound on the time for node 1's worker to clean a dead guest with every
+#: pCPU busy: at 1 ms every 10 ms, 128 MiB is ~3.3 s of scrubbing at TCG's
 #: ~10 us a page.  Generous for a loaded CI machine.
 CLEAN_BOUND_S = 90.0
 #: How long the idle policy is watched leaving a busy node dirty.
@@ -87,14 +91,25 @@ SPINNERS_PER_PCPU = 2
 
 @contextmanager
 def every_pcpu_busy(host, kernel, helpers) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """Spinning guests on every pCPU: idle CPUs never run, so never scrub."""
+    """Spinning guests on every pCPU: idle CPUs never run, so never scrub.
+
+    They are created paused and unpaused together, and paused again before
+    they are destroyed: under TCG a spinning guest slows every create and
+    destroy in dom0, so creating each beside the ones already spinning took
+    minutes of a CI run."""
     doms = []
     try:
         for i in range(SPINNERS_PER_PCPU * host.physinfo().nr_cpus):
             doms.append(host.create(DomainConfig(f"{helpers.PREFIX}spin{i}", kernel,
-                                                 memory_mib=16, cmdline="spin")))
+                                                 memory_mib=16, cmdline="spin"),
+                                    paused=True))
+        for d in doms:
+            d.unpause()
         yield
     finally:
+        for d in doms:
+            with contextlib.suppress(Exception):
+                d.pause()
         for d in doms:
             d.destroy()
         for d in doms:

@@ -336,3 +336,34 @@ class Dom0:
             elapsed_s=float(result["elapsed_s"]),
         )
         return res.check() if check else res
+
+
+class SharedDom0:
+    """One boot of a build for several users in turn (tests sharing a VM):
+    ``get`` boots on first use and boots again only if the VM has ended
+    (a command past its timeout kills it, or it died); ``close`` powers it
+    off.  A user that needs a VM of its own makes a ``Dom0``."""
+
+    def __init__(self, build: StagedBuild, options: VMOptions | None = None,
+                 extra_binds: list[Path] | None = None) -> None:
+        self.build = build
+        self.options = options or VMOptions()
+        self.extra_binds = extra_binds or []
+        self.boots = 0
+        self._vm: Dom0 | None = None
+
+    def get(self) -> Dom0:
+        if self._vm is None or not self._vm.alive:
+            if self._vm is not None:
+                self._vm.kill()
+                self._vm = None
+            vm = Dom0(self.build, self.options, extra_binds=self.extra_binds)
+            vm.__enter__()   # kills what it started if the boot fails
+            self._vm = vm
+            self.boots += 1
+        return self._vm
+
+    def close(self) -> None:
+        if self._vm is not None:
+            self._vm.shutdown()
+            self._vm = None
