@@ -83,9 +83,12 @@ def test_a_variant_s_switches_reach_the_vm_and_dom0_s_environment():
     assert (opts.lib_cache, opts.xs_cache, opts.cpus) == (True, False, 4)
     assert RunVariant.parse("stock+cache").vm_options(base).xs_cache
     cfg = {"programs": {"xl": "/x/usr/sbin/xl"}, "library_dirs": ["/x/usr/lib"],
-           "native": "/x/_xen.so"}
+           "native": "/x/_xen.so", "xs_domain_preload": "/c/xs-domain-preload.so"}
     on = toolstack_env({**cfg, "lib_cache": True})
     off = toolstack_env(cfg)
+    # The preload library is handed over by name, not put on PATH.
+    assert on[protocol.ENV_XS_DOMAIN_PRELOAD] == "/c/xs-domain-preload.so"
+    assert on["PATH"].split(":")[0] == "/x/usr/sbin" and "/c" not in on["PATH"].split(":")
     assert on[protocol.ENV_LIB_CACHE] == on[protocol.ENV_LIBXENSTORE_CACHE] == "1"
     # Without +libcache no program in dom0 reads through the cache.
     assert off[protocol.ENV_LIB_CACHE] == off[protocol.ENV_LIBXENSTORE_CACHE] == "0"

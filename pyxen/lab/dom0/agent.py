@@ -66,7 +66,7 @@ def toolstack_env(cfg: dict[str, object]) -> dict[str, str]:
         "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
         protocol.ENV_XS_TRACE: protocol.XS_TRACE,
         protocol.ENV_CONSOLE_LOG_DIR: protocol.CONSOLE_LOG_DIR,
-        protocol.ENV_XS_DOMAIN_PRELOAD: str(programs.get(protocol.XS_DOMAIN_PRELOAD, "")),
+        protocol.ENV_XS_DOMAIN_PRELOAD: str(cfg.get("xs_domain_preload", "")),
         # pyxen's bindings compiled against the staged headers (pyxen._native).
         NATIVE_ENV: str(cfg["native"]),
         protocol.ENV_LIB_CACHE: lib_cache,

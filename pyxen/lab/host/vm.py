@@ -192,6 +192,7 @@ class Dom0:
             "programs": dict(self.build.programs),
             "library_dirs": list(self.build.library_dirs),
             "native": str(self.build.native),
+            "xs_domain_preload": str(self.build.xs_domain_preload),
             "xs_cache": self.options.xs_cache,
             "lib_cache": self.options.lib_cache,
         }, indent=2))

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import BuildError, LabError
 from pyxen.lab.host import hostdeps, paths
 from pyxen.lab.host.buildkey import build_key
@@ -111,6 +110,9 @@ class StagedBuild:
     programs: Mapping[str, str]   # program name -> absolute path inside tools_root
     library_dirs: tuple[str, ...]  # directories holding the staged libxen*.so
     native: Path            # pyxen._xen compiled against the staged headers
+    #: The lab's xs-domain-preload.so (LD_PRELOADed by the stub-domain tests):
+    #: a library, so not among ``programs`` (whose directories go on PATH).
+    xs_domain_preload: Path
 
 
 def jobs() -> int:
@@ -276,8 +278,6 @@ def build(variant: Variant) -> StagedBuild:
     scrubd = build_scrubd(stage, tools_key)
     if scrubd is not None:  # on dom0's PATH with the staged programs
         programs["scrubd"] = str(scrubd)
-    # Not a program: dom0 finds it through ENV_XS_DOMAIN_PRELOAD.
-    programs[protocol.XS_DOMAIN_PRELOAD] = str(build_xs_domain_preload(stage, tools_key))
     return StagedBuild(
         variant=variant,
         hypervisor_key=hv_key,
@@ -287,4 +287,5 @@ def build(variant: Variant) -> StagedBuild:
         programs=programs,
         library_dirs=tuple(_find_library_dirs(stage)),
         native=build_native(stage, tools_key),
+        xs_domain_preload=build_xs_domain_preload(stage, tools_key),
     )
