@@ -50,13 +50,25 @@ from pyxen.xenstore import XenStore
 WARMUP_READS = 20
 
 
-class IdlePool:
-    """Idle libxenstore connections, grown and shrunk to a count."""
+#: Seconds xenstored gets to drop the connections the pool closed.
+CLOSE_SETTLE_S = 30.0
 
-    def __init__(self) -> None:
+
+class IdlePool:
+    """Idle libxenstore connections, grown and shrunk to a count.  With
+    ``pid`` (xenstored's), ``resize`` returns only once xenstored holds what
+    it should: it has answered a request on every new connection, and
+    dropped every closed one (it sees the close only when its main loop
+    gets to it, which on a loaded dom0 can be after the next point's reads
+    have started)."""
+
+    def __init__(self, pid: int | None = None) -> None:
         self.handles: list[XenStore] = []
+        self.pid = pid
 
     def resize(self, n: int) -> None:
+        closing = max(0, len(self.handles) - n)
+        before = open_fds(self.pid) if self.pid is not None and closing else None
         while len(self.handles) > n:
             self.handles.pop().close()
         while len(self.handles) < n:
@@ -64,9 +76,19 @@ class IdlePool:
             self.handles.append(xs)
             # A request, so that xenstored has accepted the connection.
             xs.get_domain_path(0)
+        if before is not None and self.pid is not None:
+            deadline = time.monotonic() + CLOSE_SETTLE_S
+            while (held := open_fds(self.pid)) > before - closing:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"xenstored still holds {held - (before - closing)} of the "
+                        f"{closing} connections closed {CLOSE_SETTLE_S:g} s ago")
+                time.sleep(0.01)
 
     def close(self) -> None:
-        self.resize(0)
+        """Close every connection, without waiting for xenstored."""
+        while self.handles:
+            self.handles.pop().close()
 
 
 def time_reads(xs: XenStore, path: str, reads: int, pid: int) -> dict[str, Any]:
@@ -135,7 +157,7 @@ def run(req: XsLatencyRequest) -> dict[str, Any]:
     points: list[dict[str, Any]] = []
     syscalls: list[dict[str, Any]] = []
     errors: list[str] = []
-    pool = IdlePool()
+    pool = IdlePool(pid)
     try:
         with xs_trace_off(), XenStore() as client:
             for rnd in range(req.rounds):
