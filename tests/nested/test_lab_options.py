@@ -5,6 +5,7 @@ two virtual NUMA nodes in test_scrub_in_dom0.py.)"""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab.host import paths
 from pyxen.lab.host.vm import qemu_processes
 from pyxen.lab.host.xenbuild import StagedBuild
 
@@ -31,16 +31,20 @@ def test_ctrl_c_stops_the_lab_and_its_vm(lab_build: StagedBuild) -> None:
          "sleep", "900"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.stderr is not None
     try:
-        # The lab names its run directory "<stamp>-<variant>-<its pid>".
-        pattern = f"*-{lab_build.variant.name}-{proc.pid}"
-        qemu: list[int] = []
+        # The lab logs "booting (<run dir>)" once QEMU has started.
+        run_dir = None
         deadline = time.monotonic() + 120
-        while not qemu:
-            assert proc.poll() is None, f"the lab exited first: {proc.communicate()[1]}"
+        for line in proc.stderr:
+            m = re.search(r"booting \((.+)\)", line)
+            if m:
+                run_dir = m.group(1)
+                break
             assert time.monotonic() < deadline, "QEMU never started"
-            time.sleep(0.5)
-            qemu = [pid for d in paths.runs_dir().glob(pattern) for pid in qemu_processes(d)]
+        assert run_dir, "the lab exited before QEMU started"
+        qemu = qemu_processes(run_dir)
+        assert qemu
         time.sleep(3)   # into the boot
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[1]

@@ -6,6 +6,7 @@ out is zero, so a dirty page given to a guest stops Xen and fails the run."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ import pytest
 
 from pyxen.lab.dom0 import xl
 from pyxen.lab.host.vm import Dom0
-from pyxen.lab.host.vm_options import VMOptions
+from pyxen.lab.host.scrubbench import SCRUB_VM
 from pyxen.lab.host.xenbuild import StagedBuild
 
 pytestmark = pytest.mark.nested
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.nested
 REPO = Path(__file__).resolve().parents[2]
 
 
-#: Two virtual NUMA nodes, CPUs 0-1 on node 0 and 2-3 on node 1.
-NUMA_VM = VMOptions(cpus=4, memory_mib=4096, numa_nodes=2, xen_cmdline=("scrub_debug",))
+#: The scrub benchmark's machine (two virtual NUMA nodes, CPUs 0-1 on node 0
+#: and 2-3 on node 1) with ``scrub_debug``.
+NUMA_VM = dataclasses.replace(SCRUB_VM, xen_cmdline=("scrub_debug",))
 
 
 @pytest.fixture(scope="module")

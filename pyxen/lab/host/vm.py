@@ -229,6 +229,7 @@ class Dom0:
                                       stdout=subprocess.DEVNULL,
                                       stderr=(self.run_dir / "qemu.stderr").open("wb"),
                                       start_new_session=True)
+        log.info("booting (%s)", self.run_dir)
         deadline = time.monotonic() + self.options.boot_timeout_s
         ready, failed = self.xchg / protocol.READY, self.xchg / protocol.FAILED
         while True:
