@@ -4,6 +4,7 @@ a booted lab shared by a module."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +31,24 @@ def lab_build() -> StagedBuild:
 
 #: The repository, bound into dom0 so that dom0 runs its tests from it.
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    """The repository (bind it into a dom0 that runs its tests)."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def dom0_pytest() -> Callable[..., list[str]]:
+    """The command line of a pytest run inside dom0 over this repository's
+    ``tests/xen/<target>`` (the whole directory for ``""``) against the Xen
+    it runs on, with *options* (markers, -q, --durations...) added."""
+    def argv(target: str, *options: str) -> list[str]:
+        return [sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen" / target),
+                "--xen", "host", "-p", "no:cacheprovider", *options,
+                "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")]
+    return argv
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ shared by creates and exclusive by restores; assertions on)."""
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from pyxen.lab.host.xenbuild import build
 
 pytestmark = pytest.mark.nested
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 #: Stock's run is for scheduled runs only, as in test_in_dom0.py.
 @pytest.mark.parametrize("variant,debug,expect_lock",
@@ -28,15 +25,12 @@ REPO = Path(__file__).resolve().parents[2]
                           ("patched", True, "0")],
                          ids=["stock", "patched-debug"])
 def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str,
-                                   dom0_durations: Callable[[str], None]) -> None:
+                                   dom0_durations: Callable[[str], None], repo: Path,
+                                   dom0_pytest: Callable[..., list[str]]) -> None:
     staged = build(variants.resolve(variant, debug=debug))
     opts = VMOptions(memory_mib=2048, dom0_mem_mib=None)
-    with Dom0(staged, opts, extra_binds=[REPO]) as dom0:
-        res = dom0.run([sys.executable, "-P", "-m", "pytest",
-                        str(REPO / "tests" / "xen" / "test_autoballoon.py"),
-                        "--xen", "host", "-p", "no:cacheprovider", "-q", "-s", "-rfE",
-                        "--durations=12",
-                        "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
+    with Dom0(staged, opts, extra_binds=[repo]) as dom0:
+        res = dom0.run(dom0_pytest("test_autoballoon.py", "-q", "-s", "-rfE", "--durations=12"),
                        timeout=1800, env={"PYXEN_EXPECT_XL_LOCK": expect_lock})
         serial = dom0.serial_log.read_text(errors="replace")
     out = res.stdout + res.stderr

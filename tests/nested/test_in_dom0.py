@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from pyxen.lab.host.vm import Dom0, SharedDom0
 from pyxen.lab.host.xenbuild import build
 
 pytestmark = pytest.mark.nested
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 #: The patched toolstack runs its suite under the debug hypervisor in every
@@ -36,7 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
     ("patched", True),
 ], ids=["stock", "patched", "patched-debug"])
 def test_xen_suite_in_dom0(variant: str, debug: bool, request: pytest.FixtureRequest,
-                           dom0_durations: Callable[[str], None]) -> None:
+                           dom0_durations: Callable[[str], None], repo: Path,
+                           dom0_pytest: Callable[..., list[str]]) -> None:
     staged = build(variants.resolve(variant, debug=debug))
     if variant == "patched" and not debug:
         stock = build(variants.resolve("stock"))
@@ -55,12 +53,10 @@ def test_xen_suite_in_dom0(variant: str, debug: bool, request: pytest.FixtureReq
         # PV guest's uninitialised PoD lock taken by offline_page()), and
         # tests of what only the series has (they would skip).
         markers += " and not breaks_stock and not series_only"
-    argv = [sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen"),
-            "--xen", "host", "-m", markers, "-p", "no:cacheprovider",
-            # A test stuck for 5 min dumps every thread's stack.
-            "-o", "faulthandler_timeout=300",
-            "-q", "-rfE", "--durations=12",
-            "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")]
+    argv = dom0_pytest("", "-m", markers,
+                       # A test stuck for 5 min dumps every thread's stack.
+                       "-o", "faulthandler_timeout=300",
+                       "-q", "-rfE", "--durations=12")
     lab: SharedDom0 = request.getfixturevalue("lab_boot")
     if (staged.hypervisor_key, staged.tools_key) == \
             (lab.build.hypervisor_key, lab.build.tools_key):
@@ -69,7 +65,7 @@ def test_xen_suite_in_dom0(variant: str, debug: bool, request: pytest.FixtureReq
         # that it left nothing behind.
         res = lab.get().run(argv, timeout=1200, env=env)
     else:
-        with Dom0(staged, extra_binds=[REPO]) as dom0:
+        with Dom0(staged, extra_binds=[repo]) as dom0:
             res = dom0.run(argv, timeout=1200, env=env)
     out = res.stdout + res.stderr
     dom0_durations(out)

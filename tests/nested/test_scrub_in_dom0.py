@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,8 +20,6 @@ from pyxen.lab.host.xenbuild import StagedBuild
 
 pytestmark = pytest.mark.nested
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 #: The scrub benchmark's machine (two virtual NUMA nodes, CPUs 0-1 on node 0
 #: and 2-3 on node 1) with ``scrub_debug``.
@@ -30,10 +27,10 @@ NUMA_VM = dataclasses.replace(SCRUB_VM, xen_cmdline=("scrub_debug",))
 
 
 @pytest.fixture(scope="module")
-def numa_dom0(lab_build: StagedBuild) -> Iterator[Dom0]:
+def numa_dom0(lab_build: StagedBuild, repo: Path) -> Iterator[Dom0]:
     """The lab's build booted on two NUMA nodes with ``scrub_debug``, one
     boot for this module's tests."""
-    with Dom0(lab_build, NUMA_VM, extra_binds=[REPO]) as dom0:
+    with Dom0(lab_build, NUMA_VM, extra_binds=[repo]) as dom0:
         yield dom0
 
 
@@ -50,17 +47,14 @@ def test_two_virtual_numa_nodes_are_what_xen_sees(numa_dom0: Dom0) -> None:
 
 def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild,
                                   dom0_durations: Callable[[str], None],
-                                  request: pytest.FixtureRequest) -> None:
+                                  request: pytest.FixtureRequest,
+                                  dom0_pytest: Callable[..., list[str]]) -> None:
     staged = lab_build   # the patched debug build (tests/nested/conftest.py)
     if "scrubd" not in staged.programs:   # built only where xc_scrub_get exists
         pytest.skip(f"the Xen {staged.variant.source.branch} series has no "
                     "XEN_SYSCTL_scrub_op (per-node scrub workers) yet")
     dom0: Dom0 = request.getfixturevalue("numa_dom0")
-    res = dom0.run([sys.executable, "-P", "-m", "pytest",
-                    str(REPO / "tests" / "xen" / "test_scrub.py"),
-                    "--xen", "host", "-p", "no:cacheprovider", "-q", "-s", "-rfE",
-                    "--durations=12",
-                    "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")],
+    res = dom0.run(dom0_pytest("test_scrub.py", "-q", "-s", "-rfE", "--durations=12"),
                    timeout=1800)
     serial = dom0.serial_log.read_text(errors="replace")
     out = res.stdout + res.stderr

@@ -177,12 +177,13 @@ class TestEveryPcpuBusy:
     VICTIMS = ("workers", "idle")
 
     @pytest.fixture(scope="class")
-    def busy(self, host, kernel, helpers):  # type: ignore[no-untyped-def]
+    @classmethod
+    def busy(cls, host, kernel, helpers):  # type: ignore[no-untyped-def]
         host.set_scrub_policy("idle")
         assert wait_clean(host, 1, CLEAN_BOUND_S) is not None, "node 1 dirty before the tests"
         victims = {}
         try:
-            for name in self.VICTIMS:
+            for name in cls.VICTIMS:
                 victims[name] = host.create(DomainConfig(
                     f"{helpers.PREFIX}scrub-{name}", kernel, memory_mib=GUEST_MIB, nodes=(1,)))
             with every_pcpu_busy(host, kernel, helpers):
