@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import signal
 import subprocess
 import sys
@@ -33,16 +34,24 @@ def test_ctrl_c_stops_the_lab_and_its_vm(lab_build: StagedBuild) -> None:
         env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert proc.stderr is not None
     try:
-        # The lab logs "booting (<run dir>)" once QEMU has started.
+        # The lab logs "booting (<run dir>)" once QEMU has started.  The wait
+        # for it is bounded even if the lab falls silent.
+        # Read the pipe's descriptor itself (os.read), not the text wrapper,
+        # whose buffer select() does not see.
         run_dir = None
+        seen = ""
         deadline = time.monotonic() + 120
-        for line in proc.stderr:
-            m = re.search(r"booting \((.+)\)", line)
-            if m:
-                run_dir = m.group(1)
-                break
-            assert time.monotonic() < deadline, "QEMU never started"
-        assert run_dir, "the lab exited before QEMU started"
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stderr.fileno(), selectors.EVENT_READ)
+            while run_dir is None:
+                left = deadline - time.monotonic()
+                assert left > 0 and sel.select(left), "QEMU never started:\n" + seen
+                chunk = os.read(proc.stderr.fileno(), 65536).decode(errors="replace")
+                assert chunk, "the lab exited before QEMU started:\n" + seen
+                seen += chunk
+                m = re.search(r"booting \((.+)\)\n", seen)
+                if m:
+                    run_dir = m.group(1)
         qemu = qemu_processes(run_dir)
         assert qemu
         time.sleep(3)   # into the boot
