@@ -143,8 +143,8 @@ SCRUB_BUDGET_MIN_US = int(lib.PYXEN_SCRUB_BUDGET_MIN_US)
 SCRUB_BUDGET_MAX_US = int(lib.PYXEN_SCRUB_BUDGET_MAX_US)
 SCRUB_PERIOD_MIN_US = int(lib.PYXEN_SCRUB_PERIOD_MIN_US)
 SCRUB_PERIOD_MAX_US = int(lib.PYXEN_SCRUB_PERIOD_MAX_US)
-#: A worker's period is at least this many budgets (4: guests keep at least
-#: three quarters of the CPU).
+#: A worker's period is at least this many budgets (10: guests keep at least
+#: nine tenths of the CPU).
 SCRUB_PERIOD_PER_BUDGET = int(lib.PYXEN_SCRUB_PERIOD_PER_BUDGET)
 
 _SCRUB_COUNTERS = tuple(f.name for f in fields(ScrubNodeStats) if f.name != "node")

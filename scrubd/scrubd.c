@@ -207,7 +207,7 @@ static int parse_run_args(int argc, char **argv, struct config *c)
         fprintf(stderr, "scrubd: give both --budget-us and --period-us, or neither\n");
         return -EINVAL;
     }
-    /* Xen's rule: a worker leaves guests at least three quarters of a CPU. */
+    /* Xen's rule: a worker leaves guests at least nine tenths of a CPU. */
     if ( (uint64_t)c->budget_us * XEN_SYSCTL_SCRUB_PERIOD_PER_BUDGET > c->period_us )
     {
         fprintf(stderr, "scrubd: --budget-us (%" PRIu32 ") is more than 1/%d of "

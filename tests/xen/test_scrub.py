@@ -35,6 +35,7 @@ from pyxen.xenctrl import (
     SCRUB_BUDGET_MIN_US,
     SCRUB_PERIOD_MAX_US,
     SCRUB_PERIOD_MIN_US,
+    SCRUB_PERIOD_PER_BUDGET,
     ScrubNodeStats,
     ScrubPolicy,
     ScrubState,
@@ -139,8 +140,10 @@ def test_bad_policy_values_are_refused_and_change_nothing(host, scrub):  # type:
     host.set_scrub_policy("eager", 500, 5000)
     with pytest.raises(ValueError, match="unknown scrub policy 'sometimes'"):
         host.set_scrub_policy("sometimes")
-    with pytest.raises(ValueError, match="more than 1/4 of period_us"):
+    with pytest.raises(ValueError, match=f"more than 1/{SCRUB_PERIOD_PER_BUDGET} of period_us"):
         host.set_scrub_policy("eager", 500, 1000)
+    with pytest.raises(ValueError, match=f"more than 1/{SCRUB_PERIOD_PER_BUDGET} of period_us"):
+        host.set_scrub_policy("eager", 200, 200 * SCRUB_PERIOD_PER_BUDGET - 1)
     with pytest.raises(ValueError, match="budget_us 9 is outside"):
         host.set_scrub_policy("eager", SCRUB_BUDGET_MIN_US - 1, 1000)
     with pytest.raises(ValueError, match="budget_us 1001 is outside"):
@@ -154,6 +157,7 @@ def test_bad_policy_values_are_refused_and_change_nothing(host, scrub):  # type:
     # What Python does not catch, the hypervisor refuses (EINVAL).
     for policy, budget, period in ((7, 0, 0), (1, SCRUB_BUDGET_MIN_US - 1, 1000),
                                    (1, 500, 1000),
+                                   (1, 200, 200 * SCRUB_PERIOD_PER_BUDGET - 1),
                                    (1, SCRUB_BUDGET_MAX_US + 1, SCRUB_PERIOD_MAX_US),
                                    (1, 100, SCRUB_PERIOD_MIN_US - 1),
                                    (1, 1000, SCRUB_PERIOD_MAX_US + 1),
@@ -282,7 +286,7 @@ def scrubd() -> str:
     (["--budget-us", "5", "--period-us", "10000"], "--budget-us must be a whole number in 10.."),
     (["--budget-us", "100", "--period-us", "100"], "--period-us must be a whole number in 1000.."),
     (["--budget-us", "500", "--period-us", "1000"],
-     "--budget-us (500) is more than 1/4 of --period-us (1000)"),
+     f"--budget-us (500) is more than 1/{SCRUB_PERIOD_PER_BUDGET} of --period-us (1000)"),
     (["--interval", "0"], "--interval must be 0.05..3600 seconds"),
     (["--low-mib", "x", "--high-mib", "5"], "--low-mib must be a whole number"),
     (["stray"], "unexpected argument 'stray'"),

@@ -22,7 +22,7 @@ typedef struct {
 #define XEN_SYSCTL_SCRUB_BUDGET_MAX_US  1000
 #define XEN_SYSCTL_SCRUB_PERIOD_MIN_US  1000
 #define XEN_SYSCTL_SCRUB_PERIOD_MAX_US  1000000
-#define XEN_SYSCTL_SCRUB_PERIOD_PER_BUDGET 4
+#define XEN_SYSCTL_SCRUB_PERIOD_PER_BUDGET 10
 
 typedef struct {
     uint64_t dirty_pages, freed_dirty, scrubbed_local, scrubbed_remote,
