@@ -119,7 +119,7 @@ def every_pcpu_busy(host, kernel, helpers) -> Iterator[None]:  # type: ignore[no
 
 def destroy_on_node1(host, dom) -> ScrubNodeStats:  # type: ignore[no-untyped-def]
     """Destroy a guest living on node 1; node 1's counters before."""
-    before = host.scrub_state().nodes[1]
+    before: ScrubNodeStats = host.scrub_state().nodes[1]
     dom.destroy()
     assert dom.wait_death(60)
     return before
