@@ -41,7 +41,7 @@ scrub_requests = st.builds(
     ScrubRequest, kernel=kernels, gaps=gaps, guest_mib=st.integers(4, 1 << 20),
     sizes=st.lists(st.integers(4, 1 << 20), min_size=1, max_size=6).map(tuple),
     clean_timeout=st.floats(0, 1e6, exclude_min=True), prefix=words,
-    spinners_per_cpu=st.integers(0, 8), fill=st.sampled_from(protocol.SCRUB_FILLS),
+    spinners=st.none() | st.integers(0, 64), fill=st.sampled_from(protocol.SCRUB_FILLS),
     dma_bits=st.none() | st.integers(1, 64), reps=st.integers(1, 50),
     size_reps=st.integers(1, 50))
 
@@ -101,7 +101,8 @@ def test_json_shapes_become_the_field_types() -> None:
     (ScrubRequest, "clean_timeout", 0.0, "must be > 0 s"),
     (ScrubRequest, "clean_timeout", float("inf"), "must be > 0 s"),
     (ScrubRequest, "prefix", "bad\n", "must be a non-empty word"),
-    (ScrubRequest, "spinners_per_cpu", -1, "must be >= 0"),
+    (ScrubRequest, "spinners", -1, "must be >= 0 or null"),
+    (ScrubRequest, "spinners", 1.5, "must be int or null"),
     (ScrubRequest, "fill", "rack", "must be one of ('node', 'host')"),
     (ScrubRequest, "dma_bits", 0, "must be 1..64 or null"),
     (ScrubRequest, "dma_bits", 29.5, "must be int or null"),

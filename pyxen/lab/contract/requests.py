@@ -205,7 +205,7 @@ class ScrubRequest(DriverRequest):
     sizes: tuple[int, ...] = protocol.SCRUB_SIZES_DEFAULT    # MiB, for time to clean
     clean_timeout: float = 60.0
     prefix: str = "bad-"
-    spinners_per_cpu: int = 1
+    spinners: int | None = None   # spinning guests in all; None: one per pCPU
     fill: str = protocol.SCRUB_FILL_DEFAULT
     dma_bits: int | None = None   # Xen's DMA width, to leave the DMA pool out of the fill
     reps: int = 1                 # repetitions of every gap, interleaved
@@ -224,7 +224,8 @@ class ScrubRequest(DriverRequest):
         self.require("clean_timeout", math.isfinite(self.clean_timeout)
                      and self.clean_timeout > 0, "> 0 s")
         self.require("prefix", _is_word(self.prefix), "a non-empty word")
-        self.require("spinners_per_cpu", self.spinners_per_cpu >= 0, ">= 0")
+        self.require("spinners", self.spinners is None or self.spinners >= 0,
+                     ">= 0 or null")
         self.require("fill", self.fill in protocol.SCRUB_FILLS,
                      f"one of {protocol.SCRUB_FILLS}")
         self.require("dma_bits", self.dma_bits is None or 1 <= self.dma_bits <= 64,

@@ -3,7 +3,8 @@ scrub workers and their sysctl).  Run by the host as
 ``python -m pyxen.lab.dom0.scrub_dom0 --request JSON``, JSON a
 pyxen.lab.contract.requests.ScrubRequest, whose fields are named below.
 
-Every pCPU runs a spinning tiny guest (``spinners_per_cpu``), and ballast
+Every pCPU runs a spinning tiny guest (or ``spinners`` of them in all, for a
+host partly idle), and ballast
 guests fill the host (``fill="host"``: node 1 but for the guest's size, every
 other node but a margin), so a birth has no memory but the dead guest's pages,
 as on a densely packed host.  ``fill="node"`` fills node 1 only; then Xen
@@ -280,13 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(host, req.kernel, req.prefix, req.clean_timeout)
         try:
             pcpus = host.physinfo().nr_cpus
-            bench.start_spinners(pcpus * req.spinners_per_cpu)
+            spinners = pcpus if req.spinners is None else req.spinners
+            bench.start_spinners(spinners)
             if bench.dirty.counters and req.scrub_policy != "boot":
                 host.set_scrub_policy(req.scrub_policy)
             policy = host.scrub_state() if bench.dirty.counters else None
             result: dict[str, Any] = {
                 "pcpus": pcpus,
-                "spinners": pcpus * req.spinners_per_cpu,
+                "spinners": spinners,
                 "scrub_counters": bench.dirty.counters,
                 "scrub_policy": None if policy is None else {
                     "policy": policy.policy.value, "budget_us": policy.budget_us,

@@ -208,7 +208,7 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
     params = ScrubParams(gaps=args.gaps, guest_mib=args.guest_memory, sizes=args.sizes,
                          clean_timeout=args.clean_timeout, reps=args.reps,
                          size_reps=args.size_reps, fill=args.fill,
-                         scrub_policy=args.scrub_policy)
+                         scrub_policy=args.scrub_policy, spinners=args.spinners)
     params.validate()
     options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
                                   memory_mib=args.memory or SCRUB_VM.memory_mib,
@@ -362,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where Xen has the scrub-worker sysctl (patched): switch the "
                         "per-node workers on (eager), keep them off (idle, stock's "
                         "behaviour) or leave what Xen booted with; stock ignores it")
+    p.add_argument("--spinners", type=nonneg_int, default=None, metavar="N",
+                   help="spinning guests in all (default one per pCPU; fewer leave "
+                        "some pCPUs idle, a partly loaded host)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.set_defaults(func=cmd_scrubbench)
 

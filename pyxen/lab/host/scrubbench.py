@@ -45,13 +45,15 @@ class ScrubParams:
     size_reps: int = 1
     fill: str = protocol.SCRUB_FILL_DEFAULT
     scrub_policy: str = protocol.SCRUB_POLICY_DEFAULT
+    spinners: int | None = None
 
     def request(self, kernel: Path, dma_bits: int | None) -> ScrubRequest:
         """What scrub_dom0 is asked, on a Xen of DMA width ``dma_bits``."""
         return ScrubRequest(kernel=kernel, gaps=self.gaps, guest_mib=self.guest_mib,
                             sizes=self.sizes, clean_timeout=self.clean_timeout,
                             fill=self.fill, dma_bits=dma_bits, reps=self.reps,
-                            size_reps=self.size_reps, scrub_policy=self.scrub_policy)
+                            size_reps=self.size_reps, scrub_policy=self.scrub_policy,
+                            spinners=self.spinners)
 
     def validate(self) -> None:
         """ValueError naming a bad field: the request checks every one."""
