@@ -4,10 +4,10 @@ scrub workers and their sysctl).  Run by the host as
 pyxen.lab.contract.requests.ScrubRequest, whose fields are named below.
 
 Every pCPU runs a spinning tiny guest (or ``spinners`` of them in all, for a
-host partly idle), and ballast
-guests fill the host (``fill="host"``: node 1 but for the guest's size, every
-other node but a margin), so a birth has no memory but the dead guest's pages,
-as on a densely packed host.  ``fill="node"`` fills node 1 only; then Xen
+host partly idle), and ballast guests fill the host (``fill="host"``: node 1
+but for the guest's size, every other node but a margin), so a birth has no
+memory but the dead guest's pages, as on a densely packed host.
+``fill="node"`` fills node 1 only; then Xen
 (stock and patched alike) takes clean pages from another node before dirty
 local ones, and the birth pays in remote memory rather than scrubbing.  For
 each gap G of ``gaps`` (``reps`` times, interleaved): a guest of ``guest_mib``
