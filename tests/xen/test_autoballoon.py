@@ -116,7 +116,10 @@ def test_overcommitted_concurrent_creates_fail_cleanly(autoballoon_host, kernel,
           f"at most {sampler.use.max_waiters} waiting")
     for o in outcomes:
         print(f"{o.name}: rc={o.returncode} {o.seconds:.1f} s "
-              f"{o.stderr.strip().splitlines()[-1:] if o.returncode else ''}")
+              f"{o.stderr.strip().splitlines()[-3:] if o.returncode else ''}")
+
+    print(f"after: {host.free_memory_mib()} MiB free, dom0 {host.domain(0).info().tot_pages // 256}"
+          f" MiB (target {_dom0_target_mib(host)} MiB)")
 
     live = {d.name: d for d in host.domains()}
     ok = [o for o in outcomes if o.returncode == 0]
