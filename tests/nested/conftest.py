@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab.host import variants
+from pyxen.lab.host import progress, variants
 from pyxen.lab.host.vm import Dom0, SharedDom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild, build
@@ -90,6 +90,14 @@ def dom0_durations(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    steps = progress.finished_steps()
+    if steps:
+        # Builds and boots run inside the tests' fixtures and calls: listed
+        # here, a slow run shows which of its minutes went to them.
+        terminalreporter.section("the lab's builds and boots in this run")
+        for description, seconds in steps:
+            terminalreporter.write_line(f"{seconds:8.1f}s {description}")
+        terminalreporter.write_line(f"{sum(s for _, s in steps):8.1f}s in all")
     if not _DOM0_DURATIONS:
         return
     terminalreporter.section("slowest tests inside the lab's dom0")

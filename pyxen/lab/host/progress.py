@@ -41,9 +41,26 @@ def console() -> Console:
     return Console(stderr=True)
 
 
+#: The long steps this process finished (description, seconds), in order:
+#: what a slow run spent its time on (builds, boots), for a summary.
+_FINISHED: list[tuple[str, float]] = []
+
+
+def record_step(description: str, seconds: float) -> None:
+    """Note a finished long step and log its time."""
+    _FINISHED.append((description, seconds))
+    log.info("%s: done in %.1f s", description, seconds)
+
+
+def finished_steps() -> list[tuple[str, float]]:
+    """The long steps this process has finished so far, in order."""
+    return list(_FINISHED)
+
+
 @contextmanager
 def step(description: str) -> Iterator[None]:
-    """Show a spinner with elapsed time while a long step runs; log when done."""
+    """Show a spinner with elapsed time while a long step runs; log and
+    record (finished_steps) its time when done."""
     start = time.monotonic()
     con = console()
     if con.is_terminal:
@@ -52,4 +69,4 @@ def step(description: str) -> Iterator[None]:
     else:
         log.info("%s ...", description)
         yield
-    log.info("%s: done in %.1f s", description, time.monotonic() - start)
+    record_step(description, time.monotonic() - start)

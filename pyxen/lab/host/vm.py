@@ -25,7 +25,7 @@ from pyxen.lab.contract.errors import (
     LabError,
     MissingHostPackage,
 )
-from pyxen.lab.host import paths, sources
+from pyxen.lab.host import paths, progress, sources
 from pyxen.lab.host.initramfs import build_initramfs
 from pyxen.lab.host.vm_options import DOM0_CMDLINE, VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
@@ -230,11 +230,15 @@ class Dom0:
                                       stderr=(self.run_dir / "qemu.stderr").open("wb"),
                                       start_new_session=True)
         log.info("booting (%s)", self.run_dir)
-        deadline = time.monotonic() + self.options.boot_timeout_s
+        started = time.monotonic()
+        deadline = started + self.options.boot_timeout_s
         ready, failed = self.xchg / protocol.READY, self.xchg / protocol.FAILED
         while True:
             if ready.exists():
-                log.info("dom0 up (%s)", self.run_dir)
+                variant = self.build.variant
+                progress.record_step(
+                    f"boot of '{variant.name}'{' (debug)' if variant.debug else ''} "
+                    f"to dom0 up ({self.run_dir.name})", time.monotonic() - started)
                 return
             if failed.exists():
                 raise BootError("dom0 toolstack setup failed:\n" + failed.read_text(),
