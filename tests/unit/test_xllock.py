@@ -26,6 +26,20 @@ def test_parse_counts_holder_and_waiters_of_that_file_only():
     assert parse_proc_locks("", "00:19:4711") == (0, 0)
 
 
+def test_parse_leaves_out_xl_s_balloon_byte():
+    """Byte 2 (xl's BALLOON_BYTE, a few calls at a time) is not the create
+    lock: neither its holder nor its waiters count."""
+    text = ("1: POSIX  ADVISORY  READ 812 00:19:4711 0 0\n"
+            "2: POSIX  ADVISORY  WRITE 813 00:19:4711 2 2\n"
+            "2: -> POSIX  ADVISORY  WRITE 814 00:19:4711 2 2\n"
+            "3: -> POSIX  ADVISORY  WRITE 815 00:19:4711 1 1\n")
+    assert parse_proc_locks(text, "00:19:4711") == (1, 1)
+    balloon = LockEntry(False, "WRITE", 813, 2, 2)
+    assert not balloon.covers_create_lock()
+    assert LockEntry(False, "WRITE", 1, 0, None).covers_create_lock()   # old xl's whole file
+    assert LockEntry(True, "WRITE", 1, 1, 1).covers_create_lock()       # the turnstile
+
+
 def test_lock_entries_give_type_owner_and_byte_range():
     text = SAMPLE + ("4: POSIX  ADVISORY  READ 91 00:19:4711 0 0\n"
                      "4: -> POSIX  ADVISORY  READ 92 00:19:4711 1 1\n")
@@ -105,6 +119,25 @@ def test_sampler_tells_a_shared_lock_from_an_exclusive_one(tmp_path):
     ctx = multiprocessing.get_context("fork")
     with LockSampler(lock, interval=0.01) as sampler:
         holder = _start_holder(ctx, _hold_shared, lock, 1.0)
+        holder.join(10)
+    assert sampler.use.held_s > 0.5
+    assert sampler.use.excl_held_s == 0.0
+
+
+def _hold_shared_and_balloon(path: str, seconds: float, ready) -> None:  # type: ignore[no-untyped-def]
+    with open(path, "r+") as f:
+        fcntl.lockf(f, fcntl.LOCK_SH, 1, 0)
+        fcntl.lockf(f, fcntl.LOCK_EX, 1, 2)
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_sampler_does_not_take_the_balloon_byte_for_an_exclusive_lock(tmp_path):
+    lock = tmp_path / "xl"
+    lock.touch()
+    ctx = multiprocessing.get_context("fork")
+    with LockSampler(lock, interval=0.01) as sampler:
+        holder = _start_holder(ctx, _hold_shared_and_balloon, lock, 1.0)
         holder.join(10)
     assert sampler.use.held_s > 0.5
     assert sampler.use.excl_held_s == 0.0

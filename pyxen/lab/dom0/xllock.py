@@ -6,7 +6,10 @@ Autoballooning ``xl create`` takes an fcntl write lock on xl.conf's
 patches/4.22/tools/0003, creates protected by a memory claim take it shared
 (read locks on bytes 1 and 0, byte 1 being a turnstile) and restore,
 migrate-receive, soft reset and claim_mode=0 take it exclusive (write locks
-on both bytes).  The kernel lists every
+on both bytes); with 0017, creates holding it shared also take byte 2
+(BALLOON_BYTE) exclusive for a few calls at a time, to look at free memory
+and ask dom0 for more as one step: not the create lock, so not counted
+here.  The kernel lists every
 POSIX lock in /proc/locks, a line per holder and a ``->`` line per blocked
 waiter, keyed by ``major:minor:inode`` of the file, so sampling it counts
 waiters without touching xl: how long creates queued on the lock, measured
@@ -24,6 +27,9 @@ from pathlib import Path
 #: xl.conf's default ``lockfile`` (XL_LOCK_FILE; the lab does not change it).
 XL_LOCKFILE = Path("/var/lock/xl")
 PROC_LOCKS = Path("/proc/locks")
+#: The bytes of the lock file that make xl's create lock: the lock proper
+#: (0) and the turnstile (1).  Byte 2 is xl's BALLOON_BYTE.
+CREATE_LOCK_BYTES = (0, 1)
 
 
 def file_id(path: Path) -> str | None:
@@ -36,21 +42,15 @@ def file_id(path: Path) -> str | None:
 
 
 def parse_proc_locks(text: str, fid: str) -> tuple[int, int]:
-    """(holders, waiters) of the lock on the file ``fid`` in /proc/locks text.
+    """(holders, waiters) of xl's create lock on the file ``fid`` in
+    /proc/locks text: locks and requests covering CREATE_LOCK_BYTES.
 
     Lines look like ``1: POSIX  ADVISORY  WRITE 123 fd:01:42 0 EOF``; a
     waiter's line has ``->`` after the ordinal.
     """
-    holders = waiters = 0
-    for line in text.splitlines():
-        fields = line.split()
-        if fid not in fields:
-            continue
-        if len(fields) > 1 and fields[1] == "->":
-            waiters += 1
-        else:
-            holders += 1
-    return holders, waiters
+    entries = [e for e in lock_entries(text, fid) if e.covers_create_lock()]
+    waiters = sum(e.waiting for e in entries)
+    return len(entries) - waiters, waiters
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,13 @@ class LockEntry:
     pid: int
     start: int
     end: int | None
+
+    def covers(self, byte: int) -> bool:
+        return self.start <= byte and (self.end is None or byte <= self.end)
+
+    def covers_create_lock(self) -> bool:
+        """Whether this is (part of) xl's create lock, not its balloon byte."""
+        return any(self.covers(b) for b in CREATE_LOCK_BYTES)
 
 
 def lock_entries(text: str, fid: str) -> list[LockEntry]:
@@ -123,7 +130,8 @@ class LockSampler:
             holders, waiters = parse_proc_locks(text, fid)
             if holders:
                 self.use.held_s += dt
-            if any(e.type == "WRITE" and not e.waiting for e in lock_entries(text, fid)):
+            if any(e.type == "WRITE" and not e.waiting and e.covers(CREATE_LOCK_BYTES[0])
+                   for e in lock_entries(text, fid)):
                 self.use.excl_held_s += dt
             self.use.wait_s += waiters * dt
             self.use.max_waiters = max(self.use.max_waiters, waiters)
