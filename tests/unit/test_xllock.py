@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from pyxen.lab.dom0.xllock import LockEntry, LockSampler, file_id, lock_entries, parse_proc_locks
 
 SAMPLE = """\
@@ -106,38 +108,29 @@ def test_sampler_sees_a_held_lock_and_a_blocked_waiter(tmp_path):
     assert sampler.use.excl_held_s > 1.0
 
 
-def _hold_shared(path: str, seconds: float, ready) -> None:  # type: ignore[no-untyped-def]
-    with open(path, "r") as f:
+def _hold_shared(path: str, seconds: float, ready, balloon: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Hold byte 0 shared (as patched xl's claim-mode creates do) and, with
+    ``balloon``, byte 2 exclusive (xl's BALLOON_BYTE, not the create lock)."""
+    with open(path, "r+") as f:
         fcntl.lockf(f, fcntl.LOCK_SH, 1, 0)
+        if balloon:
+            fcntl.lockf(f, fcntl.LOCK_EX, 1, 2)
         ready.set()
         time.sleep(seconds)
-
-
-def test_sampler_tells_a_shared_lock_from_an_exclusive_one(tmp_path):
-    lock = tmp_path / "xl"
-    lock.touch()
-    ctx = multiprocessing.get_context("fork")
-    with LockSampler(lock, interval=0.01) as sampler:
-        holder = _start_holder(ctx, _hold_shared, lock, 1.0)
-        holder.join(10)
-    assert sampler.use.held_s > 0.5
-    assert sampler.use.excl_held_s == 0.0
 
 
 def _hold_shared_and_balloon(path: str, seconds: float, ready) -> None:  # type: ignore[no-untyped-def]
-    with open(path, "r+") as f:
-        fcntl.lockf(f, fcntl.LOCK_SH, 1, 0)
-        fcntl.lockf(f, fcntl.LOCK_EX, 1, 2)
-        ready.set()
-        time.sleep(seconds)
+    _hold_shared(path, seconds, ready, balloon=True)
 
 
-def test_sampler_does_not_take_the_balloon_byte_for_an_exclusive_lock(tmp_path):
+@pytest.mark.parametrize("holder_fn", [_hold_shared, _hold_shared_and_balloon],
+                         ids=["shared", "shared-and-balloon-byte"])
+def test_sampler_tells_a_shared_lock_from_an_exclusive_one(tmp_path, holder_fn):
     lock = tmp_path / "xl"
     lock.touch()
     ctx = multiprocessing.get_context("fork")
     with LockSampler(lock, interval=0.01) as sampler:
-        holder = _start_holder(ctx, _hold_shared_and_balloon, lock, 1.0)
+        holder = _start_holder(ctx, holder_fn, lock, 1.0)
         holder.join(10)
     assert sampler.use.held_s > 0.5
     assert sampler.use.excl_held_s == 0.0
