@@ -48,7 +48,14 @@ def parse_proc_locks(text: str, fid: str) -> tuple[int, int]:
     Lines look like ``1: POSIX  ADVISORY  WRITE 123 fd:01:42 0 EOF``; a
     waiter's line has ``->`` after the ordinal.
     """
-    entries = [e for e in lock_entries(text, fid) if e.covers_create_lock()]
+    return _holders_and_waiters(_create_lock_entries(text, fid))
+
+
+def _create_lock_entries(text: str, fid: str) -> list[LockEntry]:
+    return [e for e in lock_entries(text, fid) if e.covers_create_lock()]
+
+
+def _holders_and_waiters(entries: list[LockEntry]) -> tuple[int, int]:
     waiters = sum(e.waiting for e in entries)
     return len(entries) - waiters, waiters
 
@@ -127,11 +134,12 @@ class LockSampler:
             if fid is None:
                 continue  # no file: nobody holds or waits for the lock
             text = self.proc_locks.read_text()
-            holders, waiters = parse_proc_locks(text, fid)
+            entries = _create_lock_entries(text, fid)   # parsed once a sample
+            holders, waiters = _holders_and_waiters(entries)
             if holders:
                 self.use.held_s += dt
             if any(e.type == "WRITE" and not e.waiting and e.covers(CREATE_LOCK_BYTES[0])
-                   for e in lock_entries(text, fid)):
+                   for e in entries):
                 self.use.excl_held_s += dt
             self.use.wait_s += waiters * dt
             self.use.max_waiters = max(self.use.max_waiters, waiters)

@@ -271,7 +271,9 @@ def build_tools(variant: Variant) -> tuple[str, Path]:
     def recipe(src: Path, work: Path, logfile: Path) -> None:
         _run_logged("autogen", ["./autogen.sh"], src, logfile)
         _run_logged("configure", ["./configure", *TOOLS_CONFIGURE_FLAGS], src, logfile)
-        _run_logged("toolstack build", ["make", "build-tools", *TOOLS_MAKE_VARIABLES, f"-j{jobs()}"], src, logfile)
+        _run_logged("toolstack build",
+                    ["make", "build-tools", *TOOLS_MAKE_VARIABLES, f"-j{jobs()}"],
+                    src, logfile)
         _run_logged("toolstack install",
                     ["make", "install-tools", *TOOLS_MAKE_VARIABLES,
                      f"DESTDIR={work / 'stage'}", f"-j{jobs()}"],
