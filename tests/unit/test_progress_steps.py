@@ -1,5 +1,6 @@
 """The lab's record of its long steps (builds, boots): what a slow run's
-summary lists with their times."""
+summary lists with their times.  Each test starts with an empty record
+(tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pyxen.lab.host import progress
 
 
 def test_a_finished_step_is_recorded_with_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(progress, "_FINISHED", [])
     clock = iter([100.0, 103.5])
     monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     with progress.step("building xen"):
@@ -18,15 +18,13 @@ def test_a_finished_step_is_recorded_with_its_time(monkeypatch: pytest.MonkeyPat
     assert progress.finished_steps() == [("building xen", 3.5), ("boot of 'patched'", 61.25)]
 
 
-def test_a_failed_step_is_not_recorded_as_done(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(progress, "_FINISHED", [])
+def test_a_failed_step_is_not_recorded_as_done() -> None:
     with pytest.raises(RuntimeError), progress.step("building tools"):
         raise RuntimeError("compiler gone")
     assert progress.finished_steps() == []
 
 
-def test_the_record_given_out_is_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(progress, "_FINISHED", [])
+def test_the_record_given_out_is_a_copy() -> None:
     progress.record_step("x", 1.0)
     progress.finished_steps().clear()
     assert progress.finished_steps() == [("x", 1.0)]

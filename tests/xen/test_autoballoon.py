@@ -86,8 +86,12 @@ def _nr_pages(name: str, timeout: float) -> int | None:
 
 
 def _dom0_target_mib(host) -> int:  # type: ignore[no-untyped-def]
-    """dom0's balloon target (what libxl checks against its minimum)."""
-    return int(host.xenstore.read("/local/domain/0/memory/target")) // 1024
+    """dom0's balloon target (what libxl checks against its minimum); until
+    libxl first sets it, dom0 has no target node and its memory is it."""
+    path = "/local/domain/0/memory/target"
+    if not host.xenstore.exists(path):
+        return host.domain(0).info().memory_mib
+    return int(host.xenstore.read(path)) // 1024
 
 
 def _give_dom0_its_memory_back(host) -> None:  # type: ignore[no-untyped-def]
@@ -95,7 +99,7 @@ def _give_dom0_its_memory_back(host) -> None:  # type: ignore[no-untyped-def]
     test's guests gave theirs to Xen, not to dom0) and wait for its balloon
     driver to take it, so that creates balloon dom0 down again."""
     free = host.free_memory_mib()
-    dom0_mib = host.domain(0).info().tot_pages // 256
+    dom0_mib = host.domain(0).info().memory_mib
     xl.xl("mem-set", "0", f"{dom0_mib + free - 8}m")
     deadline = time.monotonic() + 180.0
     while host.free_memory_mib() >= 16:
@@ -124,9 +128,7 @@ def test_overcommitted_concurrent_creates_fail_cleanly(autoballoon_host, kernel,
     host = autoballoon_host
     if host.free_memory_mib() >= GUEST_MIB:
         _give_dom0_its_memory_back(host)
-    # Until libxl first sets it, dom0 has no target node: its memory is it.
-    target0 = (_dom0_target_mib(host) if host.xenstore.exists("/local/domain/0/memory/target")
-               else host.domain(0).info().tot_pages // 256)
+    target0 = _dom0_target_mib(host)
     if host.free_memory_mib() >= GUEST_MIB:
         pytest.fail(f"{host.free_memory_mib()} MiB free before any create: dom0 does "
                     "not own the memory, so the creates would not balloon")
@@ -150,7 +152,7 @@ def test_overcommitted_concurrent_creates_fail_cleanly(autoballoon_host, kernel,
     print(f"attempts: {sum(o.attempts for o in outcomes)} for {count} creates")
 
     print(f"dom0's target {target0} MiB before; after: {host.free_memory_mib()} MiB free, "
-          f"dom0 {host.domain(0).info().tot_pages // 256} MiB (target "
+          f"dom0 {host.domain(0).info().memory_mib} MiB (target "
           f"{_dom0_target_mib(host)} MiB)")
 
     live = {d.name: d for d in host.domains()}
