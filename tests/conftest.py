@@ -9,10 +9,15 @@ domains they create (names starting with ``pxt``).
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from pyxen.lab.contract.args import positive_int
 
 # CI keeps example counts small for its 90-minute budget; "soak" is for long runs.
 settings.register_profile("ci", max_examples=50, deadline=None)
@@ -20,6 +25,39 @@ settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile("soak", max_examples=5000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+#: The reason of a skip for a test marked ``scheduled`` in a run that is not
+#: (the nested runners accept only these skips from a suite run in dom0).
+SCHEDULED_ONLY = "scheduled runs only"
+
+
+_SKIP_LINE = re.compile(r"^SKIPPED \[(\d+)\] (.*)$", re.M)
+#: pytest's last line: "5 passed, 1 skipped, 24 deselected in 111.38s (0:01:51)".
+_SUMMARY = re.compile(r"^=*\s*(\d+ \w+(?:, \d+ \w+)*) in \d+(?:\.\d+)?s\b", re.M)
+
+
+@pytest.fixture(scope="session")
+def suite_outcome() -> Callable[[str], tuple[int, list[str]]]:
+    """Reads a pytest run's output (run with ``-rs`` or ``-rfEs``, so that it
+    lists its skips): returns how many tests passed and the skips that are
+    not a scheduled-only test's in a run that is not scheduled (each such
+    line as printed; a skip counted but not listed is reported too)."""
+    def outcome(output: str) -> tuple[int, list[str]]:
+        summaries = _SUMMARY.findall(output)
+        counts = {what: int(n) for n, what in
+                  (part.split(" ", 1) for part in (summaries[-1] if summaries else "").split(", ")
+                   if part)}
+        odd, listed = [], 0
+        for n, line in _SKIP_LINE.findall(output):
+            listed += int(n)
+            if SCHEDULED_ONLY not in line:
+                odd.append(line)
+        unlisted = counts.get("skipped", 0) - listed
+        if unlisted > 0:
+            odd.append(f"{unlisted} skipped without a reason listed (run with -rs)")
+        return counts.get("passed", 0), odd
+    return outcome
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,14 +68,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--scheduled", action="store_true",
         default=os.environ.get("PYXEN_SCHEDULED") == "1",
-        help="also run tests marked 'scheduled' (stock Xen's suites, and boots that "
-             "repeat what another covers: for scheduled runs, not every CI run; or "
-             "PYXEN_SCHEDULED=1)")
+        help="also run tests marked 'scheduled' (stock Xen's suites, boots that "
+             "repeat what another covers, cases that repeat another's with other "
+             "timing: for scheduled runs, not every CI run; or PYXEN_SCHEDULED=1), "
+             "and tests with a length (cycles, examples) at their scheduled length")
+
+
+@pytest.fixture(scope="session")
+def run_length(pytestconfig: pytest.Config) -> Callable[..., int]:
+    """How long a test that can run longer or shorter runs (cycles, examples,
+    rounds): ``run_length(ENV_VAR, ci=N, scheduled=M, default=K)`` is the
+    variable's value if set, else *ci* in a CI run (``CI`` set) that is not
+    scheduled, *scheduled* in a scheduled run (``--scheduled``: no 30-minute
+    budget, but the in-dom0 runner's own time limit), *default* otherwise
+    (a developer's run).  Soak runs set the variable."""
+    scheduled_run = bool(pytestconfig.getoption("--scheduled"))
+
+    def length(env_var: str, *, ci: int, scheduled: int, default: int) -> int:
+        value = os.environ.get(env_var)
+        if value is not None:
+            try:
+                return positive_int(value)
+            except argparse.ArgumentTypeError as exc:
+                raise pytest.UsageError(f"{env_var}={value!r}: {exc}") from None
+        if scheduled_run:
+            return scheduled
+        return ci if os.environ.get("CI") else default
+    return length
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("--scheduled"):
-        later = pytest.mark.skip(reason="scheduled runs only (--scheduled or "
+        later = pytest.mark.skip(reason=f"{SCHEDULED_ONLY} (--scheduled or "
                                         "PYXEN_SCHEDULED=1)")
         for item in items:
             if "scheduled" in item.keywords:

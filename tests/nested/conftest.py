@@ -40,13 +40,17 @@ def repo() -> Path:
 
 
 @pytest.fixture(scope="session")
-def dom0_pytest() -> Callable[..., list[str]]:
+def dom0_pytest(pytestconfig: pytest.Config) -> Callable[..., list[str]]:
     """The command line of a pytest run inside dom0 over this repository's
     ``tests/xen/<target>`` (the whole directory for ``""``) against the Xen
-    it runs on, with *options* (markers, -q, --durations...) added."""
+    it runs on, with *options* (markers, -q, --durations...) added.  A
+    scheduled run (``--scheduled``) is scheduled inside dom0 too: the cases
+    marked ``scheduled`` there run, and soak lengths replace CI's."""
+    scheduled = ["--scheduled"] if pytestconfig.getoption("--scheduled") else []
+
     def argv(target: str, *options: str) -> list[str]:
         return [sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen" / target),
-                "--xen", "host", "-p", "no:cacheprovider", *options,
+                "--xen", "host", "-p", "no:cacheprovider", *scheduled, *options,
                 "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")]
     return argv
 
@@ -63,6 +67,19 @@ def lab_boot(lab_build: StagedBuild) -> Iterator[SharedDom0]:
         yield shared
     finally:
         shared.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The users of the shared boot (tests that ask for ``lab_boot``, or for
+    ``dom0`` which comes from it) after every other test, and those marked
+    ``ends_shared_boot`` last of all: the shared VM is up only while its
+    users run (not idling beside other tests' boots), and no user comes
+    after the test that ends it (it would pay for a boot of its own)."""
+    def group(item: pytest.Item) -> int:
+        if item.get_closest_marker("ends_shared_boot") is not None:
+            return 2
+        return 1 if "lab_boot" in getattr(item, "fixturenames", ()) else 0
+    items.sort(key=group)
 
 
 @pytest.fixture

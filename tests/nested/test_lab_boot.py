@@ -201,9 +201,10 @@ def test_the_autoscale_driver_replays_a_few_invocations_end_to_end(dom0: Dom0) -
     assert result["memory_not_returned_mib"] == 0
 
 
+@pytest.mark.ends_shared_boot
 def test_a_command_past_its_timeout_kills_the_vm(dom0: Dom0) -> None:
-    # The last user of the shared boot in a whole run: this kills it (a
-    # later user would get a new boot).
+    # This kills the shared boot (a later user would get a new one): the
+    # marker makes it the last nested test of a run.
     assert qemu_processes(dom0.run_dir)
     with pytest.raises(Dom0Timeout, match="sleep"):
         dom0.run(["sleep", "600"], timeout=3)

@@ -5,6 +5,13 @@ store (``xenstore-ls -f``) with a guest created through the proxy equals the
 store with the same guest created straight against xenstored, apart from
 domids, UUIDs and event-channel / grant numbers.  The staleness window for
 writes made behind the proxy's back is measured and reported.
+
+Every run does this in the lab's shared boot (tests/nested/conftest.py), with
+a proxy the test starts on a socket of its own in front of xenstored's: the
+test's clients (xl and the processes it starts, xenstore-ls) go through it,
+xenconsoled and the rest of dom0 do not.  Scheduled runs also boot dom0 as
+``+cache`` benchmarks do (``VMOptions(xs_cache=True)``: xenstored moved
+behind the proxy before any client starts, every client through it).
 """
 
 from __future__ import annotations
@@ -12,14 +19,15 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass
 
 import pytest
 
 from pyxen.lab.host import paths
-from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.vm import Dom0, SharedDom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
-from xenstore_cache.control import DEFAULT_LISTEN, DEFAULT_UPSTREAM
+from xenstore_cache.control import DEFAULT_CONTROL, DEFAULT_LISTEN, DEFAULT_UPSTREAM
 
 pytestmark = pytest.mark.nested
 
@@ -32,7 +40,7 @@ on_crash = "destroy"
 """
 
 # One run: create, dump the store, destroy; XENSTORED_PATH picks the socket.
-DOM0_SCRIPT = """set -e
+CYCLE_SCRIPT = """set -e
 cfg="$1"; sock="$2"; out="$3"
 export XENSTORED_PATH="$sock"
 xl create "$cfg" >/dev/null
@@ -41,6 +49,53 @@ xl destroy xsc-guest
 for i in $(seq 100); do xl list xsc-guest >/dev/null 2>&1 || exit 0; sleep 0.1; done
 echo "xsc-guest did not go away" >&2; exit 1
 """
+
+#: The whole check in one dom0 command: with PROXY_START=1 it first starts a
+#: proxy of its own (stopped, and its directory removed, whatever happens),
+#: then a cycle through the proxy and one straight to xenstored, the
+#: staleness window, the proxy's counters.  Files land in $PYXEN_OUT.
+CHECK_SCRIPT = """set -eu
+cycle="$1"; cfg="$2"; listen="$3"; upstream="$4"; control="$5"; py="$6"
+if [ "${{PROXY_START:-0}}" = 1 ]; then
+    dir=$(dirname "$listen")
+    mkdir -p "$dir"
+    "$py" -P -m xenstore_cache run --listen "$listen" --upstream "$upstream" \
+        --control "$control" --ready-file "$dir/ready" > "$PYXEN_OUT/proxy.log" 2>&1 &
+    proxy=$!
+    trap 'kill $proxy 2>/dev/null || true; wait $proxy 2>/dev/null || true; rm -rf "$dir"' EXIT
+    for i in $(seq {start_polls}); do [ -e "$dir/ready" ] && break; sleep 0.1; done
+    [ -e "$dir/ready" ] || {{ echo "the proxy did not start" >&2; cat "$PYXEN_OUT/proxy.log" >&2; exit 1; }}
+fi
+sh "$cycle" "$cfg" "$listen" "$PYXEN_OUT/proxy.ls"
+sh "$cycle" "$cfg" "$upstream" "$PYXEN_OUT/direct.ls"
+"$py" -P -m xenstore_cache.staleness --listen "$listen" --upstream "$upstream" \
+    --samples 200 --json > "$PYXEN_OUT/staleness.json"
+"$py" -P -m xenstore_cache stats --control "$control" --json > "$PYXEN_OUT/stats.json"
+"""
+
+#: Where the test's own proxy listens in the shared boot: a directory of its
+#: own beside xenstored's, removed when the check ends.
+OWN_PROXY_DIR = "/run/pyxen-xs-cache-test"
+#: Up to 60 s for the proxy to start (Python's start under TCG takes seconds).
+START_POLLS = 600
+
+
+@dataclass(frozen=True)
+class ProxyLayout:
+    """Where the proxy listens, where xenstored does, the control socket, and
+    whether the check starts the proxy itself."""
+    listen: str
+    upstream: str
+    control: str
+    start: bool
+
+
+#: The shared boot: xenstored on its usual socket, the test's proxy beside it.
+OWN_PROXY = ProxyLayout(f"{OWN_PROXY_DIR}/socket", DEFAULT_LISTEN,
+                        f"{OWN_PROXY_DIR}/control", start=True)
+#: A +cache boot: the agent started the proxy on xenstored's usual socket.
+BOOT_PROXY = ProxyLayout(DEFAULT_LISTEN, DEFAULT_UPSTREAM, DEFAULT_CONTROL, start=False)
+
 
 #: Keys whose value is the guest's domid.
 DOMID_VALUE = re.compile(r"(/frontend-id|/backend-id|^/libxl/names/[0-9a-f]+/domid)$")
@@ -71,20 +126,37 @@ def normalise(dump: str) -> list[str]:
     return sorted(out)
 
 
-def test_store_through_proxy_equals_store_without(lab_build: StagedBuild) -> None:
-    with Dom0(lab_build, VMOptions(xs_cache=True)) as dom0:
-        cfg = dom0.share("xsc.cfg", GUEST_CFG.format(kernel=paths.tinyguest_path()))
-        script = dom0.share("xsc.sh", DOM0_SCRIPT)
-        dumps = {}
-        for name, sock in (("proxy", DEFAULT_LISTEN), ("direct", DEFAULT_UPSTREAM)):
-            res = dom0.run(["sh", "-c", f'sh {script} {cfg} {sock} "$PYXEN_OUT/{name}.ls"'],
-                           timeout=300)
-            assert res.returncode == 0, res.stdout + res.stderr
-            dumps[name] = (res.files / f"{name}.ls").read_text()
-        stale = dom0.run([sys.executable, "-P", "-m", "xenstore_cache.staleness",
-                          "--samples", "200", "--json"], timeout=300)
-        stats = dom0.run([sys.executable, "-P", "-m", "xenstore_cache", "stats", "--json"],
-                         timeout=60)
+def run_check(dom0: Dom0, layout: ProxyLayout) -> tuple[dict[str, str], dict, dict]:  # type: ignore[type-arg]
+    """The check's command in ``dom0``: the two dumps, the staleness window
+    and the proxy's counters."""
+    cfg = dom0.share("xsc.cfg", GUEST_CFG.format(kernel=paths.tinyguest_path()))
+    cycle = dom0.share("xsc-cycle.sh", CYCLE_SCRIPT)
+    check = dom0.share("xsc-check.sh", CHECK_SCRIPT.format(start_polls=START_POLLS))
+    res = dom0.run(["sh", check, cycle, cfg, layout.listen, layout.upstream, layout.control,
+                    sys.executable],
+                   env={"PROXY_START": "1" if layout.start else "0"}, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    dumps = {name: (res.files / f"{name}.ls").read_text() for name in ("proxy", "direct")}
+    return (dumps, json.loads((res.files / "staleness.json").read_text()),
+            json.loads((res.files / "stats.json").read_text()))
+
+
+@pytest.mark.parametrize("boot", [
+    "shared",
+    pytest.param("xs-cache", marks=pytest.mark.scheduled),
+])
+def test_store_through_proxy_equals_store_without(boot: str, lab_build: StagedBuild,
+                                                  lab_boot: SharedDom0) -> None:
+    if boot == "shared":
+        dom0 = lab_boot.get()   # booted by its first user
+        dumps, window, counters = run_check(dom0, OWN_PROXY)
+        left = dom0.run(["sh", "-c", f"ls -d {OWN_PROXY_DIR} 2>/dev/null; "
+                         "ps -eo args | grep '[x]enstore_cache run' || true"],
+                        check=True).stdout
+        assert left.strip() == "", f"the test's proxy left behind: {left}"
+    else:
+        with Dom0(lab_build, VMOptions(xs_cache=True)) as own:
+            dumps, window, counters = run_check(own, BOOT_PROXY)
     for d in dumps.values():
         assert '/name = "xsc-guest"' in d, d[:2000]
     proxy, direct = normalise(dumps["proxy"]), normalise(dumps["direct"])
@@ -92,8 +164,5 @@ def test_store_through_proxy_equals_store_without(lab_build: StagedBuild) -> Non
     only_direct = sorted(set(direct) - set(proxy))
     assert not only_proxy and not only_direct, (
         f"through the proxy only: {only_proxy[:20]}\nwithout it only: {only_direct[:20]}")
-    assert stale.returncode == 0, stale.stderr
-    window = json.loads(stale.stdout)
-    counters = json.loads(stats.stdout)
     print("staleness:", window, "\nproxy:", {k: v for k, v in counters.items() if k != "per_op"})
     assert counters["hits"] > 0 and counters["protocol_errors"] == 0

@@ -1,0 +1,69 @@
+"""The test harness's own helpers (tests/conftest.py): how a suite run in
+dom0 is read back (passes, and skips other than scheduled-only ones), and how
+long tests with a length run in CI, scheduled and developers' runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+SUMMARY_TAIL = """\
+=========================== short test summary info ============================
+{skips}
+{summary}
+"""
+SCHEDULED_SKIP = ("SKIPPED [1] tests/xen/test_autoballoon.py:128: scheduled runs only "
+                  "(--scheduled or PYXEN_SCHEDULED=1)")
+
+
+def test_a_scheduled_only_skip_is_expected(suite_outcome: Callable[[str], tuple[int, list[str]]]) -> None:
+    out = "...s\n" + SUMMARY_TAIL.format(skips=SCHEDULED_SKIP,
+                                       summary="5 passed, 1 skipped in 111.38s (0:01:51)")
+    assert suite_outcome(out) == (5, [])
+
+
+def test_any_other_skip_is_reported(suite_outcome: Callable[[str], tuple[int, list[str]]]) -> None:
+    other = "SKIPPED [2] tests/xen/test_scrub.py:40: needs 2 NUMA nodes"
+    out = SUMMARY_TAIL.format(skips=f"{SCHEDULED_SKIP}\n{other}",
+                              summary="43 passed, 3 skipped, 24 deselected in 534.79s")
+    assert suite_outcome(out) == (43, ["tests/xen/test_scrub.py:40: needs 2 NUMA nodes"])
+
+
+def test_a_skip_counted_but_not_listed_is_reported(
+        suite_outcome: Callable[[str], tuple[int, list[str]]]) -> None:
+    passed, odd = suite_outcome("43 passed, 2 skipped, 24 deselected in 534.79s (0:08:54)\n")
+    assert passed == 43 and odd == ["2 skipped without a reason listed (run with -rs)"]
+
+
+def test_no_summary_is_no_pass(suite_outcome: Callable[[str], tuple[int, list[str]]]) -> None:
+    assert suite_outcome("Traceback (most recent call last):\n  ...\n") == (0, [])
+    # A number on a line that is not pytest's summary is not a count.
+    assert suite_outcome("created 12 passed guests in 3.5s of waiting\nKilled\n")[0] == 0
+
+
+def test_the_last_summary_counts(suite_outcome: Callable[[str], tuple[int, list[str]]]) -> None:
+    out = "1 passed in 0.10s\n(a nested run's output)\n3 passed, 1 failed in 9.00s\n"
+    assert suite_outcome(out) == (3, [])
+
+
+def test_run_length_follows_the_variable_then_the_kind_of_run(
+        run_length: Callable[..., int], pytestconfig: pytest.Config,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    lengths = {"ci": 24, "scheduled": 48, "default": 200}
+    monkeypatch.setenv("PYXEN_TEST_LENGTH", "7")
+    assert run_length("PYXEN_TEST_LENGTH", **lengths) == 7
+    monkeypatch.delenv("PYXEN_TEST_LENGTH")
+    scheduled = pytestconfig.getoption("--scheduled")
+    monkeypatch.setenv("CI", "true")
+    assert run_length("PYXEN_TEST_LENGTH", **lengths) == (48 if scheduled else 24)
+    monkeypatch.delenv("CI")
+    assert run_length("PYXEN_TEST_LENGTH", **lengths) == (48 if scheduled else 200)
+
+
+@pytest.mark.parametrize("value", ["many", "0", "-3", ""])
+def test_a_bad_length_is_a_usage_error(run_length: Callable[..., int], value: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYXEN_TEST_LENGTH", value)
+    with pytest.raises(pytest.UsageError, match="PYXEN_TEST_LENGTH"):
+        run_length("PYXEN_TEST_LENGTH", ci=1, scheduled=2, default=3)
