@@ -1,8 +1,8 @@
 """NUMA-local scrubbing of a dead guest's memory (the hypervisor series'
 scrub workers, XEN_SYSCTL_scrub_op).
 
-Runs in the dom0 of a patched hypervisor with two NUMA nodes (CPUs 0-1 on
-node 0, 2-3 on node 1); tests/nested/test_scrub_in_dom0.py boots it with a
+Runs in the dom0 of a patched hypervisor with two NUMA nodes (in the lab
+one CPU each); tests/nested/test_scrub_in_dom0.py boots it with a
 debug hypervisor and ``scrub_debug``, under which Xen poisons freed pages and
 checks every page it hands out is zero: a dirty page given to a guest stops
 Xen, and the test with it.
