@@ -45,7 +45,8 @@ def dom0_pytest(pytestconfig: pytest.Config) -> Callable[..., list[str]]:
     ``tests/xen/<target>`` (the whole directory for ``""``) against the Xen
     it runs on, with *options* (markers, -q, --durations...) added.  A
     scheduled run (``--scheduled``) is scheduled inside dom0 too: the cases
-    marked ``scheduled`` there run, and soak lengths replace CI's."""
+    marked ``scheduled`` there run, and tests with a length run their
+    scheduled length instead of CI's (``run_length``)."""
     scheduled = ["--scheduled"] if pytestconfig.getoption("--scheduled") else []
 
     def argv(target: str, *options: str) -> list[str]:

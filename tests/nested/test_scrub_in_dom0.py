@@ -1,6 +1,7 @@
 """Checks that the lab's two virtual NUMA nodes are what Xen sees, and runs
 tests/xen/test_scrub.py, in the dom0 of the patched debug hypervisor
-booted with two virtual NUMA nodes (CPU 0 on node 0, CPU 1 on node 1) and
+booted with two virtual NUMA nodes (one CPU each; in scheduled runs also two
+each) and
 ``scrub_debug``: Xen poisons every freed page and checks every page it hands
 out is zero, so a dirty page given to a guest stops Xen and fails the run."""
 
@@ -23,17 +24,25 @@ pytestmark = pytest.mark.nested
 
 #: Two virtual NUMA nodes of one CPU each (CPU 0 on node 0, CPU 1 on node 1),
 #: 1.5 GiB each, with ``scrub_debug``: the scrub benchmark's machine
-#: (SCRUB_VM) with half its CPUs.  Under TCG every vCPU is a host thread,
-#: and the tests keep every pCPU busy with two spinners each: on a 2-core
-#: host four pCPUs ran dom0 at half the speed two do.
+#: (SCRUB_VM) with half its CPUs, what every run boots.  Under TCG every
+#: vCPU is a host thread, and the tests keep every pCPU busy with two
+#: spinners each: on a 2-core host four pCPUs ran dom0 at half the speed
+#: two do.
 NUMA_VM = dataclasses.replace(SCRUB_VM, cpus=2, memory_mib=3072, xen_cmdline=("scrub_debug",))
+#: The benchmark's machine itself (two CPUs a node) with ``scrub_debug``, in
+#: scheduled runs: there a node's worker moves over more than one CPU.
+NUMA_VM_2CPU = dataclasses.replace(SCRUB_VM, xen_cmdline=("scrub_debug",))
 
 
-@pytest.fixture(scope="module")
-def numa_dom0(lab_build: StagedBuild, repo: Path) -> Iterator[Dom0]:
+@pytest.fixture(scope="module", params=[
+    pytest.param(NUMA_VM, id="one-cpu-a-node"),
+    pytest.param(NUMA_VM_2CPU, id="two-cpus-a-node", marks=pytest.mark.scheduled),
+])
+def numa_dom0(request: pytest.FixtureRequest, lab_build: StagedBuild,
+              repo: Path) -> Iterator[Dom0]:
     """The lab's build booted on two NUMA nodes with ``scrub_debug``, one
-    boot for this module's tests."""
-    with Dom0(lab_build, NUMA_VM, extra_binds=[repo]) as dom0:
+    boot for this module's tests on each machine."""
+    with Dom0(lab_build, request.param, extra_binds=[repo]) as dom0:
         yield dom0
 
 
@@ -41,24 +50,24 @@ def test_two_virtual_numa_nodes_are_what_xen_sees(numa_dom0: Dom0) -> None:
     topo = numa_dom0.run(["xl", "info", "-n"], check=True).stdout
     info = xl.parse_info(topo)
     assert info["nr_nodes"] == "2"
-    assert info["nr_cpus"] == str(NUMA_VM.cpus)
+    vm = numa_dom0.options
+    assert info["nr_cpus"] == str(vm.cpus)
     # cpu_topology rows: "cpu: core socket node"; the CPUs split evenly, in order.
     nodes = {int(m.group(1)): int(m.group(2))
              for m in re.finditer(r"^\s*(\d+):\s+\d+\s+\d+\s+(\d+)\s*$", topo, re.MULTILINE)}
-    per_node = NUMA_VM.cpus // NUMA_VM.numa_nodes
-    assert nodes == {cpu: cpu // per_node for cpu in range(NUMA_VM.cpus)}
+    per_node = vm.cpus // vm.numa_nodes
+    assert nodes == {cpu: cpu // per_node for cpu in range(vm.cpus)}
 
 
-def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild,
+def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild, numa_dom0: Dom0,
                                   dom0_durations: Callable[[str], None],
-                                  request: pytest.FixtureRequest,
                                   dom0_pytest: Callable[..., list[str]],
                                   suite_outcome: Callable[[str], tuple[int, list[str]]]) -> None:
     staged = lab_build   # the patched debug build (tests/nested/conftest.py)
     if "scrubd" not in staged.programs:   # built only where xc_scrub_get exists
         pytest.skip(f"the Xen {staged.variant.source.branch} series has no "
                     "XEN_SYSCTL_scrub_op (per-node scrub workers) yet")
-    dom0: Dom0 = request.getfixturevalue("numa_dom0")
+    dom0 = numa_dom0   # booted already for the check above
     res = dom0.run(dom0_pytest("test_scrub.py", "-q", "-s", "-rfEs", "--durations=12"),
                    timeout=1800)
     serial = dom0.serial_log.read_text(errors="replace")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -165,7 +166,7 @@ class DomainLifecycle(RuleBasedStateMachine):
 EXAMPLES = {"ci": 3, "scheduled": 6, "default": 6}
 
 
-def _examples(run_length) -> int:  # type: ignore[no-untyped-def]
+def _examples(run_length: Callable[..., int]) -> int:
     profile = settings.default.max_examples
     if os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev") == "soak":
         return profile

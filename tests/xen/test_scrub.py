@@ -90,9 +90,10 @@ def wait_clean(host, node: int, timeout: float) -> float | None:  # type: ignore
 #: now and then (a dead guest's node came clean under the idle policy), so
 #: two: every pCPU always has a runnable vCPU besides dom0's.
 SPINNERS_PER_PCPU = 2
-#: dom0's credit2 weight while they spin: twice theirs together (a domain's
-#: default is 256), so that dom0, when it has work, gets two thirds of a
-#: pCPU rather than one third.  The pCPUs still never idle (the spinners run
+#: dom0's credit2 weight while they spin: 1024, four times one spinner's (a
+#: domain's default is 256), twice the weight of the two on its pCPU
+#: together, so that dom0, when it has work, gets two thirds of a pCPU
+#: rather than one third.  The pCPUs still never idle (the spinners run
 #: whenever dom0 waits), but dom0's destroys and Xenstore work beside them
 #: run at twice the share they had at the default weight.
 DOM0_BUSY_WEIGHT = 2 * SPINNERS_PER_PCPU * 256
@@ -136,9 +137,9 @@ def every_pcpu_busy(host, kernel, helpers) -> Iterator[None]:  # type: ignore[no
                                                  memory_mib=16, cmdline="spin"),
                                     paused=True))
         with dom0_weight(DOM0_BUSY_WEIGHT):
-            for d in doms:
-                d.unpause()
             try:
+                for d in doms:
+                    d.unpause()
                 yield
             finally:
                 for d in doms:
