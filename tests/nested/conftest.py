@@ -43,15 +43,21 @@ def repo() -> Path:
 def dom0_pytest(pytestconfig: pytest.Config) -> Callable[..., list[str]]:
     """The command line of a pytest run inside dom0 over this repository's
     ``tests/xen/<target>`` (the whole directory for ``""``) against the Xen
-    it runs on, with *options* (markers, -q, --durations...) added.  A
+    it runs on, with *options* (markers, -q, --durations...) added, and
+    without Hypothesis's pytest plugin if ``hypothesis=False``.  A
     scheduled run (``--scheduled``) is scheduled inside dom0 too: the cases
     marked ``scheduled`` there run, and tests with a length run their
     scheduled length instead of CI's (``run_length``)."""
     scheduled = ["--scheduled"] if pytestconfig.getoption("--scheduled") else []
 
-    def argv(target: str, *options: str) -> list[str]:
+    def argv(target: str, *options: str, hypothesis: bool = True) -> list[str]:
+        # Without Hypothesis's plugin where no test uses it: the plugin
+        # imports Hypothesis at the end of a run (11 s of a 2-pCPU lab's
+        # time under TCG), and tests/conftest.py imports it only for a test
+        # module that uses it.
+        plugins = [] if hypothesis else ["-p", "no:hypothesispytest"]
         return [sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen" / target),
-                "--xen", "host", "-p", "no:cacheprovider", *scheduled, *options,
+                "--xen", "host", "-p", "no:cacheprovider", *plugins, *scheduled, *options,
                 "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")]
     return argv
 

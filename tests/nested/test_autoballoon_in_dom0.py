@@ -30,7 +30,8 @@ def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str,
     staged = build(variants.resolve(variant, debug=debug))
     opts = VMOptions(memory_mib=2048, dom0_mem_mib=None)
     with Dom0(staged, opts, extra_binds=[repo]) as dom0:
-        res = dom0.run(dom0_pytest("test_autoballoon.py", "-q", "-s", "-rfEs", "--durations=12"),
+        res = dom0.run(dom0_pytest("test_autoballoon.py", "-q", "-s", "-rfEs", "--durations=12",
+                                   hypothesis=False),
                        timeout=1800, env={"PYXEN_EXPECT_XL_LOCK": expect_lock})
         serial = dom0.serial_log.read_text(errors="replace")
     out = res.stdout + res.stderr
