@@ -57,13 +57,12 @@ def test_xen_suite_in_dom0(variant: str, debug: bool, lab_boot: SharedDom0,
                        # A test stuck for 5 min dumps every thread's stack.
                        "-o", "faulthandler_timeout=300",
                        "-q", "-rfEs", "--durations=12")
-    lab = lab_boot   # booted only by its first get()
     if (staged.hypervisor_key, staged.tools_key) == \
-            (lab.build.hypervisor_key, lab.build.tools_key):
+            (lab_boot.build.hypervisor_key, lab_boot.build.tools_key):
         # The lab's own build: its boot is shared with the lab's tests
         # (test_lab_boot.py), which run after this suite in it and check
         # that it left nothing behind.
-        res = lab.get().run(argv, timeout=1200, env=env)
+        res = lab_boot.get().run(argv, timeout=1200, env=env)   # booted on first get()
     else:
         with Dom0(staged, extra_binds=[repo]) as dom0:
             res = dom0.run(argv, timeout=1200, env=env)

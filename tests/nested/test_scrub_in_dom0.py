@@ -67,11 +67,10 @@ def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild, numa_dom0: Dom0,
     if "scrubd" not in staged.programs:   # built only where xc_scrub_get exists
         pytest.skip(f"the Xen {staged.variant.source.branch} series has no "
                     "XEN_SYSCTL_scrub_op (per-node scrub workers) yet")
-    dom0 = numa_dom0   # booted already for the check above
-    res = dom0.run(dom0_pytest("test_scrub.py", "-q", "-s", "-rfEs", "--durations=12",
-                               hypothesis=False),
-                   timeout=1800)
-    serial = dom0.serial_log.read_text(errors="replace")
+    res = numa_dom0.run(dom0_pytest("test_scrub.py", "-q", "-s", "-rfEs", "--durations=12",
+                                    hypothesis=False),
+                        timeout=1800)
+    serial = numa_dom0.serial_log.read_text(errors="replace")
     out = res.stdout + res.stderr
     dom0_durations(out)
     print(out[-6000:])

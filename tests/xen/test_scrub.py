@@ -29,6 +29,7 @@ import pytest
 
 from pyxen.config import DomainConfig
 from pyxen.errors import XenCtrlError
+from pyxen.lab.dom0 import xl
 from pyxen.limits import PAGES_PER_MIB
 from pyxen.xenctrl import (
     SCRUB_BUDGET_MAX_US,
@@ -104,21 +105,20 @@ def dom0_weight(weight: int) -> Iterator[None]:
     """dom0's credit2 weight set to ``weight``, its own restored after.  On
     another scheduler the weight is left alone (said on stdout): it changes
     only how fast dom0 works beside the spinners, not what the tests show."""
-    def sched(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["xl", "sched-credit2", "-d", "0", *args], check=check,
-                              capture_output=True, text=True, timeout=60)
-    res = sched(check=False)
-    rows = res.stdout.splitlines()
-    if res.returncode != 0 or len(rows) != 2:
-        print(f"dom0's weight left alone (not credit2?): {res.stderr.strip() or res.stdout}")
+    try:
+        rows = xl.xl("sched-credit2", "-d", "0", timeout=60).splitlines()
+    except xl.XlError as exc:
+        rows = [str(exc)]
+    if len(rows) != 2:
+        print(f"dom0's weight left alone (not credit2?): {' '.join(rows)}")
         yield
         return
     own = int(rows[1].split()[-2])       # "Name ID Weight Cap"
-    sched("-w", str(weight))
+    xl.xl("sched-credit2", "-d", "0", "-w", str(weight), timeout=60)
     try:
         yield
     finally:
-        sched("-w", str(own))
+        xl.xl("sched-credit2", "-d", "0", "-w", str(own), timeout=60)
 
 
 @contextmanager
