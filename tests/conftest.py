@@ -25,8 +25,8 @@ def _load_hypothesis_profiles() -> None:
     """Hypothesis's profiles: CI keeps example counts small for its time
     budget; "soak" is for long runs.  Loaded before the first test module
     that uses Hypothesis is imported (``pytest_collectstart``), not
-    here: a run whose tests do not use it (the scrub and autoballoon suites
-    in the lab's dom0) is spared importing it, 11 s of a 2-pCPU lab's time
+    here: a run whose tests do not use it (the autoballoon suite in the
+    lab's dom0, the scrub suite's scheduled run) is spared importing it, 11 s of a 2-pCPU lab's time
     under TCG, 30 s or more on a machine 3x slower."""
     global _profiles_loaded
     if _profiles_loaded:
@@ -59,14 +59,21 @@ _SUMMARY = re.compile(r"^=*\s*(\d+ \w+(?:, \d+ \w+)*) in \d+(?:\.\d+)?s\b", re.M
 
 
 @pytest.fixture(scope="session")
-def suite_outcome(pytestconfig: pytest.Config) -> Callable[[str], tuple[int, list[str]]]:
+def scheduled_run(pytestconfig: pytest.Config) -> bool:
+    """Whether this is a scheduled run (``--scheduled`` or PYXEN_SCHEDULED=1):
+    the tests marked ``scheduled`` run, and tests with a length run their
+    scheduled length."""
+    return bool(pytestconfig.getoption("--scheduled"))
+
+
+@pytest.fixture(scope="session")
+def suite_outcome(scheduled_run: bool) -> Callable[[str], tuple[int, list[str]]]:
     """Reads a pytest run's output (run with ``-rs`` or ``-rfEs``, so that it
     lists its skips): returns how many tests passed and the skips it should
     not have had, each line as printed (a skip counted but not listed is
     reported too).  In a run that is not scheduled a scheduled-only test's
     skip is expected; in a scheduled run (which passes ``--scheduled`` on)
     no skip is."""
-    scheduled_run = bool(pytestconfig.getoption("--scheduled"))
 
     def outcome(output: str) -> tuple[int, list[str]]:
         summaries = _SUMMARY.findall(output)
@@ -100,7 +107,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def run_length(pytestconfig: pytest.Config) -> Callable[..., int]:
+def run_length(scheduled_run: bool) -> Callable[..., int]:
     """How long a test that can run longer or shorter runs (cycles, examples,
     rounds): ``run_length(ENV_VAR, ci=N, scheduled=M, default=K)`` is the
     variable's value if set, else *ci* in a CI run (``CI`` set) that is not
@@ -109,7 +116,6 @@ def run_length(pytestconfig: pytest.Config) -> Callable[..., int]:
     (a developer's run).  Soak runs set the variable; a value that is not a
     whole number of at least 1 fails the test that reads it, naming the
     variable."""
-    scheduled_run = bool(pytestconfig.getoption("--scheduled"))
 
     def length(env_var: str, *, ci: int, scheduled: int, default: int) -> int:
         value = os.environ.get(env_var)
@@ -139,7 +145,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     for item in items:
         if "scrub" in item.keywords:
-            item.add_marker(skip("test_scrub_in_dom0.py"))
+            item.add_marker(skip("test_in_dom0.py, in the shared boot of two NUMA nodes"))
         elif "autoballoon" in item.keywords:
             item.add_marker(skip("test_autoballoon_in_dom0.py"))
         elif "xen" in item.keywords:

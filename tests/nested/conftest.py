@@ -3,18 +3,19 @@ a booted lab shared by a module."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from pyxen.lab.host import progress, variants
-from pyxen.lab.host.vm import Dom0, SharedDom0
-from pyxen.lab.host.vm_options import VMOptions
+from pyxen.lab.host.scrubbench import SCRUB_VM
+from pyxen.lab.host.vm import Dom0, Dom0Result, SharedDom0
 from pyxen.lab.host.xenbuild import StagedBuild, build
 
 #: What the lab's own tests boot (they test the lab, not a Xen): the patched
@@ -42,7 +43,7 @@ def repo() -> Path:
 
 
 @pytest.fixture(scope="session")
-def dom0_pytest(pytestconfig: pytest.Config) -> Callable[..., list[str]]:
+def dom0_pytest(scheduled_run: bool) -> Callable[..., list[str]]:
     """The command line of a pytest run inside dom0 over this repository's
     ``tests/xen/<target>`` (the whole directory for ``""``) against the Xen
     it runs on, with *options* (markers, -q, --durations...) added, and
@@ -50,7 +51,7 @@ def dom0_pytest(pytestconfig: pytest.Config) -> Callable[..., list[str]]:
     scheduled run (``--scheduled``) is scheduled inside dom0 too: the cases
     marked ``scheduled`` there run, and tests with a length run their
     scheduled length instead of CI's (``run_length``)."""
-    scheduled = ["--scheduled"] if pytestconfig.getoption("--scheduled") else []
+    scheduled = ["--scheduled"] if scheduled_run else []
 
     def argv(target: str, *options: str, hypothesis: bool = True) -> list[str]:
         # Without Hypothesis's plugin where no test uses it: the plugin
@@ -71,24 +72,40 @@ def _rewrite_on_host(dom0_argv: list[str]) -> None:
     pytest then leaves each test module's assertion-rewritten bytecode (and
     the helpers' .pyc) beside it, which dom0 reads over its read-only share
     instead of rewriting every module again in every run (dom0 writes no
-    bytecode).  Measured in a 2-pCPU lab: collecting tests/xen in dom0 took
+    bytecode).  The outer run's own collection does the same only where
+    PYTHONDONTWRITEBYTECODE is unset, and not for ``pytest tests/nested``.  Measured in a 2-pCPU lab: collecting tests/xen in dom0 took
     36 s without it, 15 s with it."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    done = subprocess.run([*dom0_argv, "--collect-only", "-q"], env=env, cwd=REPO,
-                          capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run([*dom0_argv, "--collect-only", "-q"], env=env, cwd=REPO,
+                              capture_output=True, text=True, check=False, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("collecting tests/xen on the host took over 300 s")
     if done.returncode != 0:
         pytest.fail(f"collecting tests/xen on the host failed ({done.returncode}):\n"
                     f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
 
 
+#: The machine of the shared boot: the default two CPUs and 3 GiB as two
+#: virtual NUMA nodes of one CPU and 1.5 GiB each (the scrub benchmark's
+#: machine with half its CPUs), with ``scrub_debug``: Xen poisons every
+#: freed page and checks that every page it hands out is zero, so a dirty
+#: page given to a guest stops Xen and fails the run.  The whole in-dom0
+#: suite runs on it, the scrub tests (which need two nodes) with the rest:
+#: one boot and one pytest run in dom0 instead of two, and every test's
+#: guests born and dying with the series' per-node scrubbing checked.
+LAB_VM = dataclasses.replace(SCRUB_VM, cpus=2, memory_mib=3072, xen_cmdline=("scrub_debug",))
+
+
 @pytest.fixture(scope="session")
 def lab_boot(lab_build: StagedBuild) -> Iterator[SharedDom0]:
-    """The lab tests' build booted nested with the default VM options, one
-    boot shared by the session: the in-dom0 suite of this build
-    (test_in_dom0.py) and the lab's own tests (test_lab_boot.py) run in it.
-    Under TCG a boot is the largest fixed cost of a nested test (about a
-    minute here, three on a slow machine)."""
-    shared = SharedDom0(lab_build, VMOptions(), extra_binds=[REPO])
+    """The lab tests' build booted nested on ``LAB_VM``, one boot shared by
+    the session: the in-dom0 suite of this build (test_in_dom0.py) and the
+    lab's own tests (test_lab_boot.py, test_scrub_in_dom0.py's topology
+    check, test_xs_cache.py's proxy check) run in it.  Under TCG a boot is
+    the largest fixed cost of a nested test (about half a minute here, one
+    and a half on a slow machine)."""
+    shared = SharedDom0(lab_build, LAB_VM, extra_binds=[REPO])
     try:
         yield shared
     finally:
@@ -130,6 +147,35 @@ def dom0_durations(request: pytest.FixtureRequest) -> Callable[[str], None]:
         if m:
             _DOM0_DURATIONS.append((request.node.nodeid, m.group(1).strip()))
     return keep
+
+
+@pytest.fixture
+def check_dom0_suite(dom0_durations: Callable[[str], None],
+                     suite_outcome: Callable[[str], tuple[int, list[str]]],
+                     ) -> Callable[..., None]:
+    """Call with what a suite is, its in-dom0 pytest run's result, the least
+    number of tests that must pass, and Xen's console log if a failure
+    should show it: keeps the run's slowest tests for the summary, prints
+    its output's tail, and fails the test if the run failed, passed fewer
+    tests, or skipped any that a run of this kind must not skip.
+    ``min_passed_in`` asks at least so many passes of a module's tests (the
+    run lists its passes: ``-rp``), e.g. ``{"test_scrub.py": 4}``."""
+    def check(what: str, res: Dom0Result, *, min_passed: int = 1, console: str = "",
+              min_passed_in: Mapping[str, int] | None = None) -> None:
+        out = res.stdout + res.stderr
+        dom0_durations(out)
+        print(out[-6000:])
+        shown = f"\nXen's console:\n{console[-3000:]}" if console else ""
+        assert res.returncode == 0, f"{what} failed in dom0:\n{out[-6000:]}{shown}"
+        passed, skips = suite_outcome(out)
+        assert passed >= min_passed, \
+            f"{what}: {passed} passed in dom0, at least {min_passed} must"
+        assert not skips, f"{what}: skipped in dom0: " + "; ".join(skips)
+        for module, least in (min_passed_in or {}).items():
+            n = len(re.findall(rf"^PASSED tests/xen/{re.escape(module)}::", out, re.M))
+            assert n >= least, f"{what}: {n} tests of {module} passed in dom0, " \
+                               f"at least {least} must (were they deselected?)"
+    return check
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -23,10 +23,9 @@ pytestmark = pytest.mark.nested
                          [pytest.param("stock", False, "1", marks=pytest.mark.scheduled),
                           ("patched", True, "0")],
                          ids=["stock", "patched-debug"])
-def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str,
-                                   dom0_durations: Callable[[str], None], repo: Path,
+def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str, repo: Path,
                                    dom0_pytest: Callable[..., list[str]],
-                                   suite_outcome: Callable[[str], tuple[int, list[str]]]) -> None:
+                                   check_dom0_suite: Callable[..., None]) -> None:
     staged = build(variants.resolve(variant, debug=debug))
     opts = VMOptions(memory_mib=2048, dom0_mem_mib=None)
     with Dom0(staged, opts, extra_binds=[repo]) as dom0:
@@ -34,12 +33,4 @@ def test_autoballoon_suite_in_dom0(variant: str, debug: bool, expect_lock: str,
                                    hypothesis=False),
                        timeout=1800, env={"PYXEN_EXPECT_XL_LOCK": expect_lock})
         serial = dom0.serial_log.read_text(errors="replace")
-    out = res.stdout + res.stderr
-    dom0_durations(out)
-    print(out[-6000:])
-    assert res.returncode == 0, \
-        f"autoballoon tests in dom0 failed ({variant}):\n{out[-6000:]}\n" \
-        f"Xen's console:\n{serial[-3000:]}"
-    passed, skips = suite_outcome(out)
-    assert passed >= 2, "the autoballoon tests did not all run"
-    assert not skips, "an autoballoon test was skipped in dom0: " + "; ".join(skips)
+    check_dom0_suite(f"the autoballoon tests ({variant})", res, min_passed=2, console=serial)

@@ -19,22 +19,22 @@ SCHEDULED_SKIP = ("SKIPPED [1] tests/xen/test_autoballoon.py:128: scheduled runs
 
 def test_a_scheduled_only_skip_is_expected_unless_the_run_is_scheduled(
         suite_outcome: Callable[[str], tuple[int, list[str]]],
-        pytestconfig: pytest.Config) -> None:
+        scheduled_run: bool) -> None:
     out = "...s\n" + SUMMARY_TAIL.format(skips=SCHEDULED_SKIP,
                                        summary="5 passed, 1 skipped in 111.38s (0:01:51)")
     # A scheduled run passes --scheduled to dom0: there nothing may skip.
-    odd = [SCHEDULED_SKIP.split("] ", 1)[1]] if pytestconfig.getoption("--scheduled") else []
+    odd = [SCHEDULED_SKIP.split("] ", 1)[1]] if scheduled_run else []
     assert suite_outcome(out) == (5, odd)
 
 
 def test_any_other_skip_is_reported(suite_outcome: Callable[[str], tuple[int, list[str]]],
-                                    pytestconfig: pytest.Config) -> None:
+                                    scheduled_run: bool) -> None:
     other = "SKIPPED [2] tests/xen/test_scrub.py:40: needs 2 NUMA nodes"
     out = SUMMARY_TAIL.format(skips=f"{SCHEDULED_SKIP}\n{other}",
                               summary="43 passed, 3 skipped, 24 deselected in 534.79s")
     passed, odd = suite_outcome(out)
     assert passed == 43 and "tests/xen/test_scrub.py:40: needs 2 NUMA nodes" in odd
-    assert len(odd) == (2 if pytestconfig.getoption("--scheduled") else 1)
+    assert len(odd) == (2 if scheduled_run else 1)
 
 
 def test_a_skip_counted_but_not_listed_is_reported(
@@ -55,17 +55,16 @@ def test_the_last_summary_counts(suite_outcome: Callable[[str], tuple[int, list[
 
 
 def test_run_length_follows_the_variable_then_the_kind_of_run(
-        run_length: Callable[..., int], pytestconfig: pytest.Config,
+        run_length: Callable[..., int], scheduled_run: bool,
         monkeypatch: pytest.MonkeyPatch) -> None:
     lengths = {"ci": 24, "scheduled": 48, "default": 200}
     monkeypatch.setenv("PYXEN_TEST_LENGTH", "7")
     assert run_length("PYXEN_TEST_LENGTH", **lengths) == 7
     monkeypatch.delenv("PYXEN_TEST_LENGTH")
-    scheduled = pytestconfig.getoption("--scheduled")
     monkeypatch.setenv("CI", "true")
-    assert run_length("PYXEN_TEST_LENGTH", **lengths) == (48 if scheduled else 24)
+    assert run_length("PYXEN_TEST_LENGTH", **lengths) == (48 if scheduled_run else 24)
     monkeypatch.delenv("CI")
-    assert run_length("PYXEN_TEST_LENGTH", **lengths) == (48 if scheduled else 200)
+    assert run_length("PYXEN_TEST_LENGTH", **lengths) == (48 if scheduled_run else 200)
 
 
 @pytest.mark.parametrize("value", ["many", "0", "-3", ""])

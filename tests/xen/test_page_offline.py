@@ -90,9 +90,14 @@ def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, h
 
         # Every pCPU kept busy, so that no idle loop scrubs the page as it
         # comes back: with the fix it is counted dirty until the load ends.
+        # Their memory spread over the nodes with libxl's NUMA placement off
+        # (``nodes``), so that no spinner prefers one node's CPUs: on a
+        # machine of one CPU a node both could prefer the same CPU.
+        phys = xc.physinfo()
         spinners = [host.create(DomainConfig(f"{helpers.PREFIX}spin{i}", kernel,
-                                             memory_mib=16, cmdline="spin"))
-                    for i in range(xc.physinfo().nr_cpus)]
+                                             memory_mib=16, cmdline="spin",
+                                             nodes=(i % phys.nr_nodes,)))
+                    for i in range(phys.nr_cpus)]
         # (Building them may free a few dirty pages of Xen's own: compare
         # the count just before and just after the page comes back.)
         before = _unscrubbed(xc)

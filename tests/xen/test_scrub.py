@@ -1,11 +1,13 @@
 """NUMA-local scrubbing of a dead guest's memory (the hypervisor series'
 scrub workers, XEN_SYSCTL_scrub_op).
 
-Runs in the dom0 of a patched hypervisor with two NUMA nodes (in the lab
-one CPU each); tests/nested/test_scrub_in_dom0.py boots it with a
-debug hypervisor and ``scrub_debug``, under which Xen poisons freed pages and
-checks every page it hands out is zero: a dirty page given to a guest stops
-Xen, and the test with it.
+Runs in the dom0 of a patched hypervisor with two NUMA nodes: in the lab's
+shared boot (one CPU a node) with the rest of the suite
+(tests/nested/test_in_dom0.py), and in scheduled runs also on two CPUs a
+node (tests/nested/test_scrub_in_dom0.py); both boot the debug hypervisor
+with ``scrub_debug``, under which Xen poisons freed pages and checks every
+page it hands out is zero: a dirty page given to a guest stops Xen, and the
+test with it.
 
 Workers are opt-in (policy ``idle``, stock's behaviour, by default) and run
 only when idle CPUs do not scrub: the tests that show them keep every pCPU
