@@ -92,6 +92,17 @@ def suite_outcome(scheduled_run: bool) -> Callable[[str], tuple[int, list[str]]]
     return outcome
 
 
+@pytest.fixture(scope="session")
+def module_passes() -> Callable[[str, str], int]:
+    """``module_passes(output, "test_x.py")``: how many tests of that module
+    a pytest run that listed its passes (``-rp``) passed.  Node IDs are as
+    the run printed them, relative to its working directory (in the lab's
+    dom0 ``../<repo>/tests/xen/test_x.py::test_y``)."""
+    def count(output: str, module: str) -> int:
+        return len(re.findall(rf"^PASSED (?:\S*/)?{re.escape(module)}::", output, re.M))
+    return count
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--xen", choices=("lab", "host"), default="lab",

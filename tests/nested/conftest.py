@@ -152,7 +152,7 @@ def dom0_durations(request: pytest.FixtureRequest) -> Callable[[str], None]:
 @pytest.fixture
 def check_dom0_suite(dom0_durations: Callable[[str], None],
                      suite_outcome: Callable[[str], tuple[int, list[str]]],
-                     ) -> Callable[..., None]:
+                     module_passes: Callable[[str, str], int]) -> Callable[..., None]:
     """Call with what a suite is, its in-dom0 pytest run's result, the least
     number of tests that must pass, and Xen's console log if a failure
     should show it: keeps the run's slowest tests for the summary, prints
@@ -172,7 +172,7 @@ def check_dom0_suite(dom0_durations: Callable[[str], None],
             f"{what}: {passed} passed in dom0, at least {min_passed} must"
         assert not skips, f"{what}: skipped in dom0: " + "; ".join(skips)
         for module, least in (min_passed_in or {}).items():
-            n = len(re.findall(rf"^PASSED tests/xen/{re.escape(module)}::", out, re.M))
+            n = module_passes(out, module)
             assert n >= least, f"{what}: {n} tests of {module} passed in dom0, " \
                                f"at least {least} must (were they deselected?)"
     return check

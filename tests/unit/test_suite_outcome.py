@@ -73,3 +73,14 @@ def test_a_bad_length_is_a_usage_error(run_length: Callable[..., int], value: st
     monkeypatch.setenv("PYXEN_TEST_LENGTH", value)
     with pytest.raises(pytest.UsageError, match="PYXEN_TEST_LENGTH"):
         run_length("PYXEN_TEST_LENGTH", ci=1, scheduled=2, default=3)
+
+
+def test_passes_are_counted_by_module(module_passes: Callable[[str, str], int]) -> None:
+    out = ("PASSED ../work/repo/tests/xen/test_scrub.py::test_a\n"
+           "PASSED tests/xen/test_scrub.py::TestBusy::test_b[x]\n"
+           "PASSED ../work/repo/tests/xen/test_notscrub.py::test_c\n"
+           "FAILED ../work/repo/tests/xen/test_scrub.py::test_d - boom\n"
+           "  PASSED test_scrub.py::test_e (not a summary line)\n")
+    assert module_passes(out, "test_scrub.py") == 2
+    assert module_passes(out, "test_notscrub.py") == 1
+    assert module_passes(out, "test_stress.py") == 0
