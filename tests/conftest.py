@@ -26,8 +26,9 @@ def _load_hypothesis_profiles() -> None:
     budget; "soak" is for long runs.  Loaded before the first test module
     that uses Hypothesis is imported (``pytest_collectstart``), not
     here: a run whose tests do not use it (the autoballoon suite in the
-    lab's dom0, the scrub suite's scheduled run) is spared importing it, 11 s of a 2-pCPU lab's time
-    under TCG, 30 s or more on a machine 3x slower."""
+    lab's dom0, the scrub suite's scheduled run) is spared importing it,
+    11 s of a 2-pCPU lab's time under TCG, 30 s or more on a machine 3x
+    slower."""
     global _profiles_loaded
     if _profiles_loaded:
         return

@@ -73,8 +73,9 @@ def _rewrite_on_host(dom0_argv: list[str]) -> None:
     the helpers' .pyc) beside it, which dom0 reads over its read-only share
     instead of rewriting every module again in every run (dom0 writes no
     bytecode).  The outer run's own collection does the same only where
-    PYTHONDONTWRITEBYTECODE is unset, and not for ``pytest tests/nested``.  Measured in a 2-pCPU lab: collecting tests/xen in dom0 took
-    36 s without it, 15 s with it."""
+    PYTHONDONTWRITEBYTECODE is unset, and not for ``pytest tests/nested``.
+    Measured in a 2-pCPU lab: collecting tests/xen in dom0 took 36 s
+    without it, 15 s with it."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     try:
         done = subprocess.run([*dom0_argv, "--collect-only", "-q"], env=env, cwd=REPO,
