@@ -48,12 +48,18 @@ def check_topology(dom0: Dom0) -> None:
     assert nodes == {cpu: cpu // per_node for cpu in range(vm.cpus)}
 
 
+def skip_without_scrub_workers(staged: StagedBuild) -> None:
+    """Skip where the build's series has no scrub workers (scrubd is built
+    only where xc_scrub_get exists): no scrub tests to run."""
+    if "scrubd" not in staged.programs:
+        pytest.skip(f"the Xen {staged.variant.source.branch} series has no "
+                    "XEN_SYSCTL_scrub_op (per-node scrub workers) yet")
+
+
 def test_the_shared_boot_has_two_numa_nodes_one_cpu_each(dom0: Dom0) -> None:
     """What test_in_dom0.py needs to run the scrub tests in the shared boot
     (without it they would be left out of every CI run)."""
-    if "scrubd" not in dom0.build.programs:   # built only where xc_scrub_get exists
-        pytest.skip(f"the Xen {dom0.build.variant.source.branch} series has no "
-                    "XEN_SYSCTL_scrub_op (per-node scrub workers): no scrub tests to run")
+    skip_without_scrub_workers(dom0.build)
     assert dom0.options.numa_nodes == 2 and dom0.options.cpus == 2
     assert "scrub_debug" in dom0.options.xen_cmdline
     check_topology(dom0)
@@ -69,9 +75,7 @@ def test_scrub_suite_in_dom0_numa(lab_build: StagedBuild, numa_dom0: Dom0,
                                   dom0_pytest: Callable[..., list[str]],
                                   check_dom0_suite: Callable[..., None]) -> None:
     staged = lab_build   # the patched debug build (tests/nested/conftest.py)
-    if "scrubd" not in staged.programs:   # built only where xc_scrub_get exists
-        pytest.skip(f"the Xen {staged.variant.source.branch} series has no "
-                    "XEN_SYSCTL_scrub_op (per-node scrub workers) yet")
+    skip_without_scrub_workers(staged)
     res = numa_dom0.run(dom0_pytest("test_scrub.py", "-q", "-s", "-rfEs", "--durations=12",
                                     hypothesis=False),
                         timeout=1800)
