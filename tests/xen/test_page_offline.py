@@ -27,20 +27,31 @@ import pytest
 from pyxen.config import DomainConfig
 from pyxen.host import Domain
 from pyxen.lab.contract.heapdump import unscrubbed_by_node
-from pyxen.xenctrl import PageState, XenCtrl
+from pyxen.xenctrl import PageState, ScrubPolicy, XenCtrl, scrub_supported
 
 pytestmark = pytest.mark.xen
 
 #: Time for the idle loop to scrub what the guests of earlier tests left:
 #: ~10 us a page under TCG, a few thousand pages here.  Generous for CI.
 SETTLE_S = 120.0
-#: How long a stale count is watched not to go away.
+#: How long a stale count is watched not to go away, and the workers not
+#: to run once the count is 0.
 STAYS_S = 5.0
+#: The workers' policy during the test: 1 ms every 10 ms, a worker re-armed
+#: by a stale count runs 100 times a second.
+EAGER = (ScrubPolicy.EAGER, 1000, 10000)
+#: Worker periods allowed in STAYS_S once nothing is counted dirty.
+STRAY_RUNS = 5
 
 
 def _unscrubbed(xc: XenCtrl) -> int:
     """The host's dirty free pages, from a fresh 'H' heap dump."""
     return sum(unscrubbed_by_node(xc.heap_dump()).values())
+
+
+def _worker_runs(xc: XenCtrl) -> int:
+    """Periods run by every node's scrub worker so far."""
+    return sum(n.worker_runs for n in xc.scrub_state().nodes)
 
 
 def _settles_at(count: Callable[[], int], want: int, timeout: float) -> tuple[bool, int]:
@@ -63,10 +74,15 @@ def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, h
     ok, seen = _settles_at(lambda: _unscrubbed(xc), 0, SETTLE_S)
     assert ok, f"{seen} dirty pages still counted {SETTLE_S:.0f} s before this test started"
 
-    dom = host.create(DomainConfig(helpers.PREFIX + "offline", kernel))
+    workers = scrub_supported()
+    if workers:
+        scrub = xc.scrub_state()
+        xc.set_scrub_policy(*EAGER)
+    dom = None
     mfn: int | None = None
     spinners: list[Domain] = []
     try:
+        dom = host.create(DomainConfig(helpers.PREFIX + "offline", kernel))
         # A PV guest's Xenstore ring: a page the guest owns, by its machine frame.
         mfn = int(host.xenstore.read(f"/local/domain/{dom.domid}/store/ring-ref"))
         res = xc.offline_page(mfn)
@@ -87,6 +103,20 @@ def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, h
         if stock:
             time.sleep(STAYS_S)
             assert _unscrubbed(xc) == 1, "stock Xen's stale count went away"
+        if workers:
+            # Nothing left to scrub: the workers stop (a stale count would
+            # re-arm the offlined page's node's worker every period, 500
+            # times in STAYS_S).  A few runs are allowed for pages Xen
+            # frees of its own meanwhile (dirty under scrub_debug).
+            runs = _worker_runs(xc)
+            time.sleep(STAYS_S)
+            ran = _worker_runs(xc) - runs
+            assert ran <= STRAY_RUNS, f"the scrub workers ran {ran} periods in " \
+                                      f"{STAYS_S:.0f} s with no dirty page counted"
+            assert sum(n.offlined for n in xc.scrub_state().nodes) \
+                > sum(n.offlined for n in scrub.nodes), "the dirty page's offlining was not counted"
+            # Off again: a worker would scrub the page as it comes back.
+            xc.set_scrub_policy(scrub.policy, scrub.budget_us, scrub.period_us)
 
         # Every pCPU kept busy, so that no idle loop scrubs the page as it
         # comes back: with the fix it is counted dirty until the load ends.
@@ -120,11 +150,14 @@ def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, h
     finally:
         for d in spinners:
             d.destroy()
-        if xc.domain_info(dom.domid) is not None:
+        if dom is not None and xc.domain_info(dom.domid) is not None:
             dom.destroy()
         if mfn is not None and xc.page_state(mfn) is not PageState.ONLINE:
+            assert dom is not None
             helpers.wait_for(lambda: xc.domain_info(dom.domid) is None, 60)
             xc.online_page(mfn)
+        if workers:
+            xc.set_scrub_policy(scrub.policy, scrub.budget_us, scrub.period_us)
 
 
 def _pin_dom0(cpus: str) -> None:
