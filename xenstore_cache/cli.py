@@ -90,10 +90,12 @@ async def _run(cfg: Config, ready_file: Path | None) -> None:
 def _print_stats(stats: dict[str, object]) -> None:
     keys = ("requests", "hits", "misses", "forwarded", "local_errors", "events",
             "invalidations", "fills", "fills_refused", "flushes", "perms_flushes",
-            "entries", "overflows", "clients", "clients_total", "protocol_errors",
-            "upstream_losses", "cache_enabled")
+            "entries", "overflows", "clients", "clients_total", "upstream_connections",
+            "upstream_requests_in_flight", "protocol_errors", "upstream_losses",
+            "cache_enabled")
+    width = max(map(len, keys))
     for k in keys:
-        print(f"{k:16} {stats.get(k)}")
+        print(f"{k:{width}} {stats.get(k)}")
     per_op = stats.get("per_op")
     if isinstance(per_op, dict) and per_op:
         print(f"\n{'op':22} {'requests':>9} {'hits':>9} {'misses':>9} {'forwarded':>9}")

@@ -62,6 +62,8 @@ def test_the_shared_boot_has_two_numa_nodes_one_cpu_each(dom0: Dom0) -> None:
     skip_without_scrub_workers(dom0.build)
     assert dom0.options.numa_nodes == 2 and dom0.options.cpus == 2
     assert "scrub_debug" in dom0.options.xen_cmdline
+    # test_scrub.py checks the boot option's budget and period are in force.
+    assert any(o.startswith("scrub-workers=") for o in dom0.options.xen_cmdline)
     check_topology(dom0)
 
 

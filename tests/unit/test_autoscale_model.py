@@ -71,7 +71,9 @@ def simulate(events: list[tuple[int, float, float]], keep_alive: float, start_s:
              failing: set[int]) -> dict[str, Any]:
     """Run the scaler as the dom0 driver does, with instances taking
     ``start_s`` to start (those numbered in ``failing`` fail to), checking
-    each action against the scaler's rules as it is taken."""
+    each action against the scaler's rules as it is taken: no cold start
+    while an instance of the function idles warm, no run on a busy or
+    starting instance, no destroy of a busy one or before its keep-alive."""
     scaler = Autoscaler(keep_alive)
     queue: list[tuple[float, int, str, int]] = []
     seq = 0
@@ -93,6 +95,8 @@ def simulate(events: list[tuple[int, float, float]], keep_alive: float, start_s:
     def take(actions: list[Any], now: float) -> None:
         for a in actions:
             if isinstance(a, Create):
+                warm = sorted(i for i in up - busy - destroyed if funcs[i] == a.func)
+                assert not warm, f"a cold start of function {a.func} while {warm} idled warm"
                 funcs[a.instance] = a.func
                 at(now + start_s, "failed" if a.instance in failing else "started", a.instance)
             elif isinstance(a, Run):

@@ -27,13 +27,15 @@ KERNEL = Path("/guest")
 
 class ConsoleDriver:
     """Creates print the banner to the console log (after ``boot_s``);
-    creates of names in ``fail`` raise; destroys forget the guest."""
+    creates of names in ``fail`` raise; destroys forget the guest, but of
+    names in ``fail_destroy``, which raise."""
 
     name = "fake"
 
     def __init__(self, logs: Path, fail: set[str] = frozenset(), boot_s: float = 0.02,
-                 silent: set[str] = frozenset()) -> None:
+                 silent: set[str] = frozenset(), fail_destroy: set[str] = frozenset()) -> None:
         self.logs, self.fail, self.boot_s, self.silent = logs, fail, boot_s, silent
+        self.fail_destroy = fail_destroy
         self.live: set[str] = set()
         self.created: list[str] = []
         self.lock = threading.Lock()
@@ -49,6 +51,8 @@ class ConsoleDriver:
                             .write_text(GUEST_BANNER + ", nr_pages=4096\n")).start()
 
     def destroy(self, name: str) -> None:
+        if name in self.fail_destroy:
+            raise LabError(f"cannot destroy {name}")
         with self.lock:
             if name not in self.live:
                 raise LabError(f"no domain {name}")
@@ -107,6 +111,16 @@ def test_a_failed_create_fails_its_invocation_and_is_counted(logs: Path,
     assert sorted(e.split(":")[0] for e in s["errors"]) == ["create fn-1", "create fn-2"]
     assert "no console line" in " ".join(s["errors"])
     assert driver.live == set()       # the silent guest was destroyed too
+
+
+def test_a_failed_destroy_is_counted_and_reported(logs: Path, tmp_path: Path) -> None:
+    driver = ConsoleDriver(logs, fail_destroy={"fn-1"})
+    req = request([0, 1], [0.0, 0.0], [0.05, 0.05], keep_alive=0.1)
+    s = autoscale.summarise(autoscale.replay(req, driver, tmp_path / "work"))
+    assert s["invocations_done"] == 2 and s["creates_failed"] == 0
+    assert s["destroys_failed"] == 1 and s["destroy_s"]["count"] == 1
+    assert [e.split(":")[0] for e in s["errors"]] == ["destroy fn-1"]
+    assert driver.live == {"fn-1"}    # left for the run's own check to find
 
 
 def test_percentiles_are_nearest_rank() -> None:

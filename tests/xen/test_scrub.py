@@ -169,6 +169,33 @@ def test_the_default_policy_is_stock_behaviour(host):  # type: ignore[no-untyped
     assert host.scrub_state().policy is ScrubPolicy.IDLE
 
 
+def boot_option() -> dict[str, str] | None:
+    """``scrub-workers=`` from Xen's command line (the last one wins, as
+    for Xen), split into its boolean (key ``""``) and its ``key=value``
+    parts; None without one."""
+    info = {k.strip(): v.strip() for k, _, v in
+            (line.partition(":") for line in xl.xl("info", timeout=60).splitlines())}
+    opts = [w.split("=", 1)[1] for w in info.get("xen_commandline", "").split()
+            if w.startswith("scrub-workers=")]
+    if not opts:
+        return None
+    return {(k if sep else ""): (v if sep else k)
+            for k, sep, v in (part.partition("=") for part in opts[-1].split(","))}
+
+
+def test_the_boot_options_policy_budget_and_period_are_in_force(host, scrub):  # type: ignore[no-untyped-def]
+    """The lab's scrub machines boot with ``scrub-workers=no,budget=..,
+    period=..`` (tests/nested/conftest.py): the sysctl reports what it set
+    (every test restores the state it found)."""
+    opt = boot_option()
+    if opt is None:
+        pytest.skip("Xen was booted without scrub-workers=")
+    want = ScrubPolicy.EAGER if opt.get("", "yes") in ("1", "yes", "true", "on") \
+        else ScrubPolicy.IDLE
+    assert (scrub.policy, scrub.budget_us, scrub.period_us) == \
+        (want, int(opt["budget"]), int(opt["period"])), opt
+
+
 def test_counters_account_for_every_dirty_page(host, scrub):  # type: ignore[no-untyped-def]
     for n in host.scrub_state().nodes:
         assert balanced(n), n

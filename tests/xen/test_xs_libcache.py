@@ -31,6 +31,8 @@ ROOT = f"/pyxen-libcache-{os.getpid()}"
 #: Lockstep rounds of the freshness test (``run_length``; ~0.15 s a round
 #: under TCG): 300 in CI, 1000 in scheduled runs, 2000 otherwise.
 ROUNDS = {"ci": 300, "scheduled": 1000, "default": 2000}
+#: Reads of ring-ref a round: the last is a hit (see the freshness test).
+READS_A_ROUND = 3
 
 
 @pytest.fixture
@@ -167,8 +169,8 @@ def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, ru
         finally:
             done.set()
 
-    # What reaches xenstored: the second read of each round must not (with
-    # the cache off, the test would pass with twice the READs).
+    # What reaches xenstored: the third read of each round must not (with
+    # the cache off the test would pass as well, with a READ more a round).
     trace = TraceReader(trace_path())
     t = threading.Thread(target=writer)
     t.start()
@@ -176,9 +178,14 @@ def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, ru
         for k in range(1, rounds + 1):
             ev = cached.read_watch(timeout=30)
             assert ev == (state, "fresh"), f"round {k}: {ev}"
-            # The first read after the event goes to xenstored; the second
-            # is answered from memory: both must be this round's.
-            for _ in range(2):
+            # After the event reads go to xenstored until a reply has been
+            # read after it; the first one's reply is not kept either when
+            # the cache's own events of the commit (queued before it) were
+            # read after it was sent, as here: xenstored may have dropped a
+            # later duplicate of such an event.  The second read's reply is
+            # kept and the third is answered from memory.  All three must
+            # be this round's.
+            for _ in range(READS_A_ROUND):
                 got = cached.read(ring)
                 if got != str(k).encode():
                     stale.append((k, got))
@@ -191,7 +198,7 @@ def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, ru
     assert not stale, f"{len(stale)} stale reads of {rounds}, first {stale[:5]}"
     if trace.path.exists():
         reads = trace.take()["READ"]
-        # One a round, and a margin for other dom0 programs' reads meanwhile.
-        assert reads < rounds * 3 // 2, \
-            f"{reads} READs reached xenstored in {rounds} rounds of two reads of ring-ref: " \
-            "the second was not answered from the cache"
+        # Two a round, and a margin for other dom0 programs' reads meanwhile.
+        assert reads < rounds * (READS_A_ROUND - 1) + rounds // 2, \
+            f"{reads} READs reached xenstored in {rounds} rounds of {READS_A_ROUND} reads " \
+            "of ring-ref: the last of each was not answered from the cache"

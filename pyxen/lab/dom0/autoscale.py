@@ -67,6 +67,7 @@ class InstanceRecord:
     destroy_start_s: float | None = None
     destroy_s: float | None = None
     error: str | None = None
+    destroy_error: str | None = None
 
 
 @dataclass
@@ -199,6 +200,7 @@ def replay(req: AutoscaleRequest, driver: Driver, workdir: Path) -> Replay:
             elif kind == "destroyed":
                 rec.destroy_s = t - (rec.destroy_start_s or t)
                 if error:
+                    rec.destroy_error = error
                     r.errors.append(f"destroy {rec.name}: {error}")
     return r
 
@@ -209,7 +211,8 @@ def summarise(r: Replay) -> dict[str, Any]:
     done = [inv for inv in r.invocations if inv.finish_s is not None]
     latency = [inv.finish_s - inv.arrive_s for inv in done]  # type: ignore[operator]
     waits = [inv.run_s - inv.arrive_s for inv in r.invocations if inv.run_s is not None]
-    destroys = [rec.destroy_s for rec in r.instances.values() if rec.destroy_s is not None]
+    destroys = [rec.destroy_s for rec in r.instances.values()
+                if rec.destroy_s is not None and rec.destroy_error is None]
     return {
         "cold_start_s": percentiles(cold),
         "cold_start_each_s": [round(c, 4) for c in cold],
@@ -222,6 +225,7 @@ def summarise(r: Replay) -> dict[str, Any]:
         "creates": len(r.instances),
         "creates_failed": sum(1 for rec in r.instances.values() if rec.error),
         "destroy_s": percentiles(destroys),
+        "destroys_failed": sum(1 for rec in r.instances.values() if rec.destroy_error),
         "peak_instances": r.peak_instances,
         "instances_over_time": r.timeline,
         "errors": r.errors,

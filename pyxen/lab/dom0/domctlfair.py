@@ -10,7 +10,13 @@ pyxen.lab.contract.requests.DomctlRequest) inside the lab's dom0; writes
 Every domain it makes is empty (XEN_DOMCTL_createdomain only: no memory, no
 vCPU, no Xenstore entry), with an ID from its own block
 (protocol.DOMCTL_FIRST_ID up), and is destroyed again; any left at the end
-is an error.  Xen runs a domctl that finds domctl_lock taken as a hypercall
+is an error.  The probed domain is unpaused once first, which finishes its
+creation: with the hypervisor series a domain's domctls take a lock of the
+domain's own until then, and domctl_lock after, as every domctl on stock.
+The load's domains are destroyed unfinished: on stock each create and each
+destroy takes domctl_lock; with the series a create takes none, and a
+destroy's first call (pausing it, marking it dying) takes domctl_lock with
+the domain's own lock.  Xen runs a domctl that finds domctl_lock taken as a hypercall
 continuation, so a domctl waiting for it does not sleep: it is retried until
 it gets the lock, and how long that takes is what is timed here.
 """
@@ -218,6 +224,8 @@ def run(req: DomctlRequest) -> dict[str, Any]:
         target = xc.create_bare_domain(protocol.DOMCTL_FIRST_ID)
         stubs = None
         try:
+            xc.unpause(target)              # creation finished: see the docstring
+            xc.pause(target)
             stubs = Stubs(xc, req, target, Path(workdir))
             for rnd in range(req.rounds):
                 idle = probe(xc, target, req.probes)

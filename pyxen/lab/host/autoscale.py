@@ -144,13 +144,14 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
         t.add_row(r["variant"], str(c["count"]), _fmt(c["p50"], digits=1),
                   _fmt(c["p99"], digits=1), _fmt(x["cold_p50"], "x"), _fmt(x["cold_p99"], "x"),
                   _fmt(r["invocation_latency_s"]["p99"], digits=1), str(r["waited_over_1s"]),
-                  str(r["invocations_failed"] + r["creates_failed"]),
+                  str(r["invocations_failed"] + r["creates_failed"]
+                      + r.get("destroys_failed", 0)),
                   str(r["peak_instances"]), _fmt_count(r.get("xs_requests_per_cold_start")))
     t.caption = ("cold: cold starts; p50/p99: their latency, decision to console line; "
                  "inv p99: arrival to end of an invocation; wait>1s: invocations that "
-                 "waited over 1 s for an instance; failed: invocations and creates that "
-                 "failed; xs: xenstored requests during the replay (every client's) per "
-                 "cold start")
+                 "waited over 1 s for an instance; failed: invocations, creates and "
+                 "destroys that failed; xs: xenstored requests during the replay "
+                 "(every client's) per cold start")
     return t
 
 

@@ -373,6 +373,25 @@ def test_stats_command(short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> N
     stats = json.loads(capsys.readouterr().out)
     assert stats["per_op"]["READ"] == {"requests": 4, "hits": 3, "misses": 1, "forwarded": 1}
     assert stats["per_op"]["WRITE"]["forwarded"] == 1
+    # The multiplexing figures: one client came and went over one upstream.
+    assert (stats["clients"], stats["clients_total"]) == (0, 1)
+    assert (stats["upstream_connections"], stats["upstream_requests_in_flight"]) == (1, 0)
+
+
+def test_stats_command_prints_every_figure(short_tmp: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            c = await WireClient.open(L.listen)
+            await c.call(Op.READ, b"/t\0")
+            rc = await asyncio.to_thread(cli.main, ["stats", "--control", str(short_tmp / "ctl")])
+            assert rc == 0
+            c.close()
+    run(body())
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()
+                if line.strip() and not line.startswith("op "))
+    assert rows["clients"] == "1" and rows["upstream_connections"] == "1"
+    assert rows["upstream_requests_in_flight"] == "0"
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
