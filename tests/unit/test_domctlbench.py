@@ -242,3 +242,15 @@ def test_the_command_refuses_the_proxy_and_bad_values(capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         cli.main(["domctlbench", "--creators", "40"])
     assert "creators must be 0..16" in capsys.readouterr().err
+
+
+def test_a_round_whose_idle_clock_stood_still_is_left_out_of_the_slowdown() -> None:
+    def rnd(idle: float, loaded: float) -> dict[str, Any]:
+        return {"idle_us": {"p50": idle, "p99": idle * 2, "max": idle * 3},
+                "loaded_us": {"p50": loaded, "p99": loaded * 2, "max": loaded * 3},
+                "creates_per_s": 10.0, "reads_per_s": 5.0}
+    run = {"variant": "stock", "rounds": [rnd(0.0, 900.0), rnd(200.0, 800.0), rnd(100.0, 300.0)]}
+    (row,) = summarise([run])
+    assert row.slowdown_p50 == 3.5 and row.slowdown_p99 == 3.5    # median of 4 and 3
+    (none,) = summarise([{"variant": "stock", "rounds": [rnd(0.0, 900.0)]}])
+    assert none.slowdown_p50 is None

@@ -66,8 +66,8 @@ class Row:
     loaded_p50_us: float
     loaded_p99_us: float
     loaded_max_us: float
-    slowdown_p50: float         # loaded over idle, within each round
-    slowdown_p99: float
+    slowdown_p50: float | None  # loaded over idle, within each round (see _slowdown)
+    slowdown_p99: float | None
     creates_per_s: float
     reads_per_s: float
     stub_calls_per_s: float     # domctls the Xenstore stub domains made (0: none ran)
@@ -99,10 +99,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
             loaded_p50_us=_median(rounds, "loaded_us", "p50"),
             loaded_p99_us=loaded_p99,
             loaded_max_us=max(r["loaded_us"]["max"] for r in rounds),
-            slowdown_p50=round(statistics.median(
-                r["loaded_us"]["p50"] / r["idle_us"]["p50"] for r in rounds), 2),
-            slowdown_p99=round(statistics.median(
-                r["loaded_us"]["p99"] / r["idle_us"]["p99"] for r in rounds), 2),
+            slowdown_p50=_slowdown(rounds, "p50"),
+            slowdown_p99=_slowdown(rounds, "p99"),
             creates_per_s=float(statistics.median(r["creates_per_s"] for r in rounds)),
             reads_per_s=float(statistics.median(r["reads_per_s"] for r in rounds)),
             stub_calls_per_s=float(statistics.median(r.get("stub_calls_per_s", 0.0)
@@ -111,6 +109,18 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
     return [Row(**{**r.as_json(), "p99_vs_stock":
                    None if stock_p99 is None or r.variant == "stock"
                    else round(r.loaded_p99_us / stock_p99, 3)}) for r in rows]
+
+
+def _slowdown(rounds: list[dict[str, Any]], q: str) -> float | None:
+    """The median over rounds of loaded over idle at percentile ``q``.
+    Rounds whose idle figure is 0 are left out: dom0's clock did not move
+    across most calls (seen once, in a stock boot's first round, where
+    the median idle call measured 0 µs); None if no round is left."""
+    each = [r["loaded_us"][q] / r["idle_us"][q] for r in rounds if r["idle_us"][q]]
+    if len(each) < len(rounds):
+        log.warning("%d of %d rounds' idle %s is 0 µs (dom0's clock did not move): "
+                    "left out of the slowdown", len(rounds) - len(each), len(rounds), q)
+    return round(statistics.median(each), 2) if each else None
 
 
 def summary_table(rows: list[Row]) -> Table:
@@ -125,7 +135,8 @@ def summary_table(rows: list[Row]) -> Table:
     for r in rows:
         cells = [r.variant, f"{r.idle_p50_us:.0f}", f"{r.loaded_p50_us:.0f}",
                  f"{r.loaded_p99_us:.0f}", f"{r.loaded_max_us:.0f}",
-                 f"{r.slowdown_p99:.2f}", f"{r.creates_per_s:.0f}"]
+                 "-" if r.slowdown_p99 is None else f"{r.slowdown_p99:.2f}",
+                 f"{r.creates_per_s:.0f}"]
         cells += [f"{r.stub_calls_per_s:.0f}"] if stubs else []
         t.add_row(*cells, "-" if r.p99_vs_stock is None else f"{r.p99_vs_stock:.2f}x")
     t.caption = ("p50, p99, max: under the load; p99 x: over the same round's idle "
