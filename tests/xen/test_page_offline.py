@@ -104,9 +104,10 @@ def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, h
             time.sleep(STAYS_S)
             assert _unscrubbed(xc) == 1, "stock Xen's stale count went away"
         if workers:
-            # Nothing left to scrub: the workers stop (a stale count would
-            # re-arm the offlined page's node's worker every period, 500
-            # times in STAYS_S).  A few runs are allowed for pages Xen
+            # Nothing left to scrub: the workers stop.  (A consequence of
+            # the count above: the workers read the same count, and a stale
+            # one re-arms the offlined page's node's worker every period,
+            # 500 times in STAYS_S.)  A few runs are allowed for pages Xen
             # frees of its own meanwhile (dirty under scrub_debug).
             runs = _worker_runs(xc)
             time.sleep(STAYS_S)
@@ -115,8 +116,9 @@ def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, h
                                       f"{STAYS_S:.0f} s with no dirty page counted"
             assert sum(n.offlined for n in xc.scrub_state().nodes) \
                 > sum(n.offlined for n in scrub.nodes), "the dirty page's offlining was not counted"
-            # Off again: a worker would scrub the page as it comes back.
-            xc.set_scrub_policy(scrub.policy, scrub.budget_us, scrub.period_us)
+            # Off: a worker would scrub the page as it comes back (the boot's
+            # policy is restored at the end).
+            xc.set_scrub_policy(ScrubPolicy.IDLE)
 
         # Every pCPU kept busy, so that no idle loop scrubs the page as it
         # comes back: with the fix it is counted dirty until the load ends.

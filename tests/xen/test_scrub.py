@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import re
 import shutil
 import stat
 import subprocess
@@ -165,35 +166,41 @@ def destroy_on_node1(host, dom) -> ScrubNodeStats:  # type: ignore[no-untyped-de
 
 
 def test_the_default_policy_is_stock_behaviour(host):  # type: ignore[no-untyped-def]
-    # The lab boots without scrub-workers=: workers are opt-in.
+    # Workers are opt-in: the lab boots them off (scrub-workers=no,...).
     assert host.scrub_state().policy is ScrubPolicy.IDLE
 
 
-def boot_option() -> dict[str, str] | None:
-    """``scrub-workers=`` from Xen's command line (the last one wins, as
-    for Xen), split into its boolean (key ``""``) and its ``key=value``
-    parts; None without one."""
+#: The form of the scrub-workers option the lab boots with (a boolean, a
+#: budget and a period, once): what the test below can read back.
+BOOT_OPTION = re.compile(r"scrub-workers=(?P<on>yes|no|true|false|on|off|enable|disable|1|0)"
+                         r",budget=(?P<budget>\d+),period=(?P<period>\d+)")
+
+
+def boot_option() -> re.Match[str] | None:
+    """The lab's ``scrub-workers=`` on Xen's command line, or None.  Any
+    other form (or several) fails: this test reads back the lab's own."""
     info = {k.strip(): v.strip() for k, _, v in
             (line.partition(":") for line in xl.xl("info", timeout=60).splitlines())}
-    opts = [w.split("=", 1)[1] for w in info.get("xen_commandline", "").split()
-            if w.startswith("scrub-workers=")]
-    if not opts:
+    words = [w for w in info.get("xen_commandline", "").split()
+             if w == "scrub-workers" or w.startswith("scrub-workers=")]
+    if not words:
         return None
-    return {(k if sep else ""): (v if sep else k)
-            for k, sep, v in (part.partition("=") for part in opts[-1].split(","))}
+    assert len(words) == 1 and (m := BOOT_OPTION.fullmatch(words[0])), \
+        f"not the lab's form of the option, which this test reads back: {words}"
+    return m
 
 
 def test_the_boot_options_policy_budget_and_period_are_in_force(host, scrub):  # type: ignore[no-untyped-def]
     """The lab's scrub machines boot with ``scrub-workers=no,budget=..,
-    period=..`` (tests/nested/conftest.py): the sysctl reports what it set
-    (every test restores the state it found)."""
-    opt = boot_option()
-    if opt is None:
+    period=..`` (tests/nested/conftest.py): the sysctl reports what it set,
+    the budget and period other than the defaults (1000 and 10000 us)."""
+    m = boot_option()
+    if m is None:
         pytest.skip("Xen was booted without scrub-workers=")
-    want = ScrubPolicy.EAGER if opt.get("", "yes") in ("1", "yes", "true", "on") \
-        else ScrubPolicy.IDLE
-    assert (scrub.policy, scrub.budget_us, scrub.period_us) == \
-        (want, int(opt["budget"]), int(opt["period"])), opt
+    on = m["on"] in ("yes", "true", "on", "enable", "1")
+    want = (ScrubPolicy.EAGER if on else ScrubPolicy.IDLE, int(m["budget"]), int(m["period"]))
+    assert (scrub.policy, scrub.budget_us, scrub.period_us) == want, \
+        f"{m[0]} on Xen's command line (or an earlier test did not restore the scrub state)"
 
 
 def test_counters_account_for_every_dirty_page(host, scrub):  # type: ignore[no-untyped-def]
@@ -331,6 +338,8 @@ class TestEveryPcpuBusy:
         with spinners_on(host, helpers, node1):
             replugged = scrubbed_by_worker(host, busy["replugged"], "node 1's CPUs back")
         assert cpuless["local"] == 0, f"node 1 scrubbed locally with no CPU online: {cpuless}"
+        assert cpuless["remote"] >= cpuless["worker"] > 0, \
+            f"no worker served node 1 from another node's CPU: {cpuless}"
         assert replugged["local"] > replugged["remote"], \
             f"node 1's worker did not come back to node 1's CPUs: {replugged}"
 
@@ -346,7 +355,7 @@ def scrubbed_by_worker(host, dom, when: str) -> dict[str, int]:  # type: ignore[
     got = {k.removeprefix("scrubbed_"): v for k, v in got.items()}
     print(f"{when}: node 1 clean after {took} s: {got}")
     assert took is not None, f"{when}: node 1 still has {after.dirty_pages} dirty pages " \
-                             f"after {CLEAN_BOUND_S} s"
+                             f"after {CLEAN_BOUND_S} s, every pCPU busy: no worker served it"
     assert got["freed_dirty"] >= HOTPLUG_GUEST_MIB * PAGES_PER_MIB * 9 // 10, \
         f"{when}: the guest's memory was not freed on node 1: {got}"
     assert got["worker"] >= got["freed_dirty"] // 2, f"{when}: not node 1's worker: {got}"
@@ -374,8 +383,19 @@ def cpus_offline(cpus: list[int]) -> Iterator[None]:
             down.append(cpu)
         yield
     finally:
+        # Every CPU brought back, each tried a few times (Xen may answer
+        # EBUSY while it moves vCPUs): later tests need them all.
+        failed = []
         for cpu in reversed(down):
-            xen_hptool("cpu-online", str(cpu))
+            for attempt in range(5):
+                try:
+                    xen_hptool("cpu-online", str(cpu))
+                    break
+                except AssertionError as exc:
+                    if attempt == 4:
+                        failed.append(str(exc))
+                    time.sleep(1)
+        assert not failed, f"CPUs left offline: {failed}"
 
 
 @contextmanager
@@ -385,7 +405,7 @@ def spinners_on(host, helpers, cpus: list[int]) -> Iterator[None]:  # type: igno
     names = sorted((d.name for d in host.domains() if d.name.startswith(f"{helpers.PREFIX}spin")),
                    key=lambda n: int(n.removeprefix(f"{helpers.PREFIX}spin")))
     others = [t.cpu for t in host.xc.cpu_topology() if t.cpu not in cpus]
-    want = {name: cpus[i % len(cpus)] if i % 2 else others[i % len(others)]
+    want = {name: cpus[(i // 2) % len(cpus)] if i % 2 else others[(i // 2) % len(others)]
             for i, name in enumerate(names)}
     try:
         for name, cpu in want.items():

@@ -197,7 +197,10 @@ def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, ru
     assert not errors, errors
     assert not stale, f"{len(stale)} stale reads of {rounds}, first {stale[:5]}"
     if trace.path.exists():
-        reads = trace.take()["READ"]
+        ops = trace.take()
+        reads = ops["READ"]
+        # The trace did log the run: the writer's transactions are there.
+        assert ops["TRANSACTION_START"] >= rounds, f"xenstored's trace missed the run: {ops}"
         # Two a round, and a margin for other dom0 programs' reads meanwhile.
         assert reads < rounds * (READS_A_ROUND - 1) + rounds // 2, \
             f"{reads} READs reached xenstored in {rounds} rounds of {READS_A_ROUND} reads " \

@@ -90,7 +90,7 @@ def test_reads_writes_transactions_and_watches_pass_through(short_tmp: Path) -> 
     run(body())
 
 
-def test_types_the_proxy_does_not_know_reach_xenstored_and_back(short_tmp: Path) -> None:
+def test_quota_and_feature_requests_reach_xenstored_and_back(short_tmp: Path) -> None:
     """GET_QUOTA and SET_QUOTA (new in 4.22), GET_FEATURE and SET_FEATURE:
     the proxy forwards them as they are and relays xenstored's answer (here
     a model taught to answer them, so that an answer of the proxy's own
@@ -365,6 +365,10 @@ def test_stats_command(short_tmp: Path, capsys: pytest.CaptureFixture[str]) -> N
             for _ in range(4):
                 await c.call(Op.READ, b"/t/s\0")
             c.close()
+            for _ in range(200):             # the proxy sees the hang-up
+                if not L.proxy.stats()["clients"]:
+                    break
+                await asyncio.sleep(0.01)
             rc = await asyncio.to_thread(cli.main, ["stats", "--control", str(short_tmp / "ctl"),
                                                     "--json"])
             assert rc == 0
