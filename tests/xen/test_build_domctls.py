@@ -13,16 +13,26 @@ while other threads still pause and unpause the dying domain, and nothing
 is left.  They run on stock as well (the same domctls under the global
 lock); which lock was taken, and how often a domctl was retried, the
 profiling storm benchmark counts.
+
+With hypervisor patch 0018 pausing a domain and the first pass of its
+destruction take the domain's lock alone at any point of its life, waiting
+for its vCPUs without the global lock: the last tests pause and destroy
+running guests (spinning) from several threads, and check that a pause
+holds (the guest's CPU time stands still until it is undone), that the
+pause counts come out balanced, and that destructions complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from pyxen.config import DomainConfig
 from pyxen.errors import XenCtrlError, XenError
 
 pytestmark = pytest.mark.xen
@@ -150,3 +160,108 @@ def test_destroying_a_domain_being_built_while_others_pause_it(host, bare_domain
     assert hammer(pairs_until_gone, THREADS) == []
     assert helpers.wait_for(lambda: xc.domain_info(domid) is None, 60), \
         f"domain {domid} still there a minute after its destroy: {xc.domain_info(domid)}"
+
+
+#: Pause/unpause pairs per thread on running guests: each pair waits for a
+#: spinning vCPU to stop, slower than on a domain that never ran.
+RUNNING_PAIRS = 40
+#: How long a held pause is watched for the guest's CPU time to stand still.
+HOLD_S = 0.2
+
+
+@pytest.fixture
+def spinners(host, kernel, helpers) -> Iterator[list[int]]:  # type: ignore[no-untyped-def]
+    """Two running guests that spin (never block), so that a pause always
+    finds their vCPUs running; destroyed at the end if a test left them."""
+    doms = []
+    try:
+        for i in range(2):
+            doms.append(host.create(DomainConfig(f"{helpers.PREFIX}pausespin{i}", kernel,
+                                                 memory_mib=16, cmdline="spin")))
+        yield [d.domid for d in doms]
+    finally:
+        for d in doms:
+            with contextlib.suppress(Exception):   # destroyed by its test
+                d.destroy()
+        for d in doms:
+            d.wait_death(60)
+
+
+def cpu_time_ns(xc, domid: int) -> int:  # type: ignore[no-untyped-def]
+    info = xc.domain_info(domid)
+    assert info is not None, f"domain {domid} gone"
+    return int(info.cpu_time_ns)
+
+
+def runs(xc, domid: int) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the guest's CPU time grows over half a second."""
+    before = cpu_time_ns(xc, domid)
+    time.sleep(0.5)
+    return cpu_time_ns(xc, domid) > before
+
+
+def test_pause_pairs_on_running_guests(host, spinners):  # type: ignore[no-untyped-def]
+    xc = host.xc
+    assert all(runs(xc, d) for d in spinners), "the spinning guests do not run"
+    moved: list[str] = []
+
+    def pairs(i: int) -> None:
+        rotated = spinners[i % 2:] + spinners[:i % 2]
+        for n in range(RUNNING_PAIRS):
+            for domid in rotated:
+                xc.pause(domid)
+                if i == 0 and n % 8 == 0:
+                    # Whatever the other threads do, this pause holds until
+                    # its unpause: the guest's vCPU does not run meanwhile.
+                    held = cpu_time_ns(xc, domid)
+                    time.sleep(HOLD_S)
+                    later = cpu_time_ns(xc, domid)
+                    if later != held:
+                        moved.append(f"domain {domid}: CPU time {held} -> {later} ns "
+                                     f"while paused")
+                xc.unpause(domid)
+
+    assert hammer(pairs, THREADS) == []
+    assert moved == []
+    for domid in spinners:
+        info = xc.domain_info(domid)
+        assert info is not None and not info.paused, \
+            f"domain {domid} left paused after balanced pause/unpause pairs: {info}"
+        assert runs(xc, domid), f"domain {domid} no longer runs after its pairs"
+
+
+def test_destroying_a_running_guest_while_others_pause_it(host, spinners, helpers):  # type: ignore[no-untyped-def]
+    xc = host.xc
+    domid, other = spinners
+    destroying = threading.Event()
+    destroyed = threading.Event()
+    late = {errno.EINVAL, errno.ESRCH}
+
+    def pair(target: int) -> bool:
+        try:
+            xc.pause(target)
+            xc.unpause(target)
+        except XenError as e:
+            if target == domid and destroying.is_set() and e.errno in late:
+                return False
+            raise
+        return True
+
+    def work(i: int) -> None:
+        if i == 0:
+            for _ in range(10):
+                pair(domid)
+            destroying.set()
+            host.xl.destroy(domid)       # libxl: pause, devices, destroydomain
+            destroyed.set()
+            return
+        while not destroyed.is_set() and pair(domid) and pair(other):
+            pass
+        pair(domid)
+
+    assert hammer(work, THREADS) == []
+    assert helpers.wait_for(lambda: xc.domain_info(domid) is None, 60), \
+        f"domain {domid} still there a minute after its destroy: {xc.domain_info(domid)}"
+    info = xc.domain_info(other)
+    assert info is not None and not info.paused, f"the other guest left paused: {info}"
+    assert runs(xc, other), "the other guest no longer runs"
