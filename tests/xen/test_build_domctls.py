@@ -14,7 +14,7 @@ is left.  They run on stock as well (the same domctls under the global
 lock); which lock was taken, and how often a domctl was retried, the
 profiling storm benchmark counts.
 
-With hypervisor patch 0018 pausing a domain and the first pass of its
+With hypervisor patch 0019 pausing a domain and the first pass of its
 destruction take the domain's lock alone at any point of its life, waiting
 for its vCPUs without the global lock: the last tests pause and destroy
 running guests (spinning) from several threads, and check that a pause
