@@ -265,3 +265,33 @@ def test_destroying_a_running_guest_while_others_pause_it(host, spinners, helper
     info = xc.domain_info(other)
     assert info is not None and not info.paused, f"the other guest left paused: {info}"
     assert runs(xc, other), "the other guest no longer runs"
+
+
+def test_several_destroys_of_one_domain_at_once(host, bare_domains, helpers):  # type: ignore[no-untyped-def]
+    """Each domain destroyed by three threads at once, its first unpause
+    done (built) or not: every destroy returns success, or ESRCH once the
+    domain is gone, none leaves it alive, and all are gone in the end (with
+    hypervisor 0019 a destroy that finds the domain dying waits until the
+    one marking it dying has let go of the domain's lock)."""
+    xc = host.xc
+    doms = bare_domains(8)
+    for domid in doms[::2]:
+        xc.unpause(domid)   # finishes the creation of every other one
+    early: list[str] = []
+
+    def destroy_all(i: int) -> None:
+        for domid in doms[i:] + doms[:i]:
+            try:
+                xc.destroy(domid)
+            except XenError as e:
+                if e.errno != errno.ESRCH:
+                    raise
+                continue
+            info = xc.domain_info(domid)
+            if info is not None and not info.dying:
+                early.append(f"domain {domid} destroyed, still not dying: {info}")
+
+    assert hammer(destroy_all, 3) == []
+    assert early == []
+    assert helpers.wait_for(lambda: all(xc.domain_info(d) is None for d in doms), 60), \
+        f"domains still there a minute after their destroys: {[xc.domain_info(d) for d in doms]}"
