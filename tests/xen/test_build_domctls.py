@@ -124,26 +124,34 @@ def test_pause_pairs_on_domains_being_built_and_then_running(host, bare_domains)
         assert info is not None and not info.paused, f"domain {domid} left paused: {info}"
 
 
+#: After a domain's destroy starts, a pause or unpause may find it dying
+#: (EINVAL from an unpause, with the series) or gone (ESRCH); before it,
+#: nothing may fail.
+LATE_ERRNOS = frozenset({errno.EINVAL, errno.ESRCH})
+
+
+def pause_pair(xc, domid: int, destroying: threading.Event | None) -> bool:  # type: ignore[no-untyped-def]
+    """One pause/unpause pair on ``domid``; False once the domain is dying
+    or gone after ``destroying`` was set (None: the domain is not being
+    destroyed, and any error is raised)."""
+    try:
+        xc.pause(domid)
+        xc.unpause(domid)
+    except XenError as e:   # DomainNotFound (ESRCH) or XenCtrlError
+        if destroying is not None and destroying.is_set() and e.errno in LATE_ERRNOS:
+            return False
+        raise
+    return True
+
+
 def test_destroying_a_domain_being_built_while_others_pause_it(host, bare_domains, helpers):  # type: ignore[no-untyped-def]
     xc = host.xc
     (domid,) = bare_domains(1)
     destroying = threading.Event()
     destroyed = threading.Event()
-    # After the destroy starts, a pause or unpause may find the domain dying
-    # (EINVAL from an unpause, with the series) or gone (ESRCH); before it,
-    # nothing may fail.
-    late = {errno.EINVAL, errno.ESRCH}
 
     def pair() -> bool:
-        """One pause/unpause pair; False once the domain is dying or gone."""
-        try:
-            xc.pause(domid)
-            xc.unpause(domid)
-        except XenError as e:   # DomainNotFound (ESRCH) or XenCtrlError
-            if destroying.is_set() and e.errno in late:
-                return False
-            raise
-        return True
+        return pause_pair(xc, domid, destroying)
 
     def pairs_until_gone(i: int) -> None:
         if i == 0:
@@ -235,17 +243,10 @@ def test_destroying_a_running_guest_while_others_pause_it(host, spinners, helper
     domid, other = spinners
     destroying = threading.Event()
     destroyed = threading.Event()
-    late = {errno.EINVAL, errno.ESRCH}
 
     def pair(target: int) -> bool:
-        try:
-            xc.pause(target)
-            xc.unpause(target)
-        except XenError as e:
-            if target == domid and destroying.is_set() and e.errno in late:
-                return False
-            raise
-        return True
+        # Only the guest being destroyed may refuse; the other never.
+        return pause_pair(xc, target, destroying if target == domid else None)
 
     def work(i: int) -> None:
         if i == 0:
