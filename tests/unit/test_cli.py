@@ -51,6 +51,10 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):
      "patched+libcache: xl does not ask libxl for libxenstore's cache"),
     (["autoscale", "--variants", "patched,patched+libcache", "--driver", "xl"],
      "use --driver pyxen"),
+    (["bench", "--variants", "stock,patched@old"], "no --series-as for patched@old"),
+    (["scrubbench", "--variants", "stock", "--series-as", "old=/s"],
+     "--series-as old: no variant patched@NAME builds it"),
+    (["bench", "--series-as", "old"], "give NAME=DIR"),
 ])
 def test_inconsistent_arguments_fail_before_any_work(argv, msg, capsys):
     with pytest.raises(SystemExit) as info:

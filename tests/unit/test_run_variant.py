@@ -19,17 +19,24 @@ from pyxen.lab.host.vm_options import VMOptions
     ("stock+cache", "stock", True, False), ("patched+cache", "patched", True, False),
     ("patched+libcache", "patched", False, True),
     ("patched+libcache+cache", "patched", True, True),
+    ("patched@v1", "patched@v1", False, False), ("patched@pre-0019.b+cache", "patched@pre-0019.b",
+                                                 True, False),
 ])
 def test_a_name_parses_once_and_gives_the_same_name_back(name, build, cached, lib):
     v = RunVariant.parse(name)
     assert (v.build, v.xs_cache, v.lib_cache) == (build, cached, lib)
     assert v.name == name
+    assert v.base == build.split("@")[0]
+    assert v.series_tag == (build.split("@")[1] if "@" in build else None)
 
 
 @pytest.mark.parametrize("bad,msg", [
     ("fast", "unknown variant 'fast'"), ("patched+fast", "unknown variant"),
     ("patched+cache+cache", "unknown variant"),
     ("stock+libcache", "stock's libxenstore has no cache"),
+    ("stock@v1", "only patched builds a series"), ("patched@", "series name ''"),
+    ("patched@-x", "starting with a letter or digit"), ("patched@a/b", "series name 'a/b'"),
+    ("patched@" + "x" * 33, "1-32 letters"),
 ])
 def test_bad_names_say_what_is_known(bad, msg):
     with pytest.raises(ValueError, match=msg):
@@ -43,6 +50,22 @@ def test_the_variant_list_parses_to_run_variants_in_order():
                      ("stock+cache,stock+cache", "listed twice")):
         with pytest.raises(ValueError, match=msg):
             variants.parse_variant_list(bad)
+
+
+def test_named_series_must_match_the_variants_that_build_them():
+    run = variants.parse_variant_list("stock,patched,patched@old")
+    named = variants.named_series_map([variants.parse_named_series("old=/s/old")])
+    assert named == {"old": Path("/s/old")}
+    variants.check_named_series(run, named)
+    with pytest.raises(ValueError, match=r"no --series-as for patched@old"):
+        variants.check_named_series(run, {})
+    with pytest.raises(ValueError, match=r"--series-as new: no variant patched@NAME builds it"):
+        variants.check_named_series(run, {**named, "new": Path("/s/new")})
+    with pytest.raises(ValueError, match=r"--series-as old: given twice"):
+        variants.named_series_map([("old", Path("/a")), ("old", Path("/b"))])
+    for bad in ("old", "old=", "=/s", "o/d=/s"):
+        with pytest.raises(ValueError):
+            variants.parse_named_series(bad)
 
 
 def test_bench_reports_runs_under_the_same_variant_strings(monkeypatch: pytest.MonkeyPatch,

@@ -171,6 +171,24 @@ def test_patched_takes_the_series_of_the_sources_branch(tmp_path: Path) -> None:
     assert stock.patches == () and stock == variants.resolve("stock", source=src)
 
 
+def test_a_named_series_is_built_beside_the_default_one(tmp_path: Path) -> None:
+    tb = _tarball(tmp_path / "xen-4.22.0.tar.gz", _make_tree(tmp_path / "t"))
+    src = sources.xen_source(tb)
+    default, older = tmp_path / "patches" / "4.22", tmp_path / "older"
+    _series(default, "xen", ["0001-a.patch", "0002-b.patch"])
+    _series(older, "xen", ["0001-a.patch"])
+    v = variants.resolve("patched@older+cache", default, source=src, named={"older": older})
+    assert v.name == "patched@older"
+    assert [p.parent.parent for p in v.xen_patches] == [older]
+    assert [p.name for p in variants.resolve("patched", default, source=src).xen_patches] == \
+        ["0001-a.patch", "0002-b.patch"]
+    with pytest.raises(LabError, match=r"patched@newer: no series named 'newer' "
+                                       r"\(give --series-as newer=DIR\)"):
+        variants.resolve("patched@newer", default, source=src, named={"older": older})
+    with pytest.raises(LabError, match=r"--series-as x=.*missing: not a directory"):
+        variants.resolve("patched@x", source=src, named={"x": tmp_path / "missing"})
+
+
 def test_a_branch_without_series_is_named_with_those_kept(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tb = _tarball(tmp_path / "xen-4.20.4.tar.gz",

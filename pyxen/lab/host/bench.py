@@ -7,7 +7,7 @@ import json
 import logging
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -421,14 +421,16 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
               options: VMOptions, out_dir: Path, series: Path | None = None,
               debug: bool = False, profile: bool = False,
-              source: XenSource | None = None, wide: bool = False) -> dict[str, Any]:
+              source: XenSource | None = None, wide: bool = False,
+              named_series: Mapping[str, Path] | None = None) -> dict[str, Any]:
     """Build each variant (on ``source``, default the one the user named),
     run the storm on each (``params.repeat`` rounds of every variant in
     turn, each a fresh boot, so drift of the host reaches all variants), write bench.json and bench.png, print the table
-    (``wide``: all its columns)."""
+    (``wide``: all its columns); ``named_series`` holds the series of the
+    patched@NAME variants."""
     params.validate()
     options.validate()
-    builds = {v: build(variants.resolve(v.build, series, debug, profile, source))
+    builds = {v: build(variants.resolve(v.build, series, debug, profile, source, named_series))
               for v in run_variants}
     notes: list[str] = []
     stock = builds.get(variants.RunVariant("stock"))

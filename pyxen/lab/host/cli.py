@@ -60,6 +60,24 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
                         "(default patches/<X.Y> for the source's Xen X.Y)")
 
 
+def _named_series(text: str) -> tuple[str, Path]:
+    try:
+        return variants.parse_named_series(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_variants_option(p: argparse.ArgumentParser) -> None:
+    """--variants, and --series-as for the patched@NAME variants it may list."""
+    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS,
+                   help="comma-separated: stock, patched, patched@NAME (the series "
+                        "given with --series-as NAME=DIR), each optionally +libcache "
+                        "and/or +cache (default stock,patched)")
+    p.add_argument("--series-as", type=_named_series, action="append", metavar="NAME=DIR",
+                   help="a series directory built by the variant patched@NAME, to compare "
+                        "two series in one run (repeatable)")
+
+
 def _source(args: argparse.Namespace) -> sources.XenSource:
     return sources.xen_source(args.xen_source, args.xen_sha256)
 
@@ -107,7 +125,8 @@ def _build_variants(args: argparse.Namespace) -> dict[str, StagedBuild]:
     from pyxen.lab.host.xenbuild import build
     hostdeps.check()
     source = _source(args)
-    return {b: build(variants.resolve(b, args.series, args.debug, args.profile, source))
+    return {b: build(variants.resolve(b, args.series, args.debug, args.profile, source,
+                                      args.named_series))
             for b in dict.fromkeys(v.build for v in args.variants)}
 
 
@@ -183,7 +202,7 @@ def cmd_bench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                      f"(now {opts.memory_mib})")
     hostdeps.check()
     run_bench(args.variants, params, opts, args.out, args.series, args.debug,
-              args.profile, _source(args), args.wide)
+              args.profile, _source(args), args.wide, args.named_series)
     return 0
 
 
@@ -219,7 +238,8 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
         ap.error(str(exc))
     hostdeps.check()
     source = _source(args)
-    resolved = [variants.resolve(v.build, args.series, source=source) for v in args.variants]
+    resolved = [variants.resolve(v.build, args.series, source=source, named=args.named_series)
+                for v in args.variants]
     run_scrub_bench(resolved, params, options, args.out)
     return 0
 
@@ -304,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("bench", help="boot-storm benchmark: stock vs variants in one run")
-    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
+    _add_variants_option(p)
     p.add_argument("--guests", type=positive_int, default=16)
     p.add_argument("--concurrency", type=positive_int_list, default=(4,),
                    help="creates in flight; a list (1,2,4,8) runs one storm for each")
@@ -336,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scrubbench", help="birth after death under load (NUMA-local "
                                           "scrubbing): stock vs variants, 4 pCPUs on 2 nodes")
-    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
+    _add_variants_option(p)
     p.add_argument("--gaps", type=number_list, default=protocol.SCRUB_GAPS_DEFAULT,
                    help="seconds between death and birth, comma-separated "
                         f"(each 0..{protocol.SCRUB_MAX_GAP_S:g})")
@@ -370,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("xsbench", help="Xenstore read latency against idle connections: "
                                        "stock vs variants in one run")
-    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
+    _add_variants_option(p)
     p.add_argument("--idle", type=nonneg_int_list, default=protocol.XS_IDLE_DEFAULT,
                    help="counts of idle connections held open, comma-separated "
                         f"(each 0..{protocol.XS_MAX_IDLE})")
@@ -389,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("domctlbench", help="exclusive domctls while domains are created, "
                                            "destroyed and read: stock vs variants")
-    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
+    _add_variants_option(p)
     p.add_argument("--creators", type=nonneg_int, default=protocol.DOMCTL_CREATORS_DEFAULT,
                    help="threads creating and destroying empty domains")
     p.add_argument("--readers", type=nonneg_int, default=protocol.DOMCTL_READERS_DEFAULT,
@@ -411,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", type=Path, default=None,
                    help="app,func,end_timestamp,duration CSV (Azure Functions 2021 format; "
                         "default the shipped sample)")
-    p.add_argument("--variants", type=_variant_list, default=_DEFAULT_VARIANTS)
+    _add_variants_option(p)
     p.add_argument("--speedup", type=positive_number, default=10.0,
                    help="divide the trace's times and durations by this")
     p.add_argument("--replicas", type=positive_int, default=1,
@@ -475,6 +495,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Run the subcommand: the ``cmd_*`` function its parser registered."""
+    """Run the subcommand: the ``cmd_*`` function its parser registered
+    (the ``--series-as`` pairs checked against ``--variants`` first)."""
+    if hasattr(args, "series_as"):
+        args.named_series = variants.named_series_map(args.series_as)
+        variants.check_named_series(args.variants, args.named_series)
     result: int = args.func(ap, args)
     return result

@@ -9,11 +9,18 @@ The patch series are kept per Xen branch, hypervisor and toolstack apart
 ``patched`` applies both to the source's tree: the hypervisor build takes
 the hypervisor series only, the toolstack build both (the tools compile
 against the hypervisor's public headers).
+
+``patched@NAME`` builds another series directory, named on the command
+line (``--series-as NAME=DIR``), so that two versions of a series (with and
+without a patch, say) run in one benchmark, boot after boot in turn, and
+are compared within one run rather than across runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +39,18 @@ CACHE_SUFFIX = "+cache"
 LIBCACHE_SUFFIX = "+libcache"
 #: The two series of a branch, in apply order: (sub-directory, builds it changes).
 SERIES_PARTS = ("xen", "tools")
+#: Separates a patched build from the name of the series it builds ("patched@v1").
+SERIES_TAG = "@"
+_TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+
+
+def check_series_tag(tag: str) -> str:
+    """``tag`` if it can name a series (letters, digits, '_', '.', '-', at
+    most 32, not starting with a punctuation mark), else ValueError."""
+    if not _TAG_RE.fullmatch(tag):
+        raise ValueError(f"series name {tag!r}: use 1-32 letters, digits, '_', '.' or '-', "
+                         "starting with a letter or digit")
+    return tag
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,17 @@ class RunVariant:
     lib_cache: bool = False
 
     @property
+    def base(self) -> str:
+        """The build without its series name: 'patched' for 'patched@v1'."""
+        return self.build.split(SERIES_TAG, 1)[0]
+
+    @property
+    def series_tag(self) -> str | None:
+        """The series name of 'patched@v1' ('v1'), None for the default series."""
+        base, sep, tag = self.build.partition(SERIES_TAG)
+        return tag if sep else None
+
+    @property
     def name(self) -> str:
         """The name runs are reported under: 'patched', 'patched+libcache+cache'."""
         return (self.build + (LIBCACHE_SUFFIX if self.lib_cache else "")
@@ -54,16 +84,25 @@ class RunVariant:
     def parse(cls, name: str) -> RunVariant:
         """'patched+cache' -> RunVariant('patched', xs_cache=True); unknown
         names and suffixes are errors."""
-        base, *options = name.split("+")
+        build, *options = name.split("+")
+        base, sep, tag = build.partition(SERIES_TAG)
         known = {CACHE_SUFFIX[1:]: "xs_cache", LIBCACHE_SUFFIX[1:]: "lib_cache"}
         if base not in KNOWN or any(o not in known for o in options) \
                 or len(set(options)) != len(options):
             raise ValueError(f"unknown variant {name!r} (known: {', '.join(KNOWN)}, "
+                             f"patched{SERIES_TAG}NAME for a series given with --series-as, "
                              f"each optionally with {LIBCACHE_SUFFIX} and/or {CACHE_SUFFIX})")
+        if sep and base != "patched":
+            raise ValueError(f"{name!r}: only patched builds a series ({base} has none)")
+        if sep:
+            try:
+                check_series_tag(tag)
+            except ValueError as exc:
+                raise ValueError(f"{name!r}: {exc}") from None
         if "libcache" in options and base == "stock":
             raise ValueError(f"{name!r}: stock's libxenstore has no cache "
                              f"({LIBCACHE_SUFFIX} needs the patched toolstack)")
-        return cls(base, **{known[o]: True for o in options})
+        return cls(build, **{known[o]: True for o in options})
 
     def vm_options(self, options: VMOptions) -> VMOptions:
         """``options`` with this variant's dom0 userland switches."""
@@ -117,16 +156,62 @@ def parse_variant_list(text: str) -> list[RunVariant]:
     return parsed
 
 
+def parse_named_series(text: str) -> tuple[str, Path]:
+    """'v1=DIR' -> ('v1', Path('DIR')), for ``--series-as``; the directory
+    is checked when a variant builds it."""
+    tag, sep, directory = text.partition("=")
+    if not sep or not directory:
+        raise ValueError(f"{text!r}: give NAME=DIR (a series directory, built by the "
+                         f"variant patched{SERIES_TAG}NAME)")
+    return check_series_tag(tag), Path(directory)
+
+
+def named_series_map(pairs: list[tuple[str, Path]] | None) -> dict[str, Path]:
+    """The ``--series-as`` pairs as a map; a name given twice is an error."""
+    named: dict[str, Path] = {}
+    for tag, directory in pairs or ():
+        if tag in named:
+            raise ValueError(f"--series-as {tag}: given twice ({named[tag]}, {directory})")
+        named[tag] = directory
+    return named
+
+
+def check_named_series(run_variants: list[RunVariant], named: Mapping[str, Path]) -> None:
+    """ValueError naming a ``patched@NAME`` variant without its series, or a
+    series no variant builds (a typo in either would otherwise go unseen)."""
+    tags = {v.series_tag for v in run_variants if v.series_tag is not None}
+    missing = sorted(tags - set(named))
+    if missing:
+        raise ValueError(f"no --series-as for {', '.join(f'patched{SERIES_TAG}{t}' for t in missing)}"
+                         f" (give --series-as NAME=DIR)")
+    unused = sorted(set(named) - tags)
+    if unused:
+        raise ValueError(f"--series-as {', '.join(unused)}: no variant "
+                         f"patched{SERIES_TAG}NAME builds it")
+
+
 def resolve(name: str, series: Path | None = None, debug: bool = False,
-            profile: bool = False, source: sources.XenSource | None = None) -> Variant:
+            profile: bool = False, source: sources.XenSource | None = None,
+            named: Mapping[str, Path] | None = None) -> Variant:
     """The build for a name on a Xen source (default: the one the user named,
     see :func:`sources.xen_source`): stock has no patches, patched has the
-    series of the source's branch (a ``+cache`` suffix changes dom0's
-    userland, not the build)."""
-    name = RunVariant.parse(name).build
+    series of the source's branch or ``series``, patched@NAME the series
+    directory ``named[NAME]`` (a ``+cache`` suffix changes dom0's userland,
+    not the build)."""
+    variant = RunVariant.parse(name)
     src = source if source is not None else sources.xen_source()
-    if name != "patched":
-        return Variant(name=name, source=src, debug=debug, profile=profile)
-    parts = read_series_dir(find_series(src.branch, series))
-    return Variant(name=name, source=src, xen_patches=parts["xen"],
+    if variant.base != "patched":
+        return Variant(name=variant.build, source=src, debug=debug, profile=profile)
+    tag = variant.series_tag
+    if tag is None:
+        directory = find_series(src.branch, series)
+    elif named is None or tag not in named:
+        raise LabError(f"{variant.build}: no series named {tag!r} (give --series-as {tag}=DIR)")
+    else:
+        directory = named[tag]
+        if not directory.is_dir():
+            raise LabError(f"--series-as {tag}={directory}: not a directory (it holds "
+                           "xen/series and/or tools/series)")
+    parts = read_series_dir(directory)
+    return Variant(name=variant.build, source=src, xen_patches=parts["xen"],
                    tools_patches=parts["tools"], debug=debug, profile=profile)
