@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import re
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -430,6 +432,79 @@ def test_idle_cpus_clean_a_dead_guests_node(host, kernel, helpers, scrub):  # ty
     background = delta(after, before, "scrubbed_local") + delta(after, before, "scrubbed_remote")
     assert background > 0, "idle CPUs scrubbed nothing"
     assert after.worker_runs == before.worker_runs, "a worker ran with the idle policy"
+    assert balanced(after)
+
+
+#: The guest of the teardown test: 65,536 pages, freed over a fraction of a
+#: second under TCG, long enough for several looks at the counters meanwhile.
+TEARDOWN_GUEST_MIB = 256
+#: Share of the freed pages node 1's CPU may scrub while the teardown frees:
+#: it may scrub in gaps of a millisecond between the teardown's steps, not
+#: alongside every free.
+TEARDOWN_SCRUB_SHARE = 0.25
+
+
+@contextmanager
+def dom0_vcpus_on(cpus: list[int]) -> Iterator[None]:
+    """dom0's vCPU i hard-pinned to pCPU ``cpus[i]``, and this thread to
+    dom0's vCPU 1; both freed again after."""
+    for vcpu, cpu in enumerate(cpus):
+        xl.xl("vcpu-pin", "0", str(vcpu), str(cpu), timeout=60)
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {1})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+        xl.xl("vcpu-pin", "0", "all", "all", timeout=60)
+
+
+def test_idle_cpus_leave_a_node_to_its_teardown(host, kernel, helpers, scrub):  # type: ignore[no-untyped-def]
+    """Workers off: a dead guest's memory freed on node 1 by dom0's vCPU 0 on
+    node 0's pCPU, while dom0's vCPU 1 on node 1's pCPU looks at the counters
+    every 2 ms, idling in between (and so scrubbing node 1 on stock, which
+    takes heap_lock against the frees).  Node 1's idle CPU leaves the node
+    alone while the frees go on, and cleans it once they are over."""
+    topology = host.xc.cpu_topology()
+    node0 = [t.cpu for t in topology if t.node == 0]
+    node1 = [t.cpu for t in topology if t.node == 1]
+    assert node0 and node1, f"needs pCPUs on nodes 0 and 1: {topology}"
+    assert (os.cpu_count() or 0) >= 2, "needs two dom0 vCPUs"
+    host.set_scrub_policy("idle")
+    dom = host.create(DomainConfig(f"{helpers.PREFIX}teardown", kernel,
+                                   memory_mib=TEARDOWN_GUEST_MIB, nodes=(1,)))
+    assert wait_clean(host, 1, CLEAN_BOUND_S) is not None, "node 1 dirty before the test"
+    seen: list[tuple[int, int]] = []      # (freed dirty, scrubbed in the background)
+
+    def destroy() -> None:
+        os.sched_setaffinity(0, {0})      # this thread only: dom0's vCPU 0
+        dom.destroy()
+
+    with dom0_vcpus_on([node0[0], node1[0]]):
+        before = host.scrub_state().nodes[1]
+        destroyer = threading.Thread(target=destroy)
+        destroyer.start()
+        while destroyer.is_alive():
+            now = host.scrub_state().nodes[1]
+            seen.append((delta(now, before, "freed_dirty"),
+                         delta(now, before, "scrubbed_local") +
+                         delta(now, before, "scrubbed_remote")))
+            time.sleep(0.002)
+        destroyer.join()
+    assert dom.wait_death(60)
+    took = wait_clean(host, 1, CLEAN_BOUND_S)
+    after = host.scrub_state().nodes[1]
+    freed = delta(after, before, "freed_dirty")
+    assert freed >= TEARDOWN_GUEST_MIB * PAGES_PER_MIB * 9 // 10, \
+        f"the guest's memory was not freed on node 1: {freed} pages"
+    during = [(f, b) for f, b in seen if freed // 10 <= f <= freed * 9 // 10]
+    print(f"node 1 clean {took} s after the destroy; {len(seen)} looks, {len(during)} while "
+          f"10-90% was freed; freed / scrubbed then: {during[:3]} ... {during[-3:]}")
+    assert during, f"no look caught the frees under way ({len(seen)} looks): {seen[:5]}"
+    worst = max(b / f for f, b in during)
+    assert worst <= TEARDOWN_SCRUB_SHARE, \
+        f"idle CPUs scrubbed {worst:.0%} of what was freed while the teardown freed: {during}"
+    assert took is not None, f"node 1 still dirty {CLEAN_BOUND_S} s after the teardown"
     assert balanced(after)
 
 
