@@ -75,6 +75,14 @@ def parse_info(text: str) -> dict[str, str]:
     return info
 
 
+def xen_commandline() -> list[str]:
+    """The words of Xen's command line (``xl info`` xen_commandline)."""
+    info = parse_info(xl("info"))
+    if "xen_commandline" not in info:
+        raise LabError("xl info has no xen_commandline line")
+    return info["xen_commandline"].split()
+
+
 def free_memory_mib() -> int:
     """Xen's free memory (``xl info`` free_memory), in MiB."""
     info = parse_info(xl("info"))

@@ -114,14 +114,20 @@ def _patch_roots() -> tuple[Path, ...]:
     return tuple(dict.fromkeys((Path.cwd() / "patches", paths.patches_dir())))
 
 
+def given_series_dir(option: str, directory: Path) -> Path:
+    """A series directory the user gave (``option`` as they wrote it, e.g.
+    '--series DIR' or '--series-as v1=DIR'), checked to be a directory."""
+    if not directory.is_dir():
+        raise LabError(f"{option}: not a directory (it holds "
+                       f"{' and/or '.join(f'{p}/series' for p in SERIES_PARTS)})")
+    return directory
+
+
 def find_series(branch: str, explicit: Path | None = None) -> Path:
     """The series directory for a Xen branch ('4.22'): ``explicit``, else
     ``patches/<branch>`` here or in the checkout."""
     if explicit is not None:
-        if not explicit.is_dir():
-            raise LabError(f"--series {explicit}: not a directory (it holds xen/series "
-                           "and/or tools/series)")
-        return explicit
+        return given_series_dir(f"--series {explicit}", explicit)
     roots = _patch_roots()
     for root in roots:
         if (root / branch).is_dir():
@@ -208,10 +214,7 @@ def resolve(name: str, series: Path | None = None, debug: bool = False,
     elif named is None or tag not in named:
         raise LabError(f"{variant.build}: no series named {tag!r} (give --series-as {tag}=DIR)")
     else:
-        directory = named[tag]
-        if not directory.is_dir():
-            raise LabError(f"--series-as {tag}={directory}: not a directory (it holds "
-                           "xen/series and/or tools/series)")
+        directory = given_series_dir(f"--series-as {tag}={named[tag]}", named[tag])
     parts = read_series_dir(directory)
     return Variant(name=variant.build, source=src, xen_patches=parts["xen"],
                    tools_patches=parts["tools"], debug=debug, profile=profile)
