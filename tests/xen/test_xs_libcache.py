@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -135,6 +136,42 @@ def test_the_cache_token_is_reserved(stores) -> None:  # type: ignore[no-untyped
     assert exc.value.errno == errno.EINVAL
     plain.watch(ROOT, "xs-cache:mine")   # an uncached handle may use any token
     plain.unwatch(ROOT, "xs-cache:mine")
+
+
+#: The cache's events a handle takes with no read from the cache before the
+#: library drops the cache's watch (XS_CACHE_IDLE_EVENTS in libxenstore).
+IDLE_EVENTS = 256
+
+
+def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[no-untyped-def]
+    """A cached handle that takes IDLE_EVENTS of its watch's events without a
+    read unwatches "/" (xenstored no longer sends it every change) and
+    empties its cache; its next read arms the cache again."""
+    cached, plain = stores
+    x = f"{ROOT}/x"
+    assert cached.read(x) == b"0"
+    assert cached.read(x) == b"0"          # armed, and a hit
+
+    def changes() -> None:
+        for i in range(IDLE_EVENTS + 64):
+            plain.write(f"{ROOT}/w", str(i))
+        # The library sends its unwatch when no request of the handle's is
+        # in flight: let its reader thread take the events in peace.
+        time.sleep(2)
+    ops = requests_during(changes)
+    assert ops["WRITE"] >= IDLE_EVENTS, f"xenstored's trace missed the writes: {ops}"
+    assert ops["UNWATCH"] >= 1, \
+        f"the cached handle kept its watch on / after {IDLE_EVENTS + 64} events unread: {ops}"
+    # Emptied: a change made while nothing watches for the cache is seen.
+    plain.write(x, "1")
+    cached.get_perms(ROOT)
+    assert cached.read(x) == b"1"
+    # And armed again by that read: repeated reads are hits, changes seen.
+    again = requests_during(lambda: [cached.read(x) for _ in range(50)])
+    assert again["READ"] < 20, f"{again['READ']} of 50 reads reached xenstored after re-arming"
+    plain.write(x, "2")
+    cached.get_perms(ROOT)
+    assert cached.read(x) == b"2"
 
 
 def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, run_length) -> None:  # type: ignore[no-untyped-def]
