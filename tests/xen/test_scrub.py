@@ -172,9 +172,13 @@ def test_the_default_policy_is_stock_behaviour(host):  # type: ignore[no-untyped
     assert host.scrub_state().policy is ScrubPolicy.IDLE
 
 
+#: Xen's boolean words, as its command line parser takes them.
+XEN_TRUE = frozenset({"yes", "true", "on", "enable", "1"})
+XEN_FALSE = frozenset({"no", "false", "off", "disable", "0"})
+
 #: The form of the scrub-workers option the lab boots with (a boolean, a
 #: budget and a period, once): what the test below can read back.
-BOOT_OPTION = re.compile(r"scrub-workers=(?P<on>yes|no|true|false|on|off|enable|disable|1|0)"
+BOOT_OPTION = re.compile(rf"scrub-workers=(?P<on>{'|'.join(sorted(XEN_TRUE | XEN_FALSE))})"
                          r",budget=(?P<budget>\d+),period=(?P<period>\d+)")
 
 
@@ -197,7 +201,7 @@ def test_the_boot_options_policy_budget_and_period_are_in_force(host, scrub):  #
     m = boot_option()
     if m is None:
         pytest.skip("Xen was booted without scrub-workers=")
-    on = m["on"] in ("yes", "true", "on", "enable", "1")
+    on = m["on"] in XEN_TRUE
     want = (ScrubPolicy.EAGER if on else ScrubPolicy.IDLE, int(m["budget"]), int(m["period"]))
     assert (scrub.policy, scrub.budget_us, scrub.period_us) == want, \
         f"{m[0]} on Xen's command line (or an earlier test did not restore the scrub state)"
@@ -455,11 +459,6 @@ def dom0_vcpus_on(cpus: list[int]) -> Iterator[None]:
     finally:
         os.sched_setaffinity(0, own)
         xl.xl("vcpu-pin", "0", "all", "all", timeout=60)
-
-
-#: Xen's boolean words, as its command line parser takes them.
-XEN_TRUE = frozenset({"yes", "true", "on", "enable", "1"})
-XEN_FALSE = frozenset({"no", "false", "off", "disable", "0"})
 
 
 def idle_defer_option(words: list[str]) -> bool:
