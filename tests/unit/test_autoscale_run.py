@@ -187,16 +187,21 @@ def test_ratios_and_the_table_compare_each_variant_with_stock() -> None:
 
 
 def test_xenstored_requests_are_counted_over_the_replay_per_cold_start() -> None:
-    from collections import Counter
-
     from pyxen.lab.dom0.autoscale import xs_request_fields
-    ops = Counter({"READ": 300, "WRITE": 90, "WATCH": 10})
-    f = xs_request_fields(ops, 4)
+
+    def line(op: str, args: str, kind: str = "IN") -> str:
+        return f"io: {kind} 0x55d0 (d0) 20261122 08:00:00 {op} ({args} )\n"
+    text = (line("READ", "/a") * 300 + line("WRITE", "/a 1") * 90 + line("WATCH", "/ t") * 10
+            + line("READ", "1", "OUT")
+            + line("WATCH_EVENT", "/a xs-cache:", "OUT") * 7 + line("WATCH_EVENT", "/a t", "OUT"))
+    f = xs_request_fields(text, 4)
     assert f["xs_requests"] == 400 and f["xs_requests_per_cold_start"] == 100
     assert list(f["xs_requests_by_op"]) == ["READ", "WRITE", "WATCH"]
-    assert xs_request_fields(ops, 0)["xs_requests_per_cold_start"] is None
+    assert f["xs_watch_events"] == {"cache": 7, "other": 1}
+    assert xs_request_fields(text, 0)["xs_requests_per_cold_start"] is None
     assert xs_request_fields(None, 4) == {"xs_requests": None, "xs_requests_by_op": None,
-                                          "xs_requests_per_cold_start": None}
+                                          "xs_requests_per_cold_start": None,
+                                          "xs_watch_events": None}
 
 
 def test_the_autoscale_command_checks_its_options_before_any_build(

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from pyxen.lab.dom0.xstrace import TraceReader, count_requests
+import pytest
+
+from pyxen.lab.contract.errors import LabError
+from pyxen.lab.dom0.xstrace import TraceReader, connection_of, count_requests, count_watch_events
 
 TRACE = """\
 IN 0x55d0 20261122 08:00:00 READ (/local/domain/0/name )
@@ -41,3 +44,34 @@ def test_reader_counts_what_was_appended_and_only_whole_lines(tmp_path):
     with path.open("a") as fh:
         fh.write("1122 08:00:02 MKDIR (/x )\n")
     assert reader.take() == {"MKDIR": 1}
+
+
+def test_requests_are_counted_by_connection():
+    assert count_requests(TRACE_422, "0x55f0") == {"READ": 1}
+    assert count_requests(TRACE_422, "0x55d0") == {"READ": 1, "WRITE": 1, "TRANSACTION_START": 1}
+    assert count_requests(TRACE, "0x1") == {}
+
+
+def test_a_client_finds_its_connection_by_a_request_only_it_sent():
+    assert connection_of(TRACE_422, "READ", "/local/domain/0/name") == "0x55d0"
+    assert connection_of(TRACE, "WRITE", "/local/domain/1/name") == "0x55d0"
+    # The reply (OUT) and the event lines are not requests.
+    with pytest.raises(LabError, match="0 connections sending READ Domain-0"):
+        connection_of(TRACE_422, "READ", "Domain-0")
+    # Sent by two connections: ambiguous, not the first one found.
+    both = TRACE_422 + "io: IN 0x5600 (d0) 20261122 08:00:02 READ (/local/domain/1/name )\n"
+    with pytest.raises(LabError, match="2 connections"):
+        connection_of(both, "READ", "/local/domain/1/name")
+
+
+def test_watch_events_sent_are_counted_apart_for_the_library_cache():
+    trace = TRACE_422 + (
+        "io: OUT 0x55d0 (d0) 20261122 08:00:03 WATCH_EVENT (/local/domain/1/name xs-cache: )\n"
+        "io: OUT(START) 0x55d0 (d0) 20261122 08:00:03 WATCH_EVENT (/a xs-cache: )\n"
+        "io: OUT(END) 0x55d0 (d0) 20261122 08:00:03 WATCH_EVENT (/a xs-cache: )\n"
+        "io: OUT 0x55e0 (d0) 20261122 08:00:03 WATCH_EVENT (/local/domain/1/state 3/vbd )\n"
+        "io: OUT 0x55e0 (d0) 20261122 08:00:03 READ (xs-cache: )\n")
+    # The IN-side "WATCH_EVENT" line of the sample is no event sent; a part
+    # written first (START) is counted once, with its end.
+    assert count_watch_events(trace) == {"cache": 2, "other": 1}
+    assert count_requests(trace) == {"READ": 2, "WRITE": 1, "TRANSACTION_START": 1}

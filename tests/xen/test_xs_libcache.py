@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from pyxen.errors import XenstoreError
-from pyxen.lab.dom0.xstrace import TraceReader, trace_path
+from pyxen.lab.dom0.xstrace import TraceReader, connection_of, count_requests, trace_path
 from pyxen.xenstore import XenStore, cache_supported
 
 #: The cache's own tests: stock's suite leaves them out (its libxenstore has
@@ -54,13 +54,26 @@ def stores(host, monkeypatch) -> Iterator[tuple[XenStore, XenStore]]:  # type: i
         plain.close()
 
 
-def requests_during(body) -> Counter[str]:  # type: ignore[no-untyped-def]
-    """Requests by type that xenstored logged while ``body()`` ran."""
+def requests_during(body, conn: str | None = None) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """Requests by type that xenstored logged while ``body()`` ran: every
+    connection's, or only ``conn``'s (see :func:`connection`)."""
     trace = TraceReader(trace_path())
     if not trace.path.exists():
         pytest.skip("xenstored runs without its trace (-T)")
     body()
-    return trace.take()
+    return trace.take(conn)
+
+
+def connection(store: XenStore) -> str:
+    """``store``'s connection as xenstored's trace names it, found by a
+    request no other client sends (GET_PERMS of a path of its own)."""
+    marker = f"{ROOT}/conn-{id(store)}"
+    XenStore().write(marker, "")
+    trace = TraceReader(trace_path())
+    if not trace.path.exists():
+        pytest.skip("xenstored runs without its trace (-T)")
+    store.get_perms(marker)
+    return connection_of(trace.take_text(), "GET_PERMS", marker)
 
 
 def reads_reaching_xenstored(body) -> int:  # type: ignore[no-untyped-def]
@@ -138,40 +151,115 @@ def test_the_cache_token_is_reserved(stores) -> None:  # type: ignore[no-untyped
     plain.unwatch(ROOT, "xs-cache:mine")
 
 
-#: The cache's events a handle takes with no read from the cache before the
-#: library drops the cache's watch (XS_CACHE_IDLE_EVENTS in libxenstore).
-IDLE_EVENTS = 256
+#: libxenstore's accounting of the cache's watch (toolstack patches "let a
+#: cache that is not read from drop its watch" and "let a cache that does not
+#: pay for its events drop its watch"): the events the watch may cost with no
+#: hit (XS_CACHE_CREDIT), the events a hit pays for (XS_CACHE_HIT_CREDIT),
+#: and the reads sent uncached after a period that did not pay before the
+#: watch is registered again (XS_CACHE_SKIP_MIN).
+CREDIT = 256
+HIT_CREDIT = 8
+SKIP_MIN = 16
 
 
 def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[no-untyped-def]
-    """A cached handle that takes IDLE_EVENTS of its watch's events without a
-    read unwatches "/" (xenstored no longer sends it every change) and
-    empties its cache; its next read arms the cache again."""
+    """A cached handle that takes CREDIT of its watch's events without a read
+    unwatches "/" (xenstored no longer sends it every change) and empties
+    its cache; a later read arms the cache again."""
     cached, plain = stores
+    conn = connection(cached)
     x = f"{ROOT}/x"
-    assert cached.read(x) == b"0"
-    assert cached.read(x) == b"0"          # armed, and a hit
+    assert cached.read(x) == b"0"          # armed
+    assert cached.read(x) == b"0"          # a hit, or a fill if the first was not kept
 
     def changes() -> None:
-        for i in range(IDLE_EVENTS + 64):
+        for i in range(CREDIT + 64):
             plain.write(f"{ROOT}/w", str(i))
         # The library sends its unwatch when no request of the handle's is
         # in flight: let its reader thread take the events in peace.
         time.sleep(2)
-    ops = requests_during(changes)
-    assert ops["WRITE"] >= IDLE_EVENTS, f"xenstored's trace missed the writes: {ops}"
-    assert ops["UNWATCH"] >= 1, \
-        f"the cached handle kept its watch on / after {IDLE_EVENTS + 64} events unread: {ops}"
+    trace = TraceReader(trace_path())
+    changes()
+    text = trace.take_text()
+    ops, mine = count_requests(text), count_requests(text, conn)
+    assert ops["WRITE"] >= CREDIT, f"xenstored's trace missed the writes: {ops}"
+    assert mine["UNWATCH"] == 1, \
+        f"the cached handle kept its watch on / after {CREDIT + 64} events unread: {mine}"
     # Emptied: a change made while nothing watches for the cache is seen.
     plain.write(x, "1")
     cached.get_perms(ROOT)
-    assert cached.read(x) == b"1"
-    # And armed again by that read: repeated reads are hits, changes seen.
-    again = requests_during(lambda: [cached.read(x) for _ in range(50)])
-    assert again["READ"] < 20, f"{again['READ']} of 50 reads reached xenstored after re-arming"
+    assert cached.read(x) == b"1"          # the first of SKIP_MIN uncached reads
+    # The period's hit paid for HIT_CREDIT of its CREDIT events: the watch
+    # comes back on the (SKIP_MIN + 1)th read after it went, and the reads
+    # after that are hits; changes are seen.
+    again = requests_during(lambda: [cached.read(x) for _ in range(SKIP_MIN + 34)], conn)
+    assert again["WATCH"] == 1, f"the cache was not armed again: {again}"
+    assert again["READ"] <= SKIP_MIN + 1, \
+        f"{again['READ']} of {SKIP_MIN + 34} reads reached xenstored after re-arming"
     plain.write(x, "2")
     cached.get_perms(ROOT)
     assert cached.read(x) == b"2"
+
+
+def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ignore[no-untyped-def]
+    """A handle that keeps reading, but never a path it has read before,
+    pays the watch's events for nothing: it unwatches "/" once CREDIT events
+    came with no hit, and sends its next SKIP_MIN reads uncached before it
+    registers the watch again."""
+    cached, plain = stores
+    conn = connection(cached)
+    for i in range(CREDIT):
+        plain.write(f"{ROOT}/n/{i}", str(i))   # before the watch: no events
+    assert cached.read(f"{ROOT}/x") == b"0"    # armed
+
+    def misses() -> None:
+        # Reads (each a miss) stop before the credit is spent, so that none
+        # counts towards the wait below.
+        for i in range(CREDIT + 64):
+            plain.write(f"{ROOT}/w", str(i))
+            if i < CREDIT - 16:
+                assert cached.read(f"{ROOT}/n/{i}") == str(i).encode()
+        time.sleep(2)
+    ops = requests_during(misses, conn)
+    assert ops["READ"] >= CREDIT - 16, f"xenstored's trace missed the reads: {ops}"
+    assert ops["UNWATCH"] == 1, \
+        f"the cache kept its watch after {CREDIT + 64} events and no hit: {ops}"
+    # Waits: SKIP_MIN reads of one path go to xenstored, none arms...
+    x = f"{ROOT}/x"
+    waiting = requests_during(lambda: [cached.read(x) for _ in range(SKIP_MIN)], conn)
+    assert waiting["WATCH"] == 0 and waiting["READ"] == SKIP_MIN, \
+        f"not {SKIP_MIN} reads sent uncached before re-arming: {waiting}"
+    # ...the next arms it again, and reads after it are hits.
+    armed = requests_during(lambda: [cached.read(x) for _ in range(20)], conn)
+    assert armed["WATCH"] == 1, f"not armed again after {SKIP_MIN} reads: {armed}"
+    assert armed["READ"] <= 2, f"{armed['READ']} of 20 reads reached xenstored once armed"
+
+
+@pytest.mark.parametrize("events_a_hit, lets_go", [(HIT_CREDIT // 2, False),
+                                                   (2 * HIT_CREDIT, True)])
+def test_a_cache_keeps_its_watch_while_its_hits_pay(stores, events_a_hit, lets_go) -> None:  # type: ignore[no-untyped-def]
+    """One hit pays for HIT_CREDIT of the watch's events: a handle that reads
+    one path once every ``events_a_hit`` changes elsewhere keeps its watch
+    with a hit every HIT_CREDIT/2 events, and lets go of it with one every
+    2 * HIT_CREDIT (its credit then falls by HIT_CREDIT every 2 * HIT_CREDIT
+    events: gone after about 2 * CREDIT)."""
+    cached, plain = stores
+    conn = connection(cached)
+    x = f"{ROOT}/x"
+    assert cached.read(x) == b"0"              # armed
+    # Past the expected end by fewer reads than SKIP_MIN: no re-arming.
+    n = 2 * CREDIT + (SKIP_MIN // 2) * events_a_hit if lets_go else 3 * CREDIT
+
+    def reads() -> None:
+        for i in range(n):
+            plain.write(f"{ROOT}/w", str(i))
+            if i % events_a_hit == 0:
+                assert cached.read(x) == b"0"
+        time.sleep(2)
+    ops = requests_during(reads, conn)
+    assert ops["UNWATCH"] == (1 if lets_go else 0), \
+        f"a hit every {events_a_hit} events, {n} events: {ops}"
+    assert ops["WATCH"] == 0, f"armed again: {ops}"
 
 
 def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, run_length) -> None:  # type: ignore[no-untyped-def]
@@ -181,6 +269,7 @@ def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, ru
     can) and must see k, in every one of its rounds."""
     rounds = run_length("PYXEN_LIBCACHE_ROUNDS", **ROUNDS)
     cached, plain = stores
+    conn = connection(cached) if trace_path().exists() else None
     state, ring = f"{ROOT}/state", f"{ROOT}/ring-ref"
     plain.write(state, "0")
     plain.write(ring, "0")
@@ -234,11 +323,16 @@ def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, ru
     assert not errors, errors
     assert not stale, f"{len(stale)} stale reads of {rounds}, first {stale[:5]}"
     if trace.path.exists():
-        ops = trace.take()
-        reads = ops["READ"]
+        text = trace.take_text()
+        ops, mine = count_requests(text), count_requests(text, conn)
         # The trace did log the run: the writer's transactions are there.
         assert ops["TRANSACTION_START"] >= rounds, f"xenstored's trace missed the run: {ops}"
-        # Two a round, and a margin for other dom0 programs' reads meanwhile.
-        assert reads < rounds * (READS_A_ROUND - 1) + rounds // 2, \
-            f"{reads} READs reached xenstored in {rounds} rounds of {READS_A_ROUND} reads " \
-            "of ring-ref: the last of each was not answered from the cache"
+        # A round's hit pays for its two events; more than HIT_CREDIT - 2
+        # changes a round from elsewhere would use up the credit.
+        # The one UNWATCH is the test's own, of state, above.
+        assert mine["UNWATCH"] == 1, \
+            f"the cache let go of its watch (other changes in the store meanwhile?): {mine}"
+        # Two a round on the reader's connection (a tenth more allowed).
+        assert mine["READ"] <= rounds * (READS_A_ROUND - 1) + rounds // 10, \
+            f"{mine['READ']} READs reached xenstored in {rounds} rounds of {READS_A_ROUND} " \
+            "reads of ring-ref: the last of each was not answered from the cache"

@@ -20,7 +20,6 @@ import os
 import queue
 import sys
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from pyxen.lab.dom0.autoscaler import Autoscaler, Create, Destroy, Fail, Run
 from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, VANISH_WAIT_S, Driver,
                                     wait_console, wait_vanished)
 from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
-from pyxen.lab.dom0.xstrace import TraceReader, trace_path
+from pyxen.lab.dom0.xstrace import TraceReader, count_requests, count_watch_events, trace_path
 
 log = logging.getLogger(__name__)
 
@@ -232,17 +231,20 @@ def summarise(r: Replay) -> dict[str, Any]:
     }
 
 
-def xs_request_fields(ops: Counter[str] | None, creates: int) -> dict[str, Any]:
+def xs_request_fields(trace_text: str | None, creates: int) -> dict[str, Any]:
     """xenstored's requests during the replay, from its trace: every
     client's (the toolstack's creates and destroys, xenconsoled, the
-    backends, the guests), by operation and per cold start.  None when
+    backends, the guests), by operation and per cold start; and the watch
+    events it sent, those of libxenstore's caches apart.  None when
     xenstored ran without a trace."""
-    if ops is None:
+    if trace_text is None:
         return {"xs_requests": None, "xs_requests_by_op": None,
-                "xs_requests_per_cold_start": None}
+                "xs_requests_per_cold_start": None, "xs_watch_events": None}
+    ops = count_requests(trace_text)
     total = sum(ops.values())
     return {"xs_requests": total, "xs_requests_by_op": dict(ops.most_common()),
-            "xs_requests_per_cold_start": total / creates if creates else None}
+            "xs_requests_per_cold_start": total / creates if creates else None,
+            "xs_watch_events": dict(count_watch_events(trace_text))}
 
 
 def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
@@ -273,7 +275,7 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
             r = replay(req, driver, workdir)
             names = {rec.name for rec in r.instances.values()}
             left = wait_vanished(driver, names, VANISH_WAIT_S)
-            xs_ops = trace.take() if trace is not None else None
+            xs_text = trace.take_text() if trace is not None else None
             deadline = time.monotonic() + SETTLE_S
             while driver.free_memory_mib() < free_before and time.monotonic() < deadline:
                 time.sleep(1.0)
@@ -287,7 +289,7 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
                 others.errors.append(f"destroy spinner {name}: {exc}")
         left_load = tenants.stop(driver, others)
     result = summarise(r)
-    result.update(xs_request_fields(xs_ops, result["creates"]))
+    result.update(xs_request_fields(xs_text, result["creates"]))
     result.update({
         "driver": driver.name, "keep_alive_s": req.keep_alive_s,
         "memory_mib": req.memory_mib, "max_inflight": req.max_inflight,

@@ -56,25 +56,67 @@ class TraceReader:
         self.path = path
         self.offset = path.stat().st_size if path.exists() else 0
 
-    def take(self) -> Counter[str]:
-        """Requests by operation since the last call (or construction)."""
+    def take(self, conn: str | None = None) -> Counter[str]:
+        """Requests by operation since the last call (or construction); with
+        ``conn``, only that connection's (see :func:`connection_of`)."""
+        return count_requests(self.take_text(), conn)
+
+    def take_text(self) -> str:
+        """The whole lines appended since the last call (or construction)."""
         with self.path.open("rb") as fh:
             fh.seek(self.offset)
             data = fh.read()
         # Only whole lines; a partial last line is read next time.
         end = data.rfind(b"\n") + 1
         self.offset += end
-        return count_requests(data[:end].decode(errors="replace"))
+        return data[:end].decode(errors="replace")
 
 
-_REQUEST = re.compile(r"(?:io: )?IN \S+ (?:\(d\d+\) )?\d{8} \d\d:\d\d:\d\d (\S+) \(")
+#: A request's line: its connection, operation and arguments.
+_REQUEST = re.compile(r"(?:io: )?IN (\S+) (?:\(d\d+\) )?\d{8} \d\d:\d\d:\d\d (\S+) \((.*)\)$")
 
 
-def count_requests(text: str) -> Counter[str]:
-    """Requests by operation name in trace text (either format)."""
+def count_requests(text: str, conn: str | None = None) -> Counter[str]:
+    """Requests by operation name in trace text (either format); with
+    ``conn``, only those of that connection."""
     ops: Counter[str] = Counter()
     for line in text.splitlines():
         m = _REQUEST.match(line)
-        if m:
-            ops[m.group(1)] += 1
+        if m and (conn is None or m.group(1) == conn):
+            ops[m.group(2)] += 1
     return ops
+
+
+#: A watch event xenstored wrote to a connection whole (OUT, or OUT(END)
+#: for the last part of one written in parts): connection and arguments.
+_EVENT = re.compile(r"(?:io: )?OUT(?:\(END\))? (\S+) (?:\(d\d+\) )?\d{8} \d\d:\d\d:\d\d "
+                    r"WATCH_EVENT \((.*)\)$")
+
+#: The token prefix of libxenstore's cache's own watch (XS_CACHE_TOKEN in
+#: the toolstack patch "tools/libs/store: add an opt-in cache of reads").
+LIBXENSTORE_CACHE_TOKEN = "xs-cache:"
+
+
+def count_watch_events(text: str) -> Counter[str]:
+    """Watch events xenstored sent in trace text (Xen 4.18 and later trace
+    them): ``"cache"`` those of libxenstore's cache's watches, ``"other"``
+    the rest."""
+    events: Counter[str] = Counter()
+    for line in text.splitlines():
+        m = _EVENT.match(line)
+        if m:
+            token = m.group(2).rstrip(" ").rsplit(" ", 1)[-1]
+            events["cache" if token.startswith(LIBXENSTORE_CACHE_TOKEN) else "other"] += 1
+    return events
+
+
+def connection_of(text: str, op: str, arg: str) -> str:
+    """The connection that sent request ``op`` whose first argument is
+    ``arg`` in trace text: a client finds its own by sending a request no
+    other would (a unique path).  LabError if there is none, or several."""
+    conns = {m.group(1) for m in map(_REQUEST.match, text.splitlines())
+             if m and m.group(2) == op and m.group(3).split(" ", 1)[0] == arg}
+    if len(conns) != 1:
+        raise LabError(f"xenstored's trace shows {len(conns)} connections sending {op} {arg}, "
+                       "not one")
+    return conns.pop()
