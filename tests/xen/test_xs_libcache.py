@@ -21,7 +21,8 @@ from collections.abc import Iterator
 import pytest
 
 from pyxen.errors import XenstoreError
-from pyxen.lab.dom0.xstrace import TraceReader, connection_of, count_requests, trace_path
+from pyxen.lab.dom0.xstrace import (LIBXENSTORE_CACHE_TOKEN, TraceReader, connection_of,
+                                    count_requests, trace_path)
 from pyxen.xenstore import XenStore, cache_supported
 
 #: The cache's own tests: stock's suite leaves them out (its libxenstore has
@@ -54,12 +55,18 @@ def stores(host, monkeypatch) -> Iterator[tuple[XenStore, XenStore]]:  # type: i
         plain.close()
 
 
-def requests_during(body, conn: str | None = None) -> Counter[str]:  # type: ignore[no-untyped-def]
-    """Requests by type that xenstored logged while ``body()`` ran: every
-    connection's, or only ``conn``'s (see :func:`connection`)."""
+def trace_from_now() -> TraceReader:
+    """xenstored's trace from here on; the test is skipped without one."""
     trace = TraceReader(trace_path())
     if not trace.path.exists():
         pytest.skip("xenstored runs without its trace (-T)")
+    return trace
+
+
+def requests_during(body, conn: str | None = None) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """Requests by type that xenstored logged while ``body()`` ran: every
+    connection's, or only ``conn``'s (see :func:`connection`)."""
+    trace = trace_from_now()
     body()
     return trace.take(conn)
 
@@ -68,10 +75,9 @@ def connection(store: XenStore) -> str:
     """``store``'s connection as xenstored's trace names it, found by a
     request no other client sends (GET_PERMS of a path of its own)."""
     marker = f"{ROOT}/conn-{id(store)}"
-    XenStore().write(marker, "")
-    trace = TraceReader(trace_path())
-    if not trace.path.exists():
-        pytest.skip("xenstored runs without its trace (-T)")
+    with XenStore() as xs:
+        xs.write(marker, "")
+    trace = trace_from_now()
     store.get_perms(marker)
     return connection_of(trace.take_text(), "GET_PERMS", marker)
 
@@ -145,10 +151,10 @@ def test_the_domain_path_is_answered_locally(stores) -> None:  # type: ignore[no
 def test_the_cache_token_is_reserved(stores) -> None:  # type: ignore[no-untyped-def]
     cached, plain = stores
     with pytest.raises(XenstoreError) as exc:
-        cached.watch(ROOT, "xs-cache:mine")
+        cached.watch(ROOT, f"{LIBXENSTORE_CACHE_TOKEN}mine")
     assert exc.value.errno == errno.EINVAL
-    plain.watch(ROOT, "xs-cache:mine")   # an uncached handle may use any token
-    plain.unwatch(ROOT, "xs-cache:mine")
+    plain.watch(ROOT, f"{LIBXENSTORE_CACHE_TOKEN}mine")   # an uncached handle may use any token
+    plain.unwatch(ROOT, f"{LIBXENSTORE_CACHE_TOKEN}mine")
 
 
 #: libxenstore's accounting of the cache's watch (toolstack patches "let a
@@ -178,7 +184,7 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
         # The library sends its unwatch when no request of the handle's is
         # in flight: let its reader thread take the events in peace.
         time.sleep(2)
-    trace = TraceReader(trace_path())
+    trace = trace_from_now()
     changes()
     text = trace.take_text()
     ops, mine = count_requests(text), count_requests(text, conn)

@@ -72,8 +72,15 @@ class TraceReader:
         return data[:end].decode(errors="replace")
 
 
+def _line(kind: str) -> str:
+    """The start of a trace line of ``kind`` (a pattern), up to its message
+    type: the connection (the first group), the domain from 4.18 on, the
+    date and time."""
+    return rf"(?:io: )?{kind} (\S+) (?:\(d\d+\) )?\d{{8}} \d\d:\d\d:\d\d "
+
+
 #: A request's line: its connection, operation and arguments.
-_REQUEST = re.compile(r"(?:io: )?IN (\S+) (?:\(d\d+\) )?\d{8} \d\d:\d\d:\d\d (\S+) \((.*)\)$")
+_REQUEST = re.compile(_line("IN") + r"(\S+) \((.*)\)$")
 
 
 def count_requests(text: str, conn: str | None = None) -> Counter[str]:
@@ -89,8 +96,7 @@ def count_requests(text: str, conn: str | None = None) -> Counter[str]:
 
 #: A watch event xenstored wrote to a connection whole (OUT, or OUT(END)
 #: for the last part of one written in parts): connection and arguments.
-_EVENT = re.compile(r"(?:io: )?OUT(?:\(END\))? (\S+) (?:\(d\d+\) )?\d{8} \d\d:\d\d:\d\d "
-                    r"WATCH_EVENT \((.*)\)$")
+_EVENT = re.compile(_line(r"OUT(?:\(END\))?") + r"WATCH_EVENT \((.*)\)$")
 
 #: The token prefix of libxenstore's cache's own watch (XS_CACHE_TOKEN in
 #: the toolstack patch "tools/libs/store: add an opt-in cache of reads").
