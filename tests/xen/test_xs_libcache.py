@@ -36,6 +36,18 @@ ROUNDS = {"ci": 300, "scheduled": 1000, "default": 2000}
 #: Reads of ring-ref a round: the last is a hit (see the freshness test).
 READS_A_ROUND = 3
 
+#: libxenstore's accounting of the cache's watch (toolstack patches "let a
+#: cache that is not read from drop its watch", "let a cache that does not
+#: pay for its events drop its watch" and "register the cache's watch only
+#: when its reads would pay for it"): the events the watch may cost with no
+#: hit (XS_CACHE_CREDIT), the events a hit pays for (XS_CACHE_HIT_CREDIT),
+#: and the window of reads by which a handle without the watch decides
+#: whether to register it, the first one and the shortest
+#: (XS_CACHE_SKIP_MIN; twice as long after a period that did not pay).
+CREDIT = 256
+HIT_CREDIT = 8
+SKIP_MIN = 16
+
 
 @pytest.fixture
 def stores(host, monkeypatch) -> Iterator[tuple[XenStore, XenStore]]:  # type: ignore[no-untyped-def]
@@ -82,6 +94,16 @@ def connection(store: XenStore) -> str:
     return connection_of(trace.take_text(), "GET_PERMS", marker)
 
 
+def arm(cached: XenStore, path: str) -> bytes:
+    """Read ``path`` (which nobody changes meanwhile) until the cache has its
+    watch: the first window's reads, SKIP_MIN, all but the first answered as
+    the time before, pay for it, and the next read registers it.  Returns
+    the value; the reads after this one are hits."""
+    values = {cached.read(path) for _ in range(SKIP_MIN + 1)}
+    assert len(values) == 1, f"{path} changed while arming the cache: {values}"
+    return values.pop()
+
+
 def reads_reaching_xenstored(body) -> int:  # type: ignore[no-untyped-def]
     """READ and DIRECTORY requests xenstored logged while ``body()`` ran."""
     ops = requests_during(body)
@@ -90,16 +112,20 @@ def reads_reaching_xenstored(body) -> int:  # type: ignore[no-untyped-def]
 
 def test_repeated_reads_are_answered_from_memory(stores) -> None:  # type: ignore[no-untyped-def]
     cached, plain = stores
-    n = reads_reaching_xenstored(lambda: [cached.read(f"{ROOT}/x") for _ in range(200)])
-    # The first read and the watch's set-up go out; the rest do not (other
-    # dom0 daemons may read now and then).
-    assert n < 20, f"{n} of 200 cached reads reached xenstored"
+    x = f"{ROOT}/x"
+    # The first window's reads go out, then the one that registers the
+    # watch; the rest do not (other dom0 daemons may read now and then).
+    n = reads_reaching_xenstored(lambda: [cached.read(x) for _ in range(200)])
+    assert n <= SKIP_MIN + 3, f"{n} of 200 cached reads reached xenstored"
+    n = reads_reaching_xenstored(lambda: [cached.read(x) for _ in range(200)])
+    assert n <= 2, f"{n} of 200 reads of an armed cache reached xenstored"
     m = reads_reaching_xenstored(lambda: [plain.read(f"{ROOT}/x") for _ in range(200)])
     assert m >= 200, f"only {m} of 200 uncached reads reached xenstored: trace not counting"
 
 
 def test_a_change_by_another_connection_is_seen(stores) -> None:  # type: ignore[no-untyped-def]
     cached, plain = stores
+    assert arm(cached, f"{ROOT}/x") == b"0"
     assert cached.read(f"{ROOT}/x") == b"0"
     assert cached.directory(ROOT) == ["x"]
     plain.write(f"{ROOT}/x", "1")
@@ -117,6 +143,7 @@ def test_a_change_by_another_connection_is_seen(stores) -> None:  # type: ignore
 
 def test_own_writes_are_read_back(stores) -> None:  # type: ignore[no-untyped-def]
     cached, _ = stores
+    arm(cached, f"{ROOT}/x")
     for i in range(50):
         cached.write(f"{ROOT}/x", str(i))
         assert cached.read(f"{ROOT}/x") == str(i).encode()
@@ -128,7 +155,7 @@ def test_own_writes_are_read_back(stores) -> None:  # type: ignore[no-untyped-de
 
 def test_transactions_are_never_answered_from_memory(stores) -> None:  # type: ignore[no-untyped-def]
     cached, _ = stores
-    cached.read(f"{ROOT}/x")
+    arm(cached, f"{ROOT}/x")
 
     def in_tx() -> None:
         for _ in range(20):
@@ -157,17 +184,6 @@ def test_the_cache_token_is_reserved(stores) -> None:  # type: ignore[no-untyped
     plain.unwatch(ROOT, f"{LIBXENSTORE_CACHE_TOKEN}mine")
 
 
-#: libxenstore's accounting of the cache's watch (toolstack patches "let a
-#: cache that is not read from drop its watch" and "let a cache that does not
-#: pay for its events drop its watch"): the events the watch may cost with no
-#: hit (XS_CACHE_CREDIT), the events a hit pays for (XS_CACHE_HIT_CREDIT),
-#: and the reads sent uncached after a period that did not pay before the
-#: watch is registered again (XS_CACHE_SKIP_MIN).
-CREDIT = 256
-HIT_CREDIT = 8
-SKIP_MIN = 16
-
-
 def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[no-untyped-def]
     """A cached handle that takes CREDIT of its watch's events without a read
     unwatches "/" (xenstored no longer sends it every change) and empties
@@ -175,8 +191,8 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     cached, plain = stores
     conn = connection(cached)
     x = f"{ROOT}/x"
-    assert cached.read(x) == b"0"          # armed
-    assert cached.read(x) == b"0"          # a hit, or a fill if the first was not kept
+    assert arm(cached, x) == b"0"
+    assert cached.read(x) == b"0"          # a hit
 
     def changes() -> None:
         for i in range(CREDIT + 64):
@@ -194,14 +210,21 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     # Emptied: a change made while nothing watches for the cache is seen.
     plain.write(x, "1")
     cached.get_perms(ROOT)
-    assert cached.read(x) == b"1"          # the first of SKIP_MIN uncached reads
-    # The period's hit paid for HIT_CREDIT of its CREDIT events: the watch
-    # comes back on the (SKIP_MIN + 1)th read after it went, and the reads
-    # after that are hits; changes are seen.
-    again = requests_during(lambda: [cached.read(x) for _ in range(SKIP_MIN + 34)], conn)
-    assert again["WATCH"] == 1, f"the cache was not armed again: {again}"
-    assert again["READ"] <= SKIP_MIN + 1, \
-        f"{again['READ']} of {SKIP_MIN + 34} reads reached xenstored after re-arming"
+    assert cached.read(x) == b"1"          # sent to xenstored
+    # The period's hit paid for HIT_CREDIT of its CREDIT events: the next
+    # window is twice as long, and its reads, all answered as the time
+    # before, would not pay for what the watch cost per read (CREDIT
+    # events for 2 reads), which each such window halves.  The watch comes
+    # back after a few windows (6 with these figures), not the first...
+    window = 2 * SKIP_MIN
+    first = requests_during(lambda: [cached.read(x) for _ in range(window - 1)], conn)
+    assert first["WATCH"] == 0 and first["READ"] == window - 1, \
+        f"armed again within a window of reads after a period that did not pay: {first}"
+    # ...and once back, the reads are hits; changes are seen.
+    again = requests_during(lambda: [cached.read(x) for _ in range(8 * window + 20)], conn)
+    assert again["WATCH"] == 1, f"the cache was not armed again in 8 windows: {again}"
+    hits = requests_during(lambda: [cached.read(x) for _ in range(20)], conn)
+    assert hits["READ"] == 0 and hits["WATCH"] == 0, f"not answered from memory: {hits}"
     plain.write(x, "2")
     cached.get_perms(ROOT)
     assert cached.read(x) == b"2"
@@ -210,13 +233,14 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
 def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ignore[no-untyped-def]
     """A handle that keeps reading, but never a path it has read before,
     pays the watch's events for nothing: it unwatches "/" once CREDIT events
-    came with no hit, and sends its next SKIP_MIN reads uncached before it
-    registers the watch again."""
+    came with no hit, and sends a window of 2 * SKIP_MIN reads uncached
+    before it registers the watch again, if they repeat answers enough to
+    pay for its last period's events per read (about one)."""
     cached, plain = stores
     conn = connection(cached)
     for i in range(CREDIT):
         plain.write(f"{ROOT}/n/{i}", str(i))   # before the watch: no events
-    assert cached.read(f"{ROOT}/x") == b"0"    # armed
+    assert arm(cached, f"{ROOT}/x") == b"0"
 
     def misses() -> None:
         # Reads (each a miss) stop before the credit is spent, so that none
@@ -230,15 +254,37 @@ def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ign
     assert ops["READ"] >= CREDIT - 16, f"xenstored's trace missed the reads: {ops}"
     assert ops["UNWATCH"] == 1, \
         f"the cache kept its watch after {CREDIT + 64} events and no hit: {ops}"
-    # Waits: SKIP_MIN reads of one path go to xenstored, none arms...
+    # Waits: a window of reads of one path goes to xenstored, none arms...
     x = f"{ROOT}/x"
-    waiting = requests_during(lambda: [cached.read(x) for _ in range(SKIP_MIN)], conn)
-    assert waiting["WATCH"] == 0 and waiting["READ"] == SKIP_MIN, \
-        f"not {SKIP_MIN} reads sent uncached before re-arming: {waiting}"
-    # ...the next arms it again, and reads after it are hits.
+    window = 2 * SKIP_MIN
+    waiting = requests_during(lambda: [cached.read(x) for _ in range(window)], conn)
+    assert waiting["WATCH"] == 0 and waiting["READ"] == window, \
+        f"not {window} reads sent uncached before re-arming: {waiting}"
+    # ...whose answers, all the same, pay: the next arms it again, and reads
+    # after it are hits.
     armed = requests_during(lambda: [cached.read(x) for _ in range(20)], conn)
-    assert armed["WATCH"] == 1, f"not armed again after {SKIP_MIN} reads: {armed}"
+    assert armed["WATCH"] == 1, f"not armed again after {window} reads: {armed}"
     assert armed["READ"] <= 2, f"{armed['READ']} of 20 reads reached xenstored once armed"
+
+
+@pytest.mark.parametrize("pattern", ["one path changing", "new paths"])
+def test_a_handle_whose_reads_never_repeat_an_answer_never_watches(stores, pattern) -> None:  # type: ignore[no-untyped-def]
+    """Reads that would never hit (a path read after each change to it, or
+    paths never read before) do not pay for the watch: window after window,
+    the handle sends them to xenstored without registering it."""
+    cached, plain = stores
+    conn = connection(cached)
+    n = 4 * SKIP_MIN
+
+    def reads() -> None:
+        for i in range(n):
+            path = f"{ROOT}/x" if pattern == "one path changing" else f"{ROOT}/n/{i}"
+            plain.write(path, str(i))
+            cached.get_perms(ROOT)     # brings the write's events, if watched
+            assert cached.read(path) == str(i).encode()
+    ops = requests_during(reads, conn)
+    assert ops["READ"] == n, f"xenstored's trace missed the reads: {ops}"
+    assert ops["WATCH"] == 0, f"the cache registered its watch for reads that never hit: {ops}"
 
 
 @pytest.mark.parametrize("events_a_hit, lets_go", [(HIT_CREDIT // 2, False),
@@ -252,7 +298,7 @@ def test_a_cache_keeps_its_watch_while_its_hits_pay(stores, events_a_hit, lets_g
     cached, plain = stores
     conn = connection(cached)
     x = f"{ROOT}/x"
-    assert cached.read(x) == b"0"              # armed
+    assert arm(cached, x) == b"0"
     # Past the expected end by fewer reads than SKIP_MIN: no re-arming.
     n = 2 * CREDIT + (SKIP_MIN // 2) * events_a_hit if lets_go else 3 * CREDIT
 
@@ -281,7 +327,7 @@ def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, ru
     plain.write(ring, "0")
     cached.watch(state, "fresh")
     assert cached.read_watch(timeout=10) == (state, "fresh")   # the initial event
-    assert cached.read(ring) == b"0"   # cached from here on
+    assert arm(cached, ring) == b"0"   # cached from here on
     stale: list[tuple[int, bytes]] = []
     go, done = threading.Event(), threading.Event()
     errors: list[BaseException] = []
