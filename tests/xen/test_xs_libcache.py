@@ -1,7 +1,10 @@
 """libxenstore's cache of reads (XS_OPEN_CACHE, toolstack patches
 "tools/xenstored: tell privileged socket clients that their events are
-ordered", "tools/libs/store: add an opt-in cache of reads" and "libxl, xl:
-read Xenstore through libxenstore's cache"), against the running xenstored.
+ordered", "tools/libs/store: add an opt-in cache of reads", "libxl: let an
+application read Xenstore through libxenstore's cache", and the cache's
+watch: "let a cache that is not read from drop its watch", "let a cache
+that does not pay for its events drop its watch", "register the cache's
+watch only when reads would pay"), against the running xenstored.
 
 What it must never do is answer with a value older than what the handle has
 already been told: the freshness test has a writer commit {state=k,
@@ -36,17 +39,15 @@ ROUNDS = {"ci": 300, "scheduled": 1000, "default": 2000}
 #: Reads of ring-ref a round: the last is a hit (see the freshness test).
 READS_A_ROUND = 3
 
-#: libxenstore's accounting of the cache's watch (toolstack patches "let a
-#: cache that is not read from drop its watch", "let a cache that does not
-#: pay for its events drop its watch" and "register the cache's watch only
-#: when its reads would pay for it"): the events the watch may cost with no
-#: hit (XS_CACHE_CREDIT), the events a hit pays for (XS_CACHE_HIT_CREDIT),
-#: and the window of reads by which a handle without the watch decides
-#: whether to register it, the first one and the shortest
-#: (XS_CACHE_SKIP_MIN; twice as long after a period that did not pay).
+#: libxenstore's accounting of the cache's watch: the events the watch may
+#: cost with no hit (XS_CACHE_CREDIT), the events a hit pays for
+#: (XS_CACHE_HIT_CREDIT), and the window of reads by which a handle without
+#: the watch decides whether to register it, the first one and the one
+#: after a period that did not pay (XS_CACHE_WINDOW_MIN; twice as long
+#: after each further such period).
 CREDIT = 256
 HIT_CREDIT = 8
-SKIP_MIN = 16
+WINDOW = 16
 
 
 @pytest.fixture
@@ -96,10 +97,10 @@ def connection(store: XenStore) -> str:
 
 def arm(cached: XenStore, path: str) -> bytes:
     """Read ``path`` (which nobody changes meanwhile) until the cache has its
-    watch: the first window's reads, SKIP_MIN, all but the first answered as
+    watch: the first window's reads, WINDOW, all but the first answered as
     the time before, pay for it, and the next read registers it.  Returns
     the value; the reads after this one are hits."""
-    values = {cached.read(path) for _ in range(SKIP_MIN + 1)}
+    values = {cached.read(path) for _ in range(WINDOW + 1)}
     assert len(values) == 1, f"{path} changed while arming the cache: {values}"
     return values.pop()
 
@@ -114,11 +115,16 @@ def test_repeated_reads_are_answered_from_memory(stores) -> None:  # type: ignor
     cached, plain = stores
     x = f"{ROOT}/x"
     # The first window's reads go out, then the one that registers the
-    # watch; the rest do not (other dom0 daemons may read now and then).
-    n = reads_reaching_xenstored(lambda: [cached.read(x) for _ in range(200)])
-    assert n <= SKIP_MIN + 3, f"{n} of 200 cached reads reached xenstored"
-    n = reads_reaching_xenstored(lambda: [cached.read(x) for _ in range(200)])
-    assert n <= 2, f"{n} of 200 reads of an armed cache reached xenstored"
+    # watch; the rest do not.
+    conn = connection(cached)
+    first = requests_during(lambda: [cached.read(x) for _ in range(WINDOW)], conn)
+    assert first["READ"] == WINDOW and first["WATCH"] == 0, \
+        f"the first window's {WINDOW} reads: {first}"
+    # They all repeated the first's answer: the next read registers it.
+    armed = requests_during(lambda: cached.read(x), conn)
+    assert armed["WATCH"] == 1 and armed["READ"] == 1, f"the read after the window: {armed}"
+    hits = requests_during(lambda: [cached.read(x) for _ in range(200)], conn)
+    assert hits["READ"] == 0, f"{hits['READ']} of 200 reads of an armed cache reached xenstored"
     m = reads_reaching_xenstored(lambda: [plain.read(f"{ROOT}/x") for _ in range(200)])
     assert m >= 200, f"only {m} of 200 uncached reads reached xenstored: trace not counting"
 
@@ -187,7 +193,8 @@ def test_the_cache_token_is_reserved(stores) -> None:  # type: ignore[no-untyped
 def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[no-untyped-def]
     """A cached handle that takes CREDIT of its watch's events without a read
     unwatches "/" (xenstored no longer sends it every change) and empties
-    its cache; a later read arms the cache again."""
+    its cache; reads that repeat their answers register the watch again,
+    after a few windows."""
     cached, plain = stores
     conn = connection(cached)
     x = f"{ROOT}/x"
@@ -211,12 +218,12 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     plain.write(x, "1")
     cached.get_perms(ROOT)
     assert cached.read(x) == b"1"          # sent to xenstored
-    # The period's hit paid for HIT_CREDIT of its CREDIT events: the next
-    # window is twice as long, and its reads, all answered as the time
-    # before, would not pay for what the watch cost per read (CREDIT
-    # events for 2 reads), which each such window halves.  The watch comes
-    # back after a few windows (6 with these figures), not the first...
-    window = 2 * SKIP_MIN
+    # The period's hit paid for HIT_CREDIT of its CREDIT events: a window
+    # of reads follows, all answered as the time before, which would not
+    # pay for what the watch cost per read (about CREDIT events for 2
+    # reads); each such window halves that estimate.  The watch comes back
+    # after 5 such windows, at the end of the 6th, not the first...
+    window = WINDOW
     first = requests_during(lambda: [cached.read(x) for _ in range(window - 1)], conn)
     assert first["WATCH"] == 0 and first["READ"] == window - 1, \
         f"armed again within a window of reads after a period that did not pay: {first}"
@@ -233,9 +240,9 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
 def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ignore[no-untyped-def]
     """A handle that keeps reading, but never a path it has read before,
     pays the watch's events for nothing: it unwatches "/" once CREDIT events
-    came with no hit, and sends a window of 2 * SKIP_MIN reads uncached
-    before it registers the watch again, if they repeat answers enough to
-    pay for its last period's events per read (about one)."""
+    came with no hit, and sends a window of WINDOW reads uncached before
+    it registers the watch again, if they repeat answers enough to pay for
+    its last period's events per read (about one)."""
     cached, plain = stores
     conn = connection(cached)
     for i in range(CREDIT):
@@ -256,7 +263,7 @@ def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ign
         f"the cache kept its watch after {CREDIT + 64} events and no hit: {ops}"
     # Waits: a window of reads of one path goes to xenstored, none arms...
     x = f"{ROOT}/x"
-    window = 2 * SKIP_MIN
+    window = WINDOW
     waiting = requests_during(lambda: [cached.read(x) for _ in range(window)], conn)
     assert waiting["WATCH"] == 0 and waiting["READ"] == window, \
         f"not {window} reads sent uncached before re-arming: {waiting}"
@@ -267,24 +274,70 @@ def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ign
     assert armed["READ"] <= 2, f"{armed['READ']} of 20 reads reached xenstored once armed"
 
 
-@pytest.mark.parametrize("pattern", ["one path changing", "new paths"])
-def test_a_handle_whose_reads_never_repeat_an_answer_never_watches(stores, pattern) -> None:  # type: ignore[no-untyped-def]
-    """Reads that would never hit (a path read after each change to it, or
-    paths never read before) do not pay for the watch: window after window,
-    the handle sends them to xenstored without registering it."""
-    cached, plain = stores
-    conn = connection(cached)
-    n = 4 * SKIP_MIN
+#: Reads that could never be hits, each with what it does before reading.
+NEVER_HITS = ["one path changing", "new paths", "a missing path",
+              "its own writes", "after its watch's event"]
 
+
+@pytest.mark.parametrize("pattern", NEVER_HITS)
+def test_a_handle_whose_reads_never_could_hit_never_watches(stores, pattern) -> None:  # type: ignore[no-untyped-def]
+    """Reads that the cache could never answer do not pay for the watch,
+    however often their answers repeat: a path read after each change to
+    it, paths never read before, an error (ENOENT is not cached), a path
+    that the handle itself wrote (with the same value) before each read,
+    a read right after one of the application's watch events (after one,
+    reads go to xenstored until a reply).  Window after window, the handle
+    sends them to xenstored without registering the watch."""
+    cached, plain = stores
+    x, state = f"{ROOT}/x", f"{ROOT}/state"
+    n = 4 * WINDOW
+    if pattern == "after its watch's event":
+        cached.watch(state, "ev")
+        assert cached.read_watch(timeout=10) == (state, "ev")   # the initial event
+    conn = connection(cached)
+
+    def read(i: int) -> None:
+        if pattern == "one path changing":
+            plain.write(x, str(i))
+            cached.get_perms(ROOT)     # brings the write's events, if watched
+            assert cached.read(x) == str(i).encode()
+        elif pattern == "new paths":
+            plain.write(f"{ROOT}/n/{i}", "same")
+            cached.get_perms(ROOT)
+            assert cached.read(f"{ROOT}/n/{i}") == b"same"
+        elif pattern == "a missing path":
+            with pytest.raises(XenstoreError) as exc:
+                cached.read(f"{ROOT}/missing")
+            assert exc.value.errno == errno.ENOENT
+        elif pattern == "its own writes":
+            cached.write(x, "same")
+            assert cached.read(x) == b"same"
+        else:
+            plain.write(state, "same")
+            assert cached.read_watch(timeout=10) == (state, "ev")
+            assert cached.read(x) == b"0"
     def reads() -> None:
         for i in range(n):
-            path = f"{ROOT}/x" if pattern == "one path changing" else f"{ROOT}/n/{i}"
-            plain.write(path, str(i))
-            cached.get_perms(ROOT)     # brings the write's events, if watched
-            assert cached.read(path) == str(i).encode()
+            read(i)
     ops = requests_during(reads, conn)
     assert ops["READ"] == n, f"xenstored's trace missed the reads: {ops}"
     assert ops["WATCH"] == 0, f"the cache registered its watch for reads that never hit: {ops}"
+
+
+def test_no_answer_read_without_the_watch_is_kept(stores) -> None:  # type: ignore[no-untyped-def]
+    """Reads sent while the watch is off are only noted (by hash), never
+    stored: a change made then, with nothing watching for the cache, is
+    read back once the watch is registered."""
+    cached, plain = stores
+    x = f"{ROOT}/x"
+    for _ in range(WINDOW):
+        assert cached.read(x) == b"0"
+    plain.write(x, "1")
+    plain.write(f"{ROOT}/y", "y")
+    conn = connection(cached)
+    armed = requests_during(lambda: cached.read(f"{ROOT}/y"), conn)
+    assert armed["WATCH"] == 1, f"the window's repeated reads did not register the watch: {armed}"
+    assert cached.read(x) == b"1"
 
 
 @pytest.mark.parametrize("events_a_hit, lets_go", [(HIT_CREDIT // 2, False),
@@ -299,8 +352,8 @@ def test_a_cache_keeps_its_watch_while_its_hits_pay(stores, events_a_hit, lets_g
     conn = connection(cached)
     x = f"{ROOT}/x"
     assert arm(cached, x) == b"0"
-    # Past the expected end by fewer reads than SKIP_MIN: no re-arming.
-    n = 2 * CREDIT + (SKIP_MIN // 2) * events_a_hit if lets_go else 3 * CREDIT
+    # Past the expected end by fewer reads than WINDOW: no re-arming.
+    n = 2 * CREDIT + (WINDOW // 2) * events_a_hit if lets_go else 3 * CREDIT
 
     def reads() -> None:
         for i in range(n):
