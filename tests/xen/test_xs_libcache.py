@@ -218,18 +218,25 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     plain.write(x, "1")
     cached.get_perms(ROOT)
     assert cached.read(x) == b"1"          # sent to xenstored
-    # The period's hit paid for HIT_CREDIT of its CREDIT events: a window
-    # of reads follows, all answered as the time before, which would not
-    # pay for what the watch cost per read (about CREDIT events for 2
-    # reads); each such window halves that estimate.  The watch comes back
-    # after 5 such windows, at the end of the 6th, not the first...
+    # The period cost CREDIT events (its hit, at full credit, paid for none)
+    # for 2 reads, the one that registered the watch and the hit: 128 a
+    # read.  Windows of WINDOW reads follow, all answered as the time before
+    # (but the first read, after the table was emptied), which pay for 8
+    # events a read; each that does not halves the estimate: judged at 128,
+    # 64, 32 and 16 events a read they do not, at 8 the 5th does.  So the
+    # watch is back on the 81st read after it went, not within the first
+    # window...
     window = WINDOW
     first = requests_during(lambda: [cached.read(x) for _ in range(window - 1)], conn)
     assert first["WATCH"] == 0 and first["READ"] == window - 1, \
         f"armed again within a window of reads after a period that did not pay: {first}"
-    # ...and once back, the reads are hits; changes are seen.
-    again = requests_during(lambda: [cached.read(x) for _ in range(8 * window + 20)], conn)
-    assert again["WATCH"] == 1, f"the cache was not armed again in 8 windows: {again}"
+    waiting = requests_during(lambda: [cached.read(x) for _ in range(4 * window)], conn)
+    assert waiting["WATCH"] == 0 and waiting["READ"] == 4 * window, \
+        f"armed again before the estimate of its cost fell to what the reads pay: {waiting}"
+    # ...but by the end of the 5th (of the 6th if a few more events than
+    # CREDIT were counted), and once back, the reads are hits; changes are seen.
+    again = requests_during(lambda: [cached.read(x) for _ in range(window + 20)], conn)
+    assert again["WATCH"] == 1, f"the cache was not armed again after 6 windows: {again}"
     hits = requests_during(lambda: [cached.read(x) for _ in range(20)], conn)
     assert hits["READ"] == 0 and hits["WATCH"] == 0, f"not answered from memory: {hits}"
     plain.write(x, "2")
