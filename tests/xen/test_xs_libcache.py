@@ -40,14 +40,12 @@ ROUNDS = {"ci": 300, "scheduled": 1000, "default": 2000}
 READS_A_ROUND = 3
 
 #: libxenstore's accounting of the cache's watch: the events the watch may
-#: cost with no hit (XS_CACHE_CREDIT after a period that paid, else
-#: XS_CACHE_PROBE_CREDIT, as on a first registration), the events a hit pays for
+#: cost with no hit (XS_CACHE_CREDIT), the events a hit pays for
 #: (XS_CACHE_HIT_CREDIT), and the window of reads by which a handle without
 #: the watch decides whether to register it, the first one and the one
 #: after a period that did not pay (XS_CACHE_WINDOW_MIN; twice as long
 #: after each further such period).
 CREDIT = 256
-PROBE_CREDIT = 32
 HIT_CREDIT = 8
 WINDOW = 16
 
@@ -193,7 +191,7 @@ def test_the_cache_token_is_reserved(stores) -> None:  # type: ignore[no-untyped
 
 
 def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[no-untyped-def]
-    """A cached handle that takes its credit of its watch's events without a read
+    """A cached handle that takes CREDIT of its watch's events without a read
     unwatches "/" (xenstored no longer sends it every change) and empties
     its cache; reads that repeat their answers register the watch again,
     after a few windows."""
@@ -220,25 +218,25 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     plain.write(x, "1")
     cached.get_perms(ROOT)
     assert cached.read(x) == b"1"          # sent to xenstored
-    # The first period's credit was PROBE_CREDIT, and its hit paid for
-    # HIT_CREDIT more: PROBE_CREDIT + HIT_CREDIT events for 2 reads (the
-    # one that registered the watch, and the hit), 20 a read.  Windows of
-    # WINDOW reads follow, all answered as the time before (but the first
-    # read, after the table was emptied), which pay for 8 events a read;
-    # each that does not halves the estimate: judged at 20 and 10 events a
-    # read they do not, at 5 the 3rd does.  So the watch is back on the
-    # 49th read after it went, not within the first two windows...
+    # The period cost CREDIT events (its hit, at full credit, paid for none)
+    # for 2 reads, the one that registered the watch and the hit: 128 a
+    # read.  Windows of WINDOW reads follow, all answered as the time before
+    # (but the first read, after the table was emptied), which pay for 8
+    # events a read; each that does not halves the estimate: judged at 128,
+    # 64, 32 and 16 events a read they do not, at 8 the 5th does.  So the
+    # watch is back on the 81st read after it went, not within the first
+    # window...
     window = WINDOW
     first = requests_during(lambda: [cached.read(x) for _ in range(window - 1)], conn)
     assert first["WATCH"] == 0 and first["READ"] == window - 1, \
         f"armed again within a window of reads after a period that did not pay: {first}"
-    waiting = requests_during(lambda: [cached.read(x) for _ in range(window)], conn)
-    assert waiting["WATCH"] == 0 and waiting["READ"] == window, \
+    waiting = requests_during(lambda: [cached.read(x) for _ in range(4 * window)], conn)
+    assert waiting["WATCH"] == 0 and waiting["READ"] == 4 * window, \
         f"armed again before the estimate of its cost fell to what the reads pay: {waiting}"
-    # ...but by the end of the 3rd (of the 4th if a few more events were
-    # counted), and once back, the reads are hits; changes are seen.
-    again = requests_during(lambda: [cached.read(x) for _ in range(2 * window + 20)], conn)
-    assert again["WATCH"] == 1, f"the cache was not armed again after 4 windows: {again}"
+    # ...but by the end of the 5th (of the 6th if a few more events than
+    # CREDIT were counted), and once back, the reads are hits; changes are seen.
+    again = requests_during(lambda: [cached.read(x) for _ in range(window + 20)], conn)
+    assert again["WATCH"] == 1, f"the cache was not armed again after 6 windows: {again}"
     hits = requests_during(lambda: [cached.read(x) for _ in range(20)], conn)
     assert hits["READ"] == 0 and hits["WATCH"] == 0, f"not answered from memory: {hits}"
     plain.write(x, "2")
@@ -248,7 +246,7 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
 
 def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ignore[no-untyped-def]
     """A handle that keeps reading, but never a path it has read before,
-    pays the watch's events for nothing: it unwatches "/" once PROBE_CREDIT events
+    pays the watch's events for nothing: it unwatches "/" once CREDIT events
     came with no hit, and sends a window of WINDOW reads uncached before
     it registers the watch again, if they repeat answers enough to pay for
     its last period's events per read (about one)."""
@@ -263,11 +261,11 @@ def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ign
         # counts towards the wait below.
         for i in range(CREDIT + 64):
             plain.write(f"{ROOT}/w", str(i))
-            if i < PROBE_CREDIT - 8:
+            if i < CREDIT - 16:
                 assert cached.read(f"{ROOT}/n/{i}") == str(i).encode()
         time.sleep(2)
     ops = requests_during(misses, conn)
-    assert ops["READ"] >= PROBE_CREDIT - 8, f"xenstored's trace missed the reads: {ops}"
+    assert ops["READ"] >= CREDIT - 16, f"xenstored's trace missed the reads: {ops}"
     assert ops["UNWATCH"] == 1, \
         f"the cache kept its watch after {CREDIT + 64} events and no hit: {ops}"
     # Waits: a window of reads of one path goes to xenstored, none arms...
@@ -355,14 +353,14 @@ def test_a_cache_keeps_its_watch_while_its_hits_pay(stores, events_a_hit, lets_g
     """One hit pays for HIT_CREDIT of the watch's events: a handle that reads
     one path once every ``events_a_hit`` changes elsewhere keeps its watch
     with a hit every HIT_CREDIT/2 events, and lets go of it with one every
-    2 * HIT_CREDIT (its credit, PROBE_CREDIT and a hit's, then falls by
-    HIT_CREDIT every 2 * HIT_CREDIT events: gone after 80)."""
+    2 * HIT_CREDIT (its credit then falls by HIT_CREDIT every 2 * HIT_CREDIT
+    events: gone after about 2 * CREDIT)."""
     cached, plain = stores
     conn = connection(cached)
     x = f"{ROOT}/x"
     assert arm(cached, x) == b"0"
     # Past the expected end by fewer reads than WINDOW: no re-arming.
-    n = 4 * PROBE_CREDIT + (WINDOW // 2) * events_a_hit if lets_go else 3 * CREDIT
+    n = 2 * CREDIT + (WINDOW // 2) * events_a_hit if lets_go else 3 * CREDIT
 
     def reads() -> None:
         for i in range(n):
