@@ -99,7 +99,8 @@ def arm(cached: XenStore, path: str) -> bytes:
     """Read ``path`` (which nobody changes meanwhile) until the cache has its
     watch: the first window's reads, WINDOW, all but the first answered as
     the time before, pay for it, and the next read registers it.  Returns
-    the value; the reads after this one are hits."""
+    the value; the reads after the next one are hits (the next one too,
+    unless the watch's first event came after the last read was sent)."""
     values = {cached.read(path) for _ in range(WINDOW + 1)}
     assert len(values) == 1, f"{path} changed while arming the cache: {values}"
     return values.pop()
@@ -123,8 +124,11 @@ def test_repeated_reads_are_answered_from_memory(stores) -> None:  # type: ignor
     # They all repeated the first's answer: the next read registers it.
     armed = requests_during(lambda: cached.read(x), conn)
     assert armed["WATCH"] == 1 and armed["READ"] == 1, f"the read after the window: {armed}"
+    # That read's answer is not kept if the watch's first event (on "/",
+    # which drops everything) was read after the read was sent: then the
+    # next read fills the cache.
     hits = requests_during(lambda: [cached.read(x) for _ in range(200)], conn)
-    assert hits["READ"] == 0, f"{hits['READ']} of 200 reads of an armed cache reached xenstored"
+    assert hits["READ"] <= 1, f"{hits['READ']} of 200 reads of an armed cache reached xenstored"
     m = reads_reaching_xenstored(lambda: [plain.read(f"{ROOT}/x") for _ in range(200)])
     assert m >= 200, f"only {m} of 200 uncached reads reached xenstored: trace not counting"
 
@@ -199,7 +203,7 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     conn = connection(cached)
     x = f"{ROOT}/x"
     assert arm(cached, x) == b"0"
-    assert cached.read(x) == b"0"          # a hit
+    assert cached.read(x) == b"0"          # a hit, or the fill (see arm())
 
     def changes() -> None:
         for i in range(CREDIT + 64):
@@ -218,7 +222,7 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     plain.write(x, "1")
     cached.get_perms(ROOT)
     assert cached.read(x) == b"1"          # sent to xenstored
-    # The period cost CREDIT events (its hit, at full credit, paid for none)
+    # The period cost CREDIT events (its hit, if any, at full credit, paid for none)
     # for 2 reads, the one that registered the watch and the hit: 128 a
     # read.  Windows of WINDOW reads follow, all answered as the time before
     # (but the first read, after the table was emptied), which pay for 8
