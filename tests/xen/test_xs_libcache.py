@@ -230,16 +230,15 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     # 64, 32 and 16 events a read they do not, at 8 the 5th does.  So the
     # watch is back on the 81st read after it went, not within the first
     # window...
-    window = WINDOW
-    first = requests_during(lambda: [cached.read(x) for _ in range(window - 1)], conn)
-    assert first["WATCH"] == 0 and first["READ"] == window - 1, \
+    first = requests_during(lambda: [cached.read(x) for _ in range(WINDOW - 1)], conn)
+    assert first["WATCH"] == 0 and first["READ"] == WINDOW - 1, \
         f"armed again within a window of reads after a period that did not pay: {first}"
-    waiting = requests_during(lambda: [cached.read(x) for _ in range(4 * window)], conn)
-    assert waiting["WATCH"] == 0 and waiting["READ"] == 4 * window, \
+    waiting = requests_during(lambda: [cached.read(x) for _ in range(4 * WINDOW)], conn)
+    assert waiting["WATCH"] == 0 and waiting["READ"] == 4 * WINDOW, \
         f"armed again before the estimate of its cost fell to what the reads pay: {waiting}"
     # ...but by the end of the 5th (of the 6th if a few more events than
     # CREDIT were counted), and once back, the reads are hits; changes are seen.
-    again = requests_during(lambda: [cached.read(x) for _ in range(window + 20)], conn)
+    again = requests_during(lambda: [cached.read(x) for _ in range(WINDOW + 20)], conn)
     assert again["WATCH"] == 1, f"the cache was not armed again after 6 windows: {again}"
     hits = requests_during(lambda: [cached.read(x) for _ in range(20)], conn)
     assert hits["READ"] == 0 and hits["WATCH"] == 0, f"not answered from memory: {hits}"
@@ -274,14 +273,13 @@ def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ign
         f"the cache kept its watch after {CREDIT + 64} events and no hit: {ops}"
     # Waits: a window of reads of one path goes to xenstored, none arms...
     x = f"{ROOT}/x"
-    window = WINDOW
-    waiting = requests_during(lambda: [cached.read(x) for _ in range(window)], conn)
-    assert waiting["WATCH"] == 0 and waiting["READ"] == window, \
-        f"not {window} reads sent uncached before re-arming: {waiting}"
+    waiting = requests_during(lambda: [cached.read(x) for _ in range(WINDOW)], conn)
+    assert waiting["WATCH"] == 0 and waiting["READ"] == WINDOW, \
+        f"not {WINDOW} reads sent uncached before re-arming: {waiting}"
     # ...whose answers, all the same, pay: the next arms it again, and reads
     # after it are hits.
     armed = requests_during(lambda: [cached.read(x) for _ in range(20)], conn)
-    assert armed["WATCH"] == 1, f"not armed again after {window} reads: {armed}"
+    assert armed["WATCH"] == 1, f"not armed again after {WINDOW} reads: {armed}"
     assert armed["READ"] <= 2, f"{armed['READ']} of 20 reads reached xenstored once armed"
 
 
@@ -327,6 +325,7 @@ def test_a_handle_whose_reads_never_could_hit_never_watches(stores, pattern) -> 
             plain.write(state, "same")
             assert cached.read_watch(timeout=10) == (state, "ev")
             assert cached.read(x) == b"0"
+
     def reads() -> None:
         for i in range(n):
             read(i)
