@@ -15,7 +15,10 @@ requests: xenstored's own trace counts those that reach it."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -48,6 +51,44 @@ READS_A_ROUND = 3
 CREDIT = 256
 HIT_CREDIT = 8
 WINDOW = 16
+
+#: dom0's kernel's connection to xenstored (a ring, which xenstored does not
+#: promise ordered events), and the bit of GET_FEATURE's answer that makes
+#: that promise (XENSTORE_SERVER_FEATURE_ORDERED_EVENTS in xs_wire.h, added
+#: by "tools/xenstored: tell privileged socket clients that their events
+#: are ordered").
+XENBUS_DEVICE = "/dev/xen/xenbus"
+ORDERED_EVENTS = 16
+
+#: A process that asks libxenstore for xenstored's features through the
+#: kernel's ring first (xs_get_features_supported(), which keeps the first
+#: answer of the process), then reads one path through a cached socket
+#: handle; prints what the ring answered and the values read.
+#: argv: device, path, marker (the handle reads its permissions first, to
+#: be found in xenstored's trace), reads.
+RING_FIRST = """
+import ctypes, json, os, sys
+from pyxen.xenstore import XenStore
+device, path, marker, reads = sys.argv[1:5]
+lib = ctypes.CDLL("libxenstore.so.4")
+lib.xs_open.argtypes, lib.xs_open.restype = [ctypes.c_ulong], ctypes.c_void_p
+lib.xs_get_features_supported.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint)]
+lib.xs_get_features_supported.restype = ctypes.c_bool
+lib.xs_close.argtypes = [ctypes.c_void_p]
+os.environ["XENSTORED_PATH"] = device
+ring = lib.xs_open(0)
+if not ring:
+    sys.exit(f"xs_open through {device} failed")
+features = ctypes.c_uint()
+if not lib.xs_get_features_supported(ring, ctypes.byref(features)):
+    sys.exit(f"GET_FEATURE through {device} failed")
+lib.xs_close(ring)
+del os.environ["XENSTORED_PATH"]
+with XenStore(cache=True) as cached:
+    cached.get_perms(marker)
+    values = {cached.read(path).decode() for _ in range(int(reads))}
+print(json.dumps({"ring_features": features.value, "values": sorted(values)}))
+"""
 
 
 @pytest.fixture
@@ -131,6 +172,36 @@ def test_repeated_reads_are_answered_from_memory(stores) -> None:  # type: ignor
     assert hits["READ"] <= 1, f"{hits['READ']} of 200 reads of an armed cache reached xenstored"
     m = reads_reaching_xenstored(lambda: [plain.read(f"{ROOT}/x") for _ in range(200)])
     assert m >= 200, f"only {m} of 200 uncached reads reached xenstored: trace not counting"
+
+
+def test_the_cache_asks_its_own_connection_whether_events_are_ordered(stores) -> None:  # type: ignore[no-untyped-def]
+    """libxenstore keeps the first features xenstored reported in a process
+    (xs_get_features_supported()).  A process that asked through the
+    kernel's ring first, whose answer lacks the ordered-events bit, still
+    gets a cache on its socket handles: the cache asks its own connection.
+    (Asked the other way round, a cache on the ring would not be safe; the
+    library gives ring handles none.)"""
+    _, plain = stores
+    assert os.path.exists(XENBUS_DEVICE), f"no {XENBUS_DEVICE} in this dom0"
+    marker = f"{ROOT}/conn-ring-first"
+    plain.write(marker, "")
+    reads = WINDOW + 1 + 50
+    trace = trace_from_now()
+    run = subprocess.run([sys.executable, "-c", RING_FIRST, XENBUS_DEVICE, f"{ROOT}/x",
+                          marker, str(reads)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, f"the ring-first process failed: {run.stderr.strip()[-2000:]}"
+    text = trace.take_text()
+    got = json.loads(run.stdout)
+    assert not got["ring_features"] & ORDERED_EVENTS, \
+        f"the ring reported ordered events ({got['ring_features']:#x}): nothing tested"
+    assert got["values"] == ["0"]
+    mine = count_requests(text, connection_of(text, "GET_PERMS", marker))
+    # The first window, the read that registers the watch, and at most the
+    # fill after it (see arm()); the rest are hits.
+    assert mine["WATCH"] == 1 and mine["READ"] <= WINDOW + 2, \
+        f"{reads} reads through a cached handle in a process that asked the ring's " \
+        f"features first: {dict(mine)}"
 
 
 def test_a_change_by_another_connection_is_seen(stores) -> None:  # type: ignore[no-untyped-def]
