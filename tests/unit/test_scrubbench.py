@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pyxen.lab.contract.heapdump import dma_free_by_node, dma_width, unscrubbed_by_node
-from pyxen.lab.host.scrubbench import (birth_scrub_cost, pages_scrubbed_by_create, ratios,
-                                       scrub_bound, summarize_gaps, summarize_sizes)
+from pyxen.lab.host.scrubbench import (birth_scrub_cost, destroy_profile_text,
+                                       pages_scrubbed_by_create, ratios, scrub_bound,
+                                       summarize_gaps, summarize_sizes)
 
 DUMP = """(XEN) 'H' pressed -> dumping heap info (now = 82456171745)
 (XEN) heap[node=0][zone=0] -> 0 pages
@@ -62,6 +63,25 @@ def test_repetitions_become_a_median_per_gap_in_first_run_order() -> None:
     # no throughput without a gap: None, not a median of nothing
     assert out[1]["spin_cpus_busy_during_gap"] is None
     assert out[1]["spin_cpus_busy_during_gap_all"] == []
+
+
+def test_a_destroys_profile_figures_become_medians_and_words() -> None:
+    runs = [gap_run(2.0, 1.0, 1.0, 0, 0) | {"destroy_heap_lock_wait_s": w,
+                                            "destroy_heap_lock_held_s": 0.5,
+                                            "destroy_heap_lock_blocked": b,
+                                            "destroy_domctl_entries": 40,
+                                            "destroy_background_scrubbed": None}
+            for w, b in ((0.002, 10), (0.010, 30), (0.004, 20))]
+    g = summarize_gaps(runs)[0]
+    assert g["destroy_heap_lock_wait_s"] == 0.004
+    assert g["destroy_heap_lock_wait_s_all"] == [0.002, 0.010, 0.004]
+    assert g["destroy_heap_lock_blocked"] == 20
+    assert g["destroy_background_scrubbed"] is None     # a build without the counter
+    assert destroy_profile_text(g) == (
+        "heap_lock wait 4.0 ms (20 waits), held 0.50 s, 40 domctl entries, "
+        "? pages scrubbed in the background (medians)")
+    # Without a profiling build the figures are absent: no medians of nothing.
+    assert summarize_gaps([gap_run(2.0, 1.0, 1.0, 0, 0)])[0]["destroy_heap_lock_wait_s"] is None
 
 
 def test_pages_a_create_scrubbed_prefer_the_counters() -> None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from pyxen.lab.contract.xenprof import (SCRUB_BACKGROUND_COUNTER, LockStat,
+from dataclasses import asdict
+
+from pyxen.lab.contract.xenprof import (PHASE_FIGURES, SCRUB_BACKGROUND_COUNTER, LockStat,
                                          background_scrubbed, domctl_retries,
                                          parse_counters, parse_hypercalls,
-                                         parse_lockprof)
+                                         parse_lockprof, phase_figures)
 
 LOCKPROF = """\
 global lock heap_lock                             : lock:       12345(         0.012345678s), block:          17(         0.000123456s)
@@ -76,3 +78,21 @@ def test_background_scrubbing_is_read_from_the_labs_counter():
     assert background_scrubbed({"counters": {SCRUB_BACKGROUND_COUNTER: 0}}) == 0
     assert background_scrubbed({"counters": {"domctl: retried, lock busy": 3}}) is None
     assert background_scrubbed(None) is None
+
+
+def test_a_phase_figures_come_from_heap_lock_domctls_and_background_scrubbing() -> None:
+    profile = {"hypercalls": parse_hypercalls(XENPERF),
+               "counters": {SCRUB_BACKGROUND_COUNTER: 4096},
+               "locks": {k: asdict(v) for k, v in parse_lockprof(LOCKPROF).items()}}
+    figures = phase_figures(profile)
+    assert tuple(figures) == PHASE_FIGURES
+    assert figures == {"heap_lock_wait_s": 0.000123456, "heap_lock_held_s": 0.012345678,
+                       "heap_lock_blocked": 17, "domctl_entries": 900,
+                       "background_scrubbed": 4096}
+    # A profile without the lock or the counter: those unknown, domctls none.
+    bare = phase_figures({"hypercalls": {}, "counters": {}, "locks": {}})
+    assert bare == {"heap_lock_wait_s": None, "heap_lock_held_s": None,
+                    "heap_lock_blocked": None, "domctl_entries": 0,
+                    "background_scrubbed": None}
+    # No profile (not a profiling build): nothing known.
+    assert set(phase_figures(None).values()) == {None}

@@ -95,8 +95,11 @@ def parse_counters(text: str, prefixes: tuple[str, ...] = COUNTER_PREFIXES) -> d
 #: the hypervisor series alike).
 DOMCTL_LOCK = "global lock domctl_lock"
 
+#: The page allocator's lock in ``xenlockprof``.
+HEAP_LOCK = "global lock heap_lock"
+
 #: Global locks whose waits count as "global lock wait" per create.
-GLOBAL_LOCKS = (DOMCTL_LOCK, "global lock heap_lock")
+GLOBAL_LOCKS = (DOMCTL_LOCK, HEAP_LOCK)
 
 
 def domctl_retries(profile: dict[str, Any] | None) -> int | None:
@@ -135,3 +138,24 @@ def background_scrubbed(profile: dict[str, Any] | None) -> int | None:
         return None
     value = (profile.get("counters") or {}).get(SCRUB_BACKGROUND_COUNTER)
     return None if value is None else int(value)
+
+
+#: The figures phase_figures() gives, in its order.
+PHASE_FIGURES = ("heap_lock_wait_s", "heap_lock_held_s", "heap_lock_blocked", "domctl_entries",
+                 "background_scrubbed")
+
+
+def phase_figures(profile: dict[str, Any] | None) -> dict[str, float | int | None]:
+    """What a profiled phase cost in Xen, as flat figures (all None without a
+    profile): heap_lock's wait and hold (s) and contended acquisitions,
+    domctl hypercall entries (continuations included) and pages scrubbed
+    in the background meanwhile."""
+    heap = (profile.get("locks") or {}).get(HEAP_LOCK) if profile else None
+    return {
+        "heap_lock_wait_s": None if heap is None else float(heap["blocked_s"]),
+        "heap_lock_held_s": None if heap is None else float(heap["held_s"]),
+        "heap_lock_blocked": None if heap is None else int(heap["blocked"]),
+        "domctl_entries": (None if not profile
+                           else int((profile.get("hypercalls") or {}).get("domctl", 0))),
+        "background_scrubbed": background_scrubbed(profile),
+    }

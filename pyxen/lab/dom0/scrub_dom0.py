@@ -48,6 +48,8 @@ from pyxen.host import Domain, Host
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.heapdump import PAGE_SHIFT, dma_free_by_node, unscrubbed_by_node
 from pyxen.lab.contract.requests import ScrubRequest, parse_request
+from pyxen.lab.contract.xenprof import phase_figures
+from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenctrl import ScrubNodeStats, scrub_supported
 
@@ -111,6 +113,8 @@ class Bench:
         self._n = 0
         self.destroy_retries = 0
         self.destroy_errors: list[str] = []
+        #: Xen's counters around each timed destroy (profiling builds).
+        self.profiler = Profiler()
 
     def guest(self, mib: int) -> Domain:
         self._n += 1
@@ -189,7 +193,9 @@ class Bench:
         self.settle()
         victim = self.guest(mib)
         before = self.dirty.node()
+        self.profiler.reset()
         destroy_s, destroy_cpu, _, _ = self.timed_cpu(lambda: self.kill(victim))
+        destroy_profile = self.profiler.read()
         cpu0, t0 = self.spin_cpu_s(), time.monotonic()
         time.sleep(gap)
         cpu1, t1 = self.spin_cpu_s(), time.monotonic()
@@ -209,6 +215,11 @@ class Bench:
             "guest_mib": mib,
             "destroy_s": destroy_s,
             "destroy_dom0_cpu_s": destroy_cpu,
+            # Xen's lock profile and counters of the destroy (None but on
+            # profiling builds): heap_lock's wait, domctl entries, pages
+            # scrubbed in the background meanwhile.
+            "destroy_profile": destroy_profile,
+            **{f"destroy_{k}": v for k, v in phase_figures(destroy_profile).items()},
             "create_s": create_s,
             "create_dom0_cpu_s": create_cpu,
             "spin_cpus_busy_during_create": create_spin / create_s,
@@ -226,12 +237,16 @@ class Bench:
         self.settle()
         victim = self.guest(mib)
         before = self.dirty.node()
+        self.profiler.reset()
         destroy_s = self.kill(victim)
+        destroy_profile = self.profiler.read()
         clean_s = self.dirty.wait_clean(self.clean_timeout)
         return {
             "guest_mib": mib,
             "rep": rep,
             "destroy_s": destroy_s,
+            "destroy_profile": destroy_profile,
+            **{f"destroy_{k}": v for k, v in phase_figures(destroy_profile).items()},
             "time_to_clean_s": clean_s,  # None: still dirty after clean_timeout_s
             "dirty_pages_left": 0 if clean_s is not None else self.dirty.dirty(),
             "scrub": deltas(self.dirty.node(), before),

@@ -238,7 +238,8 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
         ap.error(str(exc))
     hostdeps.check()
     source = _source(args)
-    resolved = [variants.resolve(v.build, args.series, source=source, named=args.named_series)
+    resolved = [variants.resolve(v.build, args.series, profile=args.profile, source=source,
+                                 named=args.named_series)
                 for v in args.variants]
     run_scrub_bench(resolved, params, options, args.out)
     return 0
@@ -385,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spinners", type=nonneg_int, default=None, metavar="N",
                    help="spinning guests in all (default one per pCPU; fewer leave "
                         "some pCPUs idle, a partly loaded host)")
+    p.add_argument("--profile", action="store_true",
+                   help="profiling hypervisors (lock profiling + perf counters): each "
+                        "destroy's heap_lock wait, domctl entries and pages scrubbed in "
+                        "the background meanwhile are recorded")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.set_defaults(func=cmd_scrubbench)
 

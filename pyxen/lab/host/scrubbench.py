@@ -17,6 +17,7 @@ from typing import Any
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.heapdump import dma_width
 from pyxen.lab.contract.requests import ScrubRequest
+from pyxen.lab.contract.xenprof import PHASE_FIGURES
 from pyxen.lab.host import paths
 from pyxen.lab.host.benchfile import BENCH_FORMAT, load_bench
 from pyxen.lab.host.progress import console, step
@@ -60,16 +61,20 @@ class ScrubParams:
         self.request(Path("/"), None)
 
 
+#: A destroy's figures from Xen's profile (profiling builds, ``--profile``).
+DESTROY_PROFILE_FIELDS = tuple(f"destroy_{k}" for k in PHASE_FIGURES)
+
 #: Per-run numbers of a gap run that the per-gap summary gives as a median,
 #: with every repetition's value beside it (``<field>_all``).
 GAP_FIELDS = ("create_s", "destroy_s", "create_dom0_cpu_s", "destroy_dom0_cpu_s",
               "spin_cpus_busy_during_gap", "spin_cpus_busy_during_create",
-              "dirty_pages_at_create", "dirty_pages_after_create", "born_on_node_fraction")
+              "dirty_pages_at_create", "dirty_pages_after_create", "born_on_node_fraction",
+              *DESTROY_PROFILE_FIELDS)
 
 
 #: Fields of a size run (one destroy, then the wait for clean memory) given
 #: as medians; the time to clean is summarised on its own (summarize_sizes).
-SIZE_FIELDS = ("destroy_s", "dirty_pages_left")
+SIZE_FIELDS = ("destroy_s", "dirty_pages_left", *DESTROY_PROFILE_FIELDS)
 
 #: Dirty pages (16 MiB) the births of a variant must differ by to fit a cost.
 MIN_PAGE_SPREAD = 4096
@@ -185,6 +190,17 @@ def scrub_bound(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     full = cost["clean_create_cpu_s"] + scrub_s
     return {**cost, "stock_pages_scrubbed": stock_pages, "stock_scrub_cpu_s": scrub_s,
             "best_create_ratio": cost["clean_create_cpu_s"] / full if full > 0 else None}
+
+
+def destroy_profile_text(entry: dict[str, Any]) -> str:
+    """A summary entry's destroy figures from Xen's profile (medians), in words."""
+    scrubbed = entry.get("destroy_background_scrubbed")
+    return (f"heap_lock wait {1000 * entry['destroy_heap_lock_wait_s']:.1f} ms "
+            f"({entry['destroy_heap_lock_blocked']:.0f} waits), held "
+            f"{entry['destroy_heap_lock_held_s']:.2f} s, {entry['destroy_domctl_entries']:.0f} "
+            "domctl entries, "
+            + ("?" if scrubbed is None else f"{scrubbed:.0f}")
+            + " pages scrubbed in the background (medians)")
 
 
 def _x(ratio: float | None) -> str:
@@ -314,6 +330,9 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
                 f"{run['variant']} G={g['gap_s']}s: create {g['create_s']:.2f} s "
                 f"(n={g['n']}), dirty pages met {g['dirty_pages_at_create']:.0f}"
                 + ("" if frac is None else f", new guest {100 * frac:.0f}% on its node"))
+            if g.get("destroy_heap_lock_wait_s") is not None:
+                console().print(f"{run['variant']} G={g['gap_s']}s destroys, in Xen: "
+                                + destroy_profile_text(g))
         cost = run.get("birth_scrub_cost")
         if cost:
             console().print(
@@ -333,6 +352,9 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
                             f"{s['destroy_s']:.2f} s (n={s.get('n', 1)}), clean after "
                             + (f"{s['time_to_clean_s']:.1f} s" if s["time_to_clean_s"]
                                is not None else f"> {run['clean_timeout_s']} s (still dirty)"))
+            if s.get("destroy_heap_lock_wait_s") is not None:
+                console().print(f"{run['variant']} {s['guest_mib']} MiB destroy, in Xen: "
+                                + destroy_profile_text(s))
     console().print(f"wrote {bench_json} (birth_after_death) and "
                     f"{out_dir / 'birth_after_death.png'}")
     return doc
