@@ -1,5 +1,5 @@
 """libxenstore's cache of reads (XS_OPEN_CACHE, toolstack patches
-"tools/xenstored: tell privileged socket clients that their events are
+"tools/xenstore: tell privileged socket clients that their events are
 ordered", "tools/libs/store: add an opt-in cache of reads", "libxl: let an
 application read Xenstore through libxenstore's cache", and the cache's
 watch: "let a cache that is not read from drop its watch", "let a cache
@@ -55,15 +55,15 @@ WINDOW = 16
 #: dom0's kernel's connection to xenstored (a ring, which xenstored does not
 #: promise ordered events), and the bit of GET_FEATURE's answer that makes
 #: that promise (XENSTORE_SERVER_FEATURE_ORDERED_EVENTS in xs_wire.h, added
-#: by "tools/xenstored: tell privileged socket clients that their events
+#: by "tools/xenstore: tell privileged socket clients that their events
 #: are ordered").
 XENBUS_DEVICE = "/dev/xen/xenbus"
 ORDERED_EVENTS = 16
 
 #: A process that asks libxenstore for xenstored's features through the
-#: kernel's ring first (xs_get_features_supported(), which keeps the first
-#: answer of the process), then reads one path through a cached socket
-#: handle; prints what the ring answered and the values read.
+#: kernel's ring first (xs_get_features_supported(), which upstream kept
+#: process-wide), then reads one path through a cached socket handle;
+#: prints what the ring answered and the values read.
 #: argv: device, path, marker (the handle reads its permissions first, to
 #: be found in xenstored's trace), reads.
 RING_FIRST = """
@@ -147,6 +147,12 @@ def arm(cached: XenStore, path: str) -> bytes:
     return values.pop()
 
 
+def reads_of(store: XenStore, path: str, n: int, conn: str) -> Counter[str]:
+    """Requests by type that connection ``conn`` sent while ``store`` read
+    ``path`` ``n`` times."""
+    return requests_during(lambda: [store.read(path) for _ in range(n)], conn)
+
+
 def reads_reaching_xenstored(body) -> int:  # type: ignore[no-untyped-def]
     """READ and DIRECTORY requests xenstored logged while ``body()`` ran."""
     ops = requests_during(body)
@@ -159,7 +165,7 @@ def test_repeated_reads_are_answered_from_memory(stores) -> None:  # type: ignor
     # The first window's reads go out, then the one that registers the
     # watch; the rest do not.
     conn = connection(cached)
-    first = requests_during(lambda: [cached.read(x) for _ in range(WINDOW)], conn)
+    first = reads_of(cached, x, WINDOW, conn)
     assert first["READ"] == WINDOW and first["WATCH"] == 0, \
         f"the first window's {WINDOW} reads: {first}"
     # They all repeated the first's answer: the next read registers it.
@@ -168,17 +174,18 @@ def test_repeated_reads_are_answered_from_memory(stores) -> None:  # type: ignor
     # That read's answer is not kept if the watch's first event (on "/",
     # which drops everything) was read after the read was sent: then the
     # next read fills the cache.
-    hits = requests_during(lambda: [cached.read(x) for _ in range(200)], conn)
+    hits = reads_of(cached, x, 200, conn)
     assert hits["READ"] <= 1, f"{hits['READ']} of 200 reads of an armed cache reached xenstored"
     m = reads_reaching_xenstored(lambda: [plain.read(f"{ROOT}/x") for _ in range(200)])
     assert m >= 200, f"only {m} of 200 uncached reads reached xenstored: trace not counting"
 
 
 def test_the_cache_asks_its_own_connection_whether_events_are_ordered(stores) -> None:  # type: ignore[no-untyped-def]
-    """libxenstore keeps the first features xenstored reported in a process
+    """xenstored's features depend on the connection asking; upstream's
+    libxenstore kept the first answer of a process for every handle
     (xs_get_features_supported()).  A process that asked through the
     kernel's ring first, whose answer lacks the ordered-events bit, still
-    gets a cache on its socket handles: the cache asks its own connection.
+    gets a cache on its socket handles: the answer is kept per handle.
     (Asked the other way round, a cache on the ring would not be safe; the
     library gives ring handles none.)"""
     _, plain = stores
@@ -301,17 +308,17 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     # 64, 32 and 16 events a read they do not, at 8 the 5th does.  So the
     # watch is back on the 81st read after it went, not within the first
     # window...
-    first = requests_during(lambda: [cached.read(x) for _ in range(WINDOW - 1)], conn)
+    first = reads_of(cached, x, WINDOW - 1, conn)
     assert first["WATCH"] == 0 and first["READ"] == WINDOW - 1, \
         f"armed again within a window of reads after a period that did not pay: {first}"
-    waiting = requests_during(lambda: [cached.read(x) for _ in range(4 * WINDOW)], conn)
+    waiting = reads_of(cached, x, 4 * WINDOW, conn)
     assert waiting["WATCH"] == 0 and waiting["READ"] == 4 * WINDOW, \
         f"armed again before the estimate of its cost fell to what the reads pay: {waiting}"
     # ...but by the end of the 5th (of the 6th if a few more events than
     # CREDIT were counted), and once back, the reads are hits; changes are seen.
-    again = requests_during(lambda: [cached.read(x) for _ in range(WINDOW + 20)], conn)
+    again = reads_of(cached, x, WINDOW + 20, conn)
     assert again["WATCH"] == 1, f"the cache was not armed again after 6 windows: {again}"
-    hits = requests_during(lambda: [cached.read(x) for _ in range(20)], conn)
+    hits = reads_of(cached, x, 20, conn)
     assert hits["READ"] == 0 and hits["WATCH"] == 0, f"not answered from memory: {hits}"
     plain.write(x, "2")
     cached.get_perms(ROOT)
@@ -344,12 +351,12 @@ def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ign
         f"the cache kept its watch after {CREDIT + 64} events and no hit: {ops}"
     # Waits: a window of reads of one path goes to xenstored, none arms...
     x = f"{ROOT}/x"
-    waiting = requests_during(lambda: [cached.read(x) for _ in range(WINDOW)], conn)
+    waiting = reads_of(cached, x, WINDOW, conn)
     assert waiting["WATCH"] == 0 and waiting["READ"] == WINDOW, \
         f"not {WINDOW} reads sent uncached before re-arming: {waiting}"
     # ...whose answers, all the same, pay: the next arms it again, and reads
     # after it are hits.
-    armed = requests_during(lambda: [cached.read(x) for _ in range(20)], conn)
+    armed = reads_of(cached, x, 20, conn)
     assert armed["WATCH"] == 1, f"not armed again after {WINDOW} reads: {armed}"
     assert armed["READ"] <= 2, f"{armed['READ']} of 20 reads reached xenstored once armed"
 
