@@ -69,7 +69,7 @@ def test_a_storm_reaches_dom0bench_as_the_host_asked(tmp_path: Path, guest: Path
     staged = SimpleNamespace(variant=SimpleNamespace(name="stock", profile=False))
     progress = SimpleNamespace(add_task=lambda *a, **kw: 0, update=lambda *a, **kw: None)
     params = bench.BenchParams(guests=6, concurrency=(1, 3), memory_mib=32, driver="xl",
-                               running=5)
+                               running=5, trace_timed=True)
     records = bench.run_variant(staged, params, VMOptions(), progress)  # type: ignore[arg-type]
     assert [r["repeat"] for r in records] == [0, 0]
 
@@ -82,9 +82,10 @@ def test_a_storm_reaches_dom0bench_as_the_host_asked(tmp_path: Path, guest: Path
     for argv in dom0.argvs:
         assert dom0bench.main(driver_args(argv, "pyxen.lab.dom0.dom0bench")) == 0
     assert [a[:5] + a[7:] for a in seen] == [
-        (6, c, guest, 32, f"bench-c{c}-", "xl driver", {"running": 5}) for c in (1, 3)]
+        (6, c, guest, 32, f"bench-c{c}-", "xl driver", {"running": 5, "trace_timed": True})
+        for c in (1, 3)]
     assert StormRequest.from_json(driver_args(dom0.argvs[1], "pyxen.lab.dom0.dom0bench")[1]) \
-        == StormRequest(6, 3, guest, 32, "xl", "bench-c3-", running=5)
+        == StormRequest(6, 3, guest, 32, "xl", "bench-c3-", running=5, trace_timed=True)
 
 
 def test_a_scrub_run_reaches_scrub_dom0_as_the_host_asked(tmp_path: Path, guest: Path,

@@ -87,6 +87,8 @@ def test_json_shapes_become_the_field_types() -> None:
     (StormRequest, "guests", "4", "must be int"),
     (StormRequest, "guests", True, "must be int"),
     (StormRequest, "guests", 4.0, "must be int"),
+    (StormRequest, "trace_timed", 1, "must be bool"),
+    (StormRequest, "trace_timed", "true", "must be bool"),
     (StormRequest, "kernel", 7, "must be path (str)"),
     (ScrubRequest, "gaps", (), "must be one or more seconds, each 0..600"),
     (ScrubRequest, "gaps", (0.0, 601.0), "must be one or more seconds, each 0..600"),

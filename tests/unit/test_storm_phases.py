@@ -33,7 +33,7 @@ RESULT_KEYS = [
     "destroy_background_scrubbed_pages", "destroy_lock_profile",
     "xl_lock_wait_s_per_create", "xl_lock_held_s", "xl_lock_max_waiters", "console_ok",
     "errors", "leftover_domains", "baseline_domains", "free_memory_mib_before",
-    "free_memory_mib_after",
+    "free_memory_mib_after", "xs_watch_events",
 ]
 #: Fields that hold wall-clock times (compared by shape only).
 TIMES = ("makespan_s", "create_s", "destroy_s", "destroy_makespan_s")
@@ -97,6 +97,12 @@ def install_fakes(mp: pytest.MonkeyPatch, module: ModuleType, tmp: Path, *,
         def take(self) -> Counter[str]:
             k = tick()
             return Counter({"READ": 3 * k, "WRITE": k, "WATCH": k % 2})
+
+        def take_text(self) -> str:
+            """The whole storm's watch events: one of a cache's, two others."""
+            return "".join(
+                f"OUT 0x1 20261205 00:00:00 WATCH_EVENT (/local/domain/1 {token} )\n"
+                for token in ("xs-cache:", "mine", "yours"))
 
     class Profiler:
         def __init__(self) -> None:
@@ -190,6 +196,7 @@ def test_the_storm_keeps_result_json_fields(monkeypatch, tmp_path, driver, concu
     assert r["baseline_domains"] == ["Domain-0", "other"]
     assert (r["free_memory_mib_before"], r["free_memory_mib_after"]) == (1000, 984)
     assert sum(r["xs_create_ops"].values()) / 5 == r["xs_requests_per_create"]
+    assert r["xs_watch_events"] == {"cache": 1, "other": 2}
     per_c1 = ("xs_client_requests_each", "xs_requests_each", "xs_reads_each", "cpu_s_each")
     if concurrency == 1:
         assert r["running_before_create"] == [0, 1, 1, 2, 3, 4]
@@ -239,7 +246,8 @@ def test_the_accounting_divides_by_the_creates_that_succeeded(tmp_path):
                                     ops=Counter({"RM": 8}), profile=None)
     r = dom0bench.account(s, dom0bench.Baseline(500, {"Domain-0"}), created, 3, destroyed,
                           dom0bench.Aftermath(set(), 500))
-    assert list(r) == RESULT_KEYS
+    # All but the whole storm's watch events, which storm() adds.
+    assert list(r) == [k for k in RESULT_KEYS if k != "xs_watch_events"]
     assert r["xs_requests_per_create"] == 42 / 3
     assert r["xs_client_requests_per_create"] == 20
     assert r["xs_requests_per_destroy"] == 2

@@ -44,13 +44,15 @@ def _type_name(tp: Any) -> str:
         return " or ".join("null" if a is type(None) else _type_name(a) for a in get_args(tp))
     if get_origin(tp) is tuple:
         return f"a list of {_type_name(get_args(tp)[0])}"
-    return {int: "int", float: "float", str: "str", Path: "path (str)"}.get(tp, str(tp))
+    return {int: "int", float: "float", str: "str", bool: "bool",
+            Path: "path (str)"}.get(tp, str(tp))
 
 
 def _coerce(tp: Any, value: Any) -> Any:
     """``value`` as a field of type ``tp`` holds it: a JSON list becomes a
     tuple, an int a float where a float is wanted, a str a Path; anything
-    else of the wrong type (a bool for an int, too) raises _Mistyped."""
+    else of the wrong type (a bool for an int, too, and only a bool for a
+    bool) raises _Mistyped."""
     if get_origin(tp) is types.UnionType:
         if value is None and type(None) in get_args(tp):
             return None
@@ -60,7 +62,9 @@ def _coerce(tp: Any, value: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise _Mistyped
         return tuple(_coerce(get_args(tp)[0], v) for v in value)
-    if isinstance(value, bool):
+    if tp is bool and isinstance(value, bool):
+        return value
+    if isinstance(value, bool) or tp is bool:
         raise _Mistyped
     if tp is float and isinstance(value, int | float):
         return float(value)
@@ -178,6 +182,9 @@ class StormRequest(DriverRequest):
     driver: str = protocol.STORM_DRIVER_DEFAULT
     prefix: str = "bench-"
     running: int = 0
+    #: Keep xenstored's trace on in the timed storm too (its times then
+    #: include the trace's cost) and count what it did (``timed_counts``).
+    trace_timed: bool = False
 
     def check(self) -> None:
         self.require("guests", self.guests >= 1, ">= 1")

@@ -17,6 +17,7 @@ second, traced, only counts requests; ``traced`` keeps that storm's times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -42,7 +43,7 @@ from pyxen.lab.dom0.proccpu import CpuSampler
 from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
 from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xllock import LockSampler, LockUse
-from pyxen.lab.dom0.xstrace import TraceReader, trace_path, xs_trace_off
+from pyxen.lab.dom0.xstrace import TraceReader, count_watch_events, trace_path, xs_trace_off
 from xenstore_cache.control import query_control
 
 class Progress:
@@ -99,7 +100,7 @@ def _lock_wait(profile: dict[str, Any] | None, ops: int) -> float | None:
 #: Fields of a result that come from the traced storm (request counts).
 COUNTED_FIELDS = ("xs_requests_per_create", "xs_requests_per_destroy", "xs_create_ops",
                   "xs_client_requests_per_create", "xs_client_requests_each",
-                  "xs_cache_stats", "xs_requests_each", "xs_reads_each")
+                  "xs_cache_stats", "xs_requests_each", "xs_reads_each", "xs_watch_events")
 
 
 def merge_passes(timed: dict[str, Any], counted: dict[str, Any]) -> dict[str, Any]:
@@ -124,15 +125,18 @@ def merge_passes(timed: dict[str, Any], counted: dict[str, Any]) -> dict[str, An
 
 def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         prefix: str, workdir: Path, out: Path, driver: Driver,
-        running: int = 0) -> dict[str, Any]:
+        running: int = 0, trace_timed: bool = False) -> dict[str, Any]:
     """The timed storm (xenstored's trace off), then the counting storm
     (trace on), merged (module docstring); with ``running`` other idle
-    guests up through both (pyxen.lab.dom0.tenants), under ``running``."""
+    guests up through both (pyxen.lab.dom0.tenants), under ``running``.
+    With ``trace_timed`` the timed storm keeps the trace on too, and its
+    own counts go under ``timed_counts``: what the first storm of a
+    process does that the second does not (a cache's first watches)."""
     others = tenants.start(driver, running, kernel, memory_mib, prefix, workdir,
                            storm_mib=guests * memory_mib)
     try:
         settled = settle_scrub(SCRUB_SETTLE_S)
-        with xs_trace_off():
+        with contextlib.nullcontext() if trace_timed else xs_trace_off():
             timed = storm(guests, concurrency, kernel, memory_mib, prefix, workdir, out,
                           driver, protocol.BENCH_PHASES[:2])
         counted = storm(guests, concurrency, kernel, memory_mib, f"{prefix}n", workdir,
@@ -140,6 +144,8 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     finally:
         left = tenants.stop(driver, others)
     result = merge_passes(timed, counted)
+    if trace_timed:
+        result["timed_counts"] = {k: timed[k] for k in COUNTED_FIELDS}
     result["running"] = others.as_json()
     result["scrub_settle"] = settled
     result["errors"] += others.errors
@@ -413,18 +419,24 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     create_name, destroy_name = phases
     s, baseline = prepare(guests, concurrency, kernel, memory_mib, prefix, workdir, out,
                           driver)
+    # The whole storm's watch events, libxenstore's caches' apart (none
+    # without the trace).
+    whole = TraceReader(trace_path())
     created = create_phase(s, create_name)
     console_ok = console_phase(s)
     destroyed = destroy_phase(s, destroy_name)
     after = aftermath(s)
-    return account(s, baseline, created, console_ok, destroyed, after)
+    result = account(s, baseline, created, console_ok, destroyed, after)
+    result["xs_watch_events"] = dict(count_watch_events(whole.take_text()))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     req = parse_request(StormRequest, argv, prog="pyxen.lab.dom0.dom0bench")
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
     result = run(req.guests, req.concurrency, req.kernel, req.memory_mib, req.prefix,
-                 Path("/tmp/pyxen-bench"), out, DRIVERS[req.driver](), running=req.running)
+                 Path("/tmp/pyxen-bench"), out, DRIVERS[req.driver](), running=req.running,
+                 trace_timed=req.trace_timed)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return 0 if not result["errors"] and not result["leftover_domains"] else 1
 

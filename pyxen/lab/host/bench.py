@@ -43,6 +43,7 @@ class BenchParams:
     driver: str = protocol.STORM_DRIVER_DEFAULT  # protocol.STORM_DRIVERS
     repeat: int = 1         # rounds of every variant's storms, one boot each
     running: int = 0        # other idle guests up through each storm
+    trace_timed: bool = False   # the timed storm traced too (StormRequest.trace_timed)
 
     def validate(self) -> None:
         if self.guests < 1:
@@ -68,7 +69,8 @@ class BenchParams:
         """What dom0bench is asked for the storm at ``concurrency``."""
         return StormRequest(guests=self.guests, concurrency=concurrency, kernel=kernel,
                             memory_mib=self.memory_mib, driver=self.driver,
-                            prefix=f"bench-c{concurrency}-", running=self.running)
+                            prefix=f"bench-c{concurrency}-", running=self.running,
+                            trace_timed=self.trace_timed)
 
 
 def run_storm(dom0: Dom0, request: StormRequest,

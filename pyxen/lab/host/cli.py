@@ -190,7 +190,7 @@ def cmd_bench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     opts = _vm_options(args)
     from pyxen.lab.host.bench import BenchParams, run_bench
     params = BenchParams(args.guests, args.concurrency, args.guest_memory, args.driver,
-                         args.repeat, args.running)
+                         args.repeat, args.running, args.trace_timed)
     params.validate()
     if args.running:
         # Xen's own share of the VM's memory is left a margin of 128 MiB.
@@ -341,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep N other idle guests (--guest-memory each, created through "
                         "--driver: with xl each keeps its xl monitor) up through every "
                         "storm; raise --memory to fit them")
+    p.add_argument("--trace-timed", action="store_true",
+                   help="keep xenstored's trace on in the timed storm too (its times then "
+                        "include the trace's cost) and record its own request and watch-"
+                        "event counts under timed_counts: what a process's first storm "
+                        "does that the counted second one does not")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--wide", action="store_true",
                    help="print every column of the summary table (wider than 100 columns)")
