@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pyxen.config import DomainConfig
 from pyxen.host import Domain, Host
@@ -57,6 +57,7 @@ NODE = 1
 #: Free memory left on node 1 beside the guest's size (page tables, p2m).
 BALLAST_MARGIN_MIB = 24
 FILLS = protocol.SCRUB_FILLS
+T = TypeVar("T")
 _COUNTERS = ("scrubbed_local", "scrubbed_remote", "scrubbed_alloc", "scrubbed_worker",
              "freed_dirty", "taken_dirty")
 
@@ -171,6 +172,17 @@ class Bench:
                 raise RuntimeError(f"domain {dom.domid} still dying after 120 s")
         return self.timed(go)[0]
 
+    def profiled_destroy(self, destroy: Callable[[], T]) -> tuple[T, dict[str, Any]]:
+        """``destroy()``'s result, and Xen's lock profile and counters of it
+        (None but on profiling builds) as result fields: ``destroy_profile``
+        and its ``destroy_*`` figures (heap_lock's wait, domctl entries,
+        pages scrubbed in the background meanwhile)."""
+        self.profiler.reset()
+        result = destroy()
+        profile = self.profiler.read()
+        return result, {"destroy_profile": profile,
+                        **{f"destroy_{k}": v for k, v in phase_figures(profile).items()}}
+
     def free_pages_by_node(self) -> dict[int, int]:
         return {n.node: n.memfree >> PAGE_SHIFT for n in self.host.numainfo()}
 
@@ -193,9 +205,8 @@ class Bench:
         self.settle()
         victim = self.guest(mib)
         before = self.dirty.node()
-        self.profiler.reset()
-        destroy_s, destroy_cpu, _, _ = self.timed_cpu(lambda: self.kill(victim))
-        destroy_profile = self.profiler.read()
+        (destroy_s, destroy_cpu, _, _), profiled = self.profiled_destroy(
+            lambda: self.timed_cpu(lambda: self.kill(victim)))
         cpu0, t0 = self.spin_cpu_s(), time.monotonic()
         time.sleep(gap)
         cpu1, t1 = self.spin_cpu_s(), time.monotonic()
@@ -215,11 +226,7 @@ class Bench:
             "guest_mib": mib,
             "destroy_s": destroy_s,
             "destroy_dom0_cpu_s": destroy_cpu,
-            # Xen's lock profile and counters of the destroy (None but on
-            # profiling builds): heap_lock's wait, domctl entries, pages
-            # scrubbed in the background meanwhile.
-            "destroy_profile": destroy_profile,
-            **{f"destroy_{k}": v for k, v in phase_figures(destroy_profile).items()},
+            **profiled,
             "create_s": create_s,
             "create_dom0_cpu_s": create_cpu,
             "spin_cpus_busy_during_create": create_spin / create_s,
@@ -237,16 +244,13 @@ class Bench:
         self.settle()
         victim = self.guest(mib)
         before = self.dirty.node()
-        self.profiler.reset()
-        destroy_s = self.kill(victim)
-        destroy_profile = self.profiler.read()
+        destroy_s, profiled = self.profiled_destroy(lambda: self.kill(victim))
         clean_s = self.dirty.wait_clean(self.clean_timeout)
         return {
             "guest_mib": mib,
             "rep": rep,
             "destroy_s": destroy_s,
-            "destroy_profile": destroy_profile,
-            **{f"destroy_{k}": v for k, v in phase_figures(destroy_profile).items()},
+            **profiled,
             "time_to_clean_s": clean_s,  # None: still dirty after clean_timeout_s
             "dirty_pages_left": 0 if clean_s is not None else self.dirty.dirty(),
             "scrub": deltas(self.dirty.node(), before),
