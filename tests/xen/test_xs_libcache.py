@@ -4,7 +4,8 @@ ordered", "tools/libs/store: add an opt-in cache of reads", "libxl: let an
 application read Xenstore through libxenstore's cache", and the cache's
 watch: "let a cache that is not read from drop its watch", "let a cache
 that does not pay for its events drop its watch", "register the cache's
-watch only when reads would pay"), against the running xenstored.
+watch only when reads would pay", "stake on the cache's watch what the
+reads earned"), against the running xenstored.
 
 What it must never do is answer with a value older than what the handle has
 already been told: the freshness test has a writer commit {state=k,
@@ -42,8 +43,8 @@ ROUNDS = {"ci": 300, "scheduled": 1000, "default": 2000}
 #: Reads of ring-ref a round: the last is a hit (see the freshness test).
 READS_A_ROUND = 3
 
-#: libxenstore's accounting of the cache's watch: the events the watch may
-#: cost with no hit (XS_CACHE_CREDIT), the events a hit pays for
+#: libxenstore's accounting of the cache's watch: the most events the watch
+#: may cost with no hit (XS_CACHE_CREDIT), the events a hit pays for
 #: (XS_CACHE_HIT_CREDIT), and the window of reads by which a handle without
 #: the watch decides whether to register it, the first one and the one
 #: after a period that did not pay (XS_CACHE_WINDOW_MIN; twice as long
@@ -51,6 +52,17 @@ READS_A_ROUND = 3
 CREDIT = 256
 HIT_CREDIT = 8
 WINDOW = 16
+
+
+def grant(same: int) -> int:
+    """The credit a registration starts with, decided by a window of which
+    ``same`` reads could have been hits: what they would have earned."""
+    return min(CREDIT, HIT_CREDIT * same)
+
+
+#: The credit of a registration by :func:`arm`: its window's reads all
+#: repeat the first's answer.
+ARMED_CREDIT = grant(WINDOW - 1)
 
 #: dom0's kernel's connection to xenstored (a ring, which xenstored does not
 #: promise ordered events), and the bit of GET_FEATURE's answer that makes
@@ -273,7 +285,7 @@ def test_the_cache_token_is_reserved(stores) -> None:  # type: ignore[no-untyped
 
 
 def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[no-untyped-def]
-    """A cached handle that takes CREDIT of its watch's events without a read
+    """A cached handle that takes its credit of its watch's events without a read
     unwatches "/" (xenstored no longer sends it every change) and empties
     its cache; reads that repeat their answers register the watch again,
     after a few windows."""
@@ -281,7 +293,6 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     conn = connection(cached)
     x = f"{ROOT}/x"
     assert arm(cached, x) == b"0"
-    assert cached.read(x) == b"0"          # a hit, or the fill (see arm())
 
     def changes() -> None:
         for i in range(CREDIT + 64):
@@ -300,24 +311,24 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     plain.write(x, "1")
     cached.get_perms(ROOT)
     assert cached.read(x) == b"1"          # sent to xenstored
-    # The period cost CREDIT events (its hit, if any, at full credit, paid for none)
-    # for 2 reads, the one that registered the watch and the hit: 128 a
-    # read.  Windows of WINDOW reads follow, all answered as the time before
-    # (but the first read, after the table was emptied), which pay for 8
-    # events a read; each that does not halves the estimate: judged at 128,
-    # 64, 32 and 16 events a read they do not, at 8 the 5th does.  So the
-    # watch is back on the 81st read after it went, not within the first
-    # window...
+    # The period cost its credit, ARMED_CREDIT events (120), for 1 read, the
+    # one that registered the watch.  Windows of WINDOW reads follow, all
+    # answered as the time before (but the first read, after the table was
+    # emptied), which pay for 8 events a read; each that does not halves the
+    # estimate: judged at 120, 60, 30 and 15 events a read they do not, at
+    # 7.5 the 5th does (also if the watch's first event was counted).  So
+    # the watch is back on the 81st read after it went; with a whole CREDIT
+    # staked (judged at 256 down to 8), on the 97th...
     first = reads_of(cached, x, WINDOW - 1, conn)
     assert first["WATCH"] == 0 and first["READ"] == WINDOW - 1, \
         f"armed again within a window of reads after a period that did not pay: {first}"
     waiting = reads_of(cached, x, 4 * WINDOW, conn)
     assert waiting["WATCH"] == 0 and waiting["READ"] == 4 * WINDOW, \
         f"armed again before the estimate of its cost fell to what the reads pay: {waiting}"
-    # ...but by the end of the 5th (of the 6th if a few more events than
-    # CREDIT were counted), and once back, the reads are hits; changes are seen.
-    again = reads_of(cached, x, WINDOW + 20, conn)
-    assert again["WATCH"] == 1, f"the cache was not armed again after 6 windows: {again}"
+    # ...and once back, the reads are hits; changes are seen.
+    again = reads_of(cached, x, WINDOW, conn)
+    assert again["WATCH"] == 1, \
+        f"the cache was not armed again at the 5th window (staked more than it earned?): {again}"
     hits = reads_of(cached, x, 20, conn)
     assert hits["READ"] == 0 and hits["WATCH"] == 0, f"not answered from memory: {hits}"
     plain.write(x, "2")
@@ -327,8 +338,8 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
 
 def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ignore[no-untyped-def]
     """A handle that keeps reading, but never a path it has read before,
-    pays the watch's events for nothing: it unwatches "/" once CREDIT events
-    came with no hit, and sends a window of WINDOW reads uncached before
+    pays the watch's events for nothing: it unwatches "/" once its credit's
+    events came with no hit, and sends a window of WINDOW reads uncached before
     it registers the watch again, if they repeat answers enough to pay for
     its last period's events per read (about one)."""
     cached, plain = stores
@@ -340,15 +351,15 @@ def test_a_cache_that_never_hits_lets_go_and_waits(stores) -> None:  # type: ign
     def misses() -> None:
         # Reads (each a miss) stop before the credit is spent, so that none
         # counts towards the wait below.
-        for i in range(CREDIT + 64):
+        for i in range(ARMED_CREDIT + 64):
             plain.write(f"{ROOT}/w", str(i))
-            if i < CREDIT - 16:
+            if i < ARMED_CREDIT - 16:
                 assert cached.read(f"{ROOT}/n/{i}") == str(i).encode()
         time.sleep(2)
     ops = requests_during(misses, conn)
-    assert ops["READ"] >= CREDIT - 16, f"xenstored's trace missed the reads: {ops}"
+    assert ops["READ"] >= ARMED_CREDIT - 16, f"xenstored's trace missed the reads: {ops}"
     assert ops["UNWATCH"] == 1, \
-        f"the cache kept its watch after {CREDIT + 64} events and no hit: {ops}"
+        f"the cache kept its watch after {ARMED_CREDIT + 64} events and no hit: {ops}"
     # Waits: a window of reads of one path goes to xenstored, none arms...
     x = f"{ROOT}/x"
     waiting = reads_of(cached, x, WINDOW, conn)
@@ -434,14 +445,14 @@ def test_a_cache_keeps_its_watch_while_its_hits_pay(stores, events_a_hit, lets_g
     """One hit pays for HIT_CREDIT of the watch's events: a handle that reads
     one path once every ``events_a_hit`` changes elsewhere keeps its watch
     with a hit every HIT_CREDIT/2 events, and lets go of it with one every
-    2 * HIT_CREDIT (its credit then falls by HIT_CREDIT every 2 * HIT_CREDIT
-    events: gone after about 2 * CREDIT)."""
+    2 * HIT_CREDIT (its credit, ARMED_CREDIT, then falls by HIT_CREDIT every
+    2 * HIT_CREDIT events: gone after about 2 * ARMED_CREDIT)."""
     cached, plain = stores
     conn = connection(cached)
     x = f"{ROOT}/x"
     assert arm(cached, x) == b"0"
     # Past the expected end by fewer reads than WINDOW: no re-arming.
-    n = 2 * CREDIT + (WINDOW // 2) * events_a_hit if lets_go else 3 * CREDIT
+    n = 2 * ARMED_CREDIT + (WINDOW // 2) * events_a_hit if lets_go else 3 * CREDIT
 
     def reads() -> None:
         for i in range(n):
@@ -453,6 +464,68 @@ def test_a_cache_keeps_its_watch_while_its_hits_pay(stores, events_a_hit, lets_g
     assert ops["UNWATCH"] == (1 if lets_go else 0), \
         f"a hit every {events_a_hit} events, {n} events: {ops}"
     assert ops["WATCH"] == 0, f"armed again: {ops}"
+
+
+@pytest.mark.parametrize("same", [4, WINDOW - 1])
+def test_a_registration_stakes_what_its_window_earned(stores, same) -> None:  # type: ignore[no-untyped-def]
+    """The window of reads that registers the watch gives it the credit its
+    reads would have earned as hits, HIT_CREDIT for each that could have
+    been one: a window of WINDOW reads of which 4 repeat an answer (enough at
+    one event a read) stakes 32 events, and a handle that then reads nothing
+    lets go of the watch within twice that many; one with 15 repeats in 16
+    stakes 120, and keeps it through as many events."""
+    cached, plain = stores
+    conn = connection(cached)
+    x = f"{ROOT}/x"
+    others = WINDOW - same - 1
+    for i in range(others):
+        plain.write(f"{ROOT}/n/{i}", "v")   # no watch yet: no events
+    events = 2 * grant(4)
+
+    def window_then_events() -> None:
+        # The window: x read same + 1 times (the first is no repeat), then
+        # paths never read before; the next read registers the watch.
+        for _ in range(same + 1):
+            assert cached.read(x) == b"0"
+        for i in range(others):
+            assert cached.read(f"{ROOT}/n/{i}") == b"v"
+        assert cached.read(x) == b"0"
+        for i in range(events):
+            plain.write(f"{ROOT}/w", str(i))
+        time.sleep(2)
+    ops = requests_during(window_then_events, conn)
+    assert ops["READ"] == WINDOW + 1, f"xenstored's trace missed the reads: {ops}"
+    assert ops["WATCH"] == 1, f"{same} repeats in a window of {WINDOW} did not register: {ops}"
+    assert ops["UNWATCH"] == (1 if same == 4 else 0), \
+        f"{events} events after a window with {same} repeats (credit {grant(same)}): {ops}"
+
+
+def test_a_cache_whose_hits_paid_watches_again_at_once(stores) -> None:  # type: ignore[no-untyped-def]
+    """A handle whose hits paid for all its watch's events, and which then
+    went quiet, registers the watch again at its next read, with a whole
+    CREDIT: it keeps it through CREDIT - 56 events, and lets go after
+    CREDIT + 64."""
+    cached, plain = stores
+    conn = connection(cached)
+    x = f"{ROOT}/x"
+    assert arm(cached, x) == b"0"
+
+    def events(n: int) -> None:
+        for i in range(n):
+            plain.write(f"{ROOT}/w", str(i))
+        time.sleep(2)
+    # 40 reads, 39 hits at least: 312 events' worth, the credit at CREDIT.
+    hits = reads_of(cached, x, 40, conn)
+    assert hits["READ"] <= 1, f"not answered from memory: {hits}"
+    quiet = requests_during(lambda: events(CREDIT + 64), conn)
+    assert quiet["UNWATCH"] == 1, f"kept its watch through {CREDIT + 64} events unread: {quiet}"
+    # The period paid (its hits for more than its CREDIT events): no window.
+    back = requests_during(lambda: cached.read(x), conn)
+    assert back["WATCH"] == 1, f"a handle whose hits paid did not register at once: {back}"
+    kept = requests_during(lambda: events(CREDIT - 56), conn)
+    assert kept["UNWATCH"] == 0, f"let go within {CREDIT - 56} events: less than CREDIT staked: {kept}"
+    gone = requests_during(lambda: events(120), conn)
+    assert gone["UNWATCH"] == 1, f"kept its watch through {CREDIT + 64} events unread: {gone}"
 
 
 def test_a_reader_woken_by_its_watch_never_reads_older_than_the_event(stores, run_length) -> None:  # type: ignore[no-untyped-def]
