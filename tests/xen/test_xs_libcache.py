@@ -165,6 +165,16 @@ def reads_of(store: XenStore, path: str, n: int, conn: str) -> Counter[str]:
     return requests_during(lambda: [store.read(path) for _ in range(n)], conn)
 
 
+def changes_elsewhere(plain: XenStore, n: int) -> None:
+    """``n`` changes of a path nobody reads (an event each for a cached
+    handle's watch), then a pause: the library sends its unwatch when no
+    request of the handle's is in flight, so its reader thread takes the
+    events in peace."""
+    for i in range(n):
+        plain.write(f"{ROOT}/w", str(i))
+    time.sleep(2)
+
+
 def reads_reaching_xenstored(body) -> int:  # type: ignore[no-untyped-def]
     """READ and DIRECTORY requests xenstored logged while ``body()`` ran."""
     ops = requests_during(body)
@@ -294,14 +304,8 @@ def test_an_unused_cache_lets_go_of_its_watch(stores) -> None:  # type: ignore[n
     x = f"{ROOT}/x"
     assert arm(cached, x) == b"0"
 
-    def changes() -> None:
-        for i in range(CREDIT + 64):
-            plain.write(f"{ROOT}/w", str(i))
-        # The library sends its unwatch when no request of the handle's is
-        # in flight: let its reader thread take the events in peace.
-        time.sleep(2)
     trace = trace_from_now()
-    changes()
+    changes_elsewhere(plain, CREDIT + 64)
     text = trace.take_text()
     ops, mine = count_requests(text), count_requests(text, conn)
     assert ops["WRITE"] >= CREDIT, f"xenstored's trace missed the writes: {ops}"
@@ -490,9 +494,7 @@ def test_a_registration_stakes_what_its_window_earned(stores, same) -> None:  # 
         for i in range(others):
             assert cached.read(f"{ROOT}/n/{i}") == b"v"
         assert cached.read(x) == b"0"
-        for i in range(events):
-            plain.write(f"{ROOT}/w", str(i))
-        time.sleep(2)
+        changes_elsewhere(plain, events)
     ops = requests_during(window_then_events, conn)
     assert ops["READ"] == WINDOW + 1, f"xenstored's trace missed the reads: {ops}"
     assert ops["WATCH"] == 1, f"{same} repeats in a window of {WINDOW} did not register: {ops}"
@@ -509,22 +511,17 @@ def test_a_cache_whose_hits_paid_watches_again_at_once(stores) -> None:  # type:
     conn = connection(cached)
     x = f"{ROOT}/x"
     assert arm(cached, x) == b"0"
-
-    def events(n: int) -> None:
-        for i in range(n):
-            plain.write(f"{ROOT}/w", str(i))
-        time.sleep(2)
     # 40 reads, 39 hits at least: 312 events' worth, the credit at CREDIT.
     hits = reads_of(cached, x, 40, conn)
     assert hits["READ"] <= 1, f"not answered from memory: {hits}"
-    quiet = requests_during(lambda: events(CREDIT + 64), conn)
+    quiet = requests_during(lambda: changes_elsewhere(plain, CREDIT + 64), conn)
     assert quiet["UNWATCH"] == 1, f"kept its watch through {CREDIT + 64} events unread: {quiet}"
     # The period paid (its hits for more than its CREDIT events): no window.
     back = requests_during(lambda: cached.read(x), conn)
     assert back["WATCH"] == 1, f"a handle whose hits paid did not register at once: {back}"
-    kept = requests_during(lambda: events(CREDIT - 56), conn)
+    kept = requests_during(lambda: changes_elsewhere(plain, CREDIT - 56), conn)
     assert kept["UNWATCH"] == 0, f"let go within {CREDIT - 56} events: less than CREDIT staked: {kept}"
-    gone = requests_during(lambda: events(120), conn)
+    gone = requests_during(lambda: changes_elsewhere(plain, 120), conn)
     assert gone["UNWATCH"] == 1, f"kept its watch through {CREDIT + 64} events unread: {gone}"
 
 
