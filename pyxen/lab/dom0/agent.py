@@ -56,7 +56,6 @@ def toolstack_env(cfg: dict[str, object]) -> dict[str, str]:
         d = os.path.dirname(str(path))
         if d not in bin_dirs:
             bin_dirs.append(d)
-    lib_cache = "1" if cfg.get("lib_cache") else "0"
     env = {
         "PATH": ":".join(bin_dirs + ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
         "LD_LIBRARY_PATH": ":".join(cfg["library_dirs"]),  # type: ignore[arg-type]
@@ -69,8 +68,7 @@ def toolstack_env(cfg: dict[str, object]) -> dict[str, str]:
         protocol.ENV_XS_DOMAIN_PRELOAD: str(cfg.get("xs_domain_preload", "")),
         # pyxen's bindings compiled against the staged headers (pyxen._native).
         NATIVE_ENV: str(cfg["native"]),
-        protocol.ENV_LIB_CACHE: lib_cache,
-        protocol.ENV_LIBXENSTORE_CACHE: lib_cache,
+        **protocol.lib_cache_env(bool(cfg.get("lib_cache"))),
     }
     return env
 

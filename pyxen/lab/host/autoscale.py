@@ -3,10 +3,12 @@ each variant (stock, patched, ``+cache``) in turn, replay the trace in its
 dom0 (pyxen.lab.dom0.autoscale), write ``bench.json`` with an
 ``autoscale`` section per variant and ``autoscale.png`` (the CDF of
 cold-start latency, instances over time), and print each variant's
-ratios to stock."""
+ratios to stock.  A run can replay each variant several times, and let
+variants that differ only in libxenstore's cache share their boots."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -15,7 +17,8 @@ from typing import Any
 
 from rich.table import Table
 
-from pyxen.lab.contract.autoscale_result import what_was_lost
+from pyxen.lab.contract import protocol
+from pyxen.lab.contract.autoscale_result import pool_replays, what_was_lost
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.faastrace import (PLATFORM_KEEP_ALIVE_S, Trace, Transform,
                                           parse_trace)
@@ -48,6 +51,8 @@ class AutoscaleParams:
     driver: str = "pyxen"
     running: int = 0
     spinners_per_cpu: int = 0
+    rounds: int = 1
+    share_boot: bool = False
 
     def transform(self) -> Transform:
         return Transform(self.speedup, self.replicas, self.seed)
@@ -86,14 +91,61 @@ class AutoscaleParams:
         self.request(schedule, Path("/"))
 
 
-def run_replay(dom0: Dom0, request: AutoscaleRequest) -> dict[str, Any]:
-    """One replay in a booted dom0: its result.json."""
+def run_replay(dom0: Dom0, request: AutoscaleRequest,
+               lib_cache: bool | None = None) -> dict[str, Any]:
+    """One replay in a booted dom0: its result.json.  ``lib_cache`` turns
+    libxenstore's cache on or off for this replay alone (None: as dom0 was
+    booted)."""
     span = max(request.starts) + max(request.durations) + request.keep_alive_s
+    env = None if lib_cache is None else protocol.lib_cache_env(lib_cache)
     res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.autoscale",
                     "--request", request.to_json()],
-                   timeout=600 + 3 * span + 30 * len(request.funcs))
+                   timeout=600 + 3 * span + 30 * len(request.funcs), env=env)
     # Exit 1: the replay finished and its result reports something lost.
     return res.json_file("result.json", "the autoscaling benchmark", ok_codes=(0, 1))
+
+
+@dataclass(frozen=True)
+class Boot:
+    """One boot of a run: the build and dom0 setup it boots (``boots_as``),
+    and the replays it runs in turn, each a variant and its round (from 0)."""
+
+    boots_as: variants.RunVariant
+    replays: tuple[tuple[variants.RunVariant, int], ...]
+
+    @property
+    def shared(self) -> bool:
+        """Whether its replays turn libxenstore's cache on or off each for
+        itself (the variants it runs differ in it)."""
+        return len({v.lib_cache for v, _ in self.replays}) > 1
+
+
+def _turn(group: list[variants.RunVariant], rnd: int) -> list[variants.RunVariant]:
+    """The group's order in round ``rnd``: as listed, then reversed, and so
+    on (A B, B A), so that neither variant always goes first."""
+    return group if rnd % 2 == 0 else group[::-1]
+
+
+def boot_plan(run_variants: list[variants.RunVariant], rounds: int = 1,
+              share_boot: bool = False) -> list[Boot]:
+    """The boots a run makes, in order.  Each variant replays ``rounds``
+    times.  Without ``share_boot`` each replay has a boot of its own, the
+    variants taking turns round by round.  With it, variants that differ
+    only in libxenstore's cache (the same build, the same proxy setting)
+    share one boot and take turns in it, each replay switching the cache
+    for itself: what differs between boots of the same build (up to 1.9x
+    in the loaded replay's cold starts) then does not differ between them."""
+    if rounds < 1:
+        raise ValueError(f"rounds: {rounds} (at least 1)")
+    if not share_boot:
+        return [Boot(v, ((v, rnd),)) for rnd in range(rounds)
+                for v in _turn(list(run_variants), rnd)]
+    groups: dict[tuple[str, bool], list[variants.RunVariant]] = {}
+    for v in run_variants:
+        groups.setdefault((v.build, v.xs_cache), []).append(v)
+    return [Boot(group[0] if len(group) == 1 else dataclasses.replace(group[0], lib_cache=False),
+                 tuple((v, rnd) for rnd in range(rounds) for v in _turn(group, rnd)))
+            for group in groups.values()]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -134,7 +186,9 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
     columns with every name and number whole."""
     base = _table_base(runs)
     rel = ratios(runs, base)
-    t = Table(title=f"autoscaling replay: cold starts (s) and ratio to {base}", pad_edge=False)
+    pooled = max((len(r.get("replays") or ()) for r in runs), default=0)
+    t = Table(title=f"autoscaling replay: cold starts (s) and ratio to {base}"
+              + (f", each variant's {pooled} replays pooled" if pooled else ""), pad_edge=False)
     for col in ("variant", "cold", "p50", "p99", "p50 x", "p99 x", "inv p99", "wait>1s",
                 "failed", "peak", "xs"):
         t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True,
@@ -179,29 +233,52 @@ def plot(runs: list[dict[str, Any]], target: Path) -> None:
     figures.save(fig, target)
 
 
+def _replay_boot(boot: Boot, staged: StagedBuild, request: AutoscaleRequest,
+                 options: VMOptions, n_invocations: int) -> list[dict[str, Any]]:
+    """The boot's replays' results, in its order; a boot that fails fails
+    the replays it had left, a replay that fails does not stop the next."""
+    results: list[dict[str, Any]] = []
+    try:
+        with Dom0(staged, boot.boots_as.vm_options(options)) as dom0:
+            for v, rnd in boot.replays:
+                try:
+                    with step(f"replaying {n_invocations} invocations on {v.name}"
+                              + (f", round {rnd + 1}" if rnd or len(boot.replays) > 1 else "")):
+                        result = run_replay(dom0, request,
+                                            v.lib_cache if boot.shared else None)
+                except LabError as exc:
+                    result = {"errors": [str(exc)], "failed_to_run": True}
+                results.append(result)
+    except LabError as exc:
+        results += [{"errors": [str(exc)], "failed_to_run": True}
+                    for _ in boot.replays[len(results):]]
+    return results
+
+
 def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, StagedBuild],
                   params: AutoscaleParams, options: VMOptions,
                   out_dir: Path) -> dict[str, Any]:
-    """Replay the trace on each variant in turn (one boot each), write
-    ``bench.json`` and ``autoscale.png``, print the table; LabError after
-    writing them if any variant lost something (failed creates or destroys,
-    leftovers, unfinished invocations)."""
+    """Replay the trace ``params.rounds`` times on each variant, in the
+    boots :func:`boot_plan` gives, write ``bench.json`` (a variant replayed
+    more than once has one section pooled from its replays) and
+    ``autoscale.png``, print the table; LabError after writing them if any
+    variant lost something (failed creates or destroys, leftovers,
+    unfinished invocations)."""
     before, schedule = params.load()
     guest = paths.tinyguest_path().absolute()
     if not guest.exists():
         raise LabError(f"tiny guest not built ({guest}): run \"pip install '.[lab]'\"")
     request = params.request(schedule, guest)
-    runs = []
-    for v in run_variants:
-        staged = builds[v.build]
-        opts = v.vm_options(options)
-        try:
-            with step(f"replaying {len(schedule.invocations)} invocations on {v.name}"), \
-                    Dom0(staged, opts) as dom0:
-                result = run_replay(dom0, request)
-        except LabError as exc:
-            result = {"errors": [str(exc)], "failed_to_run": True}
-        runs.append({"variant": v.name, **describe_build(staged), **result})
+    plan = boot_plan(run_variants, params.rounds, params.share_boot)
+    by_variant: dict[str, list[dict[str, Any]]] = {v.name: [] for v in run_variants}
+    for n, boot in enumerate(plan):
+        staged = builds[boot.boots_as.build]
+        for (v, rnd), result in zip(boot.replays, _replay_boot(
+                boot, staged, request, options, len(schedule.invocations))):
+            by_variant[v.name].append({**describe_build(staged), **result,
+                                       "boot": n + 1, "round": rnd + 1})
+    runs = [{"variant": name, **(rs[0] if len(rs) == 1 else pool_replays(rs))}
+            for name, rs in by_variant.items()]
     complete = [r for r in runs if not r.get("failed_to_run")]
     doc = {
         "format": AUTOSCALE_FORMAT,
@@ -209,6 +286,10 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
         "trace": {"file": str(params.trace), **params.transform().describe(before, schedule)},
         "keep_alive_s": params.keep_alive(),
         "load": {"running": params.running, "spinners_per_cpu": params.spinners_per_cpu},
+        "rounds": params.rounds,
+        "boots": [{"boots_as": b.boots_as.name,
+                   "replays": [f"{v.name} round {rnd + 1}" for v, rnd in b.replays]}
+                  for b in plan],
         "autoscale": {r["variant"]: r for r in runs},
         "ratios_to_stock": ratios(complete),
         "vm": options.record(),

@@ -276,7 +276,7 @@ def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         trace=args.trace or paths.sample_trace(), speedup=args.speedup, replicas=args.replicas, seed=args.seed,
         keep_alive_s=args.keep_alive, memory_mib=args.guest_memory,
         max_inflight=args.max_inflight, driver=args.driver, running=args.running,
-        spinners_per_cpu=args.spinners)
+        spinners_per_cpu=args.spinners, rounds=args.rounds, share_boot=args.share_boot)
     params.validate()
     opts = _vm_options(args)
     run_autoscale(args.variants, _build_variants(args), params, opts, args.out)
@@ -459,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="other idle guests up through the replay")
     p.add_argument("--spinners", type=nonneg_int, default=0, metavar="N",
                    help="spinning guests per pCPU (a loaded host: no idle scrubbing)")
+    p.add_argument("--rounds", type=positive_int, default=1,
+                   help="replays of the trace per variant, the variants taking turns "
+                        "(A B, then B A); a variant's figures pool its replays")
+    p.add_argument("--share-boot", action="store_true",
+                   help="variants that differ only in +libcache share one boot and take "
+                        "turns in it (each replay switches the cache for itself)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     _add_source_options(p)
     _add_vm_options(p)
