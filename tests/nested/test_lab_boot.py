@@ -201,6 +201,15 @@ def test_the_autoscale_driver_replays_a_few_invocations_end_to_end(dom0: Dom0) -
     assert result["memory_not_returned_mib"] == 0
 
 
+def test_the_boot_says_how_the_host_backs_its_ram(dom0: Dom0) -> None:
+    """QEMU's resident memory as the host sees it: what benchmarks record
+    per boot (huge pages or not make TCG faster or slower)."""
+    backing = dom0.ram_backing()
+    assert backing is not None
+    assert 0 < backing["rss_mib"] <= dom0.options.memory_mib + 2048   # + QEMU, TCG
+    assert 0 <= backing["huge_mib"] <= backing["rss_mib"]
+
+
 @pytest.mark.ends_shared_boot
 def test_a_command_past_its_timeout_kills_the_vm(dom0: Dom0) -> None:
     # This kills the shared boot (a later user would get a new one): the

@@ -132,6 +132,9 @@ class FakeDom0:
     def __exit__(self, *exc: object) -> None:
         pass
 
+    def ram_backing(self) -> dict[str, float]:
+        return {"rss_mib": 100.0, "huge_mib": 50.0 * self.n, "huge_fraction": 0.5 * self.n}
+
 
 @pytest.fixture
 def fake_lab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeDom0]:
@@ -169,6 +172,10 @@ def test_a_shared_boot_switches_the_cache_replay_by_replay(
     sections = doc["autoscale"]
     assert [r["round"] for r in sections["patched"]["replays"]] == [1, 2]
     assert [r["boot"] for r in sections["patched+libcache"]["replays"]] == [1, 1]
+    # Each replay says how its boot's RAM was backed; the pooled section does not.
+    assert [r["qemu_ram_backing"]["huge_fraction"]
+            for r in sections["patched"]["replays"]] == [0.5, 0.5]
+    assert "qemu_ram_backing" not in sections["patched"]
     # Replays 1 and 4 ran without the cache, 2 and 3 with it (twice as slow here).
     assert sections["patched"]["cold_start_each_s"] == [1.0, 4.0]
     assert sections["patched+libcache"]["cold_start_each_s"] == [4.0, 6.0]

@@ -45,7 +45,7 @@ LISTED = ("leftover_domains", "xenstore_nodes_left")
 #: One replay's own circumstances (and where the host ran it): kept in
 #: ``replays`` only.
 PER_REPLAY = ("scrub_settle", "free_memory_mib_before", "free_memory_mib_after",
-              "boot", "round")
+              "boot", "round", "qemu_ram_backing")
 
 
 def pool_replays(replays: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

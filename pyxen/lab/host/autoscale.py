@@ -248,7 +248,7 @@ def _replay_boot(boot: Boot, staged: StagedBuild, request: AutoscaleRequest,
                                             v.lib_cache if boot.shared else None)
                 except LabError as exc:
                     result = {"errors": [str(exc)], "failed_to_run": True}
-                results.append(result)
+                results.append({**result, "qemu_ram_backing": dom0.ram_backing()})
     except LabError as exc:
         results += [{"errors": [str(exc)], "failed_to_run": True}
                     for _ in boot.replays[len(results):]]

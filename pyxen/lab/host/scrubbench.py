@@ -216,7 +216,9 @@ def run_variant(variant: Variant, options: VMOptions, params: ScrubParams) -> di
         res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.dom0.scrub_dom0",
                         "--request", req.to_json()],
                        timeout=3600 * (params.reps + params.size_reps))
+        backing = dom0.ram_backing()
     result = res.json_file("result.json", f"the birth-after-death benchmark on {name}")
+    result["qemu_ram_backing"] = backing
     result["sizes"] = summarize_sizes(result["size_runs"])
     result["gaps"] = summarize_gaps(result["gap_runs"])
     result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])

@@ -27,6 +27,7 @@ from pyxen.lab.contract.errors import (
 )
 from pyxen.lab.host import paths, progress, sources
 from pyxen.lab.host.initramfs import build_initramfs
+from pyxen.lab.host.ram_backing import read_backing
 from pyxen.lab.host.vm_options import DOM0_CMDLINE, VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
 
@@ -285,6 +286,14 @@ class Dom0:
     @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def ram_backing(self) -> dict[str, float] | None:
+        """How much of QEMU's resident memory is in host huge pages now
+        (see :mod:`pyxen.lab.host.ram_backing`); None if QEMU is not running."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return None
+        return read_backing(proc.pid)
 
     # -- commands ----------------------------------------------------------
     def share(self, name: str, text: str) -> str:
