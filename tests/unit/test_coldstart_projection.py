@@ -99,6 +99,19 @@ def test_each_variant_uses_its_builds_serial_fraction() -> None:
     assert "projection" in proj["assumptions"] and proj["pcpus_measured"] == 2
 
 
+def test_a_pooled_section_spreads_its_cold_starts_over_every_replay() -> None:
+    """Three replays of the 600 s trace, one of which did not run: the rate
+    is the two that ran's cold starts over twice the span."""
+    doc = autoscale_doc()
+    doc["autoscale"]["patched"] = {
+        "cold_start_each_s": [1.0, 1.0, 2.0, 2.0],
+        "replays": [{"cold_start_each_s": [1.0, 1.0]}, {"failed_to_run": True},
+                    {"cold_start_each_s": [2.0, 2.0]}]}
+    proj = project(doc, {"patched": 0.2}, "storm")["variants"]["patched"]
+    assert proj["cold_starts_per_s"] == pytest.approx(4 / 1200)
+    assert proj["measured_mean_cold_start_s"] == pytest.approx(1.5)
+
+
 def test_only_an_autoscale_run_is_projected() -> None:
     with pytest.raises(LabError, match="not an autoscale"):
         project({"kind": "storm"}, {}, "storm")

@@ -40,10 +40,19 @@ def test_a_boot_with_few_huge_pages_is_called_out(tmp_path: Path,
     (tmp_path / "42").mkdir()
     (tmp_path / "42" / "smaps_rollup").write_text(ROLLUP.format(huge=15634432))
     with caplog.at_level(logging.WARNING):
-        assert read_backing(42, tmp_path)["huge_fraction"] > 0.99  # type: ignore[index]
+        assert read_backing(42, None, tmp_path)["huge_fraction"] > 0.99  # type: ignore[index]
     assert caplog.records == []
     (tmp_path / "42" / "smaps_rollup").write_text(ROLLUP.format(huge=4000000))
     with caplog.at_level(logging.WARNING):
-        assert read_backing(42, tmp_path)["huge_fraction"] == 0.2544  # type: ignore[index]
+        assert read_backing(42, None, tmp_path)["huge_fraction"] == 0.2544  # type: ignore[index]
     assert "25% in huge pages" in caplog.text and "compare its timings" in caplog.text
-    assert read_backing(43, tmp_path) is None          # QEMU gone
+    caplog.clear()
+    # Judged against the guest's RAM where QEMU holds more (its own memory).
+    with caplog.at_level(logging.WARNING):
+        assert read_backing(42, 4096, tmp_path) is not None
+    assert caplog.records == []
+    with caplog.at_level(logging.WARNING):
+        assert read_backing(43, None, tmp_path) is None          # QEMU gone
+    assert "cannot tell how QEMU 43's memory is backed" in caplog.text
+    (tmp_path / "42" / "smaps_rollup").write_text("")
+    assert read_backing(42, None, tmp_path) is None              # not what it should be

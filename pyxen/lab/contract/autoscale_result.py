@@ -45,15 +45,21 @@ LISTED = ("leftover_domains", "xenstore_nodes_left")
 #: One replay's own circumstances (and where the host ran it): kept in
 #: ``replays`` only.
 PER_REPLAY = ("scrub_settle", "free_memory_mib_before", "free_memory_mib_after",
-              "boot", "round", "qemu_ram_backing")
+              "running", "boot", "round", "qemu_ram_backing")
+
+
+def _name(index: int, replay: Mapping[str, Any]) -> str:
+    """How a pooled section names one of its replays: by its round (the
+    host numbers them), else by its place."""
+    return f"round {replay.get('round') or index + 1}"
 
 
 def pool_replays(replays: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One variant's section from several replays of the same trace: the
     percentiles of all their samples together, counts summed, peaks the
-    highest, every loss and error kept (an error named by its replay), the
-    first replay's timeline; each replay's own result in ``replays``.  A
-    replay that failed to run adds its errors and nothing else."""
+    highest, every loss and error kept (each named by its replay's round),
+    the first replay's timeline; each replay's own result in ``replays``.
+    A replay that failed to run adds its errors and nothing else."""
     if not replays:
         raise ValueError("no replay to pool")
     ran = [r for r in replays if not r.get("failed_to_run")]
@@ -73,11 +79,12 @@ def pool_replays(replays: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         pooled[key] = dict(total.most_common()) if ran and all(
             r.get(key) is not None for r in ran) else None
     for key in LISTED:
-        pooled[key] = sorted({x for r in ran for x in r.get(key) or ()})
+        pooled[key] = [f"{_name(i, r)}: {x}" for i, r in enumerate(replays)
+                       if not r.get("failed_to_run") for x in r.get(key) or ()]
     pooled["peak_instances"] = max((r.get("peak_instances") or 0 for r in ran), default=0)
     creates, xs = pooled.get("creates"), pooled.get("xs_requests")
     pooled["xs_requests_per_cold_start"] = xs / creates if xs is not None and creates else None
-    pooled["errors"] = [f"replay {i + 1}: {e}" for i, r in enumerate(replays)
+    pooled["errors"] = [f"{_name(i, r)}: {e}" for i, r in enumerate(replays)
                         for e in r.get("errors") or ()]
     pooled["failed_to_run"] = not ran
     pooled["replays"] = [dict(r) for r in replays]

@@ -43,12 +43,6 @@ ENV_LIB_CACHE = "PYXEN_LIB_CACHE"        # "1": pyxen's libxl contexts use libxe
 #: dom0, whatever it asks for, so only a +libcache variant reads through it.
 ENV_LIBXENSTORE_CACHE = "LIBXENSTORE_CACHE"
 
-
-def lib_cache_env(on: bool) -> dict[str, str]:
-    """The environment that turns libxenstore's cache on or off for a dom0
-    command: pyxen's contexts ask for it, and libxenstore lets them."""
-    value = "1" if on else "0"
-    return {ENV_LIB_CACHE: value, ENV_LIBXENSTORE_CACHE: value}
 #: The lab's LD_PRELOAD library that makes the domains a program creates
 #: Xenstore domains (XSM_XS_PRIV) when ENV_XS_DOMAIN is "1"; its path in
 #: dom0 is in ENV_XS_DOMAIN_PRELOAD.
@@ -113,3 +107,10 @@ DOMCTL_STUB_PREFIX = "pyxen-domctl-stub"
 #: of DOMCTL_IDS_PER_CREATOR per creating thread.
 DOMCTL_FIRST_ID = 20000
 DOMCTL_IDS_PER_CREATOR = 500
+
+
+def lib_cache_env(on: bool) -> dict[str, str]:
+    """The environment that turns libxenstore's cache on or off for a dom0
+    command: pyxen's contexts ask for it, and libxenstore lets them."""
+    value = "1" if on else "0"
+    return {ENV_LIB_CACHE: value, ENV_LIBXENSTORE_CACHE: value}

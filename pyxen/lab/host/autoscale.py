@@ -13,7 +13,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.table import Table
 
@@ -33,8 +33,12 @@ from pyxen.lab.host.xenbuild import StagedBuild
 
 log = logging.getLogger(__name__)
 
-#: bench.json's format for an autoscale run; readers refuse a newer one.
-AUTOSCALE_FORMAT = 1
+T = TypeVar("T")
+
+#: bench.json's format for an autoscale run (2: a variant replayed more
+#: than once has a pooled section with its ``replays``; each replay names
+#: its boot, round and RAM backing); readers refuse a newer one.
+AUTOSCALE_FORMAT = 2
 #: A request larger than this would not fit one command-line argument.
 MAX_REQUEST_BYTES = 100_000
 
@@ -120,32 +124,34 @@ class Boot:
         return len({v.lib_cache for v, _ in self.replays}) > 1
 
 
-def _turn(group: list[variants.RunVariant], rnd: int) -> list[variants.RunVariant]:
-    """The group's order in round ``rnd``: as listed, then reversed, and so
-    on (A B, B A), so that neither variant always goes first."""
-    return group if rnd % 2 == 0 else group[::-1]
+def _turn(items: list[T], rnd: int) -> list[T]:
+    """The order in round ``rnd``: as listed, then reversed, and so on
+    (A B, B A), so that neither always goes first."""
+    return items if rnd % 2 == 0 else items[::-1]
 
 
 def boot_plan(run_variants: list[variants.RunVariant], rounds: int = 1,
               share_boot: bool = False) -> list[Boot]:
-    """The boots a run makes, in order.  Each variant replays ``rounds``
-    times.  Without ``share_boot`` each replay has a boot of its own, the
-    variants taking turns round by round.  With it, variants that differ
-    only in libxenstore's cache (the same build, the same proxy setting)
-    share one boot and take turns in it, each replay switching the cache
-    for itself: what differs between boots of the same build (up to 1.9x
-    in the loaded replay's cold starts) then does not differ between them."""
+    """The boots a run makes, in order: ``rounds`` rounds, each replaying
+    every variant once, the variants taking turns (as listed, then
+    reversed).  Without ``share_boot`` each replay has a boot of its own.
+    With it, variants that differ only in libxenstore's cache (the same
+    build, the same proxy setting) share their round's boot and take turns
+    in it, each replay switching the cache for itself: what differs between
+    boots of the same build (up to 1.9x in the loaded replay's cold starts)
+    then does not differ between them."""
     if rounds < 1:
         raise ValueError(f"rounds: {rounds} (at least 1)")
     if not share_boot:
         return [Boot(v, ((v, rnd),)) for rnd in range(rounds)
                 for v in _turn(list(run_variants), rnd)]
-    groups: dict[tuple[str, bool], list[variants.RunVariant]] = {}
+    by_setup: dict[tuple[str, bool], list[variants.RunVariant]] = {}
     for v in run_variants:
-        groups.setdefault((v.build, v.xs_cache), []).append(v)
+        by_setup.setdefault((v.build, v.xs_cache), []).append(v)
+    groups = list(by_setup.values())
     return [Boot(group[0] if len(group) == 1 else dataclasses.replace(group[0], lib_cache=False),
-                 tuple((v, rnd) for rnd in range(rounds) for v in _turn(group, rnd)))
-            for group in groups.values()]
+                 tuple((v, rnd) for v in _turn(group, rnd)))
+            for rnd in range(rounds) for group in _turn(groups, rnd)]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -223,7 +229,7 @@ def plot(runs: list[dict[str, Any]], target: Path) -> None:
         times = r["instances_over_time"]
         if times:
             ax2.step([t for t, _ in times], [n for _, n in times], where="post",
-                     label=r["variant"])
+                     label=r["variant"] + (" (first replay)" if r.get("replays") else ""))
     ax1.set(xlabel="cold-start latency, s", ylabel="fraction of cold starts",
             title="cold starts (CDF)")
     ax2.set(xlabel="time into the replay, s", ylabel="instances", title="instances over time")
@@ -234,21 +240,30 @@ def plot(runs: list[dict[str, Any]], target: Path) -> None:
 
 
 def _replay_boot(boot: Boot, staged: StagedBuild, request: AutoscaleRequest,
-                 options: VMOptions, n_invocations: int) -> list[dict[str, Any]]:
-    """The boot's replays' results, in its order; a boot that fails fails
-    the replays it had left, a replay that fails does not stop the next."""
+                 options: VMOptions, n_invocations: int, rounds: int) -> list[dict[str, Any]]:
+    """The boot's replays' results, in its order.  A boot that fails fails
+    the replays it had left; so does a replay that lost something (what it
+    left behind would be found again by the next), and the rest are
+    reported as not run.  Replays sharing a boot name their guests apart."""
     results: list[dict[str, Any]] = []
     try:
         with Dom0(staged, boot.boots_as.vm_options(options)) as dom0:
-            for v, rnd in boot.replays:
+            for k, (v, rnd) in enumerate(boot.replays):
+                req = request if len(boot.replays) == 1 else \
+                    dataclasses.replace(request, prefix=f"{request.prefix}{k + 1}-")
                 try:
                     with step(f"replaying {n_invocations} invocations on {v.name}"
-                              + (f", round {rnd + 1}" if rnd or len(boot.replays) > 1 else "")):
-                        result = run_replay(dom0, request,
-                                            v.lib_cache if boot.shared else None)
+                              + (f", round {rnd + 1}" if rounds > 1 else "")):
+                        result = run_replay(dom0, req, v.lib_cache if boot.shared else None)
                 except LabError as exc:
                     result = {"errors": [str(exc)], "failed_to_run": True}
                 results.append({**result, "qemu_ram_backing": dom0.ram_backing()})
+                if what_was_lost(result) and k + 1 < len(boot.replays):
+                    reason = (f"not run: {v.name}'s replay before it in the same boot "
+                              "lost something")
+                    results += [{"errors": [reason], "failed_to_run": True}
+                                for _ in boot.replays[k + 1:]]
+                    break
     except LabError as exc:
         results += [{"errors": [str(exc)], "failed_to_run": True}
                     for _ in boot.replays[len(results):]]
@@ -274,7 +289,7 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
     for n, boot in enumerate(plan):
         staged = builds[boot.boots_as.build]
         for (v, rnd), result in zip(boot.replays, _replay_boot(
-                boot, staged, request, options, len(schedule.invocations))):
+                boot, staged, request, options, len(schedule.invocations), params.rounds)):
             by_variant[v.name].append({**describe_build(staged), **result,
                                        "boot": n + 1, "round": rnd + 1})
     runs = [{"variant": name, **(rs[0] if len(rs) == 1 else pool_replays(rs))}

@@ -463,8 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replays of the trace per variant, the variants taking turns "
                         "(A B, then B A); a variant's figures pool its replays")
     p.add_argument("--share-boot", action="store_true",
-                   help="variants that differ only in +libcache share one boot and take "
-                        "turns in it (each replay switches the cache for itself)")
+                   help="variants that differ only in +libcache share each round's boot and "
+                        "take turns in it (each replay switches the cache for itself)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     _add_source_options(p)
     _add_vm_options(p)

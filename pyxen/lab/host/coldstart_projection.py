@@ -124,8 +124,10 @@ def project(autoscale: dict[str, Any], fractions: dict[str, float], source: str,
         cold = run.get("cold_start_each_s") or []
         if build not in fractions or not cold:
             continue
-        variants[name] = project_variant(sum(cold) / len(cold), len(cold), span, pcpus,
-                                         fractions[build], cores)
+        # A pooled section's samples come from several replays of the span.
+        replays = sum(1 for r in run.get("replays") or [run] if not r.get("failed_to_run"))
+        variants[name] = project_variant(sum(cold) / len(cold), len(cold),
+                                         span * max(1, replays), pcpus, fractions[build], cores)
     return {"serial_fractions_from": source, "pcpus_measured": pcpus, "cores": list(cores),
             "formula": FORMULA, "assumptions": ASSUMPTIONS, "variants": variants}
 

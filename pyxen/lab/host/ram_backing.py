@@ -40,18 +40,23 @@ def parse_smaps_rollup(text: str) -> dict[str, float]:
             "huge_fraction": round(huge / rss, 4) if rss else 0.0}
 
 
-def read_backing(pid: int, proc: Path = Path("/proc")) -> dict[str, float] | None:
+def read_backing(pid: int, guest_mib: int | None = None,
+                 proc: Path = Path("/proc")) -> dict[str, float] | None:
     """The backing of process ``pid``'s memory now, None if it cannot be
-    read (the process is gone, or the kernel has no smaps_rollup); a boot
-    with few huge pages is logged as a warning."""
+    read (the process is gone, the kernel has no smaps_rollup, or it reads
+    as something else).  A boot whose huge pages cover less than 90% of
+    its guest RAM (``guest_mib``) or of QEMU's resident memory, whichever
+    is smaller (QEMU's own memory counts in the one, RAM the guest never
+    touched is missing from the other), is logged as a warning."""
     try:
-        text = (proc / str(pid) / "smaps_rollup").read_text()
-    except OSError as exc:
-        log.debug("no smaps_rollup for QEMU %d: %s", pid, exc)
+        backing = parse_smaps_rollup((proc / str(pid) / "smaps_rollup").read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("cannot tell how QEMU %d's memory is backed: %s", pid, exc)
         return None
-    backing = parse_smaps_rollup(text)
-    if backing["huge_fraction"] < HUGE_FRACTION_WARN:
+    base = backing["rss_mib"] if guest_mib is None else min(backing["rss_mib"], guest_mib)
+    if backing["huge_mib"] < HUGE_FRACTION_WARN * base:
         log.warning("QEMU's RAM is %.0f%% in huge pages (%.0f of %.0f MiB): this boot's "
                     "TCG runs slower than one that got them; compare its timings with care",
-                    100 * backing["huge_fraction"], backing["huge_mib"], backing["rss_mib"])
+                    100 * backing["huge_mib"] / base if base else 0.0, backing["huge_mib"],
+                    base)
     return backing

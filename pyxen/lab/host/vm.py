@@ -293,7 +293,7 @@ class Dom0:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return None
-        return read_backing(proc.pid)
+        return read_backing(proc.pid, self.options.memory_mib)
 
     # -- commands ----------------------------------------------------------
     def share(self, name: str, text: str) -> str:
