@@ -8,6 +8,7 @@ import time
 import pytest
 
 from pyxen.config import DomainConfig
+from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import BootError, Dom0Timeout
 from pyxen.lab.dom0 import xl
 from pyxen.lab.dom0.drivers import GUEST_BANNER
@@ -179,10 +180,23 @@ def test_the_xenstore_latency_driver_runs_through_its_request(dom0: Dom0) -> Non
     assert all(c["total_per_read"] >= 2 and c["per_read"] for c in result["syscalls"])
 
 
-def test_the_autoscale_driver_replays_a_few_invocations_end_to_end(dom0: Dom0) -> None:
+def test_a_command_switches_the_library_cache_for_itself(dom0: Dom0) -> None:
+    """What a shared boot's replays rely on: a command's environment is
+    the boot's with the request's on top (the boot has the cache off)."""
+    shown = dom0.run(["env"], timeout=30, env=protocol.lib_cache_env(True)).check().stdout
+    assert {"LIBXENSTORE_CACHE=1", "PYXEN_LIB_CACHE=1"} <= set(shown.split())
+    shown = dom0.run(["env"], timeout=30).check().stdout
+    assert {"LIBXENSTORE_CACHE=0", "PYXEN_LIB_CACHE=0"} <= set(shown.split())
+
+
+@pytest.mark.parametrize("lib_cache", [None, True], ids=["as-booted", "libcache"])
+def test_the_autoscale_driver_replays_a_few_invocations_end_to_end(
+        dom0: Dom0, lib_cache: bool | None) -> None:
     """The path ``python -m pyxen.lab autoscale`` takes, on three
     invocations of two functions: the second of f0 finds its instance warm,
-    every instance is destroyed after its keep-alive, and nothing is left."""
+    every instance is destroyed after its keep-alive, and nothing is left;
+    also with libxenstore's cache switched on for the replay alone, as
+    ``--share-boot`` does."""
     from pyxen.lab.contract.requests import AutoscaleRequest
     from pyxen.lab.host.autoscale import run_replay
 
@@ -192,7 +206,7 @@ def test_the_autoscale_driver_replays_a_few_invocations_end_to_end(dom0: Dom0) -
         # by then unless the cold start took over 10 s (it took 1-2 s on an
         # idle host, over 6 s on a loaded one).
         guest, funcs=(0, 1, 0), starts=(0.0, 0.5, 12.0), durations=(2.0, 1.0, 1.0),
-        keep_alive_s=15.0, memory_mib=16, max_inflight=4))
+        keep_alive_s=15.0, memory_mib=16, max_inflight=4), lib_cache)
     assert result["errors"] == [], result["errors"]
     assert result["invocations_done"] == 3 and result["invocations_failed"] == 0
     assert result["creates"] == 2 and result["cold_invocations"] == 2
