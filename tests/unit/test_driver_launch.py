@@ -37,6 +37,9 @@ class FakeDom0:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def ram_backing(self) -> dict[str, float] | None:
+        return {"rss_mib": 8000.0, "huge_mib": 7990.0, "huge_fraction": 0.9988}
+
     def run(self, argv: list[str], timeout: float, **kw: Any) -> Dom0Result:
         self.argvs.append(argv)
         files = self.tmp / f"files{len(self.argvs)}"
@@ -100,6 +103,7 @@ def test_a_scrub_run_reaches_scrub_dom0_as_the_host_asked(tmp_path: Path, guest:
     run = scrubbench.run_variant(SimpleNamespace(name="patched"),  # type: ignore[arg-type]
                                  scrubbench.SCRUB_VM, params)
     assert run["variant"] == "patched"
+    assert run["qemu_ram_backing"]["huge_fraction"] == 0.9988
     (argv,) = dom0.argvs
     text = driver_args(argv, "pyxen.lab.dom0.scrub_dom0")[1]
     assert ScrubRequest.from_json(text) == ScrubRequest(
