@@ -7,7 +7,7 @@ import pytest
 from pyxen.lab.contract.heapdump import dma_free_by_node, dma_width, unscrubbed_by_node
 from pyxen.lab.host.scrubbench import (birth_scrub_cost, destroy_profile_text,
                                        pages_scrubbed_by_create, ratios, scrub_bound,
-                                       summarize_gaps, summarize_sizes)
+                                       summarize_gaps, summarize_sizes, workers_on_vs_off)
 
 DUMP = """(XEN) 'H' pressed -> dumping heap info (now = 82456171745)
 (XEN) heap[node=0][zone=0] -> 0 pages
@@ -198,3 +198,39 @@ def test_a_size_still_dirty_in_half_its_runs_is_reported_still_dirty() -> None:
     assert half["dirty_pages_left"] == 500
     # stock has no counters: no sum
     assert half["scrub"] is None
+
+
+def test_alternated_runs_become_a_median_per_gap_and_policy_and_compare_in_the_boot() -> None:
+    """--scrub-policy alternate: each repetition ran with the workers on and
+    off; the summary keeps them apart, each compares with stock at its gap,
+    and on with off in the same boot."""
+    def turn(policy: str, create: float, destroy: float) -> dict:  # type: ignore[type-arg]
+        return {**gap_run(15.0, create, create / 2, 0, 0), "destroy_s": destroy,
+                "scrub_policy": policy}
+    runs = [turn("eager", 1.0, 3.0), turn("idle", 4.0, 7.0), turn("idle", 6.0, 3.0),
+            turn("eager", 1.4, 3.6), turn("eager", 1.2, 3.4), turn("idle", 4.0, 6.0)]
+    gaps = summarize_gaps(runs)
+    assert [(g["gap_s"], g["scrub_policy"], g["n"]) for g in gaps] == [
+        (15.0, "eager", 3), (15.0, "idle", 3)]
+    assert gaps[0]["create_s"] == 1.2 and gaps[1]["destroy_s"] == 6.0
+    stock = {"variant": "stock", "gaps": summarize_gaps(
+        [gap_run(15.0, 3.0, 1.5, 900, 0), gap_run(15.0, 2.0, 1.0, 900, 0)])}
+    assert stock["gaps"][0]["scrub_policy"] is None
+    patched = {"variant": "patched", "gaps": [{**g, "alternated": True} for g in gaps]}
+    out = ratios([stock, patched])
+    assert [(r["scrub_policy"], r["create_vs_stock"]) for r in out] == [
+        ("eager", pytest.approx(1.2 / 2.5)), ("idle", pytest.approx(4.0 / 2.5))]
+    (same,) = workers_on_vs_off([stock, patched])
+    assert same["variant"] == "patched" and same["gap_s"] == 15.0
+    assert same["create_vs_off"] == pytest.approx(0.3)
+    assert same["destroy_vs_off"] == pytest.approx(3.4 / 6.0)
+    # A run that did not alternate has nothing to compare in its boot.
+    assert workers_on_vs_off([{"variant": "patched", "gaps": gaps[:1]}]) == []
+
+
+def test_stock_at_another_gap_gives_no_ratio() -> None:
+    out = ratios([run("stock", 4.0, 2.0, 3.0),
+                  {"variant": "patched", "gaps": [{"gap_s": 5.0, "create_s": 1.0,
+                                                   "destroy_s": 1.0,
+                                                   "spin_cpus_busy_during_gap": 1.0}]}])
+    assert out == []

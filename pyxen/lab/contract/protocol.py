@@ -70,8 +70,13 @@ SCRUB_FILL_DEFAULT = "host"
 #: The scrub policy the driver sets where Xen has XEN_SYSCTL_scrub_op (the
 #: hypervisor series' per-node workers, off by default): "eager" switches the
 #: workers on, "idle" keeps stock's behaviour, "boot" leaves what Xen booted
-#: with.  A Xen without the sysctl runs stock's behaviour whatever is asked.
-SCRUB_POLICIES = ("eager", "idle", "boot")
+#: with, "alternate" runs each repetition of the gaps twice in the same boot,
+#: workers on and off in turn (SCRUB_ALTERNATION, the order swapped every
+#: repetition; the sizes run with them on).  A Xen without the sysctl runs
+#: stock's behaviour whatever is asked.
+SCRUB_POLICIES = ("eager", "idle", "boot", "alternate")
+SCRUB_ALTERNATE = "alternate"
+SCRUB_ALTERNATION = ("eager", "idle")
 SCRUB_POLICY_DEFAULT = "eager"
 #: Its gaps between death and birth (s), their bound, and its guest sizes (MiB).
 SCRUB_GAPS_DEFAULT = (0.0, 0.5, 2.0, 5.0)

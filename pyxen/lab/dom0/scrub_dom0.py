@@ -39,7 +39,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -292,6 +292,22 @@ class Bench:
                 d.wait_death(120)
 
 
+def policy_turns(host: Host, counters: bool, rep: int | None) -> Iterator[str | None]:
+    """The scrub policies a repetition's gap run runs under, each set just
+    before it: on a Xen without the sysctl (``counters`` false) None, Xen's
+    own; with ``rep`` None the one already set; else both of
+    SCRUB_ALTERNATION in turn, the order swapped every repetition."""
+    if not counters:
+        yield None
+    elif rep is None:
+        yield host.scrub_state().policy.value
+    else:
+        order = protocol.SCRUB_ALTERNATION
+        for pol in (order if rep % 2 == 0 else order[::-1]):
+            host.set_scrub_policy(pol)
+            yield pol
+
+
 def main(argv: list[str] | None = None) -> int:
     req = parse_request(ScrubRequest, argv, prog="pyxen.lab.dom0.scrub_dom0")
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
@@ -302,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             pcpus = host.physinfo().nr_cpus
             spinners = pcpus if req.spinners is None else req.spinners
             bench.start_spinners(spinners)
+            alternate = req.scrub_policy == protocol.SCRUB_ALTERNATE
             if bench.dirty.counters and req.scrub_policy != "boot":
-                host.set_scrub_policy(req.scrub_policy)
+                host.set_scrub_policy(protocol.SCRUB_ALTERNATION[0] if alternate
+                                      else req.scrub_policy)
             policy = host.scrub_state() if bench.dirty.counters else None
             result: dict[str, Any] = {
                 "pcpus": pcpus,
@@ -313,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                     "policy": policy.policy.value, "budget_us": policy.budget_us,
                     "period_us": policy.period_us},
                 "clean_timeout_s": req.clean_timeout,
+                # The gap runs ran with the workers on and off in turn.
+                "scrub_alternated": bool(alternate and bench.dirty.counters),
                 "xenstored_trace": False,
                 "size_runs": [bench.size_run(s, rep)
                               for rep in range(req.size_reps) for s in req.sizes],
@@ -321,8 +341,11 @@ def main(argv: list[str] | None = None) -> int:
             result["dma_bits"] = req.dma_bits
             result["ballast_mib_by_node"] = bench.fill(req.guest_mib, req.fill, req.dma_bits)
             result["ballast_mib"] = sum(result["ballast_mib_by_node"].values())
-            result["gap_runs"] = [bench.gap_run(g, req.guest_mib, rep)
-                                  for rep in range(req.reps) for g in req.gaps]
+            result["gap_runs"] = [
+                {**bench.gap_run(g, req.guest_mib, rep), "scrub_policy": pol}
+                for rep in range(req.reps) for g in req.gaps
+                for pol in policy_turns(host, bench.dirty.counters,
+                                        rep if alternate else None)]
             result["destroy_retries"] = bench.destroy_retries
             result["destroy_errors"] = bench.destroy_errors
         finally:

@@ -387,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=protocol.SCRUB_POLICY_DEFAULT,
                    help="where Xen has the scrub-worker sysctl (patched): switch the "
                         "per-node workers on (eager), keep them off (idle, stock's "
-                        "behaviour) or leave what Xen booted with; stock ignores it")
+                        "behaviour), leave what Xen booted with, or alternate (each "
+                        "repetition of the gaps twice in the same boot, workers on and off "
+                        "in turn); stock ignores it")
     p.add_argument("--spinners", type=nonneg_int, default=None, metavar="N",
                    help="spinning guests in all (default one per pCPU; fewer leave "
                         "some pCPUs idle, a partly loaded host)")

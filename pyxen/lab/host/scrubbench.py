@@ -104,11 +104,13 @@ def _median_fields(rs: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[st
 
 
 def summarize_gaps(gap_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per gap (in the order first run), its fields the median over
+    """One entry per gap and scrub policy (in the order first run; runs
+    without a policy recorded count as one), its fields the median over
     the repetitions."""
-    return [{"gap_s": gap, "guest_mib": rs[0]["guest_mib"], "n": len(rs),
-             **_median_fields(rs, GAP_FIELDS)}
-            for gap, rs in _by(gap_runs, "gap_s").items()]
+    keyed = [{**r, "_key": (r["gap_s"], r.get("scrub_policy"))} for r in gap_runs]
+    return [{"gap_s": gap, "scrub_policy": policy, "guest_mib": rs[0]["guest_mib"],
+             "n": len(rs), **_median_fields(rs, GAP_FIELDS)}
+            for (gap, policy), rs in _by(keyed, "_key").items()]
 
 
 def summarize_sizes(size_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -203,6 +205,11 @@ def destroy_profile_text(entry: dict[str, Any]) -> str:
             + " pages scrubbed in the background (medians)")
 
 
+def _policy(entry: dict[str, Any]) -> str:
+    """' (eager)' for an entry of a run that alternated the scrub policy."""
+    return f" ({entry['scrub_policy']})" if entry.get("alternated") else ""
+
+
 def _x(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
 
@@ -220,7 +227,8 @@ def run_variant(variant: Variant, options: VMOptions, params: ScrubParams) -> di
     result = res.json_file("result.json", f"the birth-after-death benchmark on {name}")
     result["qemu_ram_backing"] = backing
     result["sizes"] = summarize_sizes(result["size_runs"])
-    result["gaps"] = summarize_gaps(result["gap_runs"])
+    result["gaps"] = [{**g, "alternated": bool(result.get("scrub_alternated"))}
+                      for g in summarize_gaps(result["gap_runs"])]
     result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])
     return {"variant": name, **describe_build(staged), **result}
 
@@ -230,26 +238,53 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant other than stock and per gap: create and destroy time (and
-    dom0 CPU time, where measured), and the spinners' throughput during the
-    gap, as ratios to stock's (medians over the repetitions)."""
+    """Per variant other than stock, per gap and scrub policy: create and
+    destroy time (and dom0 CPU time, where measured), and the spinners'
+    throughput during the gap, as ratios to stock's at the same gap
+    (medians over the repetitions)."""
     stock = next((r for r in runs if r["variant"] == "stock"), None)
     out: list[dict[str, Any]] = []
     if stock is None:
         return out
+    stock_gaps = {s["gap_s"]: s for s in stock["gaps"]}
     for r in runs:
         if r is stock:
             continue
-        for g, s in zip(r["gaps"], stock["gaps"]):
+        for g in r["gaps"]:
+            s = stock_gaps.get(g["gap_s"])
+            if s is None:
+                continue
             out.append({"variant": r["variant"], "gap_s": g["gap_s"],
-                        "create_vs_stock": _ratio(g["create_s"], s["create_s"]),
-                        "destroy_vs_stock": _ratio(g["destroy_s"], s["destroy_s"]),
-                        "create_cpu_vs_stock": _ratio(g.get("create_dom0_cpu_s"),
-                                                      s.get("create_dom0_cpu_s")),
-                        "destroy_cpu_vs_stock": _ratio(g.get("destroy_dom0_cpu_s"),
-                                                       s.get("destroy_dom0_cpu_s")),
-                        "spin_throughput_vs_stock": _ratio(g["spin_cpus_busy_during_gap"],
-                                                           s["spin_cpus_busy_during_gap"])})
+                        "scrub_policy": g.get("scrub_policy"),
+                        "alternated": g.get("alternated", False),
+                        **_gap_ratios(g, s, "stock")})
+    return out
+
+
+def _gap_ratios(g: dict[str, Any], base: dict[str, Any], name: str) -> dict[str, Any]:
+    """A gap entry's figures over another's, keys ending in ``_vs_<name>``."""
+    return {f"create_vs_{name}": _ratio(g["create_s"], base["create_s"]),
+            f"destroy_vs_{name}": _ratio(g["destroy_s"], base["destroy_s"]),
+            f"create_cpu_vs_{name}": _ratio(g.get("create_dom0_cpu_s"),
+                                            base.get("create_dom0_cpu_s")),
+            f"destroy_cpu_vs_{name}": _ratio(g.get("destroy_dom0_cpu_s"),
+                                             base.get("destroy_dom0_cpu_s")),
+            f"spin_throughput_vs_{name}": _ratio(g["spin_cpus_busy_during_gap"],
+                                                 base["spin_cpus_busy_during_gap"])}
+
+
+def workers_on_vs_off(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant whose gap runs alternated the scrub policy, per gap: the
+    figures with the workers on over those with them off, in the same boot
+    (medians over the repetitions)."""
+    on, off = protocol.SCRUB_ALTERNATION
+    out: list[dict[str, Any]] = []
+    for r in runs:
+        by = {(g["gap_s"], g.get("scrub_policy")): g for g in r["gaps"]}
+        for (gap, policy), g in by.items():
+            if policy == on and (gap, off) in by:
+                out.append({"variant": r["variant"], "gap_s": gap,
+                            **_gap_ratios(g, by[(gap, off)], "off")})
     return out
 
 
@@ -260,12 +295,13 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4))
     for r in runs:
-        gaps = [g["gap_s"] for g in r["gaps"]]
-        med = [g["create_s"] for g in r["gaps"]]
-        spread = [g.get("create_s_all") or [g["create_s"]] for g in r["gaps"]]
-        a.errorbar(gaps, med, yerr=[[m - min(v) for m, v in zip(med, spread)],
-                                    [max(v) - m for m, v in zip(med, spread)]],
-                   marker="o", capsize=3, label=r["variant"])
+        for policy, entries in _by(r["gaps"], "scrub_policy").items():
+            gaps = [g["gap_s"] for g in entries]
+            med = [g["create_s"] for g in entries]
+            spread = [g.get("create_s_all") or [g["create_s"]] for g in entries]
+            a.errorbar(gaps, med, yerr=[[m - min(v) for m, v in zip(med, spread)],
+                                        [max(v) - m for m, v in zip(med, spread)]],
+                       marker="o", capsize=3, label=r["variant"] + _policy(entries[0]))
         sizes = [s["guest_mib"] for s in r["sizes"]]
         clean = [s["time_to_clean_s"] if s["time_to_clean_s"] is not None
                  else r["clean_timeout_s"] for s in r["sizes"]]
@@ -310,6 +346,7 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
         "scrub_policy_asked": params.scrub_policy,
         "runs": runs,
         "ratios": ratios(runs),
+        "workers_on_vs_off": workers_on_vs_off(runs),
         "scrub_bound": scrub_bound(runs),
     }
     bench_json.write_text(json.dumps(doc, indent=2, allow_nan=False))
@@ -321,19 +358,25 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
                            f"{pol['policy']} ({pol['budget_us']} us every {pol['period_us']} us)"))
     for r in doc["birth_after_death"]["ratios"]:
         console().print(
-            f"{r['variant']} G={r['gap_s']}s: create {_x(r['create_vs_stock'])} stock "
+            f"{r['variant']}{_policy(r)} G={r['gap_s']}s: create {_x(r['create_vs_stock'])} stock "
             f"(dom0 CPU {_x(r['create_cpu_vs_stock'])}), destroy {_x(r['destroy_vs_stock'])} "
             f"(dom0 CPU {_x(r['destroy_cpu_vs_stock'])}), spinners "
             f"{_x(r['spin_throughput_vs_stock'])}")
+    for r in doc["birth_after_death"]["workers_on_vs_off"]:
+        console().print(
+            f"{r['variant']} G={r['gap_s']}s, workers on against off in the same boot: "
+            f"create {_x(r['create_vs_off'])} (dom0 CPU {_x(r['create_cpu_vs_off'])}), "
+            f"destroy {_x(r['destroy_vs_off'])} (dom0 CPU {_x(r['destroy_cpu_vs_off'])}), "
+            f"spinners {_x(r['spin_throughput_vs_off'])}")
     for run in runs:
         for g in run["gaps"]:
             frac = g.get("born_on_node_fraction")
             console().print(
-                f"{run['variant']} G={g['gap_s']}s: create {g['create_s']:.2f} s "
+                f"{run['variant']}{_policy(g)} G={g['gap_s']}s: create {g['create_s']:.2f} s "
                 f"(n={g['n']}), dirty pages met {g['dirty_pages_at_create']:.0f}"
                 + ("" if frac is None else f", new guest {100 * frac:.0f}% on its node"))
             if g.get("destroy_heap_lock_wait_s") is not None:
-                console().print(f"{run['variant']} G={g['gap_s']}s destroys, in Xen: "
+                console().print(f"{run['variant']}{_policy(g)} G={g['gap_s']}s destroys, in Xen: "
                                 + destroy_profile_text(g))
         cost = run.get("birth_scrub_cost")
         if cost:
