@@ -48,6 +48,7 @@ from pyxen.host import Domain, Host
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.heapdump import PAGE_SHIFT, dma_free_by_node, unscrubbed_by_node
 from pyxen.lab.contract.requests import ScrubRequest, parse_request
+from pyxen.lab.contract.turns import in_turn
 from pyxen.lab.contract.xenprof import phase_figures
 from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xstrace import xs_trace_off
@@ -302,8 +303,7 @@ def policy_turns(host: Host, counters: bool, rep: int | None) -> Iterator[str | 
     elif rep is None:
         yield host.scrub_state().policy.value
     else:
-        order = protocol.SCRUB_ALTERNATION
-        for pol in (order if rep % 2 == 0 else order[::-1]):
+        for pol in in_turn(protocol.SCRUB_ALTERNATION, rep):
             host.set_scrub_policy(pol)
             yield pol
 

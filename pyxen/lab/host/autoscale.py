@@ -13,7 +13,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from rich.table import Table
 
@@ -23,6 +23,7 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.faastrace import (PLATFORM_KEEP_ALIVE_S, Trace, Transform,
                                           parse_trace)
 from pyxen.lab.contract.requests import AutoscaleRequest
+from pyxen.lab.contract.turns import in_turn
 from pyxen.lab.host import figures, paths, variants
 from pyxen.lab.host.benchfile import write_results
 from pyxen.lab.host.progress import step
@@ -32,8 +33,6 @@ from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: bench.json's format for an autoscale run (2: a variant replayed more
 #: than once has a pooled section with its ``replays``; each replay names
@@ -124,12 +123,6 @@ class Boot:
         return len({v.lib_cache for v, _ in self.replays}) > 1
 
 
-def _turn(items: list[T], rnd: int) -> list[T]:
-    """The order in round ``rnd``: as listed, then reversed, and so on
-    (A B, B A), so that neither always goes first."""
-    return items if rnd % 2 == 0 else items[::-1]
-
-
 def boot_plan(run_variants: list[variants.RunVariant], rounds: int = 1,
               share_boot: bool = False) -> list[Boot]:
     """The boots a run makes, in order: ``rounds`` rounds, each replaying
@@ -144,14 +137,14 @@ def boot_plan(run_variants: list[variants.RunVariant], rounds: int = 1,
         raise ValueError(f"rounds: {rounds} (at least 1)")
     if not share_boot:
         return [Boot(v, ((v, rnd),)) for rnd in range(rounds)
-                for v in _turn(list(run_variants), rnd)]
+                for v in in_turn(run_variants, rnd)]
     by_setup: dict[tuple[str, bool], list[variants.RunVariant]] = {}
     for v in run_variants:
         by_setup.setdefault((v.build, v.xs_cache), []).append(v)
     groups = list(by_setup.values())
     return [Boot(group[0] if len(group) == 1 else dataclasses.replace(group[0], lib_cache=False),
-                 tuple((v, rnd) for v in _turn(group, rnd)))
-            for rnd in range(rounds) for group in _turn(groups, rnd)]
+                 tuple((v, rnd) for v in in_turn(group, rnd)))
+            for rnd in range(rounds) for group in in_turn(groups, rnd)]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -10,6 +10,7 @@ import logging
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,12 @@ MIN_PAGE_SPREAD = 4096
 MIN_PAGE_SPREAD_SHARE = 0.5
 
 
-def _by(runs: list[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any]]]:
-    """The runs grouped by ``run[key]``, in the order each value first ran."""
+def _by(runs: list[dict[str, Any]],
+        key: Callable[[dict[str, Any]], Any]) -> dict[Any, list[dict[str, Any]]]:
+    """The runs grouped by ``key(run)``, in the order each value first ran."""
     groups: dict[Any, list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault(r[key], []).append(r)
+        groups.setdefault(key(r), []).append(r)
     return groups
 
 
@@ -107,10 +109,10 @@ def summarize_gaps(gap_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per gap and scrub policy (in the order first run; runs
     without a policy recorded count as one), its fields the median over
     the repetitions."""
-    keyed = [{**r, "_key": (r["gap_s"], r.get("scrub_policy"))} for r in gap_runs]
     return [{"gap_s": gap, "scrub_policy": policy, "guest_mib": rs[0]["guest_mib"],
              "n": len(rs), **_median_fields(rs, GAP_FIELDS)}
-            for (gap, policy), rs in _by(keyed, "_key").items()]
+            for (gap, policy), rs in _by(gap_runs, lambda r: (r["gap_s"],
+                                                              r.get("scrub_policy"))).items()]
 
 
 def summarize_sizes(size_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,7 +122,7 @@ def summarize_sizes(size_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     than any that cleaned (None, still dirty, when half or more of the runs
     were); the scrub counters summed over the runs (None if one lacks them)."""
     out: list[dict[str, Any]] = []
-    for mib, rs in _by(size_runs, "guest_mib").items():
+    for mib, rs in _by(size_runs, lambda r: r["guest_mib"]).items():
         clean = [r["time_to_clean_s"] for r in rs]
         upper = statistics.median_high([math.inf if c is None else c for c in clean])
         counters: list[dict[str, int]] = [r["scrub"] for r in rs if r.get("scrub") is not None]
@@ -295,7 +297,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4))
     for r in runs:
-        for policy, entries in _by(r["gaps"], "scrub_policy").items():
+        for policy, entries in _by(r["gaps"], lambda g: g.get("scrub_policy")).items():
             gaps = [g["gap_s"] for g in entries]
             med = [g["create_s"] for g in entries]
             spread = [g.get("create_s_all") or [g["create_s"]] for g in entries]
