@@ -22,6 +22,9 @@ MAX_VCPUS = 128
 #: Highest NUMA node number accepted (Xen's MAX_NUMNODES is 64 on x86).
 MAX_NUMA_NODE = 63
 
+#: Scheduler weights credit and credit2 accept (their default is 256).
+MIN_WEIGHT, MAX_WEIGHT = 1, 65535
+
 #: What xl does on guest shutdown that libxl alone can carry out.
 SHUTDOWN_ACTIONS = ("destroy", "preserve")
 
@@ -34,6 +37,11 @@ def validate_name(name: str) -> str:
     if name.isdigit():
         raise ValueError(f"invalid domain name {name!r}: all digits reads as a domain id")
     return name
+
+
+def validate_weight(weight: Any) -> int:
+    """A scheduler weight (credit, credit2), or a ValueError naming the range."""
+    return _int("weight", weight, MIN_WEIGHT, MAX_WEIGHT)
 
 
 def _int(field: str, value: Any, low: int, high: int | None = None) -> int:
@@ -71,6 +79,10 @@ class DomainConfig:
     #: NUMA nodes the memory comes from (libxl's nodemap, automatic placement
     #: off); None lets libxl place the domain.  Not expressible in xl config.
     nodes: tuple[int, ...] | None = None
+    #: The domain's weight under the credit and credit2 schedulers (xl.cfg's
+    #: ``weight``): its share of a busy CPU against other domains' weights.
+    #: None keeps the scheduler's default (256).
+    weight: int | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -81,6 +93,8 @@ class DomainConfig:
             _int("maxmem_mib", self.maxmem_mib, self.memory_mib)
         if self.ramdisk is not None:
             object.__setattr__(self, "ramdisk", _path("ramdisk", self.ramdisk))
+        if self.weight is not None:
+            validate_weight(self.weight)
         if not isinstance(self.cmdline, str) or any(c in self.cmdline for c in '"\n\r\0'):
             raise ValueError(f"cmdline {self.cmdline!r} has a character xl config cannot hold")
         for f in ("on_poweroff", "on_reboot", "on_crash"):
@@ -116,6 +130,8 @@ class DomainConfig:
             lines.append(f'cmdline = "{self.cmdline}"')
         if self.ramdisk is not None:
             lines.append(f'ramdisk = "{self.ramdisk}"')
+        if self.weight is not None:
+            lines.append(f"weight = {self.weight}")
         lines += [f'{f} = "{getattr(self, f)}"' for f in ("on_poweroff", "on_reboot",
                                                           "on_crash")]
         return "\n".join(lines) + "\n"
@@ -126,7 +142,7 @@ class DomainConfig:
         is an error naming it, rather than being silently ignored)."""
         values = parse_xl_config(text)
         known = {"name", "type", "kernel", "memory", "maxmem", "vcpus", "cmdline",
-                 "extra", "ramdisk", "on_poweroff", "on_reboot", "on_crash"}
+                 "extra", "ramdisk", "on_poweroff", "on_reboot", "on_crash", "weight"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unsupported xl config key(s): {', '.join(unknown)} "
@@ -154,6 +170,8 @@ class DomainConfig:
             kw["cmdline"] = values.get("cmdline", values.get("extra"))
         if "ramdisk" in values:
             kw["ramdisk"] = path(values["ramdisk"])
+        if "weight" in values:
+            kw["weight"] = values["weight"]
         for f in ("on_poweroff", "on_reboot", "on_crash"):
             if f in values:
                 kw[f] = values[f]

@@ -126,6 +126,10 @@ class Libxl(NativeHandle):
             for n in cfg.nodes:
                 lib.libxl_bitmap_set(ffi.addressof(b.nodemap), n)
             lib.libxl_defbool_set(ffi.addressof(b.numa_placement), False)
+        if cfg.weight is not None:
+            # libxl applies the build's scheduling parameters before the
+            # domain first runs, on whatever scheduler its cpupool has.
+            b.sched_params.weight = cfg.weight
         b.kernel = lib.strdup(str(cfg.kernel).encode())
         if cfg.cmdline:
             b.cmdline = lib.strdup(cfg.cmdline.encode())

@@ -28,6 +28,12 @@ typedef struct {
     ...;
 } libxl_domain_create_info;
 
+/* Only the fields pyxen sets; libxl's init gives the rest their defaults. */
+typedef struct {
+    int weight;
+    ...;
+} libxl_domain_sched_params;
+
 typedef struct {
     int max_vcpus;
     libxl_bitmap avail_vcpus;
@@ -38,6 +44,7 @@ typedef struct {
     char *ramdisk;
     libxl_bitmap nodemap;
     libxl_defbool numa_placement;
+    libxl_domain_sched_params sched_params;
     ...;
 } libxl_domain_build_info;
 

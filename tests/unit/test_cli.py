@@ -24,6 +24,8 @@ from pyxen.lab.host.cli import build_parser, main
     (["scrubbench", "--reps", "0"], "must be >= 1"),
     (["scrubbench", "--size-reps", "0"], "must be >= 1"),
     (["scrubbench", "--fill", "rack"], "invalid choice"),
+    (["scrubbench", "--spinner-weight", "0"], "must be >= 1"),
+    (["scrubbench", "--spinner-weight", "65536"], "weight must be 1..65535, got 65536"),
     (["build", "--xen-sha256", "abc"], "64 hex digits"),
     (["bench", "--xen-sha256", "g" * 64], "64 hex digits"),
 ])

@@ -34,6 +34,9 @@ def test_bad_names_are_refused(name):
     ({"vcpus": 0}, "vcpus"), ({"vcpus": 129}, "vcpus"),
     ({"kernel": Path("relative/kernel")}, "absolute"),
     ({"kernel": Path('/a"b')}, "cannot hold"),
+    ({"weight": 0}, "weight must be 1..65535, got 0"),
+    ({"weight": 65536}, "weight must be 1..65535, got 65536"),
+    ({"weight": True}, "weight must be an integer"), ({"weight": "1"}, "weight must be an integer"),
 ])
 def test_bad_values_are_refused(kw, msg):
     args = {"name": "ok", "kernel": K, **kw}
@@ -56,6 +59,7 @@ configs = st.builds(
     cmdline=st.text(st.characters(blacklist_characters='"\n\r\0\\', codec="ascii"),
                     max_size=40),
     on_crash=st.sampled_from(["destroy", "preserve"]),
+    weight=st.none() | st.integers(1, 65535),
 )
 
 
@@ -119,3 +123,12 @@ def test_nodes_are_validated_and_normalised() -> None:
 def test_nodes_cannot_go_to_an_xl_config() -> None:
     with pytest.raises(ValueError, match="nodes has no xl configuration equivalent"):
         DomainConfig("n", Path("/k"), nodes=(1,)).to_xl_config()
+
+
+def test_a_weight_goes_to_the_xl_config_and_back() -> None:
+    cfg = DomainConfig("w", K, weight=1)
+    assert "weight = 1" in cfg.to_xl_config().splitlines()
+    assert "weight" not in DomainConfig("w", K).to_xl_config()
+    assert DomainConfig.from_xl_config('name = "w"\nkernel = "/k"\nweight = 512\n').weight == 512
+    with pytest.raises(ValueError, match="weight must be 1..65535, got 0"):
+        DomainConfig.from_xl_config('name = "w"\nkernel = "/k"\nweight = 0\n')

@@ -99,7 +99,8 @@ def test_a_scrub_run_reaches_scrub_dom0_as_the_host_asked(tmp_path: Path, guest:
     monkeypatch.setattr(scrubbench, "build", lambda variant: variant)
     monkeypatch.setattr(scrubbench, "describe_build", lambda staged: {})
     params = scrubbench.ScrubParams(gaps=(0.0, 2.5), guest_mib=256, sizes=(64, 128),
-                                    clean_timeout=30.0, reps=3, size_reps=2, fill="node")
+                                    clean_timeout=30.0, reps=3, size_reps=2, fill="node",
+                                    spinner_weight=1)
     run = scrubbench.run_variant(SimpleNamespace(name="patched"),  # type: ignore[arg-type]
                                  scrubbench.SCRUB_VM, params)
     assert run["variant"] == "patched"
@@ -108,7 +109,7 @@ def test_a_scrub_run_reaches_scrub_dom0_as_the_host_asked(tmp_path: Path, guest:
     text = driver_args(argv, "pyxen.lab.dom0.scrub_dom0")[1]
     assert ScrubRequest.from_json(text) == ScrubRequest(
         guest, gaps=(0.0, 2.5), guest_mib=256, sizes=(64, 128), clean_timeout=30.0,
-        fill="node", dma_bits=29, reps=3, size_reps=2)
+        fill="node", dma_bits=29, reps=3, size_reps=2, spinner_weight=1)
 
 
 def test_the_scrubbench_command_parses_its_lists_once_into_params(
@@ -119,11 +120,12 @@ def test_the_scrubbench_command_parses_its_lists_once_into_params(
     monkeypatch.setattr(cli, "_source", lambda args: None)
     monkeypatch.setattr(cli.variants, "resolve", lambda name, *a, **kw: name)
     assert cli.main(["scrubbench", "--gaps", "0, 1.5,30", "--sizes", "64,128",
-                     "--reps", "2", "--fill", "node", "--out", str(tmp_path)]) == 0
+                     "--reps", "2", "--fill", "node", "--spinner-weight", "1",
+                     "--out", str(tmp_path)]) == 0
     ((resolved, params, options, out),) = calls
     assert resolved == ["stock", "patched"] and out == tmp_path
     assert params == scrubbench.ScrubParams(gaps=(0.0, 1.5, 30.0), sizes=(64, 128), reps=2,
-                                            fill="node")
+                                            fill="node", spinner_weight=1)
     assert options == scrubbench.SCRUB_VM
 
 

@@ -97,6 +97,7 @@ def test_json_shapes_become_the_field_types() -> None:
     (ScrubRequest, "gaps", "0,1", "must be a list of float"),
     (ScrubRequest, "gaps", (0.0, "1"), "must be a list of float"),
     (ScrubRequest, "guest_mib", 2, "must be >= 4"),
+    (ScrubRequest, "spinner_weight", 0, "must be >= 1 or null"),
     (ScrubRequest, "sizes", (), "must be one or more MiB, each >= 4"),
     (ScrubRequest, "sizes", (64, 1), "must be one or more MiB, each >= 4"),
     (ScrubRequest, "sizes", (64.0,), "must be a list of int"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyxen.lab.contract.heapdump import dma_free_by_node, dma_width, unscrubbed_by_node
-from pyxen.lab.host.scrubbench import (birth_scrub_cost, destroy_profile_text,
+from pyxen.lab.host.scrubbench import (ScrubParams, birth_scrub_cost, destroy_profile_text,
                                        pages_scrubbed_by_create, ratios, scrub_bound,
                                        summarize_gaps, summarize_sizes, workers_on_vs_off)
 
@@ -234,3 +234,9 @@ def test_stock_at_another_gap_gives_no_ratio() -> None:
                                                    "destroy_s": 1.0,
                                                    "spin_cpus_busy_during_gap": 1.0}]}])
     assert out == []
+
+
+def test_a_spinner_weight_the_schedulers_refuse_fails_validation() -> None:
+    ScrubParams(spinner_weight=65535).validate()
+    with pytest.raises(ValueError, match="weight must be 1..65535, got 65536"):
+        ScrubParams(spinner_weight=65536).validate()

@@ -44,6 +44,30 @@ def test_create_list_destroy_leaves_nothing(host, kernel, helpers):
     assert helpers.wait_for(lambda: host.free_memory_mib() == free0, 30)
 
 
+def _sched_weight(domid: int) -> int:
+    """The domain's weight as xl reports it under the scheduler Xen runs."""
+    sched = next(line.split(":", 1)[1].strip() for line in subprocess.run(
+        ["xl", "info"], capture_output=True, text=True, check=True).stdout.splitlines()
+        if line.startswith("xen_scheduler"))
+    assert sched in ("credit", "credit2"), f"weights mean nothing under {sched}"
+    out = subprocess.run(["xl", f"sched-{sched}", "-d", str(domid)], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    header = next(line.split() for line in out if line.split()[:2] == ["Name", "ID"])
+    row = next(line.split() for line in out if line.split()[1:2] == [str(domid)])
+    return int(row[header.index("Weight")])
+
+
+def test_a_domains_weight_is_what_the_scheduler_gives_it(host, kernel, helpers):
+    light = host.create(DomainConfig(helpers.PREFIX + "light", kernel, weight=7))
+    plain = host.create(DomainConfig(helpers.PREFIX + "plain", kernel))
+    try:
+        assert _sched_weight(light.domid) == 7
+        assert _sched_weight(plain.domid) == 256
+    finally:
+        light.destroy()
+        plain.destroy()
+
+
 def test_pause_unpause_is_what_xen_reports(host, kernel, helpers):
     dom = host.create(DomainConfig(helpers.PREFIX + "pause", kernel), paused=True)
     try:

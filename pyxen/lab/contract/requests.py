@@ -213,6 +213,7 @@ class ScrubRequest(DriverRequest):
     clean_timeout: float = 60.0
     prefix: str = "bad-"
     spinners: int | None = None   # spinning guests in all; None: one per pCPU
+    spinner_weight: int | None = None   # their scheduler weight; None: the default (256)
     fill: str = protocol.SCRUB_FILL_DEFAULT
     dma_bits: int | None = None   # Xen's DMA width, to leave the DMA pool out of the fill
     reps: int = 1                 # repetitions of every gap, interleaved
@@ -233,6 +234,9 @@ class ScrubRequest(DriverRequest):
         self.require("prefix", _is_word(self.prefix), "a non-empty word")
         self.require("spinners", self.spinners is None or self.spinners >= 0,
                      ">= 0 or null")
+        # (the scheduler's upper bound is pyxen.config's, checked on the host)
+        self.require("spinner_weight", self.spinner_weight is None or self.spinner_weight >= 1,
+                     ">= 1 or null")
         self.require("fill", self.fill in protocol.SCRUB_FILLS,
                      f"one of {protocol.SCRUB_FILLS}")
         self.require("dma_bits", self.dma_bits is None or 1 <= self.dma_bits <= 64,

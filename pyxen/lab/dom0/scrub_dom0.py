@@ -4,7 +4,8 @@ scrub workers and their sysctl).  Run by the host as
 pyxen.lab.contract.requests.ScrubRequest, whose fields are named below.
 
 Every pCPU runs a spinning tiny guest (or ``spinners`` of them in all, for a
-host partly idle), and ballast guests fill the host (``fill="host"``: node 1
+host partly idle; of scheduler weight ``spinner_weight``, else the
+default, dom0's), and ballast guests fill the host (``fill="host"``: node 1
 but for the guest's size, every other node but a margin), so a birth has no
 memory but the dead guest's pages, as on a densely packed host.
 ``fill="node"`` fills node 1 only; then Xen
@@ -123,11 +124,13 @@ class Bench:
         return self.host.create(DomainConfig(f"{self.prefix}g{self._n}", self.kernel,
                                              memory_mib=mib, nodes=(NODE,)))
 
-    def start_spinners(self, count: int) -> None:
+    def start_spinners(self, count: int, weight: int | None = None) -> None:
+        """``count`` spinning guests, of scheduler weight ``weight`` (None:
+        the scheduler's default, dom0's)."""
         for i in range(count):
             self.spinners.append(self.host.create(
                 DomainConfig(f"{self.prefix}spin{i}", self.kernel, memory_mib=16,
-                             cmdline="spin")))
+                             cmdline="spin", weight=weight)))
 
     def spin_cpu_s(self) -> float:
         return sum(d.info().cpu_time_ns for d in self.spinners) / 1e9
@@ -317,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             pcpus = host.physinfo().nr_cpus
             spinners = pcpus if req.spinners is None else req.spinners
-            bench.start_spinners(spinners)
+            bench.start_spinners(spinners, req.spinner_weight)
             alternate = req.scrub_policy == protocol.SCRUB_ALTERNATE
             if bench.dirty.counters and req.scrub_policy != "boot":
                 host.set_scrub_policy(protocol.SCRUB_ALTERNATION[0] if alternate
@@ -326,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             result: dict[str, Any] = {
                 "pcpus": pcpus,
                 "spinners": spinners,
+                "spinner_weight": req.spinner_weight,
                 "scrub_counters": bench.dirty.counters,
                 "scrub_policy": None if policy is None else {
                     "policy": policy.policy.value, "budget_us": policy.budget_us,

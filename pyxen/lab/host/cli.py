@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
+from pyxen.config import validate_weight
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, nonneg_number,
                                      number_list, positive_int, positive_int_list,
@@ -37,6 +38,14 @@ def _variant_list(text: str) -> list[variants.RunVariant]:
 
 #: --variants when not given: stock against patched.
 _DEFAULT_VARIANTS = [variants.RunVariant("stock"), variants.RunVariant("patched")]
+
+
+def weight_arg(text: str) -> int:
+    """A scheduler weight argument, in the range pyxen.config takes."""
+    try:
+        return validate_weight(positive_int(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _sha256(text: str) -> str:
@@ -227,7 +236,8 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
     params = ScrubParams(gaps=args.gaps, guest_mib=args.guest_memory, sizes=args.sizes,
                          clean_timeout=args.clean_timeout, reps=args.reps,
                          size_reps=args.size_reps, fill=args.fill,
-                         scrub_policy=args.scrub_policy, spinners=args.spinners)
+                         scrub_policy=args.scrub_policy, spinners=args.spinners,
+                         spinner_weight=args.spinner_weight)
     params.validate()
     options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
                                   memory_mib=args.memory or SCRUB_VM.memory_mib,
@@ -393,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spinners", type=nonneg_int, default=None, metavar="N",
                    help="spinning guests in all (default one per pCPU; fewer leave "
                         "some pCPUs idle, a partly loaded host)")
+    p.add_argument("--spinner-weight", type=weight_arg, default=None, metavar="W",
+                   help="the spinners' scheduler weight (credit, credit2; 1..65535, "
+                        "default the scheduler's 256, dom0's too): 1 gives dom0 the CPU "
+                        "whenever it wants it while the spinners take every cycle it "
+                        "leaves, so idle CPUs still never scrub")
     p.add_argument("--profile", action="store_true",
                    help="profiling hypervisors (lock profiling + perf counters): each "
                         "destroy's heap_lock wait, domctl entries and pages scrubbed in "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyxen.config import validate_weight
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.heapdump import dma_width
 from pyxen.lab.contract.requests import ScrubRequest
@@ -48,6 +49,7 @@ class ScrubParams:
     fill: str = protocol.SCRUB_FILL_DEFAULT
     scrub_policy: str = protocol.SCRUB_POLICY_DEFAULT
     spinners: int | None = None
+    spinner_weight: int | None = None
 
     def request(self, kernel: Path, dma_bits: int | None) -> ScrubRequest:
         """What scrub_dom0 is asked, on a Xen of DMA width ``dma_bits``."""
@@ -55,11 +57,14 @@ class ScrubParams:
                             sizes=self.sizes, clean_timeout=self.clean_timeout,
                             fill=self.fill, dma_bits=dma_bits, reps=self.reps,
                             size_reps=self.size_reps, scrub_policy=self.scrub_policy,
-                            spinners=self.spinners)
+                            spinners=self.spinners, spinner_weight=self.spinner_weight)
 
     def validate(self) -> None:
-        """ValueError naming a bad field: the request checks every one."""
+        """ValueError naming a bad field: the request checks every one, and
+        the spinners' weight is one the schedulers take."""
         self.request(Path("/"), None)
+        if self.spinner_weight is not None:
+            validate_weight(self.spinner_weight)
 
 
 #: A destroy's figures from Xen's profile (profiling builds, ``--profile``).
@@ -355,9 +360,12 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
     plot(runs, out_dir / "birth_after_death.png")
     for run in runs:
         pol = run.get("scrub_policy")
+        weight = run.get("spinner_weight")
         console().print(f"{run['variant']}: scrub policy "
                         + ("- (no scrub sysctl: idle CPUs only)" if not pol else
-                           f"{pol['policy']} ({pol['budget_us']} us every {pol['period_us']} us)"))
+                           f"{pol['policy']} ({pol['budget_us']} us every {pol['period_us']} us)")
+                        + f"; {run.get('spinners')} spinners of weight "
+                        + ("the default" if weight is None else str(weight)))
     for r in doc["birth_after_death"]["ratios"]:
         console().print(
             f"{r['variant']}{_policy(r)} G={r['gap_s']}s: create {_x(r['create_vs_stock'])} stock "
