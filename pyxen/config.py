@@ -22,8 +22,11 @@ MAX_VCPUS = 128
 #: Highest NUMA node number accepted (Xen's MAX_NUMNODES is 64 on x86).
 MAX_NUMA_NODE = 63
 
-#: Scheduler weights credit and credit2 accept (their default is 256).
-MIN_WEIGHT, MAX_WEIGHT = 1, 65535
+#: Scheduler weights credit and credit2 accept, and their default.
+MIN_WEIGHT, MAX_WEIGHT, DEFAULT_WEIGHT = 1, 65535, 256
+#: The schedulers that have weights (libxl's names).  Under the others
+#: (rtds, null, arinc653) libxl would ignore a weight without a word.
+WEIGHTED_SCHEDULERS = ("credit", "credit2")
 
 #: What xl does on guest shutdown that libxl alone can carry out.
 SHUTDOWN_ACTIONS = ("destroy", "preserve")
@@ -42,6 +45,14 @@ def validate_name(name: str) -> str:
 def validate_weight(weight: Any) -> int:
     """A scheduler weight (credit, credit2), or a ValueError naming the range."""
     return _int("weight", weight, MIN_WEIGHT, MAX_WEIGHT)
+
+
+def check_weight_scheduler(scheduler: str) -> None:
+    """A ValueError unless ``scheduler`` (libxl's name of the one the domain
+    will run under) gives domains weights."""
+    if scheduler not in WEIGHTED_SCHEDULERS:
+        raise ValueError(f"weight needs the {' or '.join(WEIGHTED_SCHEDULERS)} scheduler; "
+                         f"Xen runs {scheduler}")
 
 
 def _int(field: str, value: Any, low: int, high: int | None = None) -> int:
@@ -81,7 +92,8 @@ class DomainConfig:
     nodes: tuple[int, ...] | None = None
     #: The domain's weight under the credit and credit2 schedulers (xl.cfg's
     #: ``weight``): its share of a busy CPU against other domains' weights.
-    #: None keeps the scheduler's default (256).
+    #: None keeps the scheduler's default (DEFAULT_WEIGHT).  A create with a
+    #: weight under another scheduler fails (check_weight_scheduler()).
     weight: int | None = None
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyxen._native import NativeHandle, check_libxl, ffi, lib, string
-from pyxen.config import DomainConfig
+from pyxen.config import DomainConfig, check_weight_scheduler
 from pyxen.errors import DomainNotFound, LibxlError, XenError
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,9 @@ class Libxl(NativeHandle):
             lib.libxl_defbool_set(ffi.addressof(b.numa_placement), False)
         if cfg.weight is not None:
             # libxl applies the build's scheduling parameters before the
-            # domain first runs, on whatever scheduler its cpupool has.
+            # domain first runs; under a scheduler without weights it would
+            # drop this one silently.
+            check_weight_scheduler(self.scheduler())
             b.sched_params.weight = cfg.weight
         b.kernel = lib.strdup(str(cfg.kernel).encode())
         if cfg.cmdline:
@@ -208,6 +210,16 @@ class Libxl(NativeHandle):
                 log.warning("destroy of domain %d: libxl's destroyer child deadlocked "
                             "(a library lock inherited locked at fork) and was killed; "
                             "destroying again (attempt %d)", domid, attempt + 1)
+
+    def scheduler(self) -> str:
+        """libxl's name of the scheduler new domains run under (cpupool 0's:
+        pyxen creates no domain in another pool), e.g. 'credit2'."""
+        self.clear_message()
+        sched = lib.libxl_get_scheduler(self.ctx)
+        if sched < 0:
+            check_libxl(int(sched), "libxl_get_scheduler", self)
+        name = lib.libxl_scheduler_to_string(sched)
+        return "unknown" if name == ffi.NULL else string(name)
 
     # -- listing and names -----------------------------------------------------
     def list(self) -> list[DomInfo]:
@@ -333,6 +345,10 @@ class LibxlPool:
     def list(self) -> list[DomInfo]:
         with self.lend() as xl:
             return xl.list()
+
+    def scheduler(self) -> str:
+        with self.lend() as xl:
+            return xl.scheduler()
 
     def name_to_domid(self, name: str) -> int:
         with self.lend() as xl:

@@ -7,6 +7,7 @@ typedef enum { LIBXL_ACTION_ON_SHUTDOWN_DESTROY = 1,
                LIBXL_ACTION_ON_SHUTDOWN_PRESERVE = 4, ... } libxl_action_on_shutdown;
 typedef enum { ... } libxl_shutdown_reason;
 typedef enum { ... } libxl_error;
+typedef enum { ... } libxl_scheduler;
 
 #define LIBXL_VERSION ...
 #define ERROR_FAIL ...
@@ -77,6 +78,8 @@ typedef struct {
 
 
 const char *libxl_error_to_string(libxl_error p);
+const char *libxl_scheduler_to_string(libxl_scheduler p);
+libxl_scheduler libxl_get_scheduler(libxl_ctx *ctx);
 
 int libxl_ctx_alloc(libxl_ctx **pctx, int version, unsigned flags,
                     xentoollog_logger *lg);

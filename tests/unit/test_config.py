@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyxen.config import NAME_RE, DomainConfig
+from pyxen.config import NAME_RE, DomainConfig, check_weight_scheduler
 
 K = Path("/opt/pyxen/tinyguest")
 
@@ -132,3 +132,12 @@ def test_a_weight_goes_to_the_xl_config_and_back() -> None:
     assert DomainConfig.from_xl_config('name = "w"\nkernel = "/k"\nweight = 512\n').weight == 512
     with pytest.raises(ValueError, match="weight must be 1..65535, got 0"):
         DomainConfig.from_xl_config('name = "w"\nkernel = "/k"\nweight = 0\n')
+
+
+def test_a_weight_needs_a_scheduler_with_weights() -> None:
+    check_weight_scheduler("credit")
+    check_weight_scheduler("credit2")
+    for sched in ("rtds", "null", "arinc653", "unknown"):
+        with pytest.raises(ValueError, match=f"weight needs the credit or credit2 scheduler; "
+                                             f"Xen runs {sched}"):
+            check_weight_scheduler(sched)

@@ -5,11 +5,13 @@ without the sysctl).  No Xen: a host that records what it is told."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from pyxen.config import DomainConfig
 from pyxen.lab.contract.requests import ScrubRequest
 from pyxen.lab.dom0.scrub_dom0 import policy_turns
 
@@ -54,3 +56,23 @@ def test_the_request_takes_every_policy(policy: str) -> None:
     assert ScrubRequest.from_json(req.to_json()) == req
     with pytest.raises(ValueError, match="scrub_policy"):
         ScrubRequest(kernel=Path("/guest"), scrub_policy="sometimes")
+
+
+def test_the_spinners_get_the_weight_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyxen.lab.dom0 import scrub_dom0
+    monkeypatch.setattr(scrub_dom0, "DirtyPages", lambda host: None)
+    monkeypatch.setattr(scrub_dom0, "Profiler", lambda: None)
+    made: list[DomainConfig] = []
+
+    class FakeHost:
+        def create(self, cfg: DomainConfig) -> SimpleNamespace:
+            made.append(cfg)
+            return SimpleNamespace(name=cfg.name)
+
+    bench = scrub_dom0.Bench(FakeHost(), Path("/k"), "t-", 60.0)  # type: ignore[arg-type]
+    bench.start_spinners(2, weight=1)
+    assert [(c.weight, c.cmdline) for c in made] == [(1, "spin"), (1, "spin")]
+    made.clear()
+    bench.start_spinners(1)
+    assert made[0].weight is None
+    assert len(bench.spinners) == 3

@@ -213,7 +213,7 @@ class ScrubRequest(DriverRequest):
     clean_timeout: float = 60.0
     prefix: str = "bad-"
     spinners: int | None = None   # spinning guests in all; None: one per pCPU
-    spinner_weight: int | None = None   # their scheduler weight; None: the default (256)
+    spinner_weight: int | None = None   # their scheduler weight; None: the scheduler's default
     fill: str = protocol.SCRUB_FILL_DEFAULT
     dma_bits: int | None = None   # Xen's DMA width, to leave the DMA pool out of the fill
     reps: int = 1                 # repetitions of every gap, interleaved

@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pcpus": pcpus,
                 "spinners": spinners,
                 "spinner_weight": req.spinner_weight,
+                # what the spinners' (and dom0's default) weight is weighed by
+                "scheduler": host.xl.scheduler(),
                 "scrub_counters": bench.dirty.counters,
                 "scrub_policy": None if policy is None else {
                     "policy": policy.policy.value, "budget_us": policy.budget_us,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 # Only the standard library at import time: "deps --install" must run on a
 # fresh machine before the lab extra's dependencies (rich, matplotlib) exist.
-from pyxen.config import validate_weight
+from pyxen.config import DEFAULT_WEIGHT, MAX_WEIGHT, MIN_WEIGHT, validate_weight
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, nonneg_number,
                                      number_list, positive_int, positive_int_list,
@@ -404,10 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spinning guests in all (default one per pCPU; fewer leave "
                         "some pCPUs idle, a partly loaded host)")
     p.add_argument("--spinner-weight", type=weight_arg, default=None, metavar="W",
-                   help="the spinners' scheduler weight (credit, credit2; 1..65535, "
-                        "default the scheduler's 256, dom0's too): 1 gives dom0 the CPU "
-                        "whenever it wants it while the spinners take every cycle it "
-                        "leaves, so idle CPUs still never scrub")
+                   help=f"the spinners' scheduler weight (credit, credit2; "
+                        f"{MIN_WEIGHT}..{MAX_WEIGHT}, default the scheduler's "
+                        f"{DEFAULT_WEIGHT}, dom0's too): 1 gives dom0 a pCPU whenever it "
+                        "wants one while the spinners take the cycles it leaves")
     p.add_argument("--profile", action="store_true",
                    help="profiling hypervisors (lock profiling + perf counters): each "
                         "destroy's heap_lock wait, domctl entries and pages scrubbed in "

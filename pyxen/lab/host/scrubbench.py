@@ -120,6 +120,12 @@ def summarize_gaps(gap_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                               r.get("scrub_policy"))).items()]
 
 
+def gap_summaries(gap_runs: list[dict[str, Any]], alternated: bool) -> list[dict[str, Any]]:
+    """A run's per-gap (and policy) summaries, each saying whether the run
+    alternated the scrub policy (``alternated``)."""
+    return [{**g, "alternated": alternated} for g in summarize_gaps(gap_runs)]
+
+
 def summarize_sizes(size_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per guest size (in the order first run): destroy time and
     pages left dirty as medians over the repetitions; the time to clean as
@@ -234,8 +240,7 @@ def run_variant(variant: Variant, options: VMOptions, params: ScrubParams) -> di
     result = res.json_file("result.json", f"the birth-after-death benchmark on {name}")
     result["qemu_ram_backing"] = backing
     result["sizes"] = summarize_sizes(result["size_runs"])
-    result["gaps"] = [{**g, "alternated": bool(result.get("scrub_alternated"))}
-                      for g in summarize_gaps(result["gap_runs"])]
+    result["gaps"] = gap_summaries(result["gap_runs"], bool(result.get("scrub_alternated")))
     result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])
     return {"variant": name, **describe_build(staged), **result}
 
