@@ -51,7 +51,6 @@ def test_without_alternation_a_run_is_named_by_the_policy_set() -> None:
 
 @pytest.mark.parametrize("policy", ["alternate", "eager", "idle", "boot"])
 def test_the_request_takes_every_policy(policy: str) -> None:
-    from pathlib import Path
     req = ScrubRequest(kernel=Path("/guest"), scrub_policy=policy)
     assert ScrubRequest.from_json(req.to_json()) == req
     with pytest.raises(ValueError, match="scrub_policy"):

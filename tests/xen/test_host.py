@@ -14,6 +14,7 @@ import pytest
 
 import pyxen
 from pyxen.config import DEFAULT_WEIGHT, WEIGHTED_SCHEDULERS, DomainConfig
+from pyxen.lab.dom0 import xl
 from pyxen.lab.dom0.drivers import console_text
 from pyxen.lab.dom0.proccpu import find_pids
 from pyxen.xenstore import Perm, XenStore, cache_supported
@@ -46,12 +47,9 @@ def test_create_list_destroy_leaves_nothing(host, kernel, helpers):
 
 def _sched_weight(domid: int) -> int:
     """The domain's weight as xl reports it under the scheduler Xen runs."""
-    sched = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["xl", "info"], capture_output=True, text=True, check=True).stdout.splitlines()
-        if line.startswith("xen_scheduler"))
+    sched = xl.parse_info(xl.xl("info"))["xen_scheduler"]
     assert sched in WEIGHTED_SCHEDULERS, f"weights mean nothing under {sched}"
-    out = subprocess.run(["xl", f"sched-{sched}", "-d", str(domid)], capture_output=True,
-                         text=True, check=True).stdout.splitlines()
+    out = xl.xl(f"sched-{sched}", "-d", str(domid)).splitlines()
     header = next(line.split() for line in out if line.split()[:2] == ["Name", "ID"])
     row = next(line.split() for line in out if line.split()[1:2] == [str(domid)])
     return int(row[header.index("Weight")])
