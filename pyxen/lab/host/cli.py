@@ -255,6 +255,20 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
     return 0
 
 
+def cmd_scrubpool(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pyxen.lab.host.scrubpool import load_invocations, pool, pooled_lines, write_pooled
+    try:
+        pooled = pool(load_invocations(args.run_dirs))
+    except ValueError as exc:
+        ap.error(str(exc))
+    for line in pooled_lines(pooled):
+        print(line)
+    if args.out:
+        write_pooled(pooled, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _refuse_caches(ap, args.variants, "xsbench measures xenstored itself")
     from pyxen.lab.host.xsbench import XsParams, run_xs_bench
@@ -414,6 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "the background meanwhile are recorded")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.set_defaults(func=cmd_scrubbench)
+
+    p = sub.add_parser("scrubpool", help="pool the birth-after-death runs of several "
+                                         "scrubbench invocations of one command (a boot "
+                                         "per variant each) and compare them with stock")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="a scrubbench --out directory (its bench.json)")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="also write the pooled summaries and ratios as JSON")
+    p.set_defaults(func=cmd_scrubpool)
 
     p = sub.add_parser("xsbench", help="Xenstore read latency against idle connections: "
                                        "stock vs variants in one run")

@@ -300,6 +300,20 @@ def workers_on_vs_off(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def gap_ratio_lines(against_stock: list[dict[str, Any]],
+                    on_vs_off: list[dict[str, Any]]) -> list[str]:
+    """The lines that give ``ratios()`` and ``workers_on_vs_off()``."""
+    lines = [f"{r['variant']}{_policy(r)} G={r['gap_s']}s: create {_x(r['create_vs_stock'])} "
+             f"stock (dom0 CPU {_x(r['create_cpu_vs_stock'])}), destroy "
+             f"{_x(r['destroy_vs_stock'])} (dom0 CPU {_x(r['destroy_cpu_vs_stock'])}), "
+             f"spinners {_x(r['spin_throughput_vs_stock'])}" for r in against_stock]
+    lines += [f"{r['variant']} G={r['gap_s']}s, workers on against off in the same boot: "
+              f"create {_x(r['create_vs_off'])} (dom0 CPU {_x(r['create_cpu_vs_off'])}), "
+              f"destroy {_x(r['destroy_vs_off'])} (dom0 CPU {_x(r['destroy_cpu_vs_off'])}), "
+              f"spinners {_x(r['spin_throughput_vs_off'])}" for r in on_vs_off]
+    return lines
+
+
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -371,18 +385,9 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
                            f"{pol['policy']} ({pol['budget_us']} us every {pol['period_us']} us)")
                         + f"; {run.get('spinners')} spinners of weight "
                         + ("the default" if weight is None else str(weight)))
-    for r in doc["birth_after_death"]["ratios"]:
-        console().print(
-            f"{r['variant']}{_policy(r)} G={r['gap_s']}s: create {_x(r['create_vs_stock'])} stock "
-            f"(dom0 CPU {_x(r['create_cpu_vs_stock'])}), destroy {_x(r['destroy_vs_stock'])} "
-            f"(dom0 CPU {_x(r['destroy_cpu_vs_stock'])}), spinners "
-            f"{_x(r['spin_throughput_vs_stock'])}")
-    for r in doc["birth_after_death"]["workers_on_vs_off"]:
-        console().print(
-            f"{r['variant']} G={r['gap_s']}s, workers on against off in the same boot: "
-            f"create {_x(r['create_vs_off'])} (dom0 CPU {_x(r['create_cpu_vs_off'])}), "
-            f"destroy {_x(r['destroy_vs_off'])} (dom0 CPU {_x(r['destroy_cpu_vs_off'])}), "
-            f"spinners {_x(r['spin_throughput_vs_off'])}")
+    for line in gap_ratio_lines(doc["birth_after_death"]["ratios"],
+                                doc["birth_after_death"]["workers_on_vs_off"]):
+        console().print(line)
     for run in runs:
         for g in run["gaps"]:
             frac = g.get("born_on_node_fraction")
