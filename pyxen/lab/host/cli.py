@@ -257,10 +257,7 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 def cmd_scrubpool(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pyxen.lab.host.scrubpool import load_invocations, pool, pooled_lines, write_pooled
-    try:
-        pooled = pool(load_invocations(args.run_dirs))
-    except ValueError as exc:
-        ap.error(str(exc))
+    pooled = pool(load_invocations(args.run_dirs))  # main() reports a ValueError as usage
     for line in pooled_lines(pooled):
         print(line)
     if args.out:
