@@ -65,6 +65,33 @@ def test_alternated_runs_give_workers_on_against_off() -> None:
     (on_off,) = pooled["workers_on_vs_off"]
     assert on_off["create_vs_off"] == pytest.approx(0.5)
     assert {r["scrub_policy"] for r in pooled["ratios"]} == {"eager", "idle"}
+    lines = pooled_lines(pooled)
+    # an alternated run's lines name the policy, as scrubbench's own do
+    assert any(line.startswith("patched (eager) G=15.0s: 2 boots, n=2, create 0.50 s")
+               for line in lines)
+    assert any(line.startswith("patched (eager) G=15.0s: create 0.50x stock") for line in lines)
+
+
+def test_a_run_that_did_not_alternate_is_named_as_scrubbench_names_it() -> None:
+    inv = Invocation("a", {"vm": VM, "runs": [
+        variant_run("stock", [gap_run(1.0, 1.0)]),
+        variant_run("patched", [gap_run(0.5, 1.0, policy="eager")], scrub_policy="eager")]})
+    lines = pooled_lines(pool([inv]))
+    assert lines[1].startswith("patched G=15.0s: 1 boots, n=1, create 0.50 s")
+    assert lines[2].startswith("patched G=15.0s: create 0.50x stock")
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda run: run.pop("variant"), "a run without a variant name"),
+    (lambda run: run.pop("gap_runs"), "patched has no gap_runs list"),
+    (lambda run: run["gap_runs"][0].pop("guest_mib"), "patched's gap run 0 lacks guest_mib"),
+    (lambda run: run["gap_runs"].__setitem__(0, 3), "patched's gap run 0 lacks gap_s, guest_mib"),
+])
+def test_a_hand_edited_run_missing_its_fields_is_named(damage: Any, named: str) -> None:
+    inv = invocation("b", [1.0], [0.5])
+    damage(inv.section["runs"][1])
+    with pytest.raises(ValueError, match=f"^b: {named}"):
+        pool([invocation("a", [1.0], [0.5]), inv])
 
 
 @pytest.mark.parametrize("change, named", [

@@ -218,8 +218,9 @@ def destroy_profile_text(entry: dict[str, Any]) -> str:
             + " pages scrubbed in the background (medians)")
 
 
-def _policy(entry: dict[str, Any]) -> str:
-    """' (eager)' for an entry of a run that alternated the scrub policy."""
+def policy_suffix(entry: dict[str, Any]) -> str:
+    """' (eager)' for an entry of a run that alternated the scrub policy, ''
+    for any other: what follows a variant's name in every line and label."""
     return f" ({entry['scrub_policy']})" if entry.get("alternated") else ""
 
 
@@ -303,7 +304,7 @@ def workers_on_vs_off(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def gap_ratio_lines(against_stock: list[dict[str, Any]],
                     on_vs_off: list[dict[str, Any]]) -> list[str]:
     """The lines that give ``ratios()`` and ``workers_on_vs_off()``."""
-    lines = [f"{r['variant']}{_policy(r)} G={r['gap_s']}s: create {_x(r['create_vs_stock'])} "
+    lines = [f"{r['variant']}{policy_suffix(r)} G={r['gap_s']}s: create {_x(r['create_vs_stock'])} "
              f"stock (dom0 CPU {_x(r['create_cpu_vs_stock'])}), destroy "
              f"{_x(r['destroy_vs_stock'])} (dom0 CPU {_x(r['destroy_cpu_vs_stock'])}), "
              f"spinners {_x(r['spin_throughput_vs_stock'])}" for r in against_stock]
@@ -327,7 +328,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
             spread = [g.get("create_s_all") or [g["create_s"]] for g in entries]
             a.errorbar(gaps, med, yerr=[[m - min(v) for m, v in zip(med, spread)],
                                         [max(v) - m for m, v in zip(med, spread)]],
-                       marker="o", capsize=3, label=r["variant"] + _policy(entries[0]))
+                       marker="o", capsize=3, label=r["variant"] + policy_suffix(entries[0]))
         sizes = [s["guest_mib"] for s in r["sizes"]]
         clean = [s["time_to_clean_s"] if s["time_to_clean_s"] is not None
                  else r["clean_timeout_s"] for s in r["sizes"]]
@@ -392,12 +393,12 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
         for g in run["gaps"]:
             frac = g.get("born_on_node_fraction")
             console().print(
-                f"{run['variant']}{_policy(g)} G={g['gap_s']}s: create {g['create_s']:.2f} s "
+                f"{run['variant']}{policy_suffix(g)} G={g['gap_s']}s: create {g['create_s']:.2f} s "
                 f"(n={g['n']}), dirty pages met {g['dirty_pages_at_create']:.0f}"
                 + ("" if frac is None else f", new guest {100 * frac:.0f}% on its node"))
             if g.get("destroy_heap_lock_wait_s") is not None:
-                console().print(f"{run['variant']}{_policy(g)} G={g['gap_s']}s destroys, in Xen: "
-                                + destroy_profile_text(g))
+                console().print(f"{run['variant']}{policy_suffix(g)} G={g['gap_s']}s destroys, "
+                                "in Xen: " + destroy_profile_text(g))
         cost = run.get("birth_scrub_cost")
         if cost:
             console().print(

@@ -18,7 +18,7 @@ from typing import Any
 
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.host.benchfile import load_bench
-from pyxen.lab.host.scrubbench import (gap_ratio_lines, gap_summaries, ratios,
+from pyxen.lab.host.scrubbench import (gap_ratio_lines, gap_summaries, policy_suffix, ratios,
                                        workers_on_vs_off)
 
 #: The saved section a scrubbench invocation writes into its bench.json.
@@ -51,6 +51,25 @@ def load_invocations(dirs: list[Path]) -> list[Invocation]:
     return out
 
 
+#: What pooling reads of every gap run, whatever else it holds.
+GAP_RUN_KEYS = ("gap_s", "guest_mib")
+
+
+def _check_run(source: str, run: Any) -> None:
+    """ValueError naming the invocation when a saved run lacks what pooling
+    reads: its variant's name and its gap runs, each with gap and guest size."""
+    if not isinstance(run, dict) or not isinstance(run.get("variant"), str):
+        raise ValueError(f"{source}: a run without a variant name: {str(run)[:80]}")
+    gaps = run.get("gap_runs")
+    if not isinstance(gaps, list):
+        raise ValueError(f"{source}: {run['variant']} has no gap_runs list")
+    for i, g in enumerate(gaps):
+        missing = [k for k in GAP_RUN_KEYS if not isinstance(g, dict) or k not in g]
+        if missing:
+            raise ValueError(f"{source}: {run['variant']}'s gap run {i} lacks "
+                             f"{', '.join(missing)}")
+
+
 def _gap_keys(run: dict[str, Any]) -> set[tuple[float, int]]:
     return {(g["gap_s"], g["guest_mib"]) for g in run["gap_runs"]}
 
@@ -73,6 +92,7 @@ def pool(invocations: list[Invocation]) -> dict[str, Any]:
                              f"{invocations[0].source}'s ({vm})")
         seen: set[str] = set()
         for run in inv.section["runs"]:
+            _check_run(inv.source, run)
             name = run["variant"]
             if name in seen:
                 raise ValueError(f"{inv.source}: variant {name} ran twice in one invocation")
@@ -101,9 +121,8 @@ def pooled_lines(pooled: dict[str, Any]) -> list[str]:
     lines = []
     for run in pooled["runs"]:
         for g in run["gaps"]:
-            policy = f" ({g['scrub_policy']})" if g.get("scrub_policy") else ""
-            lines.append(f"{run['variant']}{policy} G={g['gap_s']}s: {run['boots']} boots, "
-                         f"n={g['n']}, create {g['create_s']:.2f} s, destroy "
+            lines.append(f"{run['variant']}{policy_suffix(g)} G={g['gap_s']}s: "
+                         f"{run['boots']} boots, n={g['n']}, create {g['create_s']:.2f} s, destroy "
                          f"{g['destroy_s']:.2f} s, dirty pages met "
                          f"{g['dirty_pages_at_create']:.0f}")
     return lines + gap_ratio_lines(pooled["ratios"], pooled["workers_on_vs_off"])
