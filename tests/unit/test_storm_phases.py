@@ -26,7 +26,8 @@ RESULT_KEYS = [
     "driver", "guests", "concurrency", "memory_mib", "makespan_s", "create_s",
     "running_before_create", "destroy_s", "destroy_makespan_s", "xs_requests_per_create",
     "xs_requests_per_destroy", "xs_create_ops", "xs_client_requests_per_create",
-    "xs_client_requests_each", "xs_cache_stats", "xs_requests_each", "xs_reads_each",
+    "xs_client_requests_each", "xs_cache_stats", "xs_create_reach", "xs_requests_each",
+    "xs_reads_each",
     "cpu_s_each", "domctl_hypercalls_per_create", "domctl_retries_per_create",
     "lock_wait_s_per_create", "lock_profile", "domctl_hypercalls_per_destroy",
     "domctl_retries_per_destroy", "lock_wait_s_per_destroy",
@@ -99,10 +100,15 @@ def install_fakes(mp: pytest.MonkeyPatch, module: ModuleType, tmp: Path, *,
             return Counter({"READ": 3 * k, "WRITE": k, "WATCH": k % 2})
 
         def take_text(self) -> str:
-            """The whole storm's watch events: one of a cache's, two others."""
+            """The whole storm's watch events (one of a cache's, two others)
+            and the create phase's requests (a read outside a transaction,
+            one inside)."""
             return "".join(
                 f"OUT 0x1 20261205 00:00:00 WATCH_EVENT (/local/domain/1 {token} )\n"
-                for token in ("xs-cache:", "mine", "yours"))
+                for token in ("xs-cache:", "mine", "yours")) + (
+                "IN 0x2 20261205 00:00:00 READ (/local/domain/1/name )\n"
+                "IN 0x2 20261205 00:00:00 TRANSACTION_START ( )\n"
+                "IN 0x2 20261205 00:00:00 READ (/local/domain/1/vm )\n")
 
     class Profiler:
         def __init__(self) -> None:
@@ -204,8 +210,12 @@ def test_the_storm_keeps_result_json_fields(monkeypatch, tmp_path, driver, concu
         assert all(r[k] is not None for k in per_c1)
         if not proxy:
             assert r["xs_client_requests_each"] == r["xs_requests_each"]
+        # per create (5 of 6 created), from the create phase's trace
+        assert r["xs_create_reach"] == [{"cacheable": 1 / 5, "in_transaction": 1 / 5,
+                                         "other": 1 / 5}]
     else:
         assert all(r[k] is None for k in per_c1)
+        assert r["xs_create_reach"] is None
     if not proxy:
         assert r["xs_cache_stats"] is None
         assert r["xs_client_requests_per_create"] == r["xs_requests_per_create"]

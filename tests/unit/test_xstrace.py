@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.dom0.xstrace import TraceReader, connection_of, count_requests, count_watch_events
+from pyxen.lab.dom0.xstrace import (TraceReader, connection_of, count_requests,
+                                    count_watch_events, requests_by_reach)
 
 TRACE = """\
 IN 0x55d0 20261122 08:00:00 READ (/local/domain/0/name )
@@ -75,3 +76,34 @@ def test_watch_events_sent_are_counted_apart_for_the_library_cache():
     # written first (START) is counted once, with its end.
     assert count_watch_events(trace) == {"cache": 2, "other": 1}
     assert count_requests(trace) == {"READ": 2, "WRITE": 1, "TRANSACTION_START": 1}
+
+
+REACH_TRACE = """\
+io: IN 0xa (d0) 20261205 08:00:00 READ (/local/domain/1/name )
+io: IN 0xa (d0) 20261205 08:00:00 READ (domid )
+io: IN 0xa (d0) 20261205 08:00:00 TRANSACTION_START ( )
+io: IN 0xb (d0) 20261205 08:00:00 READ (/local/domain/1/console/ring-ref )
+io: OUT 0xa (d0) 20261205 08:00:00 TRANSACTION_START (7 )
+io: IN 0xa (d0) 20261205 08:00:00 READ (/local/domain/1/vm )
+io: IN 0xa (d0) 20261205 08:00:00 WRITE (/local/domain/1/name tg-1 )
+io: IN 0xa (d0) 20261205 08:00:00 GET_DOMAIN_PATH (1 )
+io: IN 0xa (d0) 20261205 08:00:01 TRANSACTION_END (T )
+io: IN 0xa (d0) 20261205 08:00:01 DIRECTORY (/local/domain )
+io: IN 0xa (d0) 20261205 08:00:01 WRITE (/local/domain/1/tty x )
+io: IN 0xb (d0) 20261205 08:00:01 TRANSACTION_END (F )
+io: IN 0xb (d0) 20261205 08:00:01 DIRECTORY (/local/domain/1/console )
+"""
+
+
+def test_requests_are_classed_by_what_a_cache_in_their_client_could_answer() -> None:
+    busiest, other = requests_by_reach(REACH_TRACE)
+    # 0xa: the absolute READ and DIRECTORY outside its transaction and the
+    # domain path (even inside it) are cacheable; the relative READ, the
+    # start and the write after the end are not; inside: a read, a write
+    # and the end.  Another connection's transaction changes nothing.
+    assert busiest == {"cacheable": 3, "in_transaction": 3, "other": 3}
+    # 0xb: a stray end (no transaction open) opens nothing and is "other".
+    assert other == {"cacheable": 2, "in_transaction": 0, "other": 1}
+    assert requests_by_reach(REACH_TRACE.replace("io: ", "").replace("(d0) ", "")) == [
+        busiest, other]
+    assert requests_by_reach("") == []

@@ -43,7 +43,8 @@ from pyxen.lab.dom0.proccpu import CpuSampler
 from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
 from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xllock import LockSampler, LockUse
-from pyxen.lab.dom0.xstrace import TraceReader, count_watch_events, trace_path, xs_trace_off
+from pyxen.lab.dom0.xstrace import (TraceReader, count_watch_events, requests_by_reach,
+                                    trace_path, xs_trace_off)
 from xenstore_cache.control import query_control
 
 class Progress:
@@ -100,7 +101,8 @@ def _lock_wait(profile: dict[str, Any] | None, ops: int) -> float | None:
 #: Fields of a result that come from the traced storm (request counts).
 COUNTED_FIELDS = ("xs_requests_per_create", "xs_requests_per_destroy", "xs_create_ops",
                   "xs_client_requests_per_create", "xs_client_requests_each",
-                  "xs_cache_stats", "xs_requests_each", "xs_reads_each", "xs_watch_events")
+                  "xs_cache_stats", "xs_requests_each", "xs_reads_each", "xs_watch_events",
+                  "xs_create_reach")
 
 
 def merge_passes(timed: dict[str, Any], counted: dict[str, Any]) -> dict[str, Any]:
@@ -241,6 +243,9 @@ class Created:
     each_ops: list[dict[str, int] | None]
     each_client: list[int | None]
     each_cpu: list[dict[str, float] | None]
+    #: C=1 only (else None): each connection's requests in the phase by what
+    #: a cache of reads in that client could answer (xstrace.requests_by_reach).
+    by_reach: list[dict[str, int]] | None = None
 
 
 def add_each(phase_ops: Counter[str], each: list[dict[str, int] | None]) -> Counter[str]:
@@ -285,6 +290,9 @@ def create_phase(s: Storm, phase: str) -> Created:
     s.profiler.reset()
     if s.proxy:
         s.proxy.take()
+    # A connection's transactions tell its reads apart only when they do not
+    # overlap: at C=1.
+    reach = TraceReader(trace_path()) if s.concurrency == 1 else None
     # xl's global create lock (autoballooning xl): sampled for both variants.
     xl_lock: LockUse | None = None
     if s.driver.name == "xl":
@@ -294,6 +302,7 @@ def create_phase(s: Storm, phase: str) -> Created:
     else:
         create_s, makespan = s.timed(phase, create)
     create_ops = add_each(s.trace.take(), each)
+    by_reach = requests_by_reach(reach.take_text()) if reach else None
     profile = s.profiler.read()
     # What clients asked (through the proxy when there is one) against what
     # reached xenstored (its trace): equal without the proxy.
@@ -303,7 +312,7 @@ def create_phase(s: Storm, phase: str) -> Created:
     return Created(create_s=create_s, makespan_s=makespan, running_before=running_before,
                    ops=create_ops, client_requests=client_requests, profile=profile,
                    proxy_stats=proxy_stats, xl_lock=xl_lock, each_ops=each,
-                   each_client=each_client, each_cpu=each_cpu)
+                   each_client=each_client, each_cpu=each_cpu, by_reach=by_reach)
 
 
 def console_phase(s: Storm) -> int:
@@ -371,6 +380,12 @@ def account(s: Storm, baseline: Baseline, created: Created, console_ok: int,
                                           if n_created else None),
         "xs_client_requests_each": created.each_client if concurrency == 1 else None,
         "xs_cache_stats": created.proxy_stats,
+        # C=1 only (else null): per create, each client connection's requests
+        # by what a cache of reads in that client could answer ("cacheable":
+        # reads of absolute paths outside transactions and domain paths;
+        # "in_transaction"; "other"), busiest client first.
+        "xs_create_reach": ([{k: v / n_created for k, v in c.items()} for c in created.by_reach]
+                            if created.by_reach is not None and n_created else None),
         # C=1 only: requests of each create, in creation order (else null).
         "xs_requests_each": [sum(o.values()) if o is not None else None for o in each]
         if concurrency == 1 else None,

@@ -94,6 +94,54 @@ def count_requests(text: str, conn: str | None = None) -> Counter[str]:
     return ops
 
 
+#: Requests a cache of reads in the client could answer when outside a
+#: transaction and of an absolute path (libxenstore's cache: READ and
+#: DIRECTORY), and one it answers always (a domain's path is a function of
+#: its ID).
+CACHEABLE_READS = ("READ", "DIRECTORY")
+LOCAL_ANSWERS = ("GET_DOMAIN_PATH",)
+
+#: How requests_by_reach() classes a request.
+REACH_CLASSES = ("cacheable", "in_transaction", "other")
+
+
+def requests_by_reach(text: str) -> list[dict[str, int]]:
+    """Each connection's requests in trace text by what a cache of reads in
+    that client could do with them, busiest connection first: ``cacheable``
+    (READ or DIRECTORY of an absolute path sent while the connection had no
+    transaction open, and GET_DOMAIN_PATH), ``in_transaction`` (any other
+    request sent while it had one open, from a TRANSACTION_START to its
+    TRANSACTION_END, the end included) and ``other`` (the rest: writes,
+    watches, transaction starts, relative paths).
+
+    The trace does not show a request's transaction, only the order of a
+    connection's requests: on a connection that runs one transaction at a
+    time, a read sent outside the transaction while it is open counts as in
+    it, so ``cacheable`` is a lower bound of what such a cache could answer."""
+    open_tx: dict[str, int] = {}
+    by_conn: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        m = _REQUEST.match(line)
+        if not m:
+            continue
+        conn, op, args = m.groups()
+        counts = by_conn.setdefault(conn, dict.fromkeys(REACH_CLASSES, 0))
+        depth = open_tx.get(conn, 0)
+        if op == "TRANSACTION_START":
+            open_tx[conn] = depth + 1
+            reach = "other"
+        elif op == "TRANSACTION_END":
+            open_tx[conn] = max(0, depth - 1)
+            reach = "in_transaction" if depth else "other"
+        elif op in LOCAL_ANSWERS or (op in CACHEABLE_READS and not depth
+                                      and args.startswith("/")):
+            reach = "cacheable"
+        else:
+            reach = "in_transaction" if depth else "other"
+        counts[reach] += 1
+    return sorted(by_conn.values(), key=lambda c: -sum(c.values()))
+
+
 #: A watch event xenstored wrote to a connection whole (OUT, or OUT(END)
 #: for the last part of one written in parts): connection and arguments.
 _EVENT = re.compile(_line(r"OUT(?:\(END\))?") + r"WATCH_EVENT \((.*)\)$")
