@@ -3,6 +3,7 @@ source (version, checksum), the patch series and the project's own commit."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ def project_commit(where: Path | None = None) -> str:
     return "unknown"
 
 
+@functools.cache
+def run_commit() -> str:
+    """project_commit() as this process first saw it: every variant of one
+    run records the commit the run started from, even if the checkout moves
+    on while it runs (the running code does not)."""
+    return project_commit()
+
+
 def describe_build(staged: StagedBuild) -> dict[str, Any]:
     """The provenance fields of one variant's results."""
     v = staged.variant
@@ -41,5 +50,5 @@ def describe_build(staged: StagedBuild) -> dict[str, Any]:
         "instrumentation": [p.name for p in v.instrumentation],
         "hypervisor_key": staged.hypervisor_key,
         "tools_key": staged.tools_key,
-        "project_commit": project_commit(),
+        "project_commit": run_commit(),
     }
