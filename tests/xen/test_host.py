@@ -45,6 +45,37 @@ def test_create_list_destroy_leaves_nothing(host, kernel, helpers):
     assert helpers.wait_for(lambda: host.free_memory_mib() == free0, 30)
 
 
+def test_a_new_domains_xenstore_nodes_have_libxls_permissions(host, kernel, helpers):
+    """Who may read and write each node libxl makes for a PV domain with a
+    console: what libxl asks for, whether it sets the permissions itself or,
+    for a node made in a directory with the same ones, leaves them to
+    xenstored's inheritance (a wrong assumption there gives a guest write
+    access to its console's ring-ref, or takes its control nodes away)."""
+    dom = host.create(DomainConfig(helpers.PREFIX + "perms", kernel))
+    try:
+        d = dom.domid
+        ro = [Perm(0, "n"), Perm(d, "r")]       # dom0's, the guest reads
+        rw = [Perm(d, "n")]                     # the guest's own
+        front = [Perm(d, "n"), Perm(0, "r")]    # the guest's, the backend reads
+        dom0_only = [Perm(0, "n")]
+        home = f"/local/domain/{d}"
+        want = {home: ro}
+        want |= {f"{home}/{n}": ro for n in ("cpu", "memory", "device", "control")}
+        want |= {f"{home}/{n}": rw for n in (
+            "device/suspend/event-channel", "control/shutdown", "control/feature-poweroff",
+            "control/feature-reboot", "control/feature-suspend", "control/sysrq",
+            "data", "drivers", "feature", "attr", "error")}
+        want |= {f"{home}/console/{n}": ro for n in (
+            "", "backend", "limit", "type", "output", "tty", "port", "ring-ref")}
+        want[f"{home}/console/backend-id"] = front
+        want |= {f"/libxl/{d}": dom0_only, f"/libxl/{d}/device": dom0_only}
+        got = {path.rstrip("/"): host.xenstore.get_perms(path.rstrip("/")) for path in want}
+        assert got == {path.rstrip("/"): perms for path, perms in want.items()}
+    finally:
+        dom.destroy()
+        assert dom.wait_death(30)
+
+
 def _sched_weight(domid: int) -> int:
     """The domain's weight as xl reports it under the scheduler Xen runs."""
     sched = xl.parse_info(xl.xl("info"))["xen_scheduler"]
