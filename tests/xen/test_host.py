@@ -65,12 +65,13 @@ def test_a_new_domains_xenstore_nodes_have_libxls_permissions(host, kernel, help
             "device/suspend/event-channel", "control/shutdown", "control/feature-poweroff",
             "control/feature-reboot", "control/feature-suspend", "control/sysrq",
             "data", "drivers", "feature", "attr", "error")}
+        want[f"{home}/console"] = ro
         want |= {f"{home}/console/{n}": ro for n in (
-            "", "backend", "limit", "type", "output", "tty", "port", "ring-ref")}
+            "backend", "limit", "type", "output", "tty", "port", "ring-ref")}
         want[f"{home}/console/backend-id"] = front
         want |= {f"/libxl/{d}": dom0_only, f"/libxl/{d}/device": dom0_only}
-        got = {path.rstrip("/"): host.xenstore.get_perms(path.rstrip("/")) for path in want}
-        assert got == {path.rstrip("/"): perms for path, perms in want.items()}
+        got = {path: host.xenstore.get_perms(path) for path in want}
+        assert got == want
     finally:
         dom.destroy()
         assert dom.wait_death(30)
