@@ -238,6 +238,30 @@ def test_a_paging_pool_that_does_not_fit_fails_for_memory(host, kernel, helpers,
         f"the failed create left {_new_nodes(before, _children(host))}"
 
 
+@pytest.mark.parametrize("pool", ["pxt-no-such-pool", "7"])
+def test_a_cpupool_xen_does_not_have_is_refused_cleanly(host, kernel, helpers, tmp_path,
+                                                        pool):
+    """A domain asked into a cpupool that does not exist, by name or by ID,
+    is refused with "Illegal pool specified" and nothing else logged about
+    the pool, and leaves no domain and no Xenstore node.  The patched
+    toolstack asks Xen whether the pool exists (libxl__cpupool_exists(),
+    toolstack 0033), stock libxl asks Xenstore for its name: the user sees
+    the same on both."""
+    name = helpers.PREFIX + "nopool"
+    cfg = tmp_path / "nopool.cfg"
+    cfg.write_text(DomainConfig(name, kernel).to_xl_config() + f'pool = "{pool}"\n')
+    before = _children(host)
+    domids = {d.domid for d in host.xc.domains()}
+    res = subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert res.returncode != 0, f"created in pool {pool!r}:\n{res.stderr}"
+    assert "Illegal pool specified" in res.stderr, res.stderr
+    assert "failed to get info for cpupool" not in res.stderr, res.stderr
+    assert {d.domid for d in host.xc.domains()} == domids, "the refused create left a domain"
+    assert not _new_nodes(before, _children(host)), \
+        f"the refused create left {_new_nodes(before, _children(host))}"
+
+
 def test_failed_create_of_a_running_config_keeps_its_vm_directory(host, kernel, helpers,
                                                                   tmp_path):
     """``xl create`` of a running domain's configuration, with its fixed UUID,
