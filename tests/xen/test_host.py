@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,6 +73,26 @@ def test_a_new_domains_xenstore_nodes_have_libxls_permissions(host, kernel, help
         want |= {f"/libxl/{d}": dom0_only, f"/libxl/{d}/device": dom0_only}
         got = {path: host.xenstore.get_perms(path) for path in want}
         assert got == want
+    finally:
+        dom.destroy()
+        assert dom.wait_death(30)
+
+
+def test_a_new_domains_vm_directory_has_its_build_entries(host, kernel, helpers):
+    """The entries libxl writes under a new domain's /vm/<uuid> once it is
+    built (its kernel, type and start time) are in the directory its "vm"
+    node names: the series hands that path from the creation's first step
+    to the build instead of reading the node back (toolstack 0034)."""
+    before = time.time()
+    dom = host.create(DomainConfig(helpers.PREFIX + "vmdir", kernel))
+    try:
+        vm = host.xenstore.read(f"/local/domain/{dom.domid}/vm").decode()
+        assert re.fullmatch(r"/vm/[0-9a-f-]{36}", vm), vm
+        assert host.xenstore.read(f"{vm}/image/ostype") == b"linux"
+        assert host.xenstore.read(f"{vm}/image/kernel") == str(kernel).encode()
+        started = float(host.xenstore.read(f"{vm}/start_time"))
+        assert before - 1 <= started <= time.time() + 1, (before, started)
+        assert host.xenstore.read(f"{vm}/name") == dom.name.encode()
     finally:
         dom.destroy()
         assert dom.wait_death(30)
