@@ -231,6 +231,23 @@ def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case):
             first.destroy()
 
 
+def _xl_create_fails_leaving_nothing(host: pyxen.Host, helpers, cfg: Path,  # type: ignore[no-untyped-def]
+                                     what: str) -> str:
+    """Runs ``xl create`` of ``cfg``, which must fail, waits for whatever it
+    made to go (its domain, its Xenstore nodes; ``what`` names it in the
+    failures) and returns xl's stderr."""
+    before = _children(host)
+    domids = {d.domid for d in host.xc.domains()}
+    res = subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert res.returncode != 0, f"{what} succeeded:\n{res.stderr}"
+    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == domids, 30), \
+        f"{what} left its domain"
+    assert helpers.wait_for(lambda: not _new_nodes(before, _children(host)), 10), \
+        f"{what} left {_new_nodes(before, _children(host))}"
+    return res.stderr
+
+
 def test_a_paging_pool_that_does_not_fit_fails_for_memory(host, kernel, helpers, tmp_path):
     """An HVM or PVH guest's paging pool is allocated before its memory
     claim.  When it does not fit, the build fails with ERROR_NOMEM
@@ -245,18 +262,11 @@ def test_a_paging_pool_that_does_not_fit_fails_for_memory(host, kernel, helpers,
     pool_mib = host.free_memory_mib() + 256
     cfg.write_text(helpers.pvh_config(DomainConfig(name, kernel).to_xl_config())
                    + f"shadow_memory = {pool_mib}\n")
-    before = _children(host)
-    domids = {d.domid for d in host.xc.domains()}
-    res = subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True, text=True,
-                         timeout=600, check=False)
-    assert res.returncode != 0, f"a {pool_mib} MiB paging pool fitted:\n{res.stderr}"
-    assert "Failed to set paging mempool size" in res.stderr, res.stderr
+    stderr = _xl_create_fails_leaving_nothing(host, helpers, cfg,
+                                              f"a create with a {pool_mib} MiB paging pool")
+    assert "Failed to set paging mempool size" in stderr, stderr
     want = -3 if os.environ.get("PYXEN_VARIANT") == "stock" else -5   # ERROR_FAIL, ERROR_NOMEM
-    assert f"cannot (re-)build domain: {want}" in res.stderr, res.stderr
-    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == domids, 30), \
-        "the failed create left its domain"
-    assert helpers.wait_for(lambda: not _new_nodes(before, _children(host)), 10), \
-        f"the failed create left {_new_nodes(before, _children(host))}"
+    assert f"cannot (re-)build domain: {want}" in stderr, stderr
 
 
 @pytest.mark.parametrize("pool", ["pxt-no-such-pool", "7"])
@@ -271,16 +281,10 @@ def test_a_cpupool_xen_does_not_have_is_refused_cleanly(host, kernel, helpers, t
     name = helpers.PREFIX + "nopool"
     cfg = tmp_path / "nopool.cfg"
     cfg.write_text(DomainConfig(name, kernel).to_xl_config() + f'pool = "{pool}"\n')
-    before = _children(host)
-    domids = {d.domid for d in host.xc.domains()}
-    res = subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True, text=True,
-                         timeout=600, check=False)
-    assert res.returncode != 0, f"created in pool {pool!r}:\n{res.stderr}"
-    assert "Illegal pool specified" in res.stderr, res.stderr
-    assert "failed to get info for cpupool" not in res.stderr, res.stderr
-    assert {d.domid for d in host.xc.domains()} == domids, "the refused create left a domain"
-    assert not _new_nodes(before, _children(host)), \
-        f"the refused create left {_new_nodes(before, _children(host))}"
+    stderr = _xl_create_fails_leaving_nothing(host, helpers, cfg,
+                                              f"a create in pool {pool!r}")
+    assert "Illegal pool specified" in stderr, stderr
+    assert "failed to get info for cpupool" not in stderr, stderr
 
 
 def test_failed_create_of_a_running_config_keeps_its_vm_directory(host, kernel, helpers,
