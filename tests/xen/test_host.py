@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 import pyxen
 from pyxen.config import DEFAULT_WEIGHT, WEIGHTED_SCHEDULERS, DomainConfig
 from pyxen.lab.dom0 import xl
-from pyxen.lab.dom0.drivers import console_text
+from pyxen.lab.dom0.drivers import GUEST_BANNER, console_text
 from pyxen.lab.dom0.proccpu import find_pids
 from pyxen.xenstore import Perm, XenStore, cache_supported
 
@@ -405,6 +406,45 @@ def test_a_name_too_long_for_the_index_is_refused_cleanly(host, kernel, helpers,
     assert res.returncode != 0 and "is too long." in res.stderr, res.stderr
     assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 10)
     assert too_long.encode().hex() not in xs.directory("/libxl/names")
+
+
+def test_a_create_does_not_wait_for_the_console_backend(host, kernel, helpers):
+    """A creation whose caller did not ask for the console_available report
+    (pyxen passes none, nor does ``xl create`` without ``-c``) completes
+    without waiting for xenconsoled to set the console's tty up (toolstack
+    patch 0037); once xenconsoled runs, the console comes up and nothing the
+    guest printed meanwhile is lost.  Stock 4.22 waits for the tty up to
+    LIBXL_INIT_TIMEOUT (10 s), then fails the creation ("console tty: timed
+    out") and destroys the domain.  xenconsoled is stopped (SIGSTOP), not killed: it
+    keeps its state and its other guests' consoles."""
+    pid = find_pids(("xenconsoled",)).get("xenconsoled")
+    assert pid, "no xenconsoled in this dom0"
+    name = helpers.PREFIX + "noconsd"
+    free0 = host.free_memory_mib()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        if os.environ.get("PYXEN_VARIANT") == "stock":
+            with pytest.raises(pyxen.LibxlError) as failed:
+                host.create(DomainConfig(name, kernel))
+            assert "console tty: timed out" in str(failed.value), failed.value
+            assert helpers.wait_for(lambda: name not in helpers.ours(host), 30)
+            return
+        dom = host.create(DomainConfig(name, kernel))
+        tty = f"/local/domain/{dom.domid}/console/tty"
+        tty_at_create = host.xenstore.read(tty)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        assert tty_at_create == b"", "the tty was set up with xenconsoled stopped"
+        assert helpers.wait_for(lambda: host.xenstore.read(tty) != b"", 60), \
+            "xenconsoled did not set the console up once it ran again"
+        assert helpers.wait_for(lambda: GUEST_BANNER in console_text(name), 60), \
+            f"the guest's console line was lost:\n{console_text(name)}"
+    finally:
+        dom.destroy()
+    assert dom.wait_death(30)
+    assert helpers.xenstore_leftovers(host, {dom.domid}) == []
+    assert helpers.wait_for(lambda: host.free_memory_mib() == free0, 30)
 
 
 def test_unknown_domains_raise_not_found(host):
