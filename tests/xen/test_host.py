@@ -415,8 +415,8 @@ def test_a_create_does_not_wait_for_the_console_backend(host, kernel, helpers):
     patch 0037); once xenconsoled runs, the console comes up and nothing the
     guest printed meanwhile is lost.  Stock 4.22 waits for the tty up to
     LIBXL_INIT_TIMEOUT (10 s), then fails the creation ("console tty: timed
-    out") and destroys the domain.  xenconsoled is stopped (SIGSTOP), not killed: it
-    keeps its state and its other guests' consoles."""
+    out") and destroys the domain.  xenconsoled is stopped (SIGSTOP), not
+    killed: it keeps its state and its other guests' consoles."""
     pid = find_pids(("xenconsoled",)).get("xenconsoled")
     assert pid, "no xenconsoled in this dom0"
     name = helpers.PREFIX + "noconsd"
