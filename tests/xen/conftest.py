@@ -11,6 +11,7 @@ import pytest
 
 import pyxen
 from pyxen.lab.host import paths
+from pyxen.xenstore import XenStore
 
 #: Every domain these tests create is named with this prefix (and the pid, so
 #: two runs on one host do not meet); nothing else is ever touched.
@@ -50,11 +51,30 @@ def ours(host: pyxen.Host) -> dict[str, int]:
     return {d.name: d.domid for d in host.domains() if d.name.startswith(PREFIX)}
 
 
+def _subtree(xs: XenStore, path: str, limit: int = 8) -> list[str]:
+    """Up to ``limit`` nodes below ``path``, relative to it (to say what a
+    leftover holds)."""
+    found: list[str] = []
+    todo = [""]
+    while todo and len(found) < limit:
+        rel = todo.pop()
+        try:
+            children = xs.directory(f"{path}/{rel}".rstrip("/"))
+        except pyxen.XenstoreError:     # removed meanwhile
+            continue
+        for c in sorted(children, reverse=True):
+            child = f"{rel}/{c}".lstrip("/")
+            found.append(child)
+            todo.append(child)
+    return sorted(found)[:limit]
+
+
 def xenstore_leftovers(host: pyxen.Host, domids: set[int]) -> list[str]:
-    """Xenstore nodes that still exist for domains that are gone."""
+    """Xenstore nodes that still exist for domains that are gone, each with
+    (some of) the nodes it holds."""
     xs = host.xenstore
-    return [p for d in sorted(domids) for p in (f"/local/domain/{d}", f"/libxl/{d}")
-            if xs.exists(p)]
+    return [f"{p} {_subtree(xs, p)}" for d in sorted(domids)
+            for p in (f"/local/domain/{d}", f"/libxl/{d}") if xs.exists(p)]
 
 
 def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from pyxen.config import DEFAULT_WEIGHT, WEIGHTED_SCHEDULERS, DomainConfig
 from pyxen.lab.dom0 import xl
 from pyxen.lab.dom0.drivers import GUEST_BANNER, console_text
 from pyxen.lab.dom0.proccpu import find_pids
+from pyxen.lab.dom0.straced import STRACE_WAIT_S, stopped_in_syscall, straced
 from pyxen.xenstore import Perm, XenStore, cache_supported
 
 pytestmark = pytest.mark.xen
@@ -444,6 +445,59 @@ def test_a_create_does_not_wait_for_the_console_backend(host, kernel, helpers):
         dom.destroy()
     assert dom.wait_death(30)
     assert helpers.xenstore_leftovers(host, {dom.domid}) == []
+    assert helpers.wait_for(lambda: host.free_memory_mib() == free0, 30)
+
+
+#: The x86-64 system call xenconsoled opens a console's pty with (openat of
+#: /dev/ptmx, by openpty()).
+_SYS_OPENAT = 257
+
+
+def test_a_destroy_while_xenconsoled_connects_the_console_leaves_nothing(
+        host, kernel, helpers, tmp_path):
+    """A domain destroyed while xenconsoled connects its console leaves no
+    Xenstore directory behind.  xenconsoled reads the console's ring and
+    port, binds its event channel, opens a pty and only then writes the
+    pty's name in the console's directory; libxl's destroy removes
+    /local/domain/<domid> before it destroys the domain.  Without toolstack
+    patch 0037 a destroy between the two makes xenconsoled's write create
+    the directory again, for good.  strace holds xenconsoled in its openat
+    of /dev/ptmx, the domain is destroyed meanwhile, then xenconsoled goes
+    on.  A second domain's console must still come up."""
+    if os.environ.get("PYXEN_VARIANT") == "stock":
+        pytest.skip("stock libxl waits for the console's tty before a create "
+                    "returns: the window needs a destroy from elsewhere")
+    pid = find_pids(("xenconsoled",)).get("xenconsoled")
+    assert pid, "no xenconsoled in this dom0"
+    free0 = host.free_memory_mib()
+    trace = tmp_path / "xenconsoled.strace"
+    held = f"inject=openat:delay_enter={int(STRACE_WAIT_S * 4)}s"
+    with straced(pid, ["-qq", "-P", "/dev/ptmx", "-e", "trace=openat", "-e", held],
+                 trace, "xenconsoled"):
+        first = host.create(DomainConfig(helpers.PREFIX + "conrace", kernel))
+        try:
+            assert helpers.wait_for(lambda: stopped_in_syscall(pid) == _SYS_OPENAT,
+                                    STRACE_WAIT_S), "xenconsoled never opened a pty"
+            # libxl made the node empty; xenconsoled has not written it yet
+            assert host.xenstore.read(f"/local/domain/{first.domid}/console/tty") == b""
+        finally:
+            first.destroy()
+        assert not host.xenstore.exists(f"/local/domain/{first.domid}")
+    # The domain dies once xenconsoled, going on, unmaps its console ring.
+    assert first.wait_death(30)
+    assert "/dev/ptmx" in trace.read_text(), trace.read_text()
+    # xenconsoled takes watch events in order: once the second domain's
+    # console has its tty, it is done with the first.
+    second = host.create(DomainConfig(helpers.PREFIX + "conafter", kernel))
+    try:
+        assert second.domid != first.domid
+        assert helpers.wait_for(
+            lambda: host.xenstore.read(f"/local/domain/{second.domid}/console/tty") != b"", 60), \
+            "xenconsoled did not connect a console after the destroyed one"
+    finally:
+        second.destroy()
+    assert second.wait_death(30)
+    assert helpers.xenstore_leftovers(host, {first.domid, second.domid}) == []
     assert helpers.wait_for(lambda: host.free_memory_mib() == free0, 30)
 
 

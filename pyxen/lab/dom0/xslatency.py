@@ -29,7 +29,6 @@ the VM's memory and minutes of creates under TCG.
 
 from __future__ import annotations
 
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from pyxen.lab.contract.requests import XsLatencyRequest, parse_request
 from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.dom0.proccpu import find_pids, open_fds, process_cpu_s
 from pyxen.lab.dom0.result import hand_back
+from pyxen.lab.dom0.straced import straced
 from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenstore import XenStore
 
@@ -115,34 +115,12 @@ def time_reads(xs: XenStore, path: str, reads: int, pid: int) -> dict[str, Any]:
     }
 
 
-#: How long strace may take to attach to, and to detach from, xenstored.
-STRACE_WAIT_S = 30.0
-
-
-def _traced(pid: int) -> bool:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("TracerPid:"):
-            return line.split()[1] != "0"
-    return False
-
-
 def count_syscalls(xs: XenStore, path: str, reads: int, pid: int) -> dict[str, Any]:
     """xenstored's system calls per read of ``path`` over ``reads`` reads."""
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
-        proc = subprocess.Popen(["strace", "-c", "-p", str(pid), "-o", out.name],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + STRACE_WAIT_S
-            while not _traced(pid):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("strace did not attach to xenstored: "
-                                       + (proc.stderr.read() if proc.stderr else "")[:300])
-                time.sleep(0.05)
+        with straced(pid, ["-c"], Path(out.name), "xenstored"):
             for _ in range(reads):
                 xs.read(path)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=STRACE_WAIT_S)
         counts = syscall_counts(Path(out.name).read_text())
     return {"reads": reads,
             "per_read": {k: round(v / reads, 3) for k, v in sorted(counts.items())},

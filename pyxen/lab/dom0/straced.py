@@ -1,0 +1,61 @@
+"""strace attached to a running dom0 daemon: to count its system calls, or to
+hold one of them back while a test arranges a race."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+#: How long strace may take to attach to, and to detach from, a daemon.
+STRACE_WAIT_S = 30.0
+
+
+def traced(pid: int) -> bool:
+    """Whether a tracer (strace) is attached to ``pid``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return line.split()[1] != "0"
+    return False
+
+
+def stopped_in_syscall(pid: int) -> int | None:
+    """The number of the system call ``pid`` is stopped in by its tracer, or
+    None when it is not stopped so (running, or blocked in the kernel)."""
+    state = ""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("State:"):
+            state = line.split()[1]
+            break
+    if state != "t":    # tracing stop
+        return None
+    first = Path(f"/proc/{pid}/syscall").read_text().split(maxsplit=1)[0]
+    return int(first) if first.lstrip("-").isdigit() and int(first) >= 0 else None
+
+
+@contextmanager
+def straced(pid: int, args: Sequence[str], out: Path, what: str) -> Iterator[None]:
+    """strace ``args`` attached to ``pid`` (``what`` names it in errors),
+    writing to ``out``; returns once the tracer is attached, and detaches it
+    (SIGINT: a system call it holds back then goes on) when the block ends."""
+    proc = subprocess.Popen(["strace", *args, "-p", str(pid), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + STRACE_WAIT_S
+        while not traced(pid):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"strace did not attach to {what}: "
+                                   + (proc.stderr.read() if proc.stderr else "")[:300])
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=STRACE_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
