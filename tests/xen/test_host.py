@@ -413,7 +413,8 @@ def test_a_create_does_not_wait_for_the_console_backend(host, kernel, helpers):
     """A creation whose caller did not ask for the console_available report
     (pyxen passes none, nor does ``xl create`` without ``-c``) completes
     without waiting for xenconsoled to set the console's tty up (toolstack
-    patch 0037); once xenconsoled runs, the console comes up and nothing the
+    patch "libxl: wait for a new domain's console only for a caller who
+    asked"); once xenconsoled runs, the console comes up and nothing the
     guest printed meanwhile is lost.  Stock 4.22 waits for the tty up to
     LIBXL_INIT_TIMEOUT (10 s), then fails the creation ("console tty: timed
     out") and destroys the domain.  xenconsoled is stopped (SIGSTOP), not
@@ -460,8 +461,10 @@ def test_a_destroy_while_xenconsoled_connects_the_console_leaves_nothing(
     port, binds its event channel, opens a pty and only then writes the
     pty's name in the console's directory; libxl's destroy removes
     /local/domain/<domid> before it destroys the domain.  Without toolstack
-    patch 0037 a destroy between the two makes xenconsoled's write create
-    the directory again, for good.  strace holds xenconsoled in its openat
+    patch "tools/console: don't make a dying domain's directory again with
+    its tty" a destroy between the two makes xenconsoled's write create the
+    directory again, for good: this test then finds the directory left,
+    holding console/tty.  strace holds xenconsoled in its openat
     of /dev/ptmx, the domain is destroyed meanwhile, then xenconsoled goes
     on.  A second domain's console must still come up."""
     if os.environ.get("PYXEN_VARIANT") == "stock":
