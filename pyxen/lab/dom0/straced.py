@@ -14,26 +14,27 @@ from pathlib import Path
 STRACE_WAIT_S = 30.0
 
 
+def _status_field(pid: int, name: str) -> str:
+    """The first word of field ``name`` in /proc/<pid>/status ("" if none)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split()[1]
+    return ""
+
+
 def traced(pid: int) -> bool:
     """Whether a tracer (strace) is attached to ``pid``."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("TracerPid:"):
-            return line.split()[1] != "0"
-    return False
+    return _status_field(pid, "TracerPid") not in ("", "0")
 
 
 def stopped_in_syscall(pid: int) -> int | None:
     """The number of the system call ``pid`` is stopped in by its tracer, or
     None when it is not stopped so (running, or blocked in the kernel)."""
-    state = ""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("State:"):
-            state = line.split()[1]
-            break
-    if state != "t":    # tracing stop
+    if _status_field(pid, "State") != "t":    # tracing stop
         return None
+    # A number, "-1" (stopped outside a system call) or "running".
     first = Path(f"/proc/{pid}/syscall").read_text().split(maxsplit=1)[0]
-    return int(first) if first.lstrip("-").isdigit() and int(first) >= 0 else None
+    return int(first) if first.isdigit() else None
 
 
 @contextmanager
