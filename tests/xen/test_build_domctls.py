@@ -20,6 +20,10 @@ for its vCPUs without the global lock: the last tests pause and destroy
 running guests (spinning) from several threads, and check that a pause
 holds (the guest's CPU time stands still until it is undone), that the
 pause counts come out balanced, and that destructions complete.
+
+Destructions take turns on a lock of their own (hypervisor 0014-0015): the
+last test checks that a small destruction does not wait for a big one's
+whole teardown.
 """
 
 from __future__ import annotations
@@ -296,3 +300,62 @@ def test_several_destroys_of_one_domain_at_once(host, bare_domains, helpers):  #
     assert early == []
     assert helpers.wait_for(lambda: all(xc.domain_info(d) is None for d in doms), 60), \
         f"domains still there a minute after their destroys: {[xc.domain_info(d) for d in doms]}"
+
+
+#: The big guest of the turn-taking test: under scrub_debug (every freed page
+#: poisoned) its teardown frees memory for well over a second under TCG,
+#: several times the 100 ms a destruction keeps going while another waits.
+BIG_GUEST_MIB = 768
+
+
+def test_a_small_destroy_does_not_wait_for_a_big_one_to_finish(host, kernel, bare_domains,  # type: ignore[no-untyped-def]
+                                                               helpers):
+    """Destructions take turns on one lock (one frees memory at a time): a
+    domain destroyed while a big guest's memory is being freed is gone
+    before that memory is, on stock (the domctl lock, taken again at every
+    continuation) as with the series (hypervisor 0014-0015: a lock of the
+    destructions' own, the waiting one blocked until it is released): the
+    big guest still has a tenth of its memory when the small destroy
+    returns.  A destruction that kept the lock to the end of its teardown
+    fails it (the big guest down to a page)."""
+    xc = host.xc
+    (small,) = bare_domains(1)
+    big = host.create(DomainConfig(f"{helpers.PREFIX}bigteardown", kernel,
+                                   memory_mib=BIG_GUEST_MIB))
+    full = xc.domain_info(big.domid).tot_pages
+    errors: list[BaseException] = []
+
+    def destroy_big() -> None:
+        try:
+            big.destroy()
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+
+    destroyer = threading.Thread(target=destroy_big, daemon=True)
+    destroyer.start()
+    try:
+        deadline = time.monotonic() + 60
+        at_start = xc.domain_info(big.domid)
+        while at_start is not None and at_start.tot_pages >= full * 95 // 100:
+            assert time.monotonic() < deadline, \
+                f"the big guest's memory is not being freed a minute on: {at_start}"
+            time.sleep(0.001)
+            at_start = xc.domain_info(big.domid)
+        t0 = time.monotonic()
+        xc.destroy(small)
+        took = time.monotonic() - t0
+        at_end = xc.domain_info(big.domid)
+    finally:
+        destroyer.join(timeout=300)
+    assert not destroyer.is_alive(), "the big guest's destroy still runs after 300 s"
+    assert errors == []
+    assert at_start is not None, "the big guest was gone before the small destroy began"
+    print(f"small destroy took {took:.3f} s; the big guest's pages then: "
+          f"{at_start.tot_pages} of {full} -> {at_end.tot_pages if at_end else 'gone'}")
+    assert at_end is not None and at_end.tot_pages >= full // 10, \
+        (f"the small destroy returned once the big guest's memory was nearly all freed "
+         f"({took:.3f} s; {at_start.tot_pages} of {full} pages left when it began, "
+         f"{at_end.tot_pages if at_end else 0} when it returned): it waited for the teardown")
+    left = xc.domain_info(small)
+    assert left is None or left.dying, f"the small domain is not dying after its destroy: {left}"
+    assert big.wait_death(60)
