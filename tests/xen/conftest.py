@@ -77,12 +77,12 @@ def xenstore_leftovers(host: pyxen.Host, domids: set[int]) -> list[str]:
             for p in (f"/local/domain/{d}", f"/libxl/{d}") if xs.exists(p)]
 
 
-def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(pred, timeout: float, interval: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.1)
+        time.sleep(interval)
     return True
 
 
