@@ -176,3 +176,28 @@ def test_store_through_a_boot_time_proxy_equals_store_without(lab_build: StagedB
     behind the proxy before any client starts, every client through it."""
     with Dom0(lab_build, VMOptions(xs_cache=True)) as own:
         check_transparent(*run_check(own, BOOT_PROXY))
+        check_latency_through_proxy(own)
+
+
+def check_latency_through_proxy(dom0: Dom0) -> None:
+    """``xsbench``'s driver in a ``+cache`` boot: every read a hit, every
+    write forwarded, the idle connections the proxy's (xenstored's
+    descriptors do not grow with them), and the proxy's system calls
+    counted beside xenstored's."""
+    from pyxen.lab.contract.requests import XsLatencyRequest
+    from pyxen.lab.host.xsbench import run_latency
+
+    req = XsLatencyRequest(idle=(0, 16), reads=20, rounds=1, syscall_reads=20, writes=20)
+    result = run_latency(dom0, req)
+    assert result["errors"] == [], result["errors"]
+    assert result["proxy_pid"]
+    by = {p["idle"]: p for p in result["points"]}
+    assert by[16]["xenstored_fds"] == by[0]["xenstored_fds"]
+    assert by[16]["proxy_fds"] >= by[0]["proxy_fds"] + 16
+    for p in by.values():
+        assert (p["proxy_hits"], p["proxy_forwarded"]) == (20, 0), p
+        assert (p["write"]["proxy_hits"], p["write"]["proxy_forwarded"]) == (0, 20), p
+    for c in result["syscalls"]:
+        # A hit never reaches xenstored; a write goes through both.
+        assert c["total_per_read"] < 1 and c["proxy"]["total_per_read"] >= 2, c
+        assert c["write"]["total_per_read"] >= 2 and c["write"]["proxy"]["total_per_read"] >= 4, c

@@ -17,7 +17,7 @@ from pyxen.config import DomainConfig
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.xenprof import SCRUB_BACKGROUND_COUNTER
-from pyxen.lab.dom0 import dom0bench
+from pyxen.lab.dom0 import dom0bench, proxystats
 from pyxen.lab.dom0.proccpu import CpuSampler
 from pyxen.lab.dom0.xllock import LockUse
 
@@ -150,7 +150,7 @@ def install_fakes(mp: pytest.MonkeyPatch, module: ModuleType, tmp: Path, *,
     mp.setattr(module, "Profiler", Profiler)
     mp.setattr(module, "CpuSampler", Cpu)
     mp.setattr(module, "LockSampler", Sampler)
-    mp.setattr(module, "query_control", query_control)
+    mp.setattr(proxystats, "query_control", query_control)
     mp.setattr(module, "wait_console", lambda names, timeout: {n: not n.endswith("-2")
                                                                for n in names})
     mp.setattr(module, "VANISH_WAIT_S", 0.0)

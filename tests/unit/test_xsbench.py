@@ -15,6 +15,7 @@ from rich.console import Console
 from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.host import cli, each_variant, xsbench
+from pyxen.lab.host.variants import RunVariant
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xsbench import XsParams, summarise, summary_table
 
@@ -86,7 +87,8 @@ def test_the_table_fits_100_columns_and_names_every_variant() -> None:
     (["--idle", "901"], "XsLatencyRequest.idle must be one or more distinct counts"),
     (["--reads", "5"], "XsLatencyRequest.reads must be >= 10"),
     (["--syscall-reads", "5"], "XsLatencyRequest.syscall_reads must be 0 or >= 10"),
-    (["--variants", "stock,patched+cache"], "drop patched+cache"),
+    (["--writes", "5"], "XsLatencyRequest.writes must be 0 or >= 10"),
+    (["--variants", "stock,patched+libcache"], "drop patched+libcache"),
 ])
 def test_bad_options_fail_before_any_build(argv: list[str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,11 +143,47 @@ def test_syscalls_per_read_join_their_count_s_row() -> None:
                     ("patched", 0): None, ("patched", 512): None}
 
 
+def test_the_proxy_s_and_the_writes_figures_join_their_rows() -> None:
+    """A +cache run: reads answered by the proxy, writes through both."""
+    def proxied(rnd: int, us: float, proxy_us: float, write_us: float) -> dict[str, Any]:
+        return {**point(rnd, 0, us, 1.0), "proxy_cpu_us_per_read": proxy_us,
+                "proxy_hits": 100, "proxy_forwarded": 0,
+                "write": {**point(rnd, 0, write_us, 50.0), "proxy_cpu_us_per_read": 90.0}}
+
+    count = {"idle": 0, "reads": 300, "total_per_read": 0.003, "per_read": {},
+             "proxy": {"total_per_read": 3.0, "per_read": {}},
+             "write": {"reads": 300, "total_per_read": 5.0, "per_read": {},
+                       "proxy": {"total_per_read": 6.5, "per_read": {}}}}
+    runs = [RUNS[1], run("patched+cache", [proxied(0, 150, 80, 900), proxied(1, 170, 60, 700),
+                                           proxied(2, 160, 70, 800)])]
+    runs[1]["syscalls"] = [count]
+    rows = {(r.variant, r.idle): r for r in summarise(runs)}
+    cached = rows["patched+cache", 0]
+    assert (cached.read_us, cached.proxy_us, cached.write_us) == (160, 70, 800)
+    assert (cached.syscalls, cached.proxy_syscalls) == (0.003, 3.0)
+    assert (cached.write_syscalls, cached.proxy_write_syscalls) == (5.0, 6.5)
+    plain = rows["patched", 0]
+    assert (plain.proxy_us, plain.write_us, plain.proxy_syscalls) == (None, None, None)
+    second = xsbench.proxy_and_write_table(list(rows.values()))
+    assert second is not None
+    con = Console(width=100, record=True)
+    con.print(second)
+    text = con.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "patched+cache" in text and "6.50" in text and "…" not in text
+    # Without writes or a proxy there is no second table.
+    assert xsbench.proxy_and_write_table(summarise(RUNS)) is None
+
+
 class _Dom0:
     """Stands in for a booted VM: the driver's result comes from run_latency."""
 
+    booted: list[tuple[str, bool]] = []
+
     def __init__(self, staged: Any, options: Any) -> None:
         self.name = staged.variant.name
+        self.variant = self.name + ("+cache" if options.xs_cache else "")
+        self.booted.append((self.name, options.xs_cache))
 
     def __enter__(self) -> "_Dom0":
         if self.name == "broken":
@@ -159,21 +197,33 @@ class _Dom0:
 def test_a_failed_variant_keeps_the_others_results_and_then_fails(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = {"stock": {"points": RUNS[0]["points"], "syscalls": [], "errors": []},
-               "patched": {"points": [], "syscalls": [], "errors": ["read returned ENOENT"]}}
+               "patched": {"points": [], "syscalls": [], "errors": ["read returned ENOENT"]},
+               "patched+cache": {"points": RUNS[1]["points"], "syscalls": [], "errors": []}}
     monkeypatch.setattr(each_variant, "Dom0", _Dom0)
-    monkeypatch.setattr(xsbench, "run_latency", lambda dom0, request: results[dom0.name])
+    monkeypatch.setattr(_Dom0, "booted", [])
+    monkeypatch.setattr(xsbench, "run_latency",
+                        lambda dom0, request: results[dom0.variant])
     monkeypatch.setattr(each_variant, "describe_build", lambda staged: {"xen": "4.22.0"})
-    builds = [SimpleNamespace(variant=SimpleNamespace(name=n))
-              for n in ("stock", "patched", "broken")]
+
+    def boot(name: str) -> tuple[RunVariant, Any]:
+        # "broken" is no variant a user could name: built here as it is.
+        v = RunVariant("broken") if name == "broken" else RunVariant.parse(name)
+        return v, SimpleNamespace(variant=SimpleNamespace(name=v.build))
+
     with pytest.raises(LabError) as err:
-        xsbench.run_xs_bench(builds,  # type: ignore[arg-type]
+        xsbench.run_xs_bench([boot(n) for n in ("stock", "patched", "broken",
+                                                "patched+cache")],
                              XsParams(idle=(0, 512), reads=10, rounds=3, syscall_reads=0),
                              VMOptions(), tmp_path)
     assert "patched: read returned ENOENT" in str(err.value)
     assert "broken: dom0 did not come up" in str(err.value)
     assert "stock" not in str(err.value).split(" (every run")[0]
+    # The +cache variant booted its build with the proxy, under its own name.
+    assert _Dom0.booted == [("stock", False), ("patched", False), ("broken", False),
+                            ("patched", True)]
     doc = json.loads((tmp_path / "xsbench.json").read_text())
     assert [(r["variant"], r["errors"]) for r in doc["runs"]] == [
         ("stock", []), ("patched", ["read returned ENOENT"]),
-        ("broken", ["dom0 did not come up within 600 s"])]
-    assert {(s["variant"], s["idle"]) for s in doc["summary"]} == {("stock", 0), ("stock", 512)}
+        ("broken", ["dom0 did not come up within 600 s"]), ("patched+cache", [])]
+    assert {(s["variant"], s["idle"]) for s in doc["summary"]} == {
+        ("stock", 0), ("stock", 512), ("patched+cache", 0), ("patched+cache", 512)}

@@ -252,7 +252,9 @@ class XsLatencyRequest(DriverRequest):
     """Xenstore read latency against idle connections
     (pyxen.lab.dom0.xslatency): for each of ``rounds`` rounds and each count
     of ``idle``, that many idle libxenstore connections are held open while
-    ``reads`` reads of ``path`` are timed through one more."""
+    ``reads`` reads of ``path`` are timed through one more, then ``writes``
+    writes of its value (0: none).  The strace pass counts ``syscall_reads``
+    reads, and as many writes when ``writes`` is not 0."""
 
     KIND: ClassVar[str] = "xslatency"
 
@@ -261,6 +263,7 @@ class XsLatencyRequest(DriverRequest):
     rounds: int = protocol.XS_ROUNDS_DEFAULT
     path: str = protocol.XS_READ_PATH
     syscall_reads: int = protocol.XS_SYSCALL_READS_DEFAULT  # 0: no strace pass
+    writes: int = 0
 
     def check(self) -> None:
         self.require("idle", bool(self.idle) and len(set(self.idle)) == len(self.idle)
@@ -270,6 +273,7 @@ class XsLatencyRequest(DriverRequest):
         self.require("rounds", self.rounds >= 1, ">= 1")
         self.require("syscall_reads", self.syscall_reads == 0 or self.syscall_reads >= 10,
                      "0 or >= 10")
+        self.require("writes", self.writes == 0 or self.writes >= 10, "0 or >= 10")
         self.require("path", self.path.startswith("/") and "\0" not in self.path,
                      "an absolute Xenstore path")
 

@@ -16,7 +16,6 @@ second, traced, only counts requests; ``traced`` keeps that storm's times.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -40,12 +39,12 @@ from pyxen.lab.dom0 import tenants
 from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, VANISH_WAIT_S, Driver,
                                      wait_console, wait_vanished)
 from pyxen.lab.dom0.proccpu import CpuSampler
+from pyxen.lab.dom0.proxystats import ProxyCounter
 from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
 from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xllock import LockSampler, LockUse
 from pyxen.lab.dom0.xstrace import (TraceReader, count_watch_events, requests_by_reach,
                                     trace_path, xs_trace_off)
-from xenstore_cache.control import query_control
 
 class Progress:
     """Writes progress for the host to show (a small JSON file, replaced atomically)."""
@@ -66,28 +65,6 @@ class Progress:
             tmp.write_text(json.dumps({"phase": phase, "done": self.done,
                                        "total": self.total}))
             tmp.rename(self.path)
-
-
-class ProxyCounter:
-    """Requests clients sent through dom0's xenstore_cache (its control socket)."""
-
-    def __init__(self, control: Path) -> None:
-        self.control = control
-        self.last = 0
-
-    @classmethod
-    def from_env(cls) -> ProxyCounter | None:
-        path = os.environ.get(protocol.ENV_XS_CACHE_CONTROL)
-        return cls(Path(path)) if path else None
-
-    def stats(self) -> dict[str, Any]:
-        return asyncio.run(query_control(self.control))
-
-    def take(self) -> int:
-        """Requests since the last call."""
-        now = int(self.stats()["requests"])
-        delta, self.last = now - self.last, now
-        return delta
 
 
 def _lock_wait(profile: dict[str, Any] | None, ops: int) -> float | None:

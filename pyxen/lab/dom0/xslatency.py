@@ -16,10 +16,21 @@ request trace off.  Recorded per point: the median, mean and 90th
 percentile of a read in microseconds, xenstored's CPU time per read (its
 utime+stime over the timed reads: the server's share, without the client's
 Python), and xenstored's open file descriptors (which grow by N: the
-connections are real).  Then, unless ``syscall_reads`` is 0, once per
-count: xenstored's system calls per read over that many reads, with
-``strace -c`` attached to it (a count that does not depend on the VM's
-speed; the strace pass is not timed).  Writes ``$PYXEN_OUT/result.json``.
+connections are real).  With ``writes``, each point then times that many
+writes of the node's own value, the same figures under ``write``.  Then,
+unless ``syscall_reads`` is 0, once per count: xenstored's system calls per
+read over that many reads (and per write, with ``writes``), with ``strace
+-c`` attached to it (a count that does not depend on the VM's speed; the
+strace pass is not timed).  Writes ``$PYXEN_OUT/result.json``.
+
+When dom0 runs the Xenstore caching proxy (``+cache`` variants), every
+connection, timed or idle, goes through it, as every client's does: the
+reads are then the proxy's hits and the writes pass through it to
+xenstored.  Each point also gives the proxy's CPU time per request and its
+hits and forwards over the timed requests (read from its counters, so a
+read that was not a hit shows), and the strace pass counts the proxy's
+system calls beside xenstored's: what a request costs dom0 with the proxy in
+its path, in system calls, which a PV dom0 pays Xen for.
 
 The connections are sockets of dom0 processes (here one process holds them
 all, which costs xenstored the same per connection).  Idle guests' ring
@@ -29,11 +40,13 @@ the VM's memory and minutes of creates under TCG.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +54,7 @@ from pyxen.errors import XenError
 from pyxen.lab.contract.requests import XsLatencyRequest, parse_request
 from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.dom0.proccpu import find_pids, open_fds, process_cpu_s
+from pyxen.lab.dom0.proxystats import ProxyCounter
 from pyxen.lab.dom0.result import hand_back
 from pyxen.lab.dom0.straced import straced
 from pyxen.lab.dom0.xstrace import xs_trace_off
@@ -91,51 +105,132 @@ class IdlePool:
             self.handles.pop().close()
 
 
-def time_reads(xs: XenStore, path: str, reads: int, pid: int) -> dict[str, Any]:
-    """Time ``reads`` reads of ``path``: the point's figures."""
-    expected = xs.read(path)
+@dataclass(frozen=True)
+class Servers:
+    """Where a client's request is served: xenstored, and the proxy in front
+    of it when dom0 runs one (its counters and its process)."""
+
+    xenstored: int
+    proxy: ProxyCounter | None = None
+    proxy_pid: int | None = None
+
+    @classmethod
+    def find(cls) -> Servers:
+        pids = find_pids(("xenstored",))
+        if "xenstored" not in pids:
+            raise RuntimeError("no xenstored process in dom0 (is it oxenstored?)")
+        proxy = ProxyCounter.from_env()
+        return cls(pids["xenstored"], proxy, proxy.pid() if proxy else None)
+
+    def cpu_s(self) -> tuple[float, float | None]:
+        """CPU time of xenstored and of the proxy (None without one)."""
+        return (process_cpu_s(self.xenstored),
+                None if self.proxy_pid is None else process_cpu_s(self.proxy_pid))
+
+    def proxy_counts(self) -> tuple[int, int] | None:
+        """The proxy's hits and forwarded requests so far (None without one)."""
+        if self.proxy is None:
+            return None
+        stats = self.proxy.stats()
+        return int(stats["hits"]), int(stats["forwarded"])
+
+
+def _request(xs: XenStore, op: str, path: str, value: bytes) -> bool:
+    """One ``op`` ("read" or "write" of ``value``) on ``path``; whether the
+    read returned ``value`` (a write always answers True)."""
+    if op == "read":
+        return xs.read(path) == value
+    xs.write(path, value)
+    return True
+
+
+def time_requests(xs: XenStore, op: str, path: str, n: int,
+                  servers: Servers) -> dict[str, Any]:
+    """Time ``n`` requests ``op`` on ``path`` (reads, or writes of the value
+    it holds): a point's figures, named per read as they always were."""
+    value = xs.read(path)
     for _ in range(WARMUP_READS):
-        xs.read(path)
+        _request(xs, op, path, value)
     times_ns = []
     wrong = 0
-    cpu0 = process_cpu_s(pid)
-    for _ in range(reads):
+    counts0 = servers.proxy_counts()
+    cpu0 = servers.cpu_s()
+    for _ in range(n):
         t0 = time.perf_counter_ns()
-        value = xs.read(path)
+        ok = _request(xs, op, path, value)
         times_ns.append(time.perf_counter_ns() - t0)
-        wrong += value != expected
-    cpu1 = process_cpu_s(pid)
+        wrong += not ok
+    cpu1 = servers.cpu_s()
+    counts1 = servers.proxy_counts()
     us = sorted(t / 1000 for t in times_ns)
-    return {
+    out: dict[str, Any] = {
         "us_median": round(statistics.median(us), 2),
         "us_mean": round(statistics.fmean(us), 2),
         "us_p90": round(us[int(0.9 * (len(us) - 1))], 2),
-        "xenstored_cpu_us_per_read": round((cpu1 - cpu0) * 1e6 / reads, 2),
+        "xenstored_cpu_us_per_read": round((cpu1[0] - cpu0[0]) * 1e6 / n, 2),
         "wrong_values": wrong,
     }
+    if cpu0[1] is not None and cpu1[1] is not None and counts0 and counts1:
+        out.update({"proxy_cpu_us_per_read": round((cpu1[1] - cpu0[1]) * 1e6 / n, 2),
+                    "proxy_hits": counts1[0] - counts0[0],
+                    "proxy_forwarded": counts1[1] - counts0[1]})
+    return out
 
 
-def count_syscalls(xs: XenStore, path: str, reads: int, pid: int) -> dict[str, Any]:
-    """xenstored's system calls per read of ``path`` over ``reads`` reads."""
-    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
-        with straced(pid, ["-c"], Path(out.name), "xenstored"):
-            for _ in range(reads):
-                xs.read(path)
-        counts = syscall_counts(Path(out.name).read_text())
-    return {"reads": reads,
-            "per_read": {k: round(v / reads, 3) for k, v in sorted(counts.items())},
-            "total_per_read": round(sum(counts.values()) / reads, 3)}
+def _per_request(text: str, n: int) -> dict[str, Any]:
+    # strace, once attached (straced() waits for that), writes no summary
+    # for a process that made no system call: xenstored while the proxy
+    # answers every read.
+    counts = syscall_counts(text) if text.strip() else {}
+    return {"per_read": {k: round(v / n, 3) for k, v in sorted(counts.items())},
+            "total_per_read": round(sum(counts.values()) / n, 3)}
+
+
+def count_syscalls(xs: XenStore, op: str, path: str, n: int,
+                   servers: Servers) -> dict[str, Any]:
+    """xenstored's system calls per request ``op`` on ``path`` over ``n``
+    of them, and the proxy's (every thread's) under ``proxy`` when dom0
+    runs one (else None)."""
+    value = xs.read(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        xs_out, proxy_out = Path(tmp) / "xenstored", Path(tmp) / "proxy"
+        with contextlib.ExitStack() as tracers:  # strace writes its summary as it detaches
+            tracers.enter_context(straced(servers.xenstored, ["-c"], xs_out, "xenstored"))
+            if servers.proxy_pid is not None:
+                tracers.enter_context(straced(servers.proxy_pid, ["-c", "-f"], proxy_out,
+                                              "xenstore-cache"))
+            for _ in range(n):
+                _request(xs, op, path, value)
+        out = {"reads": n, **_per_request(xs_out.read_text(), n), "proxy": None}
+        if servers.proxy_pid is not None:
+            out["proxy"] = _per_request(proxy_out.read_text(), n)
+    return out
+
+
+def _proxy_mismatches(point: dict[str, Any], req: XsLatencyRequest, where: str) -> list[str]:
+    """Through the proxy, what the point measured must be what it says:
+    every timed read answered from the cache, every write forwarded."""
+    out = []
+    if "proxy_hits" in point and (point["proxy_hits"], point["proxy_forwarded"]) != (req.reads, 0):
+        out.append(f"{where}: the proxy answered {point['proxy_hits']} of {req.reads} reads "
+                   f"from its cache and forwarded {point['proxy_forwarded']}")
+    write = point.get("write")
+    if write and "proxy_hits" in write \
+            and (write["proxy_hits"], write["proxy_forwarded"]) != (0, req.writes):
+        out.append(f"{where}: the proxy forwarded {write['proxy_forwarded']} of "
+                   f"{req.writes} writes and answered {write['proxy_hits']}")
+    return out
 
 
 def run(req: XsLatencyRequest) -> dict[str, Any]:
-    pids = find_pids(("xenstored",))
-    if "xenstored" not in pids:
-        raise RuntimeError("no xenstored process in dom0 (is it oxenstored?)")
-    pid = pids["xenstored"]
+    servers = Servers.find()
+    pid = servers.xenstored
     points: list[dict[str, Any]] = []
     syscalls: list[dict[str, Any]] = []
     errors: list[str] = []
-    pool = IdlePool(pid)
+    # Through the proxy, the idle connections are the proxy's clients, not
+    # xenstored's: it has nothing to drop when they close.
+    pool = IdlePool(pid if servers.proxy is None else None)
     try:
         with xs_trace_off(), XenStore() as client:
             for rnd in range(req.rounds):
@@ -143,22 +238,33 @@ def run(req: XsLatencyRequest) -> dict[str, Any]:
                 for n in order:
                     pool.resize(n)
                     point = {"round": rnd, "idle": n, "xenstored_fds": open_fds(pid),
-                             **time_reads(client, req.path, req.reads, pid)}
+                             "proxy_fds": (None if servers.proxy_pid is None
+                                           else open_fds(servers.proxy_pid)),
+                             **time_requests(client, "read", req.path, req.reads, servers)}
+                    if req.writes:
+                        point["write"] = time_requests(client, "write", req.path,
+                                                       req.writes, servers)
                     if point["wrong_values"]:
                         errors.append(f"round {rnd}, {n} idle: {point['wrong_values']} "
                                       f"reads of {req.path} returned another value")
+                    errors += _proxy_mismatches(point, req, f"round {rnd}, {n} idle")
                     points.append(point)
             for n in (sorted(req.idle) if req.syscall_reads else []):
                 pool.resize(n)
-                syscalls.append({"idle": n, **count_syscalls(client, req.path,
-                                                             req.syscall_reads, pid)})
+                count = {"idle": n, **count_syscalls(client, "read", req.path,
+                                                     req.syscall_reads, servers)}
+                if req.writes:
+                    count["write"] = count_syscalls(client, "write", req.path,
+                                                    req.syscall_reads, servers)
+                syscalls.append(count)
     except (XenError, OSError, RuntimeError, ValueError,
             subprocess.TimeoutExpired) as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         pool.close()
-    return {"xenstored_pid": pid, "reads": req.reads, "rounds": req.rounds,
-            "path": req.path, "points": points, "syscalls": syscalls, "errors": errors}
+    return {"xenstored_pid": pid, "proxy_pid": servers.proxy_pid, "reads": req.reads,
+            "writes": req.writes, "rounds": req.rounds, "path": req.path,
+            "points": points, "syscalls": syscalls, "errors": errors}
 
 
 def main(argv: list[str] | None = None) -> int:

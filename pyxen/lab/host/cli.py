@@ -267,14 +267,18 @@ def cmd_scrubpool(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    _refuse_caches(ap, args.variants, "xsbench measures xenstored itself")
+    with_lib = [v.name for v in args.variants if v.lib_cache]
+    if with_lib:
+        ap.error(f"xsbench's client is no libxl context, so libxenstore's cache would "
+                 f"not be asked for: drop {', '.join(with_lib)} from --variants "
+                 f"(+cache, the proxy, is measured)")
     from pyxen.lab.host.xsbench import XsParams, run_xs_bench
     params = XsParams(idle=args.idle, reads=args.reads, rounds=args.rounds,
-                      syscall_reads=args.syscall_reads)
+                      syscall_reads=args.syscall_reads, writes=args.writes)
     params.validate()
     opts = _vm_options(args)
     built = _build_variants(args)
-    run_xs_bench([built[v.build] for v in args.variants], params, opts, args.out)
+    run_xs_bench([(v, built[v.build]) for v in args.variants], params, opts, args.out)
     return 0
 
 
@@ -286,7 +290,7 @@ def cmd_domctlbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> in
     params.request()                  # ValueError naming a bad value, before any build
     opts = _vm_options(args)
     built = _build_variants(args)
-    run_domctl_bench([built[v.build] for v in args.variants], params, opts, args.out)
+    run_domctl_bench([(v, built[v.build]) for v in args.variants], params, opts, args.out)
     return 0
 
 
@@ -435,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the pooled summaries and ratios as JSON")
     p.set_defaults(func=cmd_scrubpool)
 
-    p = sub.add_parser("xsbench", help="Xenstore read latency against idle connections: "
-                                       "stock vs variants in one run")
+    p = sub.add_parser("xsbench", help="Xenstore read latency against idle connections "
+                                       "(+cache: through the proxy): stock vs variants "
+                                       "in one run")
     _add_variants_option(p)
     p.add_argument("--idle", type=nonneg_int_list, default=protocol.XS_IDLE_DEFAULT,
                    help="counts of idle connections held open, comma-separated "
@@ -448,7 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--syscall-reads", type=int, default=protocol.XS_SYSCALL_READS_DEFAULT,
                    metavar="N", help="reads at each count during which xenstored's "
                    "system calls are counted with strace -c, after the timed rounds "
-                   "(0: none)")
+                   "(0: none); a +cache variant's proxy is counted too")
+    p.add_argument("--writes", type=int, default=0, metavar="N",
+                   help="timed writes of the node's own value at each count, after "
+                        "its reads; with --syscall-reads N, N writes counted too "
+                        "(0: none)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     _add_source_options(p)
     _add_vm_options(p)

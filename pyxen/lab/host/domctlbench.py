@@ -22,6 +22,7 @@ from pyxen.lab.host import figures, paths
 from pyxen.lab.host.benchfile import failed_runs_error, write_results
 from pyxen.lab.host.each_variant import run_each
 from pyxen.lab.host.vm import Dom0
+from pyxen.lab.host.variants import RunVariant
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
 
@@ -165,8 +166,8 @@ def plot(runs: list[dict[str, Any]], target: Path) -> None:
     figures.save(fig, target)
 
 
-def run_domctl_bench(builds: list[StagedBuild], params: DomctlParams, options: VMOptions,
-                     out_dir: Path) -> dict[str, Any]:
+def run_domctl_bench(builds: list[tuple[RunVariant, StagedBuild]], params: DomctlParams,
+                     options: VMOptions, out_dir: Path) -> dict[str, Any]:
     """Boot each built variant in turn, run the driver, write
     ``domctlbench.json`` and ``domctlbench.png``, print the table; LabError
     after writing them if a variant's run failed."""

@@ -1,7 +1,10 @@
 """Host side of the Xenstore latency benchmark (``python -m pyxen.lab
 xsbench``): boot each variant, run pyxen.lab.dom0.xslatency in its dom0
-(read latency while N idle connections are open), and report each variant's
-growth with N and its ratio to stock, in the same run."""
+(read latency while N idle connections are open, optionally write latency
+too), and report each variant's growth with N and its ratio to stock, in
+the same run.  A ``+cache`` variant's clients go through the caching proxy:
+its rows give what a request costs with the proxy in the path, the proxy's
+system calls beside xenstored's."""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from pyxen.lab.contract.requests import XsLatencyRequest
 from pyxen.lab.host import figures
 from pyxen.lab.host.benchfile import failed_runs_error, write_results
 from pyxen.lab.host.each_variant import run_each
+from pyxen.lab.host.progress import print_table
+from pyxen.lab.host.variants import RunVariant
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
 from pyxen.lab.host.xenbuild import StagedBuild
@@ -39,10 +44,11 @@ class XsParams:
     reads: int = protocol.XS_READS_DEFAULT
     rounds: int = protocol.XS_ROUNDS_DEFAULT
     syscall_reads: int = protocol.XS_SYSCALL_READS_DEFAULT
+    writes: int = 0
 
     def request(self) -> XsLatencyRequest:
         return XsLatencyRequest(idle=self.idle, reads=self.reads, rounds=self.rounds,
-                                syscall_reads=self.syscall_reads)
+                                syscall_reads=self.syscall_reads, writes=self.writes)
 
     def validate(self) -> None:
         """ValueError naming a bad field: the request checks every one."""
@@ -52,7 +58,8 @@ class XsParams:
 def run_latency(dom0: Dom0, request: XsLatencyRequest) -> dict[str, Any]:
     """One run of the dom0 driver in a booted dom0: its result.json."""
     points = len(request.idle) * request.rounds
-    reads = points * request.reads + len(request.idle) * request.syscall_reads
+    reads = (points * (request.reads + request.writes)
+             + len(request.idle) * request.syscall_reads * (2 if request.writes else 1))
     res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.xslatency",
                     "--request", request.to_json()],
                    timeout=300 + 30 * len(request.idle) * (request.rounds + 1)
@@ -75,6 +82,11 @@ class Row:
     cpu_growth: float | None  # the same for xenstored's CPU per read
     vs_stock: float | None    # read_us / stock's at the same count
     syscalls: float | None    # xenstored's system calls per read (strace -c)
+    proxy_syscalls: float | None = None  # the proxy's, per read (+cache variants)
+    proxy_us: float | None = None        # the proxy's CPU per read, median over rounds
+    write_us: float | None = None        # a write of the node, median over rounds
+    write_syscalls: float | None = None  # xenstored's system calls per write
+    proxy_write_syscalls: float | None = None  # the proxy's, per write
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -95,15 +107,29 @@ def _growth(points: list[dict[str, Any]], n: int, base: int, key: str) -> float 
     return round(statistics.median(ratios), 3) if ratios else None
 
 
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _calls(count: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """System calls per request of xenstored and of the proxy, from one
+    strace pass (None for what it did not count)."""
+    if not count:
+        return None, None
+    proxy = count.get("proxy")
+    return count["total_per_read"], proxy["total_per_read"] if proxy else None
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[Row]:
     """Rows per variant (in run order) and idle count (ascending)."""
     by: dict[str, dict[int, list[dict[str, Any]]]] = {}
-    calls: dict[tuple[str, int], float] = {}
+    calls: dict[tuple[str, int], dict[str, Any]] = {}
     for run in runs:
         for p in run["points"]:
             by.setdefault(run["variant"], {}).setdefault(p["idle"], []).append(p)
         for c in run.get("syscalls", []):
-            calls[run["variant"], c["idle"]] = c["total_per_read"]
+            calls[run["variant"], c["idle"]] = c
     medians = {v: {n: statistics.median(p["us_median"] for p in pts)
                    for n, pts in counts.items()}
                for v, counts in by.items()}
@@ -113,6 +139,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
         points = [p for pts in counts.values() for p in pts]
         for n in sorted(counts):
             stock = medians.get("stock", {}).get(n)
+            count = calls.get((v, n))
+            read_calls, proxy_calls = _calls(count)
+            write_calls, proxy_write_calls = _calls(count.get("write") if count else None)
             rows.append(Row(
                 variant=v, idle=n, read_us=medians[v][n],
                 read_us_all=[p["us_median"] for p in counts[n]],
@@ -122,12 +151,20 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
                 cpu_growth=_growth(points, n, base, "xenstored_cpu_us_per_read"),
                 vs_stock=None if stock is None or v == "stock"
                 else _ratio(medians[v][n], stock),
-                syscalls=calls.get((v, n))))
+                syscalls=read_calls, proxy_syscalls=proxy_calls,
+                proxy_us=_median([p.get("proxy_cpu_us_per_read") for p in counts[n]]),
+                write_us=_median([p["write"]["us_median"] if p.get("write") else None
+                                  for p in counts[n]]),
+                write_syscalls=write_calls, proxy_write_syscalls=proxy_write_calls))
     return rows
 
 
 def _fmt(x: float | None, suffix: str = "x") -> str:
     return "-" if x is None else f"{x:.2f}{suffix}"
+
+
+def _us(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
 
 
 def summary_table(rows: list[Row]) -> Table:
@@ -142,6 +179,25 @@ def summary_table(rows: list[Row]) -> Table:
         t.add_row(r.variant, str(r.idle), f"{r.read_us:.0f}", _fmt(r.growth),
                   _fmt(r.vs_stock), f"{r.xenstored_us:.0f}", _fmt(r.cpu_growth),
                   _fmt(r.syscalls, ""))
+    return t
+
+
+def proxy_and_write_table(rows: list[Row]) -> Table | None:
+    """The second table, when a run timed writes or went through the proxy
+    (None otherwise): what a request costs each server, in CPU and system
+    calls, with the proxy in the path or not."""
+    if not any(r.write_us is not None or r.proxy_us is not None for r in rows):
+        return None
+    t = Table(title="Reads and writes: each server's share (medians over rounds; "
+                    "calls: system calls per request, xenstored's (xs) and the proxy's)")
+    for name in ("variant", "idle", "read µs", "proxy CPU µs", "xs calls",
+                 "proxy calls", "write µs", "xs calls", "proxy calls"):
+        t.add_column(name, justify="left" if name == "variant" else "right",
+                     no_wrap=name == "variant")
+    for r in rows:
+        t.add_row(r.variant, str(r.idle), f"{r.read_us:.0f}", _us(r.proxy_us),
+                  _fmt(r.syscalls, ""), _fmt(r.proxy_syscalls, ""), _us(r.write_us),
+                  _fmt(r.write_syscalls, ""), _fmt(r.proxy_write_syscalls, ""))
     return t
 
 
@@ -166,8 +222,8 @@ def plot(rows: list[Row], target: Path) -> None:
     figures.save(fig, target, "Nested Xen under TCG: compare variants and counts, not absolute times")
 
 
-def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions,
-                 out_dir: Path) -> dict[str, Any]:
+def run_xs_bench(builds: list[tuple[RunVariant, StagedBuild]], params: XsParams,
+                 options: VMOptions, out_dir: Path) -> dict[str, Any]:
     """Boot each built variant in turn, run the driver, write
     ``xsbench.json`` and ``xsbench.png`` in ``out_dir``, print the table.
 
@@ -196,6 +252,9 @@ def run_xs_bench(builds: list[StagedBuild], params: XsParams, options: VMOptions
     }
     write_results(out_dir, "xsbench.json", doc, lambda png: plot(rows, png), "xsbench.png",
                   summary_table(rows))
+    second = proxy_and_write_table(rows)
+    if second is not None:
+        print_table(second)
     if failed:
         raise failed_runs_error("the Xenstore latency run", failed, out_dir / "xsbench.json")
     return doc
