@@ -143,36 +143,47 @@ def test_syscalls_per_read_join_their_count_s_row() -> None:
                     ("patched", 0): None, ("patched", 512): None}
 
 
-def test_the_proxy_s_and_the_writes_figures_join_their_rows() -> None:
-    """A +cache run: reads answered by the proxy, writes through both."""
-    def proxied(rnd: int, us: float, proxy_us: float, write_us: float) -> dict[str, Any]:
-        return {**point(rnd, 0, us, 1.0), "proxy_cpu_us_per_read": proxy_us,
-                "proxy_hits": 100, "proxy_forwarded": 0,
-                "write": {**point(rnd, 0, write_us, 50.0), "proxy_cpu_us_per_read": 90.0}}
+def test_each_request_s_cost_to_each_server_gets_a_row() -> None:
+    """A +cache run: reads answered by the proxy, misses and writes through both."""
+    def fig(us: float, xs_us: float, proxy_us: float) -> dict[str, Any]:
+        return {"us_median": us, "xenstored_cpu_us_per_read": xs_us,
+                "proxy_cpu_us_per_read": proxy_us, "proxy_hits": 0, "proxy_forwarded": 100}
 
-    count = {"idle": 0, "reads": 300, "total_per_read": 0.003, "per_read": {},
-             "proxy": {"total_per_read": 3.0, "per_read": {}},
-             "write": {"reads": 300, "total_per_read": 5.0, "per_read": {},
-                       "proxy": {"total_per_read": 6.5, "per_read": {}}}}
+    def proxied(rnd: int, us: float, proxy_us: float, write_us: float) -> dict[str, Any]:
+        return {**point(rnd, 0, us, 0.0), "proxy_cpu_us_per_read": proxy_us,
+                "proxy_hits": 100, "proxy_forwarded": 0,
+                "miss": fig(us * 2, 40.0, 90.0), "write": fig(write_us, 50.0, 95.0)}
+
+    def calls(xs: float, proxy: float) -> dict[str, Any]:
+        return {"reads": 300, "total_per_read": xs, "per_read": {},
+                "proxy": {"total_per_read": proxy, "per_read": {}}}
+
+    count = {"idle": 0, **calls(0.0, 4.0), "miss": calls(4.0, 6.0), "write": calls(6.0, 8.25)}
     runs = [RUNS[1], run("patched+cache", [proxied(0, 150, 80, 900), proxied(1, 170, 60, 700),
                                            proxied(2, 160, 70, 800)])]
     runs[1]["syscalls"] = [count]
+    # The first table is unchanged by the proxy's figures.
     rows = {(r.variant, r.idle): r for r in summarise(runs)}
-    cached = rows["patched+cache", 0]
-    assert (cached.read_us, cached.proxy_us, cached.write_us) == (160, 70, 800)
-    assert (cached.syscalls, cached.proxy_syscalls) == (0.003, 3.0)
-    assert (cached.write_syscalls, cached.proxy_write_syscalls) == (5.0, 6.5)
-    plain = rows["patched", 0]
-    assert (plain.proxy_us, plain.write_us, plain.proxy_syscalls) == (None, None, None)
-    second = xsbench.proxy_and_write_table(list(rows.values()))
-    assert second is not None
+    assert (rows["patched+cache", 0].read_us, rows["patched+cache", 0].syscalls) == (160, 0.0)
+    by = {(r.variant, r.idle, r.request): r for r in xsbench.request_rows(runs)}
+    assert [k for k in by if k[0] == "patched+cache"] == [
+        ("patched+cache", 0, "read"), ("patched+cache", 0, "miss"),
+        ("patched+cache", 0, "write")]
+    read, miss, write = (by["patched+cache", 0, k] for k in ("read", "miss", "write"))
+    assert (read.us, read.proxy_us, read.syscalls, read.proxy_syscalls) == (160, 70, 0.0, 4.0)
+    assert (miss.us, miss.xenstored_us, miss.syscalls, miss.proxy_syscalls) == (320, 40, 4.0, 6.0)
+    assert (write.us, write.proxy_us, write.proxy_syscalls) == (800, 95.0, 8.25)
+    # A run without the proxy: its reads only, no proxy figures.
+    plain = by["patched", 0, "read"]
+    assert (plain.proxy_us, plain.proxy_syscalls) == (None, None)
+    assert ("patched", 0, "miss") not in by
     con = Console(width=100, record=True)
-    con.print(second)
+    con.print(xsbench.request_table(list(by.values())))
     text = con.export_text()
     assert max(len(line) for line in text.splitlines()) <= 100
-    assert "patched+cache" in text and "6.50" in text and "…" not in text
-    # Without writes or a proxy there is no second table.
-    assert xsbench.proxy_and_write_table(summarise(RUNS)) is None
+    assert "patched+cache" in text and "8.25" in text and "…" not in text
+    # Without misses, writes or a proxy there is no second table.
+    assert xsbench.request_rows(RUNS) == []
 
 
 class _Dom0:

@@ -95,6 +95,11 @@ XS_ROUNDS_DEFAULT = 5
 XS_SYSCALL_READS_DEFAULT = 300
 #: At most this many idle connections (each is an open file in dom0).
 XS_MAX_IDLE = 900
+#: Where xsbench's misses read: nodes it makes for a batch of reads of
+#: nodes not read before, and removes after it.
+XS_MISS_DIR = "/tool/xsbench-misses"
+#: At most this many misses a batch (each is a node made, then removed).
+XS_MAX_MISSES = 5000
 
 #: The domctl fairness benchmark (domctlbench): threads that create and
 #: destroy empty domains, threads that read domain information, and the

@@ -252,9 +252,11 @@ class XsLatencyRequest(DriverRequest):
     """Xenstore read latency against idle connections
     (pyxen.lab.dom0.xslatency): for each of ``rounds`` rounds and each count
     of ``idle``, that many idle libxenstore connections are held open while
-    ``reads`` reads of ``path`` are timed through one more, then ``writes``
-    writes of its value (0: none).  The strace pass counts ``syscall_reads``
-    reads, and as many writes when ``writes`` is not 0."""
+    ``reads`` reads of ``path`` are timed through one more, then ``misses``
+    reads of nodes not read before (made for the batch, removed after it),
+    then ``writes`` writes of ``path``'s own value (0: none of either).  The
+    strace pass counts ``syscall_reads`` reads, and as many misses and
+    writes when those are timed."""
 
     KIND: ClassVar[str] = "xslatency"
 
@@ -264,6 +266,7 @@ class XsLatencyRequest(DriverRequest):
     path: str = protocol.XS_READ_PATH
     syscall_reads: int = protocol.XS_SYSCALL_READS_DEFAULT  # 0: no strace pass
     writes: int = 0
+    misses: int = 0
 
     def check(self) -> None:
         self.require("idle", bool(self.idle) and len(set(self.idle)) == len(self.idle)
@@ -274,6 +277,11 @@ class XsLatencyRequest(DriverRequest):
         self.require("syscall_reads", self.syscall_reads == 0 or self.syscall_reads >= 10,
                      "0 or >= 10")
         self.require("writes", self.writes == 0 or self.writes >= 10, "0 or >= 10")
+        self.require("misses", self.misses == 0 or 10 <= self.misses <= protocol.XS_MAX_MISSES,
+                     f"0 or 10..{protocol.XS_MAX_MISSES}")
+        self.require("syscall_reads", not self.misses
+                     or self.syscall_reads <= protocol.XS_MAX_MISSES,
+                     f"at most {protocol.XS_MAX_MISSES} with misses (as many are made)")
         self.require("path", self.path.startswith("/") and "\0" not in self.path,
                      "an absolute Xenstore path")
 

@@ -22,9 +22,12 @@ def _status_field(pid: int, name: str) -> str:
     return ""
 
 
-def traced(pid: int) -> bool:
-    """Whether a tracer (strace) is attached to ``pid``."""
-    return _status_field(pid, "TracerPid") not in ("", "0")
+def traced_by(pid: int, tracer: int, all_threads: bool = False) -> bool:
+    """Whether ``tracer`` (this strace, not any other) traces ``pid``, and
+    with ``all_threads`` every thread of it (what strace -f attaches to)."""
+    tasks = ([int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+             if all_threads else [pid])
+    return all(_status_field(t, "TracerPid") == str(tracer) for t in tasks)
 
 
 def stopped_in_syscall(pid: int) -> int | None:
@@ -40,13 +43,15 @@ def stopped_in_syscall(pid: int) -> int | None:
 @contextmanager
 def straced(pid: int, args: Sequence[str], out: Path, what: str) -> Iterator[None]:
     """strace ``args`` attached to ``pid`` (``what`` names it in errors),
-    writing to ``out``; returns once the tracer is attached, and detaches it
+    writing to ``out``; returns once this strace is the tracer of ``pid``
+    (of every thread with -f; a tracer already there makes strace fail and
+    this fail with its message), and detaches it
     (SIGINT: a system call it holds back then goes on) when the block ends."""
     proc = subprocess.Popen(["strace", *args, "-p", str(pid), "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + STRACE_WAIT_S
-        while not traced(pid):
+        while not traced_by(pid, proc.pid, all_threads="-f" in args):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"strace did not attach to {what}: "
                                    + (proc.stderr.read() if proc.stderr else "")[:300])

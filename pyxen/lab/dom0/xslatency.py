@@ -16,21 +16,24 @@ request trace off.  Recorded per point: the median, mean and 90th
 percentile of a read in microseconds, xenstored's CPU time per read (its
 utime+stime over the timed reads: the server's share, without the client's
 Python), and xenstored's open file descriptors (which grow by N: the
-connections are real).  With ``writes``, each point then times that many
-writes of the node's own value, the same figures under ``write``.  Then,
-unless ``syscall_reads`` is 0, once per count: xenstored's system calls per
-read over that many reads (and per write, with ``writes``), with ``strace
--c`` attached to it (a count that does not depend on the VM's speed; the
-strace pass is not timed).  Writes ``$PYXEN_OUT/result.json``.
+connections are real).  With ``misses``, each point then times that many
+reads of nodes not read before (made for them beforehand, removed after),
+and with ``writes`` that many writes of the node's own value: the same
+figures under ``miss`` and ``write``.  Then, unless ``syscall_reads`` is 0,
+once per count: xenstored's system calls per read over that many reads
+(and per miss and per write, when those are timed), with ``strace -c``
+attached to it (a count that does not depend on the VM's speed; the strace
+pass is not timed).  Writes ``$PYXEN_OUT/result.json``.
 
 When dom0 runs the Xenstore caching proxy (``+cache`` variants), every
 connection, timed or idle, goes through it, as every client's does: the
-reads are then the proxy's hits and the writes pass through it to
-xenstored.  Each point also gives the proxy's CPU time per request and its
-hits and forwards over the timed requests (read from its counters, so a
-read that was not a hit shows), and the strace pass counts the proxy's
-system calls beside xenstored's: what a request costs dom0 with the proxy in
-its path, in system calls, which a PV dom0 pays Xen for.
+reads are then the proxy's hits, the misses and the writes pass through it
+to xenstored.  Each point also gives the proxy's CPU time per request and
+its hits and forwards over the timed requests (from its counters: a read
+that was not a hit, or a miss or write that was not forwarded, is an error
+of the run, in the strace pass too), and the strace pass counts the proxy's
+system calls beside xenstored's: what a request costs dom0 with the proxy
+in its path, in system calls, which a PV dom0 pays Xen for.
 
 The connections are sockets of dom0 processes (here one process holds them
 all, which costs xenstored the same per connection).  Idle guests' ring
@@ -46,11 +49,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pyxen.errors import XenError
+from pyxen.lab.contract import protocol
 from pyxen.lab.contract.requests import XsLatencyRequest, parse_request
 from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.dom0.proccpu import find_pids, open_fds, process_cpu_s
@@ -59,8 +64,9 @@ from pyxen.lab.dom0.result import hand_back
 from pyxen.lab.dom0.straced import straced
 from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenstore import XenStore
+from xenstore_cache.control import SetupError
 
-#: Untimed reads before each point's timed ones.
+#: Untimed requests before each point's timed ones.
 WARMUP_READS = 20
 
 
@@ -70,15 +76,17 @@ CLOSE_SETTLE_S = 30.0
 
 class IdlePool:
     """Idle libxenstore connections, grown and shrunk to a count.  With
-    ``pid`` (xenstored's), ``resize`` returns only once xenstored holds what
-    it should: it has answered a request on every new connection, and
+    ``pid`` (the server's the connections reach: xenstored's, or the
+    proxy's in front of it), ``resize`` returns only once that server holds
+    what it should: it has answered a request on every new connection, and
     dropped every closed one (it sees the close only when its main loop
     gets to it, which on a loaded dom0 can be after the next point's reads
     have started)."""
 
-    def __init__(self, pid: int | None = None) -> None:
+    def __init__(self, pid: int | None = None, server: str = "xenstored") -> None:
         self.handles: list[XenStore] = []
         self.pid = pid
+        self.server = server
 
     def resize(self, n: int) -> None:
         closing = max(0, len(self.handles) - n)
@@ -88,19 +96,19 @@ class IdlePool:
         while len(self.handles) < n:
             xs = XenStore()
             self.handles.append(xs)
-            # A request, so that xenstored has accepted the connection.
+            # A request, so that the server has accepted the connection.
             xs.get_domain_path(0)
         if before is not None and self.pid is not None:
             deadline = time.monotonic() + CLOSE_SETTLE_S
             while (held := open_fds(self.pid)) > before - closing:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"xenstored still holds {held - (before - closing)} of the "
+                        f"{self.server} still holds {held - (before - closing)} of the "
                         f"{closing} connections closed {CLOSE_SETTLE_S:g} s ago")
                 time.sleep(0.01)
 
     def close(self) -> None:
-        """Close every connection, without waiting for xenstored."""
+        """Close every connection, without waiting for the server."""
         while self.handles:
             self.handles.pop().close()
 
@@ -135,33 +143,67 @@ class Servers:
         return int(stats["hits"]), int(stats["forwarded"])
 
 
-def _request(xs: XenStore, op: str, path: str, value: bytes) -> bool:
-    """One ``op`` ("read" or "write" of ``value``) on ``path``; whether the
-    read returned ``value`` (a write always answers True)."""
-    if op == "read":
+#: What the driver times and counts.  "read": a read of the request's path
+#: (through the proxy, a hit); "miss": a read of a node not read before
+#: (through the proxy, forwarded); "write": a write of the path's own value
+#: (forwarded).
+Op = Literal["read", "miss", "write"]
+
+
+def expected_proxy_counts(op: Op, n: int) -> tuple[int, int]:
+    """The proxy's (hits, forwarded) over ``n`` requests ``op``."""
+    return (n, 0) if op == "read" else (0, n)
+
+
+def _request(xs: XenStore, op: Op, path: str, value: bytes) -> bool:
+    """One request ``op`` on ``path``; whether a read returned ``value``
+    (a write always answers True)."""
+    if op in ("read", "miss"):
         return xs.read(path) == value
-    xs.write(path, value)
-    return True
+    if op == "write":
+        xs.write(path, value)
+        return True
+    raise ValueError(f"unknown request {op!r}")
 
 
-def time_requests(xs: XenStore, op: str, path: str, n: int,
+@contextlib.contextmanager
+def targets(xs: XenStore, op: Op, path: str, n: int) -> Iterator[list[tuple[str, bytes]]]:
+    """The node and value of each of ``n`` requests ``op``: ``path`` and its
+    value for reads and writes; for misses, ``n`` nodes made under
+    XS_MISS_DIR for them (as many requests as the timed ones, untimed)
+    and removed afterwards, whatever happens."""
+    if op != "miss":
+        value = xs.read(path)
+        yield [(path, value)] * n
+        return
+    nodes = [(f"{protocol.XS_MISS_DIR}/{i}", b"%d" % i) for i in range(n)]
+    try:
+        for node, value in nodes:
+            xs.write(node, value)
+        yield nodes
+    finally:
+        xs.rm(protocol.XS_MISS_DIR)
+
+
+def time_requests(xs: XenStore, op: Op, path: str, n: int,
                   servers: Servers) -> dict[str, Any]:
-    """Time ``n`` requests ``op`` on ``path`` (reads, or writes of the value
-    it holds): a point's figures, named per read as they always were."""
-    value = xs.read(path)
-    for _ in range(WARMUP_READS):
-        _request(xs, op, path, value)
-    times_ns = []
-    wrong = 0
-    counts0 = servers.proxy_counts()
-    cpu0 = servers.cpu_s()
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        ok = _request(xs, op, path, value)
-        times_ns.append(time.perf_counter_ns() - t0)
-        wrong += not ok
-    cpu1 = servers.cpu_s()
-    counts1 = servers.proxy_counts()
+    """Time ``n`` requests ``op`` after WARMUP_READS untimed ones: a point's
+    figures.  The keys say ``per_read`` for every kind of request (their
+    first use); under "miss" and "write" they are per miss and per write."""
+    with targets(xs, op, path, WARMUP_READS + n) as nodes:
+        for node, value in nodes[:WARMUP_READS]:
+            _request(xs, op, node, value)
+        times_ns = []
+        wrong = 0
+        counts0 = servers.proxy_counts()
+        cpu0 = servers.cpu_s()
+        for node, value in nodes[WARMUP_READS:]:
+            t0 = time.perf_counter_ns()
+            ok = _request(xs, op, node, value)
+            times_ns.append(time.perf_counter_ns() - t0)
+            wrong += not ok
+        cpu1 = servers.cpu_s()
+        counts1 = servers.proxy_counts()
     us = sorted(t / 1000 for t in times_ns)
     out: dict[str, Any] = {
         "us_median": round(statistics.median(us), 2),
@@ -178,93 +220,116 @@ def time_requests(xs: XenStore, op: str, path: str, n: int,
 
 
 def _per_request(text: str, n: int) -> dict[str, Any]:
-    # strace, once attached (straced() waits for that), writes no summary
-    # for a process that made no system call: xenstored while the proxy
-    # answers every read.
+    # An attached strace (straced() waits until this one is the tracer)
+    # writes no summary for a process that made no system call: xenstored
+    # while the proxy answers every read.
     counts = syscall_counts(text) if text.strip() else {}
     return {"per_read": {k: round(v / n, 3) for k, v in sorted(counts.items())},
             "total_per_read": round(sum(counts.values()) / n, 3)}
 
 
-def count_syscalls(xs: XenStore, op: str, path: str, n: int,
+def count_syscalls(xs: XenStore, op: Op, path: str, n: int,
                    servers: Servers) -> dict[str, Any]:
-    """xenstored's system calls per request ``op`` on ``path`` over ``n``
-    of them, and the proxy's (every thread's) under ``proxy`` when dom0
-    runs one (else None)."""
-    value = xs.read(path)
-    with tempfile.TemporaryDirectory() as tmp:
+    """xenstored's system calls per request ``op`` over ``n`` of them, and
+    the proxy's (every thread's) under ``proxy`` when dom0 runs one (else
+    None), with its hits and forwards over them (asked outside the traced
+    window).  Keys say ``per_read`` as in time_requests."""
+    with targets(xs, op, path, n) as nodes, tempfile.TemporaryDirectory() as tmp:
         xs_out, proxy_out = Path(tmp) / "xenstored", Path(tmp) / "proxy"
+        counts0 = servers.proxy_counts()
         with contextlib.ExitStack() as tracers:  # strace writes its summary as it detaches
             tracers.enter_context(straced(servers.xenstored, ["-c"], xs_out, "xenstored"))
             if servers.proxy_pid is not None:
                 tracers.enter_context(straced(servers.proxy_pid, ["-c", "-f"], proxy_out,
                                               "xenstore-cache"))
-            for _ in range(n):
-                _request(xs, op, path, value)
-        out = {"reads": n, **_per_request(xs_out.read_text(), n), "proxy": None}
-        if servers.proxy_pid is not None:
+            for node, value in nodes:
+                _request(xs, op, node, value)
+        counts1 = servers.proxy_counts()
+        out: dict[str, Any] = {"reads": n, **_per_request(xs_out.read_text(), n),
+                               "proxy": None}
+        if servers.proxy_pid is not None and counts0 and counts1:
             out["proxy"] = _per_request(proxy_out.read_text(), n)
+            out.update({"proxy_hits": counts1[0] - counts0[0],
+                        "proxy_forwarded": counts1[1] - counts0[1]})
     return out
 
 
-def _proxy_mismatches(point: dict[str, Any], req: XsLatencyRequest, where: str) -> list[str]:
-    """Through the proxy, what the point measured must be what it says:
-    every timed read answered from the cache, every write forwarded."""
-    out = []
-    if "proxy_hits" in point and (point["proxy_hits"], point["proxy_forwarded"]) != (req.reads, 0):
-        out.append(f"{where}: the proxy answered {point['proxy_hits']} of {req.reads} reads "
-                   f"from its cache and forwarded {point['proxy_forwarded']}")
-    write = point.get("write")
-    if write and "proxy_hits" in write \
-            and (write["proxy_hits"], write["proxy_forwarded"]) != (0, req.writes):
-        out.append(f"{where}: the proxy forwarded {write['proxy_forwarded']} of "
-                   f"{req.writes} writes and answered {write['proxy_hits']}")
-    return out
+def proxy_mismatch(figures: dict[str, Any], op: Op, n: int, where: str) -> str | None:
+    """Through the proxy, what ``n`` requests ``op`` measured must be what
+    they say: every read answered from the cache, every miss and write
+    forwarded.  None when they were (or no proxy counted them)."""
+    if "proxy_hits" not in figures:
+        return None
+    got = (figures["proxy_hits"], figures["proxy_forwarded"])
+    if got == expected_proxy_counts(op, n):
+        return None
+    return (f"{where}: of {n} {op}{'es' if op == 'miss' else 's'} the proxy answered "
+            f"{got[0]} from its cache and forwarded {got[1]}")
+
+
+def _kinds(req: XsLatencyRequest) -> list[tuple[Op, int]]:
+    """The requests after the reads, and how many a point times."""
+    kinds: list[tuple[Op, int]] = [("miss", req.misses), ("write", req.writes)]
+    return [(op, n) for op, n in kinds if n]
 
 
 def run(req: XsLatencyRequest) -> dict[str, Any]:
-    servers = Servers.find()
-    pid = servers.xenstored
+    servers: Servers | None = None
     points: list[dict[str, Any]] = []
     syscalls: list[dict[str, Any]] = []
     errors: list[str] = []
-    # Through the proxy, the idle connections are the proxy's clients, not
-    # xenstored's: it has nothing to drop when they close.
-    pool = IdlePool(pid if servers.proxy is None else None)
+    pool: IdlePool | None = None
     try:
+        servers = Servers.find()
+        pid = servers.xenstored
+        # Through the proxy, the idle connections are the proxy's clients:
+        # xenstored never sees them, the proxy has to drop them.
+        pool = (IdlePool(pid) if servers.proxy_pid is None
+                else IdlePool(servers.proxy_pid, "xenstore-cache"))
         with xs_trace_off(), XenStore() as client:
             for rnd in range(req.rounds):
                 order = sorted(req.idle, reverse=rnd % 2 == 1)
                 for n in order:
                     pool.resize(n)
+                    where = f"round {rnd}, {n} idle"
                     point = {"round": rnd, "idle": n, "xenstored_fds": open_fds(pid),
                              "proxy_fds": (None if servers.proxy_pid is None
                                            else open_fds(servers.proxy_pid)),
                              **time_requests(client, "read", req.path, req.reads, servers)}
-                    if req.writes:
-                        point["write"] = time_requests(client, "write", req.path,
-                                                       req.writes, servers)
+                    for op, count in _kinds(req):
+                        point[op] = time_requests(client, op, req.path, count, servers)
                     if point["wrong_values"]:
-                        errors.append(f"round {rnd}, {n} idle: {point['wrong_values']} "
+                        errors.append(f"{where}: {point['wrong_values']} "
                                       f"reads of {req.path} returned another value")
-                    errors += _proxy_mismatches(point, req, f"round {rnd}, {n} idle")
+                    for op, count, figures in [("read", req.reads, point),
+                                               *[(o, c, point[o]) for o, c in _kinds(req)]]:
+                        if (e := proxy_mismatch(figures, op, count, where)) is not None:
+                            errors.append(e)
                     points.append(point)
             for n in (sorted(req.idle) if req.syscall_reads else []):
                 pool.resize(n)
-                count = {"idle": n, **count_syscalls(client, "read", req.path,
-                                                     req.syscall_reads, servers)}
-                if req.writes:
-                    count["write"] = count_syscalls(client, "write", req.path,
-                                                    req.syscall_reads, servers)
-                syscalls.append(count)
-    except (XenError, OSError, RuntimeError, ValueError,
+                count_ = {"idle": n, **count_syscalls(client, "read", req.path,
+                                                      req.syscall_reads, servers)}
+                for op, _ in _kinds(req):
+                    count_[op] = count_syscalls(client, op, req.path, req.syscall_reads,
+                                                servers)
+                for op, figures in [("read", count_),
+                                    *[(o, count_[o]) for o, _ in _kinds(req)]]:
+                    e = proxy_mismatch(figures, op, req.syscall_reads,
+                                       f"system calls, {n} idle")
+                    if e is not None:
+                        errors.append(e)
+                syscalls.append(count_)
+    except (XenError, OSError, RuntimeError, ValueError, KeyError, SetupError,
             subprocess.TimeoutExpired) as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
-        pool.close()
-    return {"xenstored_pid": pid, "proxy_pid": servers.proxy_pid, "reads": req.reads,
-            "writes": req.writes, "rounds": req.rounds, "path": req.path,
-            "points": points, "syscalls": syscalls, "errors": errors}
+        if pool is not None:
+            pool.close()
+    return {"xenstored_pid": servers.xenstored if servers else None,
+            "proxy_pid": servers.proxy_pid if servers else None, "reads": req.reads,
+            "misses": req.misses, "writes": req.writes, "rounds": req.rounds,
+            "path": req.path, "points": points, "syscalls": syscalls, "errors": errors}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,14 +66,17 @@ def _upgrade_from_1(doc: dict[str, Any]) -> None:
 
 
 def write_results(out_dir: Path, json_name: str, doc: dict[str, Any],
-                  draw: Callable[[Path], None], png_name: str, table: Table) -> None:
+                  draw: Callable[[Path], None], png_name: str, table: Table,
+                  *more: Table) -> None:
     """Write a benchmark's results file and plot into ``out_dir``, print its
-    table, and say where they are: what every benchmark does at its end."""
+    table (and ``more`` after it), and say where they are: what every
+    benchmark does at its end."""
     from pyxen.lab.host.progress import console, print_table
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / json_name).write_text(json.dumps(doc, indent=2, allow_nan=False))
     draw(out_dir / png_name)
-    print_table(table)
+    for t in (table, *more):
+        print_table(t)
     console().print(f"wrote {out_dir / json_name} and {out_dir / png_name}")
 
 

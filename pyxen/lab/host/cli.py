@@ -222,10 +222,11 @@ def cmd_plot(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _refuse_caches(ap: argparse.ArgumentParser, run_variants: list[variants.RunVariant],
-                  why: str) -> None:
-    """A usage error naming the ``+cache``/``+libcache`` variants of a
-    benchmark that runs neither the proxy nor libxl's cached contexts."""
-    with_cache = [v.name for v in run_variants if v.xs_cache or v.lib_cache]
+                  why: str, proxy_too: bool = True) -> None:
+    """A usage error naming the ``+libcache`` variants (and unless not
+    ``proxy_too`` the ``+cache`` ones) of a benchmark that runs no libxl
+    cached context (nor the proxy)."""
+    with_cache = [v.name for v in run_variants if (proxy_too and v.xs_cache) or v.lib_cache]
     if with_cache:
         ap.error(f"{why}: drop {', '.join(with_cache)} from --variants")
 
@@ -267,14 +268,13 @@ def cmd_scrubpool(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    with_lib = [v.name for v in args.variants if v.lib_cache]
-    if with_lib:
-        ap.error(f"xsbench's client is no libxl context, so libxenstore's cache would "
-                 f"not be asked for: drop {', '.join(with_lib)} from --variants "
-                 f"(+cache, the proxy, is measured)")
+    _refuse_caches(ap, args.variants, "xsbench's client is no libxl context, so "
+                   "libxenstore's cache would not be asked for (+cache, the proxy, is "
+                   "measured)", proxy_too=False)
     from pyxen.lab.host.xsbench import XsParams, run_xs_bench
     params = XsParams(idle=args.idle, reads=args.reads, rounds=args.rounds,
-                      syscall_reads=args.syscall_reads, writes=args.writes)
+                      syscall_reads=args.syscall_reads, writes=args.writes,
+                      misses=args.misses)
     params.validate()
     opts = _vm_options(args)
     built = _build_variants(args)
@@ -454,10 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="N", help="reads at each count during which xenstored's "
                    "system calls are counted with strace -c, after the timed rounds "
                    "(0: none); a +cache variant's proxy is counted too")
+    p.add_argument("--misses", type=int, default=0, metavar="N",
+                   help="timed reads of nodes not read before at each count, after "
+                        "its reads (each node made for them, removed after; through "
+                        "the proxy, every one forwarded); the strace pass counts as "
+                        "many as --syscall-reads (0: none)")
     p.add_argument("--writes", type=int, default=0, metavar="N",
                    help="timed writes of the node's own value at each count, after "
-                        "its reads; with --syscall-reads N, N writes counted too "
-                        "(0: none)")
+                        "its reads and misses; the strace pass counts as many as "
+                        "--syscall-reads (0: none)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     _add_source_options(p)
     _add_vm_options(p)

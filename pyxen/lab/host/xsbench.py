@@ -23,7 +23,6 @@ from pyxen.lab.contract.requests import XsLatencyRequest
 from pyxen.lab.host import figures
 from pyxen.lab.host.benchfile import failed_runs_error, write_results
 from pyxen.lab.host.each_variant import run_each
-from pyxen.lab.host.progress import print_table
 from pyxen.lab.host.variants import RunVariant
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
@@ -45,10 +44,12 @@ class XsParams:
     rounds: int = protocol.XS_ROUNDS_DEFAULT
     syscall_reads: int = protocol.XS_SYSCALL_READS_DEFAULT
     writes: int = 0
+    misses: int = 0
 
     def request(self) -> XsLatencyRequest:
         return XsLatencyRequest(idle=self.idle, reads=self.reads, rounds=self.rounds,
-                                syscall_reads=self.syscall_reads, writes=self.writes)
+                                syscall_reads=self.syscall_reads, writes=self.writes,
+                                misses=self.misses)
 
     def validate(self) -> None:
         """ValueError naming a bad field: the request checks every one."""
@@ -58,8 +59,11 @@ class XsParams:
 def run_latency(dom0: Dom0, request: XsLatencyRequest) -> dict[str, Any]:
     """One run of the dom0 driver in a booted dom0: its result.json."""
     points = len(request.idle) * request.rounds
-    reads = (points * (request.reads + request.writes)
-             + len(request.idle) * request.syscall_reads * (2 if request.writes else 1))
+    # A miss needs its node made first: two requests.
+    per_point = request.reads + 2 * request.misses + request.writes
+    strace_kinds = 1 + 2 * bool(request.misses) + bool(request.writes)
+    reads = (points * per_point
+             + len(request.idle) * request.syscall_reads * strace_kinds)
     res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.xslatency",
                     "--request", request.to_json()],
                    timeout=300 + 30 * len(request.idle) * (request.rounds + 1)
@@ -82,11 +86,6 @@ class Row:
     cpu_growth: float | None  # the same for xenstored's CPU per read
     vs_stock: float | None    # read_us / stock's at the same count
     syscalls: float | None    # xenstored's system calls per read (strace -c)
-    proxy_syscalls: float | None = None  # the proxy's, per read (+cache variants)
-    proxy_us: float | None = None        # the proxy's CPU per read, median over rounds
-    write_us: float | None = None        # a write of the node, median over rounds
-    write_syscalls: float | None = None  # xenstored's system calls per write
-    proxy_write_syscalls: float | None = None  # the proxy's, per write
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -107,29 +106,78 @@ def _growth(points: list[dict[str, Any]], n: int, base: int, key: str) -> float 
     return round(statistics.median(ratios), 3) if ratios else None
 
 
+#: The kinds of request a run may time, in the order of the second table.
+REQUESTS = ("read", "miss", "write")
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One variant, count of idle connections and kind of request ("read",
+    "miss", "write"): what it cost each server, medians over rounds.  Only
+    for runs that timed misses or writes or went through the proxy."""
+
+    variant: str
+    idle: int
+    request: str
+    us: float                        # the client's time per request
+    xenstored_us: float              # xenstored's CPU per request
+    proxy_us: float | None           # the proxy's CPU per request (None: no proxy)
+    syscalls: float | None           # xenstored's system calls per request
+    proxy_syscalls: float | None     # the proxy's
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _figures(record: dict[str, Any], request: str) -> dict[str, Any] | None:
+    """A point's or a strace pass's figures for ``request`` (the read's are
+    the record's own)."""
+    return record if request == "read" else record.get(request)
+
+
 def _median(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
 
 
-def _calls(count: dict[str, Any] | None) -> tuple[float | None, float | None]:
-    """System calls per request of xenstored and of the proxy, from one
-    strace pass (None for what it did not count)."""
-    if not count:
-        return None, None
-    proxy = count.get("proxy")
-    return count["total_per_read"], proxy["total_per_read"] if proxy else None
+def request_rows(runs: list[dict[str, Any]]) -> list[RequestRow]:
+    """The second table's rows (variants in run order, counts ascending,
+    requests in REQUESTS' order); empty when no run timed misses or writes
+    or went through the proxy."""
+    if not any(p.get("miss") or p.get("write") or "proxy_hits" in p
+               for run in runs for p in run["points"]):
+        return []
+    rows = []
+    for run in runs:
+        counts = {c["idle"]: c for c in run.get("syscalls", [])}
+        for n in sorted({p["idle"] for p in run["points"]}):
+            pts = [p for p in run["points"] if p["idle"] == n]
+            for request in REQUESTS:
+                figs = [f for p in pts if (f := _figures(p, request))]
+                if not figs:
+                    continue
+                count = _figures(counts[n], request) if n in counts else None
+                proxy = count.get("proxy") if count else None
+                rows.append(RequestRow(
+                    variant=run["variant"], idle=n, request=request,
+                    us=statistics.median(f["us_median"] for f in figs),
+                    xenstored_us=statistics.median(f["xenstored_cpu_us_per_read"]
+                                                   for f in figs),
+                    proxy_us=_median([f.get("proxy_cpu_us_per_read") for f in figs]),
+                    syscalls=count["total_per_read"] if count else None,
+                    proxy_syscalls=proxy["total_per_read"] if proxy else None))
+    return rows
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[Row]:
     """Rows per variant (in run order) and idle count (ascending)."""
     by: dict[str, dict[int, list[dict[str, Any]]]] = {}
-    calls: dict[tuple[str, int], dict[str, Any]] = {}
+    calls: dict[tuple[str, int], float] = {}
     for run in runs:
         for p in run["points"]:
             by.setdefault(run["variant"], {}).setdefault(p["idle"], []).append(p)
         for c in run.get("syscalls", []):
-            calls[run["variant"], c["idle"]] = c
+            calls[run["variant"], c["idle"]] = c["total_per_read"]
     medians = {v: {n: statistics.median(p["us_median"] for p in pts)
                    for n, pts in counts.items()}
                for v, counts in by.items()}
@@ -139,9 +187,6 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
         points = [p for pts in counts.values() for p in pts]
         for n in sorted(counts):
             stock = medians.get("stock", {}).get(n)
-            count = calls.get((v, n))
-            read_calls, proxy_calls = _calls(count)
-            write_calls, proxy_write_calls = _calls(count.get("write") if count else None)
             rows.append(Row(
                 variant=v, idle=n, read_us=medians[v][n],
                 read_us_all=[p["us_median"] for p in counts[n]],
@@ -151,11 +196,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[Row]:
                 cpu_growth=_growth(points, n, base, "xenstored_cpu_us_per_read"),
                 vs_stock=None if stock is None or v == "stock"
                 else _ratio(medians[v][n], stock),
-                syscalls=read_calls, proxy_syscalls=proxy_calls,
-                proxy_us=_median([p.get("proxy_cpu_us_per_read") for p in counts[n]]),
-                write_us=_median([p["write"]["us_median"] if p.get("write") else None
-                                  for p in counts[n]]),
-                write_syscalls=write_calls, proxy_write_syscalls=proxy_write_calls))
+                syscalls=calls.get((v, n))))
     return rows
 
 
@@ -182,22 +223,18 @@ def summary_table(rows: list[Row]) -> Table:
     return t
 
 
-def proxy_and_write_table(rows: list[Row]) -> Table | None:
-    """The second table, when a run timed writes or went through the proxy
-    (None otherwise): what a request costs each server, in CPU and system
-    calls, with the proxy in the path or not."""
-    if not any(r.write_us is not None or r.proxy_us is not None for r in rows):
-        return None
-    t = Table(title="Reads and writes: each server's share (medians over rounds; "
-                    "calls: system calls per request, xenstored's (xs) and the proxy's)")
-    for name in ("variant", "idle", "read µs", "proxy CPU µs", "xs calls",
-                 "proxy calls", "write µs", "xs calls", "proxy calls"):
-        t.add_column(name, justify="left" if name == "variant" else "right",
+def request_table(rows: list[RequestRow]) -> Table:
+    """The second table: each kind of request's cost to each server."""
+    t = Table(title="Each request's cost to each server (medians over rounds; calls: "
+                    "system calls per request, strace -c; read: through the proxy, a hit; "
+                    "miss: a node not read before; write: the node's own value)")
+    for name in ("variant", "idle", "request", "µs", "xenstored CPU µs", "proxy CPU µs",
+                 "xenstored calls", "proxy calls"):
+        t.add_column(name, justify="left" if name in ("variant", "request") else "right",
                      no_wrap=name == "variant")
     for r in rows:
-        t.add_row(r.variant, str(r.idle), f"{r.read_us:.0f}", _us(r.proxy_us),
-                  _fmt(r.syscalls, ""), _fmt(r.proxy_syscalls, ""), _us(r.write_us),
-                  _fmt(r.write_syscalls, ""), _fmt(r.proxy_write_syscalls, ""))
+        t.add_row(r.variant, str(r.idle), r.request, f"{r.us:.0f}", f"{r.xenstored_us:.0f}",
+                  _us(r.proxy_us), _fmt(r.syscalls, ""), _fmt(r.proxy_syscalls, ""))
     return t
 
 
@@ -241,20 +278,20 @@ def run_xs_bench(builds: list[tuple[RunVariant, StagedBuild]], params: XsParams,
             log.warning("%s: the Xenstore latency run failed: %s", r["variant"],
                         "; ".join(r["errors"]))
     failed = [r for r in runs if r["errors"]]
-    rows = summarise([r for r in runs if not r["errors"]])
+    good = [r for r in runs if not r["errors"]]
+    rows = summarise(good)
+    by_request = request_rows(good)
     doc = {
         "format": XSBENCH_FORMAT,
         "kind": "xsbench",
         "request": json.loads(request.to_json()),
         "runs": runs,
         "summary": [r.as_json() for r in rows],
+        "requests": [r.as_json() for r in by_request],
         "vm": options.record(),
     }
     write_results(out_dir, "xsbench.json", doc, lambda png: plot(rows, png), "xsbench.png",
-                  summary_table(rows))
-    second = proxy_and_write_table(rows)
-    if second is not None:
-        print_table(second)
+                  summary_table(rows), *([request_table(by_request)] if by_request else []))
     if failed:
         raise failed_runs_error("the Xenstore latency run", failed, out_dir / "xsbench.json")
     return doc
