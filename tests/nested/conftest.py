@@ -102,6 +102,17 @@ def _rewrite_on_host(dom0_argv: list[str]) -> None:
 SCRUB_BOOT_OPTION = "scrub-workers=no,budget=800,period=8000"
 LAB_VM = dataclasses.replace(SCRUB_VM, cpus=2, memory_mib=3072,
                              xen_cmdline=("scrub_debug", SCRUB_BOOT_OPTION))
+#: The scrub benchmark's machine itself (two CPUs a node), booted as the
+#: shared boot is: test_scrub_in_dom0.py's scheduled run of the scrub tests.
+NUMA_VM_2CPU = dataclasses.replace(SCRUB_VM, xen_cmdline=LAB_VM.xen_cmdline)
+
+
+@pytest.fixture(scope="module")
+def numa_dom0(lab_build: StagedBuild) -> Iterator[Dom0]:
+    """The lab's build booted on ``NUMA_VM_2CPU``, one boot for the
+    scheduled tests of the module that asks for it."""
+    with Dom0(lab_build, NUMA_VM_2CPU, extra_binds=[REPO]) as dom0:
+        yield dom0
 
 
 @pytest.fixture(scope="session")

@@ -2,36 +2,22 @@
 (``LAB_VM``: two nodes of one CPU each, where test_in_dom0.py runs
 tests/xen/test_scrub.py with the rest of the suite) and, in scheduled runs,
 on the scrub benchmark's machine (two CPUs a node, where a node's worker
-moves over more than one CPU), booted with ``scrub_debug`` and running
-tests/xen/test_scrub.py on its own."""
+moves over more than one CPU; ``NUMA_VM_2CPU`` in conftest.py), booted as
+the shared boot is (``scrub_debug`` and the scrub workers' boot option) and
+running tests/xen/test_scrub.py on its own."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from pyxen.lab.dom0 import xl
-from pyxen.lab.host.scrubbench import SCRUB_VM
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.xenbuild import StagedBuild
 
 pytestmark = pytest.mark.nested
-
-
-#: The scrub benchmark's machine (two CPUs a node) with ``scrub_debug``.
-NUMA_VM_2CPU = dataclasses.replace(SCRUB_VM, xen_cmdline=("scrub_debug",))
-
-
-@pytest.fixture(scope="module")
-def numa_dom0(lab_build: StagedBuild, repo: Path) -> Iterator[Dom0]:
-    """The lab's build booted on the scrub benchmark's machine with
-    ``scrub_debug``, one boot for this module's scheduled tests."""
-    with Dom0(lab_build, NUMA_VM_2CPU, extra_binds=[repo]) as dom0:
-        yield dom0
 
 
 def check_topology(dom0: Dom0) -> None:
