@@ -95,6 +95,10 @@ XS_ROUNDS_DEFAULT = 5
 XS_SYSCALL_READS_DEFAULT = 300
 #: At most this many idle connections (each is an open file in dom0).
 XS_MAX_IDLE = 900
+#: The requests xsbench times, in its order: a read of XS_READ_PATH (through
+#: the proxy, a hit), a "miss" (a read of a node not read before) and a
+#: write of the node's own value.
+XS_REQUESTS = ("read", "miss", "write")
 #: Where xsbench's misses read: nodes it makes for a batch of reads of
 #: nodes not read before, and removes after it.
 XS_MISS_DIR = "/tool/xsbench-misses"

@@ -214,9 +214,13 @@ def time_requests(xs: XenStore, op: Op, path: str, n: int,
     }
     if cpu0[1] is not None and cpu1[1] is not None and counts0 and counts1:
         out.update({"proxy_cpu_us_per_read": round((cpu1[1] - cpu0[1]) * 1e6 / n, 2),
-                    "proxy_hits": counts1[0] - counts0[0],
-                    "proxy_forwarded": counts1[1] - counts0[1]})
+                    **_proxy_delta(counts0, counts1)})
     return out
+
+
+def _proxy_delta(before: tuple[int, int], after: tuple[int, int]) -> dict[str, int]:
+    """The proxy's hits and forwards between two readings of its counters."""
+    return {"proxy_hits": after[0] - before[0], "proxy_forwarded": after[1] - before[1]}
 
 
 def _per_request(text: str, n: int) -> dict[str, Any]:
@@ -249,8 +253,7 @@ def count_syscalls(xs: XenStore, op: Op, path: str, n: int,
                                "proxy": None}
         if servers.proxy_pid is not None and counts0 and counts1:
             out["proxy"] = _per_request(proxy_out.read_text(), n)
-            out.update({"proxy_hits": counts1[0] - counts0[0],
-                        "proxy_forwarded": counts1[1] - counts0[1]})
+            out.update(_proxy_delta(counts0, counts1))
     return out
 
 
@@ -268,9 +271,20 @@ def proxy_mismatch(figures: dict[str, Any], op: Op, n: int, where: str) -> str |
 
 
 def _kinds(req: XsLatencyRequest) -> list[tuple[Op, int]]:
-    """The requests after the reads, and how many a point times."""
-    kinds: list[tuple[Op, int]] = [("miss", req.misses), ("write", req.writes)]
+    """The requests a point times, in protocol.XS_REQUESTS' order, and how
+    many of each."""
+    kinds: list[tuple[Op, int]] = [("read", req.reads), ("miss", req.misses),
+                                   ("write", req.writes)]
     return [(op, n) for op, n in kinds if n]
+
+
+def _place(record: dict[str, Any], op: Op, figures: dict[str, Any]) -> None:
+    """A read's figures are the record's own, another request's go under its
+    name (the layout pyxen.lab.host.xsbench reads)."""
+    if op == "read":
+        record.update(figures)
+    else:
+        record[op] = figures
 
 
 def run(req: XsLatencyRequest) -> dict[str, Any]:
@@ -292,34 +306,31 @@ def run(req: XsLatencyRequest) -> dict[str, Any]:
                 for n in order:
                     pool.resize(n)
                     where = f"round {rnd}, {n} idle"
-                    point = {"round": rnd, "idle": n, "xenstored_fds": open_fds(pid),
-                             "proxy_fds": (None if servers.proxy_pid is None
-                                           else open_fds(servers.proxy_pid)),
-                             **time_requests(client, "read", req.path, req.reads, servers)}
+                    point: dict[str, Any] = {
+                        "round": rnd, "idle": n, "xenstored_fds": open_fds(pid),
+                        "proxy_fds": (None if servers.proxy_pid is None
+                                      else open_fds(servers.proxy_pid))}
                     for op, count in _kinds(req):
-                        point[op] = time_requests(client, op, req.path, count, servers)
+                        figures = time_requests(client, op, req.path, count, servers)
+                        _place(point, op, figures)
+                        if (e := proxy_mismatch(figures, op, count, where)) is not None:
+                            errors.append(e)
                     if point["wrong_values"]:
                         errors.append(f"{where}: {point['wrong_values']} "
                                       f"reads of {req.path} returned another value")
-                    for op, count, figures in [("read", req.reads, point),
-                                               *[(o, c, point[o]) for o, c in _kinds(req)]]:
-                        if (e := proxy_mismatch(figures, op, count, where)) is not None:
-                            errors.append(e)
                     points.append(point)
             for n in (sorted(req.idle) if req.syscall_reads else []):
                 pool.resize(n)
-                count_ = {"idle": n, **count_syscalls(client, "read", req.path,
-                                                      req.syscall_reads, servers)}
+                calls: dict[str, Any] = {"idle": n}
                 for op, _ in _kinds(req):
-                    count_[op] = count_syscalls(client, op, req.path, req.syscall_reads,
-                                                servers)
-                for op, figures in [("read", count_),
-                                    *[(o, count_[o]) for o, _ in _kinds(req)]]:
+                    figures = count_syscalls(client, op, req.path, req.syscall_reads,
+                                             servers)
+                    _place(calls, op, figures)
                     e = proxy_mismatch(figures, op, req.syscall_reads,
                                        f"system calls, {n} idle")
                     if e is not None:
                         errors.append(e)
-                syscalls.append(count_)
+                syscalls.append(calls)
     except (XenError, OSError, RuntimeError, ValueError, KeyError, SetupError,
             subprocess.TimeoutExpired) as exc:
         errors.append(f"{type(exc).__name__}: {exc}")

@@ -106,10 +106,6 @@ def _growth(points: list[dict[str, Any]], n: int, base: int, key: str) -> float 
     return round(statistics.median(ratios), 3) if ratios else None
 
 
-#: The kinds of request a run may time, in the order of the second table.
-REQUESTS = ("read", "miss", "write")
-
-
 @dataclass(frozen=True)
 class RequestRow:
     """One variant, count of idle connections and kind of request ("read",
@@ -142,8 +138,8 @@ def _median(values: list[float | None]) -> float | None:
 
 def request_rows(runs: list[dict[str, Any]]) -> list[RequestRow]:
     """The second table's rows (variants in run order, counts ascending,
-    requests in REQUESTS' order); empty when no run timed misses or writes
-    or went through the proxy."""
+    requests in protocol.XS_REQUESTS' order); empty when no run timed misses
+    or writes or went through the proxy."""
     if not any(p.get("miss") or p.get("write") or "proxy_hits" in p
                for run in runs for p in run["points"]):
         return []
@@ -152,7 +148,7 @@ def request_rows(runs: list[dict[str, Any]]) -> list[RequestRow]:
         counts = {c["idle"]: c for c in run.get("syscalls", [])}
         for n in sorted({p["idle"] for p in run["points"]}):
             pts = [p for p in run["points"] if p["idle"] == n]
-            for request in REQUESTS:
+            for request in protocol.XS_REQUESTS:
                 figs = [f for p in pts if (f := _figures(p, request))]
                 if not figs:
                     continue
