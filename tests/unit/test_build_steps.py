@@ -1,4 +1,4 @@
-"""A build step of the lab (pyxen.lab.host.xenbuild._run_logged) run and
+"""A build step of the lab (pyxen.lab.host.xenbuild.run_logged) run and
 stopped, with no Xen: what a stopped build leaves behind."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_a_stopped_step_takes_its_whole_process_group_with_it(tmp_path: Path) ->
     signal.setitimer(signal.ITIMER_REAL, 0.5)
     try:
         with pytest.raises(Stopped):
-            xenbuild._run_logged("sleepers", ["sh", "-c", script], tmp_path,
+            xenbuild.run_logged("sleepers", ["sh", "-c", script], tmp_path,
                                  tmp_path / "build.log")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -49,7 +49,7 @@ def test_a_stopped_step_takes_its_whole_process_group_with_it(tmp_path: Path) ->
 
 def test_a_failed_step_names_itself_and_keeps_the_log_tail(tmp_path: Path) -> None:
     with pytest.raises(BuildError) as exc:
-        xenbuild._run_logged("configure", ["sh", "-c", "echo no compiler >&2; exit 3"],
+        xenbuild.run_logged("configure", ["sh", "-c", "echo no compiler >&2; exit 3"],
                              tmp_path, tmp_path / "build.log")
     assert "configure" in str(exc.value)
     assert "no compiler" in str(exc.value)

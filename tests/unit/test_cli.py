@@ -177,7 +177,7 @@ def test_every_subcommand_registers_its_function():
     ap = build_parser()
     sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
     for name, parser in sub.choices.items():
-        assert parser.get_default("func") is getattr(cli, f"cmd_{name}"), name
+        assert parser.get_default("func") is getattr(cli, f"cmd_{name.replace('-', '_')}"), name
 
 
 def test_the_deps_command_runs_before_the_lab_extra_is_installed() -> None:

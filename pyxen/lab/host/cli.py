@@ -160,6 +160,23 @@ def cmd_build(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_series(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pyxen.lab.host import eachpatch
+    hostdeps.check(list(hostdeps.PACKAGES["build"]))
+    source = _source(args)
+    found = variants.read_series_dir(variants.find_series(source.branch, args.series))
+    series = [(part, found[part]) for part in variants.SERIES_PARTS]
+    eachpatch.check_programs(series)
+    results = eachpatch.check_each_patch(source, series,
+                                         args.work or eachpatch.default_work_dir())
+    for line in eachpatch.report_lines(results):
+        print(line)
+    if args.out:
+        eachpatch.write_report(results, source, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
@@ -335,6 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true")
     _add_source_options(p)
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("check-series", help="apply each patch of the series with git am "
+                                            "and build what it touched (fit to post)")
+    _add_source_options(p)
+    p.add_argument("--work", type=Path, metavar="DIR",
+                   help="where the git tree is made and kept (default: the lab's cache, "
+                        "builds/each-patch); a directory an earlier check made is emptied, "
+                        "any other must be empty")
+    p.add_argument("--out", type=Path, metavar="JSON", help="write the record here")
+    p.set_defaults(func=cmd_check_series)
 
     p = sub.add_parser("run", help="boot a variant and run a command in its dom0")
     p.add_argument("--variant", default="stock", choices=variants.KNOWN)

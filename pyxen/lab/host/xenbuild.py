@@ -173,7 +173,7 @@ def _locked(name: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _run_logged(step_name: str, argv: list[str], cwd: Path, logfile: Path,
+def run_logged(step_name: str, argv: list[str], cwd: Path, logfile: Path,
                 env: Mapping[str, str] | None = None) -> None:
     with logfile.open("a") as fh:
         fh.write(f"\n$ {' '.join(argv)}\n")
@@ -255,12 +255,12 @@ def build_hypervisor(variant: Variant) -> tuple[str, Path]:
     key = build_key("xen", variant.source.sha256, patches, recipe_key)
 
     def recipe(src: Path, work: Path, logfile: Path) -> None:
-        _run_logged("xen defconfig", ["make", "-C", "xen", "defconfig"], src, logfile)
+        run_logged("xen defconfig", ["make", "-C", "xen", "defconfig"], src, logfile)
         if kconfig:
             _set_kconfig(src / "xen" / ".config", kconfig)
-            _run_logged("xen olddefconfig", ["make", "-C", "xen", "olddefconfig"],
+            run_logged("xen olddefconfig", ["make", "-C", "xen", "olddefconfig"],
                         src, logfile)
-        _run_logged("hypervisor build", ["make", "-C", "xen", *XEN_MAKE_VARIABLES, f"-j{jobs()}"],
+        run_logged("hypervisor build", ["make", "-C", "xen", *XEN_MAKE_VARIABLES, f"-j{jobs()}"],
                     src, logfile)
         shutil.copy2(src / "xen" / "xen", work / "xen")
         shutil.copy2(src / "xen" / ".config", work / "xen.config")
@@ -298,21 +298,21 @@ def build_tools(variant: Variant) -> tuple[str, Path]:
     key = build_key("tools", variant.source.sha256, variant.patches, TOOLS_RECIPE)
 
     def recipe(src: Path, work: Path, logfile: Path) -> None:
-        _run_logged("autogen", ["./autogen.sh"], src, logfile)
-        _run_logged("configure", ["./configure", *TOOLS_CONFIGURE_FLAGS], src, logfile)
+        run_logged("autogen", ["./autogen.sh"], src, logfile)
+        run_logged("configure", ["./configure", *TOOLS_CONFIGURE_FLAGS], src, logfile)
         # Xen's "install-tools" less the directories the lab does not use:
         # the public headers, the libraries, then the programs' directories
         # side by side (each one's install target builds it first).
         destdir = f"DESTDIR={work / 'stage'}"
-        _run_logged("toolstack headers", ["make", "install-tools-public-headers", destdir],
+        run_logged("toolstack headers", ["make", "install-tools-public-headers", destdir],
                     src, logfile)
-        _run_logged("toolstack directories",
+        run_logged("toolstack directories",
                     ["make", "-C", "tools", f"--eval={TOOLS_INSTALL_DIRS_RULE}",
                      "pyxen-install-dirs", destdir], src, logfile)
-        _run_logged("toolstack libraries",
+        run_logged("toolstack libraries",
                     ["make", "-C", "tools", f"subdir-install-{TOOLS_LIBRARIES}", destdir,
                      f"-j{jobs()}"], src, logfile)
-        _run_logged("toolstack programs",
+        run_logged("toolstack programs",
                     ["make", "-C", "tools", *(f"subdir-install-{d}" for d in TOOLS_PROGRAM_DIRS),
                      destdir, f"-j{jobs()}"], src, logfile)
         if not any((work / "stage").rglob("pkgconfig/xenlight.pc")):
