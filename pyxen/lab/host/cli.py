@@ -162,17 +162,17 @@ def cmd_build(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def cmd_check_series(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pyxen.lab.host import eachpatch
-    hostdeps.check(list(hostdeps.PACKAGES["build"]))
+    eachpatch.check_packages(args.arm64)
     source = _source(args)
     found = variants.read_series_dir(variants.find_series(source.branch, args.series))
     series = [(part, found[part]) for part in variants.SERIES_PARTS]
-    eachpatch.check_programs(series)
     results = eachpatch.check_each_patch(source, series,
-                                         args.work or eachpatch.default_work_dir())
+                                         args.work or eachpatch.default_work_dir(),
+                                         arm64=args.arm64)
     for line in eachpatch.report_lines(results):
         print(line)
     if args.out:
-        eachpatch.write_report(results, source, args.out)
+        eachpatch.write_report(results, source, args.out, args.arm64)
         print(f"wrote {args.out}")
     return 0
 
@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the git tree is made and kept (default: the lab's cache, "
                         "builds/each-patch); a directory an earlier check made is emptied, "
                         "any other must be empty")
+    p.add_argument("--arm64", action="store_true",
+                   help="also build the hypervisor for arm64 (gcc-aarch64-linux-gnu)")
     p.add_argument("--out", type=Path, metavar="JSON", help="write the record here")
     p.set_defaults(func=cmd_check_series)
 

@@ -26,6 +26,9 @@ PACKAGES: dict[str, tuple[str, ...]] = {
         "liblzo2-dev", "libssl-dev", "libnl-3-dev", "libnl-route-3-dev",
         "libfdt-dev",
     ),
+    # Checking a series patch by patch (check-series): git am, the Flask
+    # policy's compiler.
+    "check": ("git", "checkpolicy"),
     # Counting a daemon's system calls in dom0 (xsbench: strace -c).
     "measure": ("strace",),
     # Building the project's own C parts (tiny guest, bindings).

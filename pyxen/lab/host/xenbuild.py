@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +161,7 @@ def jobs() -> int:
 
 
 @contextmanager
-def _locked(name: str) -> Iterator[None]:
+def locked(name: str) -> Iterator[None]:
     """Serialize builds of the cache (two lab runs must not build the same key)."""
     root = paths.builds_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,7 @@ def _locked(name: str) -> Iterator[None]:
 
 
 def run_logged(step_name: str, argv: list[str], cwd: Path, logfile: Path,
-                env: Mapping[str, str] | None = None) -> None:
+               env: Mapping[str, str] | None = None) -> None:
     with logfile.open("a") as fh:
         fh.write(f"\n$ {' '.join(argv)}\n")
         fh.flush()
@@ -224,7 +224,7 @@ def _cached_build(component: str, key: str, variant: Variant, patches: tuple[Pat
     out = paths.builds_dir() / f"{component}-{key}"
     if (out / _MANIFEST).exists():
         return out
-    with _locked(component):
+    with locked(component):
         if (out / _MANIFEST).exists():
             return out
         work = paths.builds_dir() / f".tmp-{component}-{key}"
@@ -245,6 +245,33 @@ def _cached_build(component: str, key: str, variant: Variant, patches: tuple[Pat
     return out
 
 
+def configure_hypervisor(src: Path, logfile: Path, kconfig: Mapping[str, str],
+                         make_args: Sequence[str] = (), dotconfig: Path | None = None,
+                         run: Callable[..., None] = run_logged) -> None:
+    """The hypervisor's defconfig with ``kconfig`` set on top of it
+    (olddefconfig settles what depends on them).  ``make_args`` go to every
+    make (an output directory, another architecture); ``dotconfig`` is the
+    .config they make (default: the source tree's)."""
+    run("xen defconfig", ["make", "-C", "xen", *make_args, "defconfig"], src, logfile)
+    if kconfig:
+        _set_kconfig(dotconfig or src / "xen" / ".config", kconfig)
+        run("xen olddefconfig", ["make", "-C", "xen", *make_args, "olddefconfig"],
+            src, logfile)
+
+
+def hypervisor_make(make_args: Sequence[str] = ()) -> list[str]:
+    """The make command that builds the hypervisor as the lab does."""
+    return ["make", "-C", "xen", *make_args, *XEN_MAKE_VARIABLES, f"-j{jobs()}"]
+
+
+def toolstack_subdir_goals(action: str) -> list[tuple[str, list[str]]]:
+    """The lab's toolstack directories as tools/Makefile goals of ``action``
+    ('all', 'install'), in order: (step's name, goals).  Libraries first:
+    every program links them."""
+    return [("toolstack libraries", [f"subdir-{action}-{TOOLS_LIBRARIES}"]),
+            ("toolstack programs", [f"subdir-{action}-{d}" for d in TOOLS_PROGRAM_DIRS])]
+
+
 def build_hypervisor(variant: Variant) -> tuple[str, Path]:
     """Build (or reuse) the hypervisor of a variant; returns (key, xen image).
     Only the hypervisor series is applied: a toolstack patch does not change
@@ -255,13 +282,8 @@ def build_hypervisor(variant: Variant) -> tuple[str, Path]:
     key = build_key("xen", variant.source.sha256, patches, recipe_key)
 
     def recipe(src: Path, work: Path, logfile: Path) -> None:
-        run_logged("xen defconfig", ["make", "-C", "xen", "defconfig"], src, logfile)
-        if kconfig:
-            _set_kconfig(src / "xen" / ".config", kconfig)
-            run_logged("xen olddefconfig", ["make", "-C", "xen", "olddefconfig"],
-                        src, logfile)
-        run_logged("hypervisor build", ["make", "-C", "xen", *XEN_MAKE_VARIABLES, f"-j{jobs()}"],
-                    src, logfile)
+        configure_hypervisor(src, logfile, kconfig)
+        run_logged("hypervisor build", hypervisor_make(), src, logfile)
         shutil.copy2(src / "xen" / "xen", work / "xen")
         shutil.copy2(src / "xen" / ".config", work / "xen.config")
         shutil.copy2(src / "xen" / "xen-syms", work / "xen-syms")
@@ -305,16 +327,13 @@ def build_tools(variant: Variant) -> tuple[str, Path]:
         # side by side (each one's install target builds it first).
         destdir = f"DESTDIR={work / 'stage'}"
         run_logged("toolstack headers", ["make", "install-tools-public-headers", destdir],
-                    src, logfile)
+                   src, logfile)
         run_logged("toolstack directories",
-                    ["make", "-C", "tools", f"--eval={TOOLS_INSTALL_DIRS_RULE}",
-                     "pyxen-install-dirs", destdir], src, logfile)
-        run_logged("toolstack libraries",
-                    ["make", "-C", "tools", f"subdir-install-{TOOLS_LIBRARIES}", destdir,
-                     f"-j{jobs()}"], src, logfile)
-        run_logged("toolstack programs",
-                    ["make", "-C", "tools", *(f"subdir-install-{d}" for d in TOOLS_PROGRAM_DIRS),
-                     destdir, f"-j{jobs()}"], src, logfile)
+                   ["make", "-C", "tools", f"--eval={TOOLS_INSTALL_DIRS_RULE}",
+                    "pyxen-install-dirs", destdir], src, logfile)
+        for name, goals in toolstack_subdir_goals("install"):
+            run_logged(name, ["make", "-C", "tools", *goals, destdir, f"-j{jobs()}"],
+                       src, logfile)
         if not any((work / "stage").rglob("pkgconfig/xenlight.pc")):
             raise BuildError("toolstack install", "no pkgconfig/xenlight.pc in the staged "
                              "install", str(logfile))
