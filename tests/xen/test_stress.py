@@ -17,6 +17,7 @@ across fork(): there, none may deadlock.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -69,3 +70,55 @@ def test_create_destroy_cycles_leak_nothing(host, kernel, helpers, run_length): 
         assert deadlocks == 0, "a forked child deadlocked on an inherited library lock"
     assert helpers.wait_for(lambda: host.free_memory_mib() == free0, 30), \
         f"free memory {host.free_memory_mib()} MiB, baseline {free0} MiB"
+
+
+#: Cycles of the destroyed name in the next test (``run_length``, its own
+#: variable: each cycle runs beside two threads' creates).
+RACE_CYCLES = {"ci": 12, "scheduled": 40, "default": 100}
+
+
+@pytest.mark.series_only
+def test_a_destroy_leaves_no_name_entry_while_other_names_are_created(  # type: ignore[no-untyped-def]
+        host, kernel, helpers, run_length):
+    """A destroyed domain's name index entry does not come back while other
+    creates bring the index up to date: each of them reads the name of every
+    domain the index has not recorded, a dying one's too, and one that read
+    the name just before the destroy dropped the entry used to write it back
+    for good.  The destroyed name's entry is looked for after every destroy,
+    and every name's once the creates have stopped."""
+    cycles = run_length("PYXEN_NAME_RACE_CYCLES", **RACE_CYCLES)
+    xs = host.xenstore
+    victim = f"{helpers.PREFIX}gone"
+    churn_names = [f"{helpers.PREFIX}churn{w}" for w in range(2)]
+    stop = threading.Event()
+
+    def churn(name: str) -> int:
+        done = 0
+        while not stop.is_set():
+            dom = host.create(DomainConfig(name, kernel, memory_mib=16))
+            dom.destroy()
+            assert dom.wait_death(30), f"{name} ({dom.domid}) still dying"
+            done += 1
+        return done
+
+    def entry(name: str) -> str:
+        return f"{NAME_INDEX}/{name.encode().hex()}"
+
+    left: list[int] = []
+    with ThreadPoolExecutor(len(churn_names)) as pool:
+        churners = [pool.submit(churn, n) for n in churn_names]
+        try:
+            for cycle in range(cycles):
+                dom = host.create(DomainConfig(victim, kernel, memory_mib=16))
+                dom.destroy()
+                assert dom.wait_death(30), f"{victim} ({dom.domid}) still dying"
+                if xs.exists(entry(victim)):
+                    left.append(cycle)
+        finally:
+            stop.set()
+        churned = sum(f.result() for f in churners)
+    assert churned >= 1
+    assert left == [], f"{victim}'s index entry left after the destroys of cycles {left}"
+    assert helpers.ours(host) == {}
+    remaining = [n for n in [victim, *churn_names] if xs.exists(entry(n))]
+    assert remaining == [], f"index entries left of destroyed domains: {remaining}"
