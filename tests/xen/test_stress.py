@@ -18,7 +18,7 @@ across fork(): there, none may deadlock.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -74,7 +74,7 @@ def test_create_destroy_cycles_leak_nothing(host, kernel, helpers, run_length): 
 
 #: Cycles of the destroyed name in the next test (``run_length``, its own
 #: variable: each cycle runs beside two threads' creates).
-RACE_CYCLES = {"ci": 12, "scheduled": 40, "default": 100}
+RACE_CYCLES = {"ci": 8, "scheduled": 40, "default": 100}
 
 
 @pytest.mark.series_only
@@ -91,27 +91,35 @@ def test_a_destroy_leaves_no_name_entry_while_other_names_are_created(  # type: 
     victim = f"{helpers.PREFIX}gone"
     churn_names = [f"{helpers.PREFIX}churn{w}" for w in range(2)]
     stop = threading.Event()
+    done = [0] * len(churn_names)
 
-    def churn(name: str) -> int:
-        done = 0
+    def churn(w: int) -> int:
         while not stop.is_set():
-            dom = host.create(DomainConfig(name, kernel, memory_mib=16))
+            dom = host.create(DomainConfig(churn_names[w], kernel, memory_mib=16))
             dom.destroy()
-            assert dom.wait_death(30), f"{name} ({dom.domid}) still dying"
-            done += 1
-        return done
+            assert dom.wait_death(30), f"{churn_names[w]} ({dom.domid}) still dying"
+            done[w] += 1
+        return done[w]
+
+    def churned_since(before: list[int]) -> bool:
+        # Each thread's create under way at the destroy (its update of the
+        # index with it) has ended, or a thread has (its error is raised below).
+        return all(d > b for d, b in zip(done, before)) or any(f.done() for f in churners)
 
     def entry(name: str) -> str:
         return f"{NAME_INDEX}/{name.encode().hex()}"
 
     left: list[int] = []
+    churners: list[Future[int]] = []
     with ThreadPoolExecutor(len(churn_names)) as pool:
-        churners = [pool.submit(churn, n) for n in churn_names]
+        churners += [pool.submit(churn, w) for w in range(len(churn_names))]
         try:
             for cycle in range(cycles):
                 dom = host.create(DomainConfig(victim, kernel, memory_mib=16))
                 dom.destroy()
                 assert dom.wait_death(30), f"{victim} ({dom.domid}) still dying"
+                before = list(done)
+                assert helpers.wait_for(lambda: churned_since(before), 120)
                 if xs.exists(entry(victim)):
                     left.append(cycle)
         finally:
