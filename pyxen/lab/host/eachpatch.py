@@ -7,9 +7,9 @@ documentation, everything the check builds is rebuilt incrementally: the
 hypervisor in each configuration (:data:`HYPERVISOR_CONFIGS`, each in its
 own output directory; arm64 on request, with a cross compiler) unless the
 patch changes only the toolstack, the lab's toolstack directories and the
-Flask policy.  Xen builds with ``-Werror``,
-so a new warning fails its patch.  A patch changing what configure reads
-has configure run again first.
+Flask policy.  Xen builds with ``-Werror``, so a new warning fails its
+patch.  A patch changing what configure reads has configure run again
+first.
 
 What was compiled is read back from the builds' own dependency files: a C
 or assembly file or header a patch changed that no object of any build
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import shutil
 import time
@@ -38,9 +37,6 @@ from pyxen.lab.host.sources import XenSource
 from pyxen.lab.host.xenbuild import (PROFILE_KCONFIG, TOOLS_CONFIGURE_FLAGS,
                                      configure_hypervisor, hypervisor_make, jobs, locked,
                                      run_logged, toolstack_subdir_goals)
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class HypervisorConfig:
@@ -68,6 +64,11 @@ HYPERVISOR_CONFIGS: tuple[HypervisorConfig, ...] = (
 ARM64_CONFIG = HypervisorConfig(
     "arm64-full", {**_FULL, "LLC_COLORING": "y"},
     ("XEN_TARGET_ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"), "gcc-aarch64-linux-gnu")
+
+
+def hypervisor_configs(arm64: bool) -> tuple[HypervisorConfig, ...]:
+    """The configurations a check builds, arm64's with ``arm64``."""
+    return HYPERVISOR_CONFIGS + ((ARM64_CONFIG,) if arm64 else ())
 
 #: Documentation: a patch changing only these builds nothing.
 _DOC_PREFIXES = ("docs/", "LICENSES/")
@@ -177,8 +178,8 @@ class _Build:
         self.tree, self.logfile, self.run = work / "src", work / "build.log", run
         self.configs = [(c, work / f"xen-{c.name}") for c in configs]
 
-    def _step(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
-        self.run(name, argv, self.tree, self.logfile, env)
+    def _step(self, name: str, argv: list[str]) -> None:
+        self.run(name, argv, self.tree, self.logfile, None)
 
     def make_args(self, config: HypervisorConfig, out: Path) -> list[str]:
         return [f"O={out}", *config.make_args]
@@ -216,6 +217,10 @@ class _Build:
         self._step("flask policy", ["make", "-C", _POLICY_DIR])
 
 
+#: Marks a directory this check made, which a later check may empty.
+_MARKER = ".pyxen-each-patch"
+
+
 def _empty_work_dir(work: Path) -> None:
     """Make ``work`` empty but for the marker; a directory that holds
     anything and was not made by this check is refused, never emptied."""
@@ -229,10 +234,6 @@ def _empty_work_dir(work: Path) -> None:
     work.mkdir(parents=True)
     (work / _MARKER).write_text("made by python -m pyxen.lab check-series; emptied by "
                                 "the next check\n")
-
-
-#: Marks a directory this check made, which a later check may empty.
-_MARKER = ".pyxen-each-patch"
 
 
 def _dependency_files(work: Path, tree: Path) -> Iterable[Path]:
@@ -284,8 +285,6 @@ def left_out(files: Sequence[str], compiled: set[str]) -> list[str]:
     return [f for f in files if f.endswith(_CODE_SUFFIXES) and f not in compiled]
 
 
-
-
 def check_each_patch(source: XenSource, series: Sequence[tuple[str, Sequence[Path]]],
                      work: Path, run: Runner | None = None, arm64: bool = False
                      ) -> list[PatchBuild]:
@@ -296,10 +295,10 @@ def check_each_patch(source: XenSource, series: Sequence[tuple[str, Sequence[Pat
     PatchError, the first that does not build BuildError, each naming it;
     the tree is left in ``work`` to look at."""
     runner: Runner = run or run_logged
-    for _, patches in series:           # every patch readable before any work
-        for patch in patches:
-            touched_files(patch)
-    configs = HYPERVISOR_CONFIGS + ((ARM64_CONFIG,) if arm64 else ())
+    # Every patch read (and readable) before any work.
+    changes = [(part_name, patch, touched_files(patch))
+               for part_name, patches in series for patch in patches]
+    configs = hypervisor_configs(arm64)
     with locked("each-patch"):
         _empty_work_dir(work)
         build = _Build(work, runner, configs)
@@ -314,32 +313,29 @@ def check_each_patch(source: XenSource, series: Sequence[tuple[str, Sequence[Pat
             build.configure_hypervisors()
             build.everything()
         done: list[tuple[PatchBuild, list[str]]] = []
-        total = sum(len(p) for _, p in series)
-        for part_name, patches in series:
-            for patch in patches:
-                start = time.monotonic()
-                files = touched_files(patch)
-                built = needs_build(files)
-                reconfigure, autogen = needs_configure(files)
-                name = f"{part_name} {patch.name}"
-                with step(f"[{len(done) + 1}/{total}] {name}: git am, "
-                          f"{'build' if built else 'documentation only'}"):
-                    try:
-                        _git(tree, build.logfile, runner, "am", "-q", "--no-3way",
-                             str(patch.resolve()))
-                    except BuildError as exc:
-                        raise PatchError(name, f"git am failed (log: {exc.log_path}):\n"
-                                               f"{exc.log_tail}") from exc
-                    try:
-                        if reconfigure:
-                            build.configure(autogen)
-                        if built:
-                            build.everything(needs_hypervisors(files))
-                    except BuildError as exc:
-                        raise BuildError(f"{exc.step} after {name}",
-                                         exc.log_tail, exc.log_path) from exc
-                done.append((PatchBuild(part_name, patch.name, built,
-                                        round(time.monotonic() - start, 1)), files))
+        for part_name, patch, files in changes:
+            start = time.monotonic()
+            built = needs_build(files)
+            reconfigure, autogen = needs_configure(files)
+            name = f"{part_name} {patch.name}"
+            with step(f"[{len(done) + 1}/{len(changes)}] {name}: git am, "
+                      f"{'build' if built else 'documentation only'}"):
+                try:
+                    _git(tree, build.logfile, runner, "am", "-q", "--no-3way",
+                         str(patch.resolve()))
+                except BuildError as exc:
+                    raise PatchError(name, f"git am failed (log: {exc.log_path}):\n"
+                                           f"{exc.log_tail}") from exc
+                try:
+                    if reconfigure:
+                        build.configure(autogen)
+                    if built:
+                        build.everything(needs_hypervisors(files))
+                except BuildError as exc:
+                    raise BuildError(f"{exc.step} after {name}",
+                                     exc.log_tail, exc.log_path) from exc
+            done.append((PatchBuild(part_name, patch.name, built,
+                                    round(time.monotonic() - start, 1)), files))
         with step("reading what the builds compiled from their dependency files"):
             compiled = compiled_files(work, tree)
     for result, files in done:
@@ -351,7 +347,7 @@ def write_report(results: Sequence[PatchBuild], source: XenSource, out: Path,
                  arm64: bool) -> None:
     """The check's record: the source, the project's commit the series came
     from, the configurations, and each patch with what it built."""
-    configs = HYPERVISOR_CONFIGS + ((ARM64_CONFIG,) if arm64 else ())
+    configs = hypervisor_configs(arm64)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         **source.describe(), "commit": run_commit(), "jobs": jobs(),
