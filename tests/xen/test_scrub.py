@@ -441,8 +441,8 @@ def test_idle_cpus_clean_a_dead_guests_node(host, kernel, helpers, scrub):  # ty
 #: second under TCG, long enough for several looks at the counters meanwhile.
 TEARDOWN_GUEST_MIB = 256
 #: Share of the freed pages node 1's CPU may scrub while the teardown frees:
-#: it may scrub in gaps of a millisecond between the teardown's steps, not
-#: alongside every free.
+#: it may scrub in gaps of over 10 ms (Xen's quiet spell) between the
+#: teardown's steps, not alongside every free.
 TEARDOWN_SCRUB_SHARE = 0.25
 
 
