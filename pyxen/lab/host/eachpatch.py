@@ -38,6 +38,7 @@ from pyxen.lab.host.xenbuild import (PROFILE_KCONFIG, TOOLS_CONFIGURE_FLAGS,
                                      configure_hypervisor, hypervisor_make, jobs, locked,
                                      run_logged, toolstack_subdir_goals)
 
+
 @dataclass(frozen=True)
 class HypervisorConfig:
     """One configuration the hypervisor is built in, in its own directory."""
@@ -69,6 +70,7 @@ ARM64_CONFIG = HypervisorConfig(
 def hypervisor_configs(arm64: bool) -> tuple[HypervisorConfig, ...]:
     """The configurations a check builds, arm64's with ``arm64``."""
     return HYPERVISOR_CONFIGS + ((ARM64_CONFIG,) if arm64 else ())
+
 
 #: Documentation: a patch changing only these builds nothing.
 _DOC_PREFIXES = ("docs/", "LICENSES/")
