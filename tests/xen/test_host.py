@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import signal
+import sys
 import subprocess
 import threading
 import time
@@ -143,7 +144,7 @@ def test_duplicate_name_fails_cleanly(host, kernel, helpers):
         with pytest.raises(pyxen.LibxlError, match="already exists") as info:
             host.create(cfg)
         assert info.value.code_name == "ERROR_FAIL"
-        assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 10), \
+        assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} <= before, 10), \
             "a half-created domain was left behind"
     finally:
         dom.destroy()
@@ -192,7 +193,9 @@ def test_missing_kernel_fails_cleanly(host, helpers):
     before = {d.domid for d in host.xc.domains()}
     with pytest.raises(pyxen.LibxlError, match="failed to open file '/nonexistent/kernel'"):
         host.create(DomainConfig(helpers.PREFIX + "nokernel", Path("/nonexistent/kernel")))
-    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 10)
+    # No domain but those there before (one of which may have finished dying
+    # meanwhile: an earlier test's, still held by xenconsoled's mapping).
+    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} <= before, 10)
     assert helpers.PREFIX + "nokernel" not in helpers.ours(host)
 
 
@@ -405,7 +408,7 @@ def test_a_name_too_long_for_the_index_is_refused_cleanly(host, kernel, helpers,
     res = xl_create(too_long)
     # libxl's own message (not E2BIG's "Argument list too long" from xenstored)
     assert res.returncode != 0 and "is too long." in res.stderr, res.stderr
-    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == before, 10)
+    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} <= before, 10)
     assert too_long.encode().hex() not in xs.directory("/libxl/names")
 
 
@@ -505,6 +508,44 @@ def test_a_destroy_while_xenconsoled_connects_the_console_leaves_nothing(
     assert second.wait_death(30)
     assert helpers.xenstore_leftovers(host, {first.domid, second.domid}) == []
     assert helpers.wait_for(lambda: host.free_memory_mib() == free0, 30)
+
+
+#: A process that creates a domain through pyxen, then destroys it between
+#: two chdir() calls that mark the destruction in its strace.
+_DESTROY_BETWEEN_MARKS = """
+import os, sys, pyxen
+from pyxen.config import DomainConfig
+with pyxen.Host() as host:
+    dom = host.create(DomainConfig(sys.argv[1], sys.argv[2]))
+    os.chdir("/proc")
+    dom.destroy()
+    os.chdir("/")
+    assert dom.wait_death(30), "the domain did not die"
+"""
+
+#: A system call that makes a process, not a thread, in strace -f's output.
+_NEW_PROCESS = re.compile(r"^\d+ +(?:v?fork\(|clone3?\((?!.*CLONE_THREAD))")
+
+
+def test_a_destroy_makes_no_child_process(host, kernel, helpers, tmp_path):
+    """libxl_domain_destroy() with no ao_how (pyxen's, xl's) makes the
+    destroydomain hypercall in the calling thread (toolstack patch "libxl:
+    destroy a domain in the waiting caller's thread, without a child"):
+    no process is made during the destruction.  Stock libxl forks a child
+    for it, one per destruction."""
+    trace = tmp_path / "destroy.strace"
+    name = helpers.PREFIX + "nochild"
+    subprocess.run(["strace", "-f", "-qq", "-o", str(trace),
+                    "-e", "trace=clone,clone3,fork,vfork,chdir",
+                    sys.executable, "-P", "-c", _DESTROY_BETWEEN_MARKS, name, str(kernel)],
+                   check=True, timeout=120)
+    lines = trace.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if 'chdir("/proc")' in line)
+    end = next(i for i, line in enumerate(lines) if 'chdir("/")' in line)
+    made = [line for line in lines[start:end] if _NEW_PROCESS.match(line)]
+    want = 1 if os.environ.get("PYXEN_VARIANT") == "stock" else 0
+    assert len(made) == want, "\n".join(made) or "no process made"
+    assert name not in helpers.ours(host)
 
 
 def test_unknown_domains_raise_not_found(host):
