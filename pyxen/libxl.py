@@ -27,8 +27,12 @@ _ACTIONS = {"destroy": "LIBXL_ACTION_ON_SHUTDOWN_DESTROY",
             "preserve": "LIBXL_ACTION_ON_SHUTDOWN_PRESERVE"}
 _NO_DOMID = 0xFFFFFFFF
 #: libxl_domain_destroy() calls made when the previous one's destroyer child
-#: was found deadlocked (shim.c, pyxen_watch_child) and killed.
-_DESTROY_ATTEMPTS = 3
+#: was found deadlocked (shim.c, pyxen_watch_child) and killed.  On a stock
+#: toolstack a fork() while other threads make hypercalls inherits
+#: libxencall's buffer-cache mutex locked about half the time (three threads
+#: pairing pause/unpause: three deadlocked children in a row in 3 of about 40
+#: destroys), so three attempts were too few; each costs about a second.
+_DESTROY_ATTEMPTS = 10
 
 
 def deadlocked_children() -> int:

@@ -162,8 +162,10 @@ def test_destroying_a_domain_being_built_while_others_pause_it(host, bare_domain
             for _ in range(20):
                 pair()
             destroying.set()
-            xc.destroy(domid)
-            destroyed.set()
+            try:
+                xc.destroy(domid)
+            finally:
+                destroyed.set()     # a failed destroy must not leave the others looping
             return
         while not destroyed.is_set() and pair():
             pass
@@ -257,8 +259,10 @@ def test_destroying_a_running_guest_while_others_pause_it(host, spinners, helper
             for _ in range(10):
                 pair(domid)
             destroying.set()
-            host.xl.destroy(domid)       # libxl: pause, devices, destroydomain
-            destroyed.set()
+            try:
+                host.xl.destroy(domid)   # libxl: pause, devices, destroydomain
+            finally:
+                destroyed.set()     # a failed destroy must not leave the others looping
             return
         while not destroyed.is_set() and pair(domid) and pair(other):
             pass
