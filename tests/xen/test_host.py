@@ -6,8 +6,8 @@ import errno
 import os
 import re
 import signal
-import sys
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
