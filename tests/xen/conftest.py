@@ -18,6 +18,13 @@ from pyxen.xenstore import XenStore
 PREFIX = f"pxt{os.getpid() % 100000}-"
 
 
+def on_stock() -> bool:
+    """Whether the in-dom0 runner booted stock Xen and stock's toolstack
+    (it sets PYXEN_VARIANT to the variant it booted): tests that show a
+    stock defect the series fixes expect the defect there."""
+    return os.environ.get("PYXEN_VARIANT") == "stock"
+
+
 def in_dom0() -> bool:
     try:
         return "control_d" in Path("/proc/xen/capabilities").read_text()
@@ -112,4 +119,5 @@ class Helpers:
     ours = staticmethod(ours)
     xenstore_leftovers = staticmethod(xenstore_leftovers)
     wait_for = staticmethod(wait_for)
+    on_stock = staticmethod(on_stock)
     pvh_config = staticmethod(pvh_config)

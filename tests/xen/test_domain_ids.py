@@ -12,7 +12,6 @@ it), anywhere else the fix.
 from __future__ import annotations
 
 import errno
-import os
 
 import pytest
 
@@ -28,7 +27,7 @@ HIGH_IDS = range(30000, 32000)
 
 def test_a_refused_configuration_leaves_its_domain_id_free(host, helpers):
     xc = host.xc
-    stock = os.environ.get("PYXEN_VARIANT") == "stock"
+    stock = helpers.on_stock()
     used = {d.domid for d in xc.domains()}
     domid = next(i for i in HIGH_IDS if i not in used)
 

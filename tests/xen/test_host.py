@@ -270,7 +270,7 @@ def test_a_paging_pool_that_does_not_fit_fails_for_memory(host, kernel, helpers,
     stderr = _xl_create_fails_leaving_nothing(host, helpers, cfg,
                                               f"a create with a {pool_mib} MiB paging pool")
     assert "Failed to set paging mempool size" in stderr, stderr
-    want = -3 if os.environ.get("PYXEN_VARIANT") == "stock" else -5   # ERROR_FAIL, ERROR_NOMEM
+    want = -3 if helpers.on_stock() else -5   # ERROR_FAIL, ERROR_NOMEM
     assert f"cannot (re-)build domain: {want}" in stderr, stderr
 
 
@@ -428,7 +428,7 @@ def test_a_create_does_not_wait_for_the_console_backend(host, kernel, helpers):
     free0 = host.free_memory_mib()
     os.kill(pid, signal.SIGSTOP)
     try:
-        if os.environ.get("PYXEN_VARIANT") == "stock":
+        if helpers.on_stock():
             with pytest.raises(pyxen.LibxlError) as failed:
                 host.create(DomainConfig(name, kernel))
             assert "console tty: timed out" in str(failed.value), failed.value
@@ -473,7 +473,7 @@ def test_a_destroy_while_xenconsoled_connects_the_console_leaves_nothing(
     holding console/tty.  strace holds xenconsoled in its openat
     of /dev/ptmx, the domain is destroyed meanwhile, then xenconsoled goes
     on.  A second domain's console must still come up."""
-    if os.environ.get("PYXEN_VARIANT") == "stock":
+    if helpers.on_stock():
         pytest.skip("stock libxl waits for the console's tty before a create "
                     "returns: the window needs a destroy from elsewhere")
     pid = find_pids(("xenconsoled",)).get("xenconsoled")
@@ -543,7 +543,7 @@ def test_a_destroy_makes_no_child_process(host, kernel, helpers, tmp_path):
     start = next(i for i, line in enumerate(lines) if 'chdir("/proc")' in line)
     end = next(i for i, line in enumerate(lines) if 'chdir("/")' in line)
     made = [line for line in lines[start:end] if _NEW_PROCESS.match(line)]
-    want = 1 if os.environ.get("PYXEN_VARIANT") == "stock" else 0
+    want = 1 if helpers.on_stock() else 0
     assert len(made) == want, "\n".join(made) or "no process made"
     assert name not in helpers.ours(host)
 
@@ -738,7 +738,7 @@ def test_a_domain_reintroduced_in_mid_request_has_its_next_request_answered(
     second introduce has reset the ring, then writes bytes that are also a
     whole XS_READ of its name: that read must be answered, by the same
     xenstored, which must go on answering everyone."""
-    if os.environ.get("PYXEN_VARIANT") == "stock":
+    if helpers.on_stock():
         pytest.skip("stock xenstored uses the freed request: it may crash, and "
                     "every later test with it")
     xenstored = find_pids(("xenstored",)).get("xenstored")

@@ -17,7 +17,6 @@ on builds with the fix: on stock they would hang a pCPU (``breaks_stock``).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -68,7 +67,7 @@ def _settles_at(count: Callable[[], int], want: int, timeout: float) -> tuple[bo
 # scheduled runs only, where the rest of the boot's slowness costs no CI run.
 def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, helpers):
     xc = host.xc
-    stock = os.environ.get("PYXEN_VARIANT") == "stock"
+    stock = helpers.on_stock()
     leaked = 1 if stock else 0
 
     ok, seen = _settles_at(lambda: _unscrubbed(xc), 0, SETTLE_S)
@@ -191,7 +190,7 @@ def test_offlining_a_pv_guests_pages_leaves_its_pod_lock_alone(host, kernel, hel
     lock so that the next taker on another pCPU waits for ever).  So the
     first offline is made from pCPU 0, and a second one of the same guest
     from pCPU 1."""
-    if os.environ.get("PYXEN_VARIANT") == "stock":
+    if helpers.on_stock():
         pytest.skip("stock Xen takes the PV guest's uninitialised PoD lock: a release "
                     "build corrupts it silently, and the second offline would hang pCPU 1")
     xc = host.xc
