@@ -548,6 +548,61 @@ def test_a_destroy_makes_no_child_process(host, kernel, helpers, tmp_path):
     assert name not in helpers.ours(host)
 
 
+#: libxl's record of recently destroyed domain IDs (XEN_RUN_DIR/domid-history),
+#: rewritten through a new file renamed over it.
+_DOMID_HISTORY = Path("/var/run/xen/domid-history")
+
+
+def _recorded_since(domid: int, since_s: int) -> bool:
+    """Whether the domid history has ``domid`` recorded at or after
+    ``since_s`` (CLOCK_MONOTONIC seconds, as libxl writes them)."""
+    try:
+        lines = _DOMID_HISTORY.read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return any(int(sec) >= since_s and int(val) == domid
+               for sec, val in (line.split() for line in lines))
+
+
+def test_a_destroy_that_cannot_record_the_domid_fails_and_keeps_the_domain(
+        host, kernel, helpers):
+    """libxl records a destroyed domain's ID, so that no new domain takes it
+    for a while, before it destroys the domain.  When the record cannot be
+    written (here the new history file cannot be opened) the destroy fails
+    and says which file, and the domain is left to a later destroy, which
+    records it (toolstack patch "libxl: report every failure to record a
+    destroyed domain's ID").  Stock libxl logs the error, destroys the
+    domain and leaves its ID unrecorded."""
+    new = _DOMID_HISTORY.with_name(_DOMID_HISTORY.name + ".new")
+    dom = host.create(DomainConfig(helpers.PREFIX + "nohistory", kernel))
+    destroyed = False
+    try:
+        since = int(time.clock_gettime(time.CLOCK_MONOTONIC))
+        new.mkdir()  # fopen() of a directory for writing fails: EISDIR
+        try:
+            if helpers.on_stock():
+                dom.destroy()
+                destroyed = True
+                assert dom.wait_death(30)
+                assert not _recorded_since(dom.domid, since)
+                return
+            with pytest.raises(pyxen.LibxlError, match=re.escape(str(new))):
+                dom.destroy()
+            info = dom.info()
+            assert not info.dying
+            assert not _recorded_since(dom.domid, since)
+        finally:
+            new.rmdir()
+        dom.destroy()
+        destroyed = True
+        assert dom.wait_death(30)
+        assert _recorded_since(dom.domid, since)
+    finally:
+        if not destroyed:
+            dom.destroy()
+    assert helpers.xenstore_leftovers(host, {dom.domid}) == []
+
+
 def test_unknown_domains_raise_not_found(host):
     with pytest.raises(pyxen.DomainNotFound):
         host.xl.name_to_domid("pxt-no-such-domain")
