@@ -93,6 +93,19 @@ def wait_for(pred, timeout: float, interval: float = 0.1) -> bool:  # type: igno
     return True
 
 
+def domids(host: pyxen.Host) -> set[int]:
+    """The IDs of every domain Xen knows, dying ones included."""
+    return {d.domid for d in host.xc.domains()}
+
+
+def none_added(host: pyxen.Host, before: set[int], timeout: float = 10) -> bool:
+    """Whether, within ``timeout`` s, Xen knows no domain that was not in
+    ``before`` (domids() taken earlier): a failed create must not leave a
+    half-made domain.  A subset, not equality: one of ``before`` may finish
+    dying meanwhile (an earlier test's, held by xenconsoled's mapping)."""
+    return wait_for(lambda: domids(host) <= before, timeout)
+
+
 PV_TYPE = 'type = "pv"'
 
 
@@ -119,5 +132,7 @@ class Helpers:
     ours = staticmethod(ours)
     xenstore_leftovers = staticmethod(xenstore_leftovers)
     wait_for = staticmethod(wait_for)
+    domids = staticmethod(domids)
+    none_added = staticmethod(none_added)
     on_stock = staticmethod(on_stock)
     pvh_config = staticmethod(pvh_config)

@@ -140,11 +140,11 @@ def test_duplicate_name_fails_cleanly(host, kernel, helpers):
     cfg = DomainConfig(helpers.PREFIX + "dup", kernel)
     dom = host.create(cfg)
     try:
-        before = {d.domid for d in host.xc.domains()}
+        before = helpers.domids(host)
         with pytest.raises(pyxen.LibxlError, match="already exists") as info:
             host.create(cfg)
         assert info.value.code_name == "ERROR_FAIL"
-        assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} <= before, 10), \
+        assert helpers.none_added(host, before), \
             "a half-created domain was left behind"
     finally:
         dom.destroy()
@@ -167,7 +167,7 @@ def test_concurrent_xl_creates_of_one_name(host, kernel, helpers, tmp_path):
         return subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True,
                               text=True, timeout=300, check=False)
 
-    before = {d.domid for d in host.xc.domains()}
+    before = helpers.domids(host)
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(create, range(4)))
     try:
@@ -181,7 +181,7 @@ def test_concurrent_xl_creates_of_one_name(host, kernel, helpers, tmp_path):
                 if r.returncode:
                     assert "already exists" in r.stderr, r.stderr
             assert helpers.wait_for(
-                lambda: {d.domid for d in host.xc.domains()} - before == {named[0].domid}, 30), \
+                lambda: helpers.domids(host) - before == {named[0].domid}, 30), \
                 "a losing create left its domain behind"
     finally:
         for d in host.domains():
@@ -190,12 +190,10 @@ def test_concurrent_xl_creates_of_one_name(host, kernel, helpers, tmp_path):
 
 
 def test_missing_kernel_fails_cleanly(host, helpers):
-    before = {d.domid for d in host.xc.domains()}
+    before = helpers.domids(host)
     with pytest.raises(pyxen.LibxlError, match="failed to open file '/nonexistent/kernel'"):
         host.create(DomainConfig(helpers.PREFIX + "nokernel", Path("/nonexistent/kernel")))
-    # No domain but those there before (one of which may have finished dying
-    # meanwhile: an earlier test's, still held by xenconsoled's mapping).
-    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} <= before, 10)
+    assert helpers.none_added(host, before)
     assert helpers.PREFIX + "nokernel" not in helpers.ours(host)
 
 
@@ -242,11 +240,11 @@ def _xl_create_fails_leaving_nothing(host: pyxen.Host, helpers, cfg: Path,  # ty
     made to go (its domain, its Xenstore nodes; ``what`` names it in the
     failures) and returns xl's stderr."""
     before = _children(host)
-    domids = {d.domid for d in host.xc.domains()}
+    domids = helpers.domids(host)
     res = subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True, text=True,
                          timeout=600, check=False)
     assert res.returncode != 0, f"{what} succeeded:\n{res.stderr}"
-    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == domids, 30), \
+    assert helpers.wait_for(lambda: helpers.domids(host) == domids, 30), \
         f"{what} left its domain"
     assert helpers.wait_for(lambda: not _new_nodes(before, _children(host)), 10), \
         f"{what} left {_new_nodes(before, _children(host))}"
@@ -311,11 +309,11 @@ def test_failed_create_of_a_running_config_keeps_its_vm_directory(host, kernel, 
         assert vm == f"/vm/{uuid}"
         before = {c: xs.read(f"{vm}/{c}") for c in xs.directory(vm)}
         assert before.get("name") == name.encode()
-        domids = {d.domid for d in host.xc.domains()}
+        domids = helpers.domids(host)
         second = subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True,
                                 text=True, timeout=300, check=False)
         assert second.returncode != 0 and "already exists" in second.stderr, second.stderr
-        assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == domids, 10), \
+        assert helpers.wait_for(lambda: helpers.domids(host) == domids, 10), \
             "the failed create left its domain behind"
         assert xs.exists(vm), "the failed create's destruction removed the running domain's vm"
         assert {c: xs.read(f"{vm}/{c}") for c in xs.directory(vm)} == before
@@ -339,10 +337,10 @@ def test_a_name_written_outside_libxl_is_still_taken(host, kernel, helpers):
     try:
         _forget_in_name_index(xs, first.domid)
         xs.write(f"/local/domain/{first.domid}/name", foreign.encode())
-        domids = {d.domid for d in host.xc.domains()}
+        domids = helpers.domids(host)
         with pytest.raises(pyxen.LibxlError, match="already exists"):
             host.create(DomainConfig(foreign, kernel))
-        assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} == domids, 10)
+        assert helpers.wait_for(lambda: helpers.domids(host) == domids, 10)
         assert [d.domid for d in host.domains() if d.name == foreign] == [first.domid]
     finally:
         first.destroy()
@@ -403,12 +401,12 @@ def test_a_name_too_long_for_the_index_is_refused_cleanly(host, kernel, helpers,
         return subprocess.run(["xl", "create", "-q", str(cfg)], capture_output=True,
                               text=True, timeout=300, check=False)
 
-    before = {d.domid for d in host.xc.domains()}
+    before = helpers.domids(host)
     too_long = helpers.PREFIX + "y" * (limit + 1 - len(helpers.PREFIX))
     res = xl_create(too_long)
     # libxl's own message (not E2BIG's "Argument list too long" from xenstored)
     assert res.returncode != 0 and "is too long." in res.stderr, res.stderr
-    assert helpers.wait_for(lambda: {d.domid for d in host.xc.domains()} <= before, 10)
+    assert helpers.none_added(host, before)
     assert too_long.encode().hex() not in xs.directory("/libxl/names")
 
 
