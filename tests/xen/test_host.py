@@ -586,8 +586,8 @@ def test_a_destroy_that_cannot_record_the_domid_fails_and_keeps_the_domain(
                 return
             with pytest.raises(pyxen.LibxlError, match=re.escape(str(new))):
                 dom.destroy()
-            info = dom.info()
-            assert not info.dying
+            info = dom.info()  # paused by the destroy, not dying
+            assert info.paused and not info.dying
             assert not _recorded_since(dom.domid, since)
         finally:
             new.rmdir()
