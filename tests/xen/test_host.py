@@ -629,12 +629,13 @@ def test_a_malformed_domid_history_line_is_skipped(host, kernel, helpers, tmp_pa
         assert bad not in _DOMID_HISTORY.read_text()
         assert _recorded_since(dom.domid, since)
     finally:
-        for info in host.xc.domains():  # a create killed at its timeout
-            if info.domid not in before and not info.dying:
-                host.xl.destroy(info.domid)
+        # The line goes first: a libxl that spins on it would spin destroying too.
         lines = _DOMID_HISTORY.read_text().splitlines(keepends=True)
         if bad + "\n" in lines:
             _DOMID_HISTORY.write_text("".join(line for line in lines if line != bad + "\n"))
+        for info in host.xc.domains():  # a create killed at its timeout
+            if info.domid not in before and not info.dying:
+                host.xl.destroy(info.domid)
 
 
 def test_unknown_domains_raise_not_found(host):
