@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import signal
@@ -10,7 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -553,13 +556,47 @@ _DOMID_HISTORY = Path("/var/run/xen/domid-history")
 
 def _recorded_since(domid: int, since_s: int) -> bool:
     """Whether the domid history has ``domid`` recorded at or after
-    ``since_s`` (CLOCK_MONOTONIC seconds, as libxl writes them)."""
+    ``since_s`` (CLOCK_MONOTONIC seconds, as libxl writes them); lines that
+    are not two numbers are skipped."""
     try:
         lines = _DOMID_HISTORY.read_text().splitlines()
     except FileNotFoundError:
         return False
-    return any(int(sec) >= since_s and int(val) == domid
-               for sec, val in (line.split() for line in lines))
+    entries = [line.split() for line in lines]
+    return any(int(e[0]) >= since_s and int(e[1]) == domid
+               for e in entries if len(e) == 2 and e[0].isdigit() and e[1].isdigit())
+
+
+@contextmanager
+def _domid_history_locked() -> Iterator[None]:
+    """Hold libxl's lock on the domid history as libxl takes it: flock() on
+    its .lock file, which must still be the file at that path once locked
+    (the holder unlinks it before letting go)."""
+    lock = _DOMID_HISTORY.with_name(_DOMID_HISTORY.name + ".lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.unlink(lock)
+        os.close(fd)
+
+
+def _rewrite_domid_history(edit: Callable[[str], str]) -> None:
+    """Replace the domid history by ``edit`` of it, under libxl's lock and
+    by a rename, as libxl does."""
+    with _domid_history_locked():
+        text = _DOMID_HISTORY.read_text() if _DOMID_HISTORY.exists() else ""
+        tmp = _DOMID_HISTORY.with_name(_DOMID_HISTORY.name + ".test")
+        tmp.write_text(edit(text))
+        tmp.replace(_DOMID_HISTORY)
 
 
 def test_a_destroy_that_cannot_record_the_domid_fails_and_keeps_the_domain(
@@ -603,36 +640,41 @@ def test_a_destroy_that_cannot_record_the_domid_fails_and_keeps_the_domain(
 
 def test_a_malformed_domid_history_line_is_skipped(host, kernel, helpers, tmp_path):
     """libxl reads the domid history at every create (is the new ID recent?)
-    and every destroy.  A line that is not two numbers is skipped with a
-    warning, and the next destroy's rewrite of the history leaves it out
-    (toolstack patch "libxl: skip a malformed line of the domid history
-    instead of spinning").  Stock libxl's fscanf() loop spins on it for
-    ever with the ctx locked: not run there."""
+    and every destroy.  Lines that are not two numbers are skipped with a
+    warning, the entries after them still read, and the next destroy's
+    rewrite of the history leaves them out (toolstack patch "libxl: skip a
+    malformed line of the domid history instead of spinning").  Stock
+    libxl's fscanf() loop spins on them for ever with the ctx locked: not
+    run there."""
     if helpers.on_stock():
         pytest.skip("stock libxl spins on a malformed line of the domid history")
-    bad = "not an entry"
+    bad = "not an entry\n12 y\n"  # fscanf() converts no field, then one
+    first = host.create(DomainConfig(helpers.PREFIX + "history1", kernel))
+    first_since = int(time.clock_gettime(time.CLOCK_MONOTONIC))
+    first.destroy()
+    assert first.wait_death(30)
+    assert _recorded_since(first.domid, first_since)
     name = helpers.PREFIX + "badhistory"
     cfg = tmp_path / "badhistory.cfg"
     cfg.write_text(DomainConfig(name, kernel).to_xl_config())
     before = helpers.domids(host)
-    with _DOMID_HISTORY.open("a") as f:
-        f.write(bad + "\n")
+    _rewrite_domid_history(lambda text: bad + text)  # before the first's entry
     try:
         res = subprocess.run(["xl", "create", str(cfg)], capture_output=True, text=True,
                              timeout=120, check=False)
         assert res.returncode == 0, res.stderr
-        assert "ignoring a malformed line" in res.stderr, res.stderr
+        assert res.stderr.count("ignoring malformed lines") == 1, res.stderr
         dom = host.domain(name)
         since = int(time.clock_gettime(time.CLOCK_MONOTONIC))
         dom.destroy()
         assert dom.wait_death(30)
-        assert bad not in _DOMID_HISTORY.read_text()
+        history = _DOMID_HISTORY.read_text()
+        assert "entry" not in history and " y" not in history, history
         assert _recorded_since(dom.domid, since)
+        assert _recorded_since(first.domid, first_since), "an entry after the lines was lost"
     finally:
-        # The line goes first: a libxl that spins on it would spin destroying too.
-        lines = _DOMID_HISTORY.read_text().splitlines(keepends=True)
-        if bad + "\n" in lines:
-            _DOMID_HISTORY.write_text("".join(line for line in lines if line != bad + "\n"))
+        # The lines go first: a libxl that spins on them would spin destroying too.
+        _rewrite_domid_history(lambda text: text.replace(bad, ""))
         for info in host.xc.domains():  # a create killed at its timeout
             if info.domid not in before and not info.dying:
                 host.xl.destroy(info.domid)
