@@ -638,6 +638,7 @@ def test_a_destroy_that_cannot_record_the_domid_fails_and_keeps_the_domain(
     assert helpers.xenstore_leftovers(host, {dom.domid}) == []
 
 
+@pytest.mark.breaks_stock
 def test_a_malformed_domid_history_line_is_skipped(host, kernel, helpers, tmp_path):
     """libxl reads the domid history at every create (is the new ID recent?)
     and every destroy.  Lines that are not two numbers are skipped with a
