@@ -56,7 +56,7 @@ def bare_domains(host, helpers) -> Iterator[Callable[[int], list[int]]]:  # type
     made: list[int] = []
 
     def make(n: int) -> list[int]:
-        used = {d.domid for d in xc.domains()} | set(made)
+        used = helpers.domids(host) | set(made)
         ids = [i for i in IDS if i not in used][:n]
         for domid in ids:
             made.append(xc.create_bare_domain(domid))

@@ -554,6 +554,12 @@ def test_a_destroy_makes_no_child_process(host, kernel, helpers, tmp_path):
 _DOMID_HISTORY = Path("/var/run/xen/domid-history")
 
 
+def _domid_history_path(suffix: str) -> Path:
+    """A file beside the domid history, as libxl__domid_history_path() names
+    them: ".new" (the rewrite), ".lock" (the lock's file)."""
+    return _DOMID_HISTORY.with_name(_DOMID_HISTORY.name + suffix)
+
+
 def _recorded_since(domid: int, since_s: int) -> bool:
     """Whether the domid history has ``domid`` recorded at or after
     ``since_s`` (CLOCK_MONOTONIC seconds, as libxl writes them); lines that
@@ -572,7 +578,7 @@ def _domid_history_locked() -> Iterator[None]:
     """Hold libxl's lock on the domid history as libxl takes it: flock() on
     its .lock file, which must still be the file at that path once locked
     (the holder unlinks it before letting go)."""
-    lock = _DOMID_HISTORY.with_name(_DOMID_HISTORY.name + ".lock")
+    lock = _domid_history_path(".lock")
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -594,7 +600,7 @@ def _rewrite_domid_history(edit: Callable[[str], str]) -> None:
     by a rename, as libxl does."""
     with _domid_history_locked():
         text = _DOMID_HISTORY.read_text() if _DOMID_HISTORY.exists() else ""
-        tmp = _DOMID_HISTORY.with_name(_DOMID_HISTORY.name + ".test")
+        tmp = _domid_history_path(".test")
         tmp.write_text(edit(text))
         tmp.replace(_DOMID_HISTORY)
 
@@ -608,7 +614,7 @@ def test_a_destroy_that_cannot_record_the_domid_fails_and_keeps_the_domain(
     records it (toolstack patch "libxl: report every failure to record a
     destroyed domain's ID").  Stock libxl logs the error, destroys the
     domain and leaves its ID unrecorded."""
-    new = _DOMID_HISTORY.with_name(_DOMID_HISTORY.name + ".new")
+    new = _domid_history_path(".new")
     dom = host.create(DomainConfig(helpers.PREFIX + "nohistory", kernel))
     destroyed = False
     try:
