@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
+from pyxen.lab.contract import protocol
 from pyxen.lab.contract.args import positive_int
 
 _profiles_loaded = False
@@ -127,9 +128,14 @@ def run_length(scheduled_run: bool) -> Callable[..., int]:
     budget, but the in-dom0 runner's own time limit), *default* otherwise
     (a developer's run).  Soak runs set the variable; a value that is not a
     whole number of at least 1 fails the test that reads it, naming the
-    variable."""
+    variable.  The variable must be one of ``protocol.ENV_RUN_LENGTHS``,
+    the ones the in-dom0 runner forwards from the host."""
 
     def length(env_var: str, *, ci: int, scheduled: int, default: int) -> int:
+        if env_var not in protocol.ENV_RUN_LENGTHS:
+            raise pytest.UsageError(
+                f"run_length({env_var!r}): not in pyxen.lab.contract.protocol."
+                "ENV_RUN_LENGTHS, so the in-dom0 runner would not forward it")
         value = os.environ.get(env_var)
         if value is not None:
             try:

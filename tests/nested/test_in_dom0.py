@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pyxen.lab.contract import protocol
 from pyxen.lab.host import variants
 from pyxen.lab.host.vm import Dom0, SharedDom0
 from pyxen.lab.host.xenbuild import build
@@ -42,10 +43,9 @@ def test_xen_suite_in_dom0(variant: str, debug: bool, lab_boot: SharedDom0, repo
         if (stock.hypervisor_key, stock.tools_key) == (staged.hypervisor_key, staged.tools_key):
             pytest.skip("patched is identical to stock (patches/series is empty): "
                         "the stock run covers it")
-    # PYXEN_VARIANT: tests that show a stock defect the series fixes expect it on stock.
-    env = {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis", "PYXEN_VARIANT": variant}
-    for var in ("HYPOTHESIS_PROFILE", "PYXEN_STATEFUL_EXAMPLES", "PYXEN_STRESS_CYCLES",
-                "PYXEN_LIBCACHE_ROUNDS", "CI"):
+    # The variant: tests that show a stock defect the series fixes expect it on stock.
+    env = {"HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis", protocol.ENV_VARIANT: variant}
+    for var in ("HYPOTHESIS_PROFILE", *protocol.ENV_RUN_LENGTHS, "CI"):
         if var in os.environ:
             env[var] = os.environ[var]
     shared = (staged.hypervisor_key, staged.tools_key) == \

@@ -4,9 +4,15 @@ long tests with a length run in CI, scheduled and developers' runs."""
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from pyxen.lab.contract import protocol
+
+XEN_TESTS = Path(__file__).resolve().parents[1] / "xen"
 
 SUMMARY_TAIL = """\
 =========================== short test summary info ============================
@@ -54,25 +60,55 @@ def test_the_last_summary_counts(suite_outcome: Callable[[str], tuple[int, list[
     assert suite_outcome(out) == (3, [])
 
 
+#: A length the in-dom0 runner forwards (any of them does for these tests).
+LENGTH = protocol.ENV_RUN_LENGTHS[0]
+
+
 def test_run_length_follows_the_variable_then_the_kind_of_run(
         run_length: Callable[..., int], scheduled_run: bool,
         monkeypatch: pytest.MonkeyPatch) -> None:
     lengths = {"ci": 24, "scheduled": 48, "default": 200}
-    monkeypatch.setenv("PYXEN_TEST_LENGTH", "7")
-    assert run_length("PYXEN_TEST_LENGTH", **lengths) == 7
-    monkeypatch.delenv("PYXEN_TEST_LENGTH")
+    monkeypatch.setenv(LENGTH, "7")
+    assert run_length(LENGTH, **lengths) == 7
+    monkeypatch.delenv(LENGTH)
     monkeypatch.setenv("CI", "true")
-    assert run_length("PYXEN_TEST_LENGTH", **lengths) == (48 if scheduled_run else 24)
+    assert run_length(LENGTH, **lengths) == (48 if scheduled_run else 24)
     monkeypatch.delenv("CI")
-    assert run_length("PYXEN_TEST_LENGTH", **lengths) == (48 if scheduled_run else 200)
+    assert run_length(LENGTH, **lengths) == (48 if scheduled_run else 200)
 
 
 @pytest.mark.parametrize("value", ["many", "0", "-3", ""])
 def test_a_bad_length_is_a_usage_error(run_length: Callable[..., int], value: str,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYXEN_TEST_LENGTH", value)
-    with pytest.raises(pytest.UsageError, match="PYXEN_TEST_LENGTH"):
-        run_length("PYXEN_TEST_LENGTH", ci=1, scheduled=2, default=3)
+    monkeypatch.setenv(LENGTH, value)
+    with pytest.raises(pytest.UsageError, match=LENGTH):
+        run_length(LENGTH, ci=1, scheduled=2, default=3)
+
+
+def test_a_length_the_runner_does_not_forward_is_a_usage_error(
+        run_length: Callable[..., int], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Set on the host, it would never reach the tests in dom0.
+    monkeypatch.setenv("PYXEN_UNFORWARDED_CYCLES", "5")
+    with pytest.raises(pytest.UsageError, match="PYXEN_UNFORWARDED_CYCLES.*ENV_RUN_LENGTHS"):
+        run_length("PYXEN_UNFORWARDED_CYCLES", ci=1, scheduled=2, default=3)
+
+
+def _run_length_names(source: str) -> set[str]:
+    """The variable names in every ``run_length("NAME", ...)`` call."""
+    return {node.args[0].value for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "run_length" and node.args
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)}
+
+
+def test_the_dom0_tests_read_only_lengths_the_runner_forwards() -> None:
+    # The runtime check above fires only in dom0; this one in every run.
+    names: set[str] = set()
+    for f in sorted(XEN_TESTS.glob("test_*.py")):
+        names |= _run_length_names(f.read_text())
+    assert names, "no run_length() call found: the scan is broken"
+    assert names <= set(protocol.ENV_RUN_LENGTHS), names - set(protocol.ENV_RUN_LENGTHS)
+    assert _run_length_names('run_length("PYXEN_X", ci=1)') == {"PYXEN_X"}
 
 
 def test_passes_are_counted_by_module(module_passes: Callable[[str, str], int]) -> None:

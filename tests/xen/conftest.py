@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import pyxen
+from pyxen.lab.contract import protocol
 from pyxen.lab.host import paths
 from pyxen.xenstore import XenStore
 
@@ -20,9 +21,9 @@ PREFIX = f"pxt{os.getpid() % 100000}-"
 
 def on_stock() -> bool:
     """Whether the in-dom0 runner booted stock Xen and stock's toolstack
-    (it sets PYXEN_VARIANT to the variant it booted): tests that show a
-    stock defect the series fixes expect the defect there."""
-    return os.environ.get("PYXEN_VARIANT") == "stock"
+    (it sets ``protocol.ENV_VARIANT`` to the variant it booted): tests that
+    show a stock defect the series fixes expect the defect there."""
+    return os.environ.get(protocol.ENV_VARIANT) == "stock"
 
 
 def in_dom0() -> bool:

@@ -43,6 +43,16 @@ ENV_LIB_CACHE = "PYXEN_LIB_CACHE"        # "1": pyxen's libxl contexts use libxe
 #: dom0, whatever it asks for, so only a +libcache variant reads through it.
 ENV_LIBXENSTORE_CACHE = "LIBXENSTORE_CACHE"
 
+#: The in-dom0 test suite's environment, set by its runner on the host
+#: (tests/nested/test_in_dom0.py): the variant the lab booted ("stock" makes
+#: tests that show a stock defect the series fixes expect the defect) ...
+ENV_VARIANT = "PYXEN_VARIANT"
+#: ... and the run lengths (cycles, examples, rounds) a soak sets on the host,
+#: forwarded to dom0.  The tests' ``run_length`` fixture reads only these, so
+#: a length the runner does not forward cannot be added by mistake.
+ENV_RUN_LENGTHS = ("PYXEN_STATEFUL_EXAMPLES", "PYXEN_STRESS_CYCLES",
+                   "PYXEN_NAME_RACE_CYCLES", "PYXEN_LIBCACHE_ROUNDS")
+
 #: The lab's LD_PRELOAD library that makes the domains a program creates
 #: Xenstore domains (XSM_XS_PRIV) when ENV_XS_DOMAIN is "1"; its path in
 #: dom0 is in ENV_XS_DOMAIN_PRELOAD.
