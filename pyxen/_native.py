@@ -6,6 +6,7 @@ uses it in dom0 to load bindings compiled against the staged Xen's headers.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 from types import TracebackType
@@ -48,22 +49,22 @@ def string(ptr: Any) -> str:
     return str(ffi.string(ptr).decode(errors="replace"))
 
 
-def raise_xc(function: str, xch: Any = None) -> NoReturn:
+def raise_xc(function: str) -> NoReturn:
+    """Raise for a failed libxenctrl call: its errno, and what it logged on
+    this thread.  (libxenctrl's own last error, xc_get_last_error(), adds
+    nothing: everything it records is logged too, and it is kept per handle,
+    so another thread's or an older call's error would show through.)"""
     err = ffi.errno
     msg = last_message()
-    if not msg and xch is not None and xch != ffi.NULL:
-        e = lib.xc_get_last_error(xch)
-        if e != ffi.NULL and e.code:
-            msg = string(e.message)
-    if err == 3:  # ESRCH: no such domain
+    if err == errno.ESRCH:  # no such domain
         raise DomainNotFound(function, err, msg or "no such domain")
     raise XenCtrlError(function, err or None, msg)
 
 
-def check_xc(rc: int, function: str, xch: Any = None) -> int:
+def check_xc(rc: int, function: str) -> int:
     """libxenctrl convention: negative is failure, errno tells why."""
     if rc < 0:
-        raise_xc(function, xch)
+        raise_xc(function)
     return rc
 
 
@@ -77,8 +78,8 @@ def check_libxl(rc: int, function: str, handle: NativeHandle | None = None) -> i
         message = handle.message() if handle is not None else last_message()
         err = None  # libxl reports through its codes and log, not errno
         # As libxl.h spells them: ERROR_FAIL, ERROR_INVAL, ...
-        name = ("ERROR_" + string(lib.libxl_error_to_string(rc)).upper()) if rc < 0 \
-            else str(rc)
+        known = lib.libxl_error_to_string(rc) if rc < 0 else ffi.NULL
+        name = f"ERROR_{string(known).upper()}" if known != ffi.NULL else f"libxl error {rc}"
         if rc == lib.ERROR_DOMAIN_NOTFOUND:
             raise DomainNotFound(function, err, message or "no such domain")
         raise LibxlError(function, rc, name, err, message)

@@ -14,10 +14,16 @@ from typing import Any
 
 #: Names libxl and xl accept and that are safe everywhere they end up (xl config
 #: quoting, Xenstore paths, file names).  All-digit names are refused because
-#: xl reads them as domain ids.
-NAME_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$")
+#: xl reads them as domain ids, and names of dots alone as file names.
+NAME_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}")
 
 MIN_MEMORY_MIB = 4
+#: libxenguest builds a PV guest of ``memory`` MiB passed as an unsigned int
+#: (xc_dom_mem_init()): a larger figure would be cut to its low 32 bits.
+MAX_MEMORY_MIB = (1 << 32) - 1
+#: The longest command line a PV guest receives (MAX_GUEST_CMDLINE, 1024
+#: with its NUL): libxenguest cuts a longer one without a word.
+MAX_CMDLINE_BYTES = 1023
 MAX_VCPUS = 128
 #: Highest NUMA node number accepted (Xen's MAX_NUMNODES is 64 on x86).
 MAX_NUMA_NODE = 63
@@ -33,12 +39,14 @@ SHUTDOWN_ACTIONS = ("destroy", "preserve")
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ValueError(
             f"invalid domain name {name!r}: use 1-64 characters from A-Z a-z 0-9 _ . -, "
             "not starting with '-'")
     if name.isdigit():
         raise ValueError(f"invalid domain name {name!r}: all digits reads as a domain id")
+    if not name.strip("."):
+        raise ValueError(f"invalid domain name {name!r}: dots alone name no file")
     return name
 
 
@@ -99,16 +107,20 @@ class DomainConfig:
     def __post_init__(self) -> None:
         validate_name(self.name)
         object.__setattr__(self, "kernel", _path("kernel", self.kernel))
-        _int("memory_mib", self.memory_mib, MIN_MEMORY_MIB)
+        _int("memory_mib", self.memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB)
         _int("vcpus", self.vcpus, 1, MAX_VCPUS)
         if self.maxmem_mib is not None:
-            _int("maxmem_mib", self.maxmem_mib, self.memory_mib)
+            _int("maxmem_mib", self.maxmem_mib, self.memory_mib, MAX_MEMORY_MIB)
         if self.ramdisk is not None:
             object.__setattr__(self, "ramdisk", _path("ramdisk", self.ramdisk))
         if self.weight is not None:
             validate_weight(self.weight)
-        if not isinstance(self.cmdline, str) or any(c in self.cmdline for c in '"\n\r\0'):
-            raise ValueError(f"cmdline {self.cmdline!r} has a character xl config cannot hold")
+        if not isinstance(self.cmdline, str) or any(c in self.cmdline for c in '\n\r\0'):
+            raise ValueError(f"cmdline {self.cmdline!r} has a line break or NUL, which a "
+                             "kernel command line cannot hold")
+        if len(self.cmdline.encode()) > MAX_CMDLINE_BYTES:
+            raise ValueError(f"cmdline is {len(self.cmdline.encode())} bytes; a PV guest "
+                             f"receives at most {MAX_CMDLINE_BYTES}")
         for f in ("on_poweroff", "on_reboot", "on_crash"):
             v = getattr(self, f)
             if v not in SHUTDOWN_ACTIONS:
@@ -139,7 +151,7 @@ class DomainConfig:
             f"vcpus = {self.vcpus}",
         ]
         if self.cmdline:
-            lines.append(f'cmdline = "{self.cmdline}"')
+            lines.append(f'cmdline = "{_quote_body(self.cmdline)}"')
         if self.ramdisk is not None:
             lines.append(f'ramdisk = "{self.ramdisk}"')
         if self.weight is not None:
@@ -206,9 +218,26 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 
 
-def _unquote(s: str) -> str:
-    body = s[1:-1]
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+#: The escapes xl's parser reads in a quoted string (xlu__cfgl_dequote()),
+#: each to its character.  It refuses any other (its numeric escapes, \x and
+#: octal, are refused here: xl's own reading of them is broken).
+_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "a": "\a", "b": "\b", "f": "\f",
+            "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _quote_body(text: str) -> str:
+    """``text`` as the inside of a double-quoted xl string (line breaks are
+    refused by DomainConfig, so only backslashes and quotes need escaping)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _unquote(s: str, line: int) -> str:
+    def escape(m: re.Match[str]) -> str:
+        c = m.group(1)
+        if c not in _ESCAPES:
+            raise ValueError(f"xl config line {line}: invalid escape \\{c} in a quoted string")
+        return _ESCAPES[c]
+    return re.sub(r"\\(.)", escape, s[1:-1])
 
 
 def parse_xl_config(text: str) -> dict[str, Any]:
@@ -234,7 +263,7 @@ def parse_xl_config(text: str) -> dict[str, Any]:
     def value(i: int) -> tuple[Any, int]:
         kind, tok, ln = tokens[i]
         if kind == "str":
-            return _unquote(tok), i + 1
+            return _unquote(tok, ln), i + 1
         if kind == "num":
             return int(tok, 0), i + 1
         if tok == "[":

@@ -21,6 +21,11 @@ class XenError(Exception):
         detail = message or (os.strerror(errno) if errno else "failed")
         super().__init__(f"{function}: {detail}" + (f" [{name}]" if name else ""))
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        # Made again from its own arguments, so that it crosses processes
+        # (multiprocessing, a ProcessPoolExecutor) as itself.
+        return type(self), (self.function, self.errno, self.message)
+
 
 class XenCtrlError(XenError):
     """libxenctrl (hypercalls) failed."""
@@ -33,8 +38,13 @@ class LibxlError(XenError):
                  message: str) -> None:
         self.code = code
         self.code_name = code_name
+        self._libxl_message = message
         super().__init__(function, errno,
                          f"{message} ({code_name})" if message else f"{code_name} ({code})")
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.function, self.code, self.code_name, self.errno,
+                            self._libxl_message)
 
 
 class XenstoreError(XenError):

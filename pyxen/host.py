@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -70,6 +71,7 @@ class Host:
         self._xs: XenStore | None = None
         self._xl: LibxlPool | None = None
         self._xs_cache = xs_cache
+        self._xs_lock = threading.Lock()
 
     def __enter__(self) -> Self:
         self.open()
@@ -80,16 +82,24 @@ class Host:
         self.close()
 
     def open(self) -> None:
-        if self._xc is None:
-            self._xc = XenCtrl()
-        if self._xl is None:
-            self._xl = LibxlPool(xs_cache=self._xs_cache)
-            with self._xl.lend():  # opens a first context now: errors surface here
-                pass
+        """Open libxenctrl and libxl; on failure nothing stays open (a later
+        ``open()`` tries again)."""
+        try:
+            if self._xc is None:
+                self._xc = XenCtrl()
+            if self._xl is None:
+                self._xl = LibxlPool(xs_cache=self._xs_cache)
+                with self._xl.lend():  # opens a first context now: errors surface here
+                    pass
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        handles: list[XenStore | LibxlPool | XenCtrl | None] = [self._xs, self._xl, self._xc]
-        self._xc = self._xs = self._xl = None
+        with self._xs_lock:
+            handles: list[XenStore | LibxlPool | XenCtrl | None] = [self._xs, self._xl,
+                                                                    self._xc]
+            self._xc = self._xs = self._xl = None
         for h in handles:
             if h is not None:
                 h.close()
@@ -109,16 +119,22 @@ class Host:
 
     @property
     def xenstore(self) -> XenStore:
-        if self._xs is None:
-            self._xs = XenStore()
-        return self._xs
+        """libxenstore, opened on first use (by one thread, whichever asks first)."""
+        with self._xs_lock:
+            if self._xs is None:
+                self._xs = XenStore()
+            return self._xs
 
     # -- domains ----------------------------------------------------------
     def create(self, config: DomainConfig, paused: bool = False) -> Domain:
         """Create a PV domain (unpaused unless ``paused``).  Fails cleanly,
         leaving no half-created domain behind."""
         domid = self.xl.create(config, paused=paused)
-        return Domain(self, domid, config.name, config.memory_mib)
+        try:
+            return Domain(self, domid, config.name, config.memory_mib)
+        except BaseException:  # interrupted before the caller has its handle
+            self.xl.destroy(domid)
+            raise
 
     def domains(self) -> list[Domain]:
         """Every domain libxl lists, dom0 included, with names."""

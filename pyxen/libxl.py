@@ -9,7 +9,9 @@ subprocesses are never touched.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,8 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pyxen import limits
 from pyxen._native import NativeHandle, check_libxl, ffi, lib, string
-from pyxen.config import DomainConfig, check_weight_scheduler
+from pyxen.config import DomainConfig, check_weight_scheduler, validate_name
 from pyxen.errors import DomainNotFound, LibxlError, XenError
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,22 @@ class DomInfo:
     outstanding_memkb: int
     cpu_time_ns: int
     vcpu_online: int
+
+
+def _strdup(raw: bytes) -> Any:
+    """A malloc'd copy for a libxl_domain_config field (its dispose frees it)."""
+    p = lib.strdup(raw)
+    if p == ffi.NULL:
+        raise MemoryError("strdup")
+    return p
+
+
+def _check_files(cfg: DomainConfig) -> None:
+    """The kernel and ramdisk must be files before a domain is made: libxl
+    would create the domain, fail to load them and destroy it again."""
+    for what, path in (("kernel", cfg.kernel), ("ramdisk", cfg.ramdisk)):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, f"{what} is not a file", str(path))
 
 
 def xs_cache_supported() -> bool:
@@ -110,7 +129,7 @@ class Libxl(NativeHandle):
     def _fill(self, d: Any, cfg: DomainConfig) -> None:
         self.clear_message()
         d.c_info.type = lib.LIBXL_DOMAIN_TYPE_PV
-        d.c_info.name = lib.strdup(cfg.name.encode())
+        d.c_info.name = _strdup(cfg.name.encode())
         # A UUID of its own, as xl gives every domain: libxl keeps the
         # domain's /vm/<uuid> by it, and does not make one up itself.
         ffi.memmove(d.c_info.uuid.uuid, uuid.uuid4().bytes, 16)
@@ -136,11 +155,11 @@ class Libxl(NativeHandle):
             # drop this one silently.
             check_weight_scheduler(self.scheduler())
             b.sched_params.weight = cfg.weight
-        b.kernel = lib.strdup(str(cfg.kernel).encode())
+        b.kernel = _strdup(os.fsencode(cfg.kernel))
         if cfg.cmdline:
-            b.cmdline = lib.strdup(cfg.cmdline.encode())
+            b.cmdline = _strdup(cfg.cmdline.encode())
         if cfg.ramdisk is not None:
-            b.ramdisk = lib.strdup(str(cfg.ramdisk).encode())
+            b.ramdisk = _strdup(os.fsencode(cfg.ramdisk))
         d.on_poweroff = getattr(lib, _ACTIONS[cfg.on_poweroff])
         d.on_reboot = getattr(lib, _ACTIONS[cfg.on_reboot])
         d.on_watchdog = lib.LIBXL_ACTION_ON_SHUTDOWN_DESTROY
@@ -151,52 +170,72 @@ class Libxl(NativeHandle):
 
         On any failure nothing is left behind: libxl destroys a domain whose
         build failed, and a domain that was built but could not be unpaused
-        is destroyed here before the error is raised.
+        is destroyed here before the error is raised.  So is a domain built
+        when any other exception (a KeyboardInterrupt, which Python raises
+        after libxl's call returns) arrives before its id is returned.
         """
         if not isinstance(cfg, DomainConfig):
             raise TypeError(f"expected a DomainConfig, got {type(cfg).__name__}")
+        _check_files(cfg)
         d = ffi.new("libxl_domain_config *")
         lib.libxl_domain_config_init(d)
+        domid = ffi.new("uint32_t *", _NO_DOMID)
+        built = False
         try:
-            self._fill(d, cfg)
-            domid = ffi.new("uint32_t *", _NO_DOMID)
-            deadlocks = deadlocked_children()
-            self.clear_message()
             try:
-                check_libxl(lib.libxl_domain_create_new(self.ctx, d, domid, ffi.NULL, ffi.NULL),
-                            "libxl_domain_create_new", self)
-            except XenError:
-                # libxl destroys what it built, in a forked child; if that
-                # child was killed deadlocked, the domain is still there.
-                if domid[0] != _NO_DOMID and deadlocked_children() != deadlocks:
-                    self._destroy_quietly(int(domid[0]))
-                raise
-        finally:
-            lib.libxl_domain_config_dispose(d)
-        new = int(domid[0])
-        if not paused:
-            try:
+                self._fill(d, cfg)
+                deadlocks = deadlocked_children()
+                self.clear_message()
+                try:
+                    check_libxl(lib.libxl_domain_create_new(self.ctx, d, domid, ffi.NULL,
+                                                            ffi.NULL),
+                                "libxl_domain_create_new", self)
+                except XenError:
+                    # libxl destroys what it built, in a forked child; if that
+                    # child was killed deadlocked, the domain is still there.
+                    if domid[0] != _NO_DOMID and deadlocked_children() != deadlocks:
+                        self._destroy_quietly(int(domid[0]))
+                    raise
+                built = True
+            finally:
+                lib.libxl_domain_config_dispose(d)
+            new = int(domid[0])
+            if not paused:
                 self.unpause(new)
-            except XenError:
-                self._destroy_quietly(new)
-                raise
-        return new
+            return new
+        except XenError:
+            if built:
+                self._destroy_quietly(int(domid[0]))
+            raise
+        except BaseException:
+            # Interrupted: libxl may have built the domain (its id is set
+            # once it exists) whether or not its return code was seen.
+            if domid[0] != _NO_DOMID:
+                self._destroy_quietly(int(domid[0]), missing_ok=not built)
+            raise
 
-    def _destroy_quietly(self, domid: int) -> None:
+    def _destroy_quietly(self, domid: int, missing_ok: bool = False) -> None:
+        """Destroy a half-created domain, logging (not raising) a failure: the
+        original error is the one to report.  ``missing_ok``: libxl may have
+        destroyed it already."""
         try:
             self.destroy(domid)
-        except XenError as exc:  # the original error is the one to report
+        except DomainNotFound:
+            if not missing_ok:
+                log.error("could not destroy half-created domain %d: it is gone", domid)
+        except XenError as exc:
             log.error("could not destroy half-created domain %d: %s", domid, exc)
 
     def unpause(self, domid: int) -> None:
+        limits.domid(domid)
         self.clear_message()
         check_libxl(lib.libxl_domain_unpause(self.ctx, domid, ffi.NULL),
                     "libxl_domain_unpause", self)
 
     def destroy(self, domid: int) -> None:
         """Destroy a domain and clean up its devices and Xenstore nodes."""
-        if not isinstance(domid, int) or isinstance(domid, bool) or domid <= 0:
-            raise ValueError(f"domid must be a positive integer (not dom0), got {domid!r}")
+        if limits.domid(domid) == 0:
+            raise ValueError("domid must not be 0: dom0 cannot be destroyed")
         for attempt in range(1, _DESTROY_ATTEMPTS + 1):
             deadlocks = deadlocked_children()
             self.clear_message()
@@ -243,14 +282,17 @@ class Libxl(NativeHandle):
             lib.libxl_dominfo_list_free(infos, n[0])
 
     def name_to_domid(self, name: str) -> int:
+        validate_name(name)
         domid = ffi.new("uint32_t *")
         self.clear_message()
         rc = lib.libxl_name_to_domid(self.ctx, name.encode(), domid)
-        if rc != 0:
+        if rc == lib.ERROR_INVAL:  # libxl's answer when no domain has the name
             raise DomainNotFound("libxl_name_to_domid", None, f"no domain named {name!r}")
+        check_libxl(rc, "libxl_name_to_domid", self)  # listing the domains failed
         return int(domid[0])
 
     def domid_to_name(self, domid: int) -> str:
+        limits.domid(domid)
         self.clear_message()
         p = lib.libxl_domid_to_name(self.ctx, domid)
         if p == ffi.NULL:

@@ -247,7 +247,7 @@ class XenCtrl(NativeHandle):
 
     def _call(self, function: str, *args: Any) -> int:
         clear_message()
-        return check_xc(getattr(lib, function)(self.handle, *args), function, self._h)
+        return check_xc(getattr(lib, function)(self.handle, *args), function)
 
     # -- domains ----------------------------------------------------------
     def domains(self) -> list[DomainInfo]:
@@ -283,8 +283,7 @@ class XenCtrl(NativeHandle):
 
     def claim_pages(self, domid: int, nr_pages: int) -> None:
         """Claim ``nr_pages`` for a domain being built (0 releases the claim)."""
-        if not isinstance(nr_pages, int) or nr_pages < 0:
-            raise ValueError(f"nr_pages must be a non-negative integer, got {nr_pages!r}")
+        limits.below(nr_pages, 1 << 64, "nr_pages must be an integer 0..2^64 - 1")
         self._call("xc_domain_claim_pages", limits.domid(domid), nr_pages)
 
     def create_bare_domain(self, domid: int, max_vcpus: int = 1) -> int:
@@ -294,8 +293,7 @@ class XenCtrl(NativeHandle):
         any free one changed in Xen 4.21.)  Returns its ID; ``destroy``
         removes it.  ``max_vcpus`` is passed as given, so that a test can
         have Xen refuse it (0: EINVAL)."""
-        if not isinstance(max_vcpus, int) or isinstance(max_vcpus, bool) or max_vcpus < 0:
-            raise ValueError(f"max_vcpus must be a non-negative integer, got {max_vcpus!r}")
+        limits.below(max_vcpus, 1 << 32, "max_vcpus must be an integer 0..2^32 - 1")
         config = ffi.new("struct xen_domctl_createdomain *")
         config.max_vcpus = max_vcpus
         config.max_evtchn_port = _BARE_EVTCHN_PORTS - 1
@@ -405,7 +403,7 @@ class XenCtrl(NativeHandle):
         if getattr(lib, function)(self.handle, *args) < 0:
             if ffi.errno == errno.ENOSYS:
                 raise self._no_scrub(function)
-            raise_xc(function, self._h)
+            raise_xc(function)
 
     def scrub_state(self) -> ScrubState:
         """The scrub policy and every node's counters."""

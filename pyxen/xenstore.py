@@ -53,6 +53,20 @@ class Perm:
         return f"{self.access}{self.domid}"
 
 
+def _check_token(token: str, path: bytes) -> bytes:
+    """A watch token: a string without NUL that fits one message with its path
+    (the payload is path, NUL, token, NUL)."""
+    if not isinstance(token, str):
+        raise ValueError(f"watch token must be a string, got {token!r}")
+    if "\0" in token:
+        raise ValueError("watch token must not contain NUL")
+    raw = token.encode()
+    if len(path) + len(raw) + 2 > MAX_PAYLOAD:
+        raise ValueError(f"watch token of {len(raw)} bytes does not fit one message with "
+                         f"its path (path + token + 2 NULs <= {MAX_PAYLOAD})")
+    return raw
+
+
 def _check_path(path: str) -> bytes:
     if not isinstance(path, str) or not path:
         raise ValueError(f"Xenstore path must be a non-empty string, got {path!r}")
@@ -67,8 +81,12 @@ def _check_path(path: str) -> bytes:
 class _Ops:
     """The node operations, in a transaction or outside one."""
 
-    _h: Any
     _t: int
+
+    @property
+    def _h(self) -> Any:
+        """The open libxenstore handle, or a ValueError saying why there is none."""
+        raise NotImplementedError
 
     def read(self, path: str) -> bytes:
         n = ffi.new("unsigned int *")
@@ -80,7 +98,12 @@ class _Ops:
             lib.free(p)
 
     def write(self, path: str, value: bytes | str) -> None:
-        data = value.encode() if isinstance(value, str) else bytes(value)
+        if isinstance(value, str):
+            data = value.encode()
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+        else:  # bytes(5) would be five NULs
+            raise TypeError(f"Xenstore value must be bytes or str, got {type(value).__name__}")
         raw = _check_path(path)
         if len(raw) + 1 + len(data) > MAX_PAYLOAD:
             raise ValueError(
@@ -135,11 +158,19 @@ class _Ops:
 
 
 class Transaction(_Ops):
-    """Operations inside one Xenstore transaction (see XenStore.transaction)."""
+    """Operations inside one Xenstore transaction (see XenStore.transaction);
+    usable only until it ends."""
 
-    def __init__(self, handle: Any, tid: int) -> None:
-        self._h = handle
+    def __init__(self, store: XenStore, tid: int) -> None:
+        self._store = store
         self._t = tid
+        self.ended = False
+
+    @property
+    def _h(self) -> Any:
+        if self.ended:
+            raise ValueError(f"Xenstore transaction {self._t} has ended")
+        return self._store._h
 
 
 def cache_supported() -> bool:
@@ -161,13 +192,19 @@ class XenStore(_Ops):
             raise ValueError("cache needs a libxenstore with XS_OPEN_CACHE; this one has none")
         h = lib.xs_open(int(lib.PYXEN_XS_OPEN_CACHE) if cache else 0)
         check_xs(h != ffi.NULL, "xs_open")
-        self._h = h
+        self._handle: Any = h
         self._t = lib.XBT_NULL
 
+    @property
+    def _h(self) -> Any:
+        if self._handle is None:
+            raise ValueError("XenStore connection is closed")
+        return self._handle
+
     def close(self) -> None:
-        if self._h is not None:
-            lib.xs_close(self._h)
-            self._h = None
+        if self._handle is not None:
+            lib.xs_close(self._handle)
+            self._handle = None
 
     def __enter__(self) -> Self:
         return self
@@ -177,6 +214,7 @@ class XenStore(_Ops):
         self.close()
 
     def get_domain_path(self, domid: int) -> str:
+        limits.domid(domid)
         p = lib.xs_get_domain_path(self._h, domid)
         check_xs(p != ffi.NULL, "xs_get_domain_path")
         try:
@@ -189,23 +227,27 @@ class XenStore(_Ops):
         frame ``mfn``) and event channel ``port`` (privileged).  For a domain
         xenstored already knows, it rebinds the event channel and resets the
         ring and the connection's pending requests, watches and transactions."""
-        check_xs(lib.xs_introduce_domain(self._h, limits.domid(domid), limits.mfn(mfn),
-                                         limits.evtchn_port(port)),
-                 "xs_introduce_domain", f"domain {domid}")
+        args = (limits.domid(domid), limits.mfn(mfn), limits.evtchn_port(port))
+        check_xs(lib.xs_introduce_domain(self._h, *args), "xs_introduce_domain",
+                 f"domain {domid}")
 
     # -- transactions ---------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One attempt: commits on normal exit, aborts on an exception.  A
         conflict raises XenstoreError(EAGAIN); ``run_transaction`` retries."""
-        tid = lib.xs_transaction_start(self._h)
+        h = self._h
+        tid = lib.xs_transaction_start(h)
         check_xs(tid != 0, "xs_transaction_start")
+        tx = Transaction(self, tid)
         try:
-            yield Transaction(self._h, tid)
+            yield tx
         except BaseException:
-            lib.xs_transaction_end(self._h, tid, True)
+            tx.ended = True
+            lib.xs_transaction_end(h, tid, True)
             raise
-        check_xs(lib.xs_transaction_end(self._h, tid, False), "xs_transaction_end")
+        tx.ended = True
+        check_xs(lib.xs_transaction_end(h, tid, False), "xs_transaction_end")
 
     def run_transaction(self, body: Callable[[Transaction], T], retries: int = 16,
                         backoff_s: float = 0.001) -> T:
@@ -227,11 +269,12 @@ class XenStore(_Ops):
     def watch(self, path: str, token: str) -> None:
         """Watch ``path`` (and below); events carry ``token``.  Xenstore fires
         each watch once on registration, and may fire spuriously."""
-        check_xs(lib.xs_watch(self._h, _check_path(path), token.encode()), "xs_watch", path)
+        raw = _check_path(path)
+        check_xs(lib.xs_watch(self._h, raw, _check_token(token, raw)), "xs_watch", path)
 
     def unwatch(self, path: str, token: str) -> None:
-        check_xs(lib.xs_unwatch(self._h, _check_path(path), token.encode()), "xs_unwatch",
-                 path)
+        raw = _check_path(path)
+        check_xs(lib.xs_unwatch(self._h, raw, _check_token(token, raw)), "xs_unwatch", path)
 
     def read_watch(self, timeout: float | None = None) -> tuple[str, str] | None:
         """The next watch event (path, token), or None after ``timeout`` seconds."""

@@ -33,13 +33,6 @@ typedef struct {
 typedef struct { uint64_t memsize; uint64_t memfree; } xc_meminfo_t;
 typedef struct { uint32_t core; uint32_t socket; uint32_t node; } xc_cputopo_t;
 
-enum xc_error_code { XC_ERROR_NONE = 0, ... };
-typedef struct {
-    enum xc_error_code code;
-    char message[...];
-    ...;
-} xc_error;
-
 #define XEN_DOMINF_dying ...
 #define XEN_DOMINF_shutdown ...
 #define XEN_DOMINF_paused ...
@@ -54,8 +47,6 @@ xc_interface *xc_interface_open(xentoollog_logger *logger,
                                 xentoollog_logger *dombuild_logger,
                                 unsigned open_flags);
 int xc_interface_close(xc_interface *xch);
-const xc_error *xc_get_last_error(xc_interface *handle);
-void xc_clear_last_error(xc_interface *xch);
 
 int xc_domain_getinfolist(xc_interface *xch, uint32_t first_domain,
                           unsigned int max_domains, xc_domaininfo_t *info);

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,7 +103,7 @@ def test_bad_arguments_are_refused_before_any_call():
     # Each range check is pyxen.limits' (test_limits.py); here, that the
     # calls use them before reaching C (no handle is needed to be refused).
     xc, xs = XenCtrl.__new__(XenCtrl), XenStore.__new__(XenStore)
-    xs._h = None
+    xs._handle = None
     for call, what in ((lambda: xc.domain_info(0x7FF0), "domid"),
                        (lambda: xs.introduce_domain(-1, 1, 1), "domid"),
                        (lambda: xs.introduce_domain(1, 1 << 52, 1), "mfn"),
@@ -114,3 +115,58 @@ def test_bad_arguments_are_refused_before_any_call():
             _check_path(bad)
     with pytest.raises(ValueError, match="n r w b"):
         Perm(0, "x")
+
+
+def test_a_closed_or_ended_handle_is_refused_by_name() -> None:
+    from pyxen.xenstore import Transaction, XenStore
+    xs = XenStore.__new__(XenStore)
+    xs._handle = None
+    xs._t = 0
+    with pytest.raises(ValueError, match="XenStore connection is closed"):
+        xs.read("/local")
+    tx = Transaction(xs, 5)
+    tx.ended = True
+    with pytest.raises(ValueError, match="transaction 5 has ended"):
+        tx.write("/local/x", b"1")
+
+
+@pytest.mark.parametrize("value", [5, 10 ** 10, None, [1, 2]])
+def test_a_value_that_is_not_bytes_or_str_is_refused(value: Any) -> None:
+    from pyxen.xenstore import XenStore
+    xs = XenStore.__new__(XenStore)
+    xs._handle = None
+    xs._t = 0
+    with pytest.raises(TypeError, match="Xenstore value must be bytes or str"):
+        xs.write("/local/x", value)
+
+
+@pytest.mark.parametrize("token,msg", [("tok\0evil", "NUL"), (b"tok", "must be a string"),
+                                       ("t" * 4000, "does not fit one message")])
+def test_bad_watch_tokens_are_refused(token: str, msg: str) -> None:
+    from pyxen.xenstore import _check_token
+    with pytest.raises(ValueError, match=msg):
+        _check_token(token, b"/local/domain/0/" + b"p" * 100)
+    assert _check_token("tok", b"/a") == b"tok"
+
+
+@pytest.mark.parametrize("exc", [
+    errors.XenCtrlError("xc_domain_pause", errno.EINVAL, "bad"),
+    errors.DomainNotFound("libxl_name_to_domid", None, "no domain named 'x'"),
+    errors.XenstoreError("xs_read", errno.ENOENT, "/x: No such file or directory"),
+    errors.TransactionConflict("xs_transaction_end", errno.EAGAIN, "still conflicting"),
+    errors.LibxlError("libxl_domain_create_new", -3, "ERROR_FAIL", None, "it broke"),
+])
+def test_errors_cross_processes_as_themselves(exc: errors.XenError) -> None:
+    import pickle
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is type(exc) and str(again) == str(exc)
+    assert (again.function, again.errno, again.message) == (exc.function, exc.errno, exc.message)
+    if isinstance(exc, errors.LibxlError):
+        assert isinstance(again, errors.LibxlError)
+        assert (again.code, again.code_name) == (exc.code, exc.code_name)
+
+
+def test_an_unknown_libxl_code_is_still_a_libxl_error() -> None:
+    with pytest.raises(errors.LibxlError, match="libxl error -999") as info:
+        _native.check_libxl(-999, "libxl_something")
+    assert info.value.code == -999

@@ -22,7 +22,8 @@ def test_render_is_a_pv_config_xl_understands():
     assert lines["on_crash"] == '"preserve"'
 
 
-@pytest.mark.parametrize("name", ["", "-x", "a b", "a/b", 'a"b', "x" * 65, "123", "é"])
+@pytest.mark.parametrize("name", ["", "-x", "a b", "a/b", 'a"b', "x" * 65, "123", "é",
+                                  "tg-1\n", "x" * 64 + "\n", ".", "..", "..."])
 def test_bad_names_are_refused(name):
     with pytest.raises(ValueError, match="domain name"):
         DomainConfig(name, K)
@@ -31,6 +32,11 @@ def test_bad_names_are_refused(name):
 @pytest.mark.parametrize("kw,msg", [
     ({"memory_mib": -16}, "memory_mib"), ({"memory_mib": 0}, "memory_mib"),
     ({"memory_mib": 3}, "memory_mib"), ({"memory_mib": 16.5}, "memory_mib"),
+    ({"memory_mib": 1 << 32}, "memory_mib must be 4..4294967295"),
+    ({"maxmem_mib": 1 << 32}, "maxmem_mib must be 16..4294967295"),
+    ({"cmdline": "x" * 1024}, "cmdline is 1024 bytes; a PV guest receives at most 1023"),
+    ({"cmdline": "é" * 512}, "cmdline is 1024 bytes"),
+    ({"cmdline": "a\nb"}, "line break or NUL"),
     ({"vcpus": 0}, "vcpus"), ({"vcpus": 129}, "vcpus"),
     ({"kernel": Path("relative/kernel")}, "absolute"),
     ({"kernel": Path('/a"b')}, "cannot hold"),
@@ -44,7 +50,7 @@ def test_bad_values_are_refused(kw, msg):
         DomainConfig(**args)
 
 
-@given(st.from_regex(NAME_RE, fullmatch=True).filter(lambda s: not s.isdigit()))
+@given(st.from_regex(NAME_RE, fullmatch=True).filter(lambda s: not s.isdigit() and s.strip(".")))
 def test_valid_names_round_trip(name):
     text = DomainConfig(name, K).to_xl_config()
     assert f'name = "{name}"' in text.splitlines()
@@ -52,12 +58,13 @@ def test_valid_names_round_trip(name):
 
 configs = st.builds(
     DomainConfig,
-    name=st.from_regex(NAME_RE, fullmatch=True).filter(lambda s: not s.isdigit()),
+    name=st.from_regex(NAME_RE, fullmatch=True).filter(
+        lambda s: not s.isdigit() and s.strip(".")),
     kernel=st.sampled_from([K, Path("/boot/vmlinuz-6.1"), Path("/a b/k.elf")]),
     memory_mib=st.integers(4, 1 << 20),
     vcpus=st.integers(1, 128),
-    cmdline=st.text(st.characters(blacklist_characters='"\n\r\0\\', codec="ascii"),
-                    max_size=40),
+    cmdline=st.text(st.characters(blacklist_characters="\n\r\0",
+                                  blacklist_categories=["Cs"]), max_size=40),
     on_crash=st.sampled_from(["destroy", "preserve"]),
     weight=st.none() | st.integers(1, 65535),
 )
@@ -89,7 +96,7 @@ def test_reads_what_xl_users_write():
     ('kernel = "/k"\n', "no name"),
     ('name = "a"\n', "no kernel"),
     ('name = "a"\nkernel = "/k"\nmemory = "lots"\n', "memory_mib must be an integer"),
-    ('name = "a"\nkernel = "/k"\nmemory = -16\n', "memory_mib must be >= 4"),
+    ('name = "a"\nkernel = "/k"\nmemory = -16\n', "memory_mib must be 4..4294967295"),
     ('name = "a" kernel = "/k"\n', "line 1: unexpected 'kernel'"),
     ('name "a"\n', "expected '=' after name"),
     ('name = \n', "expected a value"),
@@ -101,13 +108,36 @@ def test_bad_xl_configs_name_the_problem(text, msg):
         DomainConfig.from_xl_config(text)
 
 
+def test_a_command_line_with_quotes_and_backslashes_goes_to_xl_and_back() -> None:
+    cmdline = 'init="/bin/sh -c true" path=C:\\x quote=\'q\''
+    text = DomainConfig("c", K, cmdline=cmdline).to_xl_config()
+    # As xl reads it: a backslash and a double quote escaped, nothing else.
+    assert 'cmdline = "init=\\"/bin/sh -c true\\" path=C:\\\\x quote=\'q\'"' in text
+    assert DomainConfig.from_xl_config(text).cmdline == cmdline
+    assert DomainConfig("c", K, cmdline="x" * 1023).cmdline == "x" * 1023
+
+
+@pytest.mark.parametrize("escape,char", [("\\t", "\t"), ("\\v", "\v"), ("\\a", "\a"),
+                                         ("\\'", "'"), ('\\"', '"'), ("\\\\", "\\")])
+def test_the_escapes_xl_reads_are_read(escape: str, char: str) -> None:
+    text = f'name = "a"\nkernel = "/k"\ncmdline = "x{escape}y"\n'
+    assert DomainConfig.from_xl_config(text).cmdline == f"x{char}y"
+
+
+@pytest.mark.parametrize("escape", ["\\q", "\\x41", "\\101", "\\ "])
+def test_an_escape_xl_refuses_is_refused(escape: str) -> None:
+    text = f'name = "a"\nkernel = "/k"\n\ncmdline = "x{escape}y"\n'
+    with pytest.raises(ValueError, match=f"line 4: invalid escape"):
+        DomainConfig.from_xl_config(text)
+
+
 def test_lists_parse():
     from pyxen.config import parse_xl_config
     assert parse_xl_config('disk = [ "a", "b",\n "c" ]\n') == {"disk": ["a", "b", "c"]}
 
 
 def test_maxmem_below_memory_is_refused():
-    with pytest.raises(ValueError, match="maxmem_mib must be >= 16"):
+    with pytest.raises(ValueError, match="maxmem_mib must be 16..4294967295, got 8"):
         DomainConfig("x", K, memory_mib=16, maxmem_mib=8)
 
 

@@ -91,9 +91,7 @@ def test_what_a_reaper_thread_logs_reaches_the_calls_exception(xl, monkeypatch):
                                   "libxl: Destruction of domain 7 failed (ERROR_FAIL)")
 
 
-def test_a_create_failing_in_a_reaper_keeps_the_root_cause(xl, monkeypatch):
-    from pathlib import Path
-
+def test_a_create_failing_in_a_reaper_keeps_the_root_cause(xl, monkeypatch, tmp_path):
     from pyxen.config import DomainConfig
 
     def create(ctx: Any, d: Any, domid: Any, ao_how: Any, aop: Any) -> int:
@@ -107,7 +105,9 @@ def test_a_create_failing_in_a_reaper_keeps_the_root_cause(xl, monkeypatch):
         libxl_cpu_bitmap_alloc=lambda ctx, bitmap, n: 0,
         libxl_bitmap_set=lambda bitmap, i: None))
     with pytest.raises(LibxlError) as info:
-        xl.create(DomainConfig(name="t", kernel=Path("/nonexistent"), memory_mib=16))
+        kernel = tmp_path / "kernel"
+        kernel.write_bytes(b"")
+        xl.create(DomainConfig(name="t", kernel=kernel, memory_mib=16))
     assert info.value.message == ("libxl: bootloader failed\n"
                                   "libxl: cannot (re-)build domain: -3 (ERROR_FAIL)")
 

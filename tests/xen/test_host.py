@@ -192,10 +192,17 @@ def test_concurrent_xl_creates_of_one_name(host, kernel, helpers, tmp_path):
                 d.destroy()
 
 
-def test_missing_kernel_fails_cleanly(host, helpers):
+def test_missing_kernel_fails_cleanly(host, helpers, tmp_path):
+    """A kernel that is not there is refused before any domain is made; one
+    that is there but no kernel fails in libxl's build, which destroys the
+    domain it made."""
     before = helpers.domids(host)
-    with pytest.raises(pyxen.LibxlError, match="failed to open file '/nonexistent/kernel'"):
+    with pytest.raises(FileNotFoundError, match="kernel is not a file.*/nonexistent/kernel"):
         host.create(DomainConfig(helpers.PREFIX + "nokernel", Path("/nonexistent/kernel")))
+    garbage = tmp_path / "not-a-kernel"
+    garbage.write_bytes(b"not an ELF image\n" * 64)
+    with pytest.raises(pyxen.LibxlError, match="libxl_domain_create_new"):
+        host.create(DomainConfig(helpers.PREFIX + "nokernel", garbage))
     assert helpers.none_added(host, before)
     assert helpers.PREFIX + "nokernel" not in helpers.ours(host)
 
@@ -214,8 +221,8 @@ def _new_nodes(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[
     return {t: after[t] - before[t] for t in CREATE_TREES if after[t] - before[t]}
 
 
-@pytest.mark.parametrize("case", ["duplicate-name", "missing-kernel", "out-of-memory"])
-def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case):
+@pytest.mark.parametrize("case", ["duplicate-name", "bad-kernel", "out-of-memory"])
+def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case, tmp_path):
     """A create that fails after libxl made the domain's directories (a name
     taken, a kernel that cannot be loaded, memory Xen cannot give) leaves no
     node under /vm, /local/domain or /libxl: the /vm/<uuid> directory made
@@ -224,8 +231,10 @@ def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case):
     first = host.create(DomainConfig(name, kernel)) if case == "duplicate-name" else None
     try:
         before = _children(host)
+        garbage = tmp_path / "not-a-kernel"
+        garbage.write_bytes(b"not an ELF image\n" * 64)
         cfg = {"duplicate-name": DomainConfig(name, kernel),
-               "missing-kernel": DomainConfig(name, Path("/nonexistent/kernel")),
+               "bad-kernel": DomainConfig(name, garbage),
                "out-of-memory": DomainConfig(name, kernel,
                                              memory_mib=host.free_memory_mib() + 256)}[case]
         with pytest.raises(pyxen.LibxlError):
