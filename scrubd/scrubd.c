@@ -17,16 +17,26 @@
  * control socket (root only, 0600, like xenstored's).  Without watermarks
  * scrubd only watches.
  *
- * Exit status: 0 stopped by SIGTERM/SIGINT (or --once done); 2 bad options;
- * 3 this host cannot run it (no privcmd, not root, a Xen without the scrub
- * sysctl or with more nodes than scrubd takes, another scrubd running):
+ * Exit status: 0 stopped by SIGTERM/SIGINT/SIGHUP (or --once done); 2 bad
+ * options; 3 this host cannot run it (no privcmd, not root, a Xen without the
+ * scrub sysctl or with more nodes than scrubd takes, another scrubd running):
  * restarting cannot help either (the systemd unit's RestartPreventExitStatus);
- * 1 anything else.  Once the socket is up, a failed sysctl is logged (and
- * reported by "status") and tried again at the next interval: it does not
- * stop the daemon.
+ * 1 anything else, and a stop that could not put back what scrubd changed.
+ * Once the socket is up, a failed read is logged (and reported by "status")
+ * and tried again at the next interval: it does not stop the daemon.  A
+ * failed set, from the first sample on, is reported in the sample's line;
+ * it is tried again at the next interval, unless its errno says it never
+ * can work: then scrubd stops steering and only watches.
  *
  * One scrubd steers at a time: "run", and "run --once" with watermarks, hold
  * an exclusive flock() on "<socket>.lock" for as long as they run.
+ *
+ * The daemon ("run" with watermarks, not --once) puts back at its stop the
+ * policy, budget and period it found, if it changed them.  Before its first
+ * set it records them in "<socket>.saved", removed once they are put back:
+ * a daemon started after one that did not stop cleanly (killed, crashed, or
+ * failing to put them back) restores what that one found, not what it left.
+ * "run --once" sets and leaves.
  */
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
@@ -58,7 +68,7 @@
 #define EXIT_HOST      3
 
 /* Room for the status line: its head, and one node's object at most. */
-#define LINE_HEAD_MAX  512
+#define LINE_HEAD_MAX  1024
 #define LINE_NODE_MAX  512
 /* Far more nodes than Xen's MAX_NUMNODES; bounds what a reply makes us allocate. */
 #define NODES_MAX      4096
@@ -75,8 +85,16 @@
 #define ACCEPT_BACKOFF_MS 200
 /* "scrubd status" gives up on a daemon that sends nothing for this long. */
 #define STATUS_TIMEOUT_S 5
-/* At most one "not accepting" message per this many seconds. */
+/*
+ * At most one "not accepting" message per this many seconds, and one about
+ * a sysctl that keeps failing the same way.
+ */
 #define ACCEPT_LOG_S     10
+#define FAIL_LOG_S       60
+/* Room for "<socket>" and what scrubd appends to it: ".lock", ".saved.tmp". */
+#define SOCKET_PATH_MAX  (sizeof(((struct sockaddr_un *)0)->sun_path) + 16)
+/* The first word of "<socket>.saved", which says what to put back at stop. */
+#define SAVED_MAGIC      "scrubd-saved-v1"
 
 struct config {
     double interval_s;
@@ -88,6 +106,7 @@ struct config {
 
 static volatile sig_atomic_t stopping;
 
+/* SIGTERM, SIGINT and SIGHUP: stop, putting back what scrubd changed. */
 static void on_signal(int sig)
 {
     (void)sig;
@@ -102,7 +121,15 @@ static void usage(FILE *f)
             "       scrubd status [--socket PATH]\n");
 }
 
-/* A whole non-negative number in [min, max], or an error naming the option. */
+static bool is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+/*
+ * A whole non-negative number in [min, max], in decimal digits only (no
+ * sign, no blanks), or an error naming the option.
+ */
 static int parse_num(const char *opt, const char *s, long long min,
                      long long max, long long *out)
 {
@@ -111,13 +138,29 @@ static int parse_num(const char *opt, const char *s, long long min,
 
     errno = 0;
     v = strtoll(s, &end, 10);
-    if ( errno || end == s || *end || v < min || v > max )
+    if ( !is_digit(s[0]) || errno || end == s || *end || v < min || v > max )
     {
         fprintf(stderr, "scrubd: %s must be a whole number in %lld..%lld, got '%s'\n",
                 opt, min, max, s);
         return -EINVAL;
     }
     *out = v;
+    return 0;
+}
+
+/* An absolute path that fits a socket address. */
+static int check_socket_path(const char *path)
+{
+    if ( path[0] != '/' )
+    {
+        fprintf(stderr, "scrubd: --socket must be an absolute path, got '%s'\n", path);
+        return -EINVAL;
+    }
+    if ( strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path) )
+    {
+        fprintf(stderr, "scrubd: --socket path too long: %s\n", path);
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -144,9 +187,11 @@ static int parse_run_args(int argc, char **argv, struct config *c)
         {
             char *end;
 
+            /* Decimal seconds: no sign, blanks, exponent, hex, inf or nan. */
             errno = 0;
             c->interval_s = strtod(optarg, &end);
-            if ( errno || end == optarg || *end || !(c->interval_s >= 0.05) ||
+            if ( !*optarg || strspn(optarg, "0123456789.") != strlen(optarg) ||
+                 errno || end == optarg || *end || !(c->interval_s >= 0.05) ||
                  c->interval_s > 3600 )
             {
                 fprintf(stderr, "scrubd: --interval must be 0.05..3600 seconds, "
@@ -215,12 +260,14 @@ static int parse_run_args(int argc, char **argv, struct config *c)
                 XEN_SYSCTL_SCRUB_PERIOD_PER_BUDGET, c->period_us);
         return -EINVAL;
     }
-    if ( strlen(c->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path) )
+    /* Without watermarks nothing is set: a budget would be ignored. */
+    if ( c->budget_us && c->low_mib < 0 )
     {
-        fprintf(stderr, "scrubd: --socket path too long: %s\n", c->socket_path);
+        fprintf(stderr, "scrubd: --budget-us and --period-us need --low-mib and "
+                "--high-mib (without watermarks scrubd sets nothing)\n");
         return -EINVAL;
     }
-    return 0;
+    return check_socket_path(c->socket_path);
 }
 
 static const char *policy_name(uint32_t policy)
@@ -328,10 +375,113 @@ static void error_line(struct samples *st, const char *what, int err)
 }
 
 /*
- * One sample: read, steer, format into st->line.  Returns 0, or -1 with
- * errno and a message on stderr (st->line then says what failed).
+ * What an errno from the scrub sysctl may mean, for the message: reading, or
+ * (@setting) setting @policy.
  */
-static int sample(xc_interface *xch, const struct config *c, struct samples *st)
+static const char *sysctl_hint(int err, bool setting, uint32_t policy)
+{
+    switch ( err )
+    {
+    case ENOSYS:
+        return " (this Xen has no scrub workers)";
+    case EPERM:
+    case EACCES:
+        return setting ?
+            " (the hypervisor may lack the scrub sysctl, or its Flask policy "
+            "denies xen2:scrub_policy)" :
+            " (the hypervisor may lack the scrub sysctl or be another version "
+            "than this libxenctrl, or its Flask policy denies it)";
+    case EOPNOTSUPP:
+        return setting && policy == XEN_SYSCTL_SCRUB_POLICY_eager ?
+            " (cpupool 0 runs neither credit nor credit2)" : "";
+    }
+    return "";
+}
+
+/* Whether a failed set of the policy can never work on this host. */
+static bool set_permanent(int err)
+{
+    return err == EOPNOTSUPP || err == EPERM || err == EACCES || err == ENOSYS;
+}
+
+static time_t mono_s(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec;
+}
+
+/*
+ * A failure that may repeat at every interval: logged when it starts, when
+ * its errno changes, and at most once per FAIL_LOG_S while it lasts.
+ */
+struct fail_log {
+    int err;                   /* failing with this errno; 0: working */
+    time_t logged;             /* when last logged (CLOCK_MONOTONIC) */
+    unsigned long unlogged;    /* failures since, not logged */
+};
+
+/* Whether to log failure @err now; counts it if not. */
+static bool fail_due(struct fail_log *fl, int err)
+{
+    time_t now = mono_s();
+
+    if ( fl->err == err && now - fl->logged < FAIL_LOG_S )
+    {
+        fl->unlogged++;
+        return false;
+    }
+    fl->err = err;
+    fl->logged = now;
+    return true;
+}
+
+/* The tail of a failure's message: how often it failed unlogged. */
+static void fail_tail(struct fail_log *fl, const char *again)
+{
+    if ( fl->unlogged )
+        fprintf(stderr, "; %lu more failures since, not logged", fl->unlogged);
+    fprintf(stderr, "; %s\n", again);
+    fl->unlogged = 0;
+}
+
+/* Whether a failure ended: then it is logged that @what works again. */
+static void fail_over(struct fail_log *fl, const char *what)
+{
+    if ( !fl->err )
+        return;
+    fprintf(stderr, "scrubd: %s works again%s\n", what,
+            fl->unlogged ? " (after failures not logged)" : "");
+    fl->err = 0;
+    fl->unlogged = 0;
+}
+
+/* Steering by watermarks, and what to put back at stop. */
+struct steering {
+    bool on;                   /* steering: watermarks, no permanent failure */
+    bool have_orig;            /* orig_*: what Xen had before scrubd set */
+    bool changed;              /* a set succeeded since the start */
+    bool from_saved;           /* orig_* from the saved file of a scrubd before */
+    bool saved;                /* orig_* are in the saved file (or tried) */
+    uint32_t orig_policy, orig_budget, orig_period;
+    char saved_path[SOCKET_PATH_MAX];  /* "<socket>.saved"; "": none (--once) */
+    char boot_id[40];          /* the kernel's, to tell a reboot */
+    int set_err;               /* this sample's failed set: errno, 0 if none */
+    uint32_t set_policy;       /* ... and the policy it tried to set */
+    struct fail_log read_log, set_log;
+};
+
+static void save_orig(struct steering *s);
+
+/*
+ * One sample: read, steer, format into st->line.  Returns 0, or -1 with
+ * errno and a message on stderr when the sysctl could not be read (st->line
+ * then says what failed).  A failed set still gives the sample: s->set_err
+ * and the line say it failed, and after a permanent failure s->on is false.
+ */
+static int sample(xc_interface *xch, const struct config *c, struct samples *st,
+                  struct steering *s)
 {
     unsigned int nr, i;
     uint32_t policy, budget, period;
@@ -342,11 +492,16 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st)
     size_t used = 0;
     int err;
 
+    s->set_err = 0;
     if ( read_scrub(xch, st, &policy, &budget, &period, &nr) )
     {
         err = errno;
-        fprintf(stderr, "scrubd: reading XEN_SYSCTL_scrub_op: %s%s\n", strerror(err),
-                err == ENOSYS ? " (this Xen has no scrub workers)" : "");
+        if ( fail_due(&s->read_log, err) )
+        {
+            fprintf(stderr, "scrubd: reading XEN_SYSCTL_scrub_op: %s%s", strerror(err),
+                    sysctl_hint(err, false, 0));
+            fail_tail(&s->read_log, "tried again at each interval");
+        }
         error_line(st, "reading XEN_SYSCTL_scrub_op", err);
         errno = err;
         return -1;
@@ -354,16 +509,29 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st)
     if ( xc_physinfo(xch, &phys) )
     {
         err = errno;
-        fprintf(stderr, "scrubd: xc_physinfo: %s\n", strerror(err));
+        if ( fail_due(&s->read_log, err) )
+        {
+            fprintf(stderr, "scrubd: xc_physinfo: %s", strerror(err));
+            fail_tail(&s->read_log, "tried again at each interval");
+        }
         error_line(st, "xc_physinfo", err);
         errno = err;
         return -1;
+    }
+    fail_over(&s->read_log, "sampling");
+    if ( !s->have_orig )
+    {
+        /* What to put back at stop: Xen's before scrubd set anything. */
+        s->orig_policy = policy;
+        s->orig_budget = budget;
+        s->orig_period = period;
+        s->have_orig = true;
     }
     for ( i = 0; i < nr; i++ )
         dirty += st->nodes[i].dirty_pages;
     clean_mib = (phys.free_pages > dirty ? phys.free_pages - dirty : 0) / PAGES_PER_MIB;
 
-    if ( c->low_mib >= 0 )
+    if ( s->on )
     {
         uint32_t want = policy;
 
@@ -375,22 +543,41 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st)
              (want == XEN_SYSCTL_SCRUB_POLICY_eager && c->budget_us &&
               (budget != c->budget_us || period != c->period_us)) )
         {
+            /* Recorded before it changes: a crash right after must not lose it. */
+            if ( !s->saved )
+                save_orig(s);
             if ( xc_scrub_set(xch, want, c->budget_us, c->period_us) )
             {
                 err = errno;
-                fprintf(stderr, "scrubd: setting the %s policy: %s\n",
-                        policy_name(want), strerror(err));
-                error_line(st, "setting the scrub policy", err);
-                errno = err;
-                return -1;
+                s->set_err = err;
+                s->set_policy = want;
+                if ( set_permanent(err) )
+                {
+                    /* Once, and never tried again: watching goes on. */
+                    fprintf(stderr, "scrubd: setting the %s policy: %s%s; "
+                            "no longer steering, only watching\n",
+                            policy_name(want), strerror(err), sysctl_hint(err, true, want));
+                    s->on = false;
+                }
+                else if ( fail_due(&s->set_log, err) )
+                {
+                    fprintf(stderr, "scrubd: setting the %s policy: %s%s",
+                            policy_name(want), strerror(err), sysctl_hint(err, true, want));
+                    fail_tail(&s->set_log, "tried again at each interval");
+                }
             }
-            policy = want;
-            if ( c->budget_us )
+            else
             {
-                budget = c->budget_us;
-                period = c->period_us;
+                fail_over(&s->set_log, "setting the scrub policy");
+                s->changed = true;
+                policy = want;
+                if ( c->budget_us )
+                {
+                    budget = c->budget_us;
+                    period = c->period_us;
+                }
+                switched = policy_name(want);
             }
-            switched = policy_name(want);
         }
     }
 
@@ -399,11 +586,19 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st)
            "{\"time\": %lld.%03ld, \"policy\": \"%s\", \"budget_us\": %" PRIu32
            ", \"period_us\": %" PRIu32 ", \"free_mib\": %" PRIu64
            ", \"dirty_mib\": %" PRIu64 ", \"clean_free_mib\": %" PRIu64
-           ", \"switched_to\": %s%s%s, \"nodes\": [",
+           ", \"switched_to\": %s%s%s, \"steering\": %s, \"set_error\": ",
            (long long)now.tv_sec, now.tv_nsec / 1000000, policy_name(policy),
            budget, period, (uint64_t)phys.free_pages / PAGES_PER_MIB,
            dirty / PAGES_PER_MIB, clean_mib,
-           switched ? "\"" : "", switched ? switched : "null", switched ? "\"" : "");
+           switched ? "\"" : "", switched ? switched : "null", switched ? "\"" : "",
+           s->on ? "true" : "false");
+    if ( s->set_err )
+        append(st->line, st->line_size, &used,
+               "{\"policy\": \"%s\", \"errno\": %d, \"error\": \"%s\"}",
+               policy_name(s->set_policy), s->set_err, strerror(s->set_err));
+    else
+        append(st->line, st->line_size, &used, "null");
+    append(st->line, st->line_size, &used, ", \"nodes\": [");
     for ( i = 0; i < nr; i++ )
         append(st->line, st->line_size, &used,
                "%s{\"node\": %u, \"dirty_pages\": %" PRIu64 ", \"freed_dirty\": %" PRIu64
@@ -424,6 +619,134 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st)
         errno = ENOSPC;
         return -1;
     }
+    return 0;
+}
+
+/* The kernel's boot id, or "unknown": a saved file from before a reboot is stale. */
+static void read_boot_id(char *buf, size_t size)
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+    if ( !f || !fgets(buf, size, f) || !buf[0] || buf[0] == '\n' )
+        snprintf(buf, size, "unknown");
+    buf[strcspn(buf, "\n")] = '\0';
+    if ( f )
+        fclose(f);
+}
+
+/*
+ * Writes orig_* to the saved file (through a temporary file and rename(), so
+ * that it is whole or absent), once; a failure is logged, and only a crash
+ * of this scrubd then loses what to put back.
+ */
+static void save_orig(struct steering *s)
+{
+    char tmp[SOCKET_PATH_MAX + 8], buf[128];
+    int fd, n, err;
+
+    s->saved = true;
+    if ( !s->saved_path[0] )
+        return;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", s->saved_path);
+    n = snprintf(buf, sizeof(buf), SAVED_MAGIC " %" PRIu32 " %" PRIu32 " %" PRIu32 " %s\n",
+                 s->orig_policy, s->orig_budget, s->orig_period, s->boot_id);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if ( fd < 0 )
+        err = errno;
+    else
+    {
+        errno = EIO;           /* a short write sets none */
+        err = write(fd, buf, n) == n ? 0 : errno;
+        if ( close(fd) && !err )
+            err = errno;
+        if ( !err && rename(tmp, s->saved_path) )
+            err = errno;
+        if ( !err )
+            return;
+        unlink(tmp);
+    }
+    fprintf(stderr, "scrubd: recording in %s what to put back at stop: %s (should "
+            "scrubd not stop cleanly, the next one cannot put it back)\n",
+            s->saved_path, strerror(err));
+}
+
+/*
+ * At the start of a steering daemon: what a scrubd before it (that did not
+ * stop cleanly) found, from the saved file, to put back at this one's stop.
+ * A file from before a reboot, or that scrubd did not write, is removed.
+ */
+static void load_orig(struct steering *s)
+{
+    char magic[32], boot[40];
+    unsigned int policy, budget, period;
+    bool valid;
+    FILE *f = NULL;
+    int fd, n;
+
+    fd = open(s->saved_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if ( fd < 0 && errno == ENOENT )
+        return;
+    if ( fd < 0 || !(f = fdopen(fd, "r")) )
+    {
+        fprintf(stderr, "scrubd: reading %s: %s (what a scrubd before this one "
+                "found is not put back)\n", s->saved_path, strerror(errno));
+        if ( fd >= 0 )
+            close(fd);
+        return;
+    }
+    n = fscanf(f, "%31s %u %u %u %39s", magic, &policy, &budget, &period, boot);
+    fclose(f);
+    valid = n == 5 && !strcmp(magic, SAVED_MAGIC) &&
+        (policy == XEN_SYSCTL_SCRUB_POLICY_idle ||
+         policy == XEN_SYSCTL_SCRUB_POLICY_eager) &&
+        ((!budget && !period) ||
+         (budget >= XEN_SYSCTL_SCRUB_BUDGET_MIN_US &&
+          budget <= XEN_SYSCTL_SCRUB_BUDGET_MAX_US &&
+          period >= XEN_SYSCTL_SCRUB_PERIOD_MIN_US &&
+          period <= XEN_SYSCTL_SCRUB_PERIOD_MAX_US));
+    if ( !valid || strcmp(boot, s->boot_id) )
+    {
+        fprintf(stderr, "scrubd: removing %s: %s\n", s->saved_path,
+                valid ? "written before the last reboot" : "not what scrubd writes");
+        unlink(s->saved_path);
+        return;
+    }
+    s->orig_policy = policy;
+    s->orig_budget = budget;
+    s->orig_period = period;
+    s->have_orig = s->from_saved = s->saved = true;
+    fprintf(stderr, "scrubd: a scrubd before this one did not put back the %s policy "
+            "(budget %u us, period %u us) it found; this one puts it back at its stop\n",
+            policy_name(policy), budget, period);
+}
+
+/*
+ * At the stop of the daemon: puts back the policy, budget and period found
+ * before scrubd steered, if this scrubd, or one before it that did not stop
+ * cleanly, changed them.  Returns 0, or -1 (logged) when they stay as
+ * scrubd set them (the saved file is then kept for the next scrubd).
+ */
+static int restore_orig(xc_interface *xch, struct steering *s)
+{
+    if ( s->changed || s->from_saved )
+    {
+        if ( xc_scrub_set(xch, s->orig_policy, s->orig_budget, s->orig_period) )
+        {
+            int err = errno;
+
+            fprintf(stderr, "scrubd: putting back the %s policy (budget %" PRIu32
+                    " us, period %" PRIu32 " us): %s%s; left as scrubd set it\n",
+                    policy_name(s->orig_policy), s->orig_budget, s->orig_period,
+                    strerror(err), sysctl_hint(err, true, s->orig_policy));
+            return -1;
+        }
+        fprintf(stderr, "scrubd: put back the %s policy (budget %" PRIu32 " us, "
+                "period %" PRIu32 " us)\n", policy_name(s->orig_policy),
+                s->orig_budget, s->orig_period);
+    }
+    /* Also written when the only sets failed: nothing changed, nothing to keep. */
+    if ( s->saved && s->saved_path[0] && unlink(s->saved_path) && errno != ENOENT )
+        fprintf(stderr, "scrubd: removing %s: %s\n", s->saved_path, strerror(errno));
     return 0;
 }
 
@@ -732,13 +1055,15 @@ static int cmd_run(int argc, char **argv)
         .socket_path = SCRUBD_SOCKET,
     };
     struct samples st = { 0 };
+    struct steering steer = { 0 };
     struct client clients[CLIENTS_MAX];
     struct sigaction sa = { .sa_handler = on_signal };
     sigset_t stop_signals, run_mask;
     struct timespec next, backoff_until;
     xc_physinfo_t phys = { 0 };
     xc_interface *xch;
-    int lfd = -1, lock_fd = -1, rc = 0, last_err = 0;
+    int lfd = -1, lock_fd = -1, rc = 0;
+    bool steered = false;
 
     if ( parse_run_args(argc, argv, &c) )
         return EXIT_USAGE;
@@ -746,17 +1071,22 @@ static int cmd_run(int argc, char **argv)
         clients[i].fd = -1;
 
     /*
-     * SIGTERM and SIGINT are blocked but while ppoll() waits: one that
-     * arrives while a sample runs is taken by the next ppoll(), at once.
+     * SIGTERM, SIGINT and SIGHUP (a closed terminal, or a "kill -HUP" meant
+     * as a reload, which scrubd has nothing to do for) stop it cleanly.
+     * They are blocked but while ppoll() waits: one that arrives while a
+     * sample runs is taken by the next ppoll(), at once.
      */
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGHUP);
     sigprocmask(SIG_BLOCK, &stop_signals, &run_mask);
     sigdelset(&run_mask, SIGTERM);
     sigdelset(&run_mask, SIGINT);
+    sigdelset(&run_mask, SIGHUP);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     xch = xc_interface_open(NULL, NULL, 0);
@@ -820,13 +1150,23 @@ static int cmd_run(int argc, char **argv)
         goto out;
     }
 
-    if ( sample(xch, &c, &st) )
+    steer.on = c.low_mib >= 0;
+    if ( steer.on && !c.once )
     {
-        last_err = errno;
+        /* The daemon puts back at its stop what it (or one before) changed. */
+        snprintf(steer.saved_path, sizeof(steer.saved_path), "%s.saved", c.socket_path);
+        read_boot_id(steer.boot_id, sizeof(steer.boot_id));
+        load_orig(&steer);
+        steered = true;
+    }
+    if ( sample(xch, &c, &st, &steer) )
+    {
+        int err = errno;
+
         /* A host that cannot, or a one-shot: done.  Else retried below. */
-        if ( host_cannot(last_err) || c.once )
+        if ( host_cannot(err) || c.once )
         {
-            rc = host_cannot(last_err) ? EXIT_HOST : 1;
+            rc = host_cannot(err) ? EXIT_HOST : 1;
             goto out;
         }
     }
@@ -835,8 +1175,13 @@ static int cmd_run(int argc, char **argv)
         puts(st.line);
         fflush(stdout);
     }
+    /* A one-shot sets and leaves; its status says whether the set worked. */
     if ( c.once )
+    {
+        if ( steer.set_err )
+            rc = set_permanent(steer.set_err) ? EXIT_HOST : 1;
         goto out;
+    }
 
     clock_gettime(CLOCK_MONOTONIC, &next);
     backoff_until = next;
@@ -852,22 +1197,17 @@ static int cmd_run(int argc, char **argv)
         /* A late wake-up starts the next interval from now, not in a burst. */
         if ( ms_until(&next) < -(long)(c.interval_s * 1000) )
             clock_gettime(CLOCK_MONOTONIC, &next);
-        if ( sample(xch, &c, &st) )
-        {
-            /* Logged by sample(); tried again at the next interval. */
-            last_err = errno;
+        /* A failed read is logged by sample() and tried again next time. */
+        if ( sample(xch, &c, &st, &steer) )
             continue;
-        }
-        if ( last_err )
-        {
-            fprintf(stderr, "scrubd: sampling works again\n");
-            last_err = 0;
-        }
         puts(st.line);
         fflush(stdout);
     }
 
  out:
+    /* Under the lock still: no other scrubd reads what is put back. */
+    if ( steered && restore_orig(xch, &steer) )
+        rc = rc ? rc : 1;
     for ( unsigned int i = 0; i < CLIENTS_MAX; i++ )
         if ( clients[i].fd >= 0 )
             drop_client(&clients[i]);
@@ -906,11 +1246,13 @@ static int cmd_status(int argc, char **argv)
         }
         path = optarg;
     }
-    if ( optind != argc || strlen(path) >= sizeof(sa.sun_path) )
+    if ( optind != argc )
     {
         usage(stderr);
         return EXIT_USAGE;
     }
+    if ( check_socket_path(path) )
+        return EXIT_USAGE;
     strcpy(sa.sun_path, path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if ( fd >= 0 )

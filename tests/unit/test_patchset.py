@@ -50,6 +50,18 @@ def test_project_series_parse():
         read_series(series)
 
 
+def test_the_readme_counts_the_series_patches() -> None:
+    """The README's table gives the maintained series' sizes: they must be
+    the series files' (a patch added without the table following it once
+    left "toolstack: 42 patches" beside 44)."""
+    root = Path(__file__).resolve().parents[2]
+    counts = {part: len(read_series(root / "patches/4.22" / part / "series"))
+              for part in ("tools", "xen")}
+    row = next(line for line in (root / "README.md").read_text().splitlines()
+               if line.startswith("| `patches/4.22/` |"))
+    assert f"toolstack: {counts['tools']} patches; hypervisor: {counts['xen']}" in row, row
+
+
 def test_patches_apply_in_order(tree, tmp_path):
     src = (tree / "xen/common/domctl.c").read_text()
     step1 = src.replace("line 5\n", "line five\n")

@@ -1,7 +1,8 @@
 """scrubd as a daemon, without Xen: scrubd.c compiled against a fake
 libxenctrl (tests/unit/scrubd_fake, driven by FAKE_* variables) and run as a
 process: big hosts, failing sysctls, signals, a second daemon, clients that
-do not read, running out of descriptors, and the systemd unit."""
+do not read, running out of descriptors, putting back what it set, failing
+sets, and the systemd unit."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ FAKE = HERE / "scrubd_fake"
 UNIT = SCRUBD_DIR / "systemd" / "scrubd.service"
 #: scrubd's exit statuses (scrubd.c): bad options, a host that cannot run it.
 EXIT_USAGE, EXIT_HOST = 2, 3
+#: Watermarks far above the fake's 1 GiB of free memory: scrubd wants eager.
+STEER = ("--low-mib", "4096", "--high-mib", "8192")
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +82,31 @@ class Daemon:
         assert r.returncode == 0, r.stderr
         return r.stdout
 
-    def stop(self) -> tuple[int, str, str]:
+    def lines(self, n: int = 1) -> list[dict[str, object]]:
+        """The JSON lines it logged, once there are at least ``n``."""
+        def done() -> list[dict[str, object]]:
+            text = self.out.read_text()
+            whole = text[:text.rfind("\n") + 1].splitlines()
+            return [json.loads(x) for x in whole] if len(whole) >= n else []
+        wait_for(done, f"{n} lines")
+        return done()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str, str]:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         rc = self.proc.wait(timeout=10)
         return rc, self.out.read_text(), self.err.read_text()
+
+
+def sets(log: Path) -> list[str]:
+    """The fake's xc_scrub_set calls (failed ones too), as "set P B T"."""
+    return [x for x in log.read_text().splitlines() if x.startswith("set ")] \
+        if log.exists() else []
+
+
+def xen_state(state: Path) -> tuple[int, ...]:
+    """The fake hypervisor's policy, budget and period (FAKE_STATE)."""
+    return tuple(int(x) for x in state.read_text().split())
 
 
 @pytest.fixture
@@ -135,6 +158,18 @@ def test_status_reads_a_line_longer_than_a_socket_buffer(scrubd: Path, tmp_path:
     (["--interval", "0"], "--interval must be"),
     (["--low-mib", "10"], "give both --low-mib and --high-mib"),
     (["--bogus"], "unrecognized option"),
+    # Without watermarks nothing is set: a budget would be silently ignored.
+    (["--budget-us", "1000", "--period-us", "10000"],
+     "--budget-us and --period-us need --low-mib and --high-mib"),
+    (["--socket", ""], "--socket must be an absolute path, got ''"),
+    (["--socket", "scrubd.sock"], "--socket must be an absolute path"),
+    (["--low-mib", " 5", "--high-mib", "10"], "--low-mib must be a whole number"),
+    (["--low-mib", "+5", "--high-mib", "10"], "--low-mib must be a whole number"),
+    (["--low-mib", "5", "--high-mib", "10", "--budget-us", "+100", "--period-us", "1000"],
+     "--budget-us must be a whole number"),
+    (["--interval", " 1"], "--interval must be"),
+    (["--interval", "+1"], "--interval must be"),
+    (["--interval", "1e0"], "--interval must be"),
 ])
 def test_bad_options_exit_with_the_usage_status(scrubd: Path, args: list[str],
                                                 message: str) -> None:
@@ -142,10 +177,19 @@ def test_bad_options_exit_with_the_usage_status(scrubd: Path, args: list[str],
     assert r.returncode == EXIT_USAGE and message in r.stderr
 
 
+def test_status_refuses_a_relative_socket(scrubd: Path) -> None:
+    r = run(scrubd, "status", "--socket", "")
+    assert r.returncode == EXIT_USAGE and "--socket must be an absolute path" in r.stderr
+
+
 @pytest.mark.parametrize("fake, message", [
     ({"get_errno": errno.ENOSYS}, "this Xen has no scrub workers"),
     ({"open_errno": errno.ENOENT}, "run in dom0, as root"),
-    ({"get_errno": errno.EPERM}, "Operation not permitted"),
+    # An older or mismatched Xen, or Flask, refuses the sysctl.
+    ({"get_errno": errno.EPERM}, "Operation not permitted (the hypervisor may lack the "
+     "scrub sysctl or be another version than this libxenctrl, or its Flask policy "
+     "denies it)"),
+    ({"get_errno": errno.EACCES}, "Permission denied (the hypervisor may lack the scrub"),
 ])
 def test_a_host_that_cannot_run_it_exits_with_the_host_status(
         scrubd: Path, tmp_path: Path, fake: dict[str, int], message: str) -> None:
@@ -183,12 +227,17 @@ def test_a_failing_sysctl_is_logged_reported_and_retried(scrubd: Path, tmp_path:
     assert "Resource temporarily unavailable" in err and "sampling works again" in err
 
 
-def test_sigterm_stops_it_at_once_whatever_the_interval(scrubd: Path, tmp_path: Path,
-                                                        daemons: list[Daemon]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=lambda sig: sig.name)
+def test_a_stop_signal_stops_it_at_once_whatever_the_interval(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon], sig: signal.Signals) -> None:
+    # SIGHUP too: its default action would kill it, leaving its socket, with
+    # a status that Restart=on-failure does not restart.
     d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600")
     daemons.append(d)
+    d.lines()
     t0 = time.monotonic()
-    rc, out, _ = d.stop()
+    rc, out, _ = d.stop(sig)
     assert rc == 0 and time.monotonic() - t0 < 2.0
     assert len(out.splitlines()) == 1
     assert not d.sock.exists(), "scrubd left its socket behind"
@@ -394,7 +443,11 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
 def test_the_unit_is_confined_and_can_only_watch() -> None:
     unit = UNIT.read_text()
     settings = dict(re.findall(r"^(\w+)=(.*)$", unit, re.M))
+    # exec: a scrubd that cannot start fails "systemctl start".
+    assert settings["Type"] == "exec"
     assert settings["RuntimeDirectory"] == "scrubd"
+    # <socket>.saved must outlive a crash and the restart after it.
+    assert settings["RuntimeDirectoryPreserve"] == "yes"
     assert "ReadWritePaths" not in settings
     assert settings["RestrictAddressFamilies"] == "AF_UNIX"
     assert settings["CapabilityBoundingSet"] == "CAP_IPC_LOCK"
@@ -404,3 +457,164 @@ def test_the_unit_is_confined_and_can_only_watch() -> None:
     # systemd drops an empty $VAR, but passes an empty ${VAR} as an empty
     # argument (which scrubd refuses): options come only through $VAR.
     assert "${" not in exec_start and exec_start.endswith("$SCRUBD_OPTS")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=lambda sig: sig.name)
+def test_a_stop_puts_back_the_policy_budget_and_period_it_changed(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon], sig: signal.Signals) -> None:
+    sock, log, state = tmp_path / "s.sock", tmp_path / "calls", tmp_path / "xen"
+    d = Daemon(scrubd, sock, "--interval", "3600", *STEER, "--budget-us", "1000",
+               "--period-us", "10000", log=log, state=state, budget=500, period=5000)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] == "eager"
+    assert xen_state(state) == (1, 1000, 10000)
+    assert (tmp_path / "s.sock.saved").exists()
+    rc, _, err = d.stop(sig)
+    assert rc == 0, err
+    assert xen_state(state) == (0, 500, 5000)
+    assert sets(log) == ["set 1 1000 10000", "set 0 500 5000"]
+    assert "put back the idle policy (budget 500 us, period 5000 us)" in err
+    assert not sock.exists() and not (tmp_path / "s.sock.saved").exists()
+
+
+def test_a_stop_sets_nothing_it_did_not_change(scrubd: Path, tmp_path: Path,
+                                               daemons: list[Daemon]) -> None:
+    log = tmp_path / "calls"
+    # Already eager with the budget asked for: nothing to switch, nor to put back.
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, log=log,
+               policy=1)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] is None
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert sets(log) == []
+    assert not (tmp_path / "s.sock.saved").exists()
+
+
+def test_a_stop_that_cannot_put_it_back_says_so_and_fails(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    sock, log = tmp_path / "s.sock", tmp_path / "calls"
+    d = Daemon(scrubd, sock, "--interval", "3600", *STEER, log=log,
+               set_errno=errno.EAGAIN, set_fail="2-2")
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] == "eager"
+    rc, _, err = d.stop()
+    assert rc == 1
+    assert "putting back the idle policy (budget 1000 us, period 10000 us): Resource " \
+        "temporarily unavailable; left as scrubd set it" in err
+    # Kept for the next scrubd, which puts it back.
+    assert (tmp_path / "s.sock.saved").read_text().startswith("scrubd-saved-v1 0 1000 10000 ")
+    assert not sock.exists()
+
+
+def test_after_a_crash_the_next_daemon_puts_back_what_the_first_found(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    sock, state = tmp_path / "s.sock", tmp_path / "xen"
+    state.write_text("0 500 5000\n")
+    args = ("--interval", "3600", *STEER, "--budget-us", "1000", "--period-us", "10000")
+    first = Daemon(scrubd, sock, *args, state=state)
+    daemons.append(first)
+    assert first.lines()[0]["switched_to"] == "eager"
+    first.proc.kill()
+    first.proc.wait()
+    assert xen_state(state) == (1, 1000, 10000)
+    # The next one finds eager: not what it is to put back.
+    second = Daemon(scrubd, sock, *args, state=state)
+    daemons.append(second)
+    assert second.lines()[0]["switched_to"] is None
+    rc, _, err = second.stop()
+    assert rc == 0, err
+    assert "did not put back the idle policy (budget 500 us, period 5000 us)" in err
+    assert xen_state(state) == (0, 500, 5000)
+    assert not (tmp_path / "s.sock.saved").exists()
+
+
+def test_a_saved_file_from_before_a_reboot_is_not_put_back(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    state, saved = tmp_path / "xen", tmp_path / "s.sock.saved"
+    saved.write_text("scrubd-saved-v1 1 200 2000 00000000-0000-0000-0000-000000000000\n")
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, state=state)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] == "eager"
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert "written before the last reboot" in err
+    assert xen_state(state) == (0, 1000, 10000)     # what this one found
+    assert not saved.exists()
+
+
+def test_a_one_shot_sets_and_leaves(scrubd: Path, tmp_path: Path) -> None:
+    state = tmp_path / "xen"
+    r = run(scrubd, "run", "--once", "--socket", str(tmp_path / "s.sock"), *STEER,
+            "--budget-us", "200", "--period-us", "2000", state=state)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["switched_to"] == "eager"
+    assert xen_state(state) == (1, 200, 2000)
+    assert not (tmp_path / "s.sock.saved").exists()
+
+
+def test_a_failing_set_still_gives_every_sample_and_is_logged_once(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    log = tmp_path / "calls"
+    # The first 20 sets fail (about 1 s at 0.05 s), from the first sample on.
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "0.05", *STEER, log=log,
+               set_errno=errno.EAGAIN, set_fail="1-20")
+    daemons.append(d)
+    wait_for(lambda: json.loads(d.status(scrubd)).get("set_error") is not None,
+             "a failed set in the status")
+    wait_for(lambda: len(sets(log)) > 20, "a set that works")
+    rc, out, err = d.stop()
+    assert rc == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    failed = [x for x in lines if x["set_error"]]
+    assert lines[0] is failed[0] and len(failed) == 20
+    assert all(x["set_error"] == {"policy": "eager", "errno": errno.EAGAIN,
+                                  "error": "Resource temporarily unavailable"}
+               and x["switched_to"] is None and x["steering"] for x in failed)
+    assert [x["switched_to"] for x in lines[20:]][:1] == ["eager"]
+    assert err.count("setting the eager policy: Resource temporarily unavailable") == 1
+    assert "setting the scrub policy works again" in err
+
+
+@pytest.mark.parametrize("when", ["first", "later"])
+@pytest.mark.parametrize("err_no, hint", [
+    (errno.EPERM, "its Flask policy denies xen2:scrub_policy"),
+    (errno.EOPNOTSUPP, "cpupool 0 runs neither credit nor credit2"),
+])
+def test_a_set_that_can_never_work_stops_steering_not_watching(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon], when: str, err_no: int,
+        hint: str) -> None:
+    log = tmp_path / "calls"
+    # Idle, and eager wanted: at once with 1 GiB free (first), or from the
+    # third sample on, when 16 GiB free drop to 1 GiB (later).
+    fake: dict[str, object] = {} if when == "first" else \
+        {"free_mib": "16384,16384,16384,1024"}
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "0.05", *STEER, log=log,
+               set_errno=err_no, **fake)
+    daemons.append(d)
+    d.lines(10)
+    assert d.proc.poll() is None, "it stopped watching"
+    rc, out, err = d.stop()
+    assert rc == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    failed = [i for i, x in enumerate(lines) if x["set_error"]]
+    assert failed == [0 if when == "first" else 2]
+    i = failed[0]
+    assert lines[i]["set_error"]["errno"] == err_no        # type: ignore[index]
+    assert all(x["steering"] for x in lines[:i])
+    assert not any(x["steering"] for x in lines[i:])
+    assert len(sets(log)) == 1                              # never tried again
+    assert err.count("no longer steering, only watching") == 1 and hint in err
+    # Recorded before the set, which changed nothing: nothing is left to put back.
+    assert "put back" not in err and not (tmp_path / "s.sock.saved").exists()
+
+
+@pytest.mark.parametrize("err_no, status", [(errno.EPERM, EXIT_HOST), (errno.EAGAIN, 1)])
+def test_a_one_shot_whose_set_fails_still_prints_its_sample(
+        scrubd: Path, tmp_path: Path, err_no: int, status: int) -> None:
+    r = run(scrubd, "run", "--once", "--socket", str(tmp_path / "s.sock"), *STEER,
+            set_errno=err_no)
+    assert r.returncode == status, r.stderr
+    line = json.loads(r.stdout)
+    assert line["set_error"]["errno"] == err_no and line["switched_to"] is None
