@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -303,9 +304,31 @@ class Libxl(NativeHandle):
             lib.free(p)
 
 
+#: Every LibxlPool not yet collected, for _after_fork_in_child().
+_pools: weakref.WeakSet[LibxlPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a child made by os.fork(): the parent's reaper threads are not here
+    (the shim must not wait for them), and the parent's contexts share its
+    Xenstore connection and descriptors, so the child must neither use nor
+    free them (libxl_ctx_free() would unwatch on the parent's connection).
+    Each pool is left closed, its contexts dropped, with a fresh lock (the
+    parent's may have been held by another thread at the fork)."""
+    lib.pyxen_childproc_forget_reapers()
+    for pool in list(_pools):
+        pool._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class LibxlPool:
     """libxl for many threads: each call borrows a context that no other call
     is using and gives it back when it returns.
+
+    In a child made by os.fork() a pool opened before the fork is closed
+    (its calls raise ValueError): the child opens its own.
 
     Why not one shared context: libxl forks in some operations (the destroyer
     child of libxl_domain_destroy), and the child frees its context's
@@ -334,11 +357,23 @@ class LibxlPool:
         self._idle: list[Libxl] = []
         self._lent = 0
         self._closed = False
+        self._inherited = False
+        _pools.add(self)
+
+    def _forked(self) -> None:
+        """See _after_fork_in_child()."""
+        self._lock = threading.Lock()
+        self._idle = []
+        self._lent = 0
+        self._closed = self._inherited = True
 
     @contextmanager
     def lend(self) -> Iterator[Libxl]:
         """A context for the caller alone until the block ends."""
         with self._lock:
+            if self._inherited:
+                raise ValueError("libxl pool was opened before os.fork(): the child "
+                                 "must open its own (a new pyxen.Host)")
             if self._closed:
                 raise ValueError("libxl pool is closed")
             xl = self._idle.pop() if self._idle else None
@@ -354,10 +389,14 @@ class LibxlPool:
             yield xl
         finally:
             with self._lock:
-                self._lent -= 1
-                keep = not self._closed and len(self._idle) < self._max_idle
-                if keep:
-                    self._idle.append(xl)
+                # Lent before a fork and given back in the child: the
+                # parent's, neither kept nor freed here.
+                keep: bool = self._inherited
+                if not keep:
+                    self._lent -= 1
+                    keep = not self._closed and len(self._idle) < self._max_idle
+                    if keep:
+                        self._idle.append(xl)
             if not keep:
                 xl.close()
 

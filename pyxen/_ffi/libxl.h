@@ -88,6 +88,7 @@ int libxl_ctx_free(libxl_ctx *ctx);
 void pyxen_childproc_setmode(libxl_ctx *ctx, xentoollog_logger *logger);
 #define PYXEN_LIBXL_CTX_XS_CACHE ...
 void pyxen_childproc_quiesce(void);
+void pyxen_childproc_forget_reapers(void);
 unsigned long pyxen_deadlocked_children(void);
 void pyxen_watch_child(int pid);
 int pyxen_child_unexeced(int pid);

@@ -679,6 +679,16 @@ static void pyxen_childproc_setmode(libxl_ctx *ctx, xentoollog_logger *logger)
 }
 
 /*
+ * In the child of a fork() of this process (Python's os.fork()): the
+ * reapers counted are the parent's threads, none of which runs here, so
+ * pyxen_childproc_quiesce() would wait for them for ever.
+ */
+static void pyxen_childproc_forget_reapers(void)
+{
+    __atomic_store_n(&pyxen_reapers, 0, __ATOMIC_SEQ_CST);
+}
+
+/*
  * Wait until no reaper is inside libxl: a synchronous libxl call returns as
  * soon as its child's callback ran, possibly before the reaper that ran it
  * has left libxl_childproc_reaped(); a context must not be freed under it.

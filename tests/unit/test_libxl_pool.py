@@ -5,8 +5,11 @@ nothing stays open after close."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -131,3 +134,48 @@ def test_the_pool_opens_contexts_with_the_cache_asked_for(monkeypatch):
     monkeypatch.setattr(libxl, "xs_cache_supported", lambda: False)
     with pytest.raises(ValueError, match="LIBXL_CTX_XS_CACHE"):
         libxl.LibxlPool(xs_cache=True)
+
+
+def _in_child(check: Callable[[], str]) -> str:
+    """``check()``'s answer (or its exception's repr) from a child made by
+    os.fork() here."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer and leave at once
+        signal.alarm(10)  # a child hung on an inherited lock dies, answering nothing
+        try:
+            answer = check()
+        except BaseException as exc:  # noqa: BLE001 (reported to the parent)
+            answer = repr(exc)
+        os.write(w, answer.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as out:
+        answer = out.read()
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_a_pool_from_before_a_fork_is_closed_in_the_child(monkeypatch):  # type: ignore[no-untyped-def]
+    pool = libxl.LibxlPool()
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:  # another thread holds the pool's lock at the fork
+        with pool._lock:
+            held.set()
+            release.wait()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    try:
+        def lend() -> str:
+            with pool.lend():
+                return "lent"
+        # Neither a hang on the inherited lock nor the parent's contexts.
+        assert "opened before os.fork()" in _in_child(lend)
+    finally:
+        release.set()
+        t.join()
+    assert pool.open_contexts == 0 and not pool._inherited  # the parent's is as it was
