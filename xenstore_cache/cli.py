@@ -1,6 +1,6 @@
 """``xenstore-cache``: run the proxy, or ask a running one for its counters.
 
-    xenstore-cache run [--listen P] [--upstream P] [--control P] [--max-entries N]
+    xenstore-cache run [--listen P] [--upstream P] [--control P] [--max-entries N] [--max-mib M]
     xenstore-cache stats [--control P] [--json]
     xenstore-cache hopbench [--iterations N] [--hit-fraction H] [--json FILE] [--layout L]
 """
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from xenstore_cache import hopbench
+from xenstore_cache.cache import DEFAULT_MAX_BYTES
 from xenstore_cache.control import DEFAULT_CONTROL, DEFAULT_UPSTREAM, SetupError, query_control
 from xenstore_cache.server import CachingProxy, Config, check_paths, probe_upstream
 
@@ -44,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--control", default=DEFAULT_CONTROL,
                      help="control socket for 'stats' (default: %(default)s)")
     run.add_argument("--max-entries", type=int, default=None,
-                     help="cached entries before the cache is flushed")
+                     help="cached entries before the cache is emptied")
+    run.add_argument("--max-mib", type=int, default=None,
+                     help="estimated MiB the cache may hold before it is emptied "
+                          f"(default: {DEFAULT_MAX_BYTES >> 20})")
     run.add_argument("--ready-file", type=Path, default=None,
                      help="write this file once the watch on xenstored is registered")
     run.add_argument("-v", "--verbose", action="store_true")
@@ -90,9 +94,9 @@ async def _run(cfg: Config, ready_file: Path | None) -> None:
 def _print_stats(stats: dict[str, object]) -> None:
     keys = ("requests", "hits", "misses", "forwarded", "local_errors", "events",
             "invalidations", "fills", "fills_refused", "flushes", "perms_flushes",
-            "entries", "overflows", "clients", "clients_total", "upstream_connections",
-            "upstream_requests_in_flight", "protocol_errors", "upstream_losses",
-            "cache_enabled")
+            "entries", "cache_bytes", "cache_nodes", "overflows", "clients", "clients_total",
+            "upstream_connections", "upstream_requests_in_flight", "protocol_errors",
+            "upstream_losses", "cleanup_failures", "cache_enabled")
     width = max(map(len, keys))
     for k in keys:
         print(f"{k:{width}} {stats.get(k)}")
@@ -122,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_entries < 1:
                 raise SetupError(f"--max-entries must be at least 1, got {args.max_entries}")
             kwargs["max_entries"] = args.max_entries
+        if args.max_mib is not None:
+            if args.max_mib < 1:
+                raise SetupError(f"--max-mib must be at least 1, got {args.max_mib}")
+            kwargs["max_bytes"] = args.max_mib << 20
         cfg = Config(listen=Path(args.listen), upstream=Path(args.upstream),
                      control=Path(args.control), **kwargs)
         check_paths(cfg)

@@ -16,8 +16,10 @@ Consistency rules, in the order they matter:
   when sent and again when its reply arrives, before the reply is passed on:
   once a client has the acknowledgement, no cached entry older than the
   change exists, and a fill sent before it is refused (``cache.Ticket``).
-* Paths changed inside a transaction are remembered and invalidated the same
-  way around a committing TRANSACTION_END.
+* Paths changed inside a transaction are remembered (once each, when
+  xenstored has accepted the change) and invalidated the same way around a
+  committing TRANSACTION_END; the record goes when xenstored's reply shows
+  the transaction ended (a malformed TRANSACTION_END leaves it open).
 * Every watch event (the proxy's own watch on ``/``, or a client's) invalidates
   its path before any client sees it.  One change of xenstored's (a commit, a
   recursive RM) may fire events for several nodes, a client's before the
@@ -25,7 +27,10 @@ Consistency rules, in the order they matter:
   answered a request sent after the event (``Mux``'s barrier).
 * Domains introduced or released may change permission lists in GET_PERMS
   replies with no event (4.22 rewrites them through write_node_raw(), 4.17
-  in domain_adjust_node_perms): those entries are dropped.
+  in domain_adjust_node_perms): those entries are dropped, once per domain
+  event (on the proxy's own watch's copy of it, not on every client's).
+* A path starting with ``@`` is never answered from the cache: xenstored
+  refuses it, or (GET_PERMS) takes it as a special node's name.
 * A CONTROL request may do anything (even a live update): the cache is flushed.
 * While the proxy has no working watch on xenstored the cache is off.
 
@@ -35,6 +40,7 @@ the cache is shared between them.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
@@ -49,6 +55,13 @@ CACHED_OPS = frozenset({Op.READ, Op.DIRECTORY, Op.GET_PERMS})
 DOMAIN_OPS = frozenset({Op.INTRODUCE, Op.RELEASE, Op.RESUME, Op.SET_TARGET})
 #: Special watch paths the proxy holds besides "/".
 SPECIAL_WATCHES = ("@introduceDomain", "@releaseDomain")
+#: Token of the proxy's own watches (a client's always start with digits and "/").
+OWN_TOKEN = b"xenstore-cache"
+#: The one counter key of every request type xenstored does not know (their
+#: number is the client's to choose: one key each would grow without bound).
+UNKNOWN_OP = "UNKNOWN"
+
+log = logging.getLogger(__name__)
 
 
 class After(Enum):
@@ -81,8 +94,9 @@ class Session:
     """What the proxy tracks of one client connection."""
 
     id: int
-    #: tx_id -> absolute paths changed inside that transaction so far.
-    transactions: dict[int, list[str]] = field(default_factory=dict)
+    #: tx_id -> absolute paths xenstored accepted a change of inside that
+    #: transaction so far (each once: no more than xenstored itself holds).
+    transactions: dict[int, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,6 +133,14 @@ class Stats:
             "flushes": self.flushes,
             "perms_flushes": self.perms_flushes,
         }
+
+
+def stats_name(op: int) -> str:
+    """The counter key of a request type: its name, or ``UNKNOWN_OP``."""
+    try:
+        return Op(op).name
+    except ValueError:
+        return UNKNOWN_OP
 
 
 def absolute_path(raw: bytes, base: str = DOM0_PATH) -> str | None:
@@ -165,7 +187,7 @@ class ProxyCore:
     def request(self, s: Session, pkt: Packet, may_hit: bool = True) -> Answer | Forward:
         """``may_hit=False``: forward even what the cache holds (the reply
         may still fill it)."""
-        name = pkt.op_name
+        name = stats_name(pkt.op)
         self.stats.requests[name] += 1
         if pkt.op not in REQUEST_OPS:
             self.stats.local_errors[name] += 1
@@ -191,15 +213,16 @@ class ProxyCore:
             if pkt.tx_id == 0:
                 self._invalidate(path)
                 return Forward(pkt, changes=(path,))
-            s.transactions.setdefault(pkt.tx_id, []).append(path)
-            return Forward(pkt)
+            return Forward(pkt)         # recorded by ``reply`` if xenstored takes it
         if op == Op.TRANSACTION_END:
-            # xenstored ends the transaction whatever the outcome.
-            paths = s.transactions.pop(pkt.tx_id, [])
-            if split_args(pkt.payload) == [b"T"] and paths:
+            # A commit as xenstored's onearg() reads it ("T" and one NUL);
+            # anything else is an abort or EINVAL, which changes nothing.
+            # The record goes in ``reply``, once the transaction has ended.
+            paths = s.transactions.get(pkt.tx_id)
+            if one_arg(pkt.payload) == b"T" and paths:
                 for p in paths:
                     self._invalidate(p)
-                return Forward(pkt, changes=tuple(paths))
+                return Forward(pkt, changes=tuple(sorted(paths)))
             return Forward(pkt)
         if op == Op.RESET_WATCHES:
             # xenstored drops the connection's transactions with its watches.
@@ -252,7 +275,26 @@ class ProxyCore:
         if req.op == Op.TRANSACTION_START and reply.op == Op.TRANSACTION_START:
             tx = one_arg(reply.payload)
             if tx is not None and tx.isdigit():
-                s.transactions[int(tx)] = []
+                s.transactions[int(tx)] = set()
+        elif req.tx_id != 0:
+            self._note_transaction(s, req, reply)
+
+    @staticmethod
+    def _note_transaction(s: Session, req: Packet, reply: Packet) -> None:
+        """Record a change xenstored accepted inside a transaction; forget the
+        transaction once xenstored's reply to its end shows it ended."""
+        paths = s.transactions.get(req.tx_id)
+        if paths is None:
+            return
+        if req.op in MUTATING_OPS and reply.op == req.op:
+            args = split_args(req.payload)
+            path = absolute_path(args[0]) if args else None
+            if path is not None:
+                paths.add(path)
+        elif req.op == Op.TRANSACTION_END and reply.error_name != "EINVAL":
+            # xenstored ends it whatever the outcome (EAGAIN included), but
+            # for a malformed request, refused before the transaction is looked at.
+            del s.transactions[req.tx_id]
 
     @staticmethod
     def _cacheable_reply(req: Packet, reply: Packet) -> bool:
@@ -277,8 +319,19 @@ class ProxyCore:
         if not args:
             return
         if args[0].startswith(b"@"):
-            self.cache.flush_perms()
-            self.stats.perms_flushes += 1
+            # Still needed on 4.22, where xenstored removes a dead domain from
+            # permission lists itself (cdbcfd5d05): domain_tree_remove()
+            # rewrites them through write_node_raw(), which fires no watch,
+            # and on reading domain_adjust_node_perms() still hides entries
+            # naming a domain newer than the node.  One domain event reaches
+            # the proxy once per watch on it: its own and each watching
+            # client's, in one go, its own first (the first registered on the
+            # connection; the barrier covers the rest).  One flush, on its own
+            # copy: a flush walks the whole cache.
+            if len(args) == 2 and args[1] == OWN_TOKEN:
+                log.debug("%s: cached permissions dropped", args[0].decode("ascii", "replace"))
+                self.cache.flush_perms()
+                self.stats.perms_flushes += 1
             return
         path = absolute_path(args[0])
         if path is not None:

@@ -18,10 +18,11 @@ alike):
   (never cached; not timed) goes through the proxy: its reply comes after
   the WRITE's watch event on the proxy's connection, so the proxy has
   handled that event before the timed READ.  Without it the model, which
-  sends a change's events after its reply, had the proxy handle the event
-  during a quarter of the timed READs in the processes layout (their fills
-  refused), timing the event with the READ.  The counters must show no
-  refused fill.
+  then sent a change's events after its reply (xenstored, and the model
+  now, send them before it), had the proxy handle the event during a
+  quarter of the timed READs in the processes layout (their fills refused),
+  timing the event with the READ; it is kept as a guard.  The counters must
+  show no refused fill.
 
 A READ miss was chosen over a request the proxy never caches because it asks
 the model for exactly what ``direct`` asks, so ``forwarded - direct`` leaves

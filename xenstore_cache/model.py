@@ -17,7 +17,15 @@ difference:
 * a transaction works on a snapshot and fails with EAGAIN at commit when a
   node it read or changed has changed since it started (xenstored >= 4.9);
 * every connection is a socket connection, i.e. dom0, privileged: permissions
-  are stored and validated but never deny.
+  are stored and validated but never deny;
+* a path argument starting with ``@`` is refused (EINVAL) but by GET_PERMS
+  and SET_PERMS, which take it as a special node's name (xenstored's
+  ``canonicalize()`` with ``allow_special``): ``@introduceDomain`` and
+  ``@releaseDomain`` exist, with permissions, and nothing else starting with
+  ``@`` (ENOENT); WATCH and UNWATCH take any such name;
+* on the requesting connection a change's watch events come before its
+  reply, as xenstored 4.22 sends them (``fire_watches()``, then
+  ``send_ack()``); a WATCH's own first event comes after its reply.
 """
 
 from __future__ import annotations
@@ -26,10 +34,14 @@ import copy
 from dataclasses import dataclass, field
 
 from xenstore_cache.wire import (DOM0_PATH, MAX_PAYLOAD, NO_TX_OPS, REQUEST_OPS, Op, Packet,
-                                 canonical_path, is_below, one_arg, split_args)
+                                 canonical_path, is_below, is_valid_special, one_arg,
+                                 split_args)
 
 _PERM_LETTERS = frozenset(b"nrwb")
 OK = b"OK\0"
+#: xenstored's special nodes, in its data base beside "/" (GET_PERMS and
+#: SET_PERMS reach them; their permissions say who gets their events).
+SPECIAL_NODES = ("@introduceDomain", "@releaseDomain")
 
 
 class _Err(Exception):
@@ -94,6 +106,8 @@ class ModelStore:
         self.introduced: set[int] = {0}
         for path in ("/local", "/local/domain", DOM0_PATH, "/tool"):
             self._create(self.tree, path)
+        for name in SPECIAL_NODES:           # no parent, no child list entry
+            self.tree.nodes[name] = _Node()
 
     # -- connections --------------------------------------------------------
 
@@ -123,8 +137,12 @@ class ModelStore:
             reply = pkt.reply(pkt.op, payload)
             if len(reply.payload) > MAX_PAYLOAD:
                 raise _Err("E2BIG")
-            out.append((conn, reply))
-            out.extend(events)
+            # xenstored queues a change's events (fire_watches) before its
+            # reply (send_ack); only do_watch acknowledges first.
+            if pkt.op == Op.WATCH:
+                out = [(conn, reply), *events]
+            else:
+                out = [*events, (conn, reply)]
         except _Err as err:
             out.append((conn, pkt.error(err.name)))
         return out
@@ -142,7 +160,7 @@ class ModelStore:
         if op == Op.DIRECTORY_PART:
             return self._directory_part(tree, tx, pkt), []
         if op == Op.GET_PERMS:
-            path = self._path_arg(pkt)
+            path = self._path_arg(pkt, special=True)
             return b"".join(p + b"\0" for p in self._get(tree, tx, path).perms), []
         if op == Op.WRITE:
             head, sep, value = pkt.payload.partition(b"\0")
@@ -234,17 +252,24 @@ class ModelStore:
     # -- nodes ----------------------------------------------------------------
 
     @staticmethod
-    def _valid(raw: bytes) -> str:
+    def _valid(raw: bytes, special: bool = False) -> str:
+        """xenstored's ``canonicalize()``; ``special``: a name starting with
+        ``@`` is taken as it is (GET_PERMS, SET_PERMS)."""
+        if special and raw.startswith(b"@"):
+            name = raw.decode("ascii", "replace")
+            if not is_valid_special(name):
+                raise _Err("EINVAL")
+            return name
         path = canonical_path(raw)
         if path is None:
             raise _Err("EINVAL")
         return path
 
-    def _path_arg(self, pkt: Packet) -> str:
+    def _path_arg(self, pkt: Packet, special: bool = False) -> str:
         arg = one_arg(pkt.payload)
         if arg is None:
             raise _Err("EINVAL")
-        return self._valid(arg)
+        return self._valid(arg, special)
 
     @staticmethod
     def _domid_arg(pkt: Packet) -> int:
@@ -336,7 +361,7 @@ class ModelStore:
         args = split_args(pkt.payload)
         if len(args) < 2:
             raise _Err("EINVAL")
-        path = self._valid(args[0])
+        path = self._valid(args[0], special=True)
         perms = args[1:]
         for p in perms:
             if len(p) < 2 or p[0] not in _PERM_LETTERS or not p[1:].isdigit() \

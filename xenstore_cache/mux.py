@@ -52,16 +52,17 @@ connection's.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from xenstore_cache.core import SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session
+from xenstore_cache.core import OWN_TOKEN, SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session
 from xenstore_cache.wire import MAX_PAYLOAD, NO_TX_OPS, Op, Packet, one_arg, split_args
+
+log = logging.getLogger(__name__)
 
 #: Where a packet goes: a client's ID, or upstream to xenstored.
 UPSTREAM = 0
-#: Token of the proxy's own watches (a client's always start with digits and "/").
-OWN_TOKEN = b"xenstore-cache"
 #: Paths the proxy watches for its invalidations.
 OWN_WATCHES = (b"/", *(p.encode() for p in SPECIAL_WATCHES))
 #: xenstored's IDs are 32 bits; 0 means "none".
@@ -121,6 +122,10 @@ class Mux:
         #: answered yet: no cache hits meanwhile.
         self.barrier_pending = False
         self.barriers = 0
+        #: Clean-ups (a gone or resetting client's UNWATCH or abort) that
+        #: xenstored refused with anything but ENOENT ("already gone"): what
+        #: they were to remove may be left behind.
+        self.cleanup_failures = 0
         self._next_client = 1
         self._next_req = 1
         self._own_acks = 0
@@ -309,7 +314,10 @@ class Mux:
                 return [(UPSTREAM, self._send(None, Packet(Op.TRANSACTION_END, 0, int(tx),
                                                            b"F\0")))]
         if up.op == Op.WATCH and pkt.op == Op.WATCH:
-            return [(UPSTREAM, self._send(None, Packet(Op.UNWATCH, 0, 0, up.payload)))]
+            # Path and token only: xenstored's UNWATCH takes no depth (EINVAL).
+            path, token = self._watch_key(up)
+            return [(UPSTREAM, self._send(None, Packet(Op.UNWATCH, 0, 0,
+                                                       path + b"\0" + token + b"\0")))]
         return []
 
     def _cleanup(self, c: _Client, reset: bool) -> Out:
@@ -337,6 +345,7 @@ class Mux:
         return out
 
     def _reset_step(self, c: _Client | None, p: _Pending, pkt: Packet) -> Out:
+        self._check_cleanup(p, pkt)
         if c is None or not isinstance(c.inflight, _Compound):
             return []
         c.inflight.remaining -= 1
@@ -346,9 +355,24 @@ class Mux:
         c.inflight = None
         return [(c.id, req.reply(Op.RESET_WATCHES, b"OK\0")), *self._pump(c)]
 
+    def _check_cleanup(self, p: _Pending, pkt: Packet) -> None:
+        """Count and log a clean-up xenstored refused.  ENOENT is no failure:
+        the watch or transaction had gone already (a client that goes away
+        while its own UNWATCH or TRANSACTION_END is in flight)."""
+        name = pkt.error_name
+        if name is None:
+            return
+        what = f"{p.upstream.op_name} {p.upstream.payload!r:.200} (tx {p.upstream.tx_id})"
+        if name == "ENOENT":
+            log.debug("clean-up %s: already gone", what)
+            return
+        self.cleanup_failures += 1
+        log.warning("xenstored refused the clean-up %s: %s; it may be left behind", what, name)
+
     def _own_reply(self, pkt: Packet, p: _Pending) -> Out:
         if p.upstream.op != Op.WATCH:
-            return []                 # a cleanup's UNWATCH or TRANSACTION_END
+            self._check_cleanup(p, pkt)   # a cleanup's UNWATCH or TRANSACTION_END
+            return []
         if pkt.op != Op.WATCH:
             raise UnexpectedReply(f"xenstored refused the proxy's watch on "
                                   f"{split_args(p.upstream.payload)[0]!r}: {pkt.payload!r}")

@@ -40,8 +40,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from xenstore_cache.cache import DEFAULT_MAX_ENTRIES, Cache
-from xenstore_cache.control import DEFAULT_UPSTREAM, SetupError
+from xenstore_cache.cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, Cache
+from xenstore_cache.control import CONTROL_LINE_LIMIT, DEFAULT_UPSTREAM, SetupError
 from xenstore_cache.core import ProxyCore
 from xenstore_cache.mux import UPSTREAM, Mux, Out, UnexpectedReply
 from xenstore_cache.wire import Decoder, Packet, ProtocolError
@@ -56,6 +56,7 @@ class Config:
     upstream: Path
     control: Path
     max_entries: int = DEFAULT_MAX_ENTRIES
+    max_bytes: int = DEFAULT_MAX_BYTES
     reconnect_max_s: float = 2.0
 
 
@@ -288,7 +289,7 @@ class CachingProxy:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.core = ProxyCore(Cache(cfg.max_entries))
+        self.core = ProxyCore(Cache(cfg.max_entries, cfg.max_bytes))
         self.mux = Mux(self.core)
         self.clients: dict[int, ClientConn] = {}
         self.upstream: _Upstream | None = None
@@ -312,7 +313,7 @@ class CachingProxy:
             self._servers.append(await loop.create_unix_server(
                 lambda: ClientConn(self), path=str(self.cfg.listen)))
             self._servers.append(await asyncio.start_unix_server(
-                self._control, path=str(self.cfg.control)))
+                self._control, path=str(self.cfg.control), limit=CONTROL_LINE_LIMIT))
         finally:
             os.umask(old_umask)
         # Same owner and mode as xenstored's own socket (root, 0600); the
@@ -348,7 +349,10 @@ class CachingProxy:
         out.update({
             "cache_enabled": self.core.cache.enabled,
             "entries": len(self.core.cache),
+            "cache_bytes": self.core.cache.size,
+            "cache_nodes": self.core.cache.nodes,
             "overflows": self.core.cache.overflows,
+            "cleanup_failures": self.mux.cleanup_failures,
             "clients": len(self.clients),
             "clients_total": self.clients_total,
             "upstream_connections": 1 if self.upstream_connected() else 0,
@@ -371,8 +375,13 @@ class CachingProxy:
             if cmd == "stats":
                 rsp: dict[str, object] = {"ok": True, "stats": self.stats()}
             else:
-                rsp = {"ok": False, "error": f"unknown command {cmd!r} (known: stats)"}
-            writer.write(json.dumps(rsp).encode() + b"\n")
+                rsp = {"ok": False, "error": f"unknown command {cmd!r:.100} (known: stats)"}
+            line = json.dumps(rsp).encode() + b"\n"
+            if len(line) > CONTROL_LINE_LIMIT:      # the caller could not read it
+                log.error("control reply of %d bytes exceeds %d", len(line), CONTROL_LINE_LIMIT)
+                line = json.dumps({"ok": False, "error": f"reply of {len(line)} bytes exceeds "
+                                   f"the control line limit"}).encode() + b"\n"
+            writer.write(line)
             await writer.drain()
         except (TimeoutError, ConnectionError, ValueError):
             pass  # a slow, vanished or oversized (> 64 KiB line) caller gets nothing

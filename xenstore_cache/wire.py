@@ -203,12 +203,28 @@ def is_valid_path(path: str) -> bool:
     return all(c in _PATH_CHARS for c in path.encode("ascii", "replace"))
 
 
+def is_valid_special(name: str) -> bool:
+    """xenstored's ``canonicalize()`` for a special node's name (``@...``),
+    where a request allows one: its characters, no trailing or double slash,
+    the default path quota."""
+    if not name.startswith("@") or name.endswith("/") or "//" in name:
+        return False
+    if len(name) > MAX_REL_PATH:
+        return False
+    return all(c in _PATH_CHARS for c in name.encode("ascii", "replace"))
+
+
 def canonical_path(raw: bytes, base: str = DOM0_PATH) -> str | None:
     """The absolute path xenstored works on for a request argument, or None
-    when it is not a valid node path (special ``@`` paths included)."""
+    when it is not a valid node path.  An argument starting with ``@`` is
+    never one: xenstored's ``canonicalize()`` refuses it (EINVAL) for every
+    request but GET_PERMS, SET_PERMS, WATCH and UNWATCH, which take it as a
+    special node's name, not relative to the domain's path."""
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
+        return None
+    if text.startswith("@"):
         return None
     if not text.startswith("/"):
         text = f"{base}/{text}"

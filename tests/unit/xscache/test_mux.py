@@ -1,16 +1,23 @@
 """The multiplexer's edges, one at a time, against the model xenstored:
 watch depth and whole-string parsing, a token that no longer fits, a
 RESET_WATCHES naming a foreign transaction, ID wraparound, replies to a
-client that has gone, queued requests, and the barrier after an event."""
+client that has gone, queued requests, and the barrier after an event; the
+clean-up after a client, "@" paths, what a transaction records, domain
+events and the counters of unknown types."""
 
 from __future__ import annotations
 
-from xenstore_cache.core import ProxyCore
+import logging
+
+import pytest
+
+from xenstore_cache.core import OWN_TOKEN, UNKNOWN_OP, ProxyCore
 from xenstore_cache.model import ModelStore
 from xenstore_cache.mux import UPSTREAM, Mux
-from xenstore_cache.wire import MAX_PAYLOAD, Op, Packet
+from xenstore_cache.wire import MAX_PAYLOAD, Op, Packet, canonical_path
 
 PROXY = 1
+GUEST = 2       # another connection to xenstored, as a domU's
 
 
 class Harness:
@@ -155,3 +162,175 @@ def test_after_passing_an_event_no_hit_until_the_barrier_is_answered() -> None:
     h.lag = False
     h.flush()
     assert not h.mux.barrier_pending and h.mux.barriers == barriers + 1
+
+
+# -- clean-up after a client ------------------------------------------------------
+
+
+def test_a_client_gone_while_its_watch_with_a_depth_is_in_flight_leaves_no_watch() -> None:
+    """The clean-up's UNWATCH is path and token: xenstored refuses one with
+    the depth (EINVAL), which left the watch behind for good."""
+    h = Harness()
+    c = h.mux.open()
+    h.lag = True
+    h.act(h.mux.request(c, Packet(Op.WATCH, 1, 0, b"/t\0tok\x005\0")))
+    h.act(h.mux.close(c))
+    h.lag = False
+    h.flush()
+    assert [w.token for w in h.store.conns[PROXY].watches] == [OWN_TOKEN] * 3
+    assert h.mux.cleanup_failures == 0
+
+
+def test_a_refused_clean_up_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness()
+    c = h.mux.open()
+    h.call(c, Op.WATCH, b"/t\0tok\0")
+    plain = h.store.handle
+
+    def refuse_unwatch(conn: int, pkt: Packet) -> list[tuple[int, Packet]]:
+        if pkt.op == Op.UNWATCH:
+            return [(conn, pkt.error("EINVAL"))]
+        return plain(conn, pkt)
+    h.store.handle = refuse_unwatch  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="xenstore_cache.mux"):
+        h.act(h.mux.close(c))
+    assert h.mux.cleanup_failures == 1
+    assert "UNWATCH" in caplog.text and "EINVAL" in caplog.text
+
+
+def test_a_clean_up_finding_its_watch_already_gone_is_no_failure() -> None:
+    """The client's own UNWATCH was in flight when it went: the clean-up's
+    gets ENOENT, which is what it wanted."""
+    h = Harness()
+    c = h.mux.open()
+    h.call(c, Op.WATCH, b"/t\0tok\0")
+    h.lag = True
+    h.act(h.mux.request(c, Packet(Op.UNWATCH, 2, 0, b"/t\0tok\0")))
+    h.act(h.mux.close(c))
+    h.lag = False
+    h.flush()
+    assert h.mux.cleanup_failures == 0
+    assert [w.token for w in h.store.conns[PROXY].watches] == [OWN_TOKEN] * 3
+
+
+# -- what the cache must not answer -------------------------------------------------
+
+
+def test_a_path_starting_with_at_is_never_answered_from_the_cache() -> None:
+    """xenstored refuses "@x" (EINVAL) where the proxy took it for
+    /local/domain/0/@x and answered that node from the cache; GET_PERMS
+    takes it as a special node's name."""
+    h = Harness()
+    c = h.mux.open()
+    h.call(c, Op.WRITE, b"/local/domain/0/@x\0secret")
+    assert h.call(c, Op.READ, b"/local/domain/0/@x\0").payload == b"secret"   # cached
+    hits = h.mux.core.stats.hits.copy()
+    for op in (Op.READ, Op.DIRECTORY, Op.GET_PERMS, Op.READ):
+        assert h.call(c, op, b"@x\0").error_name in ("EINVAL", "ENOENT")
+    assert h.call(c, Op.READ, b"@x\0").error_name == "EINVAL"
+    assert h.mux.core.stats.hits == hits
+    # The special nodes: their permissions, xenstored's answer each time.
+    assert h.call(c, Op.GET_PERMS, b"@releaseDomain\0").payload == b"n0\0"
+    assert h.call(c, Op.SET_PERMS, b"@releaseDomain\0n0\0r3\0").op == Op.SET_PERMS
+    assert h.call(c, Op.GET_PERMS, b"@releaseDomain\0").payload == b"n0\0r3\0"
+    assert h.call(c, Op.GET_PERMS, b"@x\0").error_name == "ENOENT"
+    assert h.mux.core.stats.hits == hits
+    assert canonical_path(b"@x") is None and canonical_path(b"/local/domain/0/@x") is not None
+
+
+# -- transactions -----------------------------------------------------------------
+
+
+def test_a_malformed_transaction_end_keeps_what_the_transaction_changed() -> None:
+    """A TRANSACTION_END without its NUL gets EINVAL and the transaction stays
+    open (xenstored's onearg()); the later commit must still invalidate
+    what the transaction wrote, as soon as it is sent."""
+    h = Harness()
+    a, b = h.mux.open(), h.mux.open()
+    h.call(a, Op.WRITE, b"/t\0old")
+    assert h.call(b, Op.READ, b"/t\0").payload == b"old"                 # cached
+    assert h.call(a, Op.TRANSACTION_START, b"\0").payload == b"1\0"
+    h.call(a, Op.WRITE, b"/t\0new", tx=1)
+    assert h.call(a, Op.TRANSACTION_END, b"T", tx=1).error_name == "EINVAL"
+    assert h.call(b, Op.READ, b"/t\0").payload == b"old"                 # not committed
+    h.lag = True
+    h.act(h.mux.request(a, Packet(Op.TRANSACTION_END, 8, 1, b"T\0")))
+    assert h.mux.core.cache.get(Op.READ, "/t") is None                  # dropped when sent
+    h.lag = False
+    h.flush()
+    assert h.got[a][-1].payload == b"OK\0"
+    assert h.mux.clients[a].session.transactions == {}
+    assert h.call(b, Op.READ, b"/t\0").payload == b"new"
+
+
+def test_a_transaction_records_each_accepted_change_once() -> None:
+    """Repeated and refused writes inside a transaction add nothing: what
+    the proxy remembers is bounded by what xenstored holds."""
+    h = Harness()
+    a = h.mux.open()
+    assert h.call(a, Op.TRANSACTION_START, b"\0").payload == b"1\0"
+    for _ in range(50):
+        assert h.call(a, Op.WRITE, b"/" + b"x" * 100 + b" bad\0v", tx=1).error_name == "EINVAL"
+        assert h.call(a, Op.RM, b"/none/below\0", tx=1).error_name == "ENOENT"
+        assert h.call(a, Op.WRITE, b"/t/k\0v", tx=1).op == Op.WRITE
+    assert h.mux.clients[a].session.transactions == {1: {"/t/k"}}
+    assert h.call(a, Op.TRANSACTION_END, b"F\0", tx=1).op == Op.TRANSACTION_END
+    assert h.mux.clients[a].session.transactions == {}
+
+
+def test_the_model_sends_a_changes_events_before_its_reply_as_xenstored() -> None:
+    """xenstored 4.22 queues a change's events (fire_watches) before its
+    reply (send_ack) on the writer's connection; a WATCH's own first event
+    comes after its reply."""
+    store = ModelStore()
+    store.connect(1)
+    ops = [p.op for _, p in store.handle(1, Packet(Op.WATCH, 1, 0, b"/t\0w\0"))]
+    assert ops == [Op.WATCH, Op.WATCH_EVENT]
+    ops = [p.op for _, p in store.handle(1, Packet(Op.WRITE, 2, 0, b"/t\0v"))]
+    assert ops == [Op.WATCH_EVENT, Op.WRITE]
+    store.handle(1, Packet(Op.TRANSACTION_START, 3, 0, b"\0"))
+    store.handle(1, Packet(Op.RM, 4, 1, b"/t\0"))
+    ops = [p.op for _, p in store.handle(1, Packet(Op.TRANSACTION_END, 5, 1, b"T\0"))]
+    assert ops == [Op.WATCH_EVENT, Op.TRANSACTION_END]
+
+
+# -- domains and counters -----------------------------------------------------------
+
+
+def test_a_domain_event_drops_cached_permissions_once_however_many_watch_it() -> None:
+    """Every watching client's copy of @releaseDomain used to walk the whole
+    cache again; one walk, on the proxy's own copy, does."""
+    h = Harness()
+    clients = [h.mux.open() for _ in range(4)]
+    for c in clients:
+        h.call(c, Op.WATCH, b"@releaseDomain\0w\0")
+    first = clients[0]
+    h.call(first, Op.INTRODUCE, b"5\x001005\x005\0")
+    h.call(first, Op.WRITE, b"/t\0v")
+    h.call(first, Op.SET_PERMS, b"/t\0n0\0r5\0")
+    assert h.call(first, Op.GET_PERMS, b"/t\0").payload == b"n0\0r5\0"   # cached
+    flushes = h.mux.core.stats.perms_flushes
+    seen = [len(h.events(c)) for c in clients]
+    h.store.connect(GUEST)          # xenstored notices the domain died
+    out = h.store.handle(GUEST, Packet(Op.RELEASE, 0, 0, b"5\0"))
+    h.fifo.extend(p for to, p in out if to == PROXY)
+    h.flush()
+    assert [len(h.events(c)) - n for c, n in zip(clients, seen, strict=True)] == [1] * 4
+    assert h.mux.core.stats.perms_flushes == flushes + 1
+    assert h.call(first, Op.GET_PERMS, b"/t\0").payload == b"n0\0"
+
+
+def test_unknown_request_types_share_one_counter() -> None:
+    """The type is the client's to choose: one counter each grew without bound
+    and made the stats line too long to read."""
+    core = ProxyCore()
+    mux = Mux(core)
+    c = mux.open()
+    for op in range(1000, 3000):
+        assert mux.request(c, Packet(op, 1, 0, b"")) == [(c, Packet(Op.ERROR, 1, 0, b"ENOSYS\0"))]
+    mux.request(c, Packet(Op.WATCH_EVENT, 1, 0, b""))
+    stats = core.stats.as_dict()
+    assert stats["per_op"] == {
+        UNKNOWN_OP: {"requests": 2000, "hits": 0, "misses": 0, "forwarded": 0},
+        "WATCH_EVENT": {"requests": 1, "hits": 0, "misses": 0, "forwarded": 0}}
+    assert stats["local_errors"] == 2001

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from xenstore_cache import cli
 from xenstore_cache.client import WireClient
-from xenstore_cache.control import SetupError
+from xenstore_cache.control import CONTROL_LINE_LIMIT, SetupError, query_control
 from xenstore_cache.model_server import ModelServer, model_behind_proxy
 from xenstore_cache.server import CachingProxy, Config, check_paths, probe_upstream
 from xenstore_cache.wire import HEADER, Op, Packet
@@ -499,4 +499,40 @@ def test_control_socket_rejects_junk(short_tmp: Path) -> None:
             assert b'"ok": true' in await asyncio.wait_for(r.readline(), 5)
             w.close()
             assert L.proxy.core.cache.enabled
+    run(body())
+
+
+def test_stats_stay_readable_after_many_unknown_request_types(short_tmp: Path) -> None:
+    """Each unknown type had its own counter: 2000 of them made the stats
+    line longer than the control client reads."""
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            c = await WireClient.open(L.listen)
+            n = 2000
+            c.w.write(b"".join(Packet(1000 + i, i, 0, b"").encode() for i in range(n)))
+            for i in range(n):
+                rsp = await c.recv()
+                assert (rsp.error_name, rsp.req_id) == ("ENOSYS", i)
+            stats = await query_control(short_tmp / "ctl")
+            assert stats["per_op"] == {"UNKNOWN": {"requests": n, "hits": 0, "misses": 0,
+                                                   "forwarded": 0}}
+            assert stats["local_errors"] == n
+            c.close()
+            assert L.proxy.core.cache.enabled
+    run(body())
+
+
+def test_a_control_reply_never_exceeds_what_its_reader_reads(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body() -> None:
+        async with lab(short_tmp) as L:
+            # An unknown command is echoed, cut short: not 4x its size.
+            with pytest.raises(SetupError, match="unknown command") as err:
+                await query_control(short_tmp / "ctl", "\0" * 10_000)
+            assert len(str(err.value)) < 300
+            # Whatever else grew too long comes as an error, not as a line
+            # the client cannot read.
+            monkeypatch.setattr(L.proxy, "stats", lambda: {"x": "y" * CONTROL_LINE_LIMIT})
+            with pytest.raises(SetupError, match="exceeds"):
+                await query_control(short_tmp / "ctl")
     run(body())
