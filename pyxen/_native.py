@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import weakref
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
@@ -94,6 +95,36 @@ def check_xs(ok: bool, function: str, path: str | None = None) -> None:
                             else (os.strerror(err) if err else "failed"))
 
 
+#: Every handle and pool not yet collected (``track_for_fork``).
+_inherited: weakref.WeakSet[Any] = weakref.WeakSet()
+#: What a handle says in a child of os.fork() when asked to work.
+FORKED = "was opened before os.fork(): the child must open its own (a new pyxen.Host)"
+
+
+def track_for_fork(obj: Any) -> None:
+    """Have ``obj._forked()`` called in every child os.fork() makes."""
+    _inherited.add(obj)
+
+
+def _after_fork_in_child() -> None:
+    """In a child of os.fork(): the handles opened before are the parent's.
+    They share its Xenstore connection, its descriptors and its libraries'
+    locks (which another thread may have held at the fork), and freeing one
+    here could undo the parent's state (libxl_ctx_free() unwatches on the
+    shared connection, xs_close() joins a reader thread that is not here).
+    So each is closed without being freed, and says so when used; the
+    shim's count of reaper threads, the parent's, is cleared.  (libxl's
+    libxl_postfork_child_noexec() is not called: it takes a lock another
+    thread may have held at the fork.  A child that opens libxl again keeps
+    the parent's libxl descriptors open.)"""
+    lib.pyxen_childproc_forget_reapers()
+    for obj in list(_inherited):
+        obj._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class NativeHandle:
     """A C library handle opened with the shim's logger (which the library
     keeps a pointer to, so it lives exactly as long as the handle).
@@ -111,6 +142,7 @@ class NativeHandle:
 
     def __init__(self) -> None:
         self._h: Any = None
+        self._in_forked_child = False
         self._logger = lib.pyxen_logger_new(
             lib.PYXEN_LOG_PER_HANDLE if self._per_handle_log else lib.PYXEN_LOG_PER_THREAD)
         if self._logger == ffi.NULL:
@@ -122,6 +154,14 @@ class NativeHandle:
             lib.pyxen_logger_free(self._logger)
             self._logger = ffi.NULL
             raise
+        track_for_fork(self)
+
+    def _forked(self) -> None:
+        """See _after_fork_in_child(): the parent's, dropped unfreed."""
+        if self._h is not None:
+            self._h = None
+            self._logger = ffi.NULL
+            self._in_forked_child = True
 
     def clear_message(self) -> None:
         """Forget what the logger collected (per-thread: on this thread);
@@ -161,5 +201,6 @@ class NativeHandle:
     @property
     def handle(self) -> Any:
         if self._h is None:
-            raise ValueError(f"{self._what} is closed")
+            raise ValueError(f"{self._what} {FORKED}" if self._in_forked_child
+                             else f"{self._what} is closed")
         return self._h

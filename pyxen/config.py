@@ -19,8 +19,9 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}")
 
 MIN_MEMORY_MIB = 4
 #: libxenguest builds a PV guest of ``memory`` MiB passed as an unsigned int
-#: (xc_dom_mem_init()): a larger figure would be cut to its low 32 bits.
-MAX_MEMORY_MIB = (1 << 32) - 1
+#: and turns it into pages in 32 bits (xc_dom_mem_init(): ``mem_mb << 8``):
+#: 16 TiB or more would be cut without a word.
+MAX_MEMORY_MIB = (1 << 24) - 1
 #: The longest command line a PV guest receives (MAX_GUEST_CMDLINE, 1024
 #: with its NUL): libxenguest cuts a longer one without a word.
 MAX_CMDLINE_BYTES = 1023

@@ -84,15 +84,23 @@ class Host:
     def open(self) -> None:
         """Open libxenctrl and libxl; on failure nothing stays open (a later
         ``open()`` tries again)."""
+        opened: list[XenCtrl | LibxlPool] = []
         try:
             if self._xc is None:
                 self._xc = XenCtrl()
+                opened.append(self._xc)
             if self._xl is None:
                 self._xl = LibxlPool(xs_cache=self._xs_cache)
+                opened.append(self._xl)
                 with self._xl.lend():  # opens a first context now: errors surface here
                     pass
         except BaseException:
-            self.close()
+            for h in opened:
+                h.close()
+            if self._xc in opened:
+                self._xc = None
+            if self._xl in opened:
+                self._xl = None
             raise
 
     def close(self) -> None:
@@ -133,7 +141,7 @@ class Host:
         try:
             return Domain(self, domid, config.name, config.memory_mib)
         except BaseException:  # interrupted before the caller has its handle
-            self.xl.destroy(domid)
+            self.xl.destroy_quietly(domid)
             raise
 
     def domains(self) -> list[Domain]:

@@ -14,15 +14,14 @@ import logging
 import os
 import threading
 import uuid
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pyxen import limits
-from pyxen._native import NativeHandle, check_libxl, ffi, lib, string
-from pyxen.config import DomainConfig, check_weight_scheduler, validate_name
+from pyxen._native import FORKED, NativeHandle, check_libxl, ffi, lib, string, track_for_fork
+from pyxen.config import DomainConfig, check_weight_scheduler
 from pyxen.errors import DomainNotFound, LibxlError, XenError
 
 log = logging.getLogger(__name__)
@@ -194,8 +193,10 @@ class Libxl(NativeHandle):
                 except XenError:
                     # libxl destroys what it built, in a forked child; if that
                     # child was killed deadlocked, the domain is still there.
+                    # (The count is the process's: the killed child may have
+                    # been another thread's, and this domain gone.)
                     if domid[0] != _NO_DOMID and deadlocked_children() != deadlocks:
-                        self._destroy_quietly(int(domid[0]))
+                        self._destroy_quietly(int(domid[0]), missing_ok=True)
                     raise
                 built = True
             finally:
@@ -283,7 +284,10 @@ class Libxl(NativeHandle):
             lib.libxl_dominfo_list_free(infos, n[0])
 
     def name_to_domid(self, name: str) -> int:
-        validate_name(name)
+        # Any name libxl holds (xl gives names pyxen's own creates would
+        # refuse), but C would read only up to a NUL.
+        if not isinstance(name, str) or "\0" in name:
+            raise ValueError(f"a domain name is a string without NUL, got {name!r}")
         domid = ffi.new("uint32_t *")
         self.clear_message()
         rc = lib.libxl_name_to_domid(self.ctx, name.encode(), domid)
@@ -302,25 +306,6 @@ class Libxl(NativeHandle):
             return string(p)
         finally:
             lib.free(p)
-
-
-#: Every LibxlPool not yet collected, for _after_fork_in_child().
-_pools: weakref.WeakSet[LibxlPool] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    """In a child made by os.fork(): the parent's reaper threads are not here
-    (the shim must not wait for them), and the parent's contexts share its
-    Xenstore connection and descriptors, so the child must neither use nor
-    free them (libxl_ctx_free() would unwatch on the parent's connection).
-    Each pool is left closed, its contexts dropped, with a fresh lock (the
-    parent's may have been held by another thread at the fork)."""
-    lib.pyxen_childproc_forget_reapers()
-    for pool in list(_pools):
-        pool._forked()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class LibxlPool:
@@ -358,10 +343,12 @@ class LibxlPool:
         self._lent = 0
         self._closed = False
         self._inherited = False
-        _pools.add(self)
+        track_for_fork(self)
 
     def _forked(self) -> None:
-        """See _after_fork_in_child()."""
+        """In a child of os.fork(): closed, its contexts (the parent's) dropped
+        unfreed, with a fresh lock (another thread may have held the
+        parent's at the fork); see pyxen._native._after_fork_in_child()."""
         self._lock = threading.Lock()
         self._idle = []
         self._lent = 0
@@ -372,8 +359,7 @@ class LibxlPool:
         """A context for the caller alone until the block ends."""
         with self._lock:
             if self._inherited:
-                raise ValueError("libxl pool was opened before os.fork(): the child "
-                                 "must open its own (a new pyxen.Host)")
+                raise ValueError(f"libxl pool {FORKED}")
             if self._closed:
                 raise ValueError("libxl pool is closed")
             xl = self._idle.pop() if self._idle else None
@@ -416,8 +402,23 @@ class LibxlPool:
 
     # The Libxl calls, each on a borrowed context.
     def create(self, cfg: DomainConfig, paused: bool = False) -> int:
+        domid = None
+        try:
+            with self.lend() as xl:
+                domid = xl.create(cfg, paused=paused)
+            return domid
+        except BaseException:
+            # Interrupted while the context was given back: the domain is
+            # made, its id not yet the caller's.
+            if domid is not None:
+                self.destroy_quietly(domid)
+            raise
+
+    def destroy_quietly(self, domid: int) -> None:
+        """Destroy a half-created domain, logging a failure rather than
+        raising it (the error being handled is the one to report)."""
         with self.lend() as xl:
-            return xl.create(cfg, paused=paused)
+            xl._destroy_quietly(domid)
 
     def destroy(self, domid: int) -> None:
         with self.lend() as xl:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from pyxen import limits
-from pyxen._native import check_xs, ffi, lib, string
+from pyxen._native import FORKED, check_xs, ffi, lib, string, track_for_fork
 from pyxen.errors import TransactionConflict, XenstoreError
 
 T = TypeVar("T")
@@ -29,6 +29,8 @@ T = TypeVar("T")
 MAX_PAYLOAD = 4096
 #: ``XENSTORE_ABS_PATH_MAX``: the longest absolute path.
 MAX_PATH = 3072
+#: The longest watch token every event of the watch has room for.
+MAX_TOKEN = MAX_PAYLOAD - MAX_PATH - 2
 
 _PERM_CHARS = {"n": 0, "r": 1, "w": 2, "b": 3}
 
@@ -53,17 +55,18 @@ class Perm:
         return f"{self.access}{self.domid}"
 
 
-def _check_token(token: str, path: bytes) -> bytes:
-    """A watch token: a string without NUL that fits one message with its path
-    (the payload is path, NUL, token, NUL)."""
+def _check_token(token: str) -> bytes:
+    """A watch token: a string without NUL, short enough that an event for
+    any path fits one message (path, NUL, token, NUL): xenstored drops an
+    event that does not, without a word."""
     if not isinstance(token, str):
         raise ValueError(f"watch token must be a string, got {token!r}")
     if "\0" in token:
         raise ValueError("watch token must not contain NUL")
     raw = token.encode()
-    if len(path) + len(raw) + 2 > MAX_PAYLOAD:
-        raise ValueError(f"watch token of {len(raw)} bytes does not fit one message with "
-                         f"its path (path + token + 2 NULs <= {MAX_PAYLOAD})")
+    if len(raw) > MAX_TOKEN:
+        raise ValueError(f"watch token of {len(raw)} bytes is longer than {MAX_TOKEN} "
+                         "(an event for a path of the longest length would be dropped)")
     return raw
 
 
@@ -194,11 +197,21 @@ class XenStore(_Ops):
         check_xs(h != ffi.NULL, "xs_open")
         self._handle: Any = h
         self._t = lib.XBT_NULL
+        self._in_forked_child = False
+        track_for_fork(self)
+
+    def _forked(self) -> None:
+        """In a child of os.fork(): the parent's connection, dropped unclosed
+        (see pyxen._native._after_fork_in_child())."""
+        if self._handle is not None:
+            self._handle = None
+            self._in_forked_child = True
 
     @property
     def _h(self) -> Any:
         if self._handle is None:
-            raise ValueError("XenStore connection is closed")
+            raise ValueError(f"XenStore connection {FORKED}" if self._in_forked_child
+                             else "XenStore connection is closed")
         return self._handle
 
     def close(self) -> None:
@@ -244,9 +257,13 @@ class XenStore(_Ops):
             yield tx
         except BaseException:
             tx.ended = True
-            lib.xs_transaction_end(h, tid, True)
+            if self._handle is h:  # closed meanwhile: xenstored dropped it
+                lib.xs_transaction_end(h, tid, True)
             raise
         tx.ended = True
+        if self._handle is not h:
+            raise ValueError(f"XenStore connection closed inside transaction {tid}: "
+                             "nothing was committed")
         check_xs(lib.xs_transaction_end(h, tid, False), "xs_transaction_end")
 
     def run_transaction(self, body: Callable[[Transaction], T], retries: int = 16,
@@ -269,12 +286,12 @@ class XenStore(_Ops):
     def watch(self, path: str, token: str) -> None:
         """Watch ``path`` (and below); events carry ``token``.  Xenstore fires
         each watch once on registration, and may fire spuriously."""
-        raw = _check_path(path)
-        check_xs(lib.xs_watch(self._h, raw, _check_token(token, raw)), "xs_watch", path)
+        check_xs(lib.xs_watch(self._h, _check_path(path), _check_token(token)), "xs_watch",
+                 path)
 
     def unwatch(self, path: str, token: str) -> None:
-        raw = _check_path(path)
-        check_xs(lib.xs_unwatch(self._h, raw, _check_token(token, raw)), "xs_unwatch", path)
+        check_xs(lib.xs_unwatch(self._h, _check_path(path), _check_token(token)),
+                 "xs_unwatch", path)
 
     def read_watch(self, timeout: float | None = None) -> tuple[str, str] | None:
         """The next watch event (path, token), or None after ``timeout`` seconds."""

@@ -122,6 +122,7 @@ def test_a_closed_or_ended_handle_is_refused_by_name() -> None:
     xs = XenStore.__new__(XenStore)
     xs._handle = None
     xs._t = 0
+    xs._in_forked_child = False
     with pytest.raises(ValueError, match="XenStore connection is closed"):
         xs.read("/local")
     tx = Transaction(xs, 5)
@@ -141,12 +142,48 @@ def test_a_value_that_is_not_bytes_or_str_is_refused(value: Any) -> None:
 
 
 @pytest.mark.parametrize("token,msg", [("tok\0evil", "NUL"), (b"tok", "must be a string"),
-                                       ("t" * 4000, "does not fit one message")])
+                                       ("t" * 1023, "1023 bytes is longer than 1022")])
 def test_bad_watch_tokens_are_refused(token: str, msg: str) -> None:
-    from pyxen.xenstore import _check_token
+    from pyxen.xenstore import MAX_PATH, MAX_PAYLOAD, MAX_TOKEN, _check_token
     with pytest.raises(ValueError, match=msg):
-        _check_token(token, b"/local/domain/0/" + b"p" * 100)
-    assert _check_token("tok", b"/a") == b"tok"
+        _check_token(token)
+    assert _check_token("t" * MAX_TOKEN) == b"t" * MAX_TOKEN
+    # An event for the longest path still fits one message.
+    assert MAX_PATH + 1 + MAX_TOKEN + 1 == MAX_PAYLOAD
+
+
+def test_a_connection_closed_inside_a_transaction_commits_nothing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyxen import xenstore
+
+    class Lib:  # libxenstore's transaction calls, recorded
+        ends: list[tuple[int, bool]] = []
+
+        def xs_transaction_start(self, h: Any) -> int:
+            return 7
+
+        def xs_transaction_end(self, h: Any, tid: int, abort: bool) -> bool:
+            self.ends.append((tid, abort))
+            return True
+
+        def xs_close(self, h: Any) -> None:
+            pass
+
+    monkeypatch.setattr(xenstore, "lib", Lib())
+    xs = xenstore.XenStore.__new__(xenstore.XenStore)
+    xs._handle, xs._t, xs._in_forked_child = object(), 0, False
+    with pytest.raises(ValueError, match="closed inside transaction 7: nothing was committed"):
+        with xs.transaction():
+            xs.close()
+    xs._handle = object()
+    with pytest.raises(RuntimeError, match="body"):
+        with xs.transaction():
+            xs.close()
+            raise RuntimeError("body")
+    assert Lib.ends == []  # never on a freed handle
+    xs._handle = object()
+    with xs.transaction():
+        pass
+    assert Lib.ends == [(7, False)]
 
 
 @pytest.mark.parametrize("exc", [

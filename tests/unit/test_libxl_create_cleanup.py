@@ -5,6 +5,7 @@ destroy are stand-ins whose outcomes a test scripts."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from pyxen import libxl  # noqa: E402
 from pyxen._native import ffi  # noqa: E402
 from pyxen._native import lib as real_lib  # noqa: E402
 from pyxen.config import DomainConfig  # noqa: E402
-from pyxen.errors import LibxlError  # noqa: E402
+from pyxen.errors import DomainNotFound, LibxlError  # noqa: E402
 
 DOMID = 9
 
@@ -127,7 +128,7 @@ def test_host_create_destroys_a_domain_it_cannot_hand_over(monkeypatch, kernel):
         def create(self, cfg: DomainConfig, paused: bool = False) -> int:
             return DOMID
 
-        def destroy(self, domid: int) -> None:
+        def destroy_quietly(self, domid: int) -> None:
             self.destroyed.append(domid)
 
     def interrupted(*args: Any) -> None:
@@ -139,3 +140,37 @@ def test_host_create_destroys_a_domain_it_cannot_hand_over(monkeypatch, kernel):
     with pytest.raises(Interrupted):
         h.create(DomainConfig("c", kernel))
     assert Pool.destroyed == [DOMID]
+
+
+def test_the_pool_destroys_a_domain_made_while_its_context_was_given_back(monkeypatch, kernel):  # type: ignore[no-untyped-def]
+    xl, fake = scripted(monkeypatch, create="ok")
+    pool = libxl.LibxlPool()
+    lent = []
+
+    @contextmanager
+    def lend():  # type: ignore[no-untyped-def]
+        lent.append(xl)
+        yield xl
+        if len(lent) == 1:  # the interrupt as the create's context goes back
+            raise Interrupted
+
+    monkeypatch.setattr(pool, "lend", lend)
+    with pytest.raises(Interrupted):
+        pool.create(DomainConfig("c", kernel))
+    assert fake.domains == set() and fake.destroyed == [DOMID]
+
+
+def test_a_name_xl_allows_is_looked_up(monkeypatch):  # type: ignore[no-untyped-def]
+    xl, fake = scripted(monkeypatch, create="ok")
+    seen: list[bytes] = []
+
+    def name_to_domid(ctx: Any, name: bytes, domid: Any) -> int:
+        seen.append(name)
+        return int(real_lib.ERROR_INVAL)  # what libxl answers for no such name
+
+    monkeypatch.setattr(fake, "libxl_name_to_domid", name_to_domid, raising=False)
+    with pytest.raises(DomainNotFound, match="web server"):
+        xl.name_to_domid("web server")
+    assert seen == [b"web server"]
+    with pytest.raises(ValueError, match="without NUL"):
+        xl.name_to_domid("a\0b")

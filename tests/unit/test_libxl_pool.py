@@ -179,3 +179,36 @@ def test_a_pool_from_before_a_fork_is_closed_in_the_child(monkeypatch):  # type:
         release.set()
         t.join()
     assert pool.open_contexts == 0 and not pool._inherited  # the parent's is as it was
+
+
+def test_every_handle_from_before_a_fork_is_closed_in_the_child() -> None:
+    from pyxen import _native
+    from pyxen.xenctrl import XenCtrl
+    from pyxen.xenstore import XenStore
+
+    # Stand-ins for open handles (nothing is called on them: the child must not).
+    xs = XenStore.__new__(XenStore)
+    xs._handle, xs._t, xs._in_forked_child = object(), 0, False
+    xc = XenCtrl.__new__(XenCtrl)
+    xc._h, xc._logger, xc._in_forked_child = object(), _native.ffi.NULL, False
+    for h in (xs, xc):
+        _native.track_for_fork(h)
+
+    def use() -> str:
+        answers = []
+        for call in (lambda: xs.read("/local"), lambda: xc.handle):
+            try:
+                call()
+                answers.append("worked")
+            except ValueError as exc:
+                answers.append(str(exc))
+        xs.close()  # neither frees the parent's
+        xc.close()
+        return "\n".join(answers)
+
+    answers = _in_child(use).split("\n")
+    assert answers == [f"XenStore connection {_native.FORKED}",
+                       f"XenCtrl handle {_native.FORKED}"], answers
+    assert xs._handle is not None and xc._h is not None  # the parent's are as they were
+    xs._handle = None  # not really open: nothing to close
+    xc._h = None
