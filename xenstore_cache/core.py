@@ -323,7 +323,9 @@ class ProxyCore:
             # permission lists itself (cdbcfd5d05): domain_tree_remove()
             # rewrites them through write_node_raw(), which fires no watch,
             # and on reading domain_adjust_node_perms() still hides entries
-            # naming a domain newer than the node.  One domain event reaches
+            # naming a domain newer than the node.  (A domain never introduced
+            # is removed from permission lists with no event at all: the
+            # README's "one gap".)  One domain event reaches
             # the proxy once per watch on it: its own and each watching
             # client's, in one go, its own first (the first registered on the
             # connection; the barrier covers the rest).  One flush, on its own

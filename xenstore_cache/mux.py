@@ -235,8 +235,6 @@ class Mux:
                 continue
             up = self._upstream_view(c, decision.packet)
             if isinstance(up, Answer):      # refused here, as xenstored would
-                if pkt.tx_id not in c.tx:   # what the core noted of an unknown one
-                    c.session.transactions.pop(pkt.tx_id, None)
                 out.append((c.id, up.packet))
                 continue
             c.inflight = decision
