@@ -32,11 +32,15 @@
  * an exclusive flock() on "<socket>.lock" for as long as they run.
  *
  * The daemon ("run" with watermarks, not --once) puts back at its stop the
- * policy, budget and period it found, if it changed them.  Before its first
- * set it records them in "<socket>.saved", removed once they are put back:
- * a daemon started after one that did not stop cleanly (killed, crashed, or
- * failing to put them back) restores what that one found, not what it left.
- * "run --once" sets and leaves.
+ * policy, budget and period Xen had just before its first set, if Xen still
+ * holds what scrubd set: a change by someone else (by hand, another tool)
+ * since is left, and logged.  Before each set it records them, and what it
+ * set and is setting, in "<socket>.saved", removed at stop: a daemon started
+ * after one that did not stop cleanly (killed, crashed, or failing to put
+ * them back) puts back what that one found, again only if Xen still holds
+ * what that one set.  The file is used only in a directory no other user
+ * can write, only if it is a regular file of scrubd's user that no other
+ * can write, and only from this boot.  "run --once" sets and leaves.
  */
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
@@ -93,8 +97,15 @@
 #define FAIL_LOG_S       60
 /* Room for "<socket>" and what scrubd appends to it: ".lock", ".saved.tmp". */
 #define SOCKET_PATH_MAX  (sizeof(((struct sockaddr_un *)0)->sun_path) + 16)
-/* The first word of "<socket>.saved", which says what to put back at stop. */
-#define SAVED_MAGIC      "scrubd-saved-v1"
+/*
+ * The first word of "<socket>.saved", which says what to put back at stop
+ * and what scrubd set (v1 had no more than the former: it is not trusted).
+ */
+#define SAVED_MAGIC      "scrubd-saved-v2"
+/* The kernel's boot id (a build for tests may name another file). */
+#ifndef SCRUBD_BOOT_ID
+#define SCRUBD_BOOT_ID   "/proc/sys/kernel/random/boot_id"
+#endif
 
 struct config {
     double interval_s;
@@ -128,10 +139,11 @@ static bool is_digit(char ch)
 
 /*
  * A whole non-negative number in [min, max], in decimal digits only (no
- * sign, no blanks), or an error naming the option.
+ * sign, no blanks, nothing after it): 0, or -EINVAL.  For the options and
+ * the saved file alike.
  */
-static int parse_num(const char *opt, const char *s, long long min,
-                     long long max, long long *out)
+static int parse_digits(const char *s, long long min, long long max,
+                        long long *out)
 {
     char *end;
     long long v;
@@ -139,12 +151,21 @@ static int parse_num(const char *opt, const char *s, long long min,
     errno = 0;
     v = strtoll(s, &end, 10);
     if ( !is_digit(s[0]) || errno || end == s || *end || v < min || v > max )
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* parse_digits(), or an error naming the option. */
+static int parse_num(const char *opt, const char *s, long long min,
+                     long long max, long long *out)
+{
+    if ( parse_digits(s, min, max, out) )
     {
         fprintf(stderr, "scrubd: %s must be a whole number in %lld..%lld, got '%s'\n",
                 opt, min, max, s);
         return -EINVAL;
     }
-    *out = v;
     return 0;
 }
 
@@ -457,16 +478,33 @@ static void fail_over(struct fail_log *fl, const char *what)
     fl->unlogged = 0;
 }
 
-/* Steering by watermarks, and what to put back at stop. */
+/* A policy with its budget and period, as Xen reports or takes them. */
+struct scrub_vals {
+    uint32_t policy, budget, period;
+};
+
+static bool same_vals(const struct scrub_vals *a, const struct scrub_vals *b)
+{
+    return a->policy == b->policy && a->budget == b->budget &&
+           a->period == b->period;
+}
+
+/*
+ * Steering by watermarks, and what to put back at stop.  Before each set,
+ * Xen's values become orig unless they are held or pending (what scrubd set
+ * or was setting): a change by someone else since is the new original.  At
+ * stop orig is put back only if Xen still holds held or pending.
+ */
 struct steering {
     bool on;                   /* steering: watermarks, no permanent failure */
-    bool have_orig;            /* orig_*: what Xen had before scrubd set */
-    bool changed;              /* a set succeeded since the start */
-    bool from_saved;           /* orig_* from the saved file of a scrubd before */
-    bool saved;                /* orig_* are in the saved file (or tried) */
-    uint32_t orig_policy, orig_budget, orig_period;
-    char saved_path[SOCKET_PATH_MAX];  /* "<socket>.saved"; "": none (--once) */
-    char boot_id[40];          /* the kernel's, to tell a reboot */
+    bool touched;              /* a set was tried, or the saved file was loaded */
+    bool from_saved;           /* orig/held/pending from a scrubd before this one */
+    struct scrub_vals orig;    /* what Xen had before scrubd set: put back at stop */
+    struct scrub_vals held;    /* what Xen holds after scrubd's last set that worked */
+    struct scrub_vals pending; /* what scrubd's last set tried (= held if it worked) */
+    char saved_path[SOCKET_PATH_MAX];  /* "<socket>.saved"; "": none */
+    char saved_line[160];      /* the saved file's line last written (or tried) */
+    char boot_id[40];          /* the kernel's, to tell a reboot; "": unreadable */
     int set_err;               /* this sample's failed set: errno, 0 if none */
     uint32_t set_policy;       /* ... and the policy it tried to set */
     struct fail_log read_log, set_log;
@@ -519,14 +557,6 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st,
         return -1;
     }
     fail_over(&s->read_log, "sampling");
-    if ( !s->have_orig )
-    {
-        /* What to put back at stop: Xen's before scrubd set anything. */
-        s->orig_policy = policy;
-        s->orig_budget = budget;
-        s->orig_period = period;
-        s->have_orig = true;
-    }
     for ( i = 0; i < nr; i++ )
         dirty += st->nodes[i].dirty_pages;
     clean_mib = (phys.free_pages > dirty ? phys.free_pages - dirty : 0) / PAGES_PER_MIB;
@@ -543,9 +573,26 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st,
              (want == XEN_SYSCTL_SCRUB_POLICY_eager && c->budget_us &&
               (budget != c->budget_us || period != c->period_us)) )
         {
+            struct scrub_vals cur = { policy, budget, period };
+
+            /*
+             * What to put back at stop: Xen's values now, just before this
+             * set, unless they are what scrubd (this one, or one before it
+             * that did not stop cleanly) set or was setting; then what was
+             * there before that still is.  Anything else was set by someone
+             * else since (by hand, another tool): that is the original now.
+             */
+            if ( !s->touched ||
+                 !(same_vals(&cur, &s->held) || same_vals(&cur, &s->pending)) )
+                s->orig = cur;
+            s->held = cur;
+            /* Xen keeps its budget and period when given none (0). */
+            s->pending.policy = want;
+            s->pending.budget = c->budget_us ? c->budget_us : budget;
+            s->pending.period = c->budget_us ? c->period_us : period;
+            s->touched = true;
             /* Recorded before it changes: a crash right after must not lose it. */
-            if ( !s->saved )
-                save_orig(s);
+            save_orig(s);
             if ( xc_scrub_set(xch, want, c->budget_us, c->period_us) )
             {
                 err = errno;
@@ -569,7 +616,7 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st,
             else
             {
                 fail_over(&s->set_log, "setting the scrub policy");
-                s->changed = true;
+                s->held = s->pending;
                 policy = want;
                 if ( c->budget_us )
                 {
@@ -622,35 +669,111 @@ static int sample(xc_interface *xch, const struct config *c, struct samples *st,
     return 0;
 }
 
-/* The kernel's boot id, or "unknown": a saved file from before a reboot is stale. */
+/*
+ * The kernel's boot id, or "" when it cannot be read: then no saved file is
+ * trusted (it may be from before a reboot) nor written.
+ */
 static void read_boot_id(char *buf, size_t size)
 {
-    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    FILE *f = fopen(SCRUBD_BOOT_ID, "re");
 
-    if ( !f || !fgets(buf, size, f) || !buf[0] || buf[0] == '\n' )
-        snprintf(buf, size, "unknown");
+    if ( !f || !fgets(buf, size, f) )
+        buf[0] = '\0';
     buf[strcspn(buf, "\n")] = '\0';
+    if ( strchr(buf, ' ') )
+        buf[0] = '\0';
     if ( f )
         fclose(f);
 }
 
 /*
- * Writes orig_* to the saved file (through a temporary file and rename(), so
- * that it is whole or absent), once; a failure is logged, and only a crash
- * of this scrubd then loses what to put back.
+ * Whether @v is what Xen's set takes, the rule the options are held to:
+ * idle or eager, and a budget of 10-1000 us and a period of 1 ms-1 s with
+ * the budget at most a tenth of the period, or both 0 (keep Xen's).
+ */
+static bool vals_ok(const struct scrub_vals *v)
+{
+    if ( v->policy != XEN_SYSCTL_SCRUB_POLICY_idle &&
+         v->policy != XEN_SYSCTL_SCRUB_POLICY_eager )
+        return false;
+    if ( !v->budget && !v->period )
+        return true;
+    return v->budget >= XEN_SYSCTL_SCRUB_BUDGET_MIN_US &&
+           v->budget <= XEN_SYSCTL_SCRUB_BUDGET_MAX_US &&
+           v->period >= XEN_SYSCTL_SCRUB_PERIOD_MIN_US &&
+           v->period <= XEN_SYSCTL_SCRUB_PERIOD_MAX_US &&
+           (uint64_t)v->budget * XEN_SYSCTL_SCRUB_PERIOD_PER_BUDGET <= v->period;
+}
+
+/*
+ * Whether @socket_path's directory can hold "<socket>.saved": a directory
+ * owned by scrubd's effective user that neither group nor others can write.
+ * Else someone else could plant the file (or its ".tmp") and have scrubd set
+ * what it says at stop.  Says why not on stderr.
+ */
+static bool saved_dir_ok(const char *socket_path)
+{
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char *slash;
+    struct stat sb;
+
+    snprintf(dir, sizeof(dir), "%s", socket_path);
+    slash = strrchr(dir, '/'); /* an absolute path: checked when parsing */
+    if ( slash == dir )
+        slash++;               /* "/scrubd.sock": the root */
+    *slash = '\0';
+    if ( stat(dir, &sb) )
+    {
+        fprintf(stderr, "scrubd: %s: %s: no %s.saved is read or written; what scrubd "
+                "changes is put back at a clean stop only\n", dir, strerror(errno),
+                socket_path);
+        return false;
+    }
+    if ( S_ISDIR(sb.st_mode) && sb.st_uid == geteuid() &&
+         !(sb.st_mode & (S_IWGRP | S_IWOTH)) )
+        return true;
+    fprintf(stderr, "scrubd: %s is not a directory only uid %u can write (owner uid "
+            "%u, mode %04o): no %s.saved is read or written; what scrubd changes is "
+            "put back at a clean stop only\n", dir, (unsigned int)geteuid(),
+            (unsigned int)sb.st_uid, (unsigned int)(sb.st_mode & 07777), socket_path);
+    return false;
+}
+
+/* The saved file's line: "<magic> <orig> <held> <pending> <boot id>\n". */
+static int format_saved(const struct steering *s, char *buf, size_t size)
+{
+    return snprintf(buf, size, SAVED_MAGIC " %" PRIu32 " %" PRIu32 " %" PRIu32
+                    " %" PRIu32 " %" PRIu32 " %" PRIu32 " %" PRIu32 " %" PRIu32
+                    " %" PRIu32 " %s\n", s->orig.policy, s->orig.budget,
+                    s->orig.period, s->held.policy, s->held.budget, s->held.period,
+                    s->pending.policy, s->pending.budget, s->pending.period,
+                    s->boot_id);
+}
+
+/*
+ * Writes to the saved file what to put back (orig) and what scrubd set and
+ * is setting (held, pending), when that changed: through a temporary file
+ * made anew (a file planted under that name is removed, not reused) and
+ * rename(), so that the file is whole or absent.  A failure is logged (once
+ * for what it was to say), and only a crash of this scrubd then loses what
+ * to put back.
  */
 static void save_orig(struct steering *s)
 {
-    char tmp[SOCKET_PATH_MAX + 8], buf[128];
+    char tmp[SOCKET_PATH_MAX + 8], buf[sizeof(s->saved_line)];
     int fd, n, err;
 
-    s->saved = true;
     if ( !s->saved_path[0] )
         return;
+    n = format_saved(s, buf, sizeof(buf));
+    if ( !strcmp(buf, s->saved_line) )
+        return;
+    strcpy(s->saved_line, buf);
     snprintf(tmp, sizeof(tmp), "%s.tmp", s->saved_path);
-    n = snprintf(buf, sizeof(buf), SAVED_MAGIC " %" PRIu32 " %" PRIu32 " %" PRIu32 " %s\n",
-                 s->orig_policy, s->orig_budget, s->orig_period, s->boot_id);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if ( unlink(tmp) && errno != ENOENT )
+        fd = -1;
+    else
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if ( fd < 0 )
         err = errno;
     else
@@ -670,82 +793,181 @@ static void save_orig(struct steering *s)
             s->saved_path, strerror(err));
 }
 
-/*
- * At the start of a steering daemon: what a scrubd before it (that did not
- * stop cleanly) found, from the saved file, to put back at this one's stop.
- * A file from before a reboot, or that scrubd did not write, is removed.
- */
-static void load_orig(struct steering *s)
+/* The number before the next blank at *@p, in 0..UINT32_MAX; *@p moves past it. */
+static bool saved_word(char **p, uint32_t *out)
 {
-    char magic[32], boot[40];
-    unsigned int policy, budget, period;
-    bool valid;
-    FILE *f = NULL;
-    int fd, n;
+    char *blank = strchr(*p, ' ');
+    long long v;
 
-    fd = open(s->saved_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if ( fd < 0 && errno == ENOENT )
-        return;
-    if ( fd < 0 || !(f = fdopen(fd, "r")) )
-    {
-        fprintf(stderr, "scrubd: reading %s: %s (what a scrubd before this one "
-                "found is not put back)\n", s->saved_path, strerror(errno));
-        if ( fd >= 0 )
-            close(fd);
-        return;
-    }
-    n = fscanf(f, "%31s %u %u %u %39s", magic, &policy, &budget, &period, boot);
-    fclose(f);
-    valid = n == 5 && !strcmp(magic, SAVED_MAGIC) &&
-        (policy == XEN_SYSCTL_SCRUB_POLICY_idle ||
-         policy == XEN_SYSCTL_SCRUB_POLICY_eager) &&
-        ((!budget && !period) ||
-         (budget >= XEN_SYSCTL_SCRUB_BUDGET_MIN_US &&
-          budget <= XEN_SYSCTL_SCRUB_BUDGET_MAX_US &&
-          period >= XEN_SYSCTL_SCRUB_PERIOD_MIN_US &&
-          period <= XEN_SYSCTL_SCRUB_PERIOD_MAX_US));
-    if ( !valid || strcmp(boot, s->boot_id) )
-    {
-        fprintf(stderr, "scrubd: removing %s: %s\n", s->saved_path,
-                valid ? "written before the last reboot" : "not what scrubd writes");
-        unlink(s->saved_path);
-        return;
-    }
-    s->orig_policy = policy;
-    s->orig_budget = budget;
-    s->orig_period = period;
-    s->have_orig = s->from_saved = s->saved = true;
-    fprintf(stderr, "scrubd: a scrubd before this one did not put back the %s policy "
-            "(budget %u us, period %u us) it found; this one puts it back at its stop\n",
-            policy_name(policy), budget, period);
+    if ( !blank )
+        return false;
+    *blank = '\0';
+    if ( parse_digits(*p, 0, UINT32_MAX, &v) )
+        return false;
+    *out = v;
+    *p = blank + 1;
+    return true;
 }
 
 /*
- * At the stop of the daemon: puts back the policy, budget and period found
- * before scrubd steered, if this scrubd, or one before it that did not stop
- * cleanly, changed them.  Returns 0, or -1 (logged) when they stay as
- * scrubd set them (the saved file is then kept for the next scrubd).
+ * Why the open saved file @fd is not to be trusted, or NULL: only a regular
+ * file owned by scrubd's effective user that neither group nor others can
+ * write is.
  */
-static int restore_orig(xc_interface *xch, struct steering *s)
+static const char *saved_untrusted(int fd, char *why, size_t size)
 {
-    if ( s->changed || s->from_saved )
+    struct stat sb;
+
+    if ( fstat(fd, &sb) )
+        snprintf(why, size, "%s", strerror(errno));
+    else if ( !S_ISREG(sb.st_mode) )
+        snprintf(why, size, "not a regular file");
+    else if ( sb.st_uid != geteuid() )
+        snprintf(why, size, "owned by uid %u, not %u", (unsigned int)sb.st_uid,
+                 (unsigned int)geteuid());
+    else if ( sb.st_mode & (S_IWGRP | S_IWOTH) )
+        snprintf(why, size, "writable by others (mode %04o)",
+                 (unsigned int)(sb.st_mode & 07777));
+    else
+        return NULL;
+    return why;
+}
+
+/*
+ * At the start of a steering daemon: what a scrubd before it (that did not
+ * stop cleanly) found and set, from the saved file, to put back at this
+ * one's stop if Xen then still holds what that one set.  The file is opened
+ * without following a link or waiting on a FIFO, and read only if
+ * saved_untrusted() finds nothing against it; then it must be exactly one
+ * line as save_orig() writes it, with values vals_ok() takes, and of this
+ * boot (whose id must be readable).  A file that fails is logged and
+ * removed.
+ */
+static void load_orig(struct steering *s)
+{
+    char buf[sizeof(s->saved_line) + 1], why[64], *p, *nl;
+    const char *bad = NULL;
+    struct scrub_vals v[3];
+    bool valid;
+    ssize_t n;
+    int fd, i;
+
+    fd = open(s->saved_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if ( fd < 0 && errno == ENOENT )
+        return;
+    if ( fd < 0 && errno == ELOOP )
+        bad = "a symbolic link";
+    else if ( fd < 0 )
     {
-        if ( xc_scrub_set(xch, s->orig_policy, s->orig_budget, s->orig_period) )
+        fprintf(stderr, "scrubd: reading %s: %s (what a scrubd before this one "
+                "found is not put back)\n", s->saved_path, strerror(errno));
+        return;
+    }
+    else
+        bad = saved_untrusted(fd, why, sizeof(why));
+    if ( bad )
+    {
+        if ( fd >= 0 )
+            close(fd);
+        fprintf(stderr, "scrubd: not trusting %s (%s): removing it; what it says is "
+                "not put back\n", s->saved_path, bad);
+        if ( unlink(s->saved_path) && errno != ENOENT )
+            fprintf(stderr, "scrubd: removing %s: %s\n", s->saved_path, strerror(errno));
+        return;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    if ( n < 0 )
+    {
+        fprintf(stderr, "scrubd: reading %s: %s (what a scrubd before this one "
+                "found is not put back)\n", s->saved_path, strerror(errno));
+        close(fd);
+        return;
+    }
+    close(fd);
+    buf[n] = '\0';
+
+    /* "<magic> <9 numbers> <boot id>\n", nothing more: the numbers' words. */
+    p = buf + strlen(SAVED_MAGIC) + 1;
+    valid = (size_t)n < sizeof(buf) - 1 && strlen(buf) == (size_t)n &&
+        !strncmp(buf, SAVED_MAGIC " ", strlen(SAVED_MAGIC) + 1);
+    for ( i = 0; valid && i < 3; i++ )
+        valid = saved_word(&p, &v[i].policy) && saved_word(&p, &v[i].budget) &&
+                saved_word(&p, &v[i].period) && vals_ok(&v[i]);
+    nl = valid ? strchr(p, '\n') : NULL;
+    valid = nl && !nl[1] && nl > p && (size_t)(nl - p) < sizeof(s->boot_id) &&
+            !memchr(p, ' ', nl - p);
+    if ( valid )
+        *nl = '\0';
+    if ( !valid || !s->boot_id[0] || strcmp(p, s->boot_id) )
+    {
+        fprintf(stderr, "scrubd: removing %s: %s\n", s->saved_path,
+                !valid ? "not what scrubd writes" :
+                s->boot_id[0] ? "written before the last reboot" :
+                "the boot id is unreadable, so it may be from before a reboot");
+        unlink(s->saved_path);
+        return;
+    }
+    s->orig = v[0];
+    s->held = v[1];
+    s->pending = v[2];
+    s->touched = s->from_saved = true;
+    format_saved(s, s->saved_line, sizeof(s->saved_line)); /* not rewritten as is */
+    fprintf(stderr, "scrubd: a scrubd before this one did not put back the %s policy "
+            "(budget %" PRIu32 " us, period %" PRIu32 " us) it found; this one puts "
+            "it back at its stop if Xen then still holds what that one set\n",
+            policy_name(s->orig.policy), s->orig.budget, s->orig.period);
+}
+
+/*
+ * At the stop of the daemon: puts back orig if Xen still holds what scrubd
+ * (this one, or one before it that did not stop cleanly) set or was setting.
+ * Anything else was set by someone else since scrubd did: it is left as it
+ * is, and logged.  Returns 0, or -1 (logged) when Xen could not be read or
+ * set: the saved file is then kept for the next scrubd.
+ */
+static int restore_orig(xc_interface *xch, struct samples *st, struct steering *s)
+{
+    struct scrub_vals cur;
+    unsigned int nr;
+
+    if ( !s->touched )
+        return 0;
+    if ( read_scrub(xch, st, &cur.policy, &cur.budget, &cur.period, &nr) )
+    {
+        int err = errno;
+
+        fprintf(stderr, "scrubd: reading XEN_SYSCTL_scrub_op to put back the %s "
+                "policy (budget %" PRIu32 " us, period %" PRIu32 " us): %s%s; left "
+                "as it is\n", policy_name(s->orig.policy), s->orig.budget,
+                s->orig.period, strerror(err), sysctl_hint(err, false, 0));
+        return -1;
+    }
+    if ( same_vals(&cur, &s->orig) )
+        ; /* Never changed, or put back already. */
+    else if ( same_vals(&cur, &s->held) || same_vals(&cur, &s->pending) )
+    {
+        if ( xc_scrub_set(xch, s->orig.policy, s->orig.budget, s->orig.period) )
         {
             int err = errno;
 
             fprintf(stderr, "scrubd: putting back the %s policy (budget %" PRIu32
                     " us, period %" PRIu32 " us): %s%s; left as scrubd set it\n",
-                    policy_name(s->orig_policy), s->orig_budget, s->orig_period,
-                    strerror(err), sysctl_hint(err, true, s->orig_policy));
+                    policy_name(s->orig.policy), s->orig.budget, s->orig.period,
+                    strerror(err), sysctl_hint(err, true, s->orig.policy));
             return -1;
         }
         fprintf(stderr, "scrubd: put back the %s policy (budget %" PRIu32 " us, "
-                "period %" PRIu32 " us)\n", policy_name(s->orig_policy),
-                s->orig_budget, s->orig_period);
+                "period %" PRIu32 " us)\n", policy_name(s->orig.policy),
+                s->orig.budget, s->orig.period);
     }
-    /* Also written when the only sets failed: nothing changed, nothing to keep. */
-    if ( s->saved && s->saved_path[0] && unlink(s->saved_path) && errno != ENOENT )
+    else
+        fprintf(stderr, "scrubd: not putting back the %s policy (budget %" PRIu32
+                " us, period %" PRIu32 " us): Xen has the %s policy (budget %"
+                PRIu32 " us, period %" PRIu32 " us), which scrubd did not set; "
+                "someone else changed it since, left as it is\n",
+                policy_name(s->orig.policy), s->orig.budget, s->orig.period,
+                policy_name(cur.policy), cur.budget, cur.period);
+    if ( s->saved_path[0] && unlink(s->saved_path) && errno != ENOENT )
         fprintf(stderr, "scrubd: removing %s: %s\n", s->saved_path, strerror(errno));
     return 0;
 }
@@ -1153,10 +1375,25 @@ static int cmd_run(int argc, char **argv)
     steer.on = c.low_mib >= 0;
     if ( steer.on && !c.once )
     {
-        /* The daemon puts back at its stop what it (or one before) changed. */
-        snprintf(steer.saved_path, sizeof(steer.saved_path), "%s.saved", c.socket_path);
-        read_boot_id(steer.boot_id, sizeof(steer.boot_id));
-        load_orig(&steer);
+        /*
+         * The daemon puts back at its stop what it (or one before) changed,
+         * recorded in "<socket>.saved" if nobody else can write there.
+         */
+        if ( saved_dir_ok(c.socket_path) )
+        {
+            snprintf(steer.saved_path, sizeof(steer.saved_path), "%s.saved",
+                     c.socket_path);
+            read_boot_id(steer.boot_id, sizeof(steer.boot_id));
+            load_orig(&steer);
+            if ( !steer.boot_id[0] )
+            {
+                fprintf(stderr, "scrubd: cannot read the boot id (%s): no %s is "
+                        "written, no later scrubd could tell it from one before a "
+                        "reboot; what scrubd changes is put back at a clean stop "
+                        "only\n", SCRUBD_BOOT_ID, steer.saved_path);
+                steer.saved_path[0] = '\0';
+            }
+        }
         steered = true;
     }
     if ( sample(xch, &c, &st, &steer) )
@@ -1206,7 +1443,7 @@ static int cmd_run(int argc, char **argv)
 
  out:
     /* Under the lock still: no other scrubd reads what is put back. */
-    if ( steered && restore_orig(xch, &steer) )
+    if ( steered && restore_orig(xch, &st, &steer) )
         rc = rc ? rc : 1;
     for ( unsigned int i = 0; i < CLIENTS_MAX; i++ )
         if ( clients[i].fd >= 0 )

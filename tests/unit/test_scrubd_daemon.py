@@ -32,16 +32,26 @@ EXIT_USAGE, EXIT_HOST = 2, 3
 STEER = ("--low-mib", "4096", "--high-mib", "8192")
 
 
-@pytest.fixture(scope="module")
-def scrubd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build(tmp_path_factory: pytest.TempPathFactory, *defines: str) -> Path:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
     out = tmp_path_factory.mktemp("scrubd") / "scrubd"
     subprocess.run([cc, "-O1", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror",
-                    f"-I{FAKE}", "-o", str(out), str(SCRUBD_DIR / "scrubd.c"),
+                    *defines, f"-I{FAKE}", "-o", str(out), str(SCRUBD_DIR / "scrubd.c"),
                     str(FAKE / "fake_xenctrl.c")], check=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def scrubd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def scrubd_no_boot_id(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scrubd on a host whose boot id cannot be read."""
+    return build(tmp_path_factory, '-DSCRUBD_BOOT_ID="/nonexistent/boot_id"')
 
 
 def env(**fake: object) -> dict[str, str]:
@@ -107,6 +117,27 @@ def sets(log: Path) -> list[str]:
 def xen_state(state: Path) -> tuple[int, ...]:
     """The fake hypervisor's policy, budget and period (FAKE_STATE)."""
     return tuple(int(x) for x in state.read_text().split())
+
+
+def put(path: Path, text: str) -> None:
+    """Writes ``path`` whole at once (the fake and scrubd read it meanwhile)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    tmp.rename(path)
+
+
+#: This boot's id, which scrubd writes in <socket>.saved.
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+#: What STEER sets on the fake's default budget and period: eager.
+EAGER = (1, 1000, 10000)
+
+
+def saved_text(orig: tuple[int, ...], held: tuple[int, ...],
+               pending: tuple[int, ...] | None = None, boot: str = BOOT_ID) -> str:
+    """A <socket>.saved as scrubd writes it: the policy, budget and period it
+    found (to put back), the ones it set, and the ones it is setting."""
+    nums = (*orig, *held, *(held if pending is None else pending))
+    return f"scrubd-saved-v2 {' '.join(map(str, nums))} {boot}\n"
 
 
 @pytest.fixture
@@ -503,8 +534,10 @@ def test_a_stop_that_cannot_put_it_back_says_so_and_fails(
     assert rc == 1
     assert "putting back the idle policy (budget 1000 us, period 10000 us): Resource " \
         "temporarily unavailable; left as scrubd set it" in err
-    # Kept for the next scrubd, which puts it back.
-    assert (tmp_path / "s.sock.saved").read_text().startswith("scrubd-saved-v1 0 1000 10000 ")
+    # Kept for the next scrubd, which puts it back: what it found (and Xen
+    # held then), and what it was setting; written before the set.
+    assert (tmp_path / "s.sock.saved").read_text() == \
+        saved_text((0, 1000, 10000), (0, 1000, 10000), EAGER)
     assert not sock.exists()
 
 
@@ -533,7 +566,8 @@ def test_after_a_crash_the_next_daemon_puts_back_what_the_first_found(
 def test_a_saved_file_from_before_a_reboot_is_not_put_back(
         scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
     state, saved = tmp_path / "xen", tmp_path / "s.sock.saved"
-    saved.write_text("scrubd-saved-v1 1 200 2000 00000000-0000-0000-0000-000000000000\n")
+    saved.write_text(saved_text((1, 200, 2000), (0, 1000, 10000),
+                                boot="00000000-0000-0000-0000-000000000000"))
     d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, state=state)
     daemons.append(d)
     assert d.lines()[0]["switched_to"] == "eager"
@@ -618,3 +652,286 @@ def test_a_one_shot_whose_set_fails_still_prints_its_sample(
     assert r.returncode == status, r.stderr
     line = json.loads(r.stdout)
     assert line["set_error"]["errno"] == err_no and line["switched_to"] is None
+
+
+def test_a_change_before_its_first_set_is_what_it_puts_back(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Between the watermarks it sets nothing, maybe for hours: a change made
+    meanwhile is the host's policy, not something to undo at stop."""
+    log, state, free = tmp_path / "calls", tmp_path / "xen", tmp_path / "free"
+    put(state, "0 500 5000\n")
+    put(free, "6000\n")                 # between 4096 and 8192: nothing set
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "0.05", *STEER, "--budget-us",
+               "1000", "--period-us", "10000", log=log, state=state, free_file=free)
+    daemons.append(d)
+    d.lines(3)
+    assert sets(log) == []
+    put(state, "0 700 7000\n")          # an administrator's budget and period
+    put(free, "1024\n")                 # then eager is wanted
+    wait_for(lambda: sets(log), "scrubd's first set")
+    assert xen_state(state) == EAGER
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert sets(log) == ["set 1 1000 10000", "set 0 700 7000"]
+    assert xen_state(state) == (0, 700, 7000)
+    assert "put back the idle policy (budget 700 us, period 7000 us)" in err
+
+
+def test_a_change_after_its_set_is_left_at_stop(scrubd: Path, tmp_path: Path,
+                                               daemons: list[Daemon]) -> None:
+    log, state = tmp_path / "calls", tmp_path / "xen"
+    put(state, "0 500 5000\n")
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, log=log,
+               state=state)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] == "eager"
+    put(state, "1 200 2000\n")          # eager, with the budget an administrator wants
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert sets(log) == ["set 1 0 0"]
+    assert xen_state(state) == (1, 200, 2000)
+    assert "not putting back the idle policy (budget 500 us, period 5000 us): Xen has " \
+        "the eager policy (budget 200 us, period 2000 us), which scrubd did not set; " \
+        "someone else changed it since, left as it is" in err
+    assert not (tmp_path / "s.sock.saved").exists()
+
+
+@pytest.mark.parametrize("free_after, expected, message", [
+    # Between the watermarks the second sets nothing: the fix stays.
+    ("6000", ["set 1 1000 10000"], "not putting back the idle policy (budget 500 us, "
+     "period 5000 us): Xen has the idle policy (budget 700 us, period 7000 us), which "
+     "scrubd did not set"),
+    # Below the low one it sets eager again: the fix is what it puts back.
+    ("1024", ["set 1 1000 10000", "set 1 1000 10000", "set 0 700 7000"],
+     "scrubd: put back the idle policy (budget 700 us, period 7000 us)"),
+], ids=["second-sets-nothing", "second-sets-again"])
+def test_after_a_crash_a_fix_by_hand_is_not_undone(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon], free_after: str,
+        expected: list[str], message: str) -> None:
+    sock, log, state, free = tmp_path / "s.sock", tmp_path / "calls", tmp_path / "xen", \
+        tmp_path / "free"
+    put(state, "0 500 5000\n")
+    put(free, "1024\n")
+    args = ("--interval", "3600", *STEER, "--budget-us", "1000", "--period-us", "10000")
+    first = Daemon(scrubd, sock, *args, log=log, state=state, free_file=free)
+    daemons.append(first)
+    assert first.lines()[0]["switched_to"] == "eager"
+    first.proc.kill()
+    first.proc.wait()
+    put(state, "0 700 7000\n")          # the administrator's fix of the crash's eager
+    put(free, f"{free_after}\n")
+    second = Daemon(scrubd, sock, *args, log=log, state=state, free_file=free)
+    daemons.append(second)
+    second.lines()
+    rc, _, err = second.stop()
+    assert rc == 0, err
+    assert sets(log) == expected
+    assert xen_state(state) == (0, 700, 7000)
+    assert message in err and "scrubd: put back the idle policy (budget 500" not in err
+    assert not (tmp_path / "s.sock.saved").exists()
+
+
+def test_a_fifo_for_the_saved_file_does_not_hang_the_start(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    saved = tmp_path / "s.sock.saved"
+    os.mkfifo(saved, 0o600)
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] == "eager"
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert f"not trusting {saved} (not a regular file): removing it" in err
+    assert "put back the idle policy" in err and not saved.exists()
+
+
+def root_only() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a file of another user")
+
+
+@pytest.mark.parametrize("how", ["group-writable", "world-writable", "another-user",
+                                 "symlink"])
+def test_a_saved_file_someone_else_could_write_is_not_trusted(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon], how: str) -> None:
+    log, state, saved = tmp_path / "calls", tmp_path / "xen", tmp_path / "s.sock.saved"
+    put(state, "1 1000 10000\n")        # as a scrubd before set it...
+    text = saved_text((0, 500, 5000), EAGER)     # ... and what it says it found
+    if how == "symlink":
+        (tmp_path / "elsewhere").write_text(text)
+        saved.symlink_to(tmp_path / "elsewhere")
+        why = "a symbolic link"
+    else:
+        saved.write_text(text)
+        saved.chmod({"group-writable": 0o620, "world-writable": 0o602}.get(how, 0o600))
+        why = {"group-writable": "writable by others (mode 0620)",
+               "world-writable": "writable by others (mode 0602)"}.get(how, "")
+        if how == "another-user":
+            root_only()
+            os.chown(saved, 65534, 65534)
+            why = f"owned by uid 65534, not {os.geteuid()}"
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, log=log,
+               state=state)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] is None
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert f"not trusting {saved} ({why}): removing it" in err
+    assert sets(log) == [] and xen_state(state) == EAGER
+    assert not saved.exists() and not saved.is_symlink()
+
+
+@pytest.mark.parametrize("how", ["writable-by-all", "another-user", "symlink"])
+def test_a_planted_temporary_file_is_not_what_becomes_the_saved_file(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon], how: str) -> None:
+    tmp, target = tmp_path / "s.sock.saved.tmp", tmp_path / "target"
+    if how == "symlink":
+        tmp.symlink_to(target)
+    else:
+        tmp.write_text("planted")
+        tmp.chmod(0o666)
+        if how == "another-user":
+            root_only()
+            os.chown(tmp, 65534, 65534)
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] == "eager"
+    st = (tmp_path / "s.sock.saved").lstat()
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.geteuid()
+    assert not target.exists() and not tmp.exists() and not tmp.is_symlink()
+    assert d.stop()[0] == 0
+
+
+@pytest.mark.parametrize("how", ["group-writable", "world-writable", "another-user"])
+def test_in_a_directory_others_can_write_no_saved_file_is_used(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon], how: str) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sock, log, state, saved = run_dir / "s.sock", tmp_path / "calls", tmp_path / "xen", \
+        run_dir / "s.sock.saved"
+    if how == "another-user":
+        root_only()
+        os.chown(run_dir, 65534, 65534)
+        mode = 0o755
+    else:
+        mode = 0o770 if how == "group-writable" else 0o777
+    run_dir.chmod(mode)
+    owner = run_dir.stat().st_uid
+    message = f"{run_dir} is not a directory only uid {os.geteuid()} can write " \
+        f"(owner uid {owner}, mode {mode:04o}): no {sock}.saved is read or written"
+    # A file planted there, as scrubd writes it: neither read nor removed.
+    put(state, "1 1000 10000\n")
+    text = saved_text((0, 500, 5000), EAGER)
+    saved.write_text(text)
+    saved.chmod(0o600)
+    d = Daemon(scrubd, sock, "--interval", "3600", *STEER, log=log, state=state)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] is None
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert message in err
+    assert sets(log) == [] and xen_state(state) == EAGER and saved.read_text() == text
+    # Nor written; a clean stop still puts back what it changed.
+    saved.unlink()
+    put(state, "0 500 5000\n")
+    d = Daemon(scrubd, sock, "--interval", "3600", *STEER, log=log, state=state)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] == "eager"
+    assert not saved.exists()
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert xen_state(state) == (0, 500, 5000)
+
+
+GOOD = saved_text((0, 1000, 10000), EAGER)
+
+
+@pytest.mark.parametrize("text", [
+    # Numbers that wrap in an unsigned int: 4294967296 is 0, 4294967297 is 1.
+    pytest.param(GOOD.replace("v2 0 ", "v2 4294967296 "), id="policy-2**32"),
+    pytest.param(GOOD.replace("v2 0 ", "v2 4294967297 "), id="policy-2**32+1"),
+    pytest.param(saved_text((0, 4294967296, 4294967296), EAGER), id="budget-period-2**32"),
+    pytest.param(saved_text((0, 4294967297, 4294967297 + 9999), EAGER),
+                 id="budget-period-wrap-to-valid"),
+    # Signs, blanks and junk in a number.
+    pytest.param(GOOD.replace("v2 0 ", "v2 +0 "), id="plus"),
+    pytest.param(GOOD.replace("v2 0 ", "v2 -0 "), id="minus"),
+    pytest.param(GOOD.replace("v2 0 ", "v2  0 "), id="two-blanks"),
+    pytest.param(GOOD.replace("v2 0 1000 ", "v2 0 1000x "), id="junk-in-number"),
+    # Junk after the line, or on the same one; no end of line.
+    pytest.param(GOOD + "junk\n", id="second-line"),
+    pytest.param(GOOD.replace("\n", " junk\n"), id="junk-after-boot-id"),
+    pytest.param(GOOD.rstrip("\n"), id="no-newline"),
+    # Values Xen refuses: a budget more than a tenth of the period, out of
+    # range, only one of budget and period, no such policy.
+    pytest.param(saved_text((0, 1000, 1000), EAGER), id="budget-over-period/10"),
+    pytest.param(saved_text((0, 1000, 10000), (1, 1000, 1000)), id="held-over-period/10"),
+    pytest.param(saved_text((0, 1001, 100000), EAGER), id="budget-too-big"),
+    pytest.param(saved_text((0, 9, 10000), EAGER), id="budget-too-small"),
+    pytest.param(saved_text((0, 1000, 1000001), EAGER), id="period-too-long"),
+    pytest.param(saved_text((0, 1000, 0), EAGER), id="period-0-only"),
+    pytest.param(saved_text((2, 1000, 10000), EAGER), id="no-such-policy"),
+    # The format before this one (too few numbers), another magic word, nothing.
+    pytest.param(f"scrubd-saved-v1 0 1000 10000 {BOOT_ID}\n", id="v1"),
+    pytest.param(GOOD.replace("v2", "v3"), id="v3"),
+    pytest.param("", id="empty"),
+])
+def test_a_saved_file_not_as_scrubd_writes_it_is_removed_unused(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon], text: str) -> None:
+    log, state, saved = tmp_path / "calls", tmp_path / "xen", tmp_path / "s.sock.saved"
+    put(state, "1 1000 10000\n")
+    saved.write_text(text)
+    saved.chmod(0o600)
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, log=log,
+               state=state)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] is None
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert f"removing {saved}: not what scrubd writes" in err
+    assert sets(log) == [] and xen_state(state) == EAGER and not saved.exists()
+
+
+def test_a_saved_file_as_scrubd_writes_it_is_put_back(
+        scrubd: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    """The other side of the one above: the limits themselves are taken."""
+    log, state, saved = tmp_path / "calls", tmp_path / "xen", tmp_path / "s.sock.saved"
+    put(state, "1 1000 10000\n")
+    saved.write_text(saved_text((0, 100, 1000), (0, 1000, 1000000), EAGER))
+    saved.chmod(0o600)
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, log=log,
+               state=state)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] is None
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert sets(log) == ["set 0 100 1000"] and xen_state(state) == (0, 100, 1000)
+    assert not saved.exists()
+
+
+def test_without_a_boot_id_no_saved_file_is_trusted_or_written(
+        scrubd_no_boot_id: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
+    log, state, saved = tmp_path / "calls", tmp_path / "xen", tmp_path / "s.sock.saved"
+    # What an unreadable boot id was written as: it must not match itself.
+    put(state, "1 1000 10000\n")
+    saved.write_text(saved_text((0, 500, 5000), EAGER, boot="unknown"))
+    saved.chmod(0o600)
+    d = Daemon(scrubd_no_boot_id, tmp_path / "s.sock", "--interval", "3600", *STEER,
+               log=log, state=state)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] is None
+    rc, _, err = d.stop()
+    assert rc == 0, err
+    assert f"removing {saved}: the boot id is unreadable, so it may be from before " \
+        "a reboot" in err
+    assert sets(log) == [] and xen_state(state) == EAGER and not saved.exists()
+    # Nor is one written that a later scrubd could not tell from this boot's.
+    put(state, "0 500 5000\n")
+    d = Daemon(scrubd_no_boot_id, tmp_path / "s.sock", "--interval", "3600", *STEER,
+               state=state)
+    daemons.append(d)
+    assert d.lines()[0]["switched_to"] == "eager"
+    assert not saved.exists()
+    rc, _, err = d.stop()
+    assert rc == 0 and "cannot read the boot id (/nonexistent/boot_id)" in err
+    assert xen_state(state) == (0, 500, 5000)

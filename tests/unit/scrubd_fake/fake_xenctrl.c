@@ -18,9 +18,14 @@
  *                        by every successful xc_scrub_set
  *   FAKE_FREE_MIB=A,B,.. free memory physinfo reports at its first, second...
  *                        call, the last one thereafter (default 1024)
+ *   FAKE_FREE_FILE=PATH  ... or, when PATH exists, the number in PATH, read
+ *                        at every call (a test moves it when it wants)
  *   FAKE_LOG=PATH        each call appended to PATH, one line each
  * Like the patched library, xc_scrub_get fails with ENOBUFS and the node
- * count when the caller's array is too small.
+ * count when the caller's array is too small, and like the hypervisor
+ * xc_scrub_set fails with EINVAL for an unknown policy, or a budget and
+ * period (but both 0: keep the current ones) out of range or with the budget
+ * more than a tenth of the period.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -129,6 +134,7 @@ int xc_physinfo(xc_interface *xch, xc_physinfo_t *info)
     long nodes = env_num("FAKE_PHYS_NODES", 64);
     const char *free_mib = getenv("FAKE_FREE_MIB");
     unsigned long mib = 1024, i;
+    FILE *f;
 
     (void)xch;
     phys_calls++;
@@ -140,6 +146,12 @@ int xc_physinfo(xc_interface *xch, xc_physinfo_t *info)
         if ( i == phys_calls || !free_mib )
             break;
         free_mib++;
+    }
+    if ( getenv("FAKE_FREE_FILE") && (f = fopen(getenv("FAKE_FREE_FILE"), "r")) )
+    {
+        if ( fscanf(f, "%lu", &mib) != 1 )
+            mib = 1024;
+        fclose(f);
     }
     info->free_pages = (uint64_t)mib * 256;
     info->max_node_id = nodes - 1;
@@ -192,6 +204,18 @@ int xc_scrub_set(xc_interface *xch, uint32_t policy, uint32_t budget_us,
     if ( err && in_range("FAKE_SET_FAIL", set_calls) )
     {
         errno = err;
+        return -1;
+    }
+    if ( (policy != XEN_SYSCTL_SCRUB_POLICY_idle &&
+          policy != XEN_SYSCTL_SCRUB_POLICY_eager) ||
+         ((budget_us || period_us) &&
+          (budget_us < XEN_SYSCTL_SCRUB_BUDGET_MIN_US ||
+           budget_us > XEN_SYSCTL_SCRUB_BUDGET_MAX_US ||
+           period_us < XEN_SYSCTL_SCRUB_PERIOD_MIN_US ||
+           period_us > XEN_SYSCTL_SCRUB_PERIOD_MAX_US ||
+           (uint64_t)budget_us * XEN_SYSCTL_SCRUB_PERIOD_PER_BUDGET > period_us)) )
+    {
+        errno = EINVAL;
         return -1;
     }
     load_state();
