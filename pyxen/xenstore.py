@@ -227,7 +227,8 @@ class XenStore(_Ops):
         self.close()
 
     def get_domain_path(self, domid: int) -> str:
-        limits.domid(domid)
+        # Any 32-bit ID: xenstored names the path of IDs no domain has too.
+        limits.below(domid, 1 << 32, "domid must be an integer 0..2^32 - 1")
         p = lib.xs_get_domain_path(self._h, domid)
         check_xs(p != ffi.NULL, "xs_get_domain_path")
         try:

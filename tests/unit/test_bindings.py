@@ -207,3 +207,23 @@ def test_an_unknown_libxl_code_is_still_a_libxl_error() -> None:
     with pytest.raises(errors.LibxlError, match="libxl error -999") as info:
         _native.check_libxl(-999, "libxl_something")
     assert info.value.code == -999
+
+
+def test_the_domain_path_of_any_32_bit_id_is_asked(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pyxen import xenstore
+
+    class Lib:  # xs_get_domain_path names any ID's path, as xenstored does
+        def xs_get_domain_path(self, h: Any, domid: int) -> Any:
+            return _native.ffi.new("char[]", f"/local/domain/{domid}".encode())
+
+        def free(self, p: Any) -> None:
+            pass
+
+    monkeypatch.setattr(xenstore, "lib", Lib())
+    xs = xenstore.XenStore.__new__(xenstore.XenStore)
+    xs._handle, xs._t, xs._in_forked_child = object(), 0, False
+    assert xs.get_domain_path(65535) == "/local/domain/65535"   # no domain's: still a path
+    for bad in (-1, 1 << 32, True):
+        with pytest.raises(ValueError, match="domid must be an integer 0..2\\^32 - 1"):
+            xs.get_domain_path(bad)
+    xs._handle = None
