@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -509,16 +510,23 @@ def test_a_stop_puts_back_the_policy_budget_and_period_it_changed(
     assert not sock.exists() and not (tmp_path / "s.sock.saved").exists()
 
 
-def test_a_stop_sets_nothing_it_did_not_change(scrubd: Path, tmp_path: Path,
-                                               daemons: list[Daemon]) -> None:
-    log = tmp_path / "calls"
-    # Already eager with the budget asked for: nothing to switch, nor to put back.
-    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, log=log,
-               policy=1)
+def steer_steady_then_stop(scrubd: Path, tmp_path: Path, daemons: list[Daemon],
+                           **fake: Any) -> str:
+    """A steering daemon on a host already as it wants it (no switch), stopped:
+    its stop succeeds; what it said on stderr is returned."""
+    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, **fake)
     daemons.append(d)
     assert d.lines()[0]["switched_to"] is None
     rc, _, err = d.stop()
     assert rc == 0, err
+    return err
+
+
+def test_a_stop_sets_nothing_it_did_not_change(scrubd: Path, tmp_path: Path,
+                                               daemons: list[Daemon]) -> None:
+    log = tmp_path / "calls"
+    # Already eager with the budget asked for: nothing to switch, nor to put back.
+    steer_steady_then_stop(scrubd, tmp_path, daemons, log=log, policy=1)
     assert sets(log) == []
     assert not (tmp_path / "s.sock.saved").exists()
 
@@ -622,7 +630,7 @@ def test_a_set_that_can_never_work_stops_steering_not_watching(
     log = tmp_path / "calls"
     # Idle, and eager wanted: at once with 1 GiB free (first), or from the
     # third sample on, when 16 GiB free drop to 1 GiB (later).
-    fake: dict[str, object] = {} if when == "first" else \
+    fake: dict[str, Any] = {} if when == "first" else \
         {"free_mib": "16384,16384,16384,1024"}
     d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "0.05", *STEER, log=log,
                set_errno=err_no, **fake)
@@ -635,7 +643,7 @@ def test_a_set_that_can_never_work_stops_steering_not_watching(
     failed = [i for i, x in enumerate(lines) if x["set_error"]]
     assert failed == [0 if when == "first" else 2]
     i = failed[0]
-    assert lines[i]["set_error"]["errno"] == err_no        # type: ignore[index]
+    assert lines[i]["set_error"]["errno"] == err_no
     assert all(x["steering"] for x in lines[:i])
     assert not any(x["steering"] for x in lines[i:])
     assert len(sets(log)) == 1                              # never tried again
@@ -769,12 +777,7 @@ def test_a_saved_file_someone_else_could_write_is_not_trusted(
             root_only()
             os.chown(saved, 65534, 65534)
             why = f"owned by uid 65534, not {os.geteuid()}"
-    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, log=log,
-               state=state)
-    daemons.append(d)
-    assert d.lines()[0]["switched_to"] is None
-    rc, _, err = d.stop()
-    assert rc == 0, err
+    err = steer_steady_then_stop(scrubd, tmp_path, daemons, log=log, state=state)
     assert f"not trusting {saved} ({why}): removing it" in err
     assert sets(log) == [] and xen_state(state) == EAGER
     assert not saved.exists() and not saved.is_symlink()
@@ -882,12 +885,7 @@ def test_a_saved_file_not_as_scrubd_writes_it_is_removed_unused(
     put(state, "1 1000 10000\n")
     saved.write_text(text)
     saved.chmod(0o600)
-    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, log=log,
-               state=state)
-    daemons.append(d)
-    assert d.lines()[0]["switched_to"] is None
-    rc, _, err = d.stop()
-    assert rc == 0, err
+    err = steer_steady_then_stop(scrubd, tmp_path, daemons, log=log, state=state)
     assert f"removing {saved}: not what scrubd writes" in err
     assert sets(log) == [] and xen_state(state) == EAGER and not saved.exists()
 
@@ -899,12 +897,7 @@ def test_a_saved_file_as_scrubd_writes_it_is_put_back(
     put(state, "1 1000 10000\n")
     saved.write_text(saved_text((0, 100, 1000), (0, 1000, 1000000), EAGER))
     saved.chmod(0o600)
-    d = Daemon(scrubd, tmp_path / "s.sock", "--interval", "3600", *STEER, log=log,
-               state=state)
-    daemons.append(d)
-    assert d.lines()[0]["switched_to"] is None
-    rc, _, err = d.stop()
-    assert rc == 0, err
+    err = steer_steady_then_stop(scrubd, tmp_path, daemons, log=log, state=state)
     assert sets(log) == ["set 0 100 1000"] and xen_state(state) == (0, 100, 1000)
     assert not saved.exists()
 
