@@ -119,8 +119,9 @@ class DomainConfig:
         if not isinstance(self.cmdline, str) or any(c in self.cmdline for c in '\n\r\0'):
             raise ValueError(f"cmdline {self.cmdline!r} has a line break or NUL, which a "
                              "kernel command line cannot hold")
-        if len(self.cmdline.encode()) > MAX_CMDLINE_BYTES:
-            raise ValueError(f"cmdline is {len(self.cmdline.encode())} bytes; a PV guest "
+        cmdline_bytes = len(self.cmdline.encode())
+        if cmdline_bytes > MAX_CMDLINE_BYTES:
+            raise ValueError(f"cmdline is {cmdline_bytes} bytes; a PV guest "
                              f"receives at most {MAX_CMDLINE_BYTES}")
         for f in ("on_poweroff", "on_reboot", "on_crash"):
             v = getattr(self, f)

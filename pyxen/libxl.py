@@ -181,33 +181,29 @@ class Libxl(NativeHandle):
         lib.libxl_domain_config_init(d)
         domid = ffi.new("uint32_t *", _NO_DOMID)
         built = False
+        deadlocks = 0
         try:
             try:
                 self._fill(d, cfg)
                 deadlocks = deadlocked_children()
                 self.clear_message()
-                try:
-                    check_libxl(lib.libxl_domain_create_new(self.ctx, d, domid, ffi.NULL,
-                                                            ffi.NULL),
-                                "libxl_domain_create_new", self)
-                except XenError:
-                    # libxl destroys what it built, in a forked child; if that
-                    # child was killed deadlocked, the domain is still there.
-                    # (The count is the process's: the killed child may have
-                    # been another thread's, and this domain gone.)
-                    if domid[0] != _NO_DOMID and deadlocked_children() != deadlocks:
-                        self._destroy_quietly(int(domid[0]), missing_ok=True)
-                    raise
+                check_libxl(lib.libxl_domain_create_new(self.ctx, d, domid, ffi.NULL, ffi.NULL),
+                            "libxl_domain_create_new", self)
                 built = True
             finally:
                 lib.libxl_domain_config_dispose(d)
-            new = int(domid[0])
             if not paused:
-                self.unpause(new)
-            return new
+                self.unpause(int(domid[0]))
+            return int(domid[0])
         except XenError:
-            if built:
+            if built:  # the unpause failed
                 self._destroy_quietly(int(domid[0]))
+            elif domid[0] != _NO_DOMID and deadlocked_children() != deadlocks:
+                # libxl destroys what it built, in a forked child; if that
+                # child was killed deadlocked, the domain is still there.
+                # (The count is the process's: the killed child may have
+                # been another thread's, and this domain gone.)
+                self._destroy_quietly(int(domid[0]), missing_ok=True)
             raise
         except BaseException:
             # Interrupted: libxl may have built the domain (its id is set

@@ -20,6 +20,11 @@ def below(value: int, limit: int, what: str) -> int:
     return value
 
 
+def unsigned(value: int, bits: int, name: str) -> int:
+    """``value`` if it fits a C unsigned integer of ``bits`` bits."""
+    return below(value, 1 << bits, f"{name} must be an integer 0..2^{bits} - 1")
+
+
 def mfn(value: int) -> int:
     return below(value, 1 << 52, "mfn must be a machine frame number (0 .. 2^52 - 1)")
 

@@ -283,7 +283,7 @@ class XenCtrl(NativeHandle):
 
     def claim_pages(self, domid: int, nr_pages: int) -> None:
         """Claim ``nr_pages`` for a domain being built (0 releases the claim)."""
-        limits.below(nr_pages, 1 << 64, "nr_pages must be an integer 0..2^64 - 1")
+        limits.unsigned(nr_pages, 64, "nr_pages")
         self._call("xc_domain_claim_pages", limits.domid(domid), nr_pages)
 
     def create_bare_domain(self, domid: int, max_vcpus: int = 1) -> int:
@@ -293,7 +293,7 @@ class XenCtrl(NativeHandle):
         any free one changed in Xen 4.21.)  Returns its ID; ``destroy``
         removes it.  ``max_vcpus`` is passed as given, so that a test can
         have Xen refuse it (0: EINVAL)."""
-        limits.below(max_vcpus, 1 << 32, "max_vcpus must be an integer 0..2^32 - 1")
+        limits.unsigned(max_vcpus, 32, "max_vcpus")
         config = ffi.new("struct xen_domctl_createdomain *")
         config.max_vcpus = max_vcpus
         config.max_evtchn_port = _BARE_EVTCHN_PORTS - 1

@@ -228,7 +228,7 @@ class XenStore(_Ops):
 
     def get_domain_path(self, domid: int) -> str:
         # Any 32-bit ID: xenstored names the path of IDs no domain has too.
-        limits.below(domid, 1 << 32, "domid must be an integer 0..2^32 - 1")
+        limits.unsigned(domid, 32, "domid")
         p = lib.xs_get_domain_path(self._h, domid)
         check_xs(p != ffi.NULL, "xs_get_domain_path")
         try:

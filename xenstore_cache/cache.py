@@ -247,8 +247,7 @@ class Cache:
             empty = [n for n, ch in node.children.items() if not ch.children and not ch.entries]
             for name in empty:
                 del node.children[name]
-                self._nodes -= 1
-                self._tree_size -= NODE_COST + len(name)
+                self._node_gone(name)
 
     def flush(self) -> None:
         """Drop everything, and every fill in flight."""
@@ -277,8 +276,7 @@ class Cache:
         stack = [(name, top)]
         while stack:
             name, node = stack.pop()
-            self._nodes -= 1
-            self._tree_size -= NODE_COST + len(name)
+            self._node_gone(name)
             self._drop_entries(node)
             stack.extend(node.children.items())
 
@@ -289,8 +287,12 @@ class Cache:
             if node.children or node.entries:
                 return
             del parent.children[name]
-            self._nodes -= 1
-            self._tree_size -= NODE_COST + len(name)
+            self._node_gone(name)
+
+    def _node_gone(self, name: str) -> None:
+        """Account for one trie node named ``name``, removed."""
+        self._nodes -= 1
+        self._tree_size -= NODE_COST + len(name)
 
     def _find(self, path: str) -> _Node | None:
         node = self._root
