@@ -192,17 +192,24 @@ def test_concurrent_xl_creates_of_one_name(host, kernel, helpers, tmp_path):
                 d.destroy()
 
 
-def test_missing_kernel_fails_cleanly(host, helpers, tmp_path):
+@pytest.fixture
+def not_a_kernel(tmp_path: Path) -> Path:
+    """A file that libxl's build finds and cannot load: its failure comes
+    after libxl made the domain."""
+    garbage = tmp_path / "not-a-kernel"
+    garbage.write_bytes(b"not an ELF image\n" * 64)
+    return garbage
+
+
+def test_missing_kernel_fails_cleanly(host, helpers, not_a_kernel):  # type: ignore[no-untyped-def]
     """A kernel that is not there is refused before any domain is made; one
     that is there but no kernel fails in libxl's build, which destroys the
     domain it made."""
     before = helpers.domids(host)
     with pytest.raises(FileNotFoundError, match="kernel is not a file.*/nonexistent/kernel"):
         host.create(DomainConfig(helpers.PREFIX + "nokernel", Path("/nonexistent/kernel")))
-    garbage = tmp_path / "not-a-kernel"
-    garbage.write_bytes(b"not an ELF image\n" * 64)
     with pytest.raises(pyxen.LibxlError, match="libxl_domain_create_new"):
-        host.create(DomainConfig(helpers.PREFIX + "nokernel", garbage))
+        host.create(DomainConfig(helpers.PREFIX + "nokernel", not_a_kernel))
     assert helpers.none_added(host, before)
     assert helpers.PREFIX + "nokernel" not in helpers.ours(host)
 
@@ -222,7 +229,7 @@ def _new_nodes(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[
 
 
 @pytest.mark.parametrize("case", ["duplicate-name", "bad-kernel", "out-of-memory"])
-def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case, tmp_path):
+def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case, not_a_kernel):  # type: ignore[no-untyped-def]
     """A create that fails after libxl made the domain's directories (a name
     taken, a kernel that cannot be loaded, memory Xen cannot give) leaves no
     node under /vm, /local/domain or /libxl: the /vm/<uuid> directory made
@@ -231,10 +238,8 @@ def test_failed_creates_leave_no_xenstore_node(host, kernel, helpers, case, tmp_
     first = host.create(DomainConfig(name, kernel)) if case == "duplicate-name" else None
     try:
         before = _children(host)
-        garbage = tmp_path / "not-a-kernel"
-        garbage.write_bytes(b"not an ELF image\n" * 64)
         cfg = {"duplicate-name": DomainConfig(name, kernel),
-               "bad-kernel": DomainConfig(name, garbage),
+               "bad-kernel": DomainConfig(name, not_a_kernel),
                "out-of-memory": DomainConfig(name, kernel,
                                              memory_mib=host.free_memory_mib() + 256)}[case]
         with pytest.raises(pyxen.LibxlError):
