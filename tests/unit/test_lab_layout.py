@@ -91,6 +91,19 @@ def test_the_lab_package_itself_imports_only_the_contract() -> None:
     assert lab and all(_under(n, "pyxen.lab.contract") for n in lab), lab
 
 
+#: The tests that run in dom0 (tests/xen): the host side is not there to import.
+DOM0_TESTS = Path(__file__).resolve().parents[1] / "xen"
+
+
+def test_the_tests_that_run_in_dom0_import_nothing_of_the_host_side() -> None:
+    files = sorted(DOM0_TESTS.glob("*.py"))
+    assert any(f.name == "conftest.py" for f in files), DOM0_TESTS
+    found = [f"{f.name}: imports {name}" for f in files
+             for name in sorted(imported_modules("tests.xen", f.read_text()))
+             if _under(name, "pyxen.lab.host")]
+    assert found == []
+
+
 def test_the_check_sees_a_forbidden_import() -> None:
     # The walk itself: a dom0 module importing the host, in each spelling.
     for text in ("from pyxen.lab.host import cli", "import pyxen.lab.host.vm",

@@ -11,7 +11,7 @@ import pytest
 
 import pyxen
 from pyxen.lab.contract import protocol
-from pyxen.lab.host import paths
+from pyxen.lab.contract.tinyguest import tinyguest_path
 from pyxen.xenstore import XenStore
 
 #: Every domain these tests create is named with this prefix (and the pid, so
@@ -48,7 +48,7 @@ def host() -> Iterator[pyxen.Host]:
 
 @pytest.fixture(scope="session")
 def kernel() -> Path:
-    k = paths.tinyguest_path()
+    k = tinyguest_path()
     if not k.exists():
         pytest.fail(f"tiny guest not built: {k} (pip install .)")
     return k

@@ -1,9 +1,13 @@
-"""Where the lab keeps things.  Every path the lab uses is defined here once."""
+"""Where the lab keeps things.  Every path the lab's host side uses is defined
+here once; the tiny guest's, which dom0 needs as well, in the contract."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+# dom0's tests need the tiny guest too, so its path lives in the contract.
+from pyxen.lab.contract.tinyguest import tinyguest_path as tinyguest_path
 
 #: Name of the environment variable that relocates the lab's cache.
 CACHE_ENV = "PYXEN_CACHE"
@@ -53,14 +57,6 @@ def patches_dir() -> Path:
 def package_data(name: str) -> Path:
     """A file shipped in ``pyxen/lab/data``."""
     return Path(__file__).resolve().parents[1] / "data" / name
-
-
-def tinyguest_path() -> Path:
-    """The tiny PV guest ELF, installed by meson next to the package."""
-    env = os.environ.get("PYXEN_TINYGUEST")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "guest" / "tinyguest"
 
 
 #: The function-invocation trace shipped with the project.
