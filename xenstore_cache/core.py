@@ -19,7 +19,8 @@ Consistency rules, in the order they matter:
 * Paths changed inside a transaction are remembered (once each, when
   xenstored has accepted the change) and invalidated the same way around a
   committing TRANSACTION_END; the record goes when xenstored's reply shows
-  the transaction ended (a malformed TRANSACTION_END leaves it open).
+  the transaction ended (``transaction_ended``: a malformed TRANSACTION_END
+  leaves it open, and ENOMEM may have).
 * Every watch event (the proxy's own watch on ``/``, or a client's) invalidates
   its path before any client sees it.  One change of xenstored's (a commit, a
   recursive RM) may fire events for several nodes, a client's before the
@@ -70,6 +71,20 @@ class After(Enum):
     NOTHING = 0
     FLUSH_PERMS = 1
     FLUSH = 2
+
+
+def transaction_ended(reply: Packet) -> bool:
+    """Whether xenstored's ``reply`` to a TRANSACTION_END shows that the
+    transaction is over.  xenstored ends it whatever the outcome (EAGAIN
+    included), but for EINVAL, a malformed request refused before the
+    transaction is looked at, and for ENOMEM, which it also sends when it
+    cannot allocate the request's context before the transaction is looked
+    at (4.22's process_message()).  After ENOMEM the transaction may still
+    be open, so its record stays: a change committed later must still be
+    invalidated.  If it had ended, the record goes with the session, or
+    with a second TRANSACTION_END (ENOENT), or is replaced when xenstored
+    gives its ID to a new transaction."""
+    return reply.error_name not in ("EINVAL", "ENOMEM")
 
 
 @dataclass(frozen=True)
@@ -291,9 +306,7 @@ class ProxyCore:
             path = absolute_path(args[0]) if args else None
             if path is not None:
                 paths.add(path)
-        elif req.op == Op.TRANSACTION_END and reply.error_name != "EINVAL":
-            # xenstored ends it whatever the outcome (EAGAIN included), but
-            # for a malformed request, refused before the transaction is looked at.
+        elif req.op == Op.TRANSACTION_END and transaction_ended(reply):
             del s.transactions[req.tx_id]
 
     @staticmethod

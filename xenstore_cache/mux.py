@@ -56,7 +56,8 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from xenstore_cache.core import OWN_TOKEN, SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session
+from xenstore_cache.core import (OWN_TOKEN, SPECIAL_WATCHES, Answer, Forward, ProxyCore, Session,
+                                 transaction_ended)
 from xenstore_cache.wire import MAX_PAYLOAD, NO_TX_OPS, Op, Packet, one_arg, split_args
 
 log = logging.getLogger(__name__)
@@ -279,9 +280,7 @@ class Mux:
         self.core.reply(c.session if c is not None else Session(0), fwd, reply)
         if c is None:
             return self._orphan(p, pkt)
-        if req.op == Op.TRANSACTION_END and req.tx_id in c.tx and reply.error_name != "EINVAL":
-            # xenstored ends the transaction whatever the outcome, but for a
-            # malformed request.
+        if req.op == Op.TRANSACTION_END and req.tx_id in c.tx and transaction_ended(reply):
             del c.tx[req.tx_id]
         elif req.op == Op.WATCH and pkt.op == Op.WATCH:
             c.watches.add(self._watch_key(req))

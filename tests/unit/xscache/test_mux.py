@@ -263,6 +263,34 @@ def test_a_malformed_transaction_end_keeps_what_the_transaction_changed() -> Non
     assert h.call(b, Op.READ, b"/t\0").payload == b"new"
 
 
+def test_a_transaction_end_refused_with_enomem_keeps_the_transaction() -> None:
+    """xenstored answers ENOMEM when it cannot allocate a request's context,
+    before it looks at the transaction, which stays open.  The client's
+    transaction ID must stay usable, and a later commit must still invalidate
+    what the transaction wrote, before the client reads again."""
+    h = Harness()
+    a, b = h.mux.open(), h.mux.open()
+    h.call(a, Op.WRITE, b"/t\0old")
+    assert h.call(b, Op.READ, b"/t\0").payload == b"old"                 # cached
+    assert h.call(a, Op.TRANSACTION_START, b"\0").payload == b"1\0"
+    h.call(a, Op.WRITE, b"/t\0new", tx=1)
+    # xenstored out of memory for this one request: it never reaches the model.
+    out = h.mux.request(a, Packet(Op.TRANSACTION_END, 8, 1, b"T\0"))
+    (upstream,) = [pkt for dest, pkt in out if dest == UPSTREAM]
+    h.act([(dest, pkt) for dest, pkt in out if dest != UPSTREAM])
+    h.fifo.append(upstream.error("ENOMEM"))
+    h.flush()
+    assert h.got[a][-1].error_name == "ENOMEM"
+    assert 1 in h.mux.clients[a].tx and h.mux.clients[a].session.transactions
+    # The still-open transaction goes on and commits; the cache follows it.
+    assert h.call(b, Op.READ, b"/t\0").payload == b"old"                 # cached again
+    h.call(a, Op.WRITE, b"/u\0new", tx=1)
+    assert h.call(a, Op.TRANSACTION_END, b"T\0", tx=1).payload == b"OK\0"
+    assert h.mux.clients[a].tx == {} and h.mux.clients[a].session.transactions == {}
+    assert h.call(b, Op.READ, b"/t\0").payload == b"new"
+    assert h.call(b, Op.READ, b"/u\0").payload == b"new"
+
+
 def test_a_transaction_records_each_accepted_change_once() -> None:
     """Repeated and refused writes inside a transaction add nothing: what
     the proxy remembers is bounded by what xenstored holds."""
