@@ -241,16 +241,23 @@ def test_a_path_starting_with_at_is_never_answered_from_the_cache() -> None:
 # -- transactions -----------------------------------------------------------------
 
 
-def test_a_malformed_transaction_end_keeps_what_the_transaction_changed() -> None:
-    """A TRANSACTION_END without its NUL gets EINVAL and the transaction stays
-    open (xenstored's onearg()); the later commit must still invalidate
-    what the transaction wrote, as soon as it is sent."""
+def _cached_then_changed_in_a_transaction() -> tuple[Harness, int, int]:
+    """Client b has /t = "old" cached; client a has changed /t to "new" in
+    its open transaction 1."""
     h = Harness()
     a, b = h.mux.open(), h.mux.open()
     h.call(a, Op.WRITE, b"/t\0old")
     assert h.call(b, Op.READ, b"/t\0").payload == b"old"                 # cached
     assert h.call(a, Op.TRANSACTION_START, b"\0").payload == b"1\0"
     h.call(a, Op.WRITE, b"/t\0new", tx=1)
+    return h, a, b
+
+
+def test_a_malformed_transaction_end_keeps_what_the_transaction_changed() -> None:
+    """A TRANSACTION_END without its NUL gets EINVAL and the transaction stays
+    open (xenstored's onearg()); the later commit must still invalidate
+    what the transaction wrote, as soon as it is sent."""
+    h, a, b = _cached_then_changed_in_a_transaction()
     assert h.call(a, Op.TRANSACTION_END, b"T", tx=1).error_name == "EINVAL"
     assert h.call(b, Op.READ, b"/t\0").payload == b"old"                 # not committed
     h.lag = True
@@ -268,12 +275,7 @@ def test_a_transaction_end_refused_with_enomem_keeps_the_transaction() -> None:
     before it looks at the transaction, which stays open.  The client's
     transaction ID must stay usable, and a later commit must still invalidate
     what the transaction wrote, before the client reads again."""
-    h = Harness()
-    a, b = h.mux.open(), h.mux.open()
-    h.call(a, Op.WRITE, b"/t\0old")
-    assert h.call(b, Op.READ, b"/t\0").payload == b"old"                 # cached
-    assert h.call(a, Op.TRANSACTION_START, b"\0").payload == b"1\0"
-    h.call(a, Op.WRITE, b"/t\0new", tx=1)
+    h, a, b = _cached_then_changed_in_a_transaction()
     # xenstored out of memory for this one request: it never reaches the model.
     out = h.mux.request(a, Packet(Op.TRANSACTION_END, 8, 1, b"T\0"))
     (upstream,) = [pkt for dest, pkt in out if dest == UPSTREAM]
