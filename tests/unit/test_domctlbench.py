@@ -28,6 +28,7 @@ class FakeXc:
     sticky: set[int] = set()
     dying: set[int] = set()
     calls: dict[str, int] = {}
+    asked: list[int] = []           # every ID a create was asked for, in order
 
     def __enter__(self) -> FakeXc:
         return self
@@ -42,6 +43,7 @@ class FakeXc:
     def create_bare_domain(self, domid: int) -> int:
         self._count("create")
         with self.lock:
+            self.asked.append(domid)
             if domid in self.dying:
                 self.dying.discard(domid)
                 raise XenCtrlError("xc_domain_create", errno.EEXIST, "exists")
@@ -77,6 +79,7 @@ class FakeXc:
 def fake_xc(monkeypatch: pytest.MonkeyPatch) -> type[FakeXc]:
     import pyxen.xenctrl
     FakeXc.domains_by_id, FakeXc.sticky, FakeXc.dying, FakeXc.calls = {}, set(), set(), {}
+    FakeXc.asked = []
     monkeypatch.setattr(pyxen.xenctrl, "XenCtrl", FakeXc)
     monkeypatch.setattr(domctlfair, "VANISH_S", 0.5)
     return FakeXc
@@ -179,9 +182,13 @@ def test_a_run_times_probes_with_and_without_the_load(fake_xc: type[FakeXc]) -> 
         assert r["creates"] > 0 and r["creates"] == r["destroys"] and r["reads"] > 0
     assert sum(r["busy_ids"] for r in result["rounds"]) == 1
     assert fake_xc.domains_by_id == {}
-    created = {d for d in range(protocol.DOMCTL_FIRST_ID,
-                                protocol.DOMCTL_FIRST_ID + 3 * protocol.DOMCTL_IDS_PER_CREATOR)}
-    assert fake_xc.calls["create"] >= 2 and created
+    # The reader's target, then each creator within its own block of IDs.
+    first, block = protocol.DOMCTL_FIRST_ID, protocol.DOMCTL_IDS_PER_CREATOR
+    blocks = [range(first + 1 + i * block, first + 1 + (i + 1) * block) for i in range(2)]
+    assert fake_xc.asked[0] == first and fake_xc.asked.count(first) == 1   # the target, once
+    creators = [d for d in fake_xc.asked if d != first]
+    assert all(any(d in b for b in blocks) for d in creators), sorted(set(creators))
+    assert all(any(d in b for d in creators) for b in blocks)
 
 
 def test_domains_left_behind_are_errors(fake_xc: type[FakeXc]) -> None:

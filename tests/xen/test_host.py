@@ -178,7 +178,8 @@ def test_concurrent_xl_creates_of_one_name(host, kernel, helpers, tmp_path):
         won = [r for r in results if r.returncode == 0]
         print(f"{len(won)} of 4 creates succeeded; {len(named)} domains named {name}")
         assert won, [r.stderr for r in results]
-        if host.xenstore.exists("/libxl/names"):  # patched libxl (the name index)
+        if not helpers.on_stock():  # the series' libxl: the name index
+            assert host.xenstore.exists("/libxl/names"), "the series' name index is missing"
             assert len(won) == 1 and len(named) == 1, [r.stderr for r in results]
             for r in results:
                 if r.returncode:
@@ -406,8 +407,11 @@ def test_a_name_too_long_for_the_index_is_refused_cleanly(host, kernel, helpers,
     work through xl either: xl's monitor names its log file after the domain,
     which fails past NAME_MAX and leaves the domain running.)"""
     xs = host.xenstore
-    if not xs.exists("/libxl/names"):
-        return  # stock libxl has no index, and takes any name a message holds
+    if helpers.on_stock():
+        # Stock libxl has no index, and takes any name a message holds.
+        assert not xs.exists("/libxl/names")
+        return
+    assert xs.exists("/libxl/names"), "the series' name index is missing"
     limit = (3072 - len("/libxl/names/") - len("/domid")) // 2
     placeholder = helpers.PREFIX + "placeholder"
     template = DomainConfig(placeholder, kernel).to_xl_config()
@@ -912,7 +916,7 @@ def test_a_domain_reintroduced_in_mid_request_has_its_next_request_answered(
         dom.destroy()
 
 
-def test_a_cached_handle_needs_a_library_with_the_cache(host, monkeypatch):  # type: ignore[no-untyped-def]
+def test_a_cached_handle_needs_a_library_with_the_cache(host, helpers, monkeypatch):  # type: ignore[no-untyped-def]
     """XenStore(cache=True): the series' libxenstore (XS_OPEN_CACHE) reads
     through it; stock's has none, and pyxen says so instead of opening an
     uncached handle (test_xs_libcache.py tests the cache itself)."""
@@ -920,9 +924,11 @@ def test_a_cached_handle_needs_a_library_with_the_cache(host, monkeypatch):  # t
     # cached open, and the lab sets it to 0 in dom0: ask for the cache as
     # test_xs_libcache.py does, or its tests would find it off for good.
     monkeypatch.setenv("LIBXENSTORE_CACHE", "1")
-    if cache_supported():
-        with XenStore(cache=True) as xs:
-            assert xs.get_domain_path(0) == "/local/domain/0"
-    else:
+    if helpers.on_stock():
+        assert not cache_supported()
         with pytest.raises(ValueError, match="XS_OPEN_CACHE"):
             XenStore(cache=True)
+    else:
+        assert cache_supported(), "the series' libxenstore has no XS_OPEN_CACHE"
+        with XenStore(cache=True) as xs:
+            assert xs.get_domain_path(0) == "/local/domain/0"

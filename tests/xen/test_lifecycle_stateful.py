@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -61,6 +62,7 @@ class DomainLifecycle(RuleBasedStateMachine):
     # Set by the test function below (Hypothesis builds the machine itself).
     host: pyxen.Host
     kernel: object
+    helpers: Any        # conftest's Helpers
     prefix: str
 
     def __init__(self) -> None:
@@ -75,7 +77,8 @@ class DomainLifecycle(RuleBasedStateMachine):
 
     # -- helpers -----------------------------------------------------------
     def _ours(self) -> dict[str, int]:
-        return {d.name: d.domid for d in self.host.domains() if d.name.startswith(self.prefix)}
+        return {name: domid for name, domid in self.helpers.ours(self.host).items()
+                if name.startswith(self.prefix)}
 
     def _create(self, name: str, memory: int, vcpus: int, paused: bool) -> None:
         dom = self.host.create(DomainConfig(name, self.kernel, memory_mib=memory,  # type: ignore[arg-type]
@@ -154,9 +157,7 @@ class DomainLifecycle(RuleBasedStateMachine):
             assert time.monotonic() < deadline, (
                 f"free memory {self.host.free_memory_mib()} MiB, baseline {self.free0} MiB")
             time.sleep(0.2)
-        xs = self.host.xenstore
-        left = [p for d in sorted(self.ever) for p in (f"/local/domain/{d}", f"/libxl/{d}")
-                if xs.exists(p)]
+        left = self.helpers.xenstore_leftovers(self.host, self.ever)
         assert left == [], f"Xenstore nodes left for dead domains: {left}"
 
 
@@ -176,6 +177,7 @@ def _examples(run_length: Callable[..., int]) -> int:
 def test_domain_lifecycle(host, kernel, helpers, run_length):  # type: ignore[no-untyped-def]
     DomainLifecycle.host = host
     DomainLifecycle.kernel = kernel
+    DomainLifecycle.helpers = helpers
     DomainLifecycle.prefix = helpers.PREFIX + "sm-"
     machine = DomainLifecycle.TestCase
     machine.settings = settings(max_examples=_examples(run_length), stateful_step_count=10,

@@ -17,7 +17,6 @@ on builds with the fix: on stock they would hang a pCPU (``breaks_stock``).
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -26,6 +25,7 @@ import pytest
 from pyxen.config import DomainConfig
 from pyxen.host import Domain
 from pyxen.lab.contract.heapdump import unscrubbed_by_node
+from pyxen.lab.dom0 import xl
 from pyxen.xenctrl import PageState, ScrubPolicy, XenCtrl, scrub_supported
 
 pytestmark = pytest.mark.xen
@@ -73,7 +73,9 @@ def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, h
     ok, seen = _settles_at(lambda: _unscrubbed(xc), 0, SETTLE_S)
     assert ok, f"{seen} dirty pages still counted {SETTLE_S:.0f} s before this test started"
 
-    workers = scrub_supported()
+    # The series' scrub workers (XEN_SYSCTL_scrub_op); stock has none.
+    workers = not stock
+    assert scrub_supported() == workers, f"scrub workers: {scrub_supported()} on {stock=}"
     if workers:
         scrub = xc.scrub_state()
         xc.set_scrub_policy(*EAGER)
@@ -174,9 +176,7 @@ def test_a_dirty_page_offlined_and_onlined_keeps_the_scrub_count(host, kernel, h
 
 def _pin_dom0(cpus: str) -> None:
     """Hard-pin every vCPU of dom0 (where this test runs) to ``cpus``."""
-    res = subprocess.run(["xl", "vcpu-pin", "0", "all", cpus], capture_output=True,
-                         text=True, timeout=60, check=False)
-    assert res.returncode == 0, f"xl vcpu-pin 0 all {cpus}: {res.stderr.strip()}"
+    xl.xl("vcpu-pin", "0", "all", cpus, timeout=60)      # XlError if refused
 
 
 @pytest.mark.breaks_stock
