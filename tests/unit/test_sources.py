@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
+import lzma
+import random
+import re
+import subprocess
+import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -145,6 +153,82 @@ def test_tarballs_with_several_tops_or_unsafe_members_are_refused(tmp_path: Path
         sources.xen_source(tree / "xen" / "Makefile")
     with pytest.raises(LabError, match="does not exist"):
         sources.xen_source(tmp_path / "nowhere.tar.gz")
+
+
+def _leftovers() -> list[str]:
+    """What is in the sources folder besides its lock file."""
+    return sorted(p.name for p in paths.sources_dir().iterdir() if p.name != ".unpack.lock")
+
+
+@pytest.mark.parametrize("mode", ["gz", "xz", "bz2"])
+def test_a_truncated_tarball_is_refused_by_name_and_leaves_nothing(tmp_path: Path,
+                                                                   mode: str) -> None:
+    tree = _make_tree(tmp_path / "t")
+    # Past bzip2's first 900 kB block, so the stream ends inside the second.
+    (tree / "big").write_bytes(random.Random(0).randbytes(1_200_000))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        tf.add(tree, arcname="xen-4.22.0")
+    compressors: dict[str, Callable[[bytes], bytes]] = {
+        "gz": gzip.compress, "xz": lzma.compress, "bz2": bz2.compress}
+    whole = compressors[mode](raw.getvalue())
+    cut = tmp_path / f"xen-cut.tar.{mode}"
+    cut.write_bytes(whole[:len(whole) * 3 // 4])
+    with pytest.raises(LabError, match=re.escape(f"cannot unpack {cut}")):
+        sources.xen_source(cut)
+    assert _leftovers() == []
+
+
+def test_a_tarball_of_one_file_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("not a tree\n")
+    one = tmp_path / "one.tar.gz"
+    with tarfile.open(one, "w:gz") as tf:
+        tf.add(tmp_path / "a", arcname="a")
+    with pytest.raises(LabError, match=re.escape(f"{one}: its one top entry a is not a directory")):
+        sources.xen_source(one)
+    assert _leftovers() == []
+
+
+def test_a_tarball_made_from_its_top_directorys_parent_with_dot_unpacks(
+        tmp_path: Path) -> None:
+    # tar -C parent -czf x.tgz .  ->  ./, ./xen-4.22.0/, ./xen-4.22.0/xen/Makefile, ...
+    parent = tmp_path / "parent"
+    _make_tree(parent / "xen-4.22.0")
+    dot = tmp_path / "dot.tar.gz"
+    with tarfile.open(dot, "w:gz") as tf:
+        tf.add(parent, arcname=".")
+    src = sources.xen_source(dot)
+    assert src.version == "4.22.0"
+    assert (src.tree / "xen" / "Makefile").read_text() == MAKEFILE
+    assert _leftovers() == [src.tree.name]
+
+
+_UNPACK = """
+import sys
+from pathlib import Path
+from pyxen.lab.host import sources
+src = sources.xen_source(Path(sys.argv[1]))
+print(sum(1 for p in src.tree.rglob("*") if p.is_file()))
+"""
+
+
+def test_lab_runs_unpacking_one_tarball_at_once_all_get_the_whole_tree(
+        tmp_path: Path) -> None:
+    tree = _make_tree(tmp_path / "t")
+    for d in range(30):
+        (tree / "many" / str(d)).mkdir(parents=True)
+        for f in range(50):
+            (tree / "many" / str(d) / f"{f}.c").write_text(f"int x{d}_{f};\n")
+    tb = _tarball(tmp_path / "xen-4.22.0.tar.gz", tree)
+    files = 1 + sum(1 for p in tree.rglob("*") if p.is_file())   # and the stamp
+    runs = [subprocess.Popen([sys.executable, "-P", "-c", _UNPACK, str(tb)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        assert int(out) == files
+    assert len(_leftovers()) == 1
 
 
 # The series of a branch: hypervisor and toolstack apart.

@@ -3,7 +3,10 @@ here once; the tiny guest's, which dom0 needs as well, in the contract."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # dom0's tests need the tiny guest too, so its path lives in the contract.
@@ -21,6 +24,21 @@ def cache_root() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "pyxen"
+
+
+@contextmanager
+def locked(name: str, directory: Path | None = None) -> Iterator[None]:
+    """Hold the lab's lock ``name`` (an flock on ``directory/.name.lock``,
+    by default in :func:`builds_dir`): two lab runs must not build, or
+    unpack, the same cache entry at once."""
+    root = directory or builds_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def sources_dir() -> Path:

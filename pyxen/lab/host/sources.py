@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import lzma
 import os
 import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,28 +174,54 @@ def _expected(source: Path, given: str | None) -> str | None:
     return given if given is not None else KNOWN_TARBALLS.get(source.name)
 
 
-def _extract(tarball: Path, dest: Path) -> None:
+#: What a damaged compressed tarball raises besides tarfile's own errors (a
+#: truncated gzip, xz or bzip2 stream: EOFError; corrupt data: zlib.error,
+#: lzma.LZMAError, or OSError from bz2).
+_UNPACK_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def _member_top(name: str) -> str:
+    """A member's top entry: 'xen-4.22.0' of './xen-4.22.0/xen/Makefile'."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name.split("/", 1)[0]
+
+
+def _extract(tarball: Path, tmp: Path) -> Path:
     """Unpack a tarball whose members all lie under one top directory into
-    ``dest`` (that directory's contents), refusing unsafe members."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    ``tmp``; returns that directory.  Unsafe members are refused."""
     try:
         with tarfile.open(tarball) as tf:
-            tops = {m.name.split("/", 1)[0] for m in tf.getmembers() if m.name not in ("", ".")}
+            tops = {_member_top(m.name) for m in tf.getmembers()} - {"", "."}
             if len(tops) != 1:
                 raise LabError(f"{tarball}: expected one top directory, found "
                                f"{', '.join(sorted(tops)[:5]) or 'none'}")
             tf.extractall(tmp, filter="data")
-    except (tarfile.TarError, OSError) as exc:
+    except _UNPACK_ERRORS as exc:
+        raise LabError(f"cannot unpack {tarball}: {exc or type(exc).__name__}") from exc
+    top = tmp / tops.pop()
+    if top.is_symlink() or not top.is_dir():
+        raise LabError(f"{tarball}: its one top entry {top.name} is not a directory")
+    return top
+
+
+def _unpack(path: Path, tree: Path) -> None:
+    """Put the tree of a tarball or a directory at ``tree``, with the lock on
+    the sources held: in a temporary directory of this process's own, renamed
+    into place as the last step (nothing else in the cache is touched before)."""
+    for stale in tree.parent.glob(f"{tree.name}.*tmp"):   # a killed unpack's; the lock is ours
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{tree.name}.", suffix=".tmp", dir=tree.parent))
+    try:
+        if path.is_dir():
+            top = tmp / "tree"
+            shutil.copytree(path, top, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        else:
+            top = _extract(path, tmp)
+        shutil.rmtree(tree, ignore_errors=True)   # a stopped unpack's, unstamped
+        top.rename(tree)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise LabError(f"cannot unpack {tarball}: {exc}") from exc
-    except LabError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(dest, ignore_errors=True)
-    (tmp / tops.pop()).rename(dest)
-    shutil.rmtree(tmp)
 
 
 def xen_source(source: Path | None = None, sha256: str | None = None) -> XenSource:
@@ -229,13 +258,13 @@ def xen_source(source: Path | None = None, sha256: str | None = None) -> XenSour
     tree = root / f"xen-{digest[:16]}"
     stamp = tree / _STAMP
     if not stamp.exists():
-        log.info("unpacking %s into %s", path, tree)
-        if path.is_dir():
-            shutil.rmtree(tree, ignore_errors=True)
-            shutil.copytree(path, tree, symlinks=True, ignore=shutil.ignore_patterns(".git"))
-        else:
-            _extract(path, tree)
-        stamp.write_text(f"{digest} {path}\n")
+        # Another lab run may be unpacking the same source: one at a time,
+        # and whoever comes second finds the first one's stamp.
+        with paths.locked("unpack", root):
+            if not stamp.exists():
+                log.info("unpacking %s into %s", path, tree)
+                _unpack(path, tree)
+                stamp.write_text(f"{digest} {path}\n")
     return XenSource(tree=tree, version=tree_version(tree), sha256=digest,
                      origin=str(path), verified=verified)
 

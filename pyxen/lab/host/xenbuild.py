@@ -4,15 +4,13 @@ patches, into cached staging directories keyed by every input."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from pyxen.lab.host import hostdeps, paths
 from pyxen.lab.host.buildkey import build_key
 from pyxen.lab.host.nativebuild import build_native, build_scrubd, build_xs_domain_preload
 from pyxen.lab.host.patchset import apply_series
+from pyxen.lab.host.paths import locked as locked  # eachpatch takes it from here
 from pyxen.lab.host.progress import step
 from pyxen.lab.host.sources import XenSource
 
@@ -158,19 +157,6 @@ class StagedBuild:
 
 def jobs() -> int:
     return max(1, os.cpu_count() or 1)
-
-
-@contextmanager
-def locked(name: str) -> Iterator[None]:
-    """Serialize builds of the cache (two lab runs must not build the same key)."""
-    root = paths.builds_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def run_logged(step_name: str, argv: list[str], cwd: Path, logfile: Path,
