@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.host.vm import VMOptions, dom0_binds, qemu_argv
 
 X, K, I = Path("/c/xen"), Path("/c/vmlinuz"), Path("/c/initrd.gz")
@@ -71,6 +72,19 @@ def test_bad_vm_options_name_the_problem(kw, msg):
 def test_comma_in_a_module_path_is_refused(tmp_path):
     with pytest.raises(Exception, match="comma"):
         qemu_argv(Path("/a,b/xen"), K, I, VMOptions(), tmp_path, tmp_path / "s")
+
+
+@pytest.mark.parametrize("where", ["xen", "initramfs", "xchg"])
+@pytest.mark.parametrize("odd,reason", [("a,b", "a comma"), ("a b", "whitespace"),
+                                        ("a\tb", "whitespace")])
+def test_a_path_qemu_cannot_take_is_refused_naming_it_and_why(tmp_path, where, odd, reason):
+    # -fsdev path=... ends at a comma; a multiboot module's file name at a space.
+    bad = Path("/cache") / odd / "x"
+    xen, initramfs, xchg = (bad if where == w else d for w, d in
+                            (("xen", X), ("initramfs", I), ("xchg", tmp_path)))
+    with pytest.raises(LabError) as info:
+        qemu_argv(xen, K, initramfs, VMOptions(), xchg, tmp_path / "s")
+    assert repr(str(bad)) in str(info.value) and reason in str(info.value)
 
 
 def test_binds_are_minimal_and_never_usr(tmp_path):

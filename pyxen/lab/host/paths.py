@@ -17,12 +17,17 @@ CACHE_ENV = "PYXEN_CACHE"
 
 
 def cache_root() -> Path:
-    """Root of the lab's cache: sources, builds, kernels (PYXEN_CACHE overrides)."""
+    """Root of the lab's cache: sources, builds, kernels (PYXEN_CACHE overrides).
+
+    Always absolute: dom0 runs chrooted with / as its working directory and
+    finds the staged builds at their host paths.  A relative PYXEN_CACHE is
+    taken from the current directory; a relative XDG_CACHE_HOME is ignored,
+    as the XDG base directory specification says."""
     env = os.environ.get(CACHE_ENV)
     if env:
-        return Path(env)
+        return Path(env).expanduser().resolve()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "pyxen"
 
 

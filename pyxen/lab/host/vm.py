@@ -28,7 +28,7 @@ from pyxen.lab.contract.errors import (
 from pyxen.lab.host import paths, progress, sources
 from pyxen.lab.host.initramfs import build_initramfs
 from pyxen.lab.host.ram_backing import read_backing
-from pyxen.lab.host.vm_options import DOM0_CMDLINE, VMOptions
+from pyxen.lab.host.vm_options import DOM0_CMDLINE, VMOptions, check_qemu_path
 from pyxen.lab.host.xenbuild import StagedBuild
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,10 @@ def qemu_argv(xen: Path, vmlinuz: Path, initramfs: Path, options: VMOptions,
               xchg: Path, serial_log: Path) -> list[str]:
     """The QEMU command line (pure: no side effects, so it can be tested)."""
     options.validate()
-    for p in (xen, vmlinuz, initramfs):
-        if "," in str(p):
-            raise LabError(f"QEMU cannot take a module path with a comma: {p}")
+    for p, what in ((xen, "the hypervisor image"), (vmlinuz, "the dom0 kernel"),
+                    (initramfs, "the initramfs"), (xchg, "the exchange directory"),
+                    (serial_log, "the serial log")):
+        check_qemu_path(p, what)
     argv = [
         QEMU, *options.accel_argv(), "-cpu", "max",
         "-smp", str(options.cpus), "-m", str(options.memory_mib),

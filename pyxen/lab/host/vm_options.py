@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyxen.lab.contract.errors import LabError
 
 #: Xen options that must always be there under TCG: without smap=0 smep=0,
 #: dom0 dies at its first instruction with a page fault (#PF) on its own stack.
@@ -16,6 +19,21 @@ DOM0_CMDLINE = "console=hvc0 earlyprintk=xen rdinit=/init panic=-1"
 #: Largest ``icount_shift``: at 2**10 ns per instruction the virtual machine
 #: runs at under a million instructions per second, too slow to boot dom0.
 ICOUNT_SHIFT_MAX = 10
+
+
+def check_qemu_path(path: Path, what: str) -> None:
+    """A file or directory QEMU is given on its command line (or one under
+    ``path``) must hold no comma and no whitespace: -fsdev splits its options
+    at commas, and QEMU's multiboot loader takes a module's file name up to
+    its first space (what follows is the module's command line)."""
+    text = str(path)
+    reason = ("a comma" if "," in text else
+              "whitespace" if any(c.isspace() for c in text) else None)
+    if reason is not None:
+        raise LabError(f"{what} {text!r} holds {reason}: QEMU cannot take such a path "
+                       f"on its command line (move it, or set PYXEN_CACHE to another "
+                       f"directory)")
+
 
 @dataclass(frozen=True)
 class VMOptions:

@@ -22,6 +22,7 @@ from pyxen.lab.host.patchset import apply_series
 from pyxen.lab.host.paths import locked as locked  # eachpatch takes it from here
 from pyxen.lab.host.progress import step
 from pyxen.lab.host.sources import XenSource
+from pyxen.lab.host.vm_options import check_qemu_path
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +332,8 @@ def build_tools(variant: Variant) -> tuple[str, Path]:
 
 def build(variant: Variant) -> StagedBuild:
     """Build (or fetch from the cache) everything a variant needs to boot."""
+    # Before minutes of building what QEMU could then not be given.
+    check_qemu_path(paths.cache_root(), "the lab's cache")
     hostdeps.check(list(hostdeps.PACKAGES["build"]))
     hv_key, xen = build_hypervisor(variant)
     tools_key, stage = build_tools(variant)
