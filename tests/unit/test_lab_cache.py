@@ -1,13 +1,16 @@
-"""The lab's cache on the host, with no Xen: where it is, and which of its paths QEMU can take."""
+"""The lab's cache on the host, with no Xen: where it is, which of its paths
+QEMU can take, and what a damaged build entry becomes."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.host import hostdeps, paths, xenbuild
+from pyxen.lab.host import hostdeps, paths, sources, xenbuild
 
 
 @pytest.fixture(autouse=True)
@@ -51,3 +54,44 @@ def test_a_cache_qemu_cannot_take_is_refused_before_any_build(
     monkeypatch.setattr(xenbuild, "build_hypervisor", no_build)
     with pytest.raises(LabError, match=r"the lab's cache .*QEMU cannot take"):
         xenbuild.build(object())    # type: ignore[arg-type]
+
+
+# A build cache entry is complete when its manifest is that of its key and
+# its outputs are there; anything else is built again.
+
+def _source(tmp_path: Path) -> sources.XenSource:
+    tree = tmp_path / "pristine"
+    (tree / "xen").mkdir(parents=True, exist_ok=True)
+    return sources.XenSource(tree=tree, version="4.22.0", sha256="0" * 64,
+                             origin=str(tmp_path / "x.tar.gz"), verified=False)
+
+
+def _cached(tmp_path: Path, builds: list[str]) -> Path:
+    def recipe(src: Path, work: Path, logfile: Path) -> None:
+        builds.append(work.name)
+        for name in xenbuild.HYPERVISOR_OUTPUTS:
+            (work / name).write_text(f"built {name}\n")
+
+    variant = xenbuild.Variant("stock", _source(tmp_path))
+    return xenbuild._cached_build("xen", "k1", variant, (), "now", {}, recipe,
+                                  xenbuild.HYPERVISOR_OUTPUTS)
+
+
+@pytest.mark.parametrize("damage", ["empty manifest", "other key", "no image"])
+def test_a_damaged_build_entry_is_built_again(tmp_path: Path, damage: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    builds: list[str] = []
+    out = _cached(tmp_path, builds)
+    assert len(builds) == 1 and (out / "xen").read_text() == "built xen\n"
+    assert _cached(tmp_path, builds) == out and len(builds) == 1     # reused
+    if damage == "empty manifest":
+        (out / "manifest.json").write_text("")
+    elif damage == "other key":
+        (out / "manifest.json").write_text(json.dumps({"key": "k2"}))
+    else:
+        (out / "xen").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert _cached(tmp_path, builds) == out
+    assert len(builds) == 2 and (out / "xen").read_text() == "built xen\n"
+    assert json.loads((out / "manifest.json").read_text())["key"] == "k1"
+    assert f"{out} is damaged" in caplog.text

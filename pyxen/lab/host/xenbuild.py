@@ -10,7 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +90,11 @@ TOOLSTACK_PROGRAMS = ("xl", "xenstored", "xenconsoled", "xen-init-dom0",
                       "xenstore-ls", "xenstore-read", "xenstore-write")
 
 _MANIFEST = "manifest.json"
+
+#: What a hypervisor build keeps (its name in the cache entry: the file of
+#: the built xen/ directory): the multiboot image, its .config, its symbols.
+HYPERVISOR_OUTPUTS: Mapping[str, str] = {"xen": "xen", "xen.config": ".config",
+                                         "xen-syms": "xen-syms"}
 
 #: Kconfig of a profiling hypervisor: lock profiling (read with xenlockprof)
 #: and software perf counters (xenperf; they count every hypercall entry,
@@ -198,22 +203,47 @@ def _set_kconfig(dotconfig: Path, settings: Mapping[str, str]) -> None:
     dotconfig.write_text("\n".join(lines) + "\n")
 
 
+def _damage(out: Path, key: str, outputs: Collection[str]) -> str | None:
+    """What is wrong with the cache entry ``out`` of ``key`` (None: nothing):
+    its manifest must be a JSON object of that key, and each of ``outputs``
+    (paths under ``out``) must be there."""
+    try:
+        manifest = json.loads((out / _MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"no {_MANIFEST}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{_MANIFEST} unreadable: {exc}"
+    if not isinstance(manifest, dict) or manifest.get("key") != key:
+        return f"{_MANIFEST} is not the manifest of key {key}"
+    missing = [name for name in outputs if not (out / name).exists()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    return None
+
+
 def _cached_build(component: str, key: str, variant: Variant, patches: tuple[Path, ...],
                   eta: str, manifest: Mapping[str, object],
-                  recipe: Callable[[Path, Path, Path], None]) -> Path:
-    """builds/<component>-<key>, built once by ``recipe(src, work, logfile)``.
+                  recipe: Callable[[Path, Path, Path], None],
+                  outputs: Collection[str]) -> Path:
+    """builds/<component>-<key>, built once by ``recipe(src, work, logfile)``,
+    which leaves ``outputs`` (paths under ``work``).
 
     The build runs in a temporary directory on a fresh copy of the pristine
     tree with ``patches`` applied, and is renamed into place only
     when it is complete (a failed build leaves its log in the temporary
-    directory and never a half-built cache entry).
+    directory and never a half-built cache entry).  An entry found damaged
+    (manifest unreadable, an output missing) is built again.
     """
     out = paths.builds_dir() / f"{component}-{key}"
-    if (out / _MANIFEST).exists():
+    if _damage(out, key, outputs) is None:
         return out
     with locked(component):
-        if (out / _MANIFEST).exists():
+        damage = _damage(out, key, outputs)
+        if damage is None:
             return out
+        if out.exists():
+            log.warning("build cache entry %s is damaged (%s): building it again",
+                        out, damage)
         work = paths.builds_dir() / f".tmp-{component}-{key}"
         if work.exists():   # a stopped build's leftovers: the lock says nobody owns them
             shutil.rmtree(work)
@@ -271,11 +301,11 @@ def build_hypervisor(variant: Variant) -> tuple[str, Path]:
     def recipe(src: Path, work: Path, logfile: Path) -> None:
         configure_hypervisor(src, logfile, kconfig)
         run_logged("hypervisor build", hypervisor_make(), src, logfile)
-        shutil.copy2(src / "xen" / "xen", work / "xen")
-        shutil.copy2(src / "xen" / ".config", work / "xen.config")
-        shutil.copy2(src / "xen" / "xen-syms", work / "xen-syms")
+        for kept, built in HYPERVISOR_OUTPUTS.items():
+            shutil.copy2(src / "xen" / built, work / kept)
 
-    out = _cached_build("xen", key, variant, patches, "~2 min", recipe_key, recipe)
+    out = _cached_build("xen", key, variant, patches, "~2 min", recipe_key, recipe,
+                        HYPERVISOR_OUTPUTS)
     return key, out / "xen"
 
 
@@ -326,7 +356,7 @@ def build_tools(variant: Variant) -> tuple[str, Path]:
                              "install", str(logfile))
 
     out = _cached_build("tools", key, variant, variant.patches, "~2-3 min",
-                        TOOLS_RECIPE, recipe)
+                        TOOLS_RECIPE, recipe, ("stage",))
     return key, out / "stage"
 
 
