@@ -1,5 +1,6 @@
 """The lab's cache on the host, with no Xen: where it is, which of its paths
-QEMU can take, and what a damaged build entry becomes."""
+QEMU can take, what a damaged build entry becomes, and what the compiler of
+the native builds is."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pyxen.lab.contract.errors import LabError
-from pyxen.lab.host import hostdeps, paths, sources, xenbuild
+from pyxen.lab.contract.errors import BuildError, LabError
+from pyxen.lab.host import hostdeps, nativebuild, paths, sources, xenbuild
 
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv("CC", raising=False)
 
 
 # Where the cache is: always an absolute path (dom0 runs chrooted, with / as
@@ -95,3 +97,48 @@ def test_a_damaged_build_entry_is_built_again(tmp_path: Path, damage: str,
     assert len(builds) == 2 and (out / "xen").read_text() == "built xen\n"
     assert json.loads((out / "manifest.json").read_text())["key"] == "k1"
     assert f"{out} is damaged" in caplog.text
+
+
+# The native builds' compiler: $CC as a shell would split it, in their key.
+
+def _fake_cc(tmp_path: Path) -> Path:
+    cc = tmp_path / "fake cc"
+    cc.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/cc.args"\n'
+                  'while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done\n'
+                  ': > "$out"\n')
+    cc.chmod(0o755)
+    return cc
+
+
+def test_cc_with_flags_is_split_as_a_shell_would(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cc = _fake_cc(tmp_path)
+    monkeypatch.setenv("CC", f"'{cc}' -m64")
+    src = tmp_path / "x.c"
+    src.write_text("int x;\n")
+    out = nativebuild._compile_cached(tmp_path / "stage", "tk", src, "x.so", ["-shared"], [])
+    assert out.exists()
+    assert (tmp_path / "cc.args").read_text().splitlines()[:2] == ["-m64", "-shared"]
+
+
+def test_a_compiler_that_cannot_run_is_a_build_error(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", f"{tmp_path / 'no-such-cc'} -m64")
+    src = tmp_path / "x.c"
+    src.write_text("int x;\n")
+    with pytest.raises(BuildError, match="no-such-cc"):
+        nativebuild._compile_cached(tmp_path / "stage", "tk", src, "x.so", [], [])
+
+
+def test_the_compiler_is_in_the_native_builds_keys(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cc = _fake_cc(tmp_path)
+    src = tmp_path / "x.c"
+    src.write_text("int x;\n")
+    keys, outs = set(), set()
+    for flags in ("", " -m32"):
+        monkeypatch.setenv("CC", f"'{cc}'{flags}")
+        keys.add(nativebuild.native_key("tk"))
+        outs.add(nativebuild._compile_cached(tmp_path / "stage", "tk", src, "x.so", [], []))
+    assert len(keys) == 2 and len(outs) == 2
+    assert (tmp_path / "cc.args").read_text().splitlines()[0] == "-m32"   # built anew

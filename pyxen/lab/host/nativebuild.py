@@ -4,14 +4,15 @@ libxenctrl and libxenlight change ABI between releases and our patches add
 sysctls, so in dom0 pyxen must use bindings built from the staged Xen's own
 headers, not the host's libxen-dev.  The same builder meson uses emits the C
 source; it is compiled here with the staged headers and libraries, cached by
-a key over the binding sources, the toolstack key and the Python ABI, and
-loaded in dom0 through PYXEN_NATIVE (pyxen._native).
+a key over the binding sources, the toolstack key, the Python ABI and the
+compiler command ($CC), and loaded in dom0 through PYXEN_NATIVE (pyxen._native).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -23,9 +24,15 @@ from pyxen.lab.contract.errors import BuildError, LabError
 from pyxen.lab.host import paths
 
 
+def compiler() -> list[str]:
+    """The C compiler command: ``$CC`` split as a shell would ("gcc -m64"), else cc."""
+    return shlex.split(os.environ.get("CC", "")) or ["cc"]
+
+
 def native_key(tools_key: str) -> str:
     material = "\0".join([ffibuild.cdef_source(), ffibuild.c_preamble(), tools_key,
-                          sys.version, str(sysconfig.get_config_var("EXT_SUFFIX"))])
+                          sys.version, str(sysconfig.get_config_var("EXT_SUFFIX")),
+                          shlex.join(compiler())])
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
@@ -57,8 +64,9 @@ def _compile_cached(tools_root: Path, tools_key: str, src: Path, name: str,
                     flags: list[str], libs: list[str]) -> Path:
     """builds/<stem of name>-<key>/<name>: ``src`` compiled once (``_compile``,
     warnings as errors) for the staged toolstack, keyed by the source and
-    the toolstack's key."""
-    key = hashlib.sha256(src.read_bytes() + tools_key.encode()).hexdigest()[:16]
+    the toolstack's key and the compiler command."""
+    material = src.read_bytes() + tools_key.encode() + shlex.join(compiler()).encode()
+    key = hashlib.sha256(material).hexdigest()[:16]
     out = paths.builds_dir() / f"{Path(name).stem}-{key}" / name
     if out.exists():
         return out
@@ -72,12 +80,18 @@ def _compile(tools_root: Path, flags: list[str], src: Path, libs: list[str], out
     """cc against the staged toolstack's headers and libraries; the command and
     its output go to build.log next to ``out``, which appears only on success."""
     libdir = tools_root / "usr" / "lib"
-    argv = [os.environ.get("CC", "cc"), *flags, f"-I{tools_root / 'usr' / 'include'}",
+    argv = [*compiler(), *flags, f"-I{tools_root / 'usr' / 'include'}",
             str(src), f"-L{libdir}", f"-Wl,-rpath-link,{libdir}",
             *[f"-l{lib}" for lib in libs], "-o", str(out) + ".tmp"]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     log = out.parent / "build.log"
-    log.write_text(" ".join(argv) + "\n" + proc.stdout + proc.stderr)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:   # no such compiler, not executable
+        log.write_text(shlex.join(argv) + "\n" + str(exc) + "\n")
+        raise BuildError(f"compiling {what} against the staged toolstack",
+                         f"cannot run the compiler {shlex.join(compiler())} ($CC): {exc}",
+                         str(log)) from exc
+    log.write_text(shlex.join(argv) + "\n" + proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise BuildError(f"compiling {what} against the staged toolstack",
                          "\n".join((proc.stdout + proc.stderr).splitlines()[-20:]), str(log))
