@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -63,6 +64,9 @@ def test_icount_runs_one_tcg_thread_counting_instructions(tmp_path):
     ({"cpus": 0}, "cpus"), ({"numa_nodes": 0}, "numa_nodes"),
     ({"numa_nodes": 3, "cpus": 4}, "divide evenly"),
     ({"xen_cmdline": ("a b",)}, "one word"), ({"boot_timeout_s": 0}, "boot_timeout"),
+    # NaN compares false with everything: a boot would be waited for for ever.
+    ({"boot_timeout_s": float("nan")}, "boot_timeout"),
+    ({"boot_timeout_s": float("inf")}, "boot_timeout"),
 ])
 def test_bad_vm_options_name_the_problem(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -85,6 +89,36 @@ def test_a_path_qemu_cannot_take_is_refused_naming_it_and_why(tmp_path, where, o
     with pytest.raises(LabError) as info:
         qemu_argv(xen, K, initramfs, VMOptions(), xchg, tmp_path / "s")
     assert repr(str(bad)) in str(info.value) and reason in str(info.value)
+
+
+def test_qemus_stderr_file_is_closed_once_it_has_started(tmp_path, monkeypatch):
+    from pyxen.lab.contract import protocol
+    from pyxen.lab.host import vm
+    opened = []
+
+    class FakeQemu:
+        pid = 0
+        returncode = None
+
+        def __init__(self, argv, stderr, **kw):
+            opened.append(stderr)
+
+        def poll(self):
+            return None
+
+    build = SimpleNamespace(variant=SimpleNamespace(name="stock", debug=False))
+    dom0 = vm.Dom0(build, VMOptions(), run_dir=tmp_path / "run")   # type: ignore[arg-type]
+
+    def prepare():
+        (dom0.xchg / protocol.READY).parent.mkdir(parents=True)
+        (dom0.xchg / protocol.READY).write_text("")
+        return ["qemu"]
+
+    monkeypatch.setattr(dom0, "_prepare", prepare)
+    monkeypatch.setattr(vm.subprocess, "Popen", FakeQemu)
+    dom0._start_once()
+    assert len(opened) == 1 and opened[0].name == str(tmp_path / "run" / "qemu.stderr")
+    assert opened[0].closed
 
 
 def test_binds_are_minimal_and_never_usr(tmp_path):

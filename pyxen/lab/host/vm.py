@@ -227,10 +227,12 @@ class Dom0:
         argv = self._prepare()
         log.debug("qemu: %s", " ".join(argv))
         (self.run_dir / "qemu.cmdline").write_text(" ".join(argv) + "\n")
-        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL,
-                                      stderr=(self.run_dir / "qemu.stderr").open("wb"),
-                                      start_new_session=True)
+        # QEMU writes its stderr through its own copy of the descriptor:
+        # ours is closed once it has started.
+        with (self.run_dir / "qemu.stderr").open("wb") as stderr:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=stderr,
+                                          start_new_session=True)
         log.info("booting (%s)", self.run_dir)
         started = time.monotonic()
         deadline = started + self.options.boot_timeout_s

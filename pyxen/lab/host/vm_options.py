@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +83,10 @@ class VMOptions:
         if self.icount_shift is not None and not 0 <= self.icount_shift <= ICOUNT_SHIFT_MAX:
             raise ValueError(f"icount_shift must be 0..{ICOUNT_SHIFT_MAX}, "
                              f"got {self.icount_shift}")
-        if self.boot_timeout_s <= 0:
-            raise ValueError(f"boot_timeout_s must be > 0, got {self.boot_timeout_s}")
+        # A NaN compares false with everything: "<= 0" alone lets it through.
+        if not (math.isfinite(self.boot_timeout_s) and self.boot_timeout_s > 0):
+            raise ValueError(f"boot_timeout_s must be a finite number > 0, "
+                             f"got {self.boot_timeout_s}")
 
     def record(self) -> dict[str, object]:
         """The VM as results files record it."""
