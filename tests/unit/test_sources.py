@@ -322,3 +322,46 @@ def test_profiling_builds_and_only_they_get_the_retry_counter(tmp_path: Path) ->
     # The counter the patch adds is the one the profile parser sums.
     assert f'"{RETRY_COUNTER_PREFIX}, lock busy"' in patch
     assert "+++ b/xen/common/domctl.c" in patch and "perfc_incr(domctl_retry_lock_busy)" in patch
+
+
+def _fake_kernel_tools(monkeypatch: pytest.MonkeyPatch, fail_extract: list[bool]) -> list[str]:
+    """apt-cache, apt-get download and dpkg-deb as the kernel fetch runs them:
+    the download writes a .deb into its cwd, the extraction a boot/ tree (or
+    fails while ``fail_extract[0]``).  Returns the commands run."""
+    ran: list[str] = []
+
+    def run(argv: list[str], cwd: Path | None = None) -> str:
+        ran.append(argv[0])
+        if argv[0] == "apt-cache":
+            return "linux-image-amd64\n  Depends: linux-image-6.1.0-99-amd64\n"
+        if argv[0] == "apt-get":
+            assert cwd is not None
+            (cwd / "linux-image.deb").write_bytes(b"!<arch>\n")
+            return ""
+        if fail_extract[0]:
+            raise LabError("dpkg-deb -x failed: out of space")
+        root = Path(argv[-1])
+        (root / "boot").mkdir(parents=True)
+        (root / "boot" / "vmlinuz-6.1.0-99-amd64").write_bytes(b"kernel")
+        return ""
+
+    monkeypatch.setattr(sources, "_run", run)
+    return ran
+
+
+def test_a_failed_kernel_fetch_leaves_nothing_a_later_run_takes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    fail = [True]
+    ran = _fake_kernel_tools(monkeypatch, fail)
+    with pytest.raises(LabError, match="out of space"):
+        sources.dom0_kernel()
+    # Nothing under the kernel directory: no half-extracted package, no temporary.
+    assert [p.name for p in paths.kernel_dir().iterdir() if not p.name.startswith(".")] == []
+    fail[0] = False
+    kernel = sources.dom0_kernel()
+    assert kernel.release == "6.1.0-99-amd64" and kernel.vmlinuz.read_bytes() == b"kernel"
+    assert [p.name for p in paths.kernel_dir().iterdir() if not p.name.startswith(".")] \
+        == ["linux-image-6.1.0-99-amd64"]
+    ran.clear()
+    assert sources.dom0_kernel() == kernel and ran == ["apt-cache"]   # cached: no download

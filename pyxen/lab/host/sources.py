@@ -288,23 +288,39 @@ def kernel_package_name() -> str:
     return m.group(1)
 
 
+def _fetch_kernel(package: str, dest: Path) -> None:
+    """Download and extract ``package`` into ``dest`` (with the kernel lock
+    held): in a temporary directory of this process's own, renamed into
+    place and stamped as the last steps."""
+    for stale in dest.parent.glob(f"{dest.name}.*tmp"):   # a killed fetch's; the lock is ours
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        log.info("downloading %s", package)
+        _run(["apt-get", "download", "-q", package], cwd=tmp)
+        deb = next(tmp.glob("*.deb"), None)
+        if deb is None:
+            raise LabError(f"apt-get download {package} produced no .deb")
+        _run(["dpkg-deb", "-x", str(deb), str(tmp / "root")])
+        deb.unlink()
+        (tmp / _STAMP).write_text(package + "\n")
+        shutil.rmtree(dest, ignore_errors=True)       # a stopped fetch's, unstamped
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def dom0_kernel() -> Kernel:
     """The dom0 kernel, downloaded and extracted once into the cache."""
     package = kernel_package_name()
     dest = paths.kernel_dir() / package
     if not (dest / _STAMP).exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.mkdir()
-        log.info("downloading %s", package)
-        _run(["apt-get", "download", "-q", package], cwd=dest)
-        deb = next(dest.glob("*.deb"), None)
-        if deb is None:
-            raise LabError(f"apt-get download {package} produced no .deb")
-        _run(["dpkg-deb", "-x", str(deb), str(dest / "root")])
-        deb.unlink()
-        (dest / _STAMP).write_text(package + "\n")
+        # Another lab run may be fetching it too: one at a time, and whoever
+        # comes second finds the first one's stamp.
+        with paths.locked("kernel", dest.parent):
+            if not (dest / _STAMP).exists():
+                _fetch_kernel(package, dest)
     boot = dest / "root" / "boot"
     vmlinuz = next(boot.glob("vmlinuz-*"), None)
     if vmlinuz is None:
