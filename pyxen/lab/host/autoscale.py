@@ -25,7 +25,7 @@ from pyxen.lab.contract.faastrace import (PLATFORM_KEEP_ALIVE_S, Trace, Transfor
 from pyxen.lab.contract.requests import AutoscaleRequest
 from pyxen.lab.contract.turns import in_turn
 from pyxen.lab.host import figures, paths, variants
-from pyxen.lab.host.benchfile import write_results
+from pyxen.lab.host.benchfile import BENCH_JSON, prepare_out, write_results
 from pyxen.lab.host.progress import step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 #: than once has a pooled section with its ``replays``; each replay names
 #: its boot, round and RAM backing); readers refuse a newer one.
 AUTOSCALE_FORMAT = 2
+#: The "kind" of an autoscale run's bench.json (a storm's has none).
+AUTOSCALE_KIND = "autoscale"
 #: A request larger than this would not fit one command-line argument.
 MAX_REQUEST_BYTES = 100_000
 
@@ -271,8 +273,10 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
     more than once has one section pooled from its replays) and
     ``autoscale.png``, print the table; LabError after writing them if any
     variant lost something (failed creates or destroys, leftovers,
-    unfinished invocations)."""
+    unfinished invocations).  A run no replay of which ran writes
+    ``bench.failed.json`` instead (benchfile.write_results)."""
     before, schedule = params.load()
+    prepare_out(out_dir, BENCH_JSON, AUTOSCALE_KIND)
     guest = paths.tinyguest_path().absolute()
     if not guest.exists():
         raise LabError(f"tiny guest not built ({guest}): run \"pip install '.[lab]'\"")
@@ -290,7 +294,7 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
     complete = [r for r in runs if not r.get("failed_to_run")]
     doc = {
         "format": AUTOSCALE_FORMAT,
-        "kind": "autoscale",
+        "kind": AUTOSCALE_KIND,
         "trace": {"file": str(params.trace), **params.transform().describe(before, schedule)},
         "keep_alive_s": params.keep_alive(),
         "load": {"running": params.running, "spinners_per_cpu": params.spinners_per_cpu},
@@ -302,12 +306,12 @@ def run_autoscale(run_variants: list[variants.RunVariant], builds: dict[str, Sta
         "ratios_to_stock": ratios(complete),
         "vm": options.record(),
     }
-    write_results(out_dir, "bench.json", doc, lambda png: plot(complete, png),
-                  "autoscale.png", summary_table(complete))
+    written = write_results(out_dir, BENCH_JSON, doc, lambda png: plot(complete, png),
+                            "autoscale.png", summary_table(complete), any_good=bool(complete))
     lost = {r["variant"]: reasons for r in runs if (reasons := what_was_lost(r))}
     if lost:
         raise LabError("the replay lost something on " + "; ".join(
             f"{name}: {reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1
                                        else "")
-            for name, reasons in lost.items()) + f" (every run is in {out_dir / 'bench.json'})")
+            for name, reasons in lost.items()) + f" (every run is in {written})")
     return doc

@@ -22,7 +22,8 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import StormRequest
 from pyxen.lab.contract.xenprof import background_scrubbed, domctl_retries_per_op
 from pyxen.lab.host import figures, paths, variants
-from pyxen.lab.host.benchfile import BENCH_FORMAT, load_bench
+from pyxen.lab.host.benchfile import (BENCH_FORMAT, BENCH_JSON, load_bench, saved_bench,
+                                      write_json)
 from pyxen.lab.host.progress import TABLE_WIDTH, console
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.sources import XenSource
@@ -432,6 +433,7 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
     patched@NAME variants."""
     params.validate()
     options.validate()
+    saved_bench(out_dir)          # a bench.json it must not replace fails before any build
     builds = {v: build(variants.resolve(v.build, series, debug, profile, source, named_series))
               for v in run_variants}
     notes: list[str] = []
@@ -449,7 +451,6 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
                 runs.extend(run_variant(builds[v], params,
                                         v.vm_options(options),
                                         progress, name=v.name, repeat=rep))
-    out_dir.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "format": BENCH_FORMAT,
         "runs": runs,
@@ -462,10 +463,14 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
         "cpu_growth": cpu_growth(runs),
         "vm": options.record(),
     }
-    (out_dir / "bench.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
+    # What other commands added to a bench.json there (scrubbench's
+    # birth_after_death section) is kept; the storm's own sections are new.
+    saved = saved_bench(out_dir) or {}
+    doc.update({k: v for k, v in saved.items() if k not in doc})
+    write_json(out_dir / BENCH_JSON, doc)
     plot(runs, out_dir / "bench.png")
     print_summary(runs, notes, wide)
-    console().print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+    console().print(f"wrote {out_dir / BENCH_JSON} and {out_dir / 'bench.png'}")
     return doc
 
 

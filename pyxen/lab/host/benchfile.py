@@ -16,6 +16,8 @@ what an older one lacks.  A newer format than BENCH_FORMAT fails, naming both.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,16 @@ if TYPE_CHECKING:
 #: The format bench.json is written in, and the newest this pyxen reads.
 BENCH_FORMAT = 2
 
+#: The results file of ``bench``, ``scrubbench`` (a section of it) and
+#: ``autoscale`` (a document of its own kind) in their ``--out`` directory.
+BENCH_JSON = "bench.json"
+#: Where the benchmarks write when not given ``--out``; ``autoscale``'s
+#: bench.json is of another kind than the storm's, so it has its own.
+DEFAULT_OUT = Path("bench-out")
+AUTOSCALE_OUT = Path("autoscale-out")
+#: The "kind" of a storm bench.json (bench, scrubbench): it has no such key.
+STORM_KIND = None
+
 
 def load_bench(path: Path, require_runs: bool = True) -> dict[str, Any]:
     """The bench.json at ``path``, in format BENCH_FORMAT.  LabError naming
@@ -38,7 +50,7 @@ def load_bench(path: Path, require_runs: bool = True) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise LabError(f"cannot read benchmark results {path}: {exc}") from exc
     if not isinstance(doc, dict):
-        raise LabError(f"{path} is not a bench.json (not a JSON object)")
+        raise LabError(f"{path} is not a {BENCH_JSON} (not a JSON object)")
     fmt = doc.get("format", 1)
     if type(fmt) is not int or fmt < 1:
         raise LabError(f"{path}: \"format\" must be a positive integer, got {fmt!r}")
@@ -65,19 +77,105 @@ def _upgrade_from_1(doc: dict[str, Any]) -> None:
     doc["format"] = 2
 
 
+def _kind_name(kind: str | None) -> str:
+    return "boot-storm ('bench', 'scrubbench')" if kind is STORM_KIND else repr(kind)
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """The JSON object saved at ``path``; LabError naming the file when it
+    cannot be read or is no JSON object."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot read {path}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise LabError(f"{path} is not a results file (not a JSON object)")
+    return doc
+
+
+def prepare_out(out_dir: Path, json_name: str, kind: str | None) -> dict[str, Any] | None:
+    """Make ``out_dir`` (a benchmark's ``--out``) and check that the results
+    of a run of ``kind`` (the document's ``"kind"``; STORM_KIND for
+    bench.json's storm runs) can be written there as ``json_name``: what a
+    command does before any build, so that a run is not lost at its end.
+
+    LabError when the directory cannot be made or written, or when it holds
+    a ``json_name`` the run must not replace: one that cannot be read, or of
+    another kind.  Returns that file's document (None when there is none)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as exc:
+        raise LabError(f"--out {out_dir}: cannot write results there: "
+                       f"{exc.strerror or exc}") from None
+    path = out_dir / json_name
+    if not path.exists():
+        return None
+    try:
+        doc = read_results(path)
+    except LabError as exc:
+        raise LabError(f"{exc}; this run would replace it: choose another --out "
+                       "(or move the file away)") from None
+    found = doc.get("kind")
+    if found != kind:
+        raise LabError(f"{path} holds {_kind_name(found)} results, and this run of kind "
+                       f"{_kind_name(kind)} would replace them: choose another --out")
+    return doc
+
+
+def saved_bench(out_dir: Path) -> dict[str, Any] | None:
+    """The storm bench.json in ``out_dir`` (load_bench: in format
+    BENCH_FORMAT), None when there is none, after prepare_out: LabError when
+    a run of ``bench`` or ``scrubbench`` cannot write its sections there."""
+    if prepare_out(out_dir, BENCH_JSON, STORM_KIND) is None:
+        return None
+    return load_bench(out_dir / BENCH_JSON, require_runs=False)
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` to ``path`` whole or not at all: a temporary file beside
+    it, renamed over it (a crash or a full disk leaves the old file)."""
+    text = json.dumps(doc, indent=2, allow_nan=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def failed_name(json_name: str) -> str:
+    """Where a run none of whose variants succeeded writes its failures
+    (``xsbench.json`` -> ``xsbench.failed.json``), so that it does not
+    replace earlier results."""
+    return json_name.removesuffix(".json") + ".failed.json"
+
+
 def write_results(out_dir: Path, json_name: str, doc: dict[str, Any],
                   draw: Callable[[Path], None], png_name: str, table: Table,
-                  *more: Table) -> None:
+                  *more: Table, any_good: bool = True) -> Path:
     """Write a benchmark's results file and plot into ``out_dir``, print its
     table (and ``more`` after it), and say where they are: what every
-    benchmark does at its end."""
+    benchmark does at its end.  A run without ``any_good`` variant writes
+    ``doc`` (its failures) to failed_name(json_name) instead, and neither
+    plot nor table: an earlier ``json_name`` there is kept.  Returns the
+    file written."""
     from pyxen.lab.host.progress import console, print_table
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / json_name).write_text(json.dumps(doc, indent=2, allow_nan=False))
+    if not any_good:
+        failed = out_dir / failed_name(json_name)
+        write_json(failed, doc)
+        console().print(f"no variant succeeded: wrote the failures to {failed}"
+                        + (f" ({out_dir / json_name} is kept)"
+                           if (out_dir / json_name).exists() else ""))
+        return failed
+    write_json(out_dir / json_name, doc)
     draw(out_dir / png_name)
     for t in (table, *more):
         print_table(t)
     console().print(f"wrote {out_dir / json_name} and {out_dir / png_name}")
+    return out_dir / json_name
 
 
 def failed_runs_error(what: str, failed: list[dict[str, Any]], where: Path) -> LabError:

@@ -21,6 +21,8 @@ from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, nonneg_number,
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.faastrace import PLATFORM_KEEP_ALIVE_S
 from pyxen.lab.host import hostdeps, paths, sources, variants
+from pyxen.lab.host.benchfile import (AUTOSCALE_OUT, BENCH_JSON, DEFAULT_OUT, prepare_out,
+                                      saved_bench)
 from pyxen.lab.host.vm_options import VMOptions
 
 if TYPE_CHECKING:
@@ -226,6 +228,7 @@ def cmd_bench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                      f"{args.guest_memory} MiB need about {params.guests_mib()} MiB, and "
                      f"the VM leaves {room} MiB for guests: raise --memory "
                      f"(now {opts.memory_mib})")
+    saved_bench(args.out)     # --out checked before any build
     hostdeps.check()
     run_bench(args.variants, params, opts, args.out, args.series, args.debug,
               args.profile, _source(args), args.wide, args.named_series)
@@ -264,6 +267,7 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
         options.validate()
     except ValueError as exc:
         ap.error(str(exc))
+    saved_bench(args.out)     # --out checked before any build
     hostdeps.check()
     source = _source(args)
     resolved = [variants.resolve(v.build, args.series, profile=args.profile, source=source,
@@ -288,12 +292,13 @@ def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _refuse_caches(ap, args.variants, "xsbench's client is no libxl context, so "
                    "libxenstore's cache would not be asked for (+cache, the proxy, is "
                    "measured)", proxy_too=False)
-    from pyxen.lab.host.xsbench import XsParams, run_xs_bench
+    from pyxen.lab.host.xsbench import XSBENCH_JSON, XSBENCH_KIND, XsParams, run_xs_bench
     params = XsParams(idle=args.idle, reads=args.reads, rounds=args.rounds,
                       syscall_reads=args.syscall_reads, writes=args.writes,
                       misses=args.misses)
     params.validate()
     opts = _vm_options(args)
+    prepare_out(args.out, XSBENCH_JSON, XSBENCH_KIND)
     built = _build_variants(args)
     run_xs_bench([(v, built[v.build]) for v in args.variants], params, opts, args.out)
     return 0
@@ -301,11 +306,13 @@ def cmd_xsbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def cmd_domctlbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _refuse_caches(ap, args.variants, "domctlbench measures the hypervisor")
-    from pyxen.lab.host.domctlbench import DomctlParams, run_domctl_bench
+    from pyxen.lab.host.domctlbench import (DOMCTLBENCH_JSON, DOMCTLBENCH_KIND, DomctlParams,
+                                            run_domctl_bench)
     params = DomctlParams(creators=args.creators, readers=args.readers,
                           probes=args.probes, rounds=args.rounds, stubs=args.stubs)
     params.request()                  # ValueError naming a bad value, before any build
     opts = _vm_options(args)
+    prepare_out(args.out, DOMCTLBENCH_JSON, DOMCTLBENCH_KIND)
     built = _build_variants(args)
     run_domctl_bench([(v, built[v.build]) for v in args.variants], params, opts, args.out)
     return 0
@@ -313,7 +320,7 @@ def cmd_domctlbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> in
 
 def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _refuse_libcache_with_xl(ap, args.variants, args.driver)
-    from pyxen.lab.host.autoscale import AutoscaleParams, run_autoscale
+    from pyxen.lab.host.autoscale import AUTOSCALE_KIND, AutoscaleParams, run_autoscale
     params = AutoscaleParams(
         trace=args.trace or paths.sample_trace(), speedup=args.speedup, replicas=args.replicas, seed=args.seed,
         keep_alive_s=args.keep_alive, memory_mib=args.guest_memory,
@@ -321,6 +328,7 @@ def cmd_autoscale(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         spinners_per_cpu=args.spinners, rounds=args.rounds, share_boot=args.share_boot)
     params.validate()
     opts = _vm_options(args)
+    prepare_out(args.out, BENCH_JSON, AUTOSCALE_KIND)
     run_autoscale(args.variants, _build_variants(args), params, opts, args.out)
     return 0
 
@@ -400,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "include the trace's cost) and record its own request and watch-"
                         "event counts under timed_counts: what a process's first storm "
                         "does that the counted second one does not")
-    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--wide", action="store_true",
                    help="print every column of the summary table (wider than 100 columns)")
     _add_source_options(p)
@@ -456,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="profiling hypervisors (lock profiling + perf counters): each "
                         "destroy's heap_lock wait, domctl entries and pages scrubbed in "
                         "the background meanwhile are recorded")
-    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.set_defaults(func=cmd_scrubbench)
 
     p = sub.add_parser("scrubpool", help="pool the birth-after-death runs of several "
@@ -492,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed writes of the node's own value at each count, after "
                         "its reads and misses; the strace pass counts as many as "
                         "--syscall-reads (0: none)")
-    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     _add_source_options(p)
     _add_vm_options(p)
     p.set_defaults(func=cmd_xsbench)
@@ -511,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pause/unpause pairs timed per phase")
     p.add_argument("--rounds", type=positive_int, default=protocol.DOMCTL_ROUNDS_DEFAULT,
                    help="rounds of idle then loaded probes (medians are reported)")
-    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     _add_source_options(p)
     _add_vm_options(p)
     p.set_defaults(func=cmd_domctlbench)
@@ -545,7 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share-boot", action="store_true",
                    help="variants that differ only in +libcache share each round's boot and "
                         "take turns in it (each replay switches the cache for itself)")
-    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--out", type=Path, default=AUTOSCALE_OUT,
+                   help=f"where {BENCH_JSON} and autoscale.png go (default {AUTOSCALE_OUT}: "
+                        f"not {DEFAULT_OUT}, whose {BENCH_JSON} is a boot storm's)")
     _add_source_options(p)
     _add_vm_options(p)
     p.set_defaults(func=cmd_autoscale)

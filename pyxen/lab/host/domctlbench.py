@@ -19,7 +19,7 @@ from rich.table import Table
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.requests import DomctlRequest
 from pyxen.lab.host import figures, paths
-from pyxen.lab.host.benchfile import failed_runs_error, write_results
+from pyxen.lab.host.benchfile import failed_runs_error, prepare_out, write_results
 from pyxen.lab.host.each_variant import run_each
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.variants import RunVariant
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: domctlbench.json's format; readers refuse a newer one.
 DOMCTLBENCH_FORMAT = 1
+#: Its file in ``--out``, and its "kind".
+DOMCTLBENCH_JSON = "domctlbench.json"
+DOMCTLBENCH_KIND = "domctlbench"
 
 
 @dataclass(frozen=True)
@@ -170,9 +173,11 @@ def run_domctl_bench(builds: list[tuple[RunVariant, StagedBuild]], params: Domct
                      options: VMOptions, out_dir: Path) -> dict[str, Any]:
     """Boot each built variant in turn, run the driver, write
     ``domctlbench.json`` and ``domctlbench.png``, print the table; LabError
-    after writing them if a variant's run failed."""
+    after writing them if a variant's run failed (when every one did, the
+    runs go to ``domctlbench.failed.json`` and an earlier file is kept)."""
     options.validate()
     request = params.request()
+    prepare_out(out_dir, DOMCTLBENCH_JSON, DOMCTLBENCH_KIND)
     runs = run_each(builds, options, "domctl fairness",
                     lambda dom0: run_fairness(dom0, request),
                     {"rounds": [], "leftover_domains": []})
@@ -181,15 +186,14 @@ def run_domctl_bench(builds: list[tuple[RunVariant, StagedBuild]], params: Domct
     rows = summarise(good)
     doc = {
         "format": DOMCTLBENCH_FORMAT,
-        "kind": "domctlbench",
+        "kind": DOMCTLBENCH_KIND,
         "request": json.loads(request.to_json()),
         "runs": runs,
         "summary": [r.as_json() for r in rows],
         "vm": options.record(),
     }
-    write_results(out_dir, "domctlbench.json", doc, lambda png: plot(good, png),
-                  "domctlbench.png", summary_table(rows))
+    written = write_results(out_dir, DOMCTLBENCH_JSON, doc, lambda png: plot(good, png),
+                            "domctlbench.png", summary_table(rows), any_good=bool(good))
     if failed:
-        raise failed_runs_error("the domctl fairness run", failed,
-                                out_dir / "domctlbench.json")
+        raise failed_runs_error("the domctl fairness run", failed, written)
     return doc

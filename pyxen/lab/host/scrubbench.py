@@ -5,7 +5,6 @@ the boot-storm benchmark wrote there) with a plot, stock vs the others."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
@@ -21,7 +20,7 @@ from pyxen.lab.contract.heapdump import dma_width
 from pyxen.lab.contract.requests import ScrubRequest
 from pyxen.lab.contract.xenprof import PHASE_FIGURES
 from pyxen.lab.host import paths
-from pyxen.lab.host.benchfile import BENCH_FORMAT, load_bench
+from pyxen.lab.host.benchfile import BENCH_FORMAT, BENCH_JSON, saved_bench, write_json
 from pyxen.lab.host.progress import console, step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
@@ -360,13 +359,10 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
     options.validate()
     if options.numa_nodes < 2:
         raise ValueError("the birth-after-death benchmark needs --numa-nodes 2 or more")
-    bench_json = out_dir / "bench.json"
-    if bench_json.exists():   # a saved file it cannot extend fails before the runs
-        load_bench(bench_json, require_runs=False)
+    bench_json = out_dir / BENCH_JSON
+    saved_bench(out_dir)      # a saved file it cannot extend fails before the runs
     runs = [run_variant(v, options, params) for v in resolved]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = (load_bench(bench_json, require_runs=False) if bench_json.exists()
-                           else {"format": BENCH_FORMAT})
+    doc: dict[str, Any] = saved_bench(out_dir) or {"format": BENCH_FORMAT}
     doc["birth_after_death"] = {
         "vm": options.record(),
         "guest_node": 1,
@@ -376,7 +372,7 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
         "workers_on_vs_off": workers_on_vs_off(runs),
         "scrub_bound": scrub_bound(runs),
     }
-    bench_json.write_text(json.dumps(doc, indent=2, allow_nan=False))
+    write_json(bench_json, doc)
     plot(runs, out_dir / "birth_after_death.png")
     for run in runs:
         pol = run.get("scrub_policy")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.host.benchfile import load_bench
+from pyxen.lab.host.benchfile import BENCH_JSON, load_bench
 from pyxen.lab.host.scrubbench import (gap_ratio_lines, gap_summaries, policy_suffix, ratios,
                                        workers_on_vs_off)
 
@@ -42,7 +42,7 @@ def load_invocations(dirs: list[Path]) -> list[Invocation]:
     LabError naming the directory when it has none."""
     out = []
     for d in dirs:
-        doc = load_bench(d / "bench.json", require_runs=False)
+        doc = load_bench(d / BENCH_JSON, require_runs=False)
         section = doc.get(SECTION)
         if not isinstance(section, dict) or not isinstance(section.get("runs"), list):
             raise LabError(f"{d}: its bench.json has no {SECTION} section "

@@ -21,7 +21,7 @@ from rich.table import Table
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.requests import XsLatencyRequest
 from pyxen.lab.host import figures
-from pyxen.lab.host.benchfile import failed_runs_error, write_results
+from pyxen.lab.host.benchfile import failed_runs_error, prepare_out, write_results
 from pyxen.lab.host.each_variant import run_each
 from pyxen.lab.host.variants import RunVariant
 from pyxen.lab.host.vm import Dom0
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: xsbench.json's format; readers refuse a newer one.
 XSBENCH_FORMAT = 1
+#: Its file in ``--out``, and its "kind".
+XSBENCH_JSON = "xsbench.json"
+XSBENCH_KIND = "xsbench"
 
 
 @dataclass(frozen=True)
@@ -263,10 +266,12 @@ def run_xs_bench(builds: list[tuple[RunVariant, StagedBuild]], params: XsParams,
     A variant whose run fails (its driver reports errors, or its VM does not
     come up) does not stop the others: every run is written with its errors,
     the summary covers the runs without errors, and then LabError names the
-    failed variants."""
+    failed variants.  When every variant failed, the runs go to
+    ``xsbench.failed.json`` and an earlier ``xsbench.json`` is kept."""
     params.validate()
     options.validate()
     request = params.request()
+    prepare_out(out_dir, XSBENCH_JSON, XSBENCH_KIND)
     runs = run_each(builds, options, "Xenstore latency",
                     lambda dom0: run_latency(dom0, request), {"points": [], "syscalls": []})
     for r in runs:
@@ -279,15 +284,17 @@ def run_xs_bench(builds: list[tuple[RunVariant, StagedBuild]], params: XsParams,
     by_request = request_rows(good)
     doc = {
         "format": XSBENCH_FORMAT,
-        "kind": "xsbench",
+        "kind": XSBENCH_KIND,
         "request": json.loads(request.to_json()),
         "runs": runs,
         "summary": [r.as_json() for r in rows],
         "requests": [r.as_json() for r in by_request],
         "vm": options.record(),
     }
-    write_results(out_dir, "xsbench.json", doc, lambda png: plot(rows, png), "xsbench.png",
-                  summary_table(rows), *([request_table(by_request)] if by_request else []))
+    written = write_results(out_dir, XSBENCH_JSON, doc, lambda png: plot(rows, png),
+                            "xsbench.png", summary_table(rows),
+                            *([request_table(by_request)] if by_request else []),
+                            any_good=bool(good))
     if failed:
-        raise failed_runs_error("the Xenstore latency run", failed, out_dir / "xsbench.json")
+        raise failed_runs_error("the Xenstore latency run", failed, written)
     return doc
