@@ -168,3 +168,18 @@ def test_events_that_contradict_the_state_are_driver_bugs() -> None:
     assert create == Create(0, 2)
     with pytest.raises(ScalerError, match="instance 0 is starting, expected busy"):
         scaler.finished(0, 1.0)
+
+
+def test_a_field_the_csv_module_refuses_is_named_with_its_line() -> None:
+    text = "app,func,end_timestamp,duration\na,f,1,0.5\na," + "f" * 200_000 + ",2,1\n"
+    with pytest.raises(TraceError, match=r"^big.csv:3: not a CSV row: field larger"):
+        parse_trace(text, "big.csv")
+
+
+def test_a_trace_that_is_not_utf8_is_named(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from pyxen.lab.host import cli
+    trace = tmp_path / "latin.csv"
+    trace.write_bytes(b"app,func,end_timestamp,duration\nb\xe9,f,1,0.5\n")
+    assert cli.main(["autoscale", "--trace", str(trace), "--out", str(tmp_path / "o")]) == 2
+    assert f"error: the trace {trace} is not UTF-8 text" in capsys.readouterr().err

@@ -202,3 +202,16 @@ def test_the_deps_command_runs_before_the_lab_extra_is_installed() -> None:
                        cwd=repo, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
                        timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_plot_names_what_a_malformed_bench_json_lacks(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    for doc, message in (({"format": 2, "runs": [{"variant": "stock"}]},
+                          "runs[0] has no 'driver'"),
+                         ({"runs": [1]}, "runs[0] is int, not a run record"),
+                         ({"runs": [{"variant": "s", "driver": "xl", "guests": 1,
+                                     "concurrency": "1"}]}, "runs[0] 'concurrency' is '1'")):
+        path.write_text(json.dumps(doc))
+        assert cli.main(["plot", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {path}: {message}" in err, err

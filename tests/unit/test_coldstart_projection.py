@@ -157,3 +157,33 @@ def test_the_command_prints_the_projection(tmp_path: Path,
     assert "PROJECTED" in out and "16 cores" in out
     assert "mean_cold_start_16_cores_s" in json.loads(bench.read_text())["projection"][
         "variants"]["stock"]
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"[]", "is not a bench.json (not a JSON object)"),
+    (b"\xff\xfe", "is not UTF-8 text"),
+    (json.dumps({"kind": "autoscale", "trace": {"after": {"span_s": 10}},
+                 "autoscale": {}}).encode(), "has no vm"),
+    (json.dumps({"kind": "autoscale", "vm": {"cpus": 2}, "trace": {"after": {"span_s": 10}},
+                 "autoscale": {"stock": {"cold_start_each_s": ["x"]}}}).encode(),
+     "a cold start of stock is 'x', not a number"),
+    (json.dumps({"kind": "autoscale", "vm": {"cpus": 2}, "trace": {},
+                 "autoscale": {}}).encode(), "has no trace.after"),
+])
+def test_a_malformed_autoscale_run_is_named(tmp_path: Path, content: bytes,
+                                            message: str) -> None:
+    bench, storm = tmp_path / "bench.json", tmp_path / "storm.json"
+    bench.write_bytes(content)
+    storm.write_text(json.dumps(storm_doc()))
+    with pytest.raises(LabError) as err:
+        add_projection(bench, storm)
+    assert str(bench) in str(err.value) and message in str(err.value)
+    assert bench.read_bytes() == content
+
+
+def test_a_storm_whose_serial_fraction_is_no_number_is_named(tmp_path: Path) -> None:
+    bench, storm = tmp_path / "bench.json", tmp_path / "storm.json"
+    bench.write_text(json.dumps(autoscale_doc()))
+    storm.write_text(json.dumps({"projection": {"stock": {}}}))
+    with pytest.raises(LabError, match=f"{storm} has no stock.serial_fraction"):
+        add_projection(bench, storm)

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,12 +67,26 @@ def _number(text: str, what: str, where: str) -> float:
     return value
 
 
+def _rows(reader: Any, source: str) -> Iterator[tuple[int, list[str]]]:
+    """Each row of the CSV ``reader`` with the line it ends on; TraceError
+    naming ``source`` and the line for what the csv module cannot read (a
+    field over its size limit, a NUL)."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise TraceError(f"{source}:{reader.line_num}: not a CSV row: {exc}") from None
+        yield reader.line_num, row
+
+
 def parse_trace(text: str, source: str = "trace") -> Trace:
     """The trace in ``text`` (CSV with a header naming COLUMNS); TraceError
     naming ``source`` and the line of the first bad row."""
-    reader = csv.reader(io.StringIO(text))
+    reader = _rows(csv.reader(io.StringIO(text)), source)
     try:
-        header = next(reader)
+        _, header = next(reader)
     except StopIteration:
         raise TraceError(f"{source}: empty, expected a header {','.join(COLUMNS)}") from None
     missing = [c for c in COLUMNS if c not in header]
@@ -81,8 +96,8 @@ def parse_trace(text: str, source: str = "trace") -> Trace:
     col = {c: header.index(c) for c in COLUMNS}
     functions: dict[str, int] = {}
     invocations = []
-    for row in reader:
-        where = f"{source}:{reader.line_num}"
+    for line, row in reader:
+        where = f"{source}:{line}"
         if not row or row == [""]:
             continue
         if len(row) != len(header):

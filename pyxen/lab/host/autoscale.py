@@ -72,6 +72,8 @@ class AutoscaleParams:
             text = self.trace.read_text()
         except OSError as exc:
             raise LabError(f"cannot read the trace {self.trace}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise LabError(f"the trace {self.trace} is not UTF-8 text: {exc}") from None
         before = parse_trace(text, str(self.trace))
         return before, self.transform().apply(before)
 

@@ -302,7 +302,7 @@ def _scrubbed_meanwhile(r: dict[str, Any]) -> str:
     """The share of the destroyed guests' memory scrubbed in the background
     while they were destroyed (profiling builds with the lab's counter)."""
     pages = background_scrubbed(r.get("destroy_lock_profile"))
-    total = r["guests"] * r["memory_mib"] * limits.PAGES_PER_MIB
+    total = r["guests"] * (r.get("memory_mib") or 0) * limits.PAGES_PER_MIB
     return "-" if pages is None or not total else f"{100 * pages / total:.0f}"
 
 
@@ -474,12 +474,41 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
     return doc
 
 
+#: What every storm run record holds that the table and the plot read, by
+#: type (every bench.json this pyxen wrote has them, format 1 too).
+RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "variant": str, "driver": str, "guests": int, "concurrency": int,
+    "makespan_s": (int, float), "destroy_makespan_s": (int, float), "console_ok": int,
+    "create_s": list, "running_before_create": list,
+    "xs_requests_per_create": (int, float, type(None)),
+}
+
+
+def check_runs(path: Path, runs: list[Any]) -> None:
+    """LabError naming ``path``, the run and what is wrong when a storm run
+    record lacks what the table and the plot read (a hand-edited or foreign
+    file), instead of a KeyError from deep in them."""
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict):
+            raise LabError(f"{path}: runs[{i}] is {type(r).__name__}, not a run record "
+                           "(a JSON object)")
+        for key, kind in RUN_FIELDS.items():
+            if key not in r:
+                raise LabError(f"{path}: runs[{i}] has no {key!r}: not a storm run "
+                               "'python -m pyxen.lab bench' wrote")
+            if not isinstance(r[key], kind) or isinstance(r[key], bool):
+                raise LabError(f"{path}: runs[{i}] {key!r} is {r[key]!r}, of the wrong type")
+        if len(r["create_s"]) < len(r["running_before_create"]):
+            raise LabError(f"{path}: runs[{i}] has fewer create_s than running_before_create")
+
+
 def replot(bench_json: Path, out: Path | None = None, wide: bool = False) -> Path:
     """Redraw a saved run's plot (``bench.png`` next to it unless ``out``)
     and print its table (``wide``: all its columns): for runs saved before a
     panel existed (any bench.json format this pyxen reads: benchfile)."""
     doc = load_bench(bench_json)
     runs = doc["runs"]
+    check_runs(bench_json, runs)
     target = out or bench_json.with_name("bench.png")
     plot(runs, target)
     print_summary(runs, list(doc.get("notes", [])), wide)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.host.benchfile import write_json
 
 FORMULA = ("T(n) = e*S/(1 - lam*e*S) + (1-e)*S/(1 - lam*(1-e)*S/n); S calibrated so "
            "that T(p) at the run's cold-start rate equals its mean cold start; "
@@ -93,12 +94,36 @@ def project_variant(mean_s: float, count: int, span_s: float, pcpus: int,
 
 def _load(path: Path, what: str) -> dict[str, Any]:
     try:
-        doc: dict[str, Any] = json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except OSError as exc:
         raise LabError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise LabError(f"{what} {path} is not UTF-8 text: {exc}") from None
     except json.JSONDecodeError as exc:
         raise LabError(f"{what} {path} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise LabError(f"{what} {path} is not a bench.json (not a JSON object)")
     return doc
+
+
+def _field(doc: dict[str, Any], where: str, *keys: str) -> Any:
+    """``doc[keys[0]][keys[1]]...``; LabError naming ``where`` and the
+    first key missing (or under something that is no JSON object)."""
+    value: Any = doc
+    for i, key in enumerate(keys):
+        if not isinstance(value, dict) or key not in value:
+            raise LabError(f"{where} has no {'.'.join(keys[:i + 1])}")
+        value = value[key]
+    return value
+
+
+def _number(value: Any, where: str, what: str, positive: bool = False) -> float:
+    """``value`` as a finite number (> 0 if ``positive``); LabError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or (positive and value <= 0):
+        raise LabError(f"{where}: {what} is {value!r}, not a "
+                       + ("positive " if positive else "") + "number")
+    return float(value)
 
 
 def serial_fractions(storm: dict[str, Any], path: Path) -> dict[str, float]:
@@ -106,28 +131,44 @@ def serial_fractions(storm: dict[str, Any], path: Path) -> dict[str, float]:
     if not isinstance(proj, dict) or not proj:
         raise LabError(f"{path} has no serial fractions (a boot storm's bench.json with "
                        "C=1 and a larger C has them in 'projection')")
-    return {v: float(p["serial_fraction"]) for v, p in proj.items()}
+    return {v: _number(_field(proj, str(path), v, "serial_fraction"), str(path),
+                       f"projection.{v}.serial_fraction")
+            for v in proj}
 
 
 def project(autoscale: dict[str, Any], fractions: dict[str, float], source: str,
-            cores: tuple[int, ...] = (16, 64)) -> dict[str, Any]:
+            cores: tuple[int, ...] = (16, 64),
+            where: str = "the autoscale run") -> dict[str, Any]:
     """The ``projection`` section for an autoscale bench.json: per variant
     with a serial fraction (``+cache`` variants use their build's) and at
-    least one cold start."""
+    least one cold start.  LabError naming ``where`` (the file) and what
+    it lacks when it is not an autoscale run's."""
     if autoscale.get("kind") != "autoscale":
-        raise LabError("not an autoscale bench.json (no kind 'autoscale')")
-    pcpus = int(autoscale["vm"]["cpus"])
-    span = float(autoscale["trace"]["after"]["span_s"])
+        raise LabError(f"{where}: not an autoscale bench.json (no kind 'autoscale')")
+    pcpus = int(_number(_field(autoscale, where, "vm", "cpus"), where, "vm.cpus", True))
+    span = _number(_field(autoscale, where, "trace", "after", "span_s"), where,
+                   "trace.after.span_s", True)
+    sections = _field(autoscale, where, "autoscale")
+    if not isinstance(sections, dict):
+        raise LabError(f"{where}: autoscale is no JSON object of variants")
     variants: dict[str, Any] = {}
-    for name, run in autoscale["autoscale"].items():
+    for name, run in sections.items():
+        if not isinstance(run, dict):
+            raise LabError(f"{where}: autoscale.{name} is no JSON object")
         build = name.removesuffix("+cache")
         cold = run.get("cold_start_each_s") or []
+        if not isinstance(cold, list):
+            raise LabError(f"{where}: autoscale.{name}.cold_start_each_s is no list")
+        cold = [_number(c, where, f"a cold start of {name}") for c in cold]
         if build not in fractions or not cold:
             continue
         # A pooled section's samples come from several replays of the span.
-        replays = sum(1 for r in run.get("replays") or [run] if not r.get("failed_to_run"))
+        replays = run.get("replays") or [run]
+        if not isinstance(replays, list) or not all(isinstance(r, dict) for r in replays):
+            raise LabError(f"{where}: autoscale.{name}.replays is no list of JSON objects")
+        done = sum(1 for r in replays if not r.get("failed_to_run"))
         variants[name] = project_variant(sum(cold) / len(cold), len(cold),
-                                         span * max(1, replays), pcpus, fractions[build], cores)
+                                         span * max(1, done), pcpus, fractions[build], cores)
     return {"serial_fractions_from": source, "pcpus_measured": pcpus, "cores": list(cores),
             "formula": FORMULA, "assumptions": ASSUMPTIONS, "variants": variants}
 
@@ -140,17 +181,17 @@ def add_projection(bench_json: Path, storm_json: Path,
     storm = _load(storm_json, "the boot storm's results")
     source = f"{storm_json} (project commit " \
              f"{_storm_commit(storm) or 'not recorded'})"
-    doc["projection"] = project(doc, serial_fractions(storm, storm_json), source, cores)
-    tmp = bench_json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False))
-    tmp.replace(bench_json)
+    doc["projection"] = project(doc, serial_fractions(storm, storm_json), source, cores,
+                                str(bench_json))
+    write_json(bench_json, doc)
     result: dict[str, Any] = doc["projection"]
     return result
 
 
 def _storm_commit(storm: dict[str, Any]) -> str | None:
-    for run in storm.get("runs", []):
-        if run.get("project_commit"):
+    runs = storm.get("runs")
+    for run in runs if isinstance(runs, list) else []:
+        if isinstance(run, dict) and run.get("project_commit"):
             return str(run["project_commit"])[:12]
     return None
 
