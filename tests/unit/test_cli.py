@@ -204,6 +204,61 @@ def test_the_deps_command_runs_before_the_lab_extra_is_installed() -> None:
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def test_an_os_error_is_an_error_line_not_a_traceback(monkeypatch, capsys):
+    def dispatch(ap, args):
+        raise NotADirectoryError(20, "Not a directory", "/dev/null/x")
+    monkeypatch.setattr(cli, "_dispatch", dispatch)
+    assert main(["deps"]) == 2
+    assert capsys.readouterr().err == "error: /dev/null/x: Not a directory\n"
+
+
+def test_an_interrupt_says_what_it_interrupted(monkeypatch, capsys):
+    from pyxen.lab.host import progress
+
+    def dispatch(ap, args):
+        with progress.step("building the hypervisor for 'stock'"):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_dispatch", dispatch)
+    monkeypatch.setattr(progress, "_INTERRUPTED", [])
+    assert main(["deps"]) == 130
+    assert "interrupted while building the hypervisor for 'stock'" in capsys.readouterr().err
+    assert progress.current_step() is None
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "0", "inf"])
+def test_run_timeout_is_a_positive_finite_number(value, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--timeout", value, "--", "true"])
+    assert "--timeout" in capsys.readouterr().err
+
+
+def test_run_checks_bind_before_the_build(tmp_path, monkeypatch, capsys):
+    def resolve(*args, **kwargs):
+        raise AssertionError("built before --bind was checked")
+    monkeypatch.setattr(cli.variants, "resolve", resolve)
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--bind", str(tmp_path / "missing"), "--", "true"])
+    assert info.value.code == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "--series", "/s"],
+    ["build", "--variant", "stock", "--series", "/s"],
+    ["run", "--series", "/s", "--", "true"],
+    ["bench", "--variants", "stock,stock+cache", "--series", "/s"],
+    ["bench", "--variants", "stock,patched@new", "--series-as", "new=/n", "--series", "/s"],
+])
+def test_a_series_no_variant_builds_is_refused(argv, monkeypatch, capsys):
+    def resolve(*args, **kwargs):
+        raise AssertionError("built with --series ignored")
+    monkeypatch.setattr(cli.variants, "resolve", resolve)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "--series /s: no variant here builds it" in capsys.readouterr().err
+
+
 def test_plot_names_what_a_malformed_bench_json_lacks(tmp_path, capsys):
     path = tmp_path / "bench.json"
     for doc, message in (({"format": 2, "runs": [{"variant": "stock"}]},

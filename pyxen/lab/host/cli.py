@@ -20,7 +20,7 @@ from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, nonneg_number,
                                      positive_number)
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.faastrace import PLATFORM_KEEP_ALIVE_S
-from pyxen.lab.host import hostdeps, paths, sources, variants
+from pyxen.lab.host import hostdeps, paths, progress, sources, variants
 from pyxen.lab.host.benchfile import (AUTOSCALE_OUT, BENCH_JSON, DEFAULT_OUT, prepare_out,
                                       saved_bench)
 from pyxen.lab.host.vm_options import VMOptions
@@ -184,13 +184,13 @@ def cmd_run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not command:
         ap.error("run needs a command after --")
     opts = _vm_options(args)
+    for b in args.bind:
+        if not b.is_dir():
+            ap.error(f"--bind {b}: not a directory")
     from pyxen.lab.host.vm import Dom0
     from pyxen.lab.host.xenbuild import build
     staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,
                                     _source(args)))
-    for b in args.bind:
-        if not b.is_dir():
-            ap.error(f"--bind {b}: not a directory")
     with Dom0(staged, opts, extra_binds=[b.resolve() for b in args.bind]) as dom0:
         res = dom0.run(command, timeout=args.timeout)
         sys.stdout.write(res.stdout)
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="boot a variant and run a command in its dom0")
     p.add_argument("--variant", default="stock", choices=variants.KNOWN)
     _add_source_options(p)
-    p.add_argument("--timeout", type=float, default=600.0, metavar="S")
+    p.add_argument("--timeout", type=positive_number, default=600.0, metavar="S")
     p.add_argument("--files", type=Path, metavar="DIR",
                    help="copy the command's $PYXEN_OUT files here")
     p.add_argument("--bind", type=Path, action="append", default=[], metavar="DIR",
@@ -589,22 +589,47 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _dispatch(ap, args)
-    except ValueError as exc:
-        ap.error(str(exc))
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError as exc:
+        # A file's bytes, not the command line: the readers that know the
+        # file name it (LabError); this is the last resort.
+        print(f"error: a file is not UTF-8 text: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        ap.error(str(exc))
+    except OSError as exc:
+        # A file or directory the lab could not make, read or write.
+        print(f"error: {_os_error_text(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted: VM stopped", file=sys.stderr)
+        doing = progress.interrupted_step()
+        print("interrupted" + (f" while {doing}" if doing else "")
+              + " (any VM it had started is stopped)", file=sys.stderr)
         return 130
     return 0  # pragma: no cover - ap.error exits
 
 
+def _os_error_text(exc: OSError) -> str:
+    """"PATH: what went wrong" for an OSError (its own text without a path)."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}" + ("" if exc.filename2 is None
+                                              else f" ({exc.filename2})")
+
+
 def _dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run the subcommand: the ``cmd_*`` function its parser registered
-    (the ``--series-as`` pairs checked against ``--variants`` first)."""
+    (the ``--series-as`` pairs checked against ``--variants`` first, and
+    ``--series`` against the variants it would be built for)."""
     if hasattr(args, "series_as"):
         args.named_series = variants.named_series_map(args.series_as)
         variants.check_named_series(args.variants, args.named_series)
+    if hasattr(args, "variants"):
+        variants.check_series_used(args.variants, getattr(args, "series", None))
+    elif hasattr(args, "variant"):
+        variants.check_series_used([variants.RunVariant.parse(args.variant)],
+                                   getattr(args, "series", None))
     result: int = args.func(ap, args)
     return result

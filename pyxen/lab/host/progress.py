@@ -57,16 +57,41 @@ def finished_steps() -> list[tuple[str, float]]:
     return list(_FINISHED)
 
 
+#: The long steps under way, outermost first, and the innermost one an
+#: interrupt (KeyboardInterrupt, SIGTERM) stopped.
+_RUNNING: list[str] = []
+_INTERRUPTED: list[str] = []
+
+
+def current_step() -> str | None:
+    """The innermost long step under way, if any."""
+    return _RUNNING[-1] if _RUNNING else None
+
+
+def interrupted_step() -> str | None:
+    """The innermost long step an interrupt stopped, else the one under
+    way (None: the interrupt came outside every step)."""
+    return _INTERRUPTED[0] if _INTERRUPTED else current_step()
+
+
 @contextmanager
 def step(description: str) -> Iterator[None]:
     """Show a spinner with elapsed time while a long step runs; log and
     record (finished_steps) its time when done."""
     start = time.monotonic()
     con = console()
-    if con.is_terminal:
-        with con.status(f"{description} ...", spinner="dots"):
+    _RUNNING.append(description)
+    try:
+        if con.is_terminal:
+            with con.status(f"{description} ...", spinner="dots"):
+                yield
+        else:
+            log.info("%s ...", description)
             yield
-    else:
-        log.info("%s ...", description)
-        yield
+    except KeyboardInterrupt:
+        if not _INTERRUPTED:        # the innermost step sees it first
+            _INTERRUPTED.append(description)
+        raise
+    finally:
+        _RUNNING.pop()
     record_step(description, time.monotonic() - start)

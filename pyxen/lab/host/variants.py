@@ -196,6 +196,17 @@ def check_named_series(run_variants: list[RunVariant], named: Mapping[str, Path]
                          f"patched{SERIES_TAG}NAME builds it")
 
 
+def check_series_used(run_variants: list[RunVariant], series: Path | None) -> None:
+    """ValueError when ``series`` (``--series``) is given and no variant of
+    ``run_variants`` builds it (only ``patched`` does; stock has no patches,
+    patched@NAME builds its --series-as): it would be ignored unseen."""
+    if series is not None and not any(v.base == "patched" and v.series_tag is None
+                                      for v in run_variants):
+        raise ValueError(f"--series {series}: no variant here builds it (only patched "
+                         f"does, and {', '.join(v.name for v in run_variants)} is asked): "
+                         "drop --series or ask for patched")
+
+
 def resolve(name: str, series: Path | None = None, debug: bool = False,
             profile: bool = False, source: sources.XenSource | None = None,
             named: Mapping[str, Path] | None = None) -> Variant:
