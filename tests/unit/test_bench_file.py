@@ -70,7 +70,7 @@ def test_plot_of_a_newer_format_says_so(tmp_path: Path, capsys: pytest.CaptureFi
     ({"format": "2", "runs": [{}]}, "\"format\" must be a positive integer, got '2'"),
     ({"format": 0, "runs": [{}]}, "\"format\" must be a positive integer, got 0"),
     ({"format": True, "runs": [{}]}, "\"format\" must be a positive integer, got True"),
-    ([{"variant": "stock"}], "is not a bench.json (not a JSON object)"),
+    ([{"variant": "stock"}], "is not a JSON object"),
     ({"format": 2, "vm": {}}, "holds no benchmark runs"),
     ({"runs": []}, "holds no benchmark runs"),
 ])

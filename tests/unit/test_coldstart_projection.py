@@ -160,8 +160,8 @@ def test_the_command_prints_the_projection(tmp_path: Path,
 
 
 @pytest.mark.parametrize("content,message", [
-    (b"[]", "is not a bench.json (not a JSON object)"),
-    (b"\xff\xfe", "is not UTF-8 text"),
+    (b"[]", "is not a JSON object"),
+    (b"\xff\xfe", "not UTF-8 text"),
     (json.dumps({"kind": "autoscale", "trace": {"after": {"span_s": 10}},
                  "autoscale": {}}).encode(), "has no vm"),
     (json.dumps({"kind": "autoscale", "vm": {"cpus": 2}, "trace": {"after": {"span_s": 10}},

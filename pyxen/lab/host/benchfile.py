@@ -45,12 +45,7 @@ def load_bench(path: Path, require_runs: bool = True) -> dict[str, Any]:
     """The bench.json at ``path``, in format BENCH_FORMAT.  LabError naming
     the file when it cannot be read, is not a JSON object, has a format this
     pyxen does not read, or (``require_runs``) holds no storm runs."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise LabError(f"cannot read benchmark results {path}: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise LabError(f"{path} is not a {BENCH_JSON} (not a JSON object)")
+    doc = read_results(path, "benchmark results")
     fmt = doc.get("format", 1)
     if type(fmt) is not int or fmt < 1:
         raise LabError(f"{path}: \"format\" must be a positive integer, got {fmt!r}")
@@ -81,15 +76,20 @@ def _kind_name(kind: str | None) -> str:
     return "boot-storm ('bench', 'scrubbench')" if kind is STORM_KIND else repr(kind)
 
 
-def read_results(path: Path) -> dict[str, Any]:
-    """The JSON object saved at ``path``; LabError naming the file when it
-    cannot be read or is no JSON object."""
+def read_results(path: Path, what: str = "results file") -> dict[str, Any]:
+    """The JSON object saved at ``path``: what every reader of a saved
+    results file goes through.  LabError naming ``what`` and the file when
+    it cannot be read, is not UTF-8 JSON, or is no JSON object."""
     try:
         doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise LabError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise LabError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise LabError(f"cannot read {what} {path}: not UTF-8 text: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise LabError(f"cannot read {what} {path}: not JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise LabError(f"{path} is not a results file (not a JSON object)")
+        raise LabError(f"{what} {path} is not a JSON object")
     return doc
 
 

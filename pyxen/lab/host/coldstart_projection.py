@@ -29,7 +29,6 @@ fraction was measured at up to 64 of them).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.host.benchfile import write_json
+from pyxen.lab.host.benchfile import read_results, write_json
 
 FORMULA = ("T(n) = e*S/(1 - lam*e*S) + (1-e)*S/(1 - lam*(1-e)*S/n); S calibrated so "
            "that T(p) at the run's cold-start rate equals its mean cold start; "
@@ -90,20 +89,6 @@ def project_variant(mean_s: float, count: int, span_s: float, pcpus: int,
             out[f"{key}mean_cold_start_{n}_cores_s"] = None if math.isinf(t) else t
             out[f"{key}saturated_{n}_cores"] = math.isinf(t)
     return out
-
-
-def _load(path: Path, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise LabError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise LabError(f"{what} {path} is not UTF-8 text: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise LabError(f"{what} {path} is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise LabError(f"{what} {path} is not a bench.json (not a JSON object)")
-    return doc
 
 
 def _field(doc: dict[str, Any], where: str, *keys: str) -> Any:
@@ -177,8 +162,8 @@ def add_projection(bench_json: Path, storm_json: Path,
                    cores: tuple[int, ...] = (16, 64)) -> dict[str, Any]:
     """Write the projection into ``bench_json`` (replacing an older one; the
     measured sections are kept as they are) and return it."""
-    doc = _load(bench_json, "the autoscale results")
-    storm = _load(storm_json, "the boot storm's results")
+    doc = read_results(bench_json, "the autoscale results")
+    storm = read_results(storm_json, "the boot storm's results")
     source = f"{storm_json} (project commit " \
              f"{_storm_commit(storm) or 'not recorded'})"
     doc["projection"] = project(doc, serial_fractions(storm, storm_json), source, cores,
