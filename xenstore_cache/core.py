@@ -77,13 +77,15 @@ def transaction_ended(reply: Packet) -> bool:
     """Whether xenstored's ``reply`` to a TRANSACTION_END shows that the
     transaction is over.  xenstored ends it whatever the outcome (EAGAIN
     included), but for EINVAL, a malformed request refused before the
-    transaction is looked at, and for ENOMEM, which it also sends when it
-    cannot allocate the request's context before the transaction is looked
-    at (4.22's process_message()).  After ENOMEM the transaction may still
-    be open, so its record stays: a change committed later must still be
-    invalidated.  If it had ended, the record goes with the session, or
-    with a second TRANSACTION_END (ENOENT), or is replaced when xenstored
-    gives its ID to a new transaction."""
+    transaction is looked at.  ENOMEM is ambiguous: mostly it comes after
+    the end (4.22's do_transaction_end() for a transaction whose allocation
+    failed, or a failing commit), but process_message() also sends it when
+    it cannot allocate the request's context, before the transaction is
+    looked at, which then stays open.  So after ENOMEM the record stays: a
+    change committed later must still be invalidated.  When the transaction
+    had ended, the record goes with the session or with a second
+    TRANSACTION_END (ENOENT), or is replaced when xenstored gives its ID to
+    a new transaction."""
     return reply.error_name not in ("EINVAL", "ENOMEM")
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from pyxen.lab.contract.errors import BuildError, LabError
 from pyxen.lab.host import hostdeps, nativebuild, paths, sources, xenbuild
+from pyxen.lab.host.vm_options import check_qemu_path
 
 
 @pytest.fixture(autouse=True)
@@ -142,3 +143,21 @@ def test_the_compiler_is_in_the_native_builds_keys(tmp_path: Path,
         outs.add(nativebuild._compile_cached(tmp_path / "stage", "tk", src, "x.so", [], []))
     assert len(keys) == 2 and len(outs) == 2
     assert (tmp_path / "cc.args").read_text().splitlines()[0] == "-m32"   # built anew
+
+
+def test_a_cache_given_through_a_symbolic_link_keeps_the_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The link is how a user gives QEMU a path its target (with a space) is not.
+    target = tmp_path / "a b" / "cache"
+    target.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(target)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(paths.CACHE_ENV, "link")
+    assert paths.cache_root() == tmp_path / "link"
+    check_qemu_path(paths.cache_root(), "the lab's cache")      # no space: taken
+
+
+def test_a_cc_that_cannot_be_split_is_an_error_naming_cc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", 'gcc "-m64')
+    with pytest.raises(LabError, match=r"\$CC 'gcc \"-m64' cannot be read as a command"):
+        nativebuild.compiler()

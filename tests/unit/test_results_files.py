@@ -61,6 +61,26 @@ def test_bench_keeps_the_birth_after_death_section_scrubbench_added(
     assert saved["notes"] == []
 
 
+def test_a_bench_json_replaced_during_the_run_does_not_lose_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another command writing to the same --out while the storms ran: the
+    storm's results go beside the file, and the error says where."""
+    fake_bench(monkeypatch)
+    other = json.dumps({"format": 2, "kind": "autoscale", "autoscale": {"stock": {}}})
+
+    def meanwhile(staged: Any, *a: Any, name: str, repeat: int, **kw: Any) -> list[dict[str, Any]]:
+        (tmp_path / BENCH_JSON).write_text(other)
+        return [storm_run(name)]
+
+    monkeypatch.setattr(bench, "run_variant", meanwhile)
+    with pytest.raises(LabError) as err:
+        run_bench(tmp_path)
+    assert (tmp_path / BENCH_JSON).read_text() == other              # not replaced
+    (aside,) = [p for p in tmp_path.glob("bench.*.json")]
+    assert str(aside) in str(err.value) and "'autoscale' results" in str(err.value)
+    assert [r["variant"] for r in json.loads(aside.read_text())["runs"]] == ["stock"]
+
+
 def autoscale_doc() -> dict[str, Any]:
     return {"format": 2, "kind": "autoscale", "autoscale": {"stock": {}}}
 

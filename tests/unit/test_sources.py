@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import lzma
+import os
 import random
 import re
 import subprocess
@@ -365,3 +366,8 @@ def test_a_failed_kernel_fetch_leaves_nothing_a_later_run_takes(
         == ["linux-image-6.1.0-99-amd64"]
     ran.clear()
     assert sources.dom0_kernel() == kernel and ran == ["apt-cache"]   # cached: no download
+    # The directory has the umask's mode, as one made in place would (not mkdtemp's 0700).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (paths.kernel_dir() / "linux-image-6.1.0-99-amd64").stat().st_mode & 0o777 \
+        == 0o777 & ~umask

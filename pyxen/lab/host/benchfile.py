@@ -132,6 +132,29 @@ def saved_bench(out_dir: Path) -> dict[str, Any] | None:
     return load_bench(out_dir / BENCH_JSON, require_runs=False)
 
 
+def write_storm_sections(out_dir: Path, sections: dict[str, Any]) -> dict[str, Any]:
+    """Write ``sections`` into ``out_dir``'s storm bench.json, keeping what
+    the saved one holds besides them (another command's sections: bench's
+    runs, scrubbench's birth_after_death); returns the document written.
+
+    The saved file was checked before the run (saved_bench); should it have
+    changed meanwhile into one this run must not replace (another command
+    writing to the same --out), the run is not lost: its sections go to
+    ``bench.<pid>.json`` beside it, and LabError says where."""
+    try:
+        saved = saved_bench(out_dir) or {}
+    except LabError as exc:
+        aside = out_dir / f"{Path(BENCH_JSON).stem}.{os.getpid()}.json"
+        write_json(aside, {"format": BENCH_FORMAT, **sections})
+        raise LabError(f"{exc}; this run's results are in {aside}") from None
+    doc = dict(sections)
+    for key, value in saved.items():
+        doc.setdefault(key, value)
+    doc.setdefault("format", BENCH_FORMAT)
+    write_json(out_dir / BENCH_JSON, doc)
+    return doc
+
+
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write ``doc`` to ``path`` whole or not at all: a temporary file beside
     it, renamed over it (a crash or a full disk leaves the old file)."""

@@ -26,7 +26,11 @@ from pyxen.lab.host import paths
 
 def compiler() -> list[str]:
     """The C compiler command: ``$CC`` split as a shell would ("gcc -m64"), else cc."""
-    return shlex.split(os.environ.get("CC", "")) or ["cc"]
+    cc = os.environ.get("CC", "")
+    try:
+        return shlex.split(cc) or ["cc"]
+    except ValueError as exc:       # an unclosed quote
+        raise LabError(f"$CC {cc!r} cannot be read as a command: {exc}") from None
 
 
 def native_key(tools_key: str) -> str:

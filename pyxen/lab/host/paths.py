@@ -25,7 +25,9 @@ def cache_root() -> Path:
     as the XDG base directory specification says."""
     env = os.environ.get(CACHE_ENV)
     if env:
-        return Path(env).expanduser().resolve()
+        # Absolute, symbolic links kept: a link is how a user gives QEMU a
+        # path without the spaces or commas its target may hold.
+        return Path(os.path.abspath(os.path.expanduser(env)))
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "pyxen"

@@ -20,7 +20,7 @@ from pyxen.lab.contract.heapdump import dma_width
 from pyxen.lab.contract.requests import ScrubRequest
 from pyxen.lab.contract.xenprof import PHASE_FIGURES
 from pyxen.lab.host import paths
-from pyxen.lab.host.benchfile import BENCH_FORMAT, BENCH_JSON, saved_bench, write_json
+from pyxen.lab.host.benchfile import BENCH_JSON, saved_bench, write_storm_sections
 from pyxen.lab.host.progress import console, step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
@@ -362,8 +362,7 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
     bench_json = out_dir / BENCH_JSON
     saved_bench(out_dir)      # a saved file it cannot extend fails before the runs
     runs = [run_variant(v, options, params) for v in resolved]
-    doc: dict[str, Any] = saved_bench(out_dir) or {"format": BENCH_FORMAT}
-    doc["birth_after_death"] = {
+    doc = write_storm_sections(out_dir, {"birth_after_death": {
         "vm": options.record(),
         "guest_node": 1,
         "scrub_policy_asked": params.scrub_policy,
@@ -371,8 +370,7 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
         "ratios": ratios(runs),
         "workers_on_vs_off": workers_on_vs_off(runs),
         "scrub_bound": scrub_bound(runs),
-    }
-    write_json(bench_json, doc)
+    }})
     plot(runs, out_dir / "birth_after_death.png")
     for run in runs:
         pol = run.get("scrub_policy")

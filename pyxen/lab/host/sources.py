@@ -296,6 +296,11 @@ def _fetch_kernel(package: str, dest: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
+        # mkdtemp's 0700 would become the kernel directory's: the umask's mode,
+        # as a directory made in place would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         log.info("downloading %s", package)
         _run(["apt-get", "download", "-q", package], cwd=tmp)
         deb = next(tmp.glob("*.deb"), None)
