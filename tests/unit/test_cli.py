@@ -242,6 +242,30 @@ def test_run_checks_bind_before_the_build(tmp_path, monkeypatch, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
+def test_run_checks_files_before_the_build(tmp_path, monkeypatch, capsys):
+    def resolve(*args, **kwargs):
+        raise AssertionError("built before --files was checked")
+    monkeypatch.setattr(cli.variants, "resolve", resolve)
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    assert main(["run", "--files", str(a_file / "out"), "--", "true"]) == 2
+    assert f"--files {a_file / 'out'}: cannot write results there" in capsys.readouterr().err
+
+
+def test_check_series_checks_out_before_any_build(tmp_path, monkeypatch, capsys):
+    from pyxen.lab.host import eachpatch
+
+    def check_packages(*args, **kwargs):
+        raise AssertionError("went on before --out was checked")
+    monkeypatch.setattr(eachpatch, "check_packages", check_packages)
+    assert main(["check-series", "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a directory" in capsys.readouterr().err
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    assert main(["check-series", "--out", str(a_file / "report.json")]) == 2
+    assert "cannot write results there" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [
     ["build", "--series", "/s"],
     ["build", "--variant", "stock", "--series", "/s"],

@@ -93,6 +93,26 @@ def read_results(path: Path, what: str = "results file") -> dict[str, Any]:
     return doc
 
 
+def writable_dir(out_dir: Path, option: str = "--out") -> None:
+    """Make ``out_dir`` (given as ``option``) and check that files can be
+    written there: what a long command does first, so that its results are
+    not lost at its end.  LabError naming the option and the directory."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as exc:
+        raise LabError(f"{option} {out_dir}: cannot write results there: "
+                       f"{exc.strerror or exc}") from None
+
+
+def writable_file(path: Path, option: str = "--out") -> None:
+    """``writable_dir`` for a results file's directory; LabError when
+    ``path`` is a directory."""
+    if path.is_dir():
+        raise LabError(f"{option} {path} is a directory: give the file to write")
+    writable_dir(path.parent, option)
+
+
 def prepare_out(out_dir: Path, json_name: str, kind: str | None) -> dict[str, Any] | None:
     """Make ``out_dir`` (a benchmark's ``--out``) and check that the results
     of a run of ``kind`` (the document's ``"kind"``; STORM_KIND for
@@ -102,12 +122,7 @@ def prepare_out(out_dir: Path, json_name: str, kind: str | None) -> dict[str, An
     LabError when the directory cannot be made or written, or when it holds
     a ``json_name`` the run must not replace: one that cannot be read, or of
     another kind.  Returns that file's document (None when there is none)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out_dir).close()
-    except OSError as exc:
-        raise LabError(f"--out {out_dir}: cannot write results there: "
-                       f"{exc.strerror or exc}") from None
+    writable_dir(out_dir)
     path = out_dir / json_name
     if not path.exists():
         return None

@@ -22,7 +22,7 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.faastrace import PLATFORM_KEEP_ALIVE_S
 from pyxen.lab.host import hostdeps, paths, progress, sources, variants
 from pyxen.lab.host.benchfile import (AUTOSCALE_OUT, BENCH_JSON, DEFAULT_OUT, prepare_out,
-                                      saved_bench)
+                                      saved_bench, writable_dir, writable_file)
 from pyxen.lab.host.vm_options import VMOptions
 
 if TYPE_CHECKING:
@@ -164,6 +164,8 @@ def cmd_build(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def cmd_check_series(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pyxen.lab.host import eachpatch
+    if args.out:
+        writable_file(args.out)      # before the builds of every patch
     eachpatch.check_packages(args.arm64)
     source = _source(args)
     found = variants.read_series_dir(variants.find_series(source.branch, args.series))
@@ -187,6 +189,8 @@ def cmd_run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     for b in args.bind:
         if not b.is_dir():
             ap.error(f"--bind {b}: not a directory")
+    if args.files:
+        writable_dir(args.files, "--files")     # before the build and the run
     from pyxen.lab.host.vm import Dom0
     from pyxen.lab.host.xenbuild import build
     staged = build(variants.resolve(args.variant, args.series, args.debug, args.profile,

@@ -11,10 +11,15 @@ from pyxen.lab.contract.errors import LabError, MissingHostPackage
 
 log = logging.getLogger(__name__)
 
+#: The packages of QEMU and of the initramfs' shell (named where a missing
+#: program is found, too).
+QEMU_PACKAGE = "qemu-system-x86"
+BUSYBOX_PACKAGE = "busybox-static"
+
 #: Debian packages by purpose.  The one list of what the lab needs.
 PACKAGES: dict[str, tuple[str, ...]] = {
     # Booting Xen nested: QEMU, the initramfs' shell.
-    "boot": ("qemu-system-x86", "busybox-static"),
+    "boot": (QEMU_PACKAGE, BUSYBOX_PACKAGE),
     # Building the hypervisor and the toolstack: what the hypervisor's Kconfig
     # and the tools' configure ask for with the lab's flags (xenbuild).  The
     # toolstack takes json-c (>= 0.15; 4.22 falls back to yajl without it).

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from pyxen.lab.contract.errors import MissingHostPackage
-from pyxen.lab.host import kmod, paths
+from pyxen.lab.host import hostdeps, kmod, paths
 from pyxen.lab.host.cpio import CpioWriter
 from pyxen.lab.host.sources import Kernel
 
@@ -20,7 +20,7 @@ LAYOUT_VERSION = 2
 def build_initramfs(kernel: Kernel, dest_dir: Path) -> Path:
     """Write (or reuse) the initramfs for ``kernel``; returns its path."""
     if not BUSYBOX.exists():
-        raise MissingHostPackage(["busybox-static"])
+        raise MissingHostPackage([hostdeps.BUSYBOX_PACKAGE])
     init = paths.package_data("init.sh").read_bytes()
     busybox = BUSYBOX.read_bytes()
     modules = kmod.load_order(kernel.modules, kmod.DOM0_MODULES)

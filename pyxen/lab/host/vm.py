@@ -25,7 +25,7 @@ from pyxen.lab.contract.errors import (
     LabError,
     MissingHostPackage,
 )
-from pyxen.lab.host import paths, progress, sources
+from pyxen.lab.host import hostdeps, paths, progress, sources
 from pyxen.lab.host.initramfs import build_initramfs
 from pyxen.lab.host.ram_backing import read_backing
 from pyxen.lab.host.vm_options import DOM0_CMDLINE, VMOptions, check_qemu_path
@@ -178,7 +178,7 @@ class Dom0:
 
     def _prepare(self) -> list[str]:
         if shutil.which(QEMU) is None:
-            raise MissingHostPackage(["qemu-system-x86"])
+            raise MissingHostPackage([hostdeps.QEMU_PACKAGE])
         kernel = sources.dom0_kernel()
         initrd = build_initramfs(kernel, paths.kernel_dir())
         if self.run_dir.exists():
