@@ -5,6 +5,8 @@ and the result.json fields built from them."""
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
@@ -16,8 +18,9 @@ import pytest
 from pyxen.config import DomainConfig
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.requests import StormRequest
 from pyxen.lab.contract.xenprof import SCRUB_BACKGROUND_COUNTER
-from pyxen.lab.dom0 import dom0bench, proxystats
+from pyxen.lab.dom0 import dom0bench, proxystats, tenants
 from pyxen.lab.dom0.proccpu import CpuSampler
 from pyxen.lab.dom0.xllock import LockUse
 
@@ -382,3 +385,94 @@ def test_a_storm_waits_for_xen_to_finish_scrubbing_free_memory(
     monkeypatch.setattr(settle.time, "sleep", lambda s: None)
     got = settle.settle_scrub(60.0)
     assert got["unscrubbed_pages_at_start"] == 3000 and got["unscrubbed_pages_left"] == 0
+
+
+# How a storm fails: a create raising anything is that guest's error; a
+# storm that breaks off destroys its guests; main hands back an error result.
+
+class TimeoutDriver(FakeDriver):
+    """Creates of ``hang`` raise what subprocess.run(timeout=) raises."""
+
+    def __init__(self, name: str, hang: set[str]) -> None:
+        super().__init__(name, fail=set(), stuck=set())
+        self.hang = hang
+
+    def create(self, config: DomainConfig, config_file: Path) -> None:
+        if config.name in self.hang:
+            raise subprocess.TimeoutExpired(["xl", "create"], 300)
+        super().create(config, config_file)
+
+
+def test_a_create_raising_anything_is_that_guests_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fakes(monkeypatch, dom0bench, tmp_path, proxy=False, profiled=False)
+    driver = TimeoutDriver("xl", hang={"g-3"})
+    r = dom0bench.storm(6, 1, tmp_path / "kernel", 16, "g-", tmp_path / "work", tmp_path,
+                        driver, ("create", "destroy"))
+    assert [t is None for t in r["create_s"]] == [False] * 3 + [True] + [False] * 2
+    assert "create g-3: TimeoutExpired: Command '['xl', 'create']' timed out after " \
+           "300 seconds" in r["errors"]
+    assert driver.live == set() and r["leftover_domains"] == []
+
+
+def test_a_storm_that_breaks_off_destroys_its_guests(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fakes(monkeypatch, dom0bench, tmp_path, proxy=False, profiled=False)
+
+    def broken(names: Any, timeout: float) -> dict[str, bool]:
+        raise RuntimeError("console log unreadable")
+
+    monkeypatch.setattr(dom0bench, "wait_console", broken)
+    driver = FakeDriver("pyxen", fail=set(), stuck={"g-1"})
+    driver.live.add("g-other")   # not the storm's: left alone
+    with pytest.raises(RuntimeError, match="console log unreadable") as info:
+        dom0bench.storm(3, 2, tmp_path / "kernel", 16, "g-", tmp_path / "work", tmp_path,
+                        driver, ("create", "destroy"))
+    assert driver.live == {"g-1", "g-other"}
+    assert info.value.__notes__ == ["clean-up: storm guests left: g-1"]
+
+
+def test_tenants_are_destroyed_when_their_start_breaks_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tenants, "xenstored_fds", lambda: None)
+    monkeypatch.setattr(tenants, "VANISH_WAIT_S", 0.0)
+
+    def broken(names: Any, timeout: float) -> dict[str, bool]:
+        raise RuntimeError("console log unreadable")
+
+    monkeypatch.setattr(tenants, "wait_console", broken)
+    storms: list[Any] = []
+    monkeypatch.setattr(dom0bench, "storm", lambda *a: storms.append(a))
+    driver = FakeDriver("xl", fail=set(), stuck=set())
+    with pytest.raises(RuntimeError, match="console log unreadable"):
+        dom0bench.run(2, 1, Path("/guest"), 16, "b-", tmp_path, tmp_path, driver, running=3)
+    assert storms == [] and driver.live == set()
+
+
+def test_a_tenant_create_raising_anything_is_an_error_of_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tenants, "xenstored_fds", lambda: None)
+    monkeypatch.setattr(tenants, "wait_console", lambda names, t: {n: True for n in names})
+    driver = TimeoutDriver("xl", hang={"s-r1"})
+    t = tenants.start(driver, 3, Path("/guest"), 16, "s-", tmp_path, storm_mib=16)
+    assert driver.live == {"s-r0", "s-r2"} and t.up == ["s-r0", "s-r2"]
+    assert t.errors == ["create tenant s-r1: TimeoutExpired: Command '['xl', 'create']' "
+                        "timed out after 300 seconds"]
+
+
+def test_main_hands_back_an_error_result_when_the_storm_breaks_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(*a: Any, **kw: Any) -> dict[str, Any]:
+        exc = KeyError("domid")
+        exc.add_note("clean-up: storm guests left: bench-0")
+        raise exc
+
+    monkeypatch.setattr(dom0bench, "run", broken)
+    monkeypatch.setitem(dom0bench.DRIVERS, "pyxen", lambda: None)
+    monkeypatch.setenv(protocol.ENV_OUT, str(tmp_path))
+    req = StormRequest(guests=2, concurrency=1, kernel=Path("/guest"), memory_mib=16)
+    assert dom0bench.main(["--request", req.to_json()]) == 2
+    assert json.loads((tmp_path / protocol.RESULT_FILE).read_text()) == {"errors": [
+        "the storm broke off: KeyError: 'domid'", "clean-up: storm guests left: bench-0"]}
+    assert "KeyError" in capsys.readouterr().err

@@ -18,6 +18,11 @@ RSP_DIR = "rsp"
 OUT_DIR = "out"
 SHARE_DIR = "share"             # host -> dom0 files (Dom0.share)
 
+#: Files a dom0 driver writes in its output directory (ENV_OUT): what it
+#: measured, and (the storm) how far it has got, for the host to show.
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.json"
+
 #: Where dom0 mounts the exchange directory (init.sh mounts it there).
 DOM0_XCHG = "/xchg"
 

@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,7 @@ class Progress:
     """Writes progress for the host to show (a small JSON file, replaced atomically)."""
 
     def __init__(self, out: Path, total: int) -> None:
-        self.path = out / "progress.json"
+        self.path = out / protocol.PROGRESS_FILE
         self.total = total
         self.done = 0
         self.phase = "create"
@@ -111,17 +112,25 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     With ``trace_timed`` the timed storm keeps the trace on too, and its
     own counts go under ``timed_counts``: what the first storm of a
     process does that the second does not (a cache's first watches)."""
-    others = tenants.start(driver, running, kernel, memory_mib, prefix, workdir,
-                           storm_mib=guests * memory_mib)
+    # Those a start that failed half-way created are destroyed too (stop
+    # destroys every tenant name still listed).
+    others = tenants.Tenants(names=tenants.names_for(prefix, running))
     try:
+        others = tenants.start(driver, running, kernel, memory_mib, prefix, workdir,
+                               storm_mib=guests * memory_mib)
         settled = settle_scrub(SCRUB_SETTLE_S)
         with contextlib.nullcontext() if trace_timed else xs_trace_off():
             timed = storm(guests, concurrency, kernel, memory_mib, prefix, workdir, out,
                           driver, protocol.BENCH_PHASES[:2])
         counted = storm(guests, concurrency, kernel, memory_mib, f"{prefix}n", workdir,
                         out, driver, protocol.BENCH_PHASES[2:])
-    finally:
+    except BaseException as exc:
         left = tenants.stop(driver, others)
+        for note in others.errors + ([f"clean-up: tenants left: {', '.join(left)}"]
+                                     if left else []):
+            exc.add_note(note)
+        raise
+    left = tenants.stop(driver, others)
     result = merge_passes(timed, counted)
     if trace_timed:
         result["timed_counts"] = {k: timed[k] for k in COUNTED_FIELDS}
@@ -161,6 +170,9 @@ class Storm:
                 took[i] = time.monotonic() - t0
             except (XenError, LabError) as exc:  # pyxen's errors, and xl's XlError
                 self.errors.append(f"{phase} {self.configs[i].name}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - that guest's error; the others go on
+                self.errors.append(f"{phase} {self.configs[i].name}: "
+                                   f"{type(exc).__name__}: {exc}")
             finally:
                 self.progress.advance(phase)
 
@@ -411,25 +423,65 @@ def storm(guests: int, concurrency: int, kernel: Path, memory_mib: int,
     create_name, destroy_name = phases
     s, baseline = prepare(guests, concurrency, kernel, memory_mib, prefix, workdir, out,
                           driver)
-    # The whole storm's watch events, libxenstore's caches' apart (none
-    # without the trace).
-    whole = TraceReader(trace_path())
-    created = create_phase(s, create_name)
-    console_ok = console_phase(s)
-    destroyed = destroy_phase(s, destroy_name)
-    after = aftermath(s)
-    result = account(s, baseline, created, console_ok, destroyed, after)
-    result["xs_watch_events"] = dict(count_watch_events(whole.take_text()))
-    return result
+    try:
+        # The whole storm's watch events, libxenstore's caches' apart (none
+        # without the trace).
+        whole = TraceReader(trace_path())
+        created = create_phase(s, create_name)
+        console_ok = console_phase(s)
+        destroyed = destroy_phase(s, destroy_name)
+        after = aftermath(s)
+        result = account(s, baseline, created, console_ok, destroyed, after)
+        result["xs_watch_events"] = dict(count_watch_events(whole.take_text()))
+        return result
+    except BaseException as exc:
+        # The storm broke off: none of its guests may outlive it.
+        for note in clean_up(s):
+            exc.add_note(note)
+        raise
+
+
+def clean_up(s: Storm) -> list[str]:
+    """Destroy every guest of the storm ``s`` still listed (a failed or
+    killed create may have left one half-built); what went wrong, and the
+    guests still listed after VANISH_WAIT_S."""
+    names = {c.name for c in s.configs}
+    notes = []
+    try:
+        listed = sorted(s.driver.names() & names)
+    except Exception as exc:  # noqa: BLE001 - reported with the storm's own error
+        return [f"cannot list the storm's guests to destroy them: {exc}"]
+    for name in listed:
+        try:
+            s.driver.destroy(name)
+        except Exception as exc:  # noqa: BLE001 - the others are destroyed all the same
+            notes.append(f"clean-up: destroy {name}: {exc}")
+    try:
+        left = wait_vanished(s.driver, names, VANISH_WAIT_S)
+    except Exception as exc:  # noqa: BLE001
+        return [*notes, f"clean-up: cannot list the storm's guests: {exc}"]
+    if left:
+        notes.append(f"clean-up: storm guests left: {', '.join(sorted(left))}")
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0: the storm ran clean; 1: it ran and its result lists
+    errors or leftover domains; 2: it broke off (the result holds only
+    ``errors``, also on stderr, and the host takes it for a failure)."""
     req = parse_request(StormRequest, argv, prog="pyxen.lab.dom0.dom0bench")
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
-    result = run(req.guests, req.concurrency, req.kernel, req.memory_mib, req.prefix,
-                 Path("/tmp/pyxen-bench"), out, DRIVERS[req.driver](), running=req.running,
-                 trace_timed=req.trace_timed)
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    try:
+        result = run(req.guests, req.concurrency, req.kernel, req.memory_mib, req.prefix,
+                     Path("/tmp/pyxen-bench"), out, DRIVERS[req.driver](),
+                     running=req.running, trace_timed=req.trace_timed)
+    except Exception as exc:  # noqa: BLE001 - any failure is handed back, not lost
+        traceback.print_exc()
+        errors = [f"the storm broke off: {type(exc).__name__}: {exc}",
+                  *getattr(exc, "__notes__", [])]
+        (out / protocol.RESULT_FILE).write_text(json.dumps({"errors": errors}, indent=2))
+        return 2
+    (out / protocol.RESULT_FILE).write_text(json.dumps(result, indent=2))
     return 0 if not result["errors"] and not result["leftover_domains"] else 1
 
 

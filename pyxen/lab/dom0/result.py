@@ -16,7 +16,7 @@ from pyxen.lab.contract import protocol
 def hand_back(result: dict[str, Any]) -> int:
     """Write ``result`` (which has an ``errors`` list) and return the exit status."""
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    (out / protocol.RESULT_FILE).write_text(json.dumps(result, indent=2))
     for e in result["errors"]:
         print(f"error: {e}", file=sys.stderr)
     return 1 if result["errors"] else 0

@@ -72,10 +72,17 @@ def _each(names: list[str], op: Any, what: str, errors: list[str]) -> list[str]:
             done.append(name)
         except (XenError, LabError) as exc:
             errors.append(f"{what} {name}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - any failure is that guest's, the rest go on
+            errors.append(f"{what} {name}: {type(exc).__name__}: {exc}")
 
     with ThreadPoolExecutor(max_workers=TENANT_CONCURRENCY) as pool:
         list(pool.map(one, names))
     return done
+
+
+def names_for(prefix: str, count: int) -> list[str]:
+    """The names of ``count`` tenants of a storm named ``prefix``."""
+    return [f"{prefix}r{i}" for i in range(count)]
 
 
 def start(driver: Driver, count: int, kernel: Path, memory_mib: int, prefix: str,
@@ -84,7 +91,7 @@ def start(driver: Driver, count: int, kernel: Path, memory_mib: int, prefix: str
     consoles.  LabError before any create if they and the storm's own
     guests (``storm_mib`` in all) cannot fit in free memory; a create that
     fails or a guest that never prints its line is an error of the run."""
-    t = Tenants(names=[f"{prefix}r{i}" for i in range(count)])
+    t = Tenants(names=names_for(prefix, count))
     if not count:
         return t
     need = count * (memory_mib + protocol.GUEST_OVERHEAD_MIB) + storm_mib

@@ -82,8 +82,9 @@ def run_storm(dom0: Dom0, request: StormRequest,
     res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.dom0bench",
                     "--request", request.to_json()],
                    timeout=600 + 120 * request.guests, on_poll=on_poll)
-    # Exit 1: the storm ran and its result reports errors or leftover domains.
-    return res.json_file("result.json", "the storm benchmark", ok_codes=(0, 1))
+    # Exit 1: the storm ran and its result reports errors or leftover domains;
+    # 2: it broke off (a LabError here, naming what dom0bench printed).
+    return res.json_file(protocol.RESULT_FILE, "the storm benchmark", ok_codes=(0, 1))
 
 
 def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
@@ -105,7 +106,7 @@ def run_variant(staged: StagedBuild, params: BenchParams, options: VMOptions,
 
             def poll(out: Path, task: TaskID = task) -> None:
                 try:
-                    p = json.loads((out / "progress.json").read_text())
+                    p = json.loads((out / protocol.PROGRESS_FILE).read_text())
                     base = params.guests * protocol.BENCH_PHASES.index(p["phase"])
                 except (OSError, ValueError, KeyError):
                     return
