@@ -8,6 +8,9 @@ host drops into the exchange directory (a 9p share), one at a time:
   xchg/out/<id>/       stdout, stderr, and files/ (the command's $PYXEN_OUT)
   xchg/rsp/<id>.json   {"returncode": n, "timed_out": bool, "elapsed_s": s}
 
+A malformed request (not JSON, no argv, a timeout that is not a positive
+finite number) is answered with return code 2 and the reason on its stderr.
+
 Only the standard library is imported: this runs before anything else is set up.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -130,6 +134,46 @@ def start_xs_cache(xchg: Path, env: dict[str, str]) -> None:
     _log(xchg, "xenstore-cache up in front of xenstored")
 
 
+#: A request's timeout when it names none, seconds.
+DEFAULT_TIMEOUT_S = 600.0
+
+#: The return code of a request refused as malformed (its reason on stderr).
+BAD_REQUEST_RC = 2
+
+
+def check_request(req: object) -> str | None:
+    """Why ``req`` (a decoded request) cannot be run, or None when it can:
+    the power-off op, or a non-empty ``argv`` list, and ``timeout`` (if
+    given) a positive finite number, ``env`` an object, ``cwd`` a string."""
+    if not isinstance(req, dict):
+        return f"a request is a JSON object, not {type(req).__name__}"
+    if req.get("op") == "poweroff":
+        return None
+    argv = req.get("argv")
+    if not isinstance(argv, list) or not argv:
+        return f"argv must be a non-empty list, got {argv!r}"
+    timeout = req.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        return f"timeout must be a positive finite number of seconds, got {timeout!r}"
+    if req.get("env") is not None and not isinstance(req["env"], dict):
+        return f"env must be an object, got {req['env']!r}"
+    if req.get("cwd") is not None and not isinstance(req["cwd"], str):
+        return f"cwd must be a string, got {req['cwd']!r}"
+    return None
+
+
+def refuse(xchg: Path, rid: str, reason: str) -> dict[str, object]:
+    """The response to a malformed request: its reason on the request's
+    stderr, return code BAD_REQUEST_RC."""
+    out = xchg / protocol.OUT_DIR / rid
+    (out / "files").mkdir(parents=True, exist_ok=True)
+    (out / "stdout").write_bytes(b"")
+    (out / "stderr").write_text(f"pyxen-agent: bad request {rid}: {reason}\n")
+    return {"returncode": BAD_REQUEST_RC, "timed_out": False, "elapsed_s": 0.0}
+
+
 def run_request(xchg: Path, rid: str, req: dict[str, object],
                 base_env: dict[str, str]) -> dict[str, object]:
     out = xchg / protocol.OUT_DIR / rid
@@ -139,7 +183,8 @@ def run_request(xchg: Path, rid: str, req: dict[str, object],
     env.update({str(k): str(v) for k, v in dict(req.get("env") or {}).items()})  # type: ignore[call-overload]
     env[protocol.ENV_OUT] = str(files)
     argv = [str(a) for a in req["argv"]]  # type: ignore[attr-defined]
-    timeout = float(req.get("timeout") or 600)  # type: ignore[arg-type]
+    raw_timeout = req.get("timeout")   # checked by check_request
+    timeout = DEFAULT_TIMEOUT_S if raw_timeout is None else float(raw_timeout)  # type: ignore[arg-type]
     start = time.monotonic()
     timed_out = False
     with (out / "stdout").open("wb") as so, (out / "stderr").open("wb") as se:
@@ -170,14 +215,23 @@ def serve(xchg: Path, env: dict[str, str]) -> None:
             continue
         for path in pending:
             rid = path.stem
-            req = json.loads(path.read_text())
+            text = path.read_text()
             path.unlink()
-            if req.get("op") == "poweroff":
+            try:
+                req = json.loads(text)
+                reason = check_request(req)
+            except ValueError as exc:
+                req, reason = None, f"not JSON: {exc}"
+            if reason is not None:
+                _log(xchg, f"refused {rid}: {reason}")
+                rsp = refuse(xchg, rid, reason)
+            elif req.get("op") == "poweroff":
                 _log(xchg, "poweroff requested")
                 return
-            _log(xchg, f"run {rid}: {req.get('argv')}")
-            rsp = run_request(xchg, rid, req, env)
-            _log(xchg, f"done {rid}: {rsp}")
+            else:
+                _log(xchg, f"run {rid}: {req.get('argv')}")
+                rsp = run_request(xchg, rid, req, env)
+                _log(xchg, f"done {rid}: {rsp}")
             tmp = rsp_dir / f"{rid}.tmp"
             tmp.write_text(json.dumps(rsp))
             tmp.rename(rsp_dir / f"{rid}.json")

@@ -10,11 +10,25 @@ import subprocess
 from dataclasses import asdict
 from typing import Any
 
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.xenprof import parse_counters, parse_hypercalls, parse_lockprof
+
+
+class XenprofError(LabError):
+    """A counter tool failed where it must not (a reset)."""
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def _check(argv: list[str]) -> None:
+    """Run ``argv``; XenprofError naming it and its stderr if it fails (a
+    reset that did not happen would credit the phase with what came before)."""
+    proc = _run(argv)
+    if proc.returncode != 0:
+        raise XenprofError(f"{' '.join(argv)} exited {proc.returncode}: "
+                           f"{(proc.stderr or proc.stdout).strip()}")
 
 
 class Profiler:
@@ -27,8 +41,8 @@ class Profiler:
 
     def reset(self) -> None:
         if self.available:
-            _run(["xenperf", "-r"])
-            _run(["xenlockprof", "-r"])
+            _check(["xenperf", "-r"])
+            _check(["xenlockprof", "-r"])
 
     def read(self) -> dict[str, Any] | None:
         if not self.available:

@@ -29,10 +29,15 @@ class XlError(LabError):
 
 
 def xl(*args: str, timeout: float = 300.0, env: Mapping[str, str] | None = None) -> str:
-    """Run ``xl args``; its output.  ``env``: variables added to this process's."""
-    proc = subprocess.run(["xl", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False,
-                          env=dict(os.environ, **env) if env else None)
+    """Run ``xl args``; its output.  ``env``: variables added to this process's.
+    XlError when it fails, and when it runs longer than ``timeout`` seconds
+    (it is killed then: a create may have left a half-built domain)."""
+    try:
+        proc = subprocess.run(["xl", *args], capture_output=True, text=True,
+                              timeout=timeout, check=False,
+                              env=dict(os.environ, **env) if env else None)
+    except subprocess.TimeoutExpired as exc:
+        raise XlError(list(args), -1, f"timed out after {timeout:g} s") from exc
     if proc.returncode != 0:
         raise XlError(list(args), proc.returncode, (proc.stderr or proc.stdout).strip())
     return proc.stdout
