@@ -109,7 +109,7 @@ def run_replay(dom0: Dom0, request: AutoscaleRequest,
                     "--request", request.to_json()],
                    timeout=600 + 3 * span + 30 * len(request.funcs), env=env)
     # Exit 1: the replay finished and its result reports something lost.
-    return res.json_file("result.json", "the autoscaling benchmark", ok_codes=(0, 1))
+    return res.json_file(protocol.RESULT_FILE, "the autoscaling benchmark", ok_codes=(0, 1))
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def run_fairness(dom0: Dom0, request: DomctlRequest) -> dict[str, Any]:
                     "--request", request.to_json()],
                    timeout=300 + request.rounds * request.probes * 2.0)
     # Exit 1: the run finished and its result lists errors.
-    return res.json_file("result.json", "the domctl fairness benchmark", ok_codes=(0, 1))
+    return res.json_file(protocol.RESULT_FILE, "the domctl fairness benchmark", ok_codes=(0, 1))
 
 
 @dataclass(frozen=True)

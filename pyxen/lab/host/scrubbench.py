@@ -237,7 +237,7 @@ def run_variant(variant: Variant, options: VMOptions, params: ScrubParams) -> di
                         "--request", req.to_json()],
                        timeout=3600 * (params.reps + params.size_reps))
         backing = dom0.ram_backing()
-    result = res.json_file("result.json", f"the birth-after-death benchmark on {name}")
+    result = res.json_file(protocol.RESULT_FILE, f"the birth-after-death benchmark on {name}")
     result["qemu_ram_backing"] = backing
     result["sizes"] = summarize_sizes(result["size_runs"])
     result["gaps"] = gap_summaries(result["gap_runs"], bool(result.get("scrub_alternated")))

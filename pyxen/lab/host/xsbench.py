@@ -72,7 +72,7 @@ def run_latency(dom0: Dom0, request: XsLatencyRequest) -> dict[str, Any]:
                    timeout=300 + 30 * len(request.idle) * (request.rounds + 1)
                    + reads * 0.05)
     # Exit 1: the run finished and its result lists errors.
-    return res.json_file("result.json", "the Xenstore latency benchmark", ok_codes=(0, 1))
+    return res.json_file(protocol.RESULT_FILE, "the Xenstore latency benchmark", ok_codes=(0, 1))
 
 
 @dataclass(frozen=True)
