@@ -4,6 +4,8 @@ request, table, ratios and command line."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -295,3 +297,138 @@ def test_a_clean_result_lost_nothing() -> None:
 ])
 def test_each_kind_of_loss_is_named(change: dict[str, Any], reason: str) -> None:
     assert what_was_lost(clean_result() | change) == [reason]
+
+
+# -- what raises unexpectedly: pool tasks, the run around the replay -----------------------------------------------------
+
+
+class RaisingDriver(ConsoleDriver):
+    """A ConsoleDriver whose create or destroy of the names given raise
+    an exception that is neither XenError nor LabError."""
+
+    def __init__(self, logs: Path, create_raises: set[str] = frozenset(),
+                 destroy_raises: set[str] = frozenset()) -> None:
+        super().__init__(logs)
+        self.create_raises, self.destroy_raises = create_raises, destroy_raises
+
+    def create(self, config: DomainConfig, config_file: Path) -> None:
+        if config.name in self.create_raises:
+            raise subprocess.TimeoutExpired(["xl", "create"], 300)
+        super().create(config, config_file)
+
+    def destroy(self, name: str) -> None:
+        if name in self.destroy_raises:
+            self.destroy_raises = self.destroy_raises - {name}   # once
+            raise OSError(f"destroy {name} broke")
+        super().destroy(name)
+
+
+def replay_within(req: AutoscaleRequest, driver: ConsoleDriver, workdir: Path,
+                  timeout: float = 10.0) -> autoscale.Replay:
+    """The replay, in a thread so that a hang fails the test."""
+    out: list[autoscale.Replay] = []
+    t = threading.Thread(target=lambda: out.append(autoscale.replay(req, driver, workdir)),
+                         daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), f"the replay still runs after {timeout} s"
+    return out[0]
+
+
+def test_a_create_that_raises_anything_fails_its_instance(logs: Path,
+                                                          tmp_path: Path) -> None:
+    driver = RaisingDriver(logs, create_raises={"fn-1"})
+    req = request([0, 1], [0.0, 0.0], [0.05, 0.05], keep_alive=0.1)
+    r = replay_within(req, driver, tmp_path / "w")
+    summary = autoscale.summarise(r)
+    assert summary["creates_failed"] == 1
+    assert any("fn-1" in e and "TimeoutExpired" in e for e in summary["errors"])
+    assert summary["invocations_failed"] == 1 and summary["invocations_done"] == 1
+    assert driver.created.count("fn-1") == 0 and driver.live == set()
+
+
+def test_a_destroy_that_raises_anything_is_a_failed_destroy(logs: Path,
+                                                            tmp_path: Path) -> None:
+    driver = RaisingDriver(logs, destroy_raises={"fn-0"})
+    req = request([0], [0.0], [0.05], keep_alive=0.1)
+    r = replay_within(req, driver, tmp_path / "w")
+    summary = autoscale.summarise(r)
+    assert summary["destroys_failed"] == 1
+    assert any("destroy fn-0" in e and "OSError" in e for e in summary["errors"])
+
+
+# -- autoscale: the run around the replay ---------------------------------------
+
+
+@pytest.fixture
+def no_xen(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyxen.xenctrl
+    import pyxen.xenstore
+
+    class Handle:
+        def __enter__(self) -> Handle:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def physinfo(self) -> Any:
+            return type("P", (), {"nr_cpus": 1})()
+
+        def directory(self, path: str) -> list[str]:
+            return ["0"]
+
+    monkeypatch.setattr(pyxen.xenctrl, "XenCtrl", Handle)
+    monkeypatch.setattr(pyxen.xenstore, "XenStore", Handle)
+    monkeypatch.setattr(autoscale, "settle_scrub", lambda timeout: {"waited_s": 0.0})
+    monkeypatch.setattr(autoscale.tenants, "xenstored_fds", lambda: 10)
+    monkeypatch.setattr(autoscale, "VANISH_WAIT_S", 0.5)
+
+
+def test_a_replay_that_raises_is_an_error_and_its_guests_are_destroyed(
+        logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_xen: None) -> None:
+    def broken_replay(req: AutoscaleRequest, driver: ConsoleDriver, workdir: Path,
+                      r: autoscale.Replay | None = None) -> autoscale.Replay:
+        # An instance up, then the replay breaks.
+        driver.create(DomainConfig("fn-0", KERNEL, memory_mib=16), workdir / "fn-0.cfg")
+        raise RuntimeError("the scaler broke")
+
+    monkeypatch.setattr(autoscale, "replay", broken_replay)
+    driver = ConsoleDriver(logs)
+    req = AutoscaleRequest(KERNEL, (0, 0), (0.0, 0.1), (0.05, 0.05), keep_alive_s=0.2,
+                           memory_mib=16, running=1, spinners_per_cpu=1)
+    result = autoscale.run(req, driver, tmp_path / "work")
+    assert result["errors"][0] == "run failed: RuntimeError: the scaler broke"
+    assert driver.live == set()                     # tenants, spinner and instance
+    assert result["leftover_domains"] == ["fn-0"]
+    assert result["invocations"] == 2 and result["invocations_done"] == 0
+    json.dumps(result)
+
+
+def test_tenants_that_fail_to_start_are_an_error_of_the_result(
+        logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_xen: None) -> None:
+    def start(*args: Any, **kwargs: Any) -> Any:
+        raise LabError("no memory for the running guests")
+
+    monkeypatch.setattr(autoscale.tenants, "start", start)
+    driver = ConsoleDriver(logs)
+    req = AutoscaleRequest(KERNEL, (0,), (0.0,), (0.05,), memory_mib=16, running=1)
+    result = autoscale.run(req, driver, tmp_path / "work")
+    assert result["errors"] == ["run failed: LabError: no memory for the running guests"]
+    assert result["invocations"] == 1 and result["leftover_domains"] == []
+
+
+def test_main_writes_the_result_of_a_run_that_raised(
+        logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_xen: None) -> None:
+    def broken_replay(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("instance 7")
+
+    monkeypatch.setattr(autoscale, "replay", broken_replay)
+    monkeypatch.setitem(autoscale.DRIVERS, "xl", lambda: ConsoleDriver(logs))
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv(protocol.ENV_OUT, str(out))
+    req = AutoscaleRequest(KERNEL, (0,), (0.0,), (0.05,), memory_mib=16, driver="xl")
+    assert autoscale.main(["--request", req.to_json()]) == 1
+    result = json.loads((out / "result.json").read_text())
+    assert result["errors"][0] == "run failed: KeyError: 'instance 7'"

@@ -69,6 +69,11 @@ class InstanceRecord:
     destroy_error: str | None = None
 
 
+def _describe(exc: BaseException) -> str:
+    """An unexpected exception as an error of the run."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 @dataclass
 class Replay:
     req: AutoscaleRequest
@@ -88,7 +93,29 @@ class Replay:
         return time.monotonic() - self.t0
 
     # -- the work the pool does ----------------------------------------------------
+    # Every task posts exactly one event, whatever it raises: the replay
+    # waits for one per task.  An unexpected exception fails the create or
+    # the destroy (counted, never retried); the run's cleanup destroys a
+    # guest it left.
     def create(self, inst: int) -> None:
+        try:
+            self._create(inst)
+        except Exception as exc:
+            self.events.put(("failed", inst, self.now(), _describe(exc)))
+        except BaseException as exc:
+            self.events.put(("failed", inst, self.now(), _describe(exc)))
+            raise
+
+    def destroy(self, inst: int) -> None:
+        try:
+            self._destroy(inst)
+        except Exception as exc:
+            self.events.put(("destroyed", inst, self.now(), _describe(exc)))
+        except BaseException as exc:
+            self.events.put(("destroyed", inst, self.now(), _describe(exc)))
+            raise
+
+    def _create(self, inst: int) -> None:
         rec = self.instances[inst]
         config = DomainConfig(name=rec.name, kernel=self.req.kernel,
                               memory_mib=self.req.memory_mib)
@@ -109,7 +136,7 @@ class Replay:
             return
         self.events.put(("started", inst, self.now(), None))
 
-    def destroy(self, inst: int) -> None:
+    def _destroy(self, inst: int) -> None:
         rec = self.instances[inst]
         try:
             self.driver.destroy(rec.name)
@@ -118,10 +145,13 @@ class Replay:
             self.events.put(("destroyed", inst, self.now(), str(exc)))
 
 
-def replay(req: AutoscaleRequest, driver: Driver, workdir: Path) -> Replay:
-    """Run the schedule to its end and destroy every instance."""
+def replay(req: AutoscaleRequest, driver: Driver, workdir: Path,
+           r: Replay | None = None) -> Replay:
+    """Run the schedule to its end and destroy every instance; the records
+    go into ``r`` when given (what a replay that raised had done)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    r = Replay(req, driver, workdir)
+    if r is None:
+        r = Replay(req, driver, workdir)
     scaler = Autoscaler(req.keep_alive_s)
     timers: list[tuple[float, int, int]] = []          # (due, invocation, instance)
     next_arrival = 0
@@ -251,16 +281,28 @@ def xs_request_fields(trace_text: str | None, creates: int) -> dict[str, Any]:
 
 def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
     """The replay between its load (running guests, spinners) set up and
-    torn down, with the checks that nothing was lost."""
+    torn down, with the checks that nothing was lost.  Whatever raises on
+    the way (but KeyboardInterrupt and the like) is an error of the result;
+    every guest of this run (named ``req.prefix``...) still listed at the
+    end is destroyed, and those that were are leftovers."""
     from pyxen.xenctrl import XenCtrl
     from pyxen.xenstore import XenStore
     workdir.mkdir(parents=True, exist_ok=True)
     spinners: list[str] = []
+    others = tenants.Tenants(names=[])
+    r: Replay | None = None
+    replayed = False
+    failure: str | None = None
+    left: set[str] = set()
+    xs_text: str | None = None
+    free_before: int | None = None
+    free_after: int | None = None
+    nodes_left: list[str] = []
     # Before any load: spinners keep the idle loop from ever scrubbing.
     settled = settle_scrub(SCRUB_SETTLE_S)
-    others = tenants.start(driver, req.running, req.kernel, 16, f"{req.prefix}load-",
-                           workdir, storm_mib=0)
     try:
+        others = tenants.start(driver, req.running, req.kernel, 16, f"{req.prefix}load-",
+                               workdir, storm_mib=0)
         with XenCtrl() as xc, XenStore() as xs:
             cpus = xc.physinfo().nr_cpus
             for i in range(cpus * req.spinners_per_cpu):
@@ -274,7 +316,9 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
             free_before = driver.free_memory_mib()
             xs_trace = trace_path()
             trace = TraceReader(xs_trace) if xs_trace.exists() else None
-            r = replay(req, driver, workdir)
+            r = Replay(req, driver, workdir)
+            replay(req, driver, workdir, r)
+            replayed = True
             names = {rec.name for rec in r.instances.values()}
             left = wait_vanished(driver, names, VANISH_WAIT_S)
             xs_text = trace.take_text() if trace is not None else None
@@ -283,6 +327,9 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
                 time.sleep(1.0)
             free_after = driver.free_memory_mib()
             nodes_left = sorted(set(xs.directory("/local/domain")) - before_nodes)
+    except Exception as exc:
+        log.exception("the autoscale run failed")
+        failure = f"run failed: {_describe(exc)}"
     finally:
         for name in spinners:
             try:
@@ -290,19 +337,45 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
             except (XenError, LabError) as exc:
                 others.errors.append(f"destroy spinner {name}: {exc}")
         left_load = tenants.stop(driver, others)
-    result = summarise(r)
+        strays, cleanup_errors = _destroy_strays(driver, req.prefix)
+    result = summarise(r if r is not None else Replay(req, driver, workdir))
     result.update(xs_request_fields(xs_text, result["creates"]))
+    if not replayed:   # the schedule's invocations that never arrived are not done
+        result["invocations"] = len(req.funcs)
     result.update({
         "driver": driver.name, "keep_alive_s": req.keep_alive_s,
         "memory_mib": req.memory_mib, "max_inflight": req.max_inflight,
         "running": others.as_json(), "spinners": len(spinners), "scrub_settle": settled,
-        "leftover_domains": sorted(left | set(left_load)),
+        "leftover_domains": sorted(left | set(left_load) | strays),
         "xenstore_nodes_left": nodes_left,
         "free_memory_mib_before": free_before, "free_memory_mib_after": free_after,
-        "memory_not_returned_mib": max(0, free_before - free_after),
+        "memory_not_returned_mib": (None if free_before is None or free_after is None
+                                    else max(0, free_before - free_after)),
     })
-    result["errors"] = result["errors"] + others.errors
+    result["errors"] = (([failure] if failure else []) + result["errors"] + others.errors
+                        + cleanup_errors)
     return result
+
+
+def _destroy_strays(driver: Driver, prefix: str) -> tuple[set[str], list[str]]:
+    """Destroy every guest named ``prefix``... still listed (the run's own
+    that its replay or a failure left behind): their names, and errors for
+    destroys that failed and guests still listed after VANISH_WAIT_S."""
+    errors: list[str] = []
+    try:
+        strays = {n for n in driver.names() if n.startswith(prefix)}
+    except (XenError, LabError) as exc:
+        return set(), [f"list the guests left: {exc}"]
+    for name in sorted(strays):
+        try:
+            driver.destroy(name)
+        except (XenError, LabError) as exc:
+            errors.append(f"destroy leftover {name}: {exc}")
+    if strays:
+        still = wait_vanished(driver, strays, VANISH_WAIT_S)
+        if still:
+            errors.append(f"still listed after their destroy: {', '.join(sorted(still))}")
+    return strays, errors
 
 
 def main(argv: list[str] | None = None) -> int:
