@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyxen.lab.contract.errors import LabError
+
 #: xl.conf's default ``lockfile`` (XL_LOCK_FILE; the lab does not change it).
 XL_LOCKFILE = Path("/var/lock/xl")
 PROC_LOCKS = Path("/proc/locks")
@@ -123,8 +125,16 @@ class LockSampler:
         self.use = LockUse()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="xl-lock-sampler", daemon=True)
+        #: What stopped the sampler early (raised again by __exit__).
+        self.error: BaseException | None = None
 
     def _run(self) -> None:
+        try:
+            self._sample()
+        except BaseException as exc:  # kept for __exit__: totals would be partial
+            self.error = exc
+
+    def _sample(self) -> None:
         last = time.monotonic()
         while not self._stop.wait(self.interval):
             now = time.monotonic()
@@ -148,6 +158,9 @@ class LockSampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *rest: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self.error is not None and exc_type is None:
+            raise LabError(f"xl lock sampler stopped early: {type(self.error).__name__}: "
+                           f"{self.error}") from self.error

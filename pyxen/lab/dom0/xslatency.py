@@ -56,6 +56,7 @@ from typing import Any, Literal
 
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import XsLatencyRequest, parse_request
 from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.dom0.proccpu import find_pids, open_fds, process_cpu_s
@@ -315,9 +316,11 @@ def run(req: XsLatencyRequest) -> dict[str, Any]:
                         _place(point, op, figures)
                         if (e := proxy_mismatch(figures, op, count, where)) is not None:
                             errors.append(e)
-                    if point["wrong_values"]:
-                        errors.append(f"{where}: {point['wrong_values']} "
-                                      f"reads of {req.path} returned another value")
+                        if figures["wrong_values"]:
+                            what = (f"reads of {req.path}" if op == "read"
+                                    else f"{op}es" if op == "miss" else f"{op}s")
+                            errors.append(f"{where}: {figures['wrong_values']} "
+                                          f"{what} returned another value")
                     points.append(point)
             for n in (sorted(req.idle) if req.syscall_reads else []):
                 pool.resize(n)
@@ -331,7 +334,7 @@ def run(req: XsLatencyRequest) -> dict[str, Any]:
                     if e is not None:
                         errors.append(e)
                 syscalls.append(calls)
-    except (XenError, OSError, RuntimeError, ValueError, KeyError, SetupError,
+    except (XenError, LabError, OSError, RuntimeError, ValueError, KeyError, SetupError,
             subprocess.TimeoutExpired) as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
