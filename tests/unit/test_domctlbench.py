@@ -131,7 +131,7 @@ class FakeStubs:
         self.xc.domains_by_id.pop(self.ids[name], None)
 
     def list_domains(self) -> list[Any]:
-        return [type("Row", (), {"name": n})() for n, domid in self.ids.items()
+        return [type("Row", (), {"name": n, "domid": domid})() for n, domid in self.ids.items()
                 if domid in self.xc.domains_by_id]
 
 
@@ -268,3 +268,118 @@ def test_a_round_whose_idle_clock_stood_still_is_left_out_of_the_slowdown(
     (none,) = summarise([{"variant": "stock", "rounds": [rnd(0.0, 0.0, 900.0)]}])
     assert none.slowdown_p50 is None and none.slowdown_p99 is None
     Console(width=100, record=True).print(summary_table([none]))   # a None prints
+
+
+def test_a_load_thread_that_cannot_open_its_handle_is_an_error(
+        fake_xc: type[FakeXc], monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyxen.xenctrl
+
+    class NoMoreHandles(FakeXc):
+        opened = 0
+
+        def __enter__(self) -> FakeXc:
+            with self.lock:
+                NoMoreHandles.opened += 1
+                if NoMoreHandles.opened > 1:        # the load threads' own handles
+                    raise XenCtrlError("xc_interface_open", errno.EMFILE, "too many open files")
+            return self
+    monkeypatch.setattr(pyxen.xenctrl, "XenCtrl", NoMoreHandles)
+    result = domctlfair.run(DomctlRequest(creators=2, readers=1, probes=10, rounds=1))
+    assert result["rounds"][0]["creates"] == result["rounds"][0]["reads"] == 0
+    assert len(result["errors"]) == 3
+    assert all("too many open files" in e for e in result["errors"])
+    assert any("creator0" in e for e in result["errors"])
+
+
+def test_a_load_thread_killed_by_any_exception_is_an_error(
+        fake_xc: type[FakeXc], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_info(self: FakeXc, domid: int) -> object:
+        raise RuntimeError("the bindings broke")
+    monkeypatch.setattr(FakeXc, "domain_info", broken_info)
+    result = domctlfair.run(DomctlRequest(creators=0, readers=1, probes=10, rounds=1))
+    assert result["errors"] == ["round 0: reader0: RuntimeError: the bindings broke"]
+
+
+def test_a_load_thread_that_does_not_stop_is_an_error(
+        fake_xc: type[FakeXc], monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def stuck_info(self: FakeXc, domid: int) -> object:
+        release.wait(10)                # a hypercall that does not come back
+        return object()
+    monkeypatch.setattr(FakeXc, "domain_info", stuck_info)
+    monkeypatch.setattr(domctlfair, "JOIN_S", 0.2)
+    try:
+        result = domctlfair.run(DomctlRequest(creators=0, readers=1, probes=10, rounds=1))
+    finally:
+        release.set()
+    assert result["errors"] == ["round 0: reader0 still running 0 s after the stop"]
+
+
+def test_a_stub_that_fails_to_start_leaves_its_errors_and_the_stubs_left(
+        fake_xc: type[FakeXc], fake_stubs: FakeStubs, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = fake_stubs.start
+
+    def start(name: str, kernel: Path, workdir: Path, target: int | None = None) -> int:
+        if name.endswith("1"):
+            raise domctlfair.LabError(f"xl create {name} failed")
+        return started(name, kernel, workdir, target)
+
+    def destroy(name: str) -> None:
+        raise domctlfair.LabError(f"xl destroy {name} exited 1: busy")
+    monkeypatch.setattr(domctlfair.xsstub, "start", start)
+    monkeypatch.setattr(domctlfair.xl, "destroy", destroy)
+    req = DomctlRequest(creators=1, readers=0, stubs=2, probes=10, rounds=1,
+                        kernel=Path("/guest"))
+    result = domctlfair.run(req)
+    stub0 = fake_stubs.ids[f"{protocol.DOMCTL_STUB_PREFIX}0"]
+    assert result["rounds"] == []
+    assert any("xl create" in e for e in result["errors"])
+    assert f"destroy {protocol.DOMCTL_STUB_PREFIX}0: xl destroy " \
+           f"{protocol.DOMCTL_STUB_PREFIX}0 exited 1: busy" in result["errors"]
+    assert result["leftover_domains"] == [stub0]
+    assert any("still exist" in e for e in result["errors"])
+
+
+def test_a_target_that_cannot_be_created_or_destroyed_still_gives_a_result(
+        fake_xc: type[FakeXc], monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: FakeXc, domid: int) -> int:
+        raise XenCtrlError("xc_domain_create", errno.ENOMEM, "no memory")
+    with monkeypatch.context() as m:
+        m.setattr(FakeXc, "create_bare_domain", refuse)
+        result = domctlfair.run(DomctlRequest(creators=1, readers=0, probes=10, rounds=1))
+    assert result["rounds"] == [] and len(result["errors"]) == 1
+    assert "no memory" in result["errors"][0]
+
+    def stuck(self: FakeXc, domid: int) -> None:
+        raise XenCtrlError("xc_domain_destroy", errno.EBUSY, "busy")
+    fake_xc.domains_by_id = {}
+    monkeypatch.setattr(FakeXc, "destroy", stuck)
+    result = domctlfair.run(DomctlRequest(creators=0, readers=1, probes=10, rounds=1))
+    assert len(result["rounds"]) == 1
+    assert any(e.startswith(f"destroy {protocol.DOMCTL_FIRST_ID}: ") for e in result["errors"])
+    assert result["leftover_domains"] == [protocol.DOMCTL_FIRST_ID]
+
+
+def test_main_writes_a_result_when_no_handle_opens(
+        fake_xc: type[FakeXc], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import json
+
+    import pyxen.xenctrl
+
+    class NoHandle(FakeXc):
+        def __enter__(self) -> FakeXc:
+            raise XenCtrlError("xc_interface_open", errno.EACCES, "permission denied")
+    monkeypatch.setattr(pyxen.xenctrl, "XenCtrl", NoHandle)
+    monkeypatch.setenv(protocol.ENV_OUT, str(tmp_path))
+    req = DomctlRequest(creators=1, readers=0, probes=10, rounds=1)
+    assert domctlfair.main(["--request", req.to_json()]) == 1
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["rounds"] == [] and "permission denied" in result["errors"][0]
+
+
+def test_the_creators_bound_is_the_requests_one() -> None:
+    from pyxen.lab.contract.requests import DOMCTL_CREATORS_MAX
+    DomctlRequest(creators=DOMCTL_CREATORS_MAX)
+    with pytest.raises(ValueError, match=f"0..{DOMCTL_CREATORS_MAX}"):
+        DomctlRequest(creators=DOMCTL_CREATORS_MAX + 1)

@@ -286,6 +286,11 @@ class XsLatencyRequest(DriverRequest):
                      "an absolute Xenstore path")
 
 
+#: The most creating threads a DomctlRequest may ask for (each has a block of
+#: protocol.DOMCTL_IDS_PER_CREATOR domain IDs).
+DOMCTL_CREATORS_MAX = 16
+
+
 @dataclass(frozen=True)
 class DomctlRequest(DriverRequest):
     """Exclusive domctls against domain creation (pyxen.lab.dom0.domctlfair):
@@ -307,7 +312,8 @@ class DomctlRequest(DriverRequest):
     kernel: Path | None = None   # the tiny guest (for stubs); the same path in dom0
 
     def check(self) -> None:
-        self.require("creators", 0 <= self.creators <= 16, "0..16")
+        self.require("creators", 0 <= self.creators <= DOMCTL_CREATORS_MAX,
+                     f"0..{DOMCTL_CREATORS_MAX}")
         self.require("readers", 0 <= self.readers <= 16, "0..16")
         self.require("stubs", 0 <= self.stubs <= protocol.DOMCTL_STUBS_MAX,
                      f"0..{protocol.DOMCTL_STUBS_MAX}")

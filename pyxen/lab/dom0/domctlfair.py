@@ -39,7 +39,7 @@ from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.percentiles import percentiles
-from pyxen.lab.contract.requests import DomctlRequest, parse_request
+from pyxen.lab.contract.requests import DOMCTL_CREATORS_MAX, DomctlRequest, parse_request
 from pyxen.lab.dom0 import xl, xsstub
 from pyxen.lab.dom0.result import hand_back
 
@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 VANISH_S = 30.0
 #: How long a stub domain may take to print its start line.
 STUB_START_S = 60.0
+#: How long a load thread may take to end once told to stop; one still
+#: running after that is an error.
+JOIN_S = 10.0
 
 
 @dataclass
@@ -69,11 +72,16 @@ class Load:
             setattr(self, what, getattr(self, what) + n)
 
 
-def own_handle(work: Callable[..., None], *args: Any) -> None:
-    """Run a load thread's ``work(xc, *args)`` with a libxenctrl handle of its own."""
+def own_handle(work: Callable[[Any, int, Load], None], arg: int, load: Load) -> None:
+    """Run a load thread's ``work(xc, arg, load)`` with a libxenctrl handle of
+    its own; whatever ends it early (opening the handle too) is one of
+    ``load.errors``."""
     from pyxen.xenctrl import XenCtrl
-    with XenCtrl() as xc:
-        work(xc, *args)
+    try:
+        with XenCtrl() as xc:
+            work(xc, arg, load)
+    except BaseException as exc:    # a thread's exception is otherwise lost
+        load.errors.append(f"{threading.current_thread().name}: {type(exc).__name__}: {exc}")
 
 
 def creator(xc: Any, first_id: int, load: Load) -> None:
@@ -140,44 +148,49 @@ def loaded_round(xc: Any, req: DomctlRequest, target: int) -> tuple[list[float],
     finally:
         elapsed = time.monotonic() - t0
         load.stop.set()
+        deadline = time.monotonic() + JOIN_S
         for t in threads:
-            t.join()
+            t.join(max(0.0, deadline - time.monotonic()))
+        load.errors += [f"{t.name} still running {JOIN_S:.0f} s after the stop"
+                        for t in threads if t.is_alive()]
     return times, load, elapsed
 
 
 def ours(xc: Any) -> list[int]:
     """The IDs of this benchmark's empty domains that exist."""
-    last = protocol.DOMCTL_FIRST_ID + 16 * protocol.DOMCTL_IDS_PER_CREATOR
+    last = protocol.DOMCTL_FIRST_ID + DOMCTL_CREATORS_MAX * protocol.DOMCTL_IDS_PER_CREATOR
     return [d.domid for d in xc.domains() if protocol.DOMCTL_FIRST_ID <= d.domid <= last]
 
 
 class Stubs:
     """The request's Xenstore stub domains (pyxen.lab.dom0.xsstub), each
     reading the probed domain ``target`` in every round; paused but while
-    ``load()`` lets them run for a block."""
+    ``load()`` lets them run for a block.  ``start()`` starts them; the
+    owner calls ``destroy()`` however that ended (a start that failed
+    half-way leaves stubs too)."""
 
     def __init__(self, xc: Any, req: DomctlRequest, target: int, workdir: Path) -> None:
-        self.xc = xc
+        self.xc, self.req, self.target, self.workdir = xc, req, target, workdir
         self.names = [f"{protocol.DOMCTL_STUB_PREFIX}{i}" for i in range(req.stubs)]
         self.domids: list[int] = []
-        try:
-            for name in self.names:
-                assert req.kernel is not None   # DomctlRequest.check
-                self.domids.append(xsstub.start(name, req.kernel, workdir, target))
-            deadline = time.monotonic() + STUB_START_S
-            for name in self.names:
-                while (start := xsstub.started(name)) is None:
-                    if time.monotonic() > deadline:
-                        raise LabError(f"stub {name} did not start within {STUB_START_S:.0f} s")
-                    time.sleep(0.2)
-                if start.first_rc != 0:
-                    raise LabError(f"stub {name}: getdomaininfo refused (rc {start.first_rc}): "
-                                   "it does not hold XSM_XS_PRIV")
-            for domid in self.domids:
-                xc.pause(domid)
-        except BaseException:
-            self.destroy()
-            raise
+        #: The IDs of stubs still listed after ``destroy()``.
+        self.left: list[int] = []
+
+    def start(self) -> None:
+        for name in self.names:
+            assert self.req.kernel is not None   # DomctlRequest.check
+            self.domids.append(xsstub.start(name, self.req.kernel, self.workdir, self.target))
+        deadline = time.monotonic() + STUB_START_S
+        for name in self.names:
+            while (start := xsstub.started(name)) is None:
+                if time.monotonic() > deadline:
+                    raise LabError(f"stub {name} did not start within {STUB_START_S:.0f} s")
+                time.sleep(0.2)
+            if start.first_rc != 0:
+                raise LabError(f"stub {name}: getdomaininfo refused (rc {start.first_rc}): "
+                               "it does not hold XSM_XS_PRIV")
+        for domid in self.domids:
+            self.xc.pause(domid)
 
     def calls(self) -> int:
         """Domctls the stubs reported so far (reported every few thousand)."""
@@ -195,21 +208,25 @@ class Stubs:
 
     def destroy(self) -> list[str]:
         """Destroy every stub that exists (one whose start failed half-way
-        too); the errors."""
+        too); the errors.  The stubs still listed after are in ``left``."""
         errors: list[str] = []
         if not self.names:
             return errors
         try:
             existing = {row.name for row in xl.list_domains()}
-        except LabError as exc:
+        except Exception as exc:
             return [f"listing the stubs to destroy them: {exc}"]
         for name in self.names:
             if name not in existing:
                 continue
             try:
                 xl.destroy(name)
-            except LabError as exc:
+            except Exception as exc:
                 errors.append(f"destroy {name}: {exc}")
+        try:
+            self.left = sorted(row.domid for row in xl.list_domains() if row.name in self.names)
+        except Exception as exc:
+            errors.append(f"listing the stubs after destroying them: {exc}")
         return errors
 
 
@@ -221,12 +238,15 @@ def run(req: DomctlRequest) -> dict[str, Any]:
         if left := ours(xc):
             return {"rounds": [], "errors": [f"domains {left} exist before the run"],
                     "leftover_domains": left}
-        target = xc.create_bare_domain(protocol.DOMCTL_FIRST_ID)
+        target = None
         stubs = None
+        left = []
         try:
+            target = xc.create_bare_domain(protocol.DOMCTL_FIRST_ID)
             xc.unpause(target)              # creation finished: see the docstring
             xc.pause(target)
             stubs = Stubs(xc, req, target, Path(workdir))
+            stubs.start()
             for rnd in range(req.rounds):
                 idle = probe(xc, target, req.probes)
                 calls0 = stubs.calls()
@@ -244,15 +264,24 @@ def run(req: DomctlRequest) -> dict[str, Any]:
                     "creates": load.creates, "destroys": load.destroys,
                     "reads": load.reads, "busy_ids": load.busy_ids,
                 })
-        except (XenError, LabError) as exc:
+        except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
         finally:
             if stubs is not None:
                 errors += stubs.destroy()
-            xc.destroy(target)
-            deadline = time.monotonic() + VANISH_S
-            while (left := ours(xc)) and time.monotonic() < deadline:
-                time.sleep(0.2)
+            if target is not None:
+                try:
+                    xc.destroy(target)
+                except Exception as exc:
+                    errors.append(f"destroy {target}: {type(exc).__name__}: {exc}")
+            try:
+                deadline = time.monotonic() + VANISH_S
+                while (left := ours(xc)) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            except Exception as exc:
+                errors.append(f"listing the domains left: {type(exc).__name__}: {exc}")
+            if stubs is not None:
+                left = sorted(set(left) | set(stubs.left))
     if left:
         errors.append(f"domains {left} still exist {VANISH_S:.0f} s after the run")
     return {"creators": req.creators, "readers": req.readers, "stubs": req.stubs,
@@ -261,7 +290,14 @@ def run(req: DomctlRequest) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return hand_back(run(parse_request(DomctlRequest, argv, prog="pyxen.lab.dom0.domctlfair")))
+    req = parse_request(DomctlRequest, argv, prog="pyxen.lab.dom0.domctlfair")
+    try:
+        result = run(req)
+    except Exception as exc:        # no libxenctrl handle, say: still a result
+        log.exception("the run failed")
+        result = {"rounds": [], "errors": [f"{type(exc).__name__}: {exc}"],
+                  "leftover_domains": []}
+    return hand_back(result)
 
 
 if __name__ == "__main__":
