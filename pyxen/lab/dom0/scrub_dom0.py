@@ -35,11 +35,10 @@ measured the same way.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +50,7 @@ from pyxen.lab.contract.heapdump import PAGE_SHIFT, dma_free_by_node, unscrubbed
 from pyxen.lab.contract.requests import ScrubRequest, parse_request
 from pyxen.lab.contract.turns import in_turn
 from pyxen.lab.contract.xenprof import phase_figures
+from pyxen.lab.dom0.result import hand_back
 from pyxen.lab.dom0.xenprof import Profiler
 from pyxen.lab.dom0.xstrace import xs_trace_off
 from pyxen.xenctrl import ScrubNodeStats, scrub_supported
@@ -60,6 +60,10 @@ NODE = 1
 BALLAST_MARGIN_MIB = 24
 FILLS = protocol.SCRUB_FILLS
 T = TypeVar("T")
+#: How long one ``xl destroy`` may run before it counts as a failed try.
+XL_DESTROY_S = 120.0
+#: How long a destroyed guest may take to be gone for good.
+DEATH_S = 120.0
 _COUNTERS = ("scrubbed_local", "scrubbed_remote", "scrubbed_alloc", "scrubbed_worker",
              "freed_dirty", "taken_dirty")
 
@@ -159,15 +163,20 @@ class Bench:
         and in xl's alike, stock and patched, with memory that looks corrupt
         right after fork (seen on Xen 4.17) -- so a failed destroy is
         retried and counted in ``destroy_retries``."""
+        why = ""
         for attempt in range(4):
-            r = subprocess.run(["xl", "destroy", str(dom.domid)], capture_output=True,
-                               text=True, check=False)
-            if r.returncode == 0 or self.host.xc.domain_info(dom.domid) is None:
+            try:
+                r = subprocess.run(["xl", "destroy", str(dom.domid)], capture_output=True,
+                                   text=True, check=False, timeout=XL_DESTROY_S)
+                ok, why = r.returncode == 0, r.stderr.strip()
+            except subprocess.TimeoutExpired:
+                ok, why = False, f"xl destroy still running after {XL_DESTROY_S:.0f} s"
+            if ok or self.host.xc.domain_info(dom.domid) is None:
                 return
             self.destroy_retries += 1
-            self.destroy_errors.append(r.stderr.strip()[-300:])
+            self.destroy_errors.append(why[-300:])
             time.sleep(1)
-        raise RuntimeError(f"xl destroy {dom.domid} failed 4 times: {r.stderr.strip()}")
+        raise RuntimeError(f"xl destroy {dom.domid} failed 4 times: {why}")
 
     def kill(self, dom: Domain) -> float:
         def go() -> None:
@@ -289,11 +298,24 @@ class Bench:
             placed[str(node)] = ballast
         return placed
 
-    def cleanup(self) -> None:
-        for d in self.host.domains():
-            if d.name.startswith(self.prefix):
+    def cleanup(self) -> tuple[list[str], list[int]]:
+        """Destroy every guest of the run, each whatever became of the
+        others; never raises.  The errors, and the IDs of guests left."""
+        errors: list[str] = []
+        left: list[int] = []
+        try:
+            ours = [d for d in self.host.domains() if d.name.startswith(self.prefix)]
+        except Exception as exc:
+            return [f"listing the guests to destroy them: {type(exc).__name__}: {exc}"], []
+        for d in ours:
+            try:
                 self.xl_destroy(d)
-                d.wait_death(120)
+                if not d.wait_death(DEATH_S):
+                    raise RuntimeError(f"still dying after {DEATH_S:.0f} s")
+            except Exception as exc:
+                errors.append(f"destroy {d.name} ({d.domid}): {type(exc).__name__}: {exc}")
+                left.append(d.domid)
+        return errors, left
 
 
 def policy_turns(host: Host, counters: bool, rep: int | None) -> Iterator[str | None]:
@@ -313,7 +335,20 @@ def policy_turns(host: Host, counters: bool, rep: int | None) -> Iterator[str | 
 
 def main(argv: list[str] | None = None) -> int:
     req = parse_request(ScrubRequest, argv, prog="pyxen.lab.dom0.scrub_dom0")
-    out = Path(os.environ.get(protocol.ENV_OUT, "."))
+    result: dict[str, Any] = {}
+    errors: list[str] = []
+    try:
+        run(req, result, errors)
+    except Exception as exc:
+        traceback.print_exc()
+        errors.insert(0, f"{type(exc).__name__}: {exc}")    # the cause, before the cleanup's
+    result["errors"] = errors
+    return hand_back(result)
+
+
+def run(req: ScrubRequest, result: dict[str, Any], errors: list[str]) -> None:
+    """The benchmark into ``result``; the errors of its cleanup (the guests
+    it could not destroy in ``result["leftover_domains"]``) into ``errors``."""
     # Nothing here counts Xenstore requests: time Xen without the trace's cost.
     with xs_trace_off(), Host() as host:
         bench = Bench(host, req.kernel, req.prefix, req.clean_timeout)
@@ -326,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 host.set_scrub_policy(protocol.SCRUB_ALTERNATION[0] if alternate
                                       else req.scrub_policy)
             policy = host.scrub_state() if bench.dirty.counters else None
-            result: dict[str, Any] = {
+            result.update({
                 "pcpus": pcpus,
                 "spinners": spinners,
                 "spinner_weight": req.spinner_weight,
@@ -340,24 +375,28 @@ def main(argv: list[str] | None = None) -> int:
                 # The gap runs ran with the workers on and off in turn.
                 "scrub_alternated": bool(alternate and bench.dirty.counters),
                 "xenstored_trace": False,
-                "size_runs": [bench.size_run(s, rep)
-                              for rep in range(req.size_reps) for s in req.sizes],
-            }
+                "size_runs": [],
+            })
+            for rep in range(req.size_reps):
+                for s in req.sizes:
+                    result["size_runs"].append(bench.size_run(s, rep))
             result["fill"] = req.fill
             result["dma_bits"] = req.dma_bits
             result["ballast_mib_by_node"] = bench.fill(req.guest_mib, req.fill, req.dma_bits)
             result["ballast_mib"] = sum(result["ballast_mib_by_node"].values())
-            result["gap_runs"] = [
-                {**bench.gap_run(g, req.guest_mib, rep), "scrub_policy": pol}
-                for rep in range(req.reps) for g in req.gaps
-                for pol in policy_turns(host, bench.dirty.counters,
-                                        rep if alternate else None)]
+            result["gap_runs"] = []
+            for rep in range(req.reps):
+                for g in req.gaps:
+                    for pol in policy_turns(host, bench.dirty.counters,
+                                            rep if alternate else None):
+                        result["gap_runs"].append(
+                            {**bench.gap_run(g, req.guest_mib, rep), "scrub_policy": pol})
+        finally:
+            # Never raises: an exception of the run above goes on unmasked.
+            cleanup_errors, result["leftover_domains"] = bench.cleanup()
+            errors += cleanup_errors
             result["destroy_retries"] = bench.destroy_retries
             result["destroy_errors"] = bench.destroy_errors
-        finally:
-            bench.cleanup()
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    return 0
 
 
 if __name__ == "__main__":
