@@ -219,8 +219,9 @@ def test_the_autoscale_command_checks_its_options_before_any_build(
     assert "bad.csv:2: duration 'x' is not a number" in capsys.readouterr().err
 
 
-def test_a_loaded_run_sets_up_its_load_replays_and_takes_it_down(
-        logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_xen(monkeypatch: pytest.MonkeyPatch, cpus: int) -> None:
+    """libxenctrl and libxenstore handles of a host with ``cpus`` pCPUs and
+    dom0 alone; no scrub to wait for; xenstored with 10 descriptors open."""
     import pyxen.xenctrl
     import pyxen.xenstore
 
@@ -232,7 +233,7 @@ def test_a_loaded_run_sets_up_its_load_replays_and_takes_it_down(
             return None
 
         def physinfo(self) -> Any:
-            return type("P", (), {"nr_cpus": 2})()
+            return type("P", (), {"nr_cpus": cpus})()
 
         def directory(self, path: str) -> list[str]:
             return ["0"]
@@ -241,6 +242,11 @@ def test_a_loaded_run_sets_up_its_load_replays_and_takes_it_down(
     monkeypatch.setattr(pyxen.xenstore, "XenStore", Handle)
     monkeypatch.setattr(autoscale, "settle_scrub", lambda timeout: {"waited_s": 0.0})
     monkeypatch.setattr(autoscale.tenants, "xenstored_fds", lambda: 10)
+
+
+def test_a_loaded_run_sets_up_its_load_replays_and_takes_it_down(
+        logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_xen(monkeypatch, cpus=2)
     driver = ConsoleDriver(logs)
     req = AutoscaleRequest(KERNEL, (0, 0), (0.0, 0.1), (0.05, 0.05), keep_alive_s=0.2,
                            memory_mib=16, running=2, spinners_per_cpu=1)
@@ -362,26 +368,7 @@ def test_a_destroy_that_raises_anything_is_a_failed_destroy(logs: Path,
 
 @pytest.fixture
 def no_xen(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pyxen.xenctrl
-    import pyxen.xenstore
-
-    class Handle:
-        def __enter__(self) -> Handle:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def physinfo(self) -> Any:
-            return type("P", (), {"nr_cpus": 1})()
-
-        def directory(self, path: str) -> list[str]:
-            return ["0"]
-
-    monkeypatch.setattr(pyxen.xenctrl, "XenCtrl", Handle)
-    monkeypatch.setattr(pyxen.xenstore, "XenStore", Handle)
-    monkeypatch.setattr(autoscale, "settle_scrub", lambda timeout: {"waited_s": 0.0})
-    monkeypatch.setattr(autoscale.tenants, "xenstored_fds", lambda: 10)
+    fake_xen(monkeypatch, cpus=1)
     monkeypatch.setattr(autoscale, "VANISH_WAIT_S", 0.5)
 
 
@@ -428,6 +415,7 @@ def test_main_writes_the_result_of_a_run_that_raised(
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setenv(protocol.ENV_OUT, str(out))
+    monkeypatch.setattr(autoscale, "SCRATCH_DIR", tmp_path / "scratch")
     req = AutoscaleRequest(KERNEL, (0,), (0.0,), (0.05,), memory_mib=16, driver="xl")
     assert autoscale.main(["--request", req.to_json()]) == 1
     result = json.loads((out / "result.json").read_text())

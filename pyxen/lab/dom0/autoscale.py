@@ -20,6 +20,7 @@ import os
 import queue
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,22 +99,20 @@ class Replay:
     # the destroy (counted, never retried); the run's cleanup destroys a
     # guest it left.
     def create(self, inst: int) -> None:
-        try:
-            self._create(inst)
-        except Exception as exc:
-            self.events.put(("failed", inst, self.now(), _describe(exc)))
-        except BaseException as exc:
-            self.events.put(("failed", inst, self.now(), _describe(exc)))
-            raise
+        self._posting("failed", self._create, inst)
 
     def destroy(self, inst: int) -> None:
+        self._posting("destroyed", self._destroy, inst)
+
+    def _posting(self, event: str, task: Callable[[int], None], inst: int) -> None:
+        """Run ``task(inst)``; should it raise, post ``event`` with the error
+        (and raise again what is no Exception: an interrupt)."""
         try:
-            self._destroy(inst)
-        except Exception as exc:
-            self.events.put(("destroyed", inst, self.now(), _describe(exc)))
+            task(inst)
         except BaseException as exc:
-            self.events.put(("destroyed", inst, self.now(), _describe(exc)))
-            raise
+            self.events.put((event, inst, self.now(), _describe(exc)))
+            if not isinstance(exc, Exception):
+                raise
 
     def _create(self, inst: int) -> None:
         rec = self.instances[inst]
@@ -378,12 +377,16 @@ def _destroy_strays(driver: Driver, prefix: str) -> tuple[set[str], list[str]]:
     return strays, errors
 
 
+#: Where the replay writes its guests' xl configurations in dom0.
+SCRATCH_DIR = Path("/tmp/pyxen-autoscale")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     req = parse_request(AutoscaleRequest, argv, prog="pyxen.lab.dom0.autoscale")
     out = Path(os.environ.get(protocol.ENV_OUT, "."))
-    result = run(req, DRIVERS[req.driver](), Path("/tmp/pyxen-autoscale"))
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    result = run(req, DRIVERS[req.driver](), SCRATCH_DIR)
+    (out / protocol.RESULT_FILE).write_text(json.dumps(result, indent=2))
     lost = what_was_lost(result)
     for reason in lost:
         log.error("lost: %s", reason)
