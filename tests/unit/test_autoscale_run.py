@@ -392,6 +392,29 @@ def test_a_replay_that_raises_is_an_error_and_its_guests_are_destroyed(
     json.dumps(result)
 
 
+def test_a_clean_up_step_that_raises_does_not_stop_the_others(
+        logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_xen: None) -> None:
+    """The tenants' stop raising (a listing that fails) after the replay
+    broke: the replay's instances are still destroyed, the run's own error
+    stays first, and a result is returned."""
+    def broken_replay(req: AutoscaleRequest, driver: ConsoleDriver, workdir: Path,
+                      r: autoscale.Replay | None = None) -> autoscale.Replay:
+        driver.create(DomainConfig("fn-0", KERNEL, memory_mib=16), workdir / "fn-0.cfg")
+        raise RuntimeError("the scaler broke")
+
+    def stop(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("xenstored went away")
+
+    monkeypatch.setattr(autoscale, "replay", broken_replay)
+    monkeypatch.setattr(autoscale.tenants, "stop", stop)
+    driver = ConsoleDriver(logs)
+    req = AutoscaleRequest(KERNEL, (0,), (0.0,), (0.05,), memory_mib=16)
+    result = autoscale.run(req, driver, tmp_path / "work")
+    assert result["errors"][0] == "run failed: RuntimeError: the scaler broke"
+    assert "stop the tenants: OSError: xenstored went away" in result["errors"]
+    assert "fn-0" not in driver.live and result["leftover_domains"] == ["fn-0"]
+
+
 def test_tenants_that_fail_to_start_are_an_error_of_the_result(
         logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_xen: None) -> None:
     def start(*args: Any, **kwargs: Any) -> Any:

@@ -35,7 +35,9 @@ def test_an_xl_that_times_out_is_an_xl_error(tmp_path: Path,
 @pytest.mark.parametrize("request_text,reason", [
     ('{"args": ["true"]}', "argv must be a non-empty list, got None"),
     ('{"argv": []}', "argv must be a non-empty list, got []"),
-    ('{"argv": ["tru', "not JSON: "),
+    ('{"argv": ["tru', "not a request: "),
+    (b"\xff\xfe{}", "not a request: 'utf-8' codec can't decode"),
+    ('{"argv": ["true"], "timeout": 1' + "0" * 400 + "}", "not a request: int too large"),
     ('["true"]', "a request is a JSON object, not list"),
     ('{"argv": ["true"], "timeout": 0}', "timeout must be a positive finite number"),
     ('{"argv": ["true"], "timeout": -1}', "timeout must be a positive finite number"),
@@ -45,13 +47,14 @@ def test_an_xl_that_times_out_is_an_xl_error(tmp_path: Path,
     ('{"argv": ["true"], "env": ["A=1"]}', "env must be an object"),
 ])
 def test_the_agent_refuses_a_malformed_request_and_keeps_serving(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request_text: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request_text: str | bytes,
         reason: str) -> None:
     monkeypatch.setattr(agent, "_log", lambda xchg, msg: None)
     for d in (protocol.REQ_DIR, protocol.RSP_DIR, protocol.OUT_DIR):
         (tmp_path / d).mkdir()
     req = tmp_path / protocol.REQ_DIR
-    (req / "000001.json").write_text(request_text)
+    (req / "000001.json").write_bytes(request_text if isinstance(request_text, bytes)
+                                      else request_text.encode())
     (req / "000002.json").write_text(json.dumps({"argv": ["sh", "-c", "echo ok"],
                                                  "timeout": 30, "cwd": str(tmp_path)}))
     (req / "000003.json").write_text(json.dumps({"op": "poweroff"}))

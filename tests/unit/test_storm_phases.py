@@ -278,8 +278,11 @@ def test_destroying_a_guest_whose_create_failed_is_an_error_not_a_crash():
     from pyxen.lab.contract.errors import LabError
     from pyxen.lab.dom0.drivers import PyxenDriver
 
+    from types import SimpleNamespace
+
     driver = object.__new__(PyxenDriver)
     driver.domids, driver.lock = {}, threading.Lock()
+    driver.host = SimpleNamespace(domains=lambda: [])          # and not listed
     with pytest.raises(LabError, match="bench-0 was not created"):
         driver.destroy("bench-0")
 
@@ -361,6 +364,54 @@ def test_a_storm_beside_tenants_reports_them_and_always_destroys_them(
     with pytest.raises(LabError, match="the storm broke"):
         dom0bench.run(2, 1, Path("/guest"), 16, "c-", tmp_path, tmp_path, driver, running=2)
     assert driver.live == set()
+
+
+def test_a_tenants_stop_that_raises_does_not_hide_the_storms_error(
+        tmp_path: Path, quiet_tenants: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    from pyxen.lab.dom0 import tenants
+    driver = FakeDriver("xl", fail=set(), stuck=set())
+
+    def failing(*a: Any) -> dict[str, Any]:
+        raise LabError("the storm broke")
+
+    def stop(*a: Any) -> list[str]:
+        raise OSError("xenstored went away")
+
+    monkeypatch.setattr(dom0bench, "storm", failing)
+    monkeypatch.setattr(dom0bench, "xs_trace_off", contextlib.nullcontext)
+    monkeypatch.setattr(dom0bench, "settle_scrub", lambda timeout: {"waited_s": 0.0})
+    monkeypatch.setattr(tenants, "stop", stop)
+    with pytest.raises(LabError, match="the storm broke") as info:
+        dom0bench.run(2, 1, Path("/guest"), 16, "c-", tmp_path, tmp_path, driver, running=1)
+    assert "clean-up: tenants: OSError: xenstored went away" in info.value.__notes__
+
+
+def test_the_pyxen_driver_destroys_a_listed_guest_it_has_no_domid_for() -> None:
+    """A clean-up destroys by name what is still listed: a guest whose create
+    raised after libxl made it, or whose first destroy failed."""
+    import threading
+    from types import SimpleNamespace
+
+    from pyxen.lab.dom0.drivers import PyxenDriver
+
+    destroyed: list[int] = []
+    failures = [RuntimeError("libxl said no")]
+
+    def destroy(domid: int) -> None:
+        if domid == 7 and failures:
+            raise failures.pop()
+        destroyed.append(domid)
+
+    driver = object.__new__(PyxenDriver)
+    driver.domids, driver.lock = {"b-1": 7}, threading.Lock()
+    driver.host = SimpleNamespace(xl=SimpleNamespace(destroy=destroy),
+                                  domains=lambda: [SimpleNamespace(name="b-0", domid=5)])
+    driver.destroy("b-0")                       # listed, never recorded
+    with pytest.raises(RuntimeError):
+        driver.destroy("b-1")                   # the first destroy fails ...
+    driver.destroy("b-1")                       # ... and it can be tried again
+    assert destroyed == [5, 7] and driver.domids == {}
 
 
 def test_a_storm_waits_for_xen_to_finish_scrubbing_free_memory(

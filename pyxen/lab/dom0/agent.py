@@ -215,13 +215,14 @@ def serve(xchg: Path, env: dict[str, str]) -> None:
             continue
         for path in pending:
             rid = path.stem
-            text = path.read_text()
-            path.unlink()
             try:
+                text = path.read_bytes().decode()
                 req = json.loads(text)
                 reason = check_request(req)
-            except ValueError as exc:
-                req, reason = None, f"not JSON: {exc}"
+            except (ValueError, OverflowError) as exc:   # not UTF-8 JSON; a huge number
+                req, reason = None, f"not a request: {exc}"
+            finally:
+                path.unlink()
             if reason is not None:
                 _log(xchg, f"refused {rid}: {reason}")
                 rsp = refuse(xchg, rid, reason)

@@ -330,12 +330,17 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
         log.exception("the autoscale run failed")
         failure = f"run failed: {_describe(exc)}"
     finally:
+        # Each step of the clean-up runs whatever the one before raised.
         for name in spinners:
             try:
                 driver.destroy(name)
-            except (XenError, LabError) as exc:
-                others.errors.append(f"destroy spinner {name}: {exc}")
-        left_load = tenants.stop(driver, others)
+            except Exception as exc:
+                others.errors.append(f"destroy spinner {name}: {_describe(exc)}")
+        try:
+            left_load = tenants.stop(driver, others)
+        except Exception as exc:
+            others.errors.append(f"stop the tenants: {_describe(exc)}")
+            left_load = []
         strays, cleanup_errors = _destroy_strays(driver, req.prefix)
     result = summarise(r if r is not None else Replay(req, driver, workdir))
     result.update(xs_request_fields(xs_text, result["creates"]))
@@ -363,17 +368,21 @@ def _destroy_strays(driver: Driver, prefix: str) -> tuple[set[str], list[str]]:
     errors: list[str] = []
     try:
         strays = {n for n in driver.names() if n.startswith(prefix)}
-    except (XenError, LabError) as exc:
-        return set(), [f"list the guests left: {exc}"]
+    except Exception as exc:
+        return set(), [f"list the guests left: {_describe(exc)}"]
     for name in sorted(strays):
         try:
             driver.destroy(name)
-        except (XenError, LabError) as exc:
-            errors.append(f"destroy leftover {name}: {exc}")
+        except Exception as exc:
+            errors.append(f"destroy leftover {name}: {_describe(exc)}")
     if strays:
-        still = wait_vanished(driver, strays, VANISH_WAIT_S)
-        if still:
-            errors.append(f"still listed after their destroy: {', '.join(sorted(still))}")
+        try:
+            still = wait_vanished(driver, strays, VANISH_WAIT_S)
+        except Exception as exc:
+            errors.append(f"list the guests left: {_describe(exc)}")
+        else:
+            if still:
+                errors.append(f"still listed after their destroy: {', '.join(sorted(still))}")
     return strays, errors
 
 

@@ -125,7 +125,11 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         counted = storm(guests, concurrency, kernel, memory_mib, f"{prefix}n", workdir,
                         out, driver, protocol.BENCH_PHASES[2:])
     except BaseException as exc:
-        left = tenants.stop(driver, others)
+        try:
+            left = tenants.stop(driver, others)
+        except Exception as stop_exc:   # the storm's own error stays the one raised
+            exc.add_note(f"clean-up: tenants: {type(stop_exc).__name__}: {stop_exc}")
+            left = []
         for note in others.errors + ([f"clean-up: tenants left: {', '.join(left)}"]
                                      if left else []):
             exc.add_note(note)

@@ -99,10 +99,17 @@ class PyxenDriver:
 
     def destroy(self, name: str) -> None:
         with self.lock:
-            domid = self.domids.pop(name, None)
-        if domid is None:   # its create failed (recorded then): an error, not a crash
-            raise LabError(f"{name} was not created: nothing to destroy")
+            domid = self.domids.get(name)
+        if domid is None:
+            # Not created through this driver, or its create raised: the
+            # domain may still be there (a clean-up destroys what is listed).
+            domid = next((d.domid for d in self.host.domains() if d.name == name), None)
+            if domid is None:   # its create failed (recorded then): an error, not a crash
+                raise LabError(f"{name} was not created: nothing to destroy")
         self.host.xl.destroy(domid)
+        with self.lock:     # forgotten once destroyed: a failed destroy may be tried again
+            if self.domids.get(name) == domid:
+                del self.domids[name]
 
     def names(self) -> set[str]:
         return {d.name for d in self.host.domains()}
