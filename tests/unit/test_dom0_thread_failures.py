@@ -22,19 +22,21 @@ from pyxen.lab.dom0.xllock import LockSampler
 # -- xllock ------------------------------------------------------------------------
 
 
-def test_a_sampler_that_died_raises_on_exit(tmp_path: Path) -> None:
+def dying_sampler(tmp_path: Path) -> LockSampler:
+    """A sampler whose thread dies at its first look (no /proc/locks)."""
     (tmp_path / "xl").write_text("")
+    return LockSampler(tmp_path / "xl", interval=0.01, proc_locks=tmp_path / "no-such-locks")
+
+
+def test_a_sampler_that_died_raises_on_exit(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="xl lock sampler stopped early: FileNotFoundError"):
-        with LockSampler(tmp_path / "xl", interval=0.01,
-                         proc_locks=tmp_path / "no-such-locks"):
+        with dying_sampler(tmp_path):
             time.sleep(0.1)
 
 
 def test_a_sampler_that_died_does_not_hide_the_blocks_own_error(tmp_path: Path) -> None:
-    (tmp_path / "xl").write_text("")
     with pytest.raises(ValueError, match="the block's"):
-        with LockSampler(tmp_path / "xl", interval=0.01,
-                         proc_locks=tmp_path / "no-such-locks"):
+        with dying_sampler(tmp_path):
             time.sleep(0.1)
             raise ValueError("the block's")
 

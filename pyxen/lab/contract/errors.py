@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def describe(exc: BaseException) -> str:
+    """An unexpected exception as one error line of a run's result: its type
+    and message ("KeyError: 'x'")."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 class LabError(Exception):
     """Base class: something the lab could not do."""
 

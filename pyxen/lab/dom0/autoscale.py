@@ -30,7 +30,7 @@ from pyxen.config import DomainConfig
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.autoscale_result import what_was_lost
-from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.errors import LabError, describe
 from pyxen.lab.contract.percentiles import percentiles
 from pyxen.lab.contract.requests import AutoscaleRequest, parse_request
 from pyxen.lab.dom0 import tenants
@@ -70,11 +70,6 @@ class InstanceRecord:
     destroy_error: str | None = None
 
 
-def _describe(exc: BaseException) -> str:
-    """An unexpected exception as an error of the run."""
-    return f"{type(exc).__name__}: {exc}"
-
-
 @dataclass
 class Replay:
     req: AutoscaleRequest
@@ -110,7 +105,7 @@ class Replay:
         try:
             task(inst)
         except BaseException as exc:
-            self.events.put((event, inst, self.now(), _describe(exc)))
+            self.events.put((event, inst, self.now(), describe(exc)))
             if not isinstance(exc, Exception):
                 raise
 
@@ -328,18 +323,18 @@ def run(req: AutoscaleRequest, driver: Driver, workdir: Path) -> dict[str, Any]:
             nodes_left = sorted(set(xs.directory("/local/domain")) - before_nodes)
     except Exception as exc:
         log.exception("the autoscale run failed")
-        failure = f"run failed: {_describe(exc)}"
+        failure = f"run failed: {describe(exc)}"
     finally:
         # Each step of the clean-up runs whatever the one before raised.
         for name in spinners:
             try:
                 driver.destroy(name)
             except Exception as exc:
-                others.errors.append(f"destroy spinner {name}: {_describe(exc)}")
+                others.errors.append(f"destroy spinner {name}: {describe(exc)}")
         try:
             left_load = tenants.stop(driver, others)
         except Exception as exc:
-            others.errors.append(f"stop the tenants: {_describe(exc)}")
+            others.errors.append(f"stop the tenants: {describe(exc)}")
             left_load = []
         strays, cleanup_errors = _destroy_strays(driver, req.prefix)
     result = summarise(r if r is not None else Replay(req, driver, workdir))
@@ -369,17 +364,17 @@ def _destroy_strays(driver: Driver, prefix: str) -> tuple[set[str], list[str]]:
     try:
         strays = {n for n in driver.names() if n.startswith(prefix)}
     except Exception as exc:
-        return set(), [f"list the guests left: {_describe(exc)}"]
+        return set(), [f"list the guests left: {describe(exc)}"]
     for name in sorted(strays):
         try:
             driver.destroy(name)
         except Exception as exc:
-            errors.append(f"destroy leftover {name}: {_describe(exc)}")
+            errors.append(f"destroy leftover {name}: {describe(exc)}")
     if strays:
         try:
             still = wait_vanished(driver, strays, VANISH_WAIT_S)
         except Exception as exc:
-            errors.append(f"list the guests left: {_describe(exc)}")
+            errors.append(f"list the guests left: {describe(exc)}")
         else:
             if still:
                 errors.append(f"still listed after their destroy: {', '.join(sorted(still))}")

@@ -33,7 +33,7 @@ from typing import Any
 from pyxen.config import DomainConfig
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.errors import LabError, describe
 from pyxen.lab.contract.requests import StormRequest, parse_request
 from pyxen.lab.contract.xenprof import GLOBAL_LOCKS, background_scrubbed, domctl_retries_per_op
 from pyxen.lab.dom0 import tenants
@@ -128,7 +128,7 @@ def run(guests: int, concurrency: int, kernel: Path, memory_mib: int,
         try:
             left = tenants.stop(driver, others)
         except Exception as stop_exc:   # the storm's own error stays the one raised
-            exc.add_note(f"clean-up: tenants: {type(stop_exc).__name__}: {stop_exc}")
+            exc.add_note(f"clean-up: tenants: {describe(stop_exc)}")
             left = []
         for note in others.errors + ([f"clean-up: tenants left: {', '.join(left)}"]
                                      if left else []):
@@ -176,7 +176,7 @@ class Storm:
                 self.errors.append(f"{phase} {self.configs[i].name}: {exc}")
             except Exception as exc:  # noqa: BLE001 - that guest's error; the others go on
                 self.errors.append(f"{phase} {self.configs[i].name}: "
-                                   f"{type(exc).__name__}: {exc}")
+                                   f"{describe(exc)}")
             finally:
                 self.progress.advance(phase)
 
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                      running=req.running, trace_timed=req.trace_timed)
     except Exception as exc:  # noqa: BLE001 - any failure is handed back, not lost
         traceback.print_exc()
-        errors = [f"the storm broke off: {type(exc).__name__}: {exc}",
+        errors = [f"the storm broke off: {describe(exc)}",
                   *getattr(exc, "__notes__", [])]
         (out / protocol.RESULT_FILE).write_text(json.dumps({"errors": errors}, indent=2))
         return 2

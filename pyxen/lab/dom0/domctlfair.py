@@ -37,7 +37,7 @@ from typing import Any
 
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.errors import LabError, describe
 from pyxen.lab.contract.percentiles import percentiles
 from pyxen.lab.contract.requests import DOMCTL_CREATORS_MAX, DomctlRequest, parse_request
 from pyxen.lab.dom0 import xl, xsstub
@@ -81,7 +81,7 @@ def own_handle(work: Callable[[Any, int, Load], None], arg: int, load: Load) -> 
         with XenCtrl() as xc:
             work(xc, arg, load)
     except BaseException as exc:    # a thread's exception is otherwise lost
-        load.errors.append(f"{threading.current_thread().name}: {type(exc).__name__}: {exc}")
+        load.errors.append(f"{threading.current_thread().name}: {describe(exc)}")
 
 
 def creator(xc: Any, first_id: int, load: Load) -> None:
@@ -265,7 +265,7 @@ def run(req: DomctlRequest) -> dict[str, Any]:
                     "reads": load.reads, "busy_ids": load.busy_ids,
                 })
         except Exception as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
+            errors.append(f"{describe(exc)}")
         finally:
             if stubs is not None:
                 errors += stubs.destroy()
@@ -273,13 +273,13 @@ def run(req: DomctlRequest) -> dict[str, Any]:
                 try:
                     xc.destroy(target)
                 except Exception as exc:
-                    errors.append(f"destroy {target}: {type(exc).__name__}: {exc}")
+                    errors.append(f"destroy {target}: {describe(exc)}")
             try:
                 deadline = time.monotonic() + VANISH_S
                 while (left := ours(xc)) and time.monotonic() < deadline:
                     time.sleep(0.2)
             except Exception as exc:
-                errors.append(f"listing the domains left: {type(exc).__name__}: {exc}")
+                errors.append(f"listing the domains left: {describe(exc)}")
             if stubs is not None:
                 left = sorted(set(left) | set(stubs.left))
     if left:
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(req)
     except Exception as exc:        # no libxenctrl handle, say: still a result
         log.exception("the run failed")
-        result = {"rounds": [], "errors": [f"{type(exc).__name__}: {exc}"],
+        result = {"rounds": [], "errors": [f"{describe(exc)}"],
                   "leftover_domains": []}
     return hand_back(result)
 

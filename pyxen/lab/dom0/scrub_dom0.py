@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 from pyxen.config import DomainConfig
 from pyxen.host import Domain, Host
 from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import describe
 from pyxen.lab.contract.heapdump import PAGE_SHIFT, dma_free_by_node, unscrubbed_by_node
 from pyxen.lab.contract.requests import ScrubRequest, parse_request
 from pyxen.lab.contract.turns import in_turn
@@ -306,14 +307,14 @@ class Bench:
         try:
             ours = [d for d in self.host.domains() if d.name.startswith(self.prefix)]
         except Exception as exc:
-            return [f"listing the guests to destroy them: {type(exc).__name__}: {exc}"], []
+            return [f"listing the guests to destroy them: {describe(exc)}"], []
         for d in ours:
             try:
                 self.xl_destroy(d)
                 if not d.wait_death(DEATH_S):
                     raise RuntimeError(f"still dying after {DEATH_S:.0f} s")
             except Exception as exc:
-                errors.append(f"destroy {d.name} ({d.domid}): {type(exc).__name__}: {exc}")
+                errors.append(f"destroy {d.name} ({d.domid}): {describe(exc)}")
                 left.append(d.domid)
         return errors, left
 
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         run(req, result, errors)
     except Exception as exc:
         traceback.print_exc()
-        errors.insert(0, f"{type(exc).__name__}: {exc}")    # the cause, before the cleanup's
+        errors.insert(0, f"{describe(exc)}")    # the cause, before the cleanup's
     result["errors"] = errors
     return hand_back(result)
 

@@ -22,7 +22,7 @@ from typing import Any
 from pyxen.config import DomainConfig
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.errors import LabError, describe
 from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, VANISH_WAIT_S, Driver, wait_console,
                                     wait_vanished)
 from pyxen.lab.dom0.proccpu import find_pids, open_fds
@@ -73,7 +73,7 @@ def _each(names: list[str], op: Any, what: str, errors: list[str]) -> list[str]:
         except (XenError, LabError) as exc:
             errors.append(f"{what} {name}: {exc}")
         except Exception as exc:  # noqa: BLE001 - any failure is that guest's, the rest go on
-            errors.append(f"{what} {name}: {type(exc).__name__}: {exc}")
+            errors.append(f"{what} {name}: {describe(exc)}")
 
     with ThreadPoolExecutor(max_workers=TENANT_CONCURRENCY) as pool:
         list(pool.map(one, names))

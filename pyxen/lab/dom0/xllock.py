@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.errors import LabError, describe
 
 #: xl.conf's default ``lockfile`` (XL_LOCK_FILE; the lab does not change it).
 XL_LOCKFILE = Path("/var/lock/xl")
@@ -162,5 +162,5 @@ class LockSampler:
         self._stop.set()
         self._thread.join()
         if self.error is not None and exc_type is None:
-            raise LabError(f"xl lock sampler stopped early: {type(self.error).__name__}: "
-                           f"{self.error}") from self.error
+            raise LabError(f"xl lock sampler stopped early: {describe(self.error)}") \
+                from self.error

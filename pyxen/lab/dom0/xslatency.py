@@ -56,7 +56,7 @@ from typing import Any, Literal
 
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.errors import LabError, describe
 from pyxen.lab.contract.requests import XsLatencyRequest, parse_request
 from pyxen.lab.contract.strace import syscall_counts
 from pyxen.lab.dom0.proccpu import find_pids, open_fds, process_cpu_s
@@ -336,7 +336,7 @@ def run(req: XsLatencyRequest) -> dict[str, Any]:
                 syscalls.append(calls)
     except (XenError, LabError, OSError, RuntimeError, ValueError, KeyError, SetupError,
             subprocess.TimeoutExpired) as exc:
-        errors.append(f"{type(exc).__name__}: {exc}")
+        errors.append(f"{describe(exc)}")
     finally:
         if pool is not None:
             pool.close()
