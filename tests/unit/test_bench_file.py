@@ -94,9 +94,14 @@ def test_a_scrub_only_document_loads_without_runs(tmp_path: Path) -> None:
     assert doc == {"format": 2, "birth_after_death": {"runs": []}}
 
 
-def scrub_run(variant: Any, options: Any, params: Any) -> dict[str, Any]:
-    return {"variant": variant, "gaps": [], "sizes": [], "gap_runs": [],
+def scrub_run(variant: Any, staged: Any, options: Any, params: Any) -> dict[str, Any]:
+    return {"variant": variant, "gaps": [], "sizes": [], "gap_runs": [], "errors": [],
             "clean_timeout_s": params.clean_timeout}
+
+
+@pytest.fixture(autouse=True)
+def no_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scrubbench, "build", lambda variant: variant)
 
 
 def test_scrubbench_extends_a_format_1_file_and_writes_the_current_format(

@@ -93,16 +93,15 @@ def test_a_storm_reaches_dom0bench_as_the_host_asked(tmp_path: Path, guest: Path
 
 def test_a_scrub_run_reaches_scrub_dom0_as_the_host_asked(tmp_path: Path, guest: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    dom0 = FakeDom0(tmp_path, {"size_runs": [], "gap_runs": []},
+    dom0 = FakeDom0(tmp_path, {"size_runs": [], "gap_runs": [], "errors": []},
                     serial="(XEN) Domain heap initialised DMA width 29 bits\n")
     monkeypatch.setattr(scrubbench, "Dom0", dom0)
-    monkeypatch.setattr(scrubbench, "build", lambda variant: variant)
     monkeypatch.setattr(scrubbench, "describe_build", lambda staged: {})
     params = scrubbench.ScrubParams(gaps=(0.0, 2.5), guest_mib=256, sizes=(64, 128),
                                     clean_timeout=30.0, reps=3, size_reps=2, fill="node",
                                     spinner_weight=1)
     run = scrubbench.run_variant(SimpleNamespace(name="patched"),  # type: ignore[arg-type]
-                                 scrubbench.SCRUB_VM, params)
+                                 None, scrubbench.SCRUB_VM, params)  # type: ignore[arg-type]
     assert run["variant"] == "patched"
     assert run["qemu_ram_backing"]["huge_fraction"] == 0.9988
     (argv,) = dom0.argvs

@@ -16,16 +16,18 @@ from typing import Any
 
 from pyxen.config import validate_weight
 from pyxen.lab.contract import protocol
+from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.heapdump import dma_width
 from pyxen.lab.contract.requests import ScrubRequest
 from pyxen.lab.contract.xenprof import PHASE_FIGURES
 from pyxen.lab.host import paths
-from pyxen.lab.host.benchfile import BENCH_JSON, saved_bench, write_storm_sections
+from pyxen.lab.host.benchfile import (BENCH_FORMAT, BENCH_JSON, failed_name, failed_runs_error,
+                                      saved_bench, write_json, write_storm_sections)
 from pyxen.lab.host.progress import console, step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
-from pyxen.lab.host.xenbuild import Variant, build
+from pyxen.lab.host.xenbuild import StagedBuild, Variant, build
 
 log = logging.getLogger(__name__)
 
@@ -227,21 +229,35 @@ def _x(ratio: float | None) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}x"
 
 
-def run_variant(variant: Variant, options: VMOptions, params: ScrubParams) -> dict[str, Any]:
+def run_variant(variant: Variant, staged: StagedBuild, options: VMOptions,
+                params: ScrubParams) -> dict[str, Any]:
+    """One variant's run in a fresh boot of its build: scrub_dom0's result
+    with its summaries.  A run whose boot or driver failed is kept with its
+    ``errors`` (what was measured before the failure too): exit 1 is a run
+    that finished and lists errors, such as a guest its clean-up could not
+    destroy (``leftover_domains``)."""
     name = variant.name
-    staged = build(variant)
     guest = paths.tinyguest_path().absolute()
-    with step(f"birth after death on {name}"), Dom0(staged, options) as dom0:
-        req = params.request(guest, dma_width(dom0.serial_log.read_text(errors="replace")))
-        res = dom0.run([sys.executable, "-X", "faulthandler", "-m", "pyxen.lab.dom0.scrub_dom0",
-                        "--request", req.to_json()],
-                       timeout=3600 * (params.reps + params.size_reps))
-        backing = dom0.ram_backing()
-    result = res.json_file(protocol.RESULT_FILE, f"the birth-after-death benchmark on {name}")
+    try:
+        with step(f"birth after death on {name}"), Dom0(staged, options) as dom0:
+            req = params.request(guest, dma_width(dom0.serial_log.read_text(errors="replace")))
+            res = dom0.run([sys.executable, "-X", "faulthandler", "-m",
+                            "pyxen.lab.dom0.scrub_dom0", "--request", req.to_json()],
+                           timeout=3600 * (params.reps + params.size_reps))
+            backing = dom0.ram_backing()
+        result = res.json_file(protocol.RESULT_FILE, f"the birth-after-death benchmark on {name}",
+                               ok_codes=(0, 1))
+    except LabError as exc:
+        result, backing = {"errors": [str(exc)]}, None
+    result.setdefault("errors", ["scrub_dom0 handed back no errors list"])
+    result.setdefault("size_runs", [])
+    result.setdefault("gap_runs", [])
+    result.setdefault("leftover_domains", [])
     result["qemu_ram_backing"] = backing
-    result["sizes"] = summarize_sizes(result["size_runs"])
-    result["gaps"] = gap_summaries(result["gap_runs"], bool(result.get("scrub_alternated")))
-    result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])
+    if not result["errors"]:
+        result["sizes"] = summarize_sizes(result["size_runs"])
+        result["gaps"] = gap_summaries(result["gap_runs"], bool(result.get("scrub_alternated")))
+        result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])
     return {"variant": name, **describe_build(staged), **result}
 
 
@@ -352,69 +368,75 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOptions,
                     out_dir: Path) -> dict[str, Any]:
-    """Run the variants (the caller resolved them all: a bad series fails
-    before any run), add the ``birth_after_death`` section to ``out_dir``'s
-    bench.json (a new one when there is none), plot, print the figures."""
+    """Build every variant (the caller resolved them all: a bad series fails
+    before any build; a failed build before any boot), run each in turn, add
+    the ``birth_after_death`` section to ``out_dir``'s bench.json (a new one
+    when there is none), plot, print the figures.
+
+    A variant whose run failed does not stop the others: its run goes to the
+    section's ``failed_runs`` with its errors and what it measured, and the
+    ratios, plot and figures come from the others; LabError naming each
+    failure after the file is written.  When no variant succeeded the
+    section goes to ``bench.failed.json`` and a saved bench.json is kept."""
     params.validate()
     options.validate()
     if options.numa_nodes < 2:
         raise ValueError("the birth-after-death benchmark needs --numa-nodes 2 or more")
-    bench_json = out_dir / BENCH_JSON
     saved_bench(out_dir)      # a saved file it cannot extend fails before the runs
-    runs = [run_variant(v, options, params) for v in resolved]
-    doc = write_storm_sections(out_dir, {"birth_after_death": {
+    staged = [(v, build(v)) for v in resolved]
+    every = [run_variant(v, s, options, params) for v, s in staged]
+    runs = [r for r in every if not r["errors"]]
+    failed = [r for r in every if r["errors"]]
+    section = {
         "vm": options.record(),
         "guest_node": 1,
         "scrub_policy_asked": params.scrub_policy,
         "runs": runs,
+        "failed_runs": failed,
         "ratios": ratios(runs),
         "workers_on_vs_off": workers_on_vs_off(runs),
         "scrub_bound": scrub_bound(runs),
-    }})
+    }
+    if not runs:
+        where = out_dir / failed_name(BENCH_JSON)
+        write_json(where, {"format": BENCH_FORMAT, "birth_after_death": section})
+        raise failed_runs_error("the birth-after-death benchmark", failed, where)
+    doc = write_storm_sections(out_dir, {"birth_after_death": section})
     plot(runs, out_dir / "birth_after_death.png")
+    for line in report_lines(runs, doc["birth_after_death"]):
+        console().print(line)
+    console().print(f"wrote {out_dir / BENCH_JSON} and {out_dir / 'birth_after_death.png'}")
+    if failed:
+        raise failed_runs_error("the birth-after-death benchmark", failed, out_dir / BENCH_JSON)
+    return doc
+
+
+def report_lines(runs: list[dict[str, Any]], section: dict[str, Any]) -> list[str]:
+    """What a run prints: each variant's scrub policy and spinners, the
+    ratios, each gap's figures and what a dirty page costs a birth."""
+    lines = []
     for run in runs:
         pol = run.get("scrub_policy")
         weight = run.get("spinner_weight")
-        console().print(f"{run['variant']}: scrub policy "
-                        + ("- (no scrub sysctl: idle CPUs only)" if not pol else
-                           f"{pol['policy']} ({pol['budget_us']} us every {pol['period_us']} us)")
-                        + f"; {run.get('spinners')} spinners of weight "
-                        + ("the default" if weight is None else str(weight)))
-    for line in gap_ratio_lines(doc["birth_after_death"]["ratios"],
-                                doc["birth_after_death"]["workers_on_vs_off"]):
-        console().print(line)
+        lines.append(f"{run['variant']}: scrub policy "
+                     + ("- (no scrub sysctl: idle CPUs only)" if not pol else
+                        f"{pol['policy']} ({pol['budget_us']} us every {pol['period_us']} us)")
+                     + f"; {run.get('spinners')} spinners of weight "
+                     + ("the default" if weight is None else str(weight)))
+    lines += gap_ratio_lines(section["ratios"], section["workers_on_vs_off"])
     for run in runs:
         for g in run["gaps"]:
             frac = g.get("born_on_node_fraction")
-            console().print(
+            lines.append(
                 f"{run['variant']}{policy_suffix(g)} G={g['gap_s']}s: create {g['create_s']:.2f} s "
                 f"(n={g['n']}), dirty pages met {g['dirty_pages_at_create']:.0f}"
                 + ("" if frac is None else f", new guest {100 * frac:.0f}% on its node"))
             if g.get("destroy_heap_lock_wait_s") is not None:
-                console().print(f"{run['variant']}{policy_suffix(g)} G={g['gap_s']}s destroys, "
-                                "in Xen: " + destroy_profile_text(g))
+                lines.append(f"{run['variant']}{policy_suffix(g)} G={g['gap_s']}s destroys, "
+                             "in Xen: " + destroy_profile_text(g))
         cost = run.get("birth_scrub_cost")
         if cost:
-            console().print(
+            lines.append(
                 f"{run['variant']}: a dirty page costs a birth {cost['us_per_page']:.2f} us of "
                 f"dom0 CPU, a clean birth {cost['clean_create_cpu_s']:.2f} s")
-    bound = doc["birth_after_death"]["scrub_bound"]
-    if bound:
-        console().print(
-            f"all creates: {bound['us_per_page']:.2f} us a dirty page, clean birth "
-            f"{bound['clean_create_cpu_s']:.2f} s; stock's births scrubbed "
-            f"{bound['stock_pages_scrubbed']:.0f} pages ({bound['stock_scrub_cpu_s']:.2f} s): "
-            f"a birth that never scrubs would take about "
-            f"{_x(bound['best_create_ratio'])} stock's (a linear fit's estimate, not a bound)")
-    for run in runs:
-        for s in run["sizes"]:
-            console().print(f"{run['variant']} {s['guest_mib']} MiB: destroy "
-                            f"{s['destroy_s']:.2f} s (n={s.get('n', 1)}), clean after "
-                            + (f"{s['time_to_clean_s']:.1f} s" if s["time_to_clean_s"]
-                               is not None else f"> {run['clean_timeout_s']} s (still dirty)"))
-            if s.get("destroy_heap_lock_wait_s") is not None:
-                console().print(f"{run['variant']} {s['guest_mib']} MiB destroy, in Xen: "
-                                + destroy_profile_text(s))
-    console().print(f"wrote {bench_json} (birth_after_death) and "
-                    f"{out_dir / 'birth_after_death.png'}")
-    return doc
+    return lines
