@@ -36,7 +36,7 @@ from pyxen.lab.contract.requests import AutoscaleRequest, parse_request
 from pyxen.lab.dom0 import tenants
 from pyxen.lab.dom0.autoscaler import Autoscaler, Create, Destroy, Fail, Run
 from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, VANISH_WAIT_S, Driver,
-                                    wait_console, wait_vanished)
+                                    destroy_listed, wait_console, wait_vanished)
 from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
 from pyxen.lab.dom0.xstrace import TraceReader, count_requests, count_watch_events, trace_path
 
@@ -360,25 +360,12 @@ def _destroy_strays(driver: Driver, prefix: str) -> tuple[set[str], list[str]]:
     """Destroy every guest named ``prefix``... still listed (the run's own
     that its replay or a failure left behind): their names, and errors for
     destroys that failed and guests still listed after VANISH_WAIT_S."""
-    errors: list[str] = []
-    try:
-        strays = {n for n in driver.names() if n.startswith(prefix)}
-    except Exception as exc:
-        return set(), [f"list the guests left: {describe(exc)}"]
-    for name in sorted(strays):
-        try:
-            driver.destroy(name)
-        except Exception as exc:
-            errors.append(f"destroy leftover {name}: {describe(exc)}")
-    if strays:
-        try:
-            still = wait_vanished(driver, strays, VANISH_WAIT_S)
-        except Exception as exc:
-            errors.append(f"list the guests left: {describe(exc)}")
-        else:
-            if still:
-                errors.append(f"still listed after their destroy: {', '.join(sorted(still))}")
-    return strays, errors
+    done = destroy_listed(driver, lambda n: n.startswith(prefix), VANISH_WAIT_S,
+                          "destroy leftover")
+    errors = list(done.errors)
+    if done.left:
+        errors.append(f"still listed after their destroy: {', '.join(sorted(done.left))}")
+    return set(done.found | done.left), errors
 
 
 #: Where the replay writes its guests' xl configurations in dom0.

@@ -38,7 +38,7 @@ from pyxen.lab.contract.requests import StormRequest, parse_request
 from pyxen.lab.contract.xenprof import GLOBAL_LOCKS, background_scrubbed, domctl_retries_per_op
 from pyxen.lab.dom0 import tenants
 from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, DRIVERS, VANISH_WAIT_S, Driver,
-                                     wait_console, wait_vanished)
+                                     destroy_listed, wait_console, wait_vanished)
 from pyxen.lab.dom0.proccpu import CpuSampler
 from pyxen.lab.dom0.proxystats import ProxyCounter
 from pyxen.lab.dom0.settle import SCRUB_SETTLE_S, settle_scrub
@@ -450,22 +450,10 @@ def clean_up(s: Storm) -> list[str]:
     killed create may have left one half-built); what went wrong, and the
     guests still listed after VANISH_WAIT_S."""
     names = {c.name for c in s.configs}
-    notes = []
-    try:
-        listed = sorted(s.driver.names() & names)
-    except Exception as exc:  # noqa: BLE001 - reported with the storm's own error
-        return [f"cannot list the storm's guests to destroy them: {exc}"]
-    for name in listed:
-        try:
-            s.driver.destroy(name)
-        except Exception as exc:  # noqa: BLE001 - the others are destroyed all the same
-            notes.append(f"clean-up: destroy {name}: {exc}")
-    try:
-        left = wait_vanished(s.driver, names, VANISH_WAIT_S)
-    except Exception as exc:  # noqa: BLE001
-        return [*notes, f"clean-up: cannot list the storm's guests: {exc}"]
-    if left:
-        notes.append(f"clean-up: storm guests left: {', '.join(sorted(left))}")
+    done = destroy_listed(s.driver, names.__contains__, VANISH_WAIT_S, "clean-up: destroy")
+    notes = [e if e.startswith("clean-up") else f"clean-up: {e}" for e in done.errors]
+    if done.left:
+        notes.append(f"clean-up: storm guests left: {', '.join(sorted(done.left))}")
     return notes
 
 

@@ -8,12 +8,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pyxen.config import DomainConfig
 from pyxen.lab.contract import protocol
-from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.errors import LabError, describe
 from pyxen.lab.dom0 import xl
 
 #: The line the tiny guest prints (guest/main.c BANNER).
@@ -129,4 +131,52 @@ def wait_vanished(driver: Driver, names: set[str], timeout: float) -> set[str]:
         left = driver.names() & names
         if not left or time.monotonic() > deadline:
             return left
+        time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class Destroyed:
+    """What destroy_listed() did: the guests it found listed (and asked to
+    be destroyed), those still listed at its end, and what went wrong."""
+
+    found: frozenset[str]
+    left: frozenset[str]
+    errors: tuple[str, ...]
+
+
+def destroy_listed(driver: Driver, wanted: Callable[[str], bool], timeout: float,
+                   what: str = "destroy", workers: int = 1) -> Destroyed:
+    """Destroy every listed guest whose name ``wanted`` takes, ``workers``
+    at once, each whatever became of the others, then wait up to
+    ``timeout`` seconds for those ``wanted`` takes to go: a benchmark's
+    clean-up, which never raises.  A destroy that fails is an error
+    ``"<what> <name>: <exception>"``; a listing that fails is one too."""
+    try:
+        found = frozenset(n for n in driver.names() if wanted(n))
+    except Exception as exc:
+        return Destroyed(frozenset(), frozenset(),
+                         (f"cannot list the guests to destroy them: {describe(exc)}",))
+    errors: list[str] = []
+
+    def one(name: str) -> None:
+        try:
+            driver.destroy(name)
+        except Exception as exc:
+            errors.append(f"{what} {name}: {describe(exc)}")
+
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, sorted(found)))
+    else:
+        for name in sorted(found):
+            one(name)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            left = frozenset(n for n in driver.names() if wanted(n))
+        except Exception as exc:
+            errors.append(f"cannot list the guests left: {describe(exc)}")
+            return Destroyed(found, found, tuple(errors))
+        if not left or time.monotonic() > deadline:
+            return Destroyed(found, left, tuple(errors))
         time.sleep(0.2)

@@ -23,8 +23,8 @@ from pyxen.config import DomainConfig
 from pyxen.errors import XenError
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.errors import LabError, describe
-from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, VANISH_WAIT_S, Driver, wait_console,
-                                    wait_vanished)
+from pyxen.lab.dom0.drivers import (CONSOLE_WAIT_S, VANISH_WAIT_S, Driver, destroy_listed,
+                                    wait_console)
 from pyxen.lab.dom0.proccpu import find_pids, open_fds
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,9 @@ def start(driver: Driver, count: int, kernel: Path, memory_mib: int, prefix: str
 
 def stop(driver: Driver, t: Tenants) -> list[str]:
     """Destroy every tenant still listed (those whose create failed too:
-    libxl may have left them half-built); the names still listed after
-    VANISH_WAIT_S.  Destroy failures go to ``t.errors``."""
-    listed = sorted(driver.names() & set(t.names))
-    _each(listed, driver.destroy, "destroy tenant", t.errors)
-    return sorted(wait_vanished(driver, set(t.names), VANISH_WAIT_S))
+    libxl may have left them half-built), TENANT_CONCURRENCY at once; the
+    names still listed after VANISH_WAIT_S.  Errors go to ``t.errors``."""
+    done = destroy_listed(driver, set(t.names).__contains__, VANISH_WAIT_S,
+                          "destroy tenant", workers=TENANT_CONCURRENCY)
+    t.errors.extend(done.errors)
+    return sorted(done.left)
