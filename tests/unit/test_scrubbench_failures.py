@@ -17,20 +17,21 @@ from pyxen.lab.host import scrubbench
 from pyxen.lab.host.vm import Dom0Result
 
 
-def gap_run(gap: float, create: float) -> dict[str, Any]:
+def gap_run(gap: float, create: float, pages: int) -> dict[str, Any]:
     return {"gap_s": gap, "guest_mib": 512, "create_s": create, "destroy_s": 2.0,
-            "create_dom0_cpu_s": 1.0, "destroy_dom0_cpu_s": 1.0,
+            "create_dom0_cpu_s": 1.0 + pages * 1e-5, "destroy_dom0_cpu_s": 1.0,
             "spin_cpus_busy_during_gap": 3.5 if gap else None,
-            "spin_cpus_busy_during_create": 3.0, "dirty_pages_at_create": 100,
+            "spin_cpus_busy_during_create": 3.0, "dirty_pages_at_create": pages,
             "dirty_pages_after_create": 0, "scrub_during_create": None}
 
 
 def result(create: float, errors: list[str] | None = None,
-           left: list[int] | None = None) -> dict[str, Any]:
-    """What scrub_dom0 hands back: a size run and two gap runs."""
+           left: list[int] | None = None, pages: int = 100) -> dict[str, Any]:
+    """What scrub_dom0 hands back: a size run and two gap runs, whose
+    creates scrubbed ``pages`` dirty pages."""
     return {"size_runs": [{"guest_mib": 64, "destroy_s": 1.0, "dirty_pages_left": 0,
                            "time_to_clean_s": 2.0, "scrub": None}],
-            "gap_runs": [gap_run(0.0, create), gap_run(2.0, create)],
+            "gap_runs": [gap_run(0.0, create, pages), gap_run(2.0, create, pages)],
             "errors": errors or [], "leftover_domains": left or [],
             "clean_timeout_s": 60.0}
 
@@ -115,7 +116,7 @@ def test_a_failed_clean_up_keeps_every_run_and_reports_the_failure_after_writing
 def test_a_boot_that_fails_does_not_stop_the_next_variant(
         lab: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(LabError, match="stock: dom0 never came up"):
-        boots = run(lab, monkeypatch, [LabError("dom0 never came up"), (0, result(1.0))],
+        run(lab, monkeypatch, [LabError("dom0 never came up"), (0, result(1.0))],
                     names=("stock", "patched"))
     section = json.loads((lab / "out" / "bench.json").read_text())["birth_after_death"]
     assert [r["variant"] for r in section["runs"]] == ["patched"]
@@ -156,11 +157,38 @@ def test_every_build_is_made_before_the_first_boot(
 
 def test_a_good_run_is_summarised_and_printed(
         lab: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    run(lab, monkeypatch, [(0, result(4.0)), (0, result(2.0))], names=("stock", "patched"))
+    run(lab, monkeypatch, [(0, result(4.0, pages=10000)), (0, result(2.0, pages=0))],
+        names=("stock", "patched"))
     section = json.loads((lab / "out" / "bench.json").read_text())["birth_after_death"]
     assert section["failed_runs"] == []
     assert [g["gap_s"] for g in section["runs"][1]["gaps"]] == [0.0, 2.0]
     assert section["runs"][1]["sizes"][0]["guest_mib"] == 64
+    assert section["scrub_bound"]["us_per_page"] == pytest.approx(10.0)
     lines = scrubbench.report_lines(section["runs"], section)
-    assert any(line.startswith("patched G=2.0s: create 0.50x stock") for line in lines)
+    for start in ("stock: scrub policy", "patched G=2.0s: create 0.50x stock",
+                  "stock G=0.0s: create 4.00 s (n=1), dirty pages met 10000",
+                  "all creates: 10.00 us a dirty page",
+                  "patched 64 MiB: destroy 1.00 s (n=1), clean after 2.0 s"):
+        assert any(line.startswith(start) for line in lines), start
     assert "patched G=2.0s: create 0.50x stock" in capsys.readouterr().err
+
+
+def test_a_result_file_cut_short_is_that_variants_failure(
+        lab: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    boots = Boots(lab, [(0, result(4.0)), (0, result(2.0))])
+    real_run = boots.run
+
+    def cut_short(argv: list[str], timeout: float, **kw: Any) -> Dom0Result:
+        res = real_run(argv, timeout, **kw)
+        if len(boots.booted) == 2:
+            (res.files / "result.json").write_text('{"size_runs": [')
+        return res
+
+    monkeypatch.setattr(boots, "run", cut_short)
+    monkeypatch.setattr(scrubbench, "Dom0", boots)
+    with pytest.raises(LabError, match="patched: .*cannot read result.json"):
+        scrubbench.run_scrub_bench(variants("stock", "patched"), scrubbench.ScrubParams(),
+                                   scrubbench.SCRUB_VM, lab / "out")
+    section = json.loads((lab / "out" / "bench.json").read_text())["birth_after_death"]
+    assert [r["variant"] for r in section["runs"]] == ["stock"]
+    assert [r["variant"] for r in section["failed_runs"]] == ["patched"]

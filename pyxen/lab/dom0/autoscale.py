@@ -361,7 +361,7 @@ def _destroy_strays(driver: Driver, prefix: str) -> tuple[set[str], list[str]]:
     that its replay or a failure left behind): their names, and errors for
     destroys that failed and guests still listed after VANISH_WAIT_S."""
     done = destroy_listed(driver, lambda n: n.startswith(prefix), VANISH_WAIT_S,
-                          "destroy leftover")
+                          "destroy leftover", whose="the run's guests")
     errors = list(done.errors)
     if done.left:
         errors.append(f"still listed after their destroy: {', '.join(sorted(done.left))}")

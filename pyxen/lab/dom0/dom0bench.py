@@ -450,8 +450,9 @@ def clean_up(s: Storm) -> list[str]:
     killed create may have left one half-built); what went wrong, and the
     guests still listed after VANISH_WAIT_S."""
     names = {c.name for c in s.configs}
-    done = destroy_listed(s.driver, names.__contains__, VANISH_WAIT_S, "clean-up: destroy")
-    notes = [e if e.startswith("clean-up") else f"clean-up: {e}" for e in done.errors]
+    done = destroy_listed(s.driver, names.__contains__, VANISH_WAIT_S,
+                          prefix="clean-up: ", whose="the storm's guests")
+    notes = list(done.errors)
     if done.left:
         notes.append(f"clean-up: storm guests left: {', '.join(sorted(done.left))}")
     return notes

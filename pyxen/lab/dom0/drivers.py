@@ -145,24 +145,27 @@ class Destroyed:
 
 
 def destroy_listed(driver: Driver, wanted: Callable[[str], bool], timeout: float,
-                   what: str = "destroy", workers: int = 1) -> Destroyed:
+                   what: str = "destroy", workers: int = 1, prefix: str = "",
+                   whose: str = "the guests") -> Destroyed:
     """Destroy every listed guest whose name ``wanted`` takes, ``workers``
     at once, each whatever became of the others, then wait up to
     ``timeout`` seconds for those ``wanted`` takes to go: a benchmark's
-    clean-up, which never raises.  A destroy that fails is an error
-    ``"<what> <name>: <exception>"``; a listing that fails is one too."""
+    clean-up, which never raises.  Errors, each starting with ``prefix``: a
+    destroy that failed (``"<what> <name>: <exception>"``, in the order of
+    the names), a listing of ``whose`` that failed (then ``left`` is what
+    the last listing that worked found)."""
     try:
         found = frozenset(n for n in driver.names() if wanted(n))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a clean-up reports, never raises
         return Destroyed(frozenset(), frozenset(),
-                         (f"cannot list the guests to destroy them: {describe(exc)}",))
-    errors: list[str] = []
+                         (f"{prefix}cannot list {whose} to destroy them: {describe(exc)}",))
+    failed: dict[str, str] = {}
 
     def one(name: str) -> None:
         try:
             driver.destroy(name)
-        except Exception as exc:
-            errors.append(f"{what} {name}: {describe(exc)}")
+        except Exception as exc:  # noqa: BLE001 - the others are destroyed all the same
+            failed[name] = f"{prefix}{what} {name}: {describe(exc)}"
 
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -170,13 +173,15 @@ def destroy_listed(driver: Driver, wanted: Callable[[str], bool], timeout: float
     else:
         for name in sorted(found):
             one(name)
+    errors = [failed[n] for n in sorted(failed)]
     deadline = time.monotonic() + timeout
+    left = found
     while True:
         try:
             left = frozenset(n for n in driver.names() if wanted(n))
-        except Exception as exc:
-            errors.append(f"cannot list the guests left: {describe(exc)}")
-            return Destroyed(found, found, tuple(errors))
+        except Exception as exc:  # noqa: BLE001 - a clean-up reports, never raises
+            errors.append(f"{prefix}cannot list {whose} left: {describe(exc)}")
+            return Destroyed(found, left, tuple(errors))
         if not left or time.monotonic() > deadline:
             return Destroyed(found, left, tuple(errors))
         time.sleep(0.2)

@@ -126,6 +126,6 @@ def stop(driver: Driver, t: Tenants) -> list[str]:
     libxl may have left them half-built), TENANT_CONCURRENCY at once; the
     names still listed after VANISH_WAIT_S.  Errors go to ``t.errors``."""
     done = destroy_listed(driver, set(t.names).__contains__, VANISH_WAIT_S,
-                          "destroy tenant", workers=TENANT_CONCURRENCY)
+                          "destroy tenant", workers=TENANT_CONCURRENCY, whose="the tenants")
     t.errors.extend(done.errors)
     return sorted(done.left)

@@ -254,10 +254,11 @@ def run_variant(variant: Variant, staged: StagedBuild, options: VMOptions,
     result.setdefault("gap_runs", [])
     result.setdefault("leftover_domains", [])
     result["qemu_ram_backing"] = backing
-    if not result["errors"]:
-        result["sizes"] = summarize_sizes(result["size_runs"])
-        result["gaps"] = gap_summaries(result["gap_runs"], bool(result.get("scrub_alternated")))
-        result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])
+    # Summarised also when the run failed: a clean-up that left a guest
+    # behind leaves complete measurements (but they are not compared).
+    result["sizes"] = summarize_sizes(result["size_runs"])
+    result["gaps"] = gap_summaries(result["gap_runs"], bool(result.get("scrub_alternated")))
+    result["birth_scrub_cost"] = birth_scrub_cost(result["gap_runs"])
     return {"variant": name, **describe_build(staged), **result}
 
 
@@ -413,7 +414,9 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
 
 def report_lines(runs: list[dict[str, Any]], section: dict[str, Any]) -> list[str]:
     """What a run prints: each variant's scrub policy and spinners, the
-    ratios, each gap's figures and what a dirty page costs a birth."""
+    ratios, each gap's figures, what a dirty page costs a birth (each
+    variant's fit, then all creates'), and each guest size's destroy and
+    time to clean."""
     lines = []
     for run in runs:
         pol = run.get("scrub_policy")
@@ -439,4 +442,21 @@ def report_lines(runs: list[dict[str, Any]], section: dict[str, Any]) -> list[st
             lines.append(
                 f"{run['variant']}: a dirty page costs a birth {cost['us_per_page']:.2f} us of "
                 f"dom0 CPU, a clean birth {cost['clean_create_cpu_s']:.2f} s")
+    bound = section["scrub_bound"]
+    if bound:
+        lines.append(
+            f"all creates: {bound['us_per_page']:.2f} us a dirty page, clean birth "
+            f"{bound['clean_create_cpu_s']:.2f} s; stock's births scrubbed "
+            f"{bound['stock_pages_scrubbed']:.0f} pages ({bound['stock_scrub_cpu_s']:.2f} s): "
+            f"a birth that never scrubs would take about "
+            f"{_x(bound['best_create_ratio'])} stock's (a linear fit's estimate, not a bound)")
+    for run in runs:
+        for s in run["sizes"]:
+            lines.append(f"{run['variant']} {s['guest_mib']} MiB: destroy "
+                         f"{s['destroy_s']:.2f} s (n={s.get('n', 1)}), clean after "
+                         + (f"{s['time_to_clean_s']:.1f} s" if s["time_to_clean_s"]
+                            is not None else f"> {run['clean_timeout_s']} s (still dirty)"))
+            if s.get("destroy_heap_lock_wait_s") is not None:
+                lines.append(f"{run['variant']} {s['guest_mib']} MiB destroy, in Xen: "
+                             + destroy_profile_text(s))
     return lines

@@ -129,12 +129,17 @@ class Dom0Result:
                   ok_codes: tuple[int, ...] = (0,)) -> dict[str, Any]:
         """The JSON object the command handed back as ``name``; LabError
         naming ``what`` (and the command's stderr) if it exited with a code
-        not in ``ok_codes`` or left no such file."""
+        not in ``ok_codes`` or left no such file, or one that is not a JSON
+        object (a driver killed while it wrote it)."""
         path = self.files / name
         if self.returncode not in ok_codes or not path.exists():
             raise LabError(f"{what} failed in dom0 ({self.returncode}):\n"
                            f"{self.stderr[-3000:]}")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:   # UnicodeDecodeError is a ValueError
+            raise LabError(f"{what}: cannot read {name} ({exc}); dom0 exited "
+                           f"{self.returncode}:\n{self.stderr[-3000:]}") from None
         if not isinstance(data, dict):
             raise LabError(f"{what}: {name} holds {type(data).__name__}, not an object")
         return data
