@@ -34,7 +34,10 @@ _NO_DOMID = 0xFFFFFFFF
 #: toolstack a fork() while other threads make hypercalls inherits
 #: libxencall's buffer-cache mutex locked about half the time (three threads
 #: pairing pause/unpause: three deadlocked children in a row in 3 of about 40
-#: destroys), so three attempts were too few; each costs about a second.
+#: destroys, and once ten), so three attempts were too few; each costs about
+#: a second.  pyxen's own libxenctrl calls no longer take part: they and
+#: libxl's forks take the shim's gate (pyxen_xc_enter()); what is left is
+#: libxl's calls in other threads, whose hypercalls the gate does not see.
 _DESTROY_ATTEMPTS = 10
 
 

@@ -229,6 +229,18 @@ def _info(d: Any) -> DomainInfo:
     )
 
 
+def _gated(function: str, *args: Any) -> Any:
+    """``lib.<function>(*args)`` inside the shim's libxenctrl gate: no child
+    of libxl's is forked while it runs, so none inherits a libxenctrl lock
+    this call holds (shim.c, pyxen_xc_enter()).  ``ffi.errno`` stays the
+    call's."""
+    try:
+        lib.pyxen_xc_enter()
+        return getattr(lib, function)(*args)
+    finally:
+        lib.pyxen_xc_leave()
+
+
 class XenCtrl(NativeHandle):
     """A libxenctrl handle.  Thread-safe (opened reentrant); close it, or use
     it as a context manager."""
@@ -237,17 +249,17 @@ class XenCtrl(NativeHandle):
     _BATCH = 256
 
     def _open(self, logger: Any) -> Any:
-        xch = lib.xc_interface_open(logger, logger, 0)
+        xch = _gated("xc_interface_open", logger, logger, 0)
         if xch == ffi.NULL:
             raise_xc("xc_interface_open")
         return xch
 
     def _close(self, handle: Any) -> None:
-        lib.xc_interface_close(handle)
+        _gated("xc_interface_close", handle)
 
     def _call(self, function: str, *args: Any) -> int:
         clear_message()
-        return check_xc(getattr(lib, function)(self.handle, *args), function)
+        return check_xc(_gated(function, self.handle, *args), function)
 
     # -- domains ----------------------------------------------------------
     def domains(self) -> list[DomainInfo]:
@@ -400,7 +412,7 @@ class XenCtrl(NativeHandle):
 
     def _scrub_call(self, function: str, *args: Any) -> None:
         clear_message()
-        if getattr(lib, function)(self.handle, *args) < 0:
+        if _gated(function, self.handle, *args) < 0:
             if ffi.errno == errno.ENOSYS:
                 raise self._no_scrub(function)
             raise_xc(function)

@@ -93,6 +93,7 @@ unsigned long pyxen_deadlocked_children(void);
 void pyxen_watch_child(int pid);
 int pyxen_child_unexeced(int pid);
 size_t pyxen_reaper_stack_size(void);
+int pyxen_gated_fork_probe(void);
 
 void libxl_domain_config_init(libxl_domain_config *p);
 void libxl_domain_config_dispose(libxl_domain_config *p);

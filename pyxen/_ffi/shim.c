@@ -588,6 +588,95 @@ static void *pyxen_reaper(void *arg)
     return NULL;
 }
 
+/*
+ * The libxenctrl gate.  Every libxenctrl call takes libxencall's buffer
+ * cache mutex (a hypercall buffer) or libxentoolcore's handles lock (a
+ * handle opened or closed), and stock's toolstack does not hold them across
+ * fork(): a child forked while another thread holds one inherits it locked,
+ * and libxl's destroyer child then sleeps for ever in its own hypercall
+ * (the reapers find it and kill it, and pyxen destroys again -- pyxen.libxl;
+ * with three threads pairing pause and unpause, ten children in a row were
+ * found so).  pyxen's own libxenctrl calls (pyxen.xenctrl) take this gate
+ * shared, and pyxen_fork() takes it exclusive around fork(): no such call is
+ * under way in any thread at the fork, and none starts before it is over.
+ * Writers are preferred, so a stream of calls in other threads cannot hold
+ * a fork off; a thread's nested enters take the lock once (a signal handler
+ * that calls libxenctrl inside a call would otherwise wait behind a waiting
+ * writer, for ever).  Not covered: hypercalls that libxl makes inside its
+ * own calls in other threads (under libxl's locks, which the forking thread
+ * may hold), and forks that do not go through pyxen_fork() (Python's
+ * os.fork() holds the GIL, which a caller needs to leave the gate).
+ */
+static pthread_rwlock_t pyxen_xc_gate = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+static __thread unsigned int pyxen_xc_depth;
+
+static void pyxen_xc_enter(void)
+{
+    if ( pyxen_xc_depth++ == 0 )
+        pthread_rwlock_rdlock(&pyxen_xc_gate);
+}
+
+/* A no-op in a thread that has not entered; errno is kept (the call's). */
+static void pyxen_xc_leave(void)
+{
+    int saved = errno;
+
+    if ( pyxen_xc_depth && --pyxen_xc_depth == 0 )
+        pthread_rwlock_unlock(&pyxen_xc_gate);
+    errno = saved;
+}
+
+/* For the tests: 1 if some thread is inside the gate (or forking), else 0. */
+static int pyxen_xc_gate_busy(void)
+{
+    if ( pthread_rwlock_trywrlock(&pyxen_xc_gate) )
+        return 1;
+    pthread_rwlock_unlock(&pyxen_xc_gate);
+    return 0;
+}
+
+/*
+ * fork() with @lock held across it (so that the child's copy is unlocked)
+ * and no libxenctrl call of pyxen's under way in another thread.  The gate
+ * comes first: a thread inside a libxenctrl call may log, and so take a
+ * logger's lock, before it leaves the gate.  In the child the forking
+ * thread, the only one, owns both and unlocks them.
+ */
+static pid_t pyxen_gated_fork(pthread_mutex_t *lock)
+{
+    pid_t pid;
+    int saved;
+
+    pthread_rwlock_wrlock(&pyxen_xc_gate);
+    pthread_mutex_lock(lock);
+    pid = fork();
+    saved = errno;
+    pthread_mutex_unlock(lock);
+    pthread_rwlock_unlock(&pyxen_xc_gate);
+    errno = saved;
+    return pid;
+}
+
+/*
+ * For the tests: a pyxen_gated_fork() whose child exits at once; the
+ * child's exit status (0) once it is reaped, -1 with errno on failure.
+ */
+static int pyxen_gated_fork_probe(void)
+{
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    int status;
+    pid_t pid = pyxen_gated_fork(&lock);
+
+    if ( pid < 0 )
+        return -1;
+    if ( pid == 0 )
+        _exit(0);
+    while ( waitpid(pid, &status, 0) < 0 )
+        if ( errno != EINTR )
+            return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 static pid_t pyxen_fork(void *user)
 {
     pyxen_logger *lg = user;
@@ -605,11 +694,10 @@ static pid_t pyxen_fork(void *user)
      * The logger's lock is held across fork(), so that the child's copy of
      * it is unlocked (pthread_atfork()'s idiom): a reaper of this context
      * logging at that instant would otherwise leave it locked in the child,
-     * whose first error message would then block for ever.
+     * whose first error message would then block for ever.  So is the
+     * libxenctrl gate (above).
      */
-    pthread_mutex_lock(&lg->lock);
-    pid = fork();
-    pthread_mutex_unlock(&lg->lock);
+    pid = pyxen_gated_fork(&lg->lock);
     if ( pid <= 0 )
     {
         int saved = errno;

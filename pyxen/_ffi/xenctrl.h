@@ -95,6 +95,10 @@ typedef struct {
 #define PYXEN_SCRUB_PERIOD_MIN_US ...
 #define PYXEN_SCRUB_PERIOD_MAX_US ...
 #define PYXEN_SCRUB_PERIOD_PER_BUDGET ...
+/* The gate pyxen's libxenctrl calls pass, against forks (shim.c). */
+void pyxen_xc_enter(void);
+void pyxen_xc_leave(void);
+int pyxen_xc_gate_busy(void);
 int pyxen_scrub_get(xc_interface *xch, uint32_t *policy, uint32_t *budget_us,
                     uint32_t *period_us, unsigned int *num_nodes,
                     pyxen_scrub_node *out);
