@@ -113,11 +113,13 @@ def _after_fork_in_child() -> None:
     here could undo the parent's state (libxl_ctx_free() unwatches on the
     shared connection, xs_close() joins a reader thread that is not here).
     So each is closed without being freed, and says so when used; the
-    shim's count of reaper threads, the parent's, is cleared.  (libxl's
+    shim's count of reaper threads, the parent's, is cleared, and its
+    libxenctrl gate, which the parent's threads may have held, made new.  (libxl's
     libxl_postfork_child_noexec() is not called: it takes a lock another
     thread may have held at the fork.  A child that opens libxl again keeps
     the parent's libxl descriptors open.)"""
     lib.pyxen_childproc_forget_reapers()
+    lib.pyxen_xc_gate_reset()
     for obj in list(_inherited):
         obj._forked()
 

@@ -607,8 +607,24 @@ static void *pyxen_reaper(void *arg)
  * may hold), and forks that do not go through pyxen_fork() (Python's
  * os.fork() holds the GIL, which a caller needs to leave the gate).
  */
-static pthread_rwlock_t pyxen_xc_gate = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+#define PYXEN_XC_GATE_INIT PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+static pthread_rwlock_t pyxen_xc_gate = PYXEN_XC_GATE_INIT;
 static __thread unsigned int pyxen_xc_depth;
+
+/*
+ * In a child of fork(): the gate as if new, and this thread outside it.
+ * What the parent's threads held is not this child's: a shared hold of a
+ * thread that does not exist here would keep every fork waiting, and the
+ * forking thread's own exclusive hold cannot be released here (glibc knows
+ * a writer by its thread ID, which the child's thread does not have).
+ */
+static void pyxen_xc_gate_reset(void)
+{
+    static const pthread_rwlock_t init = PYXEN_XC_GATE_INIT;
+
+    pyxen_xc_gate = init;
+    pyxen_xc_depth = 0;
+}
 
 static void pyxen_xc_enter(void)
 {
@@ -636,30 +652,51 @@ static int pyxen_xc_gate_busy(void)
 }
 
 /*
+ * For the tests, from a thread outside the gate: 1 if a fork holds the gate
+ * or waits for it (writers first: a new shared hold is then refused).
+ */
+static int pyxen_xc_gate_fork_waiting(void)
+{
+    if ( pthread_rwlock_tryrdlock(&pyxen_xc_gate) )
+        return 1;
+    pthread_rwlock_unlock(&pyxen_xc_gate);
+    return 0;
+}
+
+/*
  * fork() with @lock held across it (so that the child's copy is unlocked)
  * and no libxenctrl call of pyxen's under way in another thread.  The gate
- * comes first: a thread inside a libxenctrl call may log, and so take a
- * logger's lock, before it leaves the gate.  In the child the forking
- * thread, the only one, owns both and unlocks them.
+ * comes first, so that @lock (a context's logger's) is not held, and that
+ * context's reapers kept from logging, while the fork waits for the gate.
+ * A thread inside the gate (a signal handler's libxl call made inside a
+ * libxenctrl call) forks without it rather than wait for itself.  In the
+ * child the forking thread, the only one, owns @lock and unlocks it; the
+ * gate is made new (pyxen_xc_gate_reset()).
  */
 static pid_t pyxen_gated_fork(pthread_mutex_t *lock)
 {
+    int gated = !pyxen_xc_depth;
     pid_t pid;
     int saved;
 
-    pthread_rwlock_wrlock(&pyxen_xc_gate);
+    if ( gated )
+        pthread_rwlock_wrlock(&pyxen_xc_gate);
     pthread_mutex_lock(lock);
     pid = fork();
     saved = errno;
     pthread_mutex_unlock(lock);
-    pthread_rwlock_unlock(&pyxen_xc_gate);
+    if ( pid == 0 )
+        pyxen_xc_gate_reset();
+    else if ( gated )
+        pthread_rwlock_unlock(&pyxen_xc_gate);
     errno = saved;
     return pid;
 }
 
 /*
- * For the tests: a pyxen_gated_fork() whose child exits at once; the
- * child's exit status (0) once it is reaped, -1 with errno on failure.
+ * For the tests: a pyxen_gated_fork() whose child exits at once, with 0 if
+ * its gate is free, 1 if not; that status once it is reaped, -1 with errno
+ * on failure.
  */
 static int pyxen_gated_fork_probe(void)
 {
@@ -670,7 +707,7 @@ static int pyxen_gated_fork_probe(void)
     if ( pid < 0 )
         return -1;
     if ( pid == 0 )
-        _exit(0);
+        _exit(pyxen_xc_gate_busy());     /* 0: the child's gate is free */
     while ( waitpid(pid, &status, 0) < 0 )
         if ( errno != EINTR )
             return -1;

@@ -99,6 +99,8 @@ typedef struct {
 void pyxen_xc_enter(void);
 void pyxen_xc_leave(void);
 int pyxen_xc_gate_busy(void);
+int pyxen_xc_gate_fork_waiting(void);
+void pyxen_xc_gate_reset(void);
 int pyxen_scrub_get(xc_interface *xch, uint32_t *policy, uint32_t *budget_us,
                     uint32_t *period_us, unsigned int *num_nodes,
                     pyxen_scrub_node *out);
