@@ -130,7 +130,7 @@ def dom0_weight(weight: int) -> Iterator[None]:
 
 @contextmanager
 def every_pcpu_busy(host, kernel, helpers) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """Spinning guests on every pCPU: idle CPUs never run, so never scrub.
+    """Spinning guests pinned to every pCPU: idle CPUs never run, so never scrub.
 
     They are created paused and unpaused together, and paused again before
     they are destroyed: under TCG a spinning guest slows every create and
@@ -138,11 +138,17 @@ def every_pcpu_busy(host, kernel, helpers) -> Iterator[None]:  # type: ignore[no
     minutes of a CI run.  While they spin dom0 has a larger weight
     (DOM0_BUSY_WEIGHT)."""
     doms = []
+    pcpus = host.physinfo().nr_cpus
     try:
-        for i in range(SPINNERS_PER_PCPU * host.physinfo().nr_cpus):
+        for i in range(SPINNERS_PER_PCPU * pcpus):
             doms.append(host.create(DomainConfig(f"{helpers.PREFIX}spin{i}", kernel,
                                                  memory_mib=16, cmdline="spin"),
                                     paused=True))
+            # Pinned, SPINNERS_PER_PCPU to each pCPU: credit2 balances its
+            # runqueues only now and then, and left a node's pCPU idle for
+            # long enough to scrub thousands of pages (twice in a row on
+            # 2026-12-07, with two spinners a pCPU unpinned).
+            xl.xl("vcpu-pin", str(doms[-1].domid), "all", str(i % pcpus))
         with dom0_weight(DOM0_BUSY_WEIGHT):
             try:
                 for d in doms:
