@@ -9,9 +9,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from pyxen.config import DomainConfig
 from pyxen.lab.dom0 import tenants
-from pyxen.lab.dom0.drivers import destroy_listed
+from pyxen.lab.dom0.drivers import destroy_listed, wait_vanished
 
 
 class Listed:
@@ -107,6 +109,25 @@ def test_a_guest_that_never_goes_is_left_at_the_timeout() -> None:
     done = destroy_listed(d, lambda n: True, 0.5)
     assert done.left == {"a-1"} and done.errors == ()
     assert 0.5 <= time.monotonic() - start < 5.0 and d.lists >= 3
+
+
+def test_wait_vanished_waits_only_for_its_names() -> None:
+    # the benchmarks' wait after their own destroys: other guests don't count
+    d = Listed({"a-1", "a-2", "other"}, gone_at={"a-1": 2, "a-2": 3})
+    assert wait_vanished(d, {"a-1", "a-2"}, 5.0) == set() and d.lists == 3
+
+
+def test_wait_vanished_gives_the_names_left_at_the_timeout() -> None:
+    d = Listed({"a-1", "a-2"})
+    start = time.monotonic()
+    assert wait_vanished(d, {"a-1"}, 0.5) == {"a-1"}
+    assert time.monotonic() - start >= 0.5
+
+
+def test_wait_vanished_raises_a_listing_that_fails() -> None:
+    d = Listed({"a-1"}, list_fails=2)
+    with pytest.raises(OSError, match="xenstored went away"):
+        wait_vanished(d, {"a-1"}, 5.0)
 
 
 def test_workers_destroy_in_parallel_and_report_in_name_order() -> None:

@@ -124,14 +124,31 @@ class PyxenDriver:
 DRIVERS: dict[str, Callable[[], Driver]] = {"pyxen": PyxenDriver, "xl": XlDriver}
 
 
-def wait_vanished(driver: Driver, names: set[str], timeout: float) -> set[str]:
-    """Names still listed after ``timeout`` seconds (empty when all are gone)."""
+def wait_unlisted(driver: Driver, wanted: Callable[[str], bool], timeout: float,
+                  last: frozenset[str]) -> tuple[frozenset[str], Exception | None]:
+    """Wait up to ``timeout`` seconds for no listed name to be one ``wanted``
+    takes.  Returns the names still listed (empty when all are gone) and
+    None, or, when a listing fails, what the last listing that worked found
+    (``last`` before the first) and the listing's exception."""
     deadline = time.monotonic() + timeout
+    left = last
     while True:
-        left = driver.names() & names
+        try:
+            left = frozenset(n for n in driver.names() if wanted(n))
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller
+            return left, exc
         if not left or time.monotonic() > deadline:
-            return left
+            return left, None
         time.sleep(0.2)
+
+
+def wait_vanished(driver: Driver, names: set[str], timeout: float) -> set[str]:
+    """Names still listed after ``timeout`` seconds (empty when all are
+    gone); a listing that fails raises."""
+    left, exc = wait_unlisted(driver, names.__contains__, timeout, frozenset(names))
+    if exc is not None:
+        raise exc
+    return set(left)
 
 
 @dataclass(frozen=True)
@@ -174,14 +191,7 @@ def destroy_listed(driver: Driver, wanted: Callable[[str], bool], timeout: float
         for name in sorted(found):
             one(name)
     errors = [failed[n] for n in sorted(failed)]
-    deadline = time.monotonic() + timeout
-    left = found
-    while True:
-        try:
-            left = frozenset(n for n in driver.names() if wanted(n))
-        except Exception as exc:  # noqa: BLE001 - a clean-up reports, never raises
-            errors.append(f"{prefix}cannot list {whose} left: {describe(exc)}")
-            return Destroyed(found, left, tuple(errors))
-        if not left or time.monotonic() > deadline:
-            return Destroyed(found, left, tuple(errors))
-        time.sleep(0.2)
+    left, listing = wait_unlisted(driver, wanted, timeout, found)
+    if listing is not None:
+        errors.append(f"{prefix}cannot list {whose} left: {describe(listing)}")
+    return Destroyed(found, left, tuple(errors))
