@@ -22,7 +22,7 @@ from typing import Any
 from pyxen import limits
 from pyxen._native import FORKED, NativeHandle, check_libxl, ffi, lib, string, track_for_fork
 from pyxen.config import DomainConfig, check_weight_scheduler
-from pyxen.errors import DomainNotFound, LibxlError, XenError
+from pyxen.errors import DomainNotFound, LibxlError, XenError, XenstoreError
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,7 @@ class Libxl(NativeHandle):
     def list(self) -> list[DomInfo]:
         n = ffi.new("int *")
         self.clear_message()
+        ffi.errno = 0           # not a stale one from an earlier call
         infos = lib.libxl_list_domain(self.ctx, n)
         if infos == ffi.NULL:
             raise LibxlError("libxl_list_domain", lib.ERROR_FAIL, "ERROR_FAIL", ffi.errno or None,
@@ -298,9 +299,15 @@ class Libxl(NativeHandle):
     def domid_to_name(self, domid: int) -> str:
         limits.domid(domid)
         self.clear_message()
-        p = lib.libxl_domid_to_name(self.ctx, domid)
+        ffi.errno = 0
+        p = lib.libxl_domid_to_name(self.ctx, domid)   # xs_read of the domain's name
         if p == ffi.NULL:
-            raise DomainNotFound("libxl_domid_to_name", None, f"no domain {domid}")
+            err = ffi.errno
+            if err == errno.ENOENT:  # gone, or never named (a bare domain)
+                raise DomainNotFound("libxl_domid_to_name", err,
+                                     f"no domain {domid} with /local/domain/{domid}/name")
+            raise XenstoreError("libxl_domid_to_name", err or None,
+                                f"reading /local/domain/{domid}/name failed")
         try:
             return string(p)
         finally:

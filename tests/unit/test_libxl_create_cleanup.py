@@ -5,6 +5,7 @@ destroy are stand-ins whose outcomes a test scripts."""
 
 from __future__ import annotations
 
+import errno
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pyxen import libxl  # noqa: E402
 from pyxen._native import ffi  # noqa: E402
 from pyxen._native import lib as real_lib  # noqa: E402
 from pyxen.config import DomainConfig  # noqa: E402
-from pyxen.errors import DomainNotFound, LibxlError  # noqa: E402
+from pyxen.errors import DomainNotFound, LibxlError, XenstoreError  # noqa: E402
 
 DOMID = 9
 
@@ -174,3 +175,31 @@ def test_a_name_xl_allows_is_looked_up(monkeypatch):  # type: ignore[no-untyped-
     assert seen == [b"web server"]
     with pytest.raises(ValueError, match="without NUL"):
         xl.name_to_domid("a\0b")
+
+
+def name_lookup_failing(monkeypatch: pytest.MonkeyPatch, err: int) -> libxl.Libxl:
+    """A Libxl whose libxl_domid_to_name fails as xs_read does, with ``err``."""
+    xl, fake = scripted(monkeypatch, create="ok")
+
+    def domid_to_name(ctx: Any, domid: int) -> Any:
+        ffi.errno = err
+        return ffi.NULL
+
+    monkeypatch.setattr(fake, "libxl_domid_to_name", domid_to_name, raising=False)
+    return xl
+
+
+def test_a_domain_without_a_name_is_not_found(monkeypatch):  # type: ignore[no-untyped-def]
+    xl = name_lookup_failing(monkeypatch, errno.ENOENT)
+    with pytest.raises(DomainNotFound, match="/local/domain/7/name") as caught:
+        xl.domid_to_name(7)
+    assert caught.value.errno == errno.ENOENT
+
+
+def test_a_name_lookup_that_fails_otherwise_is_a_xenstore_error(monkeypatch):  # type: ignore[no-untyped-def]
+    # e.g. xenstored refusing the read: not "no such domain", which
+    # Host.domains() would skip
+    xl = name_lookup_failing(monkeypatch, errno.EACCES)
+    with pytest.raises(XenstoreError, match=r"\[EACCES\]") as caught:
+        xl.domid_to_name(7)
+    assert caught.value.errno == errno.EACCES and not isinstance(caught.value, DomainNotFound)
