@@ -172,6 +172,22 @@ def test_plot_names_a_file_that_is_not_a_benchmark(tmp_path, capsys):
     assert "cannot read benchmark results" in capsys.readouterr().err
 
 
+def test_plot_refuses_an_out_it_would_not_write(tmp_path, capsys):
+    # matplotlib would have written noext.png, or d/.png beside a directory,
+    # while the command said it wrote the name given
+    saved = tmp_path / "bench.json"
+    saved.write_text('{"runs": [], "notes": []}')
+    for out, message in [(tmp_path / "noext", "name a .png file"),
+                         (tmp_path / "plot.svg", "name a .png file")]:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["plot", str(saved), "--out", str(out)])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    (tmp_path / "d.png").mkdir()
+    assert cli.main(["plot", str(saved), "--out", str(tmp_path / "d.png")]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "d.png"]
+
+
 def test_every_subcommand_registers_its_function():
     import argparse
     ap = build_parser()

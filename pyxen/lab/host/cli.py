@@ -241,6 +241,10 @@ def cmd_bench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def cmd_plot(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pyxen.lab.host.bench import replot
+    if args.out is not None:
+        if args.out.suffix.lower() != ".png":   # else matplotlib would write another file
+            ap.error(f"--out {args.out}: name a .png file (the plot is a PNG)")
+        writable_file(args.out)
     print(f"wrote {replot(args.bench_json, args.out, args.wide)}")
     return 0
 

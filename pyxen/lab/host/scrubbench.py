@@ -20,7 +20,7 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.heapdump import dma_width
 from pyxen.lab.contract.requests import ScrubRequest
 from pyxen.lab.contract.xenprof import PHASE_FIGURES
-from pyxen.lab.host import paths
+from pyxen.lab.host import figures, paths
 from pyxen.lab.host.benchfile import (BENCH_FORMAT, BENCH_JSON, failed_name, failed_runs_error,
                                       saved_bench, write_json, write_storm_sections)
 from pyxen.lab.host.progress import console, step
@@ -362,9 +362,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     for ax in (a, b, c):
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    figures.save(fig, path)
 
 
 def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOptions,
