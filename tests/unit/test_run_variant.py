@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from pyxen.lab.host import bench, variants
+from pyxen.lab.contract.errors import LabError
+from pyxen.lab.host import bench, cli, variants, xenbuild
 from pyxen.lab.host.variants import RunVariant
 from pyxen.lab.host.vm_options import VMOptions
 
@@ -115,3 +116,27 @@ def test_a_variant_s_switches_reach_the_vm_and_dom0_s_environment():
     assert on[protocol.ENV_LIB_CACHE] == on[protocol.ENV_LIBXENSTORE_CACHE] == "1"
     # Without +libcache no program in dom0 reads through the cache.
     assert off[protocol.ENV_LIB_CACHE] == off[protocol.ENV_LIBXENSTORE_CACHE] == "0"
+
+
+def test_every_variant_is_resolved_before_the_first_build(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    # a series that is not there is found before stock's build, not after it
+    def resolve(name: str, *a: Any, **kw: Any) -> str:
+        if name != "stock":
+            raise LabError(f"{name}: no series")
+        return name
+
+    built: list[str] = []
+    monkeypatch.setattr(variants, "resolve", resolve)
+    monkeypatch.setattr(bench, "build", built.append)
+    with pytest.raises(LabError, match="patched: no series"):
+        bench.run_bench(variants.parse_variant_list("stock,patched"),
+                        bench.BenchParams(1, (1,)), VMOptions(), tmp_path)
+    monkeypatch.setattr(cli.hostdeps, "check", lambda: None)
+    monkeypatch.setattr(cli, "_source", lambda args: None)
+    monkeypatch.setattr(xenbuild, "build", built.append)
+    args = cli.build_parser().parse_args(["bench", "--variants", "stock,patched"])
+    args.named_series = {}           # what main() adds from --series-as
+    with pytest.raises(LabError, match="patched: no series"):
+        cli._build_variants(args)
+    assert built == []

@@ -435,8 +435,10 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
     params.validate()
     options.validate()
     saved_bench(out_dir)          # a bench.json it must not replace fails before any build
-    builds = {v: build(variants.resolve(v.build, series, debug, profile, source, named_series))
-              for v in run_variants}
+    # Every variant resolved (its series found) before the first build.
+    resolved = {v: variants.resolve(v.build, series, debug, profile, source, named_series)
+                for v in run_variants}
+    builds = {v: build(r) for v, r in resolved.items()}
     notes: list[str] = []
     stock = builds.get(variants.RunVariant("stock"))
     if stock is not None:

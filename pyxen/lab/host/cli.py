@@ -136,9 +136,11 @@ def _build_variants(args: argparse.Namespace) -> dict[str, StagedBuild]:
     from pyxen.lab.host.xenbuild import build
     hostdeps.check()
     source = _source(args)
-    return {b: build(variants.resolve(b, args.series, args.debug, args.profile, source,
-                                      args.named_series))
-            for b in dict.fromkeys(v.build for v in args.variants)}
+    # Every variant resolved (its series found) before the first build.
+    resolved = {b: variants.resolve(b, args.series, args.debug, args.profile, source,
+                                    args.named_series)
+                for b in dict.fromkeys(v.build for v in args.variants)}
+    return {b: build(v) for b, v in resolved.items()}
 
 
 def cmd_deps(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
