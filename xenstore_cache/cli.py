@@ -19,7 +19,13 @@ from pathlib import Path
 
 from xenstore_cache import hopbench
 from xenstore_cache.cache import DEFAULT_MAX_BYTES
-from xenstore_cache.control import DEFAULT_CONTROL, DEFAULT_UPSTREAM, SetupError, query_control
+from xenstore_cache.control import (
+    DEFAULT_CONTROL,
+    DEFAULT_UPSTREAM,
+    PER_OP_COUNTERS,
+    SetupError,
+    query_control,
+)
 from xenstore_cache.server import CachingProxy, Config, check_paths, probe_upstream
 
 log = logging.getLogger("xenstore_cache")
@@ -102,9 +108,23 @@ def _print_stats(stats: dict[str, object]) -> None:
         print(f"{k:{width}} {stats.get(k)}")
     per_op = stats.get("per_op")
     if isinstance(per_op, dict) and per_op:
-        print(f"\n{'op':22} {'requests':>9} {'hits':>9} {'misses':>9} {'forwarded':>9}")
-        for op, c in per_op.items():
-            print(f"{op:22} {c['requests']:9} {c['hits']:9} {c['misses']:9} {c['forwarded']:9}")
+        print(f"\n{'op':22}" + "".join(f" {n:>9}" for n in PER_OP_COUNTERS))
+        for op, c in per_op.items():    # query_control checked each has its counters
+            print(f"{op:22}" + "".join(f" {c[n]:9}" for n in PER_OP_COUNTERS))
+
+
+def _stats(control: Path, as_json: bool) -> int:
+    """The ``stats`` subcommand."""
+    try:
+        stats = asyncio.run(query_control(control))
+    except (OSError, TimeoutError) as exc:
+        raise SetupError(f"cannot ask the xenstore-cache control socket at {control}: "
+                         f"{exc or type(exc).__name__}") from exc
+    if as_json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+    else:
+        _print_stats(stats)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,12 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="xenstore-cache: %(levelname)s %(message)s")
     try:
         if args.cmd == "stats":
-            stats = asyncio.run(query_control(Path(args.control)))
-            if args.json:
-                print(json.dumps(stats, indent=2, sort_keys=True))
-            else:
-                _print_stats(stats)
-            return 0
+            return _stats(Path(args.control), args.json)
         if args.cmd == "hopbench":
             return hopbench.main(args.iterations, args.hit_fraction, args.json, args.layout)
         kwargs = {}
