@@ -26,7 +26,13 @@ from xenstore_cache.control import (
     SetupError,
     query_control,
 )
-from xenstore_cache.server import CachingProxy, Config, check_paths, probe_upstream
+from xenstore_cache.server import (
+    CachingProxy,
+    Config,
+    check_paths,
+    check_writable_file,
+    probe_upstream,
+)
 
 log = logging.getLogger("xenstore_cache")
 
@@ -91,10 +97,19 @@ async def _run(cfg: Config, ready_file: Path | None) -> None:
             done, _ = await asyncio.wait({waiter, asyncio.create_task(stop.wait())},
                                          return_when=asyncio.FIRST_COMPLETED)
             if waiter in done:
-                ready_file.write_text(str(os.getpid()))
+                _write_ready_file(ready_file)
         await stop.wait()
     finally:
         await proxy.stop()
+
+
+def _write_ready_file(path: Path) -> None:
+    """Say the proxy is ready: its process ID in ``path``."""
+    try:
+        path.write_text(str(os.getpid()))
+    except OSError as exc:
+        raise SetupError(f"cannot write the ready file {path}: {exc}; stopping, "
+                         "as whoever waits for it would wait for ever") from exc
 
 
 def _print_stats(stats: dict[str, object]) -> None:
@@ -148,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = Config(listen=Path(args.listen), upstream=Path(args.upstream),
                      control=Path(args.control), **kwargs)
         check_paths(cfg)
+        if args.ready_file is not None:
+            check_writable_file(args.ready_file, "--ready-file")
         probe_upstream(cfg.upstream)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(cfg, args.ready_file))

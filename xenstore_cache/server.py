@@ -71,6 +71,25 @@ def check_paths(cfg: Config) -> None:
         raise SetupError(f"control socket {cfg.control} collides with a Xenstore socket")
 
 
+def check_writable_file(path: Path, what: str) -> None:
+    """Refuse ``path`` as a file to write later (``what`` names it in the
+    error) when that would fail for a reason visible now: its directory is
+    missing or not a directory, the path is a directory, or it is not
+    writable."""
+    parent = path.parent
+    try:
+        if path.is_dir():
+            raise SetupError(f"{what} {path} is a directory")
+        if not parent.is_dir():
+            state = "is not a directory" if parent.exists() else "does not exist"
+            raise SetupError(f"{what} {path}: its directory {parent} {state}")
+        target = path if path.exists() else parent
+        if not os.access(target, os.W_OK):
+            raise SetupError(f"{what} {path}: {target} is not writable")
+    except OSError as exc:          # e.g. a directory on the way that may not be searched
+        raise SetupError(f"{what} {path}: {exc}") from exc
+
+
 def probe_upstream(path: Path, timeout: float = 5.0) -> None:
     """Check with pyxs that ``path`` is a xenstored that answers."""
     try:  # only needed at start-up: pyxs is the `proxy` extra

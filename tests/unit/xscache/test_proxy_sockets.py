@@ -318,6 +318,63 @@ def test_refuses_bad_setups(short_tmp: Path, capsys: pytest.CaptureFixture[str])
     assert not (short_tmp / "xs").exists()
 
 
+@contextlib.contextmanager
+def model_in_a_thread(path: Path) -> Iterator[None]:
+    """The model xenstored on ``path``, served from a thread: the proxy's
+    ``run`` wants the main thread (it sets signal handlers)."""
+    loop = asyncio.new_event_loop()
+    model = ModelServer(path)
+    loop.run_until_complete(model.start())
+    t = threading.Thread(target=loop.run_forever)
+    t.start()
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(model.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+        loop.close()
+
+
+@pytest.mark.parametrize("ready,message", [
+    ("missing/ready", "its directory {d}/missing does not exist"),
+    ("plain/ready", "its directory {d}/plain is not a directory"),
+    ("adir", "is a directory"),
+])
+def test_run_refuses_a_ready_file_it_could_not_write(short_tmp: Path, ready: str, message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before serving: the proxy does not start, to fail when ready."""
+    (short_tmp / "plain").write_text("x")
+    (short_tmp / "adir").mkdir()
+    with model_in_a_thread(short_tmp / "up"):
+        rc = cli.main(["run", "--listen", str(short_tmp / "xs"), "--upstream",
+                       str(short_tmp / "up"), "--control", str(short_tmp / "c"),
+                       "--ready-file", str(short_tmp / ready)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"xenstore-cache: error: --ready-file {short_tmp / ready}")
+    assert err.endswith(f" {message.format(d=short_tmp)}\n") and err.count("\n") == 1
+    assert not (short_tmp / "xs").exists()
+
+
+def test_run_stops_with_an_error_when_the_ready_file_cannot_be_written(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What the check up front cannot see (here: the check skipped) fails
+    when the proxy is ready: it stops, with an error, not a traceback."""
+    monkeypatch.setattr(cli, "check_writable_file", lambda path, what: None)
+    ready = short_tmp / "missing" / "ready"
+    with model_in_a_thread(short_tmp / "up"):
+        rc = cli.main(["run", "--listen", str(short_tmp / "xs"), "--upstream",
+                       str(short_tmp / "up"), "--control", str(short_tmp / "c"),
+                       "--ready-file", str(ready)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"xenstore-cache: error: cannot write the ready file {ready}: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (short_tmp / "xs").exists()          # the proxy stopped
+
+
 def test_refuses_a_xenstored_whose_socket_clients_are_not_privileged(
         short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pyxs
