@@ -184,3 +184,44 @@ def test_a_run_in_which_every_variant_failed_keeps_the_earlier_results(
         ("patched", ["dom0 did not come up within 600 s"])]
     assert f"every run is in {tmp_path / 'xsbench.failed.json'}" in str(err.value)
     assert "is kept" in capsys.readouterr().err
+
+
+def test_a_rerun_keeps_the_results_it_replaces(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_bench(monkeypatch)
+    earlier = {"format": 2, "runs": [storm_run("old")], "notes": ["old"]}
+    (tmp_path / BENCH_JSON).write_text(json.dumps(earlier))
+    run_bench(tmp_path)
+    (aside,) = tmp_path.glob("bench.*.json")
+    assert json.loads(aside.read_text()) == earlier
+    assert [r["variant"] for r in json.loads((tmp_path / BENCH_JSON).read_text())["runs"]] == [
+        "stock"]
+
+
+def test_every_benchmark_file_replaced_is_kept_under_its_own_name(tmp_path: Path) -> None:
+    from rich.table import Table
+    drawn: list[Path] = []
+    for n in range(3):
+        benchfile.write_results(tmp_path, "xsbench.json", {"n": n}, drawn.append, "xsbench.png",
+                                Table())
+    # the two files replaced, each under its own name (same second: numbered)
+    kept = sorted(p for p in tmp_path.glob("xsbench.*.json"))
+    assert len(kept) == 2 and sorted(json.loads(p.read_text())["n"] for p in kept) == [0, 1]
+    assert json.loads((tmp_path / "xsbench.json").read_text()) == {"n": 2}
+    assert benchfile.keep_previous(tmp_path / "none.json") is None
+
+
+def test_results_that_cannot_keep_the_file_they_replace_go_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_bench(monkeypatch)
+    earlier = json.dumps({"format": 2, "runs": [storm_run("old")], "notes": []})
+    (tmp_path / BENCH_JSON).write_text(earlier)
+
+    def no_copy(src: Any, dst: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(benchfile.shutil, "copy2", no_copy)
+    run_bench(tmp_path)
+    assert (tmp_path / BENCH_JSON).read_text() == earlier       # left as it was
+    (new,) = tmp_path.glob("bench.*.json")
+    assert [r["variant"] for r in json.loads(new.read_text())["runs"]] == ["stock"]

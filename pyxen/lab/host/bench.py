@@ -22,7 +22,7 @@ from pyxen.lab.contract.errors import LabError
 from pyxen.lab.contract.requests import StormRequest
 from pyxen.lab.contract.xenprof import background_scrubbed, domctl_retries_per_op
 from pyxen.lab.host import figures, paths, variants
-from pyxen.lab.host.benchfile import (BENCH_FORMAT, BENCH_JSON, load_bench, saved_bench,
+from pyxen.lab.host.benchfile import (BENCH_FORMAT, load_bench, saved_bench,
                                       write_storm_sections)
 from pyxen.lab.host.progress import TABLE_WIDTH, console
 from pyxen.lab.host.provenance import describe_build
@@ -468,10 +468,10 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
     }
     # What other commands added to a bench.json there (scrubbench's
     # birth_after_death section) is kept; the storm's own sections are new.
-    doc = write_storm_sections(out_dir, doc)
+    doc, written = write_storm_sections(out_dir, doc)
     plot(runs, out_dir / "bench.png")
     print_summary(runs, notes, wide)
-    console().print(f"wrote {out_dir / BENCH_JSON} and {out_dir / 'bench.png'}")
+    console().print(f"wrote {written} and {out_dir / 'bench.png'}")
     return doc
 
 

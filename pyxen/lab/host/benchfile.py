@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,10 +149,11 @@ def saved_bench(out_dir: Path) -> dict[str, Any] | None:
     return load_bench(out_dir / BENCH_JSON, require_runs=False)
 
 
-def write_storm_sections(out_dir: Path, sections: dict[str, Any]) -> dict[str, Any]:
+def write_storm_sections(out_dir: Path, sections: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """Write ``sections`` into ``out_dir``'s storm bench.json, keeping what
     the saved one holds besides them (another command's sections: bench's
-    runs, scrubbench's birth_after_death); returns the document written.
+    runs, scrubbench's birth_after_death) and the file replaced
+    (write_keeping); returns the document and the file written.
 
     The saved file was checked before the run (saved_bench); should it have
     changed meanwhile into one this run must not replace (another command
@@ -166,8 +169,53 @@ def write_storm_sections(out_dir: Path, sections: dict[str, Any]) -> dict[str, A
     for key, value in saved.items():
         doc.setdefault(key, value)
     doc.setdefault("format", BENCH_FORMAT)
-    write_json(out_dir / BENCH_JSON, doc)
-    return doc
+    return doc, write_keeping(out_dir / BENCH_JSON, doc)
+
+
+def _stamped(path: Path, when: float) -> Path:
+    """``NAME.YYYYmmdd-HHMMSS.json`` beside ``path`` for the time ``when``,
+    with a number added should that name be taken."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    stem, suffix = path.name.split(".", 1)[0], "".join(path.suffixes)
+    aside, n = path.with_name(f"{stem}.{stamp}{suffix}"), 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{stem}.{stamp}-{n}{suffix}")
+    return aside
+
+
+def keep_previous(path: Path) -> Path | None:
+    """Before a run's results replace ``path``, copy the file there beside
+    it, named for the time it was written (_stamped), so that a rerun into
+    the same --out loses nothing.  Returns the copy (None: no file there);
+    OSError when it cannot be made."""
+    try:
+        written = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    aside = _stamped(path, written)
+    shutil.copy2(path, aside)
+    return aside
+
+
+def write_keeping(path: Path, doc: dict[str, Any]) -> Path:
+    """write_json() of a run's results to ``path``, the file there kept
+    (keep_previous) and said so.  Should it not be kept, ``path`` is left
+    alone and the results go beside it (_stamped, now), which is said too.
+    Returns the file written."""
+    from pyxen.lab.host.progress import console
+    try:
+        aside = keep_previous(path)
+    except OSError as exc:
+        new = _stamped(path, time.time())
+        write_json(new, doc)
+        console().print(f"could not keep the previous {path} ({exc.strerror or exc}): "
+                        f"it is left as it was, and this run's results are in {new}")
+        return new
+    if aside is not None:
+        console().print(f"kept the previous results as {aside}")
+    write_json(path, doc)
+    return path
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -208,12 +256,12 @@ def write_results(out_dir: Path, json_name: str, doc: dict[str, Any],
                         + (f" ({out_dir / json_name} is kept)"
                            if (out_dir / json_name).exists() else ""))
         return failed
-    write_json(out_dir / json_name, doc)
+    written = write_keeping(out_dir / json_name, doc)
     draw(out_dir / png_name)
     for t in (table, *more):
         print_table(t)
-    console().print(f"wrote {out_dir / json_name} and {out_dir / png_name}")
-    return out_dir / json_name
+    console().print(f"wrote {written} and {out_dir / png_name}")
+    return written
 
 
 def failed_runs_error(what: str, failed: list[dict[str, Any]], where: Path) -> LabError:
