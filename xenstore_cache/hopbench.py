@@ -101,6 +101,7 @@ from typing import Literal
 from xenstore_cache.client import WireClient
 from xenstore_cache.control import SetupError, query_control
 from xenstore_cache.model_server import model_behind_proxy
+from xenstore_cache.server import check_writable_file
 from xenstore_cache.wire import Op, Packet
 
 Layout = Literal["processes", "inprocess"]
@@ -603,12 +604,28 @@ def main(iterations: int, h: float, json_path: Path | None, layout: Layout = "pr
     # An in-process proxy's start and stop are not news here.
     logging.getLogger("xenstore_cache.server").setLevel(logging.WARNING)
     try:
+        if json_path is not None:       # before a measurement it could not keep
+            check_writable_file(json_path, "--json file")
         res = run(iterations, layout=layout)
     except (HopBenchError, SetupError, OSError, TimeoutError) as exc:
         print(f"xenstore-cache hopbench: error: {exc}", file=sys.stderr)
         return 1
     proj = project(res.t_hit_us, res.h_fwd_us, hit_fraction=h)
-    print(format_table(res, proj))
+    print(format_table(res, proj), flush=True)
     if json_path is not None:
-        json_path.write_text(json.dumps(report(res, proj), indent=2, sort_keys=True) + "\n")
+        return _write_report(json_path, report(res, proj))
+    return 0
+
+
+def _write_report(path: Path, doc: dict[str, object]) -> int:
+    """Write ``--json``; when that fails, print the document on stdout
+    instead, so the measurement is kept, and say so."""
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        print(text, end="")
+        print(f"xenstore-cache hopbench: error: cannot write --json file {path}: {exc} "
+              "(the JSON result is on stdout instead)", file=sys.stderr)
+        return 1
     return 0

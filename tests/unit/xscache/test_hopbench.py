@@ -171,6 +171,49 @@ def test_json_refuses_what_is_not_a_result(text: str) -> None:
         HopResult.from_json(text)
 
 
+@pytest.mark.parametrize("where,message", [
+    ("missing/hop.json", "its directory {d}/missing does not exist"),
+    ("plain/hop.json", "its directory {d}/plain is not a directory"),
+    ("adir", "is a directory"),
+])
+def test_json_file_is_checked_before_measuring(tmp_path: Path, where: str, message: str,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "plain").write_text("x")
+    (tmp_path / "adir").mkdir()
+
+    def measure(*args: object, **kwargs: object) -> HopResult:
+        pytest.fail("measured for a --json file it cannot write")
+    monkeypatch.setattr(hopbench, "run", measure)
+    assert cli.main(["hopbench", "--json", str(tmp_path / where)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"xenstore-cache hopbench: error: --json file {tmp_path / where}")
+    assert err.endswith(f" {message.format(d=tmp_path)}\n") and err.count("\n") == 1
+
+
+def test_a_json_file_that_fails_to_write_keeps_the_measurement(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    path = out_dir / "hop.json"
+
+    def measure(*args: object, **kwargs: object) -> HopResult:
+        out_dir.rmdir()             # gone while measuring: the check could not know
+        return _result()
+    monkeypatch.setattr(hopbench, "run", measure)
+    assert cli.main(["hopbench", "--hit-fraction", "0.5", "--json", str(path)]) == 1
+    out, err = capsys.readouterr()
+    r = _result()
+    table = format_table(r, project(r.t_hit_us, r.h_fwd_us, hit_fraction=0.5))
+    assert out.startswith(table + "\n")
+    doc = json.loads(out[len(table) + 1:])
+    assert HopResult.from_dict(doc) == r and doc["projection"]["hit_fraction"] == 0.5
+    assert err.startswith(f"xenstore-cache hopbench: error: cannot write --json file {path}: ")
+    assert err.endswith("(the JSON result is on stdout instead)\n") and err.count("\n") == 1
+
+
 def test_latency_percentiles() -> None:
     lat = Latency.from_ns([i * 1000 for i in range(1, 11)])     # 1..10 µs
     assert (lat.median_us, lat.p90_us, lat.samples) == (5.5, 9.0, 10)
