@@ -310,3 +310,22 @@ def test_plot_names_what_a_malformed_bench_json_lacks(tmp_path, capsys):
         assert cli.main(["plot", str(path)]) == 2
         err = capsys.readouterr().err
         assert f"error: {path}: {message}" in err, err
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("repeat", 1e400, "\"repeat\" must be a whole number >= 0, got inf"),
+    ("repeat", None, "\"repeat\" must be a whole number >= 0, got None"),
+    ("repeat", "abc", "\"repeat\" must be a whole number >= 0, got 'abc'"),
+    ("create_s", ["a"], "'create_s' holds 'a', of the wrong type"),
+    ("running_before_create", [-1], "'running_before_create' holds -1, of the wrong type"),
+])
+def test_plot_names_a_run_field_of_the_wrong_type(tmp_path, capsys, field, value, message):
+    run = {"variant": "stock", "driver": "pyxen", "guests": 1, "concurrency": 1,
+           "makespan_s": 1.0, "destroy_makespan_s": 0.4, "create_s": [0.5],
+           "running_before_create": [0], "xs_requests_per_create": None, "console_ok": 1,
+           field: value}
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps({"runs": [run], "notes": []}).replace("Infinity", "1e400"))
+    assert cli.main(["plot", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert f"{saved}: runs[0] {message}" in err and "Traceback" not in err

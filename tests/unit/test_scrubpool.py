@@ -158,3 +158,17 @@ def test_write_pooled_is_plain_json(tmp_path: Path) -> None:
     pooled = pool([invocation("a", [1.0], [0.5])])
     write_pooled(pooled, tmp_path / "p.json")
     assert json.loads((tmp_path / "p.json").read_text())["runs"][0]["boots"] == 1
+
+
+def test_fields_of_another_type_are_errors_naming_them(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    listed = invocation("x", [1.0], [0.4])
+    listed.section["runs"][0]["gap_runs"][0]["gap_s"] = [1]    # was: unhashable type
+    with pytest.raises(ValueError, match=r"gap run 0 has gap_s \[1\], not numbers"):
+        pool([listed])
+    text = invocation("y", [1.0], [0.4])
+    text.section["runs"][0]["gap_runs"][0]["create_s"] = "a"   # read deep in the pooling
+    a = save(tmp_path / "a", text)
+    assert main(["scrubpool", str(a)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot pool the runs in {a}: TypeError" in err and "Traceback" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 import sys
 from collections.abc import Callable, Mapping
@@ -499,8 +500,25 @@ def check_runs(path: Path, runs: list[Any]) -> None:
                                "'python -m pyxen.lab bench' wrote")
             if not isinstance(r[key], kind) or isinstance(r[key], bool):
                 raise LabError(f"{path}: runs[{i}] {key!r} is {r[key]!r}, of the wrong type")
+        for key, ok in (("create_s", _is_time), ("running_before_create", _is_count)):
+            bad = next((v for v in r[key] if not ok(v)), _GOOD)
+            if bad is not _GOOD:
+                raise LabError(f"{path}: runs[{i}] {key!r} holds {bad!r}, of the wrong type")
         if len(r["create_s"]) < len(r["running_before_create"]):
             raise LabError(f"{path}: runs[{i}] has fewer create_s than running_before_create")
+
+
+_GOOD = object()
+
+
+def _is_time(v: Any) -> bool:
+    """A create's time in a saved run: seconds, or None for a create that failed."""
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and math.isfinite(v) and v >= 0)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def replot(bench_json: Path, out: Path | None = None, wide: bool = False) -> Path:

@@ -58,6 +58,11 @@ def load_bench(path: Path, require_runs: bool = True) -> dict[str, Any]:
     if require_runs and (not isinstance(runs, list) or not runs):
         raise LabError(f"{path} holds no benchmark runs (no 'runs' list): "
                        "is it a bench.json from 'python -m pyxen.lab bench'?")
+    for i, r in enumerate(runs if isinstance(runs, list) else []):
+        rep = r.get("repeat", 0) if isinstance(r, dict) else 0
+        if type(rep) is not int or rep < 0:
+            raise LabError(f"{path}: runs[{i}] \"repeat\" must be a whole number >= 0, "
+                           f"got {rep!r}")
     if fmt == 1:
         _upgrade_from_1(doc)
     return doc

@@ -18,7 +18,7 @@ from pyxen.lab.contract import protocol
 from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, nonneg_number,
                                      number_list, positive_int, positive_int_list,
                                      positive_number)
-from pyxen.lab.contract.errors import LabError
+from pyxen.lab.contract.errors import LabError, describe
 from pyxen.lab.contract.faastrace import PLATFORM_KEEP_ALIVE_S
 from pyxen.lab.host import hostdeps, paths, progress, sources, variants
 from pyxen.lab.host.benchfile import (AUTOSCALE_OUT, BENCH_JSON, DEFAULT_OUT, prepare_out,
@@ -289,7 +289,13 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 def cmd_scrubpool(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pyxen.lab.host.scrubpool import load_invocations, pool, pooled_lines, write_pooled
-    pooled = pool(load_invocations(args.run_dirs))  # main() reports a ValueError as usage
+    invocations = load_invocations(args.run_dirs)   # main() reports a ValueError as usage
+    try:
+        pooled = pool(invocations)
+    except (TypeError, KeyError, AttributeError) as exc:   # a field of the wrong shape
+        raise LabError(f"cannot pool the runs in {', '.join(map(str, args.run_dirs))}: "
+                       f"{describe(exc)} (a field of another type than scrubbench "
+                       "writes?)") from None
     for line in pooled_lines(pooled):
         print(line)
     if args.out:

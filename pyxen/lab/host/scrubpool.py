@@ -68,6 +68,11 @@ def _check_run(source: str, run: Any) -> None:
         if missing:
             raise ValueError(f"{source}: {run['variant']}'s gap run {i} lacks "
                              f"{', '.join(missing)}")
+        wrong = [k for k in GAP_RUN_KEYS
+                 if not isinstance(g[k], (int, float)) or isinstance(g[k], bool)]
+        if wrong:
+            raise ValueError(f"{source}: {run['variant']}'s gap run {i} has "
+                             + ", ".join(f"{k} {g[k]!r}" for k in wrong) + ", not numbers")
 
 
 def _gap_keys(run: dict[str, Any]) -> set[tuple[float, int]]:
