@@ -39,14 +39,17 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, msg, capsys):
 @pytest.mark.parametrize("argv,msg", [
     (["bench", "--guests", "2", "--concurrency", "4"], "exceeds --guests"),
     (["bench", "--numa-nodes", "2", "--cpus", "3"], "divide evenly"),
-    (["bench", "--dom0-vcpus", "4", "--cpus", "2"], "dom0_vcpus"),
-    (["bench", "--dom0-mem", "8000", "--memory", "3072"], "dom0_mem_mib"),
-    (["bench", "--xen-cmdline", "", "--memory", "100"], "memory_mib"),
+    (["bench", "--dom0-vcpus", "4", "--cpus", "2"], "--dom0-vcpus must be 1..--cpus (2), got 4"),
+    (["bench", "--dom0-mem", "8000", "--memory", "3072"],
+     "--dom0-mem must be 256..2944 (--memory - 128), got 8000"),
+    (["bench", "--xen-cmdline", "", "--memory", "100"], "--memory must be >= 512, got 100"),
+    (["bench", "--autoballoon", "--dom0-mem", "512"],
+     "--autoballoon boots without dom0_mem: drop --dom0-mem"),
     (["run", "--variant", "stock"], "needs a command"),
     (["scrubbench", "--cpus", "3"], "divide evenly over 2 NUMA nodes"),
     (["scrubbench", "--memory", "4097"], "divide evenly over 2 NUMA nodes"),
-    (["bench", "--icount", "11"], "icount_shift must be 0..10"),
-    (["scrubbench", "--icount", "-1"], "icount_shift must be 0..10"),
+    (["bench", "--icount", "11"], "--icount must be 0..10"),
+    (["scrubbench", "--icount", "-1"], "--icount must be 0..10"),
     (["scrubbench", "--variants", "stock,patched+cache"], "runs no Xenstore cache"),
     (["scrubbench", "--variants", "stock,patched+libcache"], "drop patched+libcache"),
     (["bench", "--variants", "stock,patched+libcache", "--driver", "xl"],
@@ -329,3 +332,4 @@ def test_plot_names_a_run_field_of_the_wrong_type(tmp_path, capsys, field, value
     assert cli.main(["plot", str(saved)]) == 2
     err = capsys.readouterr().err
     assert f"{saved}: runs[0] {message}" in err and "Traceback" not in err
+

@@ -23,7 +23,7 @@ from pyxen.lab.contract.faastrace import PLATFORM_KEEP_ALIVE_S
 from pyxen.lab.host import hostdeps, paths, progress, sources, variants
 from pyxen.lab.host.benchfile import (AUTOSCALE_OUT, BENCH_JSON, DEFAULT_OUT, prepare_out,
                                       saved_bench, writable_dir, writable_file)
-from pyxen.lab.host.vm_options import VMOptions
+from pyxen.lab.host.vm_options import VM_OPTIONS, VMOptions
 
 if TYPE_CHECKING:
     from pyxen.lab.host.xenbuild import StagedBuild
@@ -99,8 +99,8 @@ def _add_vm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory", type=positive_int, default=3072, metavar="MIB",
                    help="Xen's RAM in MiB")
     g.add_argument("--dom0-vcpus", type=positive_int, default=2)
-    g.add_argument("--dom0-mem", type=positive_int, default=1024, metavar="MIB",
-                   help="dom0_mem in MiB")
+    g.add_argument("--dom0-mem", type=positive_int, metavar="MIB",
+                   help=f"dom0_mem in MiB (default {VMOptions.dom0_mem_mib})")
     g.add_argument("--autoballoon", action="store_true",
                    help="boot without dom0_mem (dom0 owns all memory; xl autoballoons)")
     g.add_argument("--numa-nodes", type=positive_int, default=1,
@@ -122,11 +122,14 @@ def _add_icount_option(g: argparse._ActionsContainer) -> None:
 
 
 def _vm_options(args: argparse.Namespace) -> VMOptions:
+    if args.autoballoon and args.dom0_mem is not None:
+        raise ValueError("--autoballoon boots without dom0_mem: drop --dom0-mem")
     opts = VMOptions(cpus=args.cpus, memory_mib=args.memory, dom0_vcpus=args.dom0_vcpus,
-                     dom0_mem_mib=None if args.autoballoon else args.dom0_mem,
+                     dom0_mem_mib=None if args.autoballoon else
+                     args.dom0_mem or VMOptions.dom0_mem_mib,
                      numa_nodes=args.numa_nodes, xen_cmdline=tuple(args.xen_cmdline.split()),
                      boot_timeout_s=args.boot_timeout, icount_shift=args.icount_shift)
-    opts.validate()
+    opts.validate(VM_OPTIONS)
     return opts
 
 
@@ -274,7 +277,7 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
                                   memory_mib=args.memory or SCRUB_VM.memory_mib,
                                   icount_shift=args.icount_shift)
     try:
-        options.validate()
+        options.validate(VM_OPTIONS)
     except ValueError as exc:
         ap.error(str(exc))
     saved_bench(args.out)     # --out checked before any build

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,11 @@ XEN_BASE_CMDLINE = ("console=com1", "com1=115200,8n1", "smap=0", "smep=0",
 #: dom0 Linux command line: console through Xen, our init, reboot on panic
 #: (so a dead dom0 ends QEMU instead of hanging).
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen rdinit=/init panic=-1"
+
+#: The lab CLI's option for each field VMOptions.validate() checks.
+VM_OPTIONS = {"cpus": "--cpus", "memory_mib": "--memory", "dom0_vcpus": "--dom0-vcpus",
+              "dom0_mem_mib": "--dom0-mem", "numa_nodes": "--numa-nodes",
+              "icount_shift": "--icount", "boot_timeout_s": "--boot-timeout"}
 
 #: Largest ``icount_shift``: at 2**10 ns per instruction the virtual machine
 #: runs at under a million instructions per second, too slow to boot dom0.
@@ -56,36 +62,42 @@ class VMOptions:
     #: load (vCPUs take turns, so a spinning waiter's instructions count).
     icount_shift: int | None = None
 
-    def validate(self) -> None:
+    def validate(self, names: Mapping[str, str] | None = None) -> None:
+        """ValueError naming the first bad value: by its field, or by what
+        ``names`` calls that field (the lab's CLI: its options, VM_OPTIONS)."""
+        def n(f: str) -> str:
+            return (names or {}).get(f, f)
+
         if self.cpus < 1 or self.cpus > 64:
-            raise ValueError(f"cpus must be 1..64, got {self.cpus}")
+            raise ValueError(f"{n('cpus')} must be 1..64, got {self.cpus}")
         if self.memory_mib < 512:
-            raise ValueError(f"memory_mib must be >= 512, got {self.memory_mib}")
+            raise ValueError(f"{n('memory_mib')} must be >= 512, got {self.memory_mib}")
         if self.dom0_vcpus < 1 or self.dom0_vcpus > self.cpus:
-            raise ValueError(f"dom0_vcpus must be 1..cpus ({self.cpus}), got {self.dom0_vcpus}")
+            raise ValueError(f"{n('dom0_vcpus')} must be 1..{n('cpus')} ({self.cpus}), "
+                             f"got {self.dom0_vcpus}")
         if self.dom0_mem_mib is not None and not (
                 256 <= self.dom0_mem_mib <= self.memory_mib - 128):
             raise ValueError(
-                f"dom0_mem_mib must be 256..{self.memory_mib - 128} "
-                f"(memory_mib - 128), got {self.dom0_mem_mib}")
+                f"{n('dom0_mem_mib')} must be 256..{self.memory_mib - 128} "
+                f"({n('memory_mib')} - 128), got {self.dom0_mem_mib}")
         if self.numa_nodes < 1:
-            raise ValueError(f"numa_nodes must be >= 1, got {self.numa_nodes}")
+            raise ValueError(f"{n('numa_nodes')} must be >= 1, got {self.numa_nodes}")
         if self.numa_nodes > 1:
             if self.cpus % self.numa_nodes:
-                raise ValueError(f"cpus ({self.cpus}) must divide evenly over "
+                raise ValueError(f"{n('cpus')} ({self.cpus}) must divide evenly over "
                                  f"{self.numa_nodes} NUMA nodes")
             if self.memory_mib % self.numa_nodes:
-                raise ValueError(f"memory_mib ({self.memory_mib}) must divide evenly over "
-                                 f"{self.numa_nodes} NUMA nodes")
+                raise ValueError(f"{n('memory_mib')} ({self.memory_mib}) must divide evenly "
+                                 f"over {self.numa_nodes} NUMA nodes")
         for opt in self.xen_cmdline:
             if not opt or any(c.isspace() for c in opt):
                 raise ValueError(f"Xen command-line option {opt!r} must be one word")
         if self.icount_shift is not None and not 0 <= self.icount_shift <= ICOUNT_SHIFT_MAX:
-            raise ValueError(f"icount_shift must be 0..{ICOUNT_SHIFT_MAX}, "
+            raise ValueError(f"{n('icount_shift')} must be 0..{ICOUNT_SHIFT_MAX}, "
                              f"got {self.icount_shift}")
         # A NaN compares false with everything: "<= 0" alone lets it through.
         if not (math.isfinite(self.boot_timeout_s) and self.boot_timeout_s > 0):
-            raise ValueError(f"boot_timeout_s must be a finite number > 0, "
+            raise ValueError(f"{n('boot_timeout_s')} must be a finite number > 0, "
                              f"got {self.boot_timeout_s}")
 
     def record(self) -> dict[str, object]:
