@@ -272,10 +272,10 @@ class Mux:
         assert fwd is not None
         req = fwd.packet
         payload = pkt.payload
-        if c is not None and req.op == Op.TRANSACTION_START and pkt.op == Op.TRANSACTION_START:
-            upstream_tx = one_arg(pkt.payload)
-            if upstream_tx is not None and upstream_tx.isdigit():
-                payload = str(self._new_tx(c, int(upstream_tx))).encode() + b"\0"
+        if req.op == Op.TRANSACTION_START and pkt.op == Op.TRANSACTION_START:
+            upstream_tx = started_transaction(pkt)      # before anyone records it
+            if c is not None:
+                payload = str(self._new_tx(c, upstream_tx)).encode() + b"\0"
         reply = Packet(pkt.op, req.req_id, req.tx_id, payload)
         self.core.reply(c.session if c is not None else Session(0), fwd, reply)
         if c is None:
@@ -306,10 +306,8 @@ class Mux:
         """A reply to a client that has gone: undo what it created."""
         up = p.upstream
         if up.op == Op.TRANSACTION_START and pkt.op == Op.TRANSACTION_START:
-            tx = one_arg(pkt.payload)
-            if tx is not None and tx.isdigit():
-                return [(UPSTREAM, self._send(None, Packet(Op.TRANSACTION_END, 0, int(tx),
-                                                           b"F\0")))]
+            return [(UPSTREAM, self._send(None, Packet(Op.TRANSACTION_END, 0,
+                                                       started_transaction(pkt), b"F\0")))]
         if up.op == Op.WATCH and pkt.op == Op.WATCH:
             # Path and token only: xenstored's UNWATCH takes no depth (EINVAL).
             path, token = self._watch_key(up)
@@ -402,3 +400,17 @@ class Mux:
 
 class UnexpectedReply(Exception):
     """xenstored sent what the proxy cannot match: the connection is unusable."""
+
+
+def started_transaction(reply: Packet) -> int:
+    """The ID in xenstored's reply to TRANSACTION_START: a decimal number
+    and a NUL, 1 to 2**32 - 1 (the header's 32-bit field, 0 being no
+    transaction).  UnexpectedReply for anything else: the proxy could
+    neither name that transaction to xenstored nor end it."""
+    raw = one_arg(reply.payload)
+    # The length bound keeps int() from parsing a long string of digits.
+    if raw is None or not raw.isdigit() or len(raw) > len(str(_ID_LIMIT)) \
+            or not 0 < int(raw) < _ID_LIMIT:
+        raise UnexpectedReply(f"xenstored started a transaction with the ID "
+                              f"{reply.payload!r:.60}: not a number from 1 to {_ID_LIMIT - 1}")
+    return int(raw)

@@ -13,7 +13,7 @@ import pytest
 
 from xenstore_cache.core import OWN_TOKEN, UNKNOWN_OP, ProxyCore
 from xenstore_cache.model import ModelStore
-from xenstore_cache.mux import UPSTREAM, Mux
+from xenstore_cache.mux import UPSTREAM, Mux, UnexpectedReply
 from xenstore_cache.wire import MAX_PAYLOAD, Op, Packet, canonical_path
 
 PROXY = 1
@@ -291,6 +291,57 @@ def test_a_transaction_end_refused_with_enomem_keeps_the_transaction() -> None:
     assert h.mux.clients[a].tx == {} and h.mux.clients[a].session.transactions == {}
     assert h.call(b, Op.READ, b"/t\0").payload == b"new"
     assert h.call(b, Op.READ, b"/u\0").payload == b"new"
+
+
+def _starting_transactions_as(h: Harness, payload: bytes) -> None:
+    """xenstored answers TRANSACTION_START with ``payload``."""
+    plain = h.store.handle
+
+    def handle(conn: int, pkt: Packet) -> list[tuple[int, Packet]]:
+        out = plain(conn, pkt)
+        if pkt.op != Op.TRANSACTION_START:
+            return out
+        return [(to, Packet(p.op, p.req_id, p.tx_id, payload)) for to, p in out]
+    h.store.handle = handle  # type: ignore[method-assign]
+
+
+BAD_TRANSACTION_IDS = [b"4294967296\0", b"99999999999999999999999\0", b"0\0", b"-1\0",
+                       b"x\0", b"1", b"1\x002\0", b""]
+
+
+@pytest.mark.parametrize("payload", BAD_TRANSACTION_IDS)
+def test_a_transaction_id_the_header_cannot_carry_is_a_bad_reply(payload: bytes) -> None:
+    """Found on the reply, not when a later request in the transaction
+    cannot be packed: the connection to xenstored is unusable."""
+    h = Harness()
+    _starting_transactions_as(h, payload)
+    c = h.mux.open()
+    with pytest.raises(UnexpectedReply, match="started a transaction with the ID"):
+        h.call(c, Op.TRANSACTION_START, b"\0")
+    assert h.mux.clients[c].tx == {} and h.mux.clients[c].session.transactions == {}
+
+
+@pytest.mark.parametrize("payload", BAD_TRANSACTION_IDS)
+def test_a_bad_transaction_id_for_a_client_that_has_gone_is_a_bad_reply(payload: bytes) -> None:
+    h = Harness()
+    _starting_transactions_as(h, payload)
+    c = h.mux.open()
+    h.lag = True
+    h.act(h.mux.request(c, Packet(Op.TRANSACTION_START, 1, 0, b"\0")))
+    h.act(h.mux.close(c))
+    h.lag = False
+    with pytest.raises(UnexpectedReply, match="started a transaction with the ID"):
+        h.flush()
+
+
+def test_the_largest_transaction_id_goes_upstream_as_it_came() -> None:
+    h = Harness()
+    _starting_transactions_as(h, b"4294967295\0")
+    c = h.mux.open()
+    assert h.call(c, Op.TRANSACTION_START, b"\0").payload == b"1\0"
+    (up,) = [p for dest, p in h.mux.request(c, Packet(Op.WRITE, 8, 1, b"/t\0v"))
+             if dest == UPSTREAM]
+    assert up.tx_id == 2**32 - 1 and len(up.encode()) == 16 + 4
 
 
 def test_a_transaction_records_each_accepted_change_once() -> None:
