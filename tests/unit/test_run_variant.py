@@ -48,7 +48,9 @@ def test_the_variant_list_parses_to_run_variants_in_order():
     assert variants.parse_variant_list(" patched+cache, stock ") == [
         RunVariant("patched", True), RunVariant("stock")]
     for bad, msg in (("stock,fast", "unknown variant 'fast'"), ("", "no variant"),
-                     ("stock+cache,stock+cache", "listed twice")):
+                     ("stock+cache,stock+cache", "listed twice"), (" , ", "no variant"),
+                     ("stock,,patched", "an empty variant name in 'stock,,patched'"),
+                     ("stock,", "an empty variant name")):
         with pytest.raises(ValueError, match=msg):
             variants.parse_variant_list(bad)
 

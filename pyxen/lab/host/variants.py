@@ -152,10 +152,13 @@ def read_series_dir(directory: Path) -> dict[str, tuple[Path, ...]]:
 
 def parse_variant_list(text: str) -> list[RunVariant]:
     """'stock,patched+cache' -> [RunVariant('stock'), RunVariant('patched', True)];
-    unknown or repeated names are errors."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
+    unknown, repeated or empty names are errors."""
+    names = [n.strip() for n in text.split(",")]
+    if not any(names):
         raise ValueError("no variant given (known: " + ", ".join(KNOWN) + ")")
+    if not all(names):
+        raise ValueError(f"an empty variant name in {text!r} (two commas in a row, or one "
+                         "at an end)")
     parsed = [RunVariant.parse(n) for n in names]
     if len(set(names)) != len(names):
         raise ValueError(f"variant listed twice in {text!r}")
