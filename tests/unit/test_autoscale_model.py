@@ -4,15 +4,16 @@ discrete-event simulation against the rules it must keep."""
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pyxen.lab.contract.faastrace import TraceError, Transform, parse_trace
+from pyxen.lab.contract.faastrace import TraceError, Transform, decode_trace, parse_trace
 from pyxen.lab.dom0.autoscaler import (Autoscaler, Create, Destroy, Fail, Run, ScalerError,
                                        State)
 
@@ -37,10 +38,23 @@ def test_the_shipped_sample_reads_whole() -> None:
     (HEADER + "a,f,1,5\n", "t.csv:2: duration 5.0 is longer than end_timestamp 1.0"),
     (HEADER + "a,f,1\n", "t.csv:2: 3 fields, the header has 4"),
     (HEADER + ",f,1,1\n", "t.csv:2: empty app or func"),
+    ("\n\n", "empty, expected a header"),
+    ("\n\nfoo\n", r"^t.csv:3: header 'foo' lacks app"),    # the header's own line
+    ("app,func,end_timestamp,duration,app\na,f,1,1,b\n",
+     r"^t.csv:1: header names app 2 times \(columns 1, 5\)"),
 ])
 def test_bad_traces_name_the_line(text: str, message: str) -> None:
     with pytest.raises(TraceError, match=message):
         parse_trace(text, "t.csv")
+
+
+def test_leading_blank_lines_and_a_byte_order_mark_are_skipped() -> None:
+    trace = parse_trace(HEADER + "a,f,1,1\n")
+    assert parse_trace("\n\n" + HEADER + "\na,f,1,1\n") == trace
+    assert parse_trace("\ufeff" + HEADER + "a,f,1,1\n") == trace
+    assert decode_trace(b"\xef\xbb\xbf" + HEADER.encode()) == HEADER
+    with pytest.raises(TraceError, match=r"^t.csv:3: not UTF-8 text \(byte 0xe9"):
+        decode_trace(b"\xef\xbb\xbf" + HEADER.encode() + b"a,f,1,1\nb\xe9,f,1,1\n", "t.csv")
 
 
 def test_a_transform_compresses_time_and_replicates_with_offsets() -> None:
@@ -59,6 +73,58 @@ def test_a_transform_compresses_time_and_replicates_with_offsets() -> None:
     for bad in (Transform(speedup=0), Transform(replicas=0)):
         with pytest.raises(ValueError):
             bad.apply(trace)
+
+
+def test_replica_0_is_the_trace_even_with_an_invocation_at_its_very_end() -> None:
+    # b/g starts where the span ends: a wrap within the span put it at 0.
+    trace = parse_trace(HEADER + "a,f,10,10\nb,g,20,0\n")
+    assert [i.start_s for i in trace.invocations] == [0.0, 20.0]
+    assert Transform(1.0, 1, 0).apply(trace) == trace
+    assert trace.span_s == 20 and trace.period_s == 30     # one mean gap longer
+    wide = Transform(1.0, 3, 0).apply(trace)
+    for k in (1, 2):
+        starts = [i.start_s for i in wide.invocations if i.func // 2 == k]
+        assert len(set(starts)) == 2 and all(0 <= s < 30 for s in starts)
+
+
+#: A trace in milliseconds, as the Azure trace's durations are: rows of
+#: (function, end, duration <= end), and whether a last invocation of no
+#: duration starts at the very end.
+ms_rows = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 2_000_000), st.integers(0, 10**6))
+                   .map(lambda r: (r[0], r[1], min(r[1], r[2]))), min_size=1, max_size=30)
+
+
+def ms_trace(rows: list[tuple[int, int, int]], zero_at_end: bool) -> str:
+    if zero_at_end:
+        end = max(e for _, e, _ in rows)
+        rows = rows + [(5, end, 0)]
+    return HEADER + "".join(f"a,f{f},{e / 1000},{d / 1000}\n" for f, e, d in rows)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ms_rows, st.booleans(), st.integers(1, 4), st.integers(0, 2**32),
+       st.sampled_from([1.0, 3.0, 0.1]))
+@example([(0, 10_000, 10_000), (1, 20_000, 0)], False, 2, 0, 1.0)
+def test_replica_0_is_the_trace_and_replicas_keep_its_range_and_distinct_starts(
+        rows: list[tuple[int, int, int]], zero_at_end: bool, replicas: int, seed: int,
+        speedup: float) -> None:
+    trace = parse_trace(ms_trace(rows, zero_at_end))
+    out = Transform(speedup, replicas, seed).apply(trace)
+    n = len(trace.functions)
+    assert out.functions[:n] == trace.functions
+    assert [i for i in out.invocations if i.func < n] == [
+        dataclasses.replace(i, start_s=i.start_s / speedup, duration_s=i.duration_s / speedup)
+        for i in trace.invocations]
+    first, span, period = trace.first_s, trace.span_s, trace.period_s
+    last = max(i.start_s for i in trace.invocations)
+    assert period == span or last - first == pytest.approx(span, abs=1e-6) or span == 0
+    distinct = len({i.start_s for i in trace.invocations})
+    for k in range(1, replicas):
+        starts = [i.start_s * speedup for i in out.invocations if i.func // n == k]
+        assert len(starts) == len(trace.invocations)
+        assert all(first - 1e-9 <= s <= first + period + 1e-9 for s in starts)
+        # A rotation within the period: no two distinct starts made one.
+        assert len({round(s, 6) for s in starts}) == distinct
 
 
 # -- the scaler -------------------------------------------------------------
@@ -176,10 +242,12 @@ def test_a_field_the_csv_module_refuses_is_named_with_its_line() -> None:
         parse_trace(text, "big.csv")
 
 
-def test_a_trace_that_is_not_utf8_is_named(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_trace_that_is_not_utf8_is_named_with_its_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pyxen.lab.host import cli
     trace = tmp_path / "latin.csv"
     trace.write_bytes(b"app,func,end_timestamp,duration\nb\xe9,f,1,0.5\n")
-    assert cli.main(["autoscale", "--trace", str(trace), "--out", str(tmp_path / "o")]) == 2
-    assert f"error: the trace {trace} is not UTF-8 text" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["autoscale", "--trace", str(trace), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert f"error: {trace}:2: not UTF-8 text (byte 0xe9" in capsys.readouterr().err

@@ -161,6 +161,77 @@ def test_the_host_sends_the_transformed_trace(tmp_path: Path) -> None:
         AutoscaleParams(trace=tmp_path / "missing.csv").validate()
 
 
+SAMPLE = Path(__file__).parents[2] / "data" / "traces" / "azure2021-sample-200.csv"
+
+
+def test_too_many_replicas_are_refused_before_the_trace_is_transformed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyxen.lab.contract.faastrace import Transform
+    applied: list[int] = []
+    real = Transform.apply
+    monkeypatch.setattr(Transform, "apply",
+                        lambda self, trace: applied.append(self.replicas) or real(self, trace))
+    # 199 invocations x 20000 replicas once filled 1.3 GB before this check.
+    with pytest.raises(ValueError, match=r"^the transformed trace has 3980000 invocations, "
+                                         "more than one request to dom0 carries: lower --replicas"):
+        AutoscaleParams(trace=SAMPLE, replicas=20_000).validate()
+    assert applied == []
+    with pytest.raises(ValueError, match="has 7562 invocations, .* lower --replicas"):
+        AutoscaleParams(trace=SAMPLE, replicas=38).validate()     # the later, exact check
+    assert applied == [38]
+
+
+@pytest.mark.parametrize("rows,kwargs,change", [
+    ("a,f,10,1\n", {"speedup": 1e-306}, "raise --speedup"),       # once 2,195 characters
+    ("a,f,1e300,1\n", {}, "raise --speedup"),
+    ("a,f,10,1\n", {"keep_alive_s": 1e300}, "lower --keep-alive"),
+    ("a,f,6100000,1\n", {"keep_alive_s": 60}, "raise --speedup"),
+    ("a,f,6000000,1\n", {"keep_alive_s": 5000}, "raise --speedup or lower --keep-alive"),
+])
+def test_a_replay_longer_than_the_bound_is_refused_naming_the_option(
+        tmp_path: Path, rows: str, kwargs: dict[str, Any], change: str) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("app,func,end_timestamp,duration\n" + rows)
+    with pytest.raises(ValueError, match=r"^the replay would last .* more than the 7 days a "
+                                         f"replay may last: {change}$") as exc:
+        AutoscaleParams(trace=trace, **kwargs).validate()
+    assert len(str(exc.value)) < 250
+
+
+def test_a_replay_at_the_bound_is_accepted(tmp_path: Path) -> None:
+    from pyxen.lab.contract.faastrace import MAX_REPLAY_S
+    trace = tmp_path / "t.csv"
+    trace.write_text(f"app,func,end_timestamp,duration\na,f,{MAX_REPLAY_S - 100},1\n")
+    AutoscaleParams(trace=trace, speedup=1, keep_alive_s=100).validate()
+
+
+def test_a_trace_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    trace = tmp_path / "bom.csv"
+    trace.write_bytes(b"\xef\xbb\xbfapp,func,end_timestamp,duration\na,f,10,10\n")
+    before, _ = AutoscaleParams(trace=trace).load()
+    assert before.functions == ("a/f",)
+
+
+def test_the_sample_trace_is_installed_with_its_attribution() -> None:
+    from pyxen.lab.host import paths
+    sample = paths.sample_trace()
+    assert sample == paths.package_data("traces/azure2021-sample-200.csv")
+    assert sample.read_bytes() == SAMPLE.read_bytes()
+    assert "CC-BY 4.0" in (sample.parent / "README.md").read_text()
+
+
+def test_without_the_sample_trace_autoscale_says_to_pass_trace(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pyxen.lab.host import paths
+    monkeypatch.setattr(paths, "package_data", lambda name: tmp_path / name)
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(cli.hostdeps, "check", lambda: pytest.fail("checked hosts deps"))
+    assert cli.main(["autoscale", "--out", str(tmp_path / "o")]) == 2
+    assert "the sample trace is not installed" in (err := capsys.readouterr().err)
+    assert "pass --trace FILE" in err
+
+
 def _run(variant: str, p50: float, p99: float) -> dict[str, Any]:
     pct = {"count": 10, "p50": p50, "p90": p99, "p99": p99, "max": p99}
     return {"variant": variant, "cold_start_s": pct, "invocation_latency_s": pct,
@@ -217,6 +288,13 @@ def test_the_autoscale_command_checks_its_options_before_any_build(
     with pytest.raises(SystemExit):
         cli.main(["autoscale", "--trace", str(bad), "--out", str(tmp_path)])
     assert "bad.csv:2: duration 'x' is not a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["autoscale", "--variants", "stock,,patched", "--out", str(tmp_path)])
+    assert "an empty variant name in 'stock,,patched'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["autoscale", "--speedup", "1e-306", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.endswith("raise --speedup") and len(err) < 250
 
 
 def fake_xen(monkeypatch: pytest.MonkeyPatch, cpus: int) -> None:

@@ -8,6 +8,7 @@ given, so the host transforms and dom0 replays the same schedule.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -22,6 +23,10 @@ PLATFORM_KEEP_ALIVE_S = 600.0
 
 #: The columns a trace file must have (others are ignored).
 COLUMNS = ("app", "func", "end_timestamp", "duration")
+
+#: The longest replay the benchmark runs, s: the transformed trace's last
+#: end plus the keep-alive (a week; a replay runs in real time).
+MAX_REPLAY_S = 7 * 24 * 3600.0
 
 
 class TraceError(ValueError):
@@ -51,6 +56,31 @@ class Trace:
         first = min(i.start_s for i in self.invocations)
         return max(i.start_s + i.duration_s for i in self.invocations) - first
 
+    @property
+    def first_s(self) -> float:
+        """The first start."""
+        return min((i.start_s for i in self.invocations), default=0.0)
+
+    @property
+    def end_s(self) -> float:
+        """The last end (from the trace's time 0)."""
+        return max((i.start_s + i.duration_s for i in self.invocations), default=0.0)
+
+    @property
+    def period_s(self) -> float:
+        """The period the trace repeats with when a replica wraps round: its
+        span; but one mean gap between starts longer if an invocation starts
+        at the span's very end (to within float rounding: a last invocation
+        of no duration), which would otherwise land on the first start; 1 s
+        if the span is 0."""
+        span = self.span_s
+        if not self.invocations or span <= 0:
+            return 1.0
+        end, last = self.end_s, max(i.start_s for i in self.invocations)
+        if end - last > 1e-9 * max(1.0, end):
+            return span
+        return span + span / len(self.invocations)
+
     def describe(self) -> dict[str, Any]:
         return {"functions": len(self.functions), "invocations": len(self.invocations),
                 "span_s": round(self.span_s, 3),
@@ -65,6 +95,22 @@ def _number(text: str, what: str, where: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise TraceError(f"{where}: {what} {text!r} must be a finite number >= 0")
     return value
+
+
+def decode_trace(data: bytes, source: str = "trace") -> str:
+    """The text of a trace file's ``data``: UTF-8, a byte-order mark allowed
+    (and dropped); TraceError naming ``source`` and the line otherwise."""
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TraceError(f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}: "
+                         f"{exc.reason})") from None
+
+
+def _blank(row: list[str]) -> bool:
+    return not row or row == [""]
 
 
 def _rows(reader: Any, source: str) -> Iterator[tuple[int, list[str]]]:
@@ -83,22 +129,29 @@ def _rows(reader: Any, source: str) -> Iterator[tuple[int, list[str]]]:
 
 def parse_trace(text: str, source: str = "trace") -> Trace:
     """The trace in ``text`` (CSV with a header naming COLUMNS); TraceError
-    naming ``source`` and the line of the first bad row."""
-    reader = _rows(csv.reader(io.StringIO(text)), source)
+    naming ``source`` and the line of the first bad row.  Blank lines are
+    skipped, before the header as after it; a leading byte-order mark is
+    dropped."""
+    reader = _rows(csv.reader(io.StringIO(text.removeprefix("\ufeff"))), source)
     try:
-        _, header = next(reader)
+        line, header = next((n, row) for n, row in reader if not _blank(row))
     except StopIteration:
         raise TraceError(f"{source}: empty, expected a header {','.join(COLUMNS)}") from None
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise TraceError(f"{source}:1: header {','.join(header)!r} lacks "
+        raise TraceError(f"{source}:{line}: header {','.join(header)!r} lacks "
                          f"{', '.join(missing)} (expected {','.join(COLUMNS)})")
+    for c in COLUMNS:
+        columns = [n + 1 for n, name in enumerate(header) if name == c]
+        if len(columns) > 1:
+            raise TraceError(f"{source}:{line}: header names {c} {len(columns)} times "
+                             f"(columns {', '.join(map(str, columns))})")
     col = {c: header.index(c) for c in COLUMNS}
     functions: dict[str, int] = {}
     invocations = []
     for line, row in reader:
         where = f"{source}:{line}"
-        if not row or row == [""]:
+        if _blank(row):
             continue
         if len(row) != len(header):
             raise TraceError(f"{where}: {len(row)} fields, the header has {len(header)}")
@@ -122,8 +175,12 @@ def parse_trace(text: str, source: str = "trace") -> Trace:
 @dataclass(frozen=True)
 class Transform:
     """What the benchmark does to a trace: ``replicas`` copies of every
-    function, copy k > 0 shifted by its own random offset in [0, span)
-    (seeded), wrapping round within the span; then time divided by
+    function, copy 0 the trace itself, unshifted; copy k > 0 shifted by its
+    own random offset in [0, period) (seeded), wrapping round within
+    [first start, first start + period), so that its starts keep their
+    cyclic order and none lands on another's time.  The period is the span
+    (first start to last end), a little longer only when an invocation
+    starts at the span's very end (Trace.period_s).  Then time divided by
     ``speedup`` (start times and durations alike)."""
 
     speedup: float = 1.0
@@ -139,16 +196,16 @@ class Transform:
     def apply(self, trace: Trace) -> Trace:
         self.check()
         rng = random.Random(self.seed)
-        span = trace.span_s or 1.0
-        first = min(i.start_s for i in trace.invocations)
+        period = trace.period_s
+        first = trace.first_s
         functions = []
         invocations = []
         for k in range(self.replicas):
-            offset = 0.0 if k == 0 else rng.uniform(0, span)
+            offset = 0.0 if k == 0 else rng.uniform(0, period)
             base = k * len(trace.functions)
             functions += [f if k == 0 else f"{f}#{k}" for f in trace.functions]
             for i in trace.invocations:
-                start = (i.start_s - first + offset) % span
+                start = i.start_s if k == 0 else first + (i.start_s - first + offset) % period
                 invocations.append(Invocation(base + i.func, start / self.speedup,
                                               i.duration_s / self.speedup))
         invocations.sort(key=lambda i: (i.start_s, i.func))
@@ -157,5 +214,7 @@ class Transform:
     def describe(self, before: Trace, after: Trace) -> dict[str, Any]:
         """What was done, for the results file."""
         return {"speedup": self.speedup, "replicas": self.replicas, "seed": self.seed,
-                "replica_offsets": "uniform in [0, span), wrapping within the span",
+                "replica_offsets": "uniform in [0, period), wrapping within "
+                                   "[first start, first start + period)",
+                "period_s": round(before.period_s, 3),
                 "before": before.describe(), "after": after.describe()}

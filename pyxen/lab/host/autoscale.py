@@ -20,8 +20,8 @@ from rich.table import Table
 from pyxen.lab.contract import protocol
 from pyxen.lab.contract.autoscale_result import pool_replays, what_was_lost
 from pyxen.lab.contract.errors import LabError
-from pyxen.lab.contract.faastrace import (PLATFORM_KEEP_ALIVE_S, Trace, Transform,
-                                          parse_trace)
+from pyxen.lab.contract.faastrace import (MAX_REPLAY_S, PLATFORM_KEEP_ALIVE_S, Trace,
+                                          Transform, decode_trace, parse_trace)
 from pyxen.lab.contract.requests import AutoscaleRequest
 from pyxen.lab.contract.turns import in_turn
 from pyxen.lab.host import figures, paths, variants
@@ -42,6 +42,10 @@ AUTOSCALE_FORMAT = 2
 AUTOSCALE_KIND = "autoscale"
 #: A request larger than this would not fit one command-line argument.
 MAX_REQUEST_BYTES = 100_000
+#: The fewest bytes an invocation adds to a request ("0, " "0.0, " "0.0, "):
+#: a trace with more than MAX_REQUEST_BYTES / this many is refused before it
+#: is transformed (its replicas could fill the memory first).
+MIN_REQUEST_BYTES_PER_INVOCATION = 13
 
 
 @dataclass(frozen=True)
@@ -67,15 +71,43 @@ class AutoscaleParams:
             else self.keep_alive_s
 
     def load(self) -> tuple[Trace, Trace]:
-        """The trace as read and as it will be replayed; LabError if unreadable."""
+        """The trace as read and as it will be replayed; LabError if unreadable,
+        TraceError (a ValueError) naming the line if malformed, ValueError
+        naming the option if the replay would be too large or too long."""
         try:
-            text = self.trace.read_text()
+            data = self.trace.read_bytes()
         except OSError as exc:
             raise LabError(f"cannot read the trace {self.trace}: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise LabError(f"the trace {self.trace} is not UTF-8 text: {exc}") from None
-        before = parse_trace(text, str(self.trace))
-        return before, self.transform().apply(before)
+        before = parse_trace(decode_trace(data, str(self.trace)), str(self.trace))
+        self._check_count(len(before.invocations) * self.replicas,
+                          len(before.invocations) * self.replicas
+                          * MIN_REQUEST_BYTES_PER_INVOCATION > MAX_REQUEST_BYTES)
+        schedule = self.transform().apply(before)
+        self._check_length(before, schedule)
+        return before, schedule
+
+    @staticmethod
+    def _check_count(invocations: int, too_many: bool) -> None:
+        if too_many:
+            raise ValueError(f"the transformed trace has {invocations} invocations, more "
+                             "than one request to dom0 carries: lower --replicas")
+
+    def _check_length(self, before: Trace, schedule: Trace) -> None:
+        """ValueError naming the option to change if the replay would last
+        longer than MAX_REPLAY_S."""
+        end, keep_alive = schedule.end_s, self.keep_alive()
+        if end + keep_alive <= MAX_REPLAY_S:
+            return
+        if self.keep_alive_s is None or end > MAX_REPLAY_S:
+            change = "raise --speedup"
+        elif keep_alive > MAX_REPLAY_S:
+            change = "lower --keep-alive"
+        else:
+            change = "raise --speedup or lower --keep-alive"
+        raise ValueError(f"the replay would last {end + keep_alive:.4g} s (the trace ends at "
+                         f"{before.end_s:.4g} s, {end:.4g} s at --speedup {self.speedup:g}; "
+                         f"keep-alive {keep_alive:.4g} s), more than the "
+                         f"{MAX_REPLAY_S / 86400:g} days a replay may last: {change}")
 
     def request(self, schedule: Trace, kernel: Path) -> AutoscaleRequest:
         req = AutoscaleRequest(
@@ -85,10 +117,7 @@ class AutoscaleParams:
             keep_alive_s=self.keep_alive(), memory_mib=self.memory_mib,
             max_inflight=self.max_inflight, driver=self.driver, running=self.running,
             spinners_per_cpu=self.spinners_per_cpu)
-        if len(req.to_json()) > MAX_REQUEST_BYTES:
-            raise ValueError(f"the transformed trace has {len(schedule.invocations)} "
-                             "invocations, more than one request to dom0 carries: "
-                             "lower --replicas")
+        self._check_count(len(schedule.invocations), len(req.to_json()) > MAX_REQUEST_BYTES)
         return req
 
     def validate(self) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pyxen.lab.contract.errors import LabError
+
 # dom0's tests need the tiny guest too, so its path lives in the contract.
 from pyxen.lab.contract.tinyguest import tinyguest_path as tinyguest_path
 
@@ -84,15 +86,19 @@ def package_data(name: str) -> Path:
     return Path(__file__).resolve().parents[1] / "data" / name
 
 
-#: The function-invocation trace shipped with the project.
+#: The function-invocation trace shipped with the project (with its README,
+#: which credits its source): in the checkout, and installed by meson as
+#: package data under ``traces/``.
 SAMPLE_TRACE = "data/traces/azure2021-sample-200.csv"
 
 
 def sample_trace() -> Path:
-    """The shipped trace: in the current directory's checkout, else in the
-    checkout this pyxen runs from."""
-    for root in (Path.cwd(), repo_root()):
-        if (root / SAMPLE_TRACE).exists():
-            return root / SAMPLE_TRACE
-    return Path.cwd() / SAMPLE_TRACE
-
+    """The shipped trace: the installed package's, else the checkout's this
+    pyxen runs from; LabError saying to pass --trace if neither is there."""
+    name = Path(SAMPLE_TRACE).name
+    places = [package_data(f"traces/{name}"), repo_root() / SAMPLE_TRACE]
+    for place in places:
+        if place.is_file():
+            return place
+    raise LabError(f"the sample trace is not installed (no {' or '.join(map(str, places))}): "
+                   "pass --trace FILE")
