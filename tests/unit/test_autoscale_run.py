@@ -183,10 +183,12 @@ def test_too_many_replicas_are_refused_before_the_trace_is_transformed(
 
 @pytest.mark.parametrize("rows,kwargs,change", [
     ("a,f,10,1\n", {"speedup": 1e-306}, "raise --speedup"),       # once 2,195 characters
-    ("a,f,1e300,1\n", {}, "raise --speedup"),
+    # (the replay starts at the first start: a row at 0 makes the last one count whole)
+    ("a,f,1,1\na,f,1e300,1\n", {}, "raise --speedup"),
     ("a,f,10,1\n", {"keep_alive_s": 1e300}, "lower --keep-alive"),
-    ("a,f,6100000,1\n", {"keep_alive_s": 60}, "raise --speedup"),
-    ("a,f,6000000,1\n", {"keep_alive_s": 5000}, "raise --speedup or lower --keep-alive"),
+    ("a,f,1,1\na,f,6100000,1\n", {"keep_alive_s": 60}, "raise --speedup"),
+    ("a,f,1,1\na,f,6000000,1\n", {"keep_alive_s": 5000},
+     "raise --speedup or lower --keep-alive"),
 ])
 def test_a_replay_longer_than_the_bound_is_refused_naming_the_option(
         tmp_path: Path, rows: str, kwargs: dict[str, Any], change: str) -> None:

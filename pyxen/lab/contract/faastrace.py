@@ -174,14 +174,16 @@ def parse_trace(text: str, source: str = "trace") -> Trace:
 
 @dataclass(frozen=True)
 class Transform:
-    """What the benchmark does to a trace: ``replicas`` copies of every
-    function, copy 0 the trace itself, unshifted; copy k > 0 shifted by its
-    own random offset in [0, period) (seeded), wrapping round within
-    [first start, first start + period), so that its starts keep their
-    cyclic order and none lands on another's time.  The period is the span
-    (first start to last end), a little longer only when an invocation
-    starts at the span's very end (Trace.period_s).  Then time divided by
-    ``speedup`` (start times and durations alike)."""
+    """What the benchmark does to a trace: time moved so that the first
+    start is at 0 (the replay's clock starts there: an excerpt from late in a
+    long trace would otherwise wait for hours); ``replicas`` copies of every
+    function, copy 0 the trace itself; copy k > 0 shifted by its own random
+    offset in [0, period) (seeded), wrapping round within [0, period), so
+    that its starts keep their cyclic order and none lands on another's
+    time.  The period is the span (first start to last end), a little
+    longer only when an invocation starts at the span's very end
+    (Trace.period_s).  Then time divided by ``speedup`` (start times and
+    durations alike)."""
 
     speedup: float = 1.0
     replicas: int = 1
@@ -205,7 +207,8 @@ class Transform:
             base = k * len(trace.functions)
             functions += [f if k == 0 else f"{f}#{k}" for f in trace.functions]
             for i in trace.invocations:
-                start = i.start_s if k == 0 else first + (i.start_s - first + offset) % period
+                # exact for copy 0: i.start_s - first < period
+                start = (i.start_s - first + offset) % period
                 invocations.append(Invocation(base + i.func, start / self.speedup,
                                               i.duration_s / self.speedup))
         invocations.sort(key=lambda i: (i.start_s, i.func))
@@ -214,7 +217,7 @@ class Transform:
     def describe(self, before: Trace, after: Trace) -> dict[str, Any]:
         """What was done, for the results file."""
         return {"speedup": self.speedup, "replicas": self.replicas, "seed": self.seed,
-                "replica_offsets": "uniform in [0, period), wrapping within "
-                                   "[first start, first start + period)",
+                "shifted_by_s": -round(before.first_s, 3),
+                "replica_offsets": "uniform in [0, period), wrapping within [0, period)",
                 "period_s": round(before.period_s, 3),
                 "before": before.describe(), "after": after.describe()}
