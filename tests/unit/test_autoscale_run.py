@@ -203,8 +203,11 @@ def test_a_replay_longer_than_the_bound_is_refused_naming_the_option(
 def test_a_replay_at_the_bound_is_accepted(tmp_path: Path) -> None:
     from pyxen.lab.contract.faastrace import MAX_REPLAY_S
     trace = tmp_path / "t.csv"
-    trace.write_text(f"app,func,end_timestamp,duration\na,f,{MAX_REPLAY_S - 100},1\n")
+    # the first start at 0: the replay lasts MAX_REPLAY_S exactly
+    trace.write_text(f"app,func,end_timestamp,duration\na,f,1,1\na,f,{MAX_REPLAY_S - 100},1\n")
     AutoscaleParams(trace=trace, speedup=1, keep_alive_s=100).validate()
+    with pytest.raises(ValueError, match="the replay would last"):
+        AutoscaleParams(trace=trace, speedup=1, keep_alive_s=101).validate()
 
 
 def test_a_trace_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:

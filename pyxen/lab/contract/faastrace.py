@@ -217,7 +217,7 @@ class Transform:
     def describe(self, before: Trace, after: Trace) -> dict[str, Any]:
         """What was done, for the results file."""
         return {"speedup": self.speedup, "replicas": self.replicas, "seed": self.seed,
-                "shifted_by_s": -round(before.first_s, 3),
+                "shifted_by_s": round(-before.first_s, 3) + 0.0,    # never -0.0
                 "replica_offsets": "uniform in [0, period), wrapping within [0, period)",
                 "period_s": round(before.period_s, 3),
                 "before": before.describe(), "after": after.describe()}

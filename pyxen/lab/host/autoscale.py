@@ -104,8 +104,8 @@ class AutoscaleParams:
             change = "lower --keep-alive"
         else:
             change = "raise --speedup or lower --keep-alive"
-        raise ValueError(f"the replay would last {end + keep_alive:.4g} s (the trace ends at "
-                         f"{before.end_s:.4g} s, {end:.4g} s at --speedup {self.speedup:g}; "
+        raise ValueError(f"the replay would last {end + keep_alive:.4g} s (the trace spans "
+                         f"{before.span_s:.4g} s, {end:.4g} s at --speedup {self.speedup:g}; "
                          f"keep-alive {keep_alive:.4g} s), more than the "
                          f"{MAX_REPLAY_S / 86400:g} days a replay may last: {change}")
 
