@@ -7,6 +7,7 @@ any build."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -208,20 +209,45 @@ def test_every_benchmark_file_replaced_is_kept_under_its_own_name(tmp_path: Path
     kept = sorted(p for p in tmp_path.glob("xsbench.*.json"))
     assert len(kept) == 2 and sorted(json.loads(p.read_text())["n"] for p in kept) == [0, 1]
     assert json.loads((tmp_path / "xsbench.json").read_text()) == {"n": 2}
-    assert benchfile.keep_previous(tmp_path / "none.json") is None
+    assert benchfile.keep_previous(tmp_path / "none.json") == []
 
 
 def test_results_that_cannot_keep_the_file_they_replace_go_beside_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plot cannot be moved aside once the results file has been: both
+    are back where they were, and the run's results and plot go beside
+    them."""
     fake_bench(monkeypatch)
+    drawn: list[Path] = []
+    monkeypatch.setattr(bench, "plot", lambda runs, path: drawn.append(path))
     earlier = json.dumps({"format": 2, "runs": [storm_run("old")], "notes": []})
     (tmp_path / BENCH_JSON).write_text(earlier)
+    (tmp_path / "bench.png").write_bytes(b"old plot")
+    rename = os.rename
 
-    def no_copy(src: Any, dst: Any) -> None:
-        raise OSError(28, "No space left on device")
+    def no_png(src: Any, dst: Any) -> None:
+        if str(src).endswith(".png"):
+            raise OSError(13, "Permission denied")
+        rename(src, dst)
 
-    monkeypatch.setattr(benchfile.shutil, "copy2", no_copy)
+    monkeypatch.setattr(benchfile.os, "rename", no_png)
     run_bench(tmp_path)
     assert (tmp_path / BENCH_JSON).read_text() == earlier       # left as it was
+    assert (tmp_path / "bench.png").read_bytes() == b"old plot"
     (new,) = tmp_path.glob("bench.*.json")
     assert [r["variant"] for r in json.loads(new.read_text())["runs"]] == ["stock"]
+    assert drawn == [new.with_suffix(".png")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([BENCH_JSON, "bench.png", new.name])
+
+
+def test_a_rerun_keeps_the_plot_beside_the_results_under_one_stamp(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_bench(monkeypatch)
+    monkeypatch.setattr(bench, "plot", lambda runs, path: path.write_bytes(b"new plot"))
+    (tmp_path / BENCH_JSON).write_text(json.dumps({"format": 2, "runs": [storm_run("old")]}))
+    (tmp_path / "bench.png").write_bytes(b"old plot")
+    run_bench(tmp_path)
+    (kept,) = tmp_path.glob("bench.*.json")
+    assert kept.with_suffix(".png").read_bytes() == b"old plot"
+    assert (tmp_path / "bench.png").read_bytes() == b"new plot"
+    assert [r["variant"] for r in json.loads(kept.read_text())["runs"]] == ["old"]

@@ -469,10 +469,10 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
     }
     # What other commands added to a bench.json there (scrubbench's
     # birth_after_death section) is kept; the storm's own sections are new.
-    doc, written = write_storm_sections(out_dir, doc)
-    plot(runs, out_dir / "bench.png")
+    doc, written, png = write_storm_sections(out_dir, doc, "bench.png")
+    plot(runs, png)
     print_summary(runs, notes, wide)
-    console().print(f"wrote {written} and {out_dir / 'bench.png'}")
+    console().print(f"wrote {written} and {png}")
     return doc
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -154,11 +153,13 @@ def saved_bench(out_dir: Path) -> dict[str, Any] | None:
     return load_bench(out_dir / BENCH_JSON, require_runs=False)
 
 
-def write_storm_sections(out_dir: Path, sections: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+def write_storm_sections(out_dir: Path, sections: dict[str, Any],
+                         png_name: str) -> tuple[dict[str, Any], Path, Path]:
     """Write ``sections`` into ``out_dir``'s storm bench.json, keeping what
     the saved one holds besides them (another command's sections: bench's
-    runs, scrubbench's birth_after_death) and the file replaced
-    (write_keeping); returns the document and the file written.
+    runs, scrubbench's birth_after_death) and the files replaced, it and
+    the run's plot ``png_name`` (places_keeping); returns the document, the
+    file written and where to draw the plot.
 
     The saved file was checked before the run (saved_bench); should it have
     changed meanwhile into one this run must not replace (another command
@@ -174,53 +175,68 @@ def write_storm_sections(out_dir: Path, sections: dict[str, Any]) -> tuple[dict[
     for key, value in saved.items():
         doc.setdefault(key, value)
     doc.setdefault("format", BENCH_FORMAT)
-    return doc, write_keeping(out_dir / BENCH_JSON, doc)
+    json_path, png_path = places_keeping(out_dir / BENCH_JSON, out_dir / png_name)
+    write_json(json_path, doc)
+    return doc, json_path, png_path
 
 
-def _stamped(path: Path, when: float) -> Path:
-    """``NAME.YYYYmmdd-HHMMSS.json`` beside ``path`` for the time ``when``,
-    with a number added should that name be taken."""
+def _stamped(paths: list[Path], when: float) -> list[Path]:
+    """``NAME.YYYYmmdd-HHMMSS.SUFFIX`` beside each of ``paths`` for the time
+    ``when``, one stamp for all (numbered should any such name be taken)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
-    stem, suffix = path.name.split(".", 1)[0], "".join(path.suffixes)
-    aside, n = path.with_name(f"{stem}.{stamp}{suffix}"), 1
-    while aside.exists():
+
+    def named(tag: str) -> list[Path]:
+        return [p.with_name(f"{p.name.split('.', 1)[0]}.{tag}{''.join(p.suffixes)}")
+                for p in paths]
+
+    out, n = named(stamp), 1
+    while any(p.exists() for p in out):
         n += 1
-        aside = path.with_name(f"{stem}.{stamp}-{n}{suffix}")
-    return aside
+        out = named(f"{stamp}-{n}")
+    return out
 
 
-def keep_previous(path: Path) -> Path | None:
-    """Before a run's results replace ``path``, copy the file there beside
-    it, named for the time it was written (_stamped), so that a rerun into
-    the same --out loses nothing.  Returns the copy (None: no file there);
-    OSError when it cannot be made."""
+def keep_previous(path: Path, *companions: Path) -> list[Path]:
+    """Before a run's results replace ``path`` (and its plot, ``companions``),
+    move the files there aside, all named for the time ``path`` was written
+    (_stamped), so that a rerun into the same --out loses nothing: renamed,
+    they take no space and are never half made, and what is written next
+    (a plot is written in place) cannot reach them.  Returns their new
+    names (empty: no ``path`` there).  OSError, with every file back where
+    it was, when they cannot be moved."""
     try:
         written = path.stat().st_mtime
     except FileNotFoundError:
-        return None
-    aside = _stamped(path, written)
-    shutil.copy2(path, aside)
-    return aside
+        return []
+    there = [p for p in (path, *companions) if p.exists()]
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for src, dst in zip(there, _stamped(there, written)):
+            os.rename(src, dst)
+            moved.append((src, dst))
+    except BaseException:
+        for src, dst in reversed(moved):
+            os.rename(dst, src)
+        raise
+    return [dst for _, dst in moved]
 
 
-def write_keeping(path: Path, doc: dict[str, Any]) -> Path:
-    """write_json() of a run's results to ``path``, the file there kept
-    (keep_previous) and said so.  Should it not be kept, ``path`` is left
-    alone and the results go beside it (_stamped, now), which is said too.
-    Returns the file written."""
+def places_keeping(path: Path, *companions: Path) -> list[Path]:
+    """Where a run writes its results file ``path`` and its plots
+    ``companions``: there, the files there kept first (keep_previous), and
+    said so.  Should they not be kept, those are left alone and the run
+    writes beside them (_stamped, now), which is said too."""
     from pyxen.lab.host.progress import console
     try:
-        aside = keep_previous(path)
+        kept = keep_previous(path, *companions)
     except OSError as exc:
-        new = _stamped(path, time.time())
-        write_json(new, doc)
+        new = _stamped([path, *companions], time.time())
         console().print(f"could not keep the previous {path} ({exc.strerror or exc}): "
-                        f"it is left as it was, and this run's results are in {new}")
+                        f"it is left as it was, and this run's results go to {new[0]}")
         return new
-    if aside is not None:
-        console().print(f"kept the previous results as {aside}")
-    write_json(path, doc)
-    return path
+    if kept:
+        console().print(f"kept the previous results as {', '.join(map(str, kept))}")
+    return [path, *companions]
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
@@ -261,11 +277,12 @@ def write_results(out_dir: Path, json_name: str, doc: dict[str, Any],
                         + (f" ({out_dir / json_name} is kept)"
                            if (out_dir / json_name).exists() else ""))
         return failed
-    written = write_keeping(out_dir / json_name, doc)
-    draw(out_dir / png_name)
+    written, png = places_keeping(out_dir / json_name, out_dir / png_name)
+    write_json(written, doc)
+    draw(png)
     for t in (table, *more):
         print_table(t)
-    console().print(f"wrote {written} and {out_dir / png_name}")
+    console().print(f"wrote {written} and {png}")
     return written
 
 

@@ -400,11 +400,12 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
         where = out_dir / failed_name(BENCH_JSON)
         write_json(where, {"format": BENCH_FORMAT, "birth_after_death": section})
         raise failed_runs_error("the birth-after-death benchmark", failed, where)
-    doc, written = write_storm_sections(out_dir, {"birth_after_death": section})
-    plot(runs, out_dir / "birth_after_death.png")
+    doc, written, png = write_storm_sections(out_dir, {"birth_after_death": section},
+                                             "birth_after_death.png")
+    plot(runs, png)
     for line in report_lines(runs, doc["birth_after_death"]):
         console().print(line)
-    console().print(f"wrote {written} and {out_dir / 'birth_after_death.png'}")
+    console().print(f"wrote {written} and {png}")
     if failed:
         raise failed_runs_error("the birth-after-death benchmark", failed, written)
     return doc
