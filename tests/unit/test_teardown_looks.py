@@ -37,12 +37,19 @@ def test_frees_without_a_pause_allow_nothing() -> None:
     assert scrub.scrubbed_in_quiet_spells(seen) == [0, 0, 0, 0]
 
 
-def test_a_quiet_spell_allows_its_scrub_and_two_looks_after() -> None:
+def test_a_quiet_spell_allows_its_scrub_up_to_the_look_after_it() -> None:
     # freed stands at 200 from the look at 3 ms to the one at 20 ms: at
-    # least 20 - 4 = 16 ms without a free
+    # least 20 - 4 = 16 ms without a free; the last one came after 0 ms
     seen = looks((0, 100, 0), (3, 200, 10), (10, 200, 300), (20, 200, 900),
                  (23, 300, 1000), (26, 400, 1100), (29, 500, 1150))
-    assert scrub.scrubbed_in_quiet_spells(seen) == [0, 0, 290, 890, 990, 1090, 1090]
+    assert scrub.scrubbed_in_quiet_spells(seen) == [0, 0, 290, 890, 990, 990, 990]
+
+
+def test_what_was_scrubbed_before_the_spell_was_over_is_not_allowed() -> None:
+    # the same pause of at least 12 ms, but the step ending at 7 ms came
+    # within 10 ms of the last free (after 0 ms): Xen had to leave the node
+    seen = looks((0, 100, 0), (3, 200, 0), (6, 200, 50), (16, 200, 60), (19, 300, 60))
+    assert scrub.scrubbed_in_quiet_spells(seen) == [0, 0, 0, 10, 10]
 
 
 def test_a_pause_shorter_than_the_spell_allows_nothing() -> None:

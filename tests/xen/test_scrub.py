@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -475,13 +476,15 @@ class Look:
 
 def scrubbed_in_quiet_spells(looks: list[Look], quiet: float = SCRUB_DYING_QUIET_S) -> list[int]:
     """For each look, how much of what was scrubbed up to it Xen may have
-    scrubbed after a quiet spell of the frees, by design: when looks i and
-    k read the same ``freed`` and k's read began ``quiet`` or more after
-    i's ended, the frees stopped for at least that long (the dying
-    domain's vCPU stood still: a host that deschedules Xen's pCPU).  What
-    was scrubbed from look i to the second look after k is then allowed:
-    the scrubber accounts its pages when it stops, once the frees resume,
-    which may be after the next look has read them."""
+    scrubbed after a quiet spell of the frees, by design.  When looks i..k-1
+    read the same ``freed`` and k-1's read began ``quiet`` or more after
+    i's ended, the frees stopped for at least that long (the dying domain's
+    vCPU stood still: a host that deschedules Xen's pCPU).  The last free
+    before that came after look i-1's read began (it read less), so idle
+    CPUs had to leave the node alone until ``quiet`` after that: a step
+    from look j-1 to look j, for j in i+1..k (k: the frees resumed, and the
+    scrubber stopped and accounted what it had done), is allowed when it
+    ended later than that."""
     allowed = [False] * len(looks)      # the step from look j - 1 to look j
     start = 0
     for k in range(1, len(looks) + 1):
@@ -489,8 +492,9 @@ def scrubbed_in_quiet_spells(looks: list[Look], quiet: float = SCRUB_DYING_QUIET
             continue
         last = k - 1                    # looks[start..last] read one value
         if looks[last].t0 - looks[start].t1 >= quiet:
-            for j in range(start + 1, min(k + 2, len(looks))):
-                allowed[j] = True
+            since = looks[start - 1].t0 if start > 0 else -math.inf
+            for j in range(start + 1, min(k + 1, len(looks))):
+                allowed[j] = looks[j].t1 >= since + quiet
         start = k
     total, out = 0, []
     for j, look in enumerate(looks):
