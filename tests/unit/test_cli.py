@@ -180,8 +180,8 @@ def test_plot_refuses_an_out_it_would_not_write(tmp_path, capsys):
     # while the command said it wrote the name given
     saved = tmp_path / "bench.json"
     saved.write_text('{"runs": [], "notes": []}')
-    for out, message in [(tmp_path / "noext", "name a .png file"),
-                         (tmp_path / "plot.svg", "name a .png file")]:
+    for out, message in [(tmp_path / "noext", "name a .png, .svg, .pdf file"),
+                         (tmp_path / "plot.jpeg", "name a .png, .svg, .pdf file")]:
         with pytest.raises(SystemExit) as exit_:
             cli.main(["plot", str(saved), "--out", str(out)])
         assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -244,11 +244,16 @@ def cmd_bench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+#: The files ``plot --out`` writes, by their suffix (matplotlib's formats).
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
 def cmd_plot(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pyxen.lab.host.bench import replot
     if args.out is not None:
-        if args.out.suffix.lower() != ".png":   # else matplotlib would write another file
-            ap.error(f"--out {args.out}: name a .png file (the plot is a PNG)")
+        # Else matplotlib would write another file than the one named.
+        if args.out.suffix.lower() not in PLOT_SUFFIXES:
+            ap.error(f"--out {args.out}: name a {', '.join(PLOT_SUFFIXES)} file")
         writable_file(args.out)
     print(f"wrote {replot(args.bench_json, args.out, args.wide)}")
     return 0
@@ -276,8 +281,8 @@ def cmd_scrubbench(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
     options = dataclasses.replace(SCRUB_VM, cpus=args.cpus or SCRUB_VM.cpus,
                                   memory_mib=args.memory or SCRUB_VM.memory_mib,
                                   icount_shift=args.icount_shift)
-    try:
-        options.validate(VM_OPTIONS)
+    try:   # scrubbench has only these of the VM's options
+        options.validate({f: VM_OPTIONS[f] for f in ("cpus", "memory_mib", "icount_shift")})
     except ValueError as exc:
         ap.error(str(exc))
     saved_bench(args.out)     # --out checked before any build
@@ -298,7 +303,7 @@ def cmd_scrubpool(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except (TypeError, KeyError, AttributeError) as exc:   # a field of the wrong shape
         raise LabError(f"cannot pool the runs in {', '.join(map(str, args.run_dirs))}: "
                        f"{describe(exc)} (a field of another type than scrubbench "
-                       "writes?)") from None
+                       "writes?)") from exc
     for line in pooled_lines(pooled):
         print(line)
     if args.out:
@@ -436,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="redraw a saved bench.json's plot and print its table")
     p.add_argument("bench_json", type=Path)
-    p.add_argument("--out", type=Path, help="the PNG to write (default: bench.png beside it)")
+    p.add_argument("--out", type=Path, help="the plot to write, .png, .svg or .pdf (default: "
+                                            "bench.png beside it)")
     p.add_argument("--wide", action="store_true",
                    help="print every column of the summary table (wider than 100 columns)")
     p.set_defaults(func=cmd_plot)
