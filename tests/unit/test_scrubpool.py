@@ -172,3 +172,15 @@ def test_fields_of_another_type_are_errors_naming_them(tmp_path: Path,
     assert main(["scrubpool", str(a)]) == 2
     err = capsys.readouterr().err
     assert f"cannot pool the runs in {a}: TypeError" in err and "Traceback" not in err
+
+
+def test_with_v_the_pooling_error_keeps_its_traceback(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    text = invocation("y", [1.0], [0.4])
+    text.section["runs"][0]["gap_runs"][0]["create_s"] = "a"
+    a = save(tmp_path / "a", text)
+    with caplog.at_level("DEBUG", logger="pyxen.lab"):
+        assert main(["-v", "scrubpool", str(a)]) == 2
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1].__cause__, TypeError)   # the pooling's own error

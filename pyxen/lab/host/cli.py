@@ -615,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(ap, args)
     except LabError as exc:
+        log.debug("where the error came from (-v)", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except UnicodeDecodeError as exc:
