@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -333,3 +334,20 @@ def test_plot_names_a_run_field_of_the_wrong_type(tmp_path, capsys, field, value
     err = capsys.readouterr().err
     assert f"{saved}: runs[0] {message}" in err and "Traceback" not in err
 
+
+
+@pytest.mark.parametrize("cmd", ["bench", "scrubbench", "autoscale"])
+def test_a_request_field_error_names_the_option(cmd, capsys):
+    # the dom0 request's check, not argparse's: once "ScrubRequest.guest_mib ..."
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([cmd, "--variants", "stock", "--guest-memory", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "error: --guest-memory must be >= 4, got 1" in err
+    assert "Request." not in err
+
+
+def test_every_request_field_option_is_an_option_of_the_lab():
+    sub = next(a for a in cli.build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction))
+    options = {o for p in sub.choices.values() for a in p._actions for o in a.option_strings}
+    assert set(cli.REQUEST_FIELD_OPTIONS.values()) <= options

@@ -129,12 +129,12 @@ def test_the_scrubbench_command_parses_its_lists_once_into_params(
 
 
 @pytest.mark.parametrize("argv,msg", [
-    (["--gaps", "0,700"], "ScrubRequest.gaps must be one or more seconds, each 0..600, "
+    (["--gaps", "0,700"], "--gaps must be one or more seconds, each 0..600, "
                           "got (0.0, 700.0)"),
     (["--gaps", "0,soon"], "not a comma-separated list of numbers: '0,soon'"),
-    (["--clean-timeout", "0"], "ScrubRequest.clean_timeout must be > 0 s, got 0.0"),
-    (["--guest-memory", "2"], "ScrubRequest.guest_mib must be >= 4, got 2"),
-    (["--sizes", "64,2"], "ScrubRequest.sizes must be one or more MiB, each >= 4"),
+    (["--clean-timeout", "0"], "--clean-timeout must be > 0 s, got 0.0"),
+    (["--guest-memory", "2"], "--guest-memory must be >= 4, got 2"),
+    (["--sizes", "64,2"], "--sizes must be one or more MiB, each >= 4"),
 ])
 def test_bad_scrubbench_values_fail_before_any_work(argv: list[str], msg: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,10 +84,10 @@ def test_the_table_fits_100_columns_and_names_every_variant() -> None:
 @pytest.mark.parametrize("argv,message", [
     (["--idle", "0,0"], "value listed twice"),
     (["--idle", "-1"], "must be >= 0"),
-    (["--idle", "901"], "XsLatencyRequest.idle must be one or more distinct counts"),
-    (["--reads", "5"], "XsLatencyRequest.reads must be >= 10"),
-    (["--syscall-reads", "5"], "XsLatencyRequest.syscall_reads must be 0 or >= 10"),
-    (["--writes", "5"], "XsLatencyRequest.writes must be 0 or >= 10"),
+    (["--idle", "901"], "--idle must be one or more distinct counts"),
+    (["--reads", "5"], "--reads must be >= 10"),
+    (["--syscall-reads", "5"], "--syscall-reads must be 0 or >= 10"),
+    (["--writes", "5"], "--writes must be 0 or >= 10"),
     (["--variants", "stock,patched+libcache"], "drop patched+libcache"),
 ])
 def test_bad_options_fail_before_any_build(argv: list[str], message: str,

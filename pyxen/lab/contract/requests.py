@@ -75,6 +75,15 @@ def _coerce(tp: Any, value: Any) -> Any:
     raise _Mistyped
 
 
+class RequestFieldError(ValueError):
+    """A request's field of the wrong type or value: ``request`` (its class
+    name), ``field``, and ``problem`` ("must be ..., got ...")."""
+
+    def __init__(self, request: str, field: str, problem: str) -> None:
+        super().__init__(f"{request}.{field} {problem}")
+        self.request, self.field, self.problem = request, field, problem
+
+
 @dataclass(frozen=True)
 class DriverRequest:
     """What every driver request shares: field types enforced on
@@ -90,18 +99,20 @@ class DriverRequest:
             try:
                 object.__setattr__(self, f.name, _coerce(hints[f.name], value))
             except _Mistyped:
-                raise ValueError(f"{type(self).__name__}.{f.name} must be "
-                                 f"{_type_name(hints[f.name])}, got {value!r}") from None
+                raise RequestFieldError(type(self).__name__, f.name,
+                                        f"must be {_type_name(hints[f.name])}, "
+                                        f"got {value!r}") from None
         self.check()
 
     def check(self) -> None:
         """Check the values (their types already are): ValueError via ``require``."""
 
     def require(self, name: str, ok: bool, what: str) -> None:
-        """Unless ``ok``: ValueError naming the field, what it must be, and its value."""
+        """Unless ``ok``: RequestFieldError naming the field, what it must be,
+        and its value."""
         if not ok:
-            raise ValueError(f"{type(self).__name__}.{name} must be {what}, "
-                             f"got {getattr(self, name)!r}")
+            raise RequestFieldError(type(self).__name__, name,
+                                    f"must be {what}, got {getattr(self, name)!r}")
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {"format": REQUEST_FORMAT, "kind": self.KIND}

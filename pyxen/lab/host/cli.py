@@ -20,6 +20,7 @@ from pyxen.lab.contract.args import (nonneg_int, nonneg_int_list, nonneg_number,
                                      positive_number)
 from pyxen.lab.contract.errors import LabError, describe
 from pyxen.lab.contract.faastrace import PLATFORM_KEEP_ALIVE_S
+from pyxen.lab.contract.requests import RequestFieldError
 from pyxen.lab.host import hostdeps, paths, progress, sources, variants
 from pyxen.lab.host.benchfile import (AUTOSCALE_OUT, BENCH_JSON, DEFAULT_OUT, prepare_out,
                                       saved_bench, writable_dir, writable_file)
@@ -37,6 +38,17 @@ def _variant_list(text: str) -> list[variants.RunVariant]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
+
+#: The option that sets each field of a dom0 request (pyxen.lab.contract.
+#: requests) a user can give a bad value, so that an error names the option.
+REQUEST_FIELD_OPTIONS: dict[str, str] = {
+    "memory_mib": "--guest-memory", "guest_mib": "--guest-memory",
+    "keep_alive_s": "--keep-alive", "spinners_per_cpu": "--spinners",
+    **{f: "--" + f.replace("_", "-") for f in (
+        "clean_timeout", "concurrency", "creators", "driver", "fill", "gaps", "guests",
+        "idle", "max_inflight", "misses", "probes", "readers", "reads", "reps", "rounds",
+        "running", "scrub_policy", "size_reps", "sizes", "spinner_weight", "spinners",
+        "stubs", "syscall_reads", "writes")}}
 
 #: --variants when not given: stock against patched.
 _DEFAULT_VARIANTS = [variants.RunVariant("stock"), variants.RunVariant("patched")]
@@ -623,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
         # file name it (LabError); this is the last resort.
         print(f"error: a file is not UTF-8 text: {exc}", file=sys.stderr)
         return 2
+    except RequestFieldError as exc:
+        option = REQUEST_FIELD_OPTIONS.get(exc.field)
+        ap.error(f"{option} {exc.problem}" if option else str(exc))
     except ValueError as exc:
         ap.error(str(exc))
     except OSError as exc:
