@@ -51,10 +51,7 @@ class Trace:
     @property
     def span_s(self) -> float:
         """From the first start to the last end."""
-        if not self.invocations:
-            return 0.0
-        first = min(i.start_s for i in self.invocations)
-        return max(i.start_s + i.duration_s for i in self.invocations) - first
+        return self.end_s - self.first_s
 
     @property
     def first_s(self) -> float:

@@ -79,9 +79,8 @@ class AutoscaleParams:
         except OSError as exc:
             raise LabError(f"cannot read the trace {self.trace}: {exc.strerror}") from None
         before = parse_trace(decode_trace(data, str(self.trace)), str(self.trace))
-        self._check_count(len(before.invocations) * self.replicas,
-                          len(before.invocations) * self.replicas
-                          * MIN_REQUEST_BYTES_PER_INVOCATION > MAX_REQUEST_BYTES)
+        count = len(before.invocations) * self.replicas
+        self._check_count(count, count * MIN_REQUEST_BYTES_PER_INVOCATION > MAX_REQUEST_BYTES)
         schedule = self.transform().apply(before)
         self._check_length(before, schedule)
         return before, schedule

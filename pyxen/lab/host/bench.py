@@ -501,14 +501,11 @@ def check_runs(path: Path, runs: list[Any]) -> None:
             if not isinstance(r[key], kind) or isinstance(r[key], bool):
                 raise LabError(f"{path}: runs[{i}] {key!r} is {r[key]!r}, of the wrong type")
         for key, ok in (("create_s", _is_time), ("running_before_create", _is_count)):
-            bad = next((v for v in r[key] if not ok(v)), _GOOD)
-            if bad is not _GOOD:
-                raise LabError(f"{path}: runs[{i}] {key!r} holds {bad!r}, of the wrong type")
+            bad = [v for v in r[key] if not ok(v)]
+            if bad:
+                raise LabError(f"{path}: runs[{i}] {key!r} holds {bad[0]!r}, of the wrong type")
         if len(r["create_s"]) < len(r["running_before_create"]):
             raise LabError(f"{path}: runs[{i}] has fewer create_s than running_before_create")
-
-
-_GOOD = object()
 
 
 def _is_time(v: Any) -> bool:

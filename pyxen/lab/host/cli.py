@@ -24,7 +24,7 @@ from pyxen.lab.contract.requests import RequestFieldError
 from pyxen.lab.host import hostdeps, paths, progress, sources, variants
 from pyxen.lab.host.benchfile import (AUTOSCALE_OUT, BENCH_JSON, DEFAULT_OUT, prepare_out,
                                       saved_bench, writable_dir, writable_file)
-from pyxen.lab.host.vm_options import VM_OPTIONS, VMOptions
+from pyxen.lab.host.vm_options import VMOptions
 
 if TYPE_CHECKING:
     from pyxen.lab.host.xenbuild import StagedBuild
@@ -49,6 +49,12 @@ REQUEST_FIELD_OPTIONS: dict[str, str] = {
         "idle", "max_inflight", "misses", "probes", "readers", "reads", "reps", "rounds",
         "running", "scrub_policy", "size_reps", "sizes", "spinner_weight", "spinners",
         "stubs", "syscall_reads", "writes")}}
+
+#: The option that sets each field of VMOptions its validate() checks (a
+#: VM's memory_mib is --memory; a request's, above, --guest-memory).
+VM_OPTIONS = {"cpus": "--cpus", "memory_mib": "--memory", "dom0_vcpus": "--dom0-vcpus",
+              "dom0_mem_mib": "--dom0-mem", "numa_nodes": "--numa-nodes",
+              "icount_shift": "--icount", "boot_timeout_s": "--boot-timeout"}
 
 #: --variants when not given: stock against patched.
 _DEFAULT_VARIANTS = [variants.RunVariant("stock"), variants.RunVariant("patched")]

@@ -18,11 +18,6 @@ XEN_BASE_CMDLINE = ("console=com1", "com1=115200,8n1", "smap=0", "smep=0",
 #: (so a dead dom0 ends QEMU instead of hanging).
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen rdinit=/init panic=-1"
 
-#: The lab CLI's option for each field VMOptions.validate() checks.
-VM_OPTIONS = {"cpus": "--cpus", "memory_mib": "--memory", "dom0_vcpus": "--dom0-vcpus",
-              "dom0_mem_mib": "--dom0-mem", "numa_nodes": "--numa-nodes",
-              "icount_shift": "--icount", "boot_timeout_s": "--boot-timeout"}
-
 #: Largest ``icount_shift``: at 2**10 ns per instruction the virtual machine
 #: runs at under a million instructions per second, too slow to boot dom0.
 ICOUNT_SHIFT_MAX = 10
@@ -64,7 +59,7 @@ class VMOptions:
 
     def validate(self, names: Mapping[str, str] | None = None) -> None:
         """ValueError naming the first bad value: by its field, or by what
-        ``names`` calls that field (the lab's CLI: its options, VM_OPTIONS)."""
+        ``names`` calls that field (the lab's CLI: its options)."""
         def n(f: str) -> str:
             return (names or {}).get(f, f)
 
