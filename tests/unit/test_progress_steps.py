@@ -28,3 +28,11 @@ def test_the_record_given_out_is_a_copy() -> None:
     progress.record_step("x", 1.0)
     progress.finished_steps().clear()
     assert progress.finished_steps() == [("x", 1.0)]
+
+
+def test_a_message_is_printed_as_written_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A long path stays whole on one line (rich would wrap it at 80
+    columns in a log), and brackets in it are not taken for markup."""
+    path = "/tmp/" + "d" * 150 + "/[bold]run[/bold]/bench.failed.json"
+    progress.say(f"wrote the failures to {path} (the earlier one is kept)")
+    assert capsys.readouterr().err == f"wrote the failures to {path} (the earlier one is kept)\n"

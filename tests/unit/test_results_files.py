@@ -184,7 +184,9 @@ def test_a_run_in_which_every_variant_failed_keeps_the_earlier_results(
         ("stock", ["dom0 did not come up within 600 s"]),
         ("patched", ["dom0 did not come up within 600 s"])]
     assert f"every run is in {tmp_path / 'xsbench.failed.json'}" in str(err.value)
-    assert "is kept" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"no variant succeeded: wrote the failures to "
+                                       f"{tmp_path / 'xsbench.failed.json'} "
+                                       f"({tmp_path / 'xsbench.json'} is kept)\n")
 
 
 def test_a_rerun_keeps_the_results_it_replaces(tmp_path: Path,

@@ -25,7 +25,7 @@ from pyxen.lab.contract.xenprof import background_scrubbed, domctl_retries_per_o
 from pyxen.lab.host import figures, paths, variants
 from pyxen.lab.host.benchfile import (BENCH_FORMAT, load_bench, saved_bench,
                                       write_storm_sections)
-from pyxen.lab.host.progress import TABLE_WIDTH, console
+from pyxen.lab.host.progress import TABLE_WIDTH, console, say
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.sources import XenSource
 from pyxen.lab.host.storm_summary import (finite, format_ratio, ratio_to_stock, repeat_of,
@@ -472,7 +472,7 @@ def run_bench(run_variants: list[variants.RunVariant], params: BenchParams,
     doc, written, png = write_storm_sections(out_dir, doc, "bench.png")
     plot(runs, png)
     print_summary(runs, notes, wide)
-    console().print(f"wrote {written} and {png}")
+    say(f"wrote {written} and {png}")
     return doc
 
 

@@ -226,16 +226,16 @@ def places_keeping(path: Path, *companions: Path) -> list[Path]:
     ``companions``: there, the files there kept first (keep_previous), and
     said so.  Should they not be kept, those are left alone and the run
     writes beside them (_stamped, now), which is said too."""
-    from pyxen.lab.host.progress import console
+    from pyxen.lab.host.progress import say
     try:
         kept = keep_previous(path, *companions)
     except OSError as exc:
         new = _stamped([path, *companions], time.time())
-        console().print(f"could not keep the previous {path} ({exc.strerror or exc}): "
+        say(f"could not keep the previous {path} ({exc.strerror or exc}): "
                         f"it is left as it was, and this run's results go to {new[0]}")
         return new
     if kept:
-        console().print(f"kept the previous results as {', '.join(map(str, kept))}")
+        say(f"kept the previous results as {', '.join(map(str, kept))}")
     return [path, *companions]
 
 
@@ -268,12 +268,12 @@ def write_results(out_dir: Path, json_name: str, doc: dict[str, Any],
     ``doc`` (its failures) to failed_name(json_name) instead, and neither
     plot nor table: an earlier ``json_name`` there is kept.  Returns the
     file written."""
-    from pyxen.lab.host.progress import console, print_table
+    from pyxen.lab.host.progress import print_table, say
     out_dir.mkdir(parents=True, exist_ok=True)
     if not any_good:
         failed = out_dir / failed_name(json_name)
         write_json(failed, doc)
-        console().print(f"no variant succeeded: wrote the failures to {failed}"
+        say(f"no variant succeeded: wrote the failures to {failed}"
                         + (f" ({out_dir / json_name} is kept)"
                            if (out_dir / json_name).exists() else ""))
         return failed
@@ -282,7 +282,7 @@ def write_results(out_dir: Path, json_name: str, doc: dict[str, Any],
     draw(png)
     for t in (table, *more):
         print_table(t)
-    console().print(f"wrote {written} and {png}")
+    say(f"wrote {written} and {png}")
     return written
 
 

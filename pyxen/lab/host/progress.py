@@ -41,6 +41,13 @@ def console() -> Console:
     return Console(stderr=True)
 
 
+def say(message: str) -> None:
+    """A line for the user on the progress console, as written: no rich
+    markup (a path may hold brackets) and no wrapping (a path a user copies
+    stays on one line, whatever the width)."""
+    console().print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 #: The long steps this process finished (description, seconds), in order:
 #: what a slow run spent its time on (builds, boots), for a summary.
 _FINISHED: list[tuple[str, float]] = []

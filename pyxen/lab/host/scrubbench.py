@@ -23,7 +23,7 @@ from pyxen.lab.contract.xenprof import PHASE_FIGURES
 from pyxen.lab.host import figures, paths
 from pyxen.lab.host.benchfile import (BENCH_FORMAT, BENCH_JSON, failed_name, failed_runs_error,
                                       saved_bench, write_json, write_storm_sections)
-from pyxen.lab.host.progress import console, step
+from pyxen.lab.host.progress import say, step
 from pyxen.lab.host.provenance import describe_build
 from pyxen.lab.host.vm import Dom0
 from pyxen.lab.host.vm_options import VMOptions
@@ -404,8 +404,8 @@ def run_scrub_bench(resolved: list[Variant], params: ScrubParams, options: VMOpt
                                              "birth_after_death.png")
     plot(runs, png)
     for line in report_lines(runs, doc["birth_after_death"]):
-        console().print(line)
-    console().print(f"wrote {written} and {png}")
+        say(line)
+    say(f"wrote {written} and {png}")
     if failed:
         raise failed_runs_error("the birth-after-death benchmark", failed, written)
     return doc
