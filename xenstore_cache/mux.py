@@ -272,6 +272,7 @@ class Mux:
         assert fwd is not None
         req = fwd.packet
         payload = pkt.payload
+        upstream_tx = None
         if req.op == Op.TRANSACTION_START and pkt.op == Op.TRANSACTION_START:
             upstream_tx = started_transaction(pkt)      # before anyone records it
             if c is not None:
@@ -279,7 +280,7 @@ class Mux:
         reply = Packet(pkt.op, req.req_id, req.tx_id, payload)
         self.core.reply(c.session if c is not None else Session(0), fwd, reply)
         if c is None:
-            return self._orphan(p, pkt)
+            return self._orphan(p, pkt, upstream_tx)
         if req.op == Op.TRANSACTION_END and req.tx_id in c.tx and transaction_ended(reply):
             del c.tx[req.tx_id]
         elif req.op == Op.WATCH and pkt.op == Op.WATCH:
@@ -302,12 +303,13 @@ class Mux:
         c.tx[mine] = upstream_tx
         return mine
 
-    def _orphan(self, p: _Pending, pkt: Packet) -> Out:
-        """A reply to a client that has gone: undo what it created."""
+    def _orphan(self, p: _Pending, pkt: Packet, upstream_tx: int | None) -> Out:
+        """A reply to a client that has gone: undo what it created (the
+        transaction ``upstream_tx`` it started, a watch it set)."""
         up = p.upstream
-        if up.op == Op.TRANSACTION_START and pkt.op == Op.TRANSACTION_START:
+        if upstream_tx is not None:
             return [(UPSTREAM, self._send(None, Packet(Op.TRANSACTION_END, 0,
-                                                       started_transaction(pkt), b"F\0")))]
+                                                       upstream_tx, b"F\0")))]
         if up.op == Op.WATCH and pkt.op == Op.WATCH:
             # Path and token only: xenstored's UNWATCH takes no depth (EINVAL).
             path, token = self._watch_key(up)

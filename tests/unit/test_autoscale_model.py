@@ -52,7 +52,8 @@ def test_leading_blank_lines_and_a_byte_order_mark_are_skipped() -> None:
     trace = parse_trace(HEADER + "a,f,1,1\n")
     assert parse_trace("\n\n" + HEADER + "\na,f,1,1\n") == trace
     assert parse_trace("\ufeff" + HEADER + "a,f,1,1\n") == trace
-    assert decode_trace(b"\xef\xbb\xbf" + HEADER.encode()) == HEADER
+    bom_file = b"\xef\xbb\xbf" + HEADER.encode() + b"a,f,1,1\n"
+    assert parse_trace(decode_trace(bom_file)) == trace
     with pytest.raises(TraceError, match=r"^t.csv:3: not UTF-8 text \(byte 0xe9"):
         decode_trace(b"\xef\xbb\xbf" + HEADER.encode() + b"a,f,1,1\nb\xe9,f,1,1\n", "t.csv")
 

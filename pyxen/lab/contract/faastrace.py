@@ -8,7 +8,6 @@ given, so the host transforms and dom0 replays the same schedule.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import math
@@ -95,9 +94,9 @@ def _number(text: str, what: str, where: str) -> float:
 
 
 def decode_trace(data: bytes, source: str = "trace") -> str:
-    """The text of a trace file's ``data``: UTF-8, a byte-order mark allowed
-    (and dropped); TraceError naming ``source`` and the line otherwise."""
-    data = data.removeprefix(codecs.BOM_UTF8)
+    """The text of a trace file's ``data``, which must be UTF-8 (a byte-order
+    mark is kept: parse_trace() drops it); TraceError naming ``source`` and
+    the line otherwise."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
