@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -103,6 +104,24 @@ async def _run(cfg: Config, ready_file: Path | None) -> None:
         await proxy.stop()
 
 
+def raise_open_file_limit() -> int:
+    """The proxy's soft limit on open files raised to its hard limit, as
+    xenconsoled raises its own: it holds a socket for every client (an ``xl``
+    monitor per running guest), and the soft limit is 1024 under systemd.
+    Returns the limit now in force; a limit that cannot be raised is logged
+    and kept (asyncio then pauses accepting while every file is in use)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("could not raise the open-file limit from %d to %d (%s): "
+                    "at most %d clients at once", soft, hard, exc, soft)
+        return soft
+    return hard
+
+
 def _write_ready_file(path: Path) -> None:
     """Say the proxy is ready: its process ID in ``path``."""
     try:
@@ -166,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ready_file is not None:
             check_writable_file(args.ready_file, "--ready-file")
         probe_upstream(cfg.upstream)
+        log.info("open files: up to %d", raise_open_file_limit())
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(cfg, args.ready_file))
         return 0

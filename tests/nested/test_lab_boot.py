@@ -51,6 +51,16 @@ def test_the_staged_toolstack_runs_in_dom0(dom0: Dom0) -> None:
     assert which.startswith(tools)
 
 
+def test_xenstored_may_open_as_many_files_as_launch_xenstore_lets_it(dom0: Dom0) -> None:
+    """As upstream's launch-xenstore starts it: with the system's limit on
+    open files, not the 1024 a host of 500 guests (a socket for each guest's
+    ``xl`` monitor, besides its ring) would run out of."""
+    script = ('read pid < /run/xenstored.pid; cat /proc/sys/fs/nr_open; '
+              'grep "^Max open files" /proc/$pid/limits')
+    nr_open, limits = dom0.run(["sh", "-c", script], check=True).stdout.splitlines()
+    assert limits.split()[3:5] == [nr_open, nr_open], limits
+
+
 def test_status_output_and_files_come_back(dom0: Dom0) -> None:
     script = 'echo out; echo err >&2; xl info > "$PYXEN_OUT/info.txt"; exit 7'
     res = dom0.run(["sh", "-c", script])

@@ -77,6 +77,24 @@ def toolstack_env(cfg: dict[str, object]) -> dict[str, str]:
     return env
 
 
+#: Where Linux says how many files a process may be allowed to open.
+NR_OPEN = Path("/proc/sys/fs/nr_open")
+
+
+def xenstored_argv(xenstored: str, *args: str) -> list[str]:
+    """xenstored's command line as upstream's launch-xenstore runs it: under
+    ``prlimit --nofile`` with the system's limit (XENSTORED_MAX_OPEN_FDS's
+    default, "unlimited"), for xenstored holds a socket for every client (an
+    ``xl`` monitor per running guest): with the 1024 it would inherit, a
+    host of 500 guests would run it out of files."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise RuntimeError("prlimit (util-linux) not found: xenstored needs it to be "
+                           "started as launch-xenstore starts it")
+    limit = int(NR_OPEN.read_text())
+    return [prlimit, f"--nofile={limit}", xenstored, *args]
+
+
 def bring_up(xchg: Path, cfg: dict[str, object]) -> dict[str, str]:
     """Mount what the toolstack needs and start its daemons; returns the env."""
     for d in ("/dev/pts", "/dev/shm", "/var/lib/xen", "/var/lib/xenstored",
@@ -101,8 +119,8 @@ def bring_up(xchg: Path, cfg: dict[str, object]) -> dict[str, str]:
     if cfg.get("xs_cache"):
         # xenstored moves to the upstream socket; the proxy takes its place.
         xenstored_env["XENSTORED_PATH"] = DEFAULT_UPSTREAM
-    _sh([programs["xenstored"], "--pid-file", "/run/xenstored.pid",
-         "-T", protocol.XS_TRACE], xenstored_env)
+    _sh(xenstored_argv(programs["xenstored"], "--pid-file", "/run/xenstored.pid",
+                       "-T", protocol.XS_TRACE), xenstored_env)
     if cfg.get("xs_cache"):
         start_xs_cache(xchg, env)
         # Every client names the proxy: one that is down is an error, never a
