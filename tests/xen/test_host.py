@@ -24,6 +24,7 @@ from pyxen.lab.dom0 import xl
 from pyxen.lab.dom0.drivers import GUEST_BANNER, console_text
 from pyxen.lab.dom0.proccpu import find_pids
 from pyxen.lab.dom0.straced import STRACE_WAIT_S, stopped_in_syscall, straced
+from pyxen.lab.dom0.xstrace import TraceReader, trace_path
 from pyxen.xenstore import Perm, XenStore, cache_supported
 
 pytestmark = pytest.mark.xen
@@ -362,6 +363,42 @@ def test_a_name_written_outside_libxl_is_still_taken(host, kernel, helpers):
         assert [d.domid for d in host.domains() if d.name == foreign] == [first.domid]
     finally:
         first.destroy()
+
+
+#: Guests running besides the one looked up by name: stock's lookup reads
+#: the name of each (and of dom0), the name index's a few nodes.
+BY_NAME_OTHERS = 8
+
+
+def test_a_domain_is_found_by_name_without_reading_every_name(host, kernel, helpers):
+    """``xl domid NAME`` runs libxl_name_to_domid(), as every xl command
+    given a domain's name does.  Stock's reads every domain's name; the
+    series' looks the name up in libxl's name index (an entry and the
+    domain's own name node).  A domain renamed by a direct write of its name
+    node (its index entry now stale) is found by its new name, through the
+    scan, and no longer by its old one."""
+    doms = [host.create(DomainConfig(f"{helpers.PREFIX}byname{i}", kernel))
+            for i in range(BY_NAME_OTHERS + 1)]
+    target = doms[-1]
+    try:
+        running = len(host.domains())
+        trace = TraceReader(trace_path()) if trace_path().exists() else None
+        assert int(xl.xl("domid", target.name)) == target.domid
+        if trace is not None:      # the lab's xenstored traces every request
+            reads = trace.take()["READ"]
+            print(f"xl domid {target.name}: {reads} READs with {running} domains")
+            if helpers.on_stock():
+                assert reads >= running, f"{reads} READs: stock reads every name"
+            else:
+                assert reads <= 3, f"{reads} READs with {running} domains: a scan"
+        renamed = f"{helpers.PREFIX}byname-renamed"
+        host.xenstore.write(f"/local/domain/{target.domid}/name", renamed.encode())
+        assert int(xl.xl("domid", renamed)) == target.domid
+        with pytest.raises(xl.XlError):
+            xl.xl("domid", target.name)
+    finally:
+        for dom in doms:
+            dom.destroy()
 
 
 def _forget_in_name_index(xs, domid: int) -> None:
