@@ -232,7 +232,7 @@ def places_keeping(path: Path, *companions: Path) -> list[Path]:
     except OSError as exc:
         new = _stamped([path, *companions], time.time())
         say(f"could not keep the previous {path} ({exc.strerror or exc}): "
-                        f"it is left as it was, and this run's results go to {new[0]}")
+            f"it is left as it was, and this run's results go to {new[0]}")
         return new
     if kept:
         say(f"kept the previous results as {', '.join(map(str, kept))}")
@@ -274,8 +274,7 @@ def write_results(out_dir: Path, json_name: str, doc: dict[str, Any],
         failed = out_dir / failed_name(json_name)
         write_json(failed, doc)
         say(f"no variant succeeded: wrote the failures to {failed}"
-                        + (f" ({out_dir / json_name} is kept)"
-                           if (out_dir / json_name).exists() else ""))
+            + (f" ({out_dir / json_name} is kept)" if (out_dir / json_name).exists() else ""))
         return failed
     written, png = places_keeping(out_dir / json_name, out_dir / png_name)
     write_json(written, doc)
