@@ -73,6 +73,20 @@ XS_CACHE_START_S = 30.0
 STORM_DRIVERS = ("pyxen", "xl")
 STORM_DRIVER_DEFAULT = "pyxen"
 
+
+def running_guests_s(count: int) -> float:
+    """How long a dom0 command may take, beyond its own work, to bring up
+    ``count`` idle guests (``--running``) and destroy them again: 20 s each,
+    plus 0.12 s for every guest already up, because on stock's toolstack
+    each create and each destroy by name reads every running domain's name
+    and xenstored visits every connection (stock took 1,062 s to bring up
+    256 under TCG, 4.1 s a guest).  A bound for a hung VM, not an estimate:
+    500 get 7 hours."""
+    if count < 0:
+        raise ValueError(f"count of running guests must be >= 0, got {count}")
+    return 20.0 * count + 0.06 * count * count
+
+
 #: The least memory a benchmark's tiny guest is given.
 MIN_GUEST_MIB = 4
 #: What a tiny guest costs Xen beyond its memory (page tables, p2m, Xen's

@@ -135,7 +135,9 @@ def run_replay(dom0: Dom0, request: AutoscaleRequest,
     env = None if lib_cache is None else protocol.lib_cache_env(lib_cache)
     res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.autoscale",
                     "--request", request.to_json()],
-                   timeout=600 + 3 * span + 30 * len(request.funcs), env=env)
+                   timeout=(600 + 3 * span + 30 * len(request.funcs)
+                            + protocol.running_guests_s(request.running)),
+                   env=env)
     # Exit 1: the replay finished and its result reports something lost.
     return res.json_file(protocol.RESULT_FILE, "the autoscaling benchmark", ok_codes=(0, 1))
 

@@ -82,7 +82,9 @@ def run_storm(dom0: Dom0, request: StormRequest,
     runs)."""
     res = dom0.run([sys.executable, "-m", "pyxen.lab.dom0.dom0bench",
                     "--request", request.to_json()],
-                   timeout=600 + 120 * request.guests, on_poll=on_poll)
+                   timeout=(600 + 120 * request.guests
+                            + protocol.running_guests_s(request.running)),
+                   on_poll=on_poll)
     # Exit 1: the storm ran and its result reports errors or leftover domains;
     # 2: it broke off (a LabError here, naming what dom0bench printed).
     return res.json_file(protocol.RESULT_FILE, "the storm benchmark", ok_codes=(0, 1))
