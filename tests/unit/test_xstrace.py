@@ -4,7 +4,7 @@ import pytest
 
 from pyxen.lab.contract.errors import LabError
 from pyxen.lab.dom0.xstrace import (TraceReader, connection_of, count_requests,
-                                    count_watch_events, requests_by_reach)
+                                    count_watch_events, request_args, requests_by_reach)
 
 TRACE = """\
 IN 0x55d0 20261122 08:00:00 READ (/local/domain/0/name )
@@ -51,6 +51,14 @@ def test_requests_are_counted_by_connection():
     assert count_requests(TRACE_422, "0x55f0") == {"READ": 1}
     assert count_requests(TRACE_422, "0x55d0") == {"READ": 1, "WRITE": 1, "TRANSACTION_START": 1}
     assert count_requests(TRACE, "0x1") == {}
+
+
+def test_the_paths_of_an_operations_requests_come_in_order():
+    for trace in (TRACE, TRACE_422):
+        assert request_args(trace, "READ") == ["/local/domain/0/name", "/local/domain/1/name"]
+        assert request_args(trace, "WRITE") == ["/local/domain/1/name"]
+        assert request_args(trace, "TRANSACTION_START") == [""]
+        assert request_args(trace, "RM") == []
 
 
 def test_a_client_finds_its_connection_by_a_request_only_it_sent():

@@ -94,6 +94,13 @@ def count_requests(text: str, conn: str | None = None) -> Counter[str]:
     return ops
 
 
+def request_args(text: str, op: str) -> list[str]:
+    """The first argument (a path, for most requests) of each request
+    ``op`` in trace text, in order, whoever sent it."""
+    return [m.group(3).split(" ", 1)[0] for m in map(_REQUEST.match, text.splitlines())
+            if m and m.group(2) == op]
+
+
 #: Requests a cache of reads in the client could answer when outside a
 #: transaction and of an absolute path (libxenstore's cache: READ and
 #: DIRECTORY), and one it answers always (a domain's path is a function of
