@@ -47,12 +47,12 @@ def test_each_running_guest_adds_its_allowance(timeout: Any) -> None:
 
 
 def test_the_allowance_covers_stock_bringing_up_500_on_a_slow_machine() -> None:
-    # Stock's toolstack took 115 s, 355 s and 1,062 s to bring up 64, 128
-    # and 256 idle guests under TCG, each create slower by the guests already
-    # up: t(n) = a n + c n^2 with a, c >= 0, so t(500) <= t(256) (500/256)^2.
-    # Three times that (a machine 3x slower), and as much again for their
-    # destroys, stays inside.
-    for n, measured in ((64, 115.0), (128, 355.0), (256, 1062.0)):
+    # Stock's toolstack took 115 s, 355 s, 1,062 s and 3,758 s to bring up
+    # 64, 128, 256 and 500 idle guests under TCG, each create slower by the
+    # guests already up: t(n) = a n + c n^2 with a, c >= 0, so t(500) <=
+    # t(256) (500/256)^2 (4,051 s).  Three times that (a machine 3x slower),
+    # and as much again for their destroys, stays inside.
+    for n, measured in ((64, 115.0), (128, 355.0), (256, 1062.0), (500, 3758.0)):
         assert 2 * 3 * measured < protocol.running_guests_s(n)
     assert 2 * 3 * 1062.0 * (500 / 256) ** 2 < protocol.running_guests_s(500)
     assert protocol.running_guests_s(0) == 0

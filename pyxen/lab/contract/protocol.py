@@ -80,8 +80,8 @@ def running_guests_s(count: int) -> float:
     plus 0.12 s for every guest already up, because on stock's toolstack
     each create and each destroy by name reads every running domain's name
     and xenstored visits every connection (stock took 1,062 s to bring up
-    256 under TCG, 4.1 s a guest).  A bound for a hung VM, not an estimate:
-    500 get 7 hours."""
+    256 under TCG, 3,758 s for 500).  A bound for a hung VM, not an
+    estimate: 500 get 7 hours."""
     if count < 0:
         raise ValueError(f"count of running guests must be >= 0, got {count}")
     return 20.0 * count + 0.06 * count * count
