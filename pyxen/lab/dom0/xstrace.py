@@ -83,22 +83,24 @@ def _line(kind: str) -> str:
 _REQUEST = re.compile(_line("IN") + r"(\S+) \((.*)\)$")
 
 
+def _requests(text: str) -> Iterator[tuple[str, str, str]]:
+    """Each request in trace text (either format), in order: its connection,
+    operation and first argument (a path, for most requests)."""
+    for m in map(_REQUEST.match, text.splitlines()):
+        if m:
+            yield m.group(1), m.group(2), m.group(3).split(" ", 1)[0]
+
+
 def count_requests(text: str, conn: str | None = None) -> Counter[str]:
     """Requests by operation name in trace text (either format); with
     ``conn``, only those of that connection."""
-    ops: Counter[str] = Counter()
-    for line in text.splitlines():
-        m = _REQUEST.match(line)
-        if m and (conn is None or m.group(1) == conn):
-            ops[m.group(2)] += 1
-    return ops
+    return Counter(op for c, op, _ in _requests(text) if conn is None or c == conn)
 
 
 def request_args(text: str, op: str) -> list[str]:
     """The first argument (a path, for most requests) of each request
     ``op`` in trace text, in order, whoever sent it."""
-    return [m.group(3).split(" ", 1)[0] for m in map(_REQUEST.match, text.splitlines())
-            if m and m.group(2) == op]
+    return [arg for _, o, arg in _requests(text) if o == op]
 
 
 #: Requests a cache of reads in the client could answer when outside a
@@ -175,8 +177,7 @@ def connection_of(text: str, op: str, arg: str) -> str:
     """The connection that sent request ``op`` whose first argument is
     ``arg`` in trace text: a client finds its own by sending a request no
     other would (a unique path).  LabError if there is none, or several."""
-    conns = {m.group(1) for m in map(_REQUEST.match, text.splitlines())
-             if m and m.group(2) == op and m.group(3).split(" ", 1)[0] == arg}
+    conns = {c for c, o, a in _requests(text) if o == op and a == arg}
     if len(conns) != 1:
         raise LabError(f"xenstored's trace shows {len(conns)} connections sending {op} {arg}, "
                        "not one")
