@@ -365,6 +365,35 @@ def test_a_name_written_outside_libxl_is_still_taken(host, kernel, helpers):
         first.destroy()
 
 
+def test_a_name_two_domains_were_given_stays_taken_while_one_has_it(host, kernel, helpers):
+    """Another writer may give a name a domain already holds to a second
+    domain.  Once the first is destroyed the second still has the name, so
+    a create of it must still fail, as stock's scan of every name makes it.
+    With the name index, an index update that meets the second domain while
+    the first holds the name's entry must leave it to be looked at again,
+    not record it without an entry."""
+    name = helpers.PREFIX + "twice"
+    first = host.create(DomainConfig(name, kernel))
+    second = host.create(DomainConfig(helpers.PREFIX + "twice-other", kernel))
+    xs = host.xenstore
+    try:
+        _forget_in_name_index(xs, second.domid)
+        xs.write(f"/local/domain/{second.domid}/name", name.encode())
+        # A create of another name brings the index up to date, meeting the
+        # second domain while the first holds the name's entry.
+        host.create(DomainConfig(helpers.PREFIX + "twice-update", kernel)).destroy()
+        first.destroy()
+        domids = helpers.domids(host)
+        with pytest.raises(pyxen.LibxlError, match="already exists"):
+            host.create(DomainConfig(name, kernel))
+        assert helpers.none_added(host, domids), "the refused create left its domain"
+        assert [d.domid for d in host.domains() if d.name == name] == [second.domid]
+    finally:
+        for dom in host.domains():
+            if dom.name.startswith(name):   # a create that wrongly won too
+                dom.destroy()
+
+
 #: Guests running besides the one looked up by name: stock's lookup reads
 #: the name of each (and of dom0), the name index's a few nodes.
 BY_NAME_OTHERS = 8
