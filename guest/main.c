@@ -14,6 +14,9 @@
  *
  * With the command line "xs-half" it first plays a guest caught by an
  * XS_INTRODUCE in the middle of a Xenstore request (xs_half() below); with
+ * "xs-nosignal" one whose request's event was lost (xs_nosignal()); with
+ * "xs-deaf" and "xs-pipe" two that hold one of them at its outstanding
+ * requests quota in xenstored (xs_deaf(), xs_pipe()); with
  * "domctl" it plays a Xenstore stub domain issuing the domctls such a
  * domain may, as fast as it can (domctl_hammer() below).
  *
@@ -228,6 +231,123 @@ static void put_request(struct xenstore_domain_interface *xs, const void *p,
     __atomic_store_n(&xs->req_prod, prod, __ATOMIC_RELEASE);
 }
 
+/* Waits until the response ring holds @n bytes from @cons on. */
+static void xs_wait_rsp(struct xenstore_domain_interface *xs,
+                        XENSTORE_RING_IDX cons, uint32_t n)
+{
+    while ( __atomic_load_n(&xs->rsp_prod, __ATOMIC_ACQUIRE) - cons < n )
+        yield();
+}
+
+/*
+ * Waits for the next message on the response ring and copies its header
+ * to @hdr; returns the ring index of its body (not consumed yet).
+ */
+static XENSTORE_RING_IDX xs_read_header(struct xenstore_domain_interface *xs,
+                                        struct xsd_sockmsg *hdr)
+{
+    uint8_t *h = (uint8_t *)hdr;
+    XENSTORE_RING_IDX cons = xs->rsp_cons;
+    unsigned long i;
+
+    xs_wait_rsp(xs, cons, sizeof(*hdr));
+    for ( i = 0; i < sizeof(*hdr); i++ )
+        h[i] = xs->rsp[MASK_XENSTORE_IDX(cons++)];
+    return cons;
+}
+
+/* Marks the response ring read up to @cons, and says so. */
+static void xs_consume(struct xenstore_domain_interface *xs,
+                       evtchn_port_t port, XENSTORE_RING_IDX cons)
+{
+    __atomic_store_n(&xs->rsp_cons, cons, __ATOMIC_RELEASE);
+    notify(port);
+}
+
+/* Waits for the next message on the ring and consumes it, whatever it is. */
+static void xs_skip_message(struct xenstore_domain_interface *xs,
+                            evtchn_port_t port)
+{
+    struct xsd_sockmsg hdr;
+    XENSTORE_RING_IDX body = xs_read_header(xs, &hdr);
+
+    xs_wait_rsp(xs, body, hdr.len);
+    xs_consume(xs, port, body + hdr.len);
+}
+
+/* Puts a request of one type with the given payload on the ring. */
+static void xs_put(struct xenstore_domain_interface *xs, uint32_t type,
+                   uint32_t req_id, const char *payload, uint32_t len)
+{
+    const struct xsd_sockmsg hdr = {
+        .type = type, .req_id = req_id, .len = len,
+    };
+
+    put_request(xs, &hdr, sizeof(hdr));
+    put_request(xs, payload, len);
+}
+
+static void console_line(struct xencons_interface *con, evtchn_port_t port,
+                         shared_info_t *shared, const char *text)
+{
+    char line[96];
+    unsigned long n = 0;
+
+    put_text(line, &n, "pyxen-tinyguest: ");
+    put_text(line, &n, text);
+    put_text(line, &n, "\r\n");
+    console_write(con, port, shared, line, n);
+}
+
+/* Waits for input on the console, and takes it. */
+static void console_wait_input(struct xencons_interface *con,
+                               evtchn_port_t port)
+{
+    XENCONS_RING_IDX prod;
+
+    while ( (prod = __atomic_load_n(&con->in_prod, __ATOMIC_ACQUIRE)) ==
+            con->in_cons )
+        yield();
+    __atomic_store_n(&con->in_cons, prod, __ATOMIC_RELEASE);
+    notify(port);
+}
+
+/*
+ * Waits for the next reply on the ring, then writes
+ * "pyxen-tinyguest: <mode> reply type=T req_id=R body=B" to the console (B:
+ * up to 32 bytes of the body, '?' for what is not printable) and consumes it.
+ */
+static void xs_reply_line(struct xenstore_domain_interface *xs,
+                          evtchn_port_t port, struct xencons_interface *con,
+                          evtchn_port_t con_port, shared_info_t *shared,
+                          const char *mode)
+{
+    struct xsd_sockmsg reply;
+    XENSTORE_RING_IDX body = xs_read_header(xs, &reply);
+    char line[128];
+    unsigned long n = 0, i;
+
+    /* Up to 32 bytes of the body. */
+    xs_wait_rsp(xs, body, reply.len < 32 ? reply.len : 32);
+    put_text(line, &n, "pyxen-tinyguest: ");
+    put_text(line, &n, mode);
+    put_text(line, &n, " reply type=");
+    put_number(line, &n, reply.type);
+    put_text(line, &n, " req_id=");
+    put_number(line, &n, reply.req_id);
+    put_text(line, &n, " body=");
+    for ( i = 0; i < reply.len && i < 32; i++ )
+    {
+        char c = xs->rsp[MASK_XENSTORE_IDX(body + i)];
+
+        line[n++] = (c >= ' ' && c <= '~') ? c : '?';
+    }
+    put_text(line, &n, "\r\n");
+    xs_wait_rsp(xs, body, reply.len);
+    xs_consume(xs, port, body + reply.len);
+    console_write(con, con_port, shared, line, n);
+}
+
 /*
  * A request sent in two parts with an XS_INTRODUCE of this domain between
  * them: the first 8 bytes of a header; then, once xenstored has read them
@@ -236,7 +356,7 @@ static void put_request(struct xenstore_domain_interface *xs, const void *p,
  * of its own: XS_READ of "name" with req_id XS_HALF_REST_LEN.  A xenstored
  * that dropped the half-read request on the reset answers that one; one
  * that kept appending to it answers the first (req_id XS_HALF_FIRST_ID), or
- * worse.  The reply's type, req_id and body go to the console.
+ * worse.  The reply goes to the console ("xs-half reply ...").
  */
 #define XS_HALF_FIRST_ID 7
 #define XS_HALF_REST_LEN 13
@@ -250,18 +370,12 @@ static void xs_half(struct xenstore_domain_interface *xs, evtchn_port_t port,
     const uint32_t rest[2] = { XS_READ, XS_HALF_REST_LEN };
     /* As the first request's body; as a request, tx_id, len and "name". */
     const uint32_t rest_hdr[2] = { 0, 5 };
-    struct xsd_sockmsg reply;
-    uint8_t *r = (uint8_t *)&reply;
-    char line[128];
-    unsigned long n = 0, i;
-    XENSTORE_RING_IDX cons;
 
     put_request(xs, first, sizeof(first));
     notify(port);
     while ( __atomic_load_n(&xs->req_cons, __ATOMIC_ACQUIRE) != sizeof(first) )
         yield();
-    put_text(line, &n, "pyxen-tinyguest: xs-half sent\r\n");
-    console_write(con, con_port, shared, line, n);
+    console_line(con, con_port, shared, "xs-half sent");
 
     while ( __atomic_load_n(&xs->req_prod, __ATOMIC_ACQUIRE) != 0 )
         yield();
@@ -270,32 +384,93 @@ static void xs_half(struct xenstore_domain_interface *xs, evtchn_port_t port,
     put_request(xs, "name", 5);
     notify(port);
 
-    /* The reply: its header, then up to 32 bytes of its body. */
-    cons = xs->rsp_cons;
-    while ( __atomic_load_n(&xs->rsp_prod, __ATOMIC_ACQUIRE) - cons <
-            sizeof(reply) )
-        yield();
-    for ( i = 0; i < sizeof(reply); i++ )
-        r[i] = xs->rsp[MASK_XENSTORE_IDX(cons++)];
-    while ( __atomic_load_n(&xs->rsp_prod, __ATOMIC_ACQUIRE) - cons <
-            (reply.len < 32 ? reply.len : 32) )
-        yield();
-    n = 0;
-    put_text(line, &n, "pyxen-tinyguest: xs-half reply type=");
-    put_number(line, &n, reply.type);
-    put_text(line, &n, " req_id=");
-    put_number(line, &n, reply.req_id);
-    put_text(line, &n, " body=");
-    for ( i = 0; i < reply.len && i < 32; i++ )
-    {
-        char c = xs->rsp[MASK_XENSTORE_IDX(cons + i)];
+    xs_reply_line(xs, port, con, con_port, shared, "xs-half");
+}
 
-        line[n++] = (c >= ' ' && c <= '~') ? c : '?';
-    }
-    put_text(line, &n, "\r\n");
-    __atomic_store_n(&xs->rsp_cons, cons + reply.len, __ATOMIC_RELEASE);
+/*
+ * "xs-nosignal": once input arrives on the console (so that the test
+ * chooses when), an XS_READ of "name" (req_id XS_NOSIGNAL_ID) put on the
+ * ring without the event that tells xenstored of it, as by a guest whose
+ * signal was lost.  "xs-nosignal sent" on the console once it is on the
+ * ring, then the reply ("xs-nosignal reply ...") whenever xenstored looks at
+ * the ring and answers it.
+ */
+#define XS_NOSIGNAL_ID 21
+
+static void xs_nosignal(struct xenstore_domain_interface *xs,
+                        evtchn_port_t port, struct xencons_interface *con,
+                        evtchn_port_t con_port, shared_info_t *shared)
+{
+    console_wait_input(con, con_port);
+    xs_put(xs, XS_READ, XS_NOSIGNAL_ID, "name", 5);
+    console_line(con, con_port, shared, "xs-nosignal sent");
+
+    xs_reply_line(xs, port, con, con_port, shared, "xs-nosignal");
+}
+
+/*
+ * Two guests and a quota, to hold one domain at its outstanding requests
+ * quota by another's unread watch events (xenstored keeps a request
+ * outstanding until every event it fired was read or timed out).
+ *
+ * "xs-deaf": watches XS_DEAF_PATH (token XS_DEAF_TOKEN: an event of it is
+ * exactly XS_DEAF_EVENT_BYTES, so XENSTORE_RING_SIZE / XS_DEAF_EVENT_BYTES
+ * events fill the ring to its last byte), reads the watch's reply and
+ * first event, prints "xs-deaf ready", and never reads its ring again.
+ * Once a byte arrives on its console, it puts XS_DEAF_READS reads of the
+ * path on the ring, with their event, and prints "xs-deaf sent".
+ *
+ * "xs-pipe": puts a write of XS_DEAF_PATH and one of XS_PIPE_OTHER_PATH,
+ * which the deaf guest does not watch, on the ring at once, with one
+ * event, prints "xs-pipe sent", then "xs-pipe done" once it has read both
+ * replies.
+ */
+#define XS_DEAF_PATH        "/pyxen-deaf/x"
+#define XS_DEAF_TOKEN       "t"
+#define XS_DEAF_EVENT_BYTES (sizeof(struct xsd_sockmsg) + \
+                             sizeof(XS_DEAF_PATH) + sizeof(XS_DEAF_TOKEN))
+#define XS_DEAF_READS       3
+#define XS_PIPE_OTHER_PATH  "/pyxen-deaf/y"
+
+_Static_assert(XENSTORE_RING_SIZE % XS_DEAF_EVENT_BYTES == 0,
+               "the deaf guest's events must fill its ring exactly");
+
+static void xs_deaf(struct xenstore_domain_interface *xs, evtchn_port_t port,
+                    struct xencons_interface *con, evtchn_port_t con_port,
+                    shared_info_t *shared)
+{
+    static const char watch[] = XS_DEAF_PATH "\0" XS_DEAF_TOKEN;
+    unsigned int i;
+
+    xs_put(xs, XS_WATCH, 1, watch, sizeof(watch));
     notify(port);
-    console_write(con, con_port, shared, line, n);
+    xs_skip_message(xs, port);          /* the watch's reply */
+    xs_skip_message(xs, port);          /* and its first event */
+    console_line(con, con_port, shared, "xs-deaf ready");
+
+    console_wait_input(con, con_port);
+    for ( i = 0; i < XS_DEAF_READS; i++ )
+        xs_put(xs, XS_READ, 2 + i, XS_DEAF_PATH, sizeof(XS_DEAF_PATH));
+    notify(port);
+    console_line(con, con_port, shared, "xs-deaf sent");
+}
+
+static void xs_pipe(struct xenstore_domain_interface *xs, evtchn_port_t port,
+                    struct xencons_interface *con, evtchn_port_t con_port,
+                    shared_info_t *shared)
+{
+    static const char watched[] = XS_DEAF_PATH "\0" "a";
+    static const char other[] = XS_PIPE_OTHER_PATH "\0" "a";
+
+    /* The values are not NUL-terminated: leave out the literals' last NUL. */
+    xs_put(xs, XS_WRITE, 1, watched, sizeof(watched) - 1);
+    xs_put(xs, XS_WRITE, 2, other, sizeof(other) - 1);
+    notify(port);
+    console_line(con, con_port, shared, "xs-pipe sent");
+
+    xs_skip_message(xs, port);
+    xs_skip_message(xs, port);
+    console_line(con, con_port, shared, "xs-pipe done");
 }
 
 /*
@@ -440,6 +615,15 @@ void __attribute__((noreturn)) guest_main(const start_info_t *si)
 
     if ( cmdline_is(si->cmd_line, "xs-half") )
         xs_half(mfn_to_virt(si->store_mfn), si->store_evtchn, ring, ports[0],
+                shared);
+    if ( cmdline_is(si->cmd_line, "xs-nosignal") )
+        xs_nosignal(mfn_to_virt(si->store_mfn), si->store_evtchn, ring,
+                    ports[0], shared);
+    if ( cmdline_is(si->cmd_line, "xs-deaf") )
+        xs_deaf(mfn_to_virt(si->store_mfn), si->store_evtchn, ring, ports[0],
+                shared);
+    if ( cmdline_is(si->cmd_line, "xs-pipe") )
+        xs_pipe(mfn_to_virt(si->store_mfn), si->store_evtchn, ring, ports[0],
                 shared);
 
     for ( ;; )

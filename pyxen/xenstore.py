@@ -31,6 +31,10 @@ MAX_PAYLOAD = 4096
 MAX_PATH = 3072
 #: The longest watch token every event of the watch has room for.
 MAX_TOKEN = MAX_PAYLOAD - MAX_PATH - 2
+#: The kernel's device for the ring of the domain a program runs in:
+#: libxenstore's way to xenstored when it has no socket there (or when
+#: XENSTORED_PATH names the device).
+XENBUS_DEVICE = "/dev/xen/xenbus"
 
 _PERM_CHARS = {"n": 0, "r": 1, "w": 2, "b": 3}
 

@@ -25,7 +25,7 @@ from pyxen.lab.dom0.drivers import GUEST_BANNER, console_text
 from pyxen.lab.dom0.proccpu import find_pids
 from pyxen.lab.dom0.straced import STRACE_WAIT_S, stopped_in_syscall, straced
 from pyxen.lab.dom0.xstrace import TraceReader, request_args, trace_path
-from pyxen.xenstore import Perm, XenStore, cache_supported
+from pyxen.xenstore import XENBUS_DEVICE, Perm, XenStore, cache_supported
 
 pytestmark = pytest.mark.xen
 
@@ -990,6 +990,147 @@ def test_a_domain_reintroduced_in_mid_request_has_its_next_request_answered(
         assert host.xenstore.read(f"/local/domain/{dom.domid}/name") == dom.name.encode()
     finally:
         dom.destroy()
+
+
+#: The reply the tiny guest's "xs-nosignal" mode prints (guest/main.c
+#: xs_nosignal()): XS_READ (2) of its "name", req_id 21.
+XS_NOSIGNAL_REPLY = re.compile(r"pyxen-tinyguest: xs-nosignal reply (type=\d+ req_id=\d+ body=\S*)")
+#: How long the test lets the creation's activity settle before the guest
+#: puts its request on the ring, and watches the request for a reply
+#: before dom0's request; and how long the reply may take after it
+#: (xenstored looks at every ring again 100 ms after a domain's connection
+#: was served).
+NOSIGNAL_QUIET_S = 3.0
+NOSIGNAL_ANSWER_S = 10.0
+
+
+def test_a_request_whose_signal_was_lost_is_answered_after_other_activity(
+        host, kernel, helpers):
+    """A guest's request put on its ring without the event that tells
+    xenstored of it (a signal Linux can lose: docs/misc/xenstore-ring.txt)
+    is answered once xenstored has served another domain's connection: stock
+    xenstored looks at every ring on every pass; the series' (toolstack
+    0009) looks only at connections with work, and at every ring again
+    100 ms after a domain's connection has left its busy list, for which it
+    must wake up even with nothing else to do.  The other activity is one
+    request on dom0's own ring (the kernel's xenbus device), after which
+    nothing need wake xenstored.  The guest puts its request on the ring
+    when told to on its console, once the creation is over: dom0's kernel
+    reads the new console's backend nodes through its ring meanwhile."""
+    dom = host.create(DomainConfig(helpers.PREFIX + "xsnosig", kernel, cmdline="xs-nosignal"))
+    try:
+        assert helpers.wait_for(lambda: GUEST_BANNER in console_text(dom.name), 60), \
+            f"the guest did not start:\n{console_text(dom.name)}"
+        tty = host.xenstore.read(f"/local/domain/{dom.domid}/console/tty").decode()
+        time.sleep(NOSIGNAL_QUIET_S)
+        with open(tty, "wb", buffering=0) as console:
+            console.write(b"g")
+        assert helpers.wait_for(lambda: "xs-nosignal sent" in console_text(dom.name), 60), \
+            f"the guest did not put its request on the ring:\n{console_text(dom.name)}"
+        if helpers.wait_for(lambda: XS_NOSIGNAL_REPLY.search(console_text(dom.name)),
+                            NOSIGNAL_QUIET_S):
+            pytest.skip("xenstored answered before dom0's request (it looked at the ring "
+                        "for another reason): this run cannot tell")
+        subprocess.run(["xenstore-read", "domid"], check=True, capture_output=True, timeout=60,
+                       env=dict(os.environ, XENSTORED_PATH=XENBUS_DEVICE))
+        assert helpers.wait_for(lambda: XS_NOSIGNAL_REPLY.search(console_text(dom.name)),
+                                NOSIGNAL_ANSWER_S), \
+            f"no reply {NOSIGNAL_ANSWER_S:.0f} s after dom0's request:\n{console_text(dom.name)}"
+        m = XS_NOSIGNAL_REPLY.search(console_text(dom.name))
+        assert m and m.group(1) == f"type=2 req_id=21 body={dom.name}", m
+    finally:
+        dom.destroy()
+
+
+#: The tiny guest's "xs-deaf" and "xs-pipe" modes (guest/main.c xs_deaf()):
+#: the path the deaf guest watches and the pipe guest writes first (its
+#: second write is of a sibling, under the same parent), and how many
+#: events of it fill the deaf guest's ring to its last byte
+#: (XENSTORE_RING_SIZE / 32, the size of one).
+XS_DEAF_PATH = "/pyxen-deaf/x"
+XS_DEAF_RING_EVENTS = 1024 // 32
+#: xenstored's watch event timeout (its default, ``-w watch-event=20``),
+#: after which it frees an event nobody read, and the margin left beyond it.
+WATCH_EVENT_TIMEOUT_S = 20.0
+WATCH_EVENT_MARGIN_S = 10.0
+
+
+@contextmanager
+def outstanding_quota(value: int) -> Iterator[None]:
+    """xenstored's quota of outstanding requests per domain set to ``value``,
+    and set back to what it was after."""
+    shown = subprocess.run(["xenstore-control", "quota"], check=True, capture_output=True,
+                           text=True, timeout=60).stdout
+    m = re.search(r"^outstanding\s*:\s*(\d+)", shown, re.M)
+    assert m, f"xenstored shows no outstanding requests quota:\n{shown}"
+    subprocess.run(["xenstore-control", "quota", "set", "outstanding", str(value)],
+                   check=True, capture_output=True, timeout=60)
+    try:
+        yield
+    finally:
+        subprocess.run(["xenstore-control", "quota", "set", "outstanding", m.group(1)],
+                       check=True, capture_output=True, timeout=60)
+
+
+def test_a_domain_held_at_its_quota_by_unread_events_goes_on_once_they_time_out(
+        host, kernel, helpers):
+    """xenstored keeps a domain's request outstanding until every watch event
+    it fired has been read or has timed out (20 s), and reads nothing more
+    from a domain at its quota.  With the quota at 1, the "xs-pipe" guest
+    puts 2 writes on its ring at once, the first of a path the "xs-deaf"
+    guest watches, whose ring dom0's writes filled to the last byte and which
+    reads none of it: the first write is taken, the second waits.
+    The deaf guest then puts requests of its own on the ring, whose replies
+    wait too, so that its connection stays busy once the event is gone.
+    When the event times out, the walk of xenstored's connections that
+    frees it has already looked at the pipe guest, which joined the series'
+    busy list first: the pipe guest's second write must then be taken
+    without anything else waking xenstored (toolstack 0046; without it the
+    series' xenstored slept in poll() for good, as stock's does when the
+    connections are in that order)."""
+    xs = host.xenstore
+    parent = XS_DEAF_PATH.rsplit("/", 1)[0]
+    for node in (XS_DEAF_PATH, f"{parent}/y"):
+        xs.write(node, "0")
+        xs.set_perms(node, [Perm(0, "b")])
+    xenstored = find_pids(("xenstored",))["xenstored"]
+    doms: list[pyxen.Domain] = []
+
+    def said(dom: pyxen.Domain, what: str) -> bool:
+        return f"pyxen-tinyguest: {what}" in console_text(dom.name)
+
+    try:
+        with outstanding_quota(1):
+            deaf = host.create(DomainConfig(helpers.PREFIX + "xsdeaf", kernel, cmdline="xs-deaf"))
+            doms.append(deaf)
+            assert helpers.wait_for(lambda: said(deaf, "xs-deaf ready"), 60), \
+                f"the deaf guest did not watch the path:\n{console_text(deaf.name)}"
+            for i in range(XS_DEAF_RING_EVENTS):
+                xs.write(XS_DEAF_PATH, str(i % 10))
+            tty = xs.read(f"/local/domain/{deaf.domid}/console/tty").decode()
+            pipe = host.create(DomainConfig(helpers.PREFIX + "xspipe", kernel, cmdline="xs-pipe"))
+            doms.append(pipe)
+            assert helpers.wait_for(lambda: said(pipe, "xs-pipe sent"), 60), \
+                f"the pipe guest did not send its writes:\n{console_text(pipe.name)}"
+            sent = time.monotonic()
+            time.sleep(2)
+            with open(tty, "wb", buffering=0) as console:
+                console.write(b"g")
+            assert helpers.wait_for(lambda: said(deaf, "xs-deaf sent"), 30), \
+                f"the deaf guest did not send its reads:\n{console_text(deaf.name)}"
+            time.sleep(2)
+            assert not said(pipe, "xs-pipe done"), \
+                "the pipe guest's writes were all taken: it was not held at its quota"
+            assert find_pids(("xenstored",)).get("xenstored") == xenstored, "xenstored restarted"
+            deadline = sent + WATCH_EVENT_TIMEOUT_S + WATCH_EVENT_MARGIN_S
+            assert helpers.wait_for(lambda: said(pipe, "xs-pipe done"),
+                                    deadline - time.monotonic()), \
+                f"the pipe guest's second write was not taken {WATCH_EVENT_MARGIN_S:.0f} s " \
+                f"after the event it waited for timed out:\n{console_text(pipe.name)}"
+    finally:
+        for dom in doms:
+            dom.destroy()
+        xs.rm(parent)
 
 
 def test_a_cached_handle_needs_a_library_with_the_cache(host, helpers, monkeypatch):  # type: ignore[no-untyped-def]

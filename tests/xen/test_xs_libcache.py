@@ -30,7 +30,7 @@ import pytest
 from pyxen.errors import XenstoreError
 from pyxen.lab.dom0.xstrace import (LIBXENSTORE_CACHE_TOKEN, TraceReader, connection_of,
                                     count_requests, trace_path)
-from pyxen.xenstore import XenStore, cache_supported
+from pyxen.xenstore import XENBUS_DEVICE, XenStore, cache_supported
 
 #: The cache's own tests: stock's suite leaves them out (its libxenstore has
 #: no cache); test_host.py checks that pyxen refuses a cached handle there.
@@ -64,12 +64,11 @@ def grant(same: int) -> int:
 #: repeat the first's answer.
 ARMED_CREDIT = grant(WINDOW - 1)
 
-#: dom0's kernel's connection to xenstored (a ring, which xenstored does not
-#: promise ordered events), and the bit of GET_FEATURE's answer that makes
-#: that promise (XENSTORE_SERVER_FEATURE_ORDERED_EVENTS in xs_wire.h, added
-#: by "tools/xenstore: tell privileged socket clients that their events
-#: are ordered").
-XENBUS_DEVICE = "/dev/xen/xenbus"
+#: The bit of GET_FEATURE's answer that promises ordered events
+#: (XENSTORE_SERVER_FEATURE_ORDERED_EVENTS in xs_wire.h, added by
+#: "tools/xenstore: tell privileged socket clients that their events are
+#: ordered"), which xenstored does not promise on dom0's kernel's ring
+#: (XENBUS_DEVICE).
 ORDERED_EVENTS = 16
 
 #: A process that asks libxenstore for xenstored's features through the
