@@ -1004,6 +1004,15 @@ NOSIGNAL_QUIET_S = 3.0
 NOSIGNAL_ANSWER_S = 10.0
 
 
+def poke_console(tty: str) -> None:
+    """One byte to a guest's console through its pty (``tty``, from its
+    ``console/tty`` node): what a tiny guest in a mode that waits for its
+    cue (guest/main.c console_wait_input()) waits for.  It reaches the guest
+    through xenconsoled alone, without a Xenstore request."""
+    with open(tty, "wb", buffering=0) as console:
+        console.write(b"g")
+
+
 def test_a_request_whose_signal_was_lost_is_answered_after_other_activity(
         host, kernel, helpers):
     """A guest's request put on its ring without the event that tells
@@ -1023,8 +1032,7 @@ def test_a_request_whose_signal_was_lost_is_answered_after_other_activity(
             f"the guest did not start:\n{console_text(dom.name)}"
         tty = host.xenstore.read(f"/local/domain/{dom.domid}/console/tty").decode()
         time.sleep(NOSIGNAL_QUIET_S)
-        with open(tty, "wb", buffering=0) as console:
-            console.write(b"g")
+        poke_console(tty)
         assert helpers.wait_for(lambda: "xs-nosignal sent" in console_text(dom.name), 60), \
             f"the guest did not put its request on the ring:\n{console_text(dom.name)}"
         if helpers.wait_for(lambda: XS_NOSIGNAL_REPLY.search(console_text(dom.name)),
@@ -1043,11 +1051,12 @@ def test_a_request_whose_signal_was_lost_is_answered_after_other_activity(
 
 
 #: The tiny guest's "xs-deaf" and "xs-pipe" modes (guest/main.c xs_deaf()):
-#: the path the deaf guest watches and the pipe guest writes first (its
-#: second write is of a sibling, under the same parent), and how many
+#: the path the deaf guest watches and the pipe guest writes first, the
+#: sibling it writes second (XS_PIPE_OTHER_PATH), and how many
 #: events of it fill the deaf guest's ring to its last byte
 #: (XENSTORE_RING_SIZE / 32, the size of one).
 XS_DEAF_PATH = "/pyxen-deaf/x"
+XS_PIPE_OTHER_PATH = "/pyxen-deaf/y"
 XS_DEAF_RING_EVENTS = 1024 // 32
 #: xenstored's watch event timeout (its default, ``-w watch-event=20``),
 #: after which it frees an event nobody read, and the margin left beyond it.
@@ -1090,7 +1099,7 @@ def test_a_domain_held_at_its_quota_by_unread_events_goes_on_once_they_time_out(
     connections are in that order)."""
     xs = host.xenstore
     parent = XS_DEAF_PATH.rsplit("/", 1)[0]
-    for node in (XS_DEAF_PATH, f"{parent}/y"):
+    for node in (XS_DEAF_PATH, XS_PIPE_OTHER_PATH):
         xs.write(node, "0")
         xs.set_perms(node, [Perm(0, "b")])
     xenstored = find_pids(("xenstored",))["xenstored"]
@@ -1114,8 +1123,7 @@ def test_a_domain_held_at_its_quota_by_unread_events_goes_on_once_they_time_out(
                 f"the pipe guest did not send its writes:\n{console_text(pipe.name)}"
             sent = time.monotonic()
             time.sleep(2)
-            with open(tty, "wb", buffering=0) as console:
-                console.write(b"g")
+            poke_console(tty)
             assert helpers.wait_for(lambda: said(deaf, "xs-deaf sent"), 30), \
                 f"the deaf guest did not send its reads:\n{console_text(deaf.name)}"
             time.sleep(2)
